@@ -1,0 +1,226 @@
+"""A small client for Deepgram's pre-recorded API, remote-file form only.
+
+Every failure leaves here already classified (see ``transcriber.errors``). Exceptions never carry
+the API key or the presigned URL: the URL travels only in the request body.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from transcriber.errors import (
+    BlockedError,
+    ErrorDetails,
+    PermanentError,
+    RetryableError,
+    TranscriptionError,
+    configuration_error,
+)
+
+USER_AGENT = "deepgram-s3-transcriber/0.1"
+REMOTE_CONTENT_HINT = (
+    "Deepgram could not download the presigned S3 URL. Likely causes: the URL expired before "
+    "Deepgram fetched it (raise PRESIGN_EXPIRY_SECONDS), a bucket policy or KMS key denies the "
+    "function's role, or the object was deleted."
+)
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """Deepgram's 200 answer: the raw bytes (stored unchanged) and the parsed document."""
+
+    body: bytes
+    document: dict[str, Any]
+    request_id: str | None
+    latency_s: float
+
+    @property
+    def duration_s(self) -> float | None:
+        value = self.document.get("metadata", {}).get("duration")
+        return float(value) if isinstance(value, int | float) else None
+
+
+@dataclass(frozen=True)
+class DeepgramErrorBody:
+    code: str | None
+    message: str
+    request_id: str | None
+
+
+def parse_error_body(body: bytes) -> DeepgramErrorBody:
+    """Deepgram answers errors as a plain string, ``{err_code, err_msg}``, ``{category, message}``
+    or something that is not JSON at all (a proxy's HTML page): read them all."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        parsed: Any = json.loads(text)
+    except ValueError:
+        return DeepgramErrorBody(code=None, message=text[:500] or "(empty body)", request_id=None)
+    if isinstance(parsed, str):
+        return DeepgramErrorBody(code=None, message=parsed[:500], request_id=None)
+    if not isinstance(parsed, dict):
+        return DeepgramErrorBody(code=None, message=text[:500], request_id=None)
+    code = parsed.get("err_code") or parsed.get("category")
+    message = parsed.get("err_msg") or parsed.get("message") or parsed.get("details") or text[:500]
+    request_id = parsed.get("request_id")
+    return DeepgramErrorBody(
+        code=str(code) if code is not None else None,
+        message=str(message)[:500],
+        request_id=str(request_id) if request_id is not None else None,
+    )
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare enough to fall back to our own backoff
+
+
+# status -> (class, reason) for answers that need no look at the body; the README has this table.
+_STATUS_TAXONOMY: dict[int, tuple[type[TranscriptionError], str]] = {
+    401: (BlockedError, "deepgram-invalid-credentials"),
+    402: (BlockedError, "deepgram-payment-required"),
+    403: (PermanentError, "deepgram-insufficient-permissions"),
+    404: (PermanentError, "deepgram-not-found"),
+    408: (RetryableError, "deepgram-request-timeout"),
+    413: (PermanentError, "deepgram-payload-too-large"),
+    429: (RetryableError, "deepgram-throttled"),
+    504: (RetryableError, "deepgram-processing-timeout"),
+}
+
+
+def classify_status(status: int, error: DeepgramErrorBody, retry_after: float | None) -> TranscriptionError:
+    """Map one Deepgram error answer to the taxonomy."""
+    code = (error.code or "").upper()
+    message = error.message
+    kind: type[TranscriptionError]
+    if status == 400 and code == "REMOTE_CONTENT_ERROR":
+        message = f"{error.message} -- {REMOTE_CONTENT_HINT}"
+        transient = "failed to return valid data" in error.message
+        kind, reason = (
+            (RetryableError, "deepgram-remote-content-transient")
+            if transient
+            else (PermanentError, "deepgram-remote-content")
+        )
+    elif status == 400:
+        invalid_options = code == "INVALID_QUERY_PARAMETER"
+        kind, reason = (
+            PermanentError,
+            "deepgram-invalid-options" if invalid_options else "deepgram-unsupported-audio",
+        )
+    elif code == "SLOW_UPLOAD":
+        kind, reason = RetryableError, "deepgram-request-timeout"
+    elif status in _STATUS_TAXONOMY:
+        kind, reason = _STATUS_TAXONOMY[status]
+    elif status >= 500:
+        kind, reason = RetryableError, "deepgram-unavailable"
+    else:
+        kind, reason = PermanentError, "deepgram-unexpected-status"
+    return kind(
+        ErrorDetails(
+            reason=reason,
+            message=message,
+            http_status=status,
+            deepgram_code=error.code,
+            request_id=error.request_id,
+            retry_after_s=retry_after,
+        )
+    )
+
+
+class DeepgramClient:
+    """One pooled HTTPS session per container; no transport-level retries (retrying a POST that
+    Deepgram received is billed again, so the caller decides)."""
+
+    def __init__(self, base_url: str, session: requests.Session | None = None) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme != "https" or not parts.netloc:
+            raise configuration_error("insecure-api-url", "the Deepgram API URL must use https://")
+        self._listen_url = base_url.rstrip("/") + "/v1/listen"
+        self._session = session or self._new_session()
+
+    @staticmethod
+    def _new_session() -> requests.Session:
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
+        session.mount("https://", adapter)
+        session.headers["User-Agent"] = USER_AGENT
+        return session
+
+    def transcribe_url(
+        self,
+        *,
+        api_key: str,
+        media_url: str,
+        options: Sequence[tuple[str, str]],
+        connect_timeout_s: float,
+        read_timeout_s: float,
+    ) -> Transcript:
+        url = f"{self._listen_url}?{urlencode(list(options))}"
+        started = time.perf_counter()
+        try:
+            response = self._session.post(
+                url,
+                data=json.dumps({"url": media_url}),
+                headers={"Authorization": f"Token {api_key}", "Content-Type": "application/json"},
+                timeout=(connect_timeout_s, read_timeout_s),
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            raise RetryableError(
+                ErrorDetails(
+                    reason="deepgram-timeout",
+                    message=f"no answer from Deepgram within {read_timeout_s:.0f} s ({type(exc).__name__})",
+                )
+            ) from None
+        except requests.ConnectionError as exc:
+            raise RetryableError(
+                ErrorDetails(
+                    reason="deepgram-connection", message=f"connection failed ({type(exc).__name__})"
+                )
+            ) from None
+        latency = time.perf_counter() - started
+        if response.status_code != 200:
+            error = parse_error_body(response.content)
+            raise classify_status(response.status_code, error, _retry_after(response))
+        document = _parse_transcript(response.content)
+        metadata = document.get("metadata")
+        request_id = metadata.get("request_id") if isinstance(metadata, dict) else None
+        return Transcript(
+            body=response.content,
+            document=document,
+            request_id=str(request_id) if request_id else response.headers.get("dg-request-id"),
+            latency_s=latency,
+        )
+
+
+def _invalid_response(message: str) -> RetryableError:
+    # A 200 that is not a transcript came from something between us and Deepgram, or a fault on
+    # Deepgram's side; it was not our audio's fault, so trying again is right.
+    return RetryableError(ErrorDetails(reason="deepgram-invalid-response", message=message, http_status=200))
+
+
+def _parse_transcript(body: bytes) -> dict[str, Any]:
+    try:
+        document: Any = json.loads(body)
+    except ValueError:
+        raise _invalid_response("Deepgram answered 200 with a body that is not JSON") from None
+    if not isinstance(document, dict):
+        raise _invalid_response("Deepgram answered 200 with JSON that is not an object")
+    channels = (
+        document.get("results", {}).get("channels") if isinstance(document.get("results"), dict) else None
+    )
+    if not isinstance(channels, list) or not channels:
+        raise _invalid_response("Deepgram answered 200 without results.channels")
+    return document

@@ -1,0 +1,319 @@
+"""The per-object work: skip rules, the Deepgram call with retries, idempotency, outputs."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any, Protocol
+
+import boto3
+import requests
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+)
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+from botocore.config import Config
+
+from transcriber.config import Settings
+from transcriber.deepgram import DeepgramClient, Transcript
+from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
+from transcriber.events import S3ObjectRef, parse_event
+from transcriber.observability import logger, metrics, redact_url
+from transcriber.secrets import ApiKeyProvider
+from transcriber.storage import Storage, utc_now
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+# Shared by every function that transcribes, so a retry never pays twice for one object version.
+IDEMPOTENCY_KEY_PREFIX = "transcription"
+MEDIA_CONTENT_TYPES = ("audio/", "video/")
+
+
+class LambdaContextLike(Protocol):
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries inside one invocation, before Lambda's own retries and the dead-letter queue."""
+
+    max_attempts: int = 4
+    base_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    reserve_s: float = 10.0  # kept back for writing the outputs after Deepgram answers
+    min_request_s: float = 5.0  # below this a billable request would likely be cut off
+    max_connect_timeout_s: float = 5.0
+
+
+@dataclass
+class Outcome:
+    status: str  # transcribed | skipped | failed | retrying
+    bucket: str
+    key: str
+    version: str | None = None
+    output_key: str | None = None
+    reason: str | None = None
+    request_id: str | None = None
+    replayed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def skip_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
+    """Why an object needs no Deepgram call, judged from the event alone (no AWS call)."""
+    if obj.key.endswith("/"):
+        return "folder-placeholder"
+    if obj.size == 0:
+        return "empty-object"
+    if obj.bucket == settings.output_bucket and obj.key.startswith(
+        (settings.transcript_prefix, settings.failure_prefix)
+    ):
+        return "own-output"  # never transcribe our own transcripts: that would loop
+    return None
+
+
+def extension_of(key: str) -> str:
+    return PurePosixPath(key).suffix.lower().lstrip(".")
+
+
+class Transcriber:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        s3: S3Client | None = None,
+        secretsmanager: SecretsManagerClient | None = None,
+        dynamodb: DynamoDBClient | None = None,
+        http: requests.Session | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        s3_client = s3 or boto3.client("s3", config=Config(signature_version="s3v4"))
+        self.storage = Storage(
+            s3_client, settings.output_bucket, settings.transcript_prefix, settings.failure_prefix
+        )
+        self.api_keys = ApiKeyProvider(settings.deepgram_secret_id, settings.secret_max_age_s, secretsmanager)
+        self.deepgram = DeepgramClient(settings.deepgram_api_url, http)
+        self.query = settings.deepgram.query()
+        self.idempotency = IdempotencyConfig(
+            expires_after_seconds=settings.idempotency_ttl_s, response_hook=_mark_replayed
+        )
+        persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=dynamodb)
+        self._transcribe_once = idempotent_function(
+            data_keyword_argument="identity",
+            persistence_store=persistence,
+            config=self.idempotency,
+            key_prefix=IDEMPOTENCY_KEY_PREFIX,
+        )(self._transcribe)
+
+    # -- one event ---------------------------------------------------------------------------
+    def handle_event(self, event: Any, context: LambdaContextLike) -> dict[str, Any]:
+        """Process every object of the event; retryable failures are raised after the others ran."""
+        self.idempotency.register_lambda_context(context)  # type: ignore[arg-type]
+        outcomes: list[Outcome] = []
+        deferred: list[RetryableError] = []
+        for obj in parse_event(event):
+            try:
+                outcomes.append(self.process(obj, context))
+            except RetryableError as exc:
+                deferred.append(exc)
+                outcomes.append(Outcome("retrying", obj.bucket, obj.key, obj.version_id, reason=exc.reason))
+        summary = {
+            "objects": [asdict(o) for o in outcomes],
+            **{
+                s: sum(o.status == s for o in outcomes)
+                for s in ("transcribed", "skipped", "failed", "retrying")
+            },
+        }
+        if deferred:
+            logger.warning("Some objects must be retried", extra={"summary": summary})
+            raise deferred[0]
+        return summary
+
+    # -- one object --------------------------------------------------------------------------
+    def process(self, obj: S3ObjectRef, context: LambdaContextLike) -> Outcome:
+        logger.append_keys(bucket=obj.bucket, object_key=obj.key, version_id=obj.version_id)
+        logger.set_correlation_id(obj.key)
+        started_at = utc_now()
+        try:
+            reason = skip_reason(obj, self.settings)
+            if reason is None:
+                obj, reason = self._resolve(obj)
+            if reason is not None:
+                return self._skipped(obj, reason)
+            identity = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or obj.etag}
+            result = self._transcribe_once(identity=identity, obj=obj, context=context)
+        except IdempotencyAlreadyInProgressError:
+            metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
+            raise RetryableError(
+                ErrorDetails(reason="in-progress-elsewhere", message="another invocation is transcribing it")
+            ) from None
+        except IdempotencyPersistenceLayerError as exc:
+            metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
+            raise RetryableError(
+                ErrorDetails(reason="idempotency-store-error", message=type(exc).__name__)
+            ) from exc
+        except PermanentError as exc:
+            return self._failed(obj, exc, started_at)
+        except RetryableError as exc:
+            metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
+            logger.warning("Transcription will be retried", extra={"error": exc.as_record()})
+            raise
+        replayed = bool(result.pop("replayed", False))
+        if replayed:
+            logger.info(
+                "Already transcribed; no new Deepgram request", extra={"transcript_key": result["key"]}
+            )
+        return Outcome(
+            "transcribed",
+            obj.bucket,
+            obj.key,
+            obj.version_id or obj.etag,
+            output_key=result["key"],
+            request_id=result.get("request_id"),
+            replayed=replayed,
+        )
+
+    def _resolve(self, obj: S3ObjectRef) -> tuple[S3ObjectRef, str | None]:
+        """Fill in size/ETag/version with one HEAD when the event lacks them or the extension is not
+        decisive; then judge by extension, else by content type."""
+        allowed = extension_of(obj.key) in self.settings.allowed_extensions
+        if allowed and obj.size is not None and (obj.etag or obj.version_id):
+            return obj, None
+        info = self.storage.describe(obj)
+        obj = replace(obj, size=info.size, etag=info.etag or obj.etag, version_id=info.version_id)
+        if info.size == 0:
+            return obj, "empty-object"
+        if not allowed and not info.content_type.lower().startswith(MEDIA_CONTENT_TYPES):
+            return obj, "not-media"
+        return obj, None
+
+    def _transcribe(
+        self, *, identity: dict[str, Any], obj: S3ObjectRef, context: LambdaContextLike
+    ) -> dict[str, Any]:
+        media_url = self.storage.presign_get(obj, self.settings.presign_expiry_s)
+        logger.info("Sending presigned URL to Deepgram", extra={"media_url": redact_url(media_url)})
+        transcript = self._call_deepgram(media_url, context)
+        key = self.storage.write_transcript(obj, transcript)
+        self.storage.delete_failure(obj)
+        metrics.add_metric(name="TranscriptionsSucceeded", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(
+            name="DeepgramLatency", unit=MetricUnit.Milliseconds, value=transcript.latency_s * 1000
+        )
+        if transcript.duration_s is not None:
+            metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds, value=transcript.duration_s)
+        logger.info(
+            "Transcript written",
+            extra={"transcript_key": key, "deepgram_request_id": transcript.request_id, "identity": identity},
+        )
+        return {"key": key, "request_id": transcript.request_id, "duration_s": transcript.duration_s}
+
+    def _call_deepgram(self, media_url: str, context: LambdaContextLike) -> Transcript:
+        api_key = self.api_keys.get()
+        reread_key = False
+        attempt = 0
+        while True:
+            attempt += 1
+            connect_s, read_s = self._timeouts(context)
+            try:
+                return self.deepgram.transcribe_url(
+                    api_key=api_key,
+                    media_url=media_url,
+                    options=self.query,
+                    connect_timeout_s=connect_s,
+                    read_timeout_s=read_s,
+                )
+            except TranscriptionError as exc:
+                exc.details.extra["attempts"] = attempt
+                if exc.reason == "deepgram-invalid-credentials" and not reread_key:
+                    # The key may have been rotated since we cached it: read it again, once.
+                    logger.warning("Deepgram refused the key; re-reading the secret")
+                    reread_key = True
+                    api_key = self.api_keys.get(force_fetch=True)
+                    continue
+                if not exc.retryable or isinstance(exc, BlockedError) or attempt >= self.retry.max_attempts:
+                    raise
+                delay = self._backoff(attempt, exc.details.retry_after_s)
+                if self._remaining_s(context) - delay < self.retry.reserve_s + self.retry.min_request_s:
+                    raise
+                logger.warning(
+                    "Deepgram call failed; retrying",
+                    extra={"attempt": attempt, "delay_s": round(delay, 3), "error": exc.as_record()},
+                )
+                self._sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
+        if retry_after_s is not None:
+            return min(retry_after_s, self.retry.max_delay_s)
+        ceiling = min(self.retry.max_delay_s, self.retry.base_delay_s * 2 ** (attempt - 1))
+        return random.uniform(0, ceiling)  # noqa: S311 - full jitter, not cryptography
+
+    @staticmethod
+    def _remaining_s(context: LambdaContextLike) -> float:
+        return context.get_remaining_time_in_millis() / 1000
+
+    def _timeouts(self, context: LambdaContextLike) -> tuple[float, float]:
+        budget = self._remaining_s(context) - self.retry.reserve_s
+        if budget < self.retry.min_request_s:
+            raise RetryableError(
+                ErrorDetails(
+                    reason="insufficient-time",
+                    message=f"only {budget:.1f} s left for Deepgram; leaving the object for a retry",
+                )
+            )
+        connect_s = min(self.retry.max_connect_timeout_s, budget / 4)
+        return connect_s, budget - connect_s
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def _skipped(self, obj: S3ObjectRef, reason: str) -> Outcome:
+        logger.info("Skipping object", extra={"skip_reason": reason})
+        metrics.add_metric(name="TranscriptionsSkipped", unit=MetricUnit.Count, value=1)
+        return Outcome("skipped", obj.bucket, obj.key, obj.version_id or obj.etag, reason=reason)
+
+    def _failed(self, obj: S3ObjectRef, exc: PermanentError, started_at: str) -> Outcome:
+        record = {
+            "source": {"bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id, "etag": obj.etag},
+            **exc.as_record(),
+            "attempts": exc.details.extra.get("attempts", 0),
+            "first_attempt_at": started_at,
+            "failed_at": utc_now(),
+        }
+        key = self.storage.write_failure(obj, record)
+        metrics.add_metric(name="TranscriptionsFailed", unit=MetricUnit.Count, value=1)
+        logger.error("Transcription failed permanently", extra={"failure_key": key, "error": exc.as_record()})
+        return Outcome(
+            "failed",
+            obj.bucket,
+            obj.key,
+            obj.version_id or obj.etag,
+            output_key=key,
+            reason=exc.reason,
+            request_id=exc.details.request_id,
+        )
+
+
+def _mark_replayed(response: Any, idempotent_data: DataRecord) -> Any:
+    """Powertools calls this when it answers from the idempotency store instead of running."""
+    if isinstance(response, dict):
+        response = {**response, "replayed": True}
+    return response
+
+
+def build_transcriber() -> Transcriber:
+    """The container's Transcriber: settings validated once, clients created once."""
+    return Transcriber(Settings.from_env())

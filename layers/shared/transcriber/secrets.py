@@ -1,0 +1,95 @@
+"""The Deepgram API key, read from Secrets Manager through Powertools parameters (cached per container)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+from botocore.exceptions import BotoCoreError, ClientError
+
+from transcriber.errors import ErrorDetails, RetryableError, configuration_error
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+# JSON secrets: the first of these keys that holds a non-empty string is the API key.
+JSON_KEYS = ("api_key", "deepgram_api_key")
+_CONFIG_ERROR_CODES = frozenset(
+    {"ResourceNotFoundException", "AccessDeniedException", "DecryptionFailure", "InvalidRequestException"}
+)
+
+
+class ApiKeyProvider:
+    def __init__(self, secret_id: str, max_age_s: int, client: SecretsManagerClient | None = None) -> None:
+        self._secret_id = secret_id
+        self._max_age_s = max_age_s
+        self._provider = SecretsProvider(boto3_client=client) if client else SecretsProvider()
+
+    @property
+    def secret_id(self) -> str:
+        return self._secret_id
+
+    def get(self, *, force_fetch: bool = False) -> str:
+        """The key; ``force_fetch`` skips the cache, for a key that may have been rotated."""
+        try:
+            raw = self._provider.get(self._secret_id, max_age=self._max_age_s, force_fetch=force_fetch)
+        except GetParameterError as exc:
+            raise self._classify_read_error(exc) from None
+        return parse_secret(self._secret_id, raw)
+
+    def _classify_read_error(self, exc: GetParameterError) -> Exception:
+        cause = exc.__context__
+        if isinstance(cause, ClientError):
+            code = cause.response.get("Error", {}).get("Code", "")
+            if code in _CONFIG_ERROR_CODES:
+                return configuration_error(
+                    "secret-unreadable", f"cannot read secret {self._secret_id!r}: {code}"
+                )
+            return RetryableError(
+                ErrorDetails(reason="secrets-manager-error", message=f"reading {self._secret_id!r}: {code}")
+            )
+        if isinstance(cause, BotoCoreError):
+            return RetryableError(
+                ErrorDetails(
+                    reason="secrets-manager-unreachable",
+                    message=f"reading {self._secret_id!r}: {type(cause).__name__}",
+                )
+            )
+        return configuration_error("secret-unreadable", f"cannot read secret {self._secret_id!r}")
+
+
+def parse_secret(secret_id: str, raw: Any) -> str:
+    """Accept a plain-string secret or a JSON object; errors name the secret, never its value."""
+    if isinstance(raw, bytes | bytearray):
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise configuration_error(
+                "secret-malformed", f"secret {secret_id!r} is binary; store the API key as a string"
+            ) from None
+    if not isinstance(raw, str) or not raw.strip():
+        raise configuration_error("secret-empty", f"secret {secret_id!r} is empty")
+    text = raw.strip()
+    if text.startswith("{"):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            raise configuration_error(
+                "secret-malformed", f"secret {secret_id!r} looks like JSON but does not parse"
+            ) from None
+        key = next(
+            (document[name] for name in JSON_KEYS if isinstance(document.get(name), str) and document[name]),
+            None,
+        )
+        if key is None:
+            raise configuration_error(
+                "secret-malformed",
+                f"secret {secret_id!r} is JSON without a non-empty {' or '.join(JSON_KEYS)} field",
+            )
+        text = key.strip()
+    if not text or any(ch.isspace() for ch in text) or not text.isprintable():
+        # A key with spaces or control characters would corrupt the Authorization header.
+        raise configuration_error("secret-malformed", f"secret {secret_id!r} does not hold a valid API key")
+    return text

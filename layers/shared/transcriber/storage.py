@@ -1,0 +1,147 @@
+"""S3 access: what we need to know about the input object, the presigned URL, and the outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from transcriber.errors import ErrorDetails, PermanentError, RetryableError, TranscriptionError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from transcriber.deepgram import Transcript
+    from transcriber.events import S3ObjectRef
+
+MAX_KEY_BYTES = 1024
+LONG_KEY_FOLDER = "_long-keys/"
+_MISSING_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound", "NoSuchBucket"})
+_DENIED_CODES = frozenset({"403", "AccessDenied", "Forbidden", "KMS.AccessDeniedException"})
+_THROTTLE_CODES = frozenset({"503", "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"})
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    etag: str
+    version_id: str | None
+    content_type: str
+
+
+def output_key(prefix: str, source_key: str, suffix: str = ".json") -> str:
+    """``<prefix><source key>.json``; a key too long for S3 goes under ``_long-keys/<sha256>``
+    (the full source key is inside the object and in its metadata)."""
+    key = f"{prefix}{source_key}{suffix}"
+    if len(key.encode("utf-8")) <= MAX_KEY_BYTES:
+        return key
+    digest = hashlib.sha256(source_key.encode("utf-8")).hexdigest()
+    return f"{prefix}{LONG_KEY_FOLDER}{digest}{suffix}"
+
+
+def classify_s3_error(exc: ClientError | BotoCoreError, action: str, uri: str) -> TranscriptionError:
+    if isinstance(exc, BotoCoreError):
+        return RetryableError(
+            ErrorDetails(reason="s3-unreachable", message=f"{action} {uri}: {type(exc).__name__}")
+        )
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    message = f"{action} {uri}: {code or status}"
+    if code in _MISSING_CODES:
+        return PermanentError(ErrorDetails(reason="s3-object-missing", message=message, http_status=status))
+    if code in _DENIED_CODES:
+        return PermanentError(ErrorDetails(reason="s3-access-denied", message=message, http_status=status))
+    if code in _THROTTLE_CODES or (isinstance(status, int) and status >= 500):
+        return RetryableError(ErrorDetails(reason="s3-throttled", message=message, http_status=status))
+    return PermanentError(ErrorDetails(reason="s3-error", message=message, http_status=status))
+
+
+class Storage:
+    def __init__(self, s3: S3Client, output_bucket: str, transcript_prefix: str, failure_prefix: str) -> None:
+        self._s3 = s3
+        self.output_bucket = output_bucket
+        self.transcript_prefix = transcript_prefix
+        self.failure_prefix = failure_prefix
+
+    def describe(self, obj: S3ObjectRef) -> ObjectInfo:
+        params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+        if obj.version_id:
+            params["VersionId"] = obj.version_id
+        try:
+            head = self._s3.head_object(**params)
+        except (ClientError, BotoCoreError) as exc:
+            raise classify_s3_error(exc, "reading", obj.uri) from exc
+        return ObjectInfo(
+            size=int(head.get("ContentLength", 0)),
+            etag=str(head.get("ETag", "")).strip('"'),
+            version_id=head.get("VersionId") or obj.version_id,
+            content_type=str(head.get("ContentType", "")),
+        )
+
+    def presign_get(self, obj: S3ObjectRef, expiry_s: int) -> str:
+        params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+        if obj.version_id:
+            params["VersionId"] = obj.version_id  # exactly the version the event announced
+        return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expiry_s)
+
+    def transcript_key(self, source_key: str) -> str:
+        return output_key(self.transcript_prefix, source_key)
+
+    def failure_key(self, source_key: str) -> str:
+        return output_key(self.failure_prefix, source_key)
+
+    def write_transcript(self, obj: S3ObjectRef, transcript: Transcript) -> str:
+        key = self.transcript_key(obj.key)
+        metadata = _source_metadata(obj) | {"deepgram-request-id": transcript.request_id or ""}
+        self._put(key, transcript.body, metadata)
+        return key
+
+    def write_failure(self, obj: S3ObjectRef, record: dict[str, Any]) -> str:
+        key = self.failure_key(obj.key)
+        body = json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8")
+        self._put(key, body, _source_metadata(obj) | {"failure-reason": str(record.get("reason", ""))})
+        return key
+
+    def delete_failure(self, obj: S3ObjectRef) -> None:
+        """A success supersedes an earlier failure record (deleting a missing key is a no-op)."""
+        key = self.failure_key(obj.key)
+        try:
+            self._s3.delete_object(Bucket=self.output_bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise classify_s3_error(exc, "deleting", f"s3://{self.output_bucket}/{key}") from exc
+
+    def _put(self, key: str, body: bytes, metadata: dict[str, str]) -> None:
+        try:
+            self._s3.put_object(
+                Bucket=self.output_bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                Metadata={k: v for k, v in metadata.items() if v},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise classify_s3_error(exc, "writing", f"s3://{self.output_bucket}/{key}") from exc
+
+
+def _source_metadata(obj: S3ObjectRef) -> dict[str, str]:
+    # S3 metadata is ASCII and at most 2 KB in all: percent-encode the key, and hash it if too long.
+    encoded_key = quote(obj.key, safe="/")
+    metadata = {
+        "source-bucket": obj.bucket,
+        "source-version-id": obj.version_id or "",
+        "source-etag": obj.etag or "",
+    }
+    if len(encoded_key) <= 1024:
+        metadata["source-key"] = encoded_key
+    else:
+        metadata["source-key-sha256"] = hashlib.sha256(obj.key.encode("utf-8")).hexdigest()
+    return metadata
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,82 @@
+import pytest
+
+from transcriber.config import Settings
+from transcriber.errors import ConfigurationError
+
+BASE = {
+    "OUTPUT_BUCKET": "out",
+    "DEEPGRAM_SECRET_ID": "deepgram/dev/api-key",
+    "IDEMPOTENCY_TABLE": "idem",
+}
+
+
+def test_defaults_send_an_explicit_model_and_the_environment_as_tag() -> None:
+    settings = Settings.from_env({**BASE, "ENVIRONMENT_NAME": "staging"})
+
+    assert settings.deepgram_api_url == "https://api.deepgram.com"
+    assert settings.deepgram.query() == [
+        ("model", "nova-3"),
+        ("language", "en"),
+        ("smart_format", "true"),
+        ("punctuate", "true"),
+        ("diarize", "false"),
+        ("utterances", "false"),
+        ("paragraphs", "false"),
+        ("tag", "staging"),
+    ]
+
+
+def test_options_encode_lowercase_booleans_repeated_tags_and_extra_options() -> None:
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "DEEPGRAM_MODEL": "nova-2-phonecall",
+            "DEEPGRAM_DIARIZE": "TRUE",
+            "DEEPGRAM_SMART_FORMAT": "false",
+            "DEEPGRAM_TAG": "prod, team-a",
+            "DEEPGRAM_EXTRA_OPTIONS": "keyterm=acme&keyterm=widget&redact=pii",
+        }
+    )
+
+    query = settings.deepgram.query()
+    assert ("model", "nova-2-phonecall") in query
+    assert ("diarize", "true") in query
+    assert ("smart_format", "false") in query
+    assert [v for k, v in query if k == "tag"] == ["prod", "team-a"]
+    assert query[-3:] == [("keyterm", "acme"), ("keyterm", "widget"), ("redact", "pii")]
+
+
+@pytest.mark.parametrize("missing", ["OUTPUT_BUCKET", "DEEPGRAM_SECRET_ID", "IDEMPOTENCY_TABLE"])
+def test_a_missing_variable_is_named(missing: str) -> None:
+    env = {k: v for k, v in BASE.items() if k != missing}
+
+    with pytest.raises(ConfigurationError, match=missing):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize("url", ["http://api.deepgram.com", "ftp://x", "api.deepgram.com", "https://"])
+def test_a_non_https_api_url_is_refused(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="DEEPGRAM_API_URL must be an https:// URL"):
+        Settings.from_env({**BASE, "DEEPGRAM_API_URL": url})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DEEPGRAM_PUNCTUATE", "maybe", "DEEPGRAM_PUNCTUATE must be true or false"),
+        ("PRESIGN_EXPIRY_SECONDS", "soon", "PRESIGN_EXPIRY_SECONDS must be an integer"),
+        ("PRESIGN_EXPIRY_SECONDS", "5", "PRESIGN_EXPIRY_SECONDS must be at least 60"),
+        ("DEEPGRAM_EXTRA_OPTIONS", "model=base", "use its own variable"),
+        ("DEEPGRAM_EXTRA_OPTIONS", "callback=https://x", "does not support"),
+        ("DEEPGRAM_EXTRA_OPTIONS", "no-equals-sign", "must be a query string"),
+    ],
+)
+def test_invalid_values_are_named(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.from_env({**BASE, name: value})
+
+
+def test_extensions_are_normalised() -> None:
+    settings = Settings.from_env({**BASE, "ALLOWED_EXTENSIONS": ".WAV, mp3"})
+
+    assert settings.allowed_extensions == frozenset({"wav", "mp3"})

@@ -1,0 +1,76 @@
+import pytest
+
+from transcriber.errors import PermanentError
+from transcriber.events import S3ObjectRef, parse_event
+from transcriber.observability import redact_url
+from transcriber.storage import MAX_KEY_BYTES, output_key
+
+
+def s3_record(
+    key: str, *, name: str = "ObjectCreated:Put", size: int = 10, version: str | None = None
+) -> dict:
+    obj: dict = {"key": key, "size": size, "eTag": "abc", "sequencer": "1"}
+    if version:
+        obj["versionId"] = version
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-11-23T00:00:00.000Z",
+        "eventName": name,
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": "in", "arn": "arn:aws:s3:::in"}, "object": obj},
+    }
+
+
+def test_keys_are_url_decoded() -> None:
+    objects = parse_event({"Records": [s3_record("calls/a+b%C3%A9+%2B1%25.wav", version="v1")]})
+
+    assert objects == [S3ObjectRef("in", "calls/a bé +1%.wav", version_id="v1", size=10, etag="abc")]
+
+
+def test_test_events_and_deletions_yield_nothing() -> None:
+    assert parse_event({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "in"}) == []
+    assert parse_event({"Records": [s3_record("a.wav", name="ObjectRemoved:Delete")]}) == []
+
+
+@pytest.mark.parametrize(
+    "event",
+    [[], "text", {"Records": []}, {"Records": [{"eventSource": "aws:sqs"}]}, {"detail": {}}],
+)
+def test_unknown_shapes_are_permanent_errors_naming_the_accepted_ones(event: object) -> None:
+    with pytest.raises(PermanentError, match="accepted event shapes") as caught:
+        parse_event(event)
+
+    assert caught.value.reason == "unrecognised-event"
+
+
+def test_malformed_s3_record_is_permanent() -> None:
+    record = s3_record("a.wav")
+    del record["s3"]["object"]["key"]
+
+    with pytest.raises(PermanentError, match="malformed S3 record"):
+        parse_event({"Records": [record]})
+
+
+def test_output_keys_mirror_input_keys_and_stay_within_s3_limits() -> None:
+    assert output_key("transcripts/", "calls/a bé.wav") == "transcripts/calls/a bé.wav.json"
+
+    long_key = "é" * 510  # 1,020 bytes: with the prefix and suffix it no longer fits
+    hashed = output_key("transcripts/", long_key)
+    assert hashed.startswith("transcripts/_long-keys/")
+    assert len(hashed.encode()) <= MAX_KEY_BYTES
+
+
+def test_presigned_url_secrets_are_redacted() -> None:
+    url = (
+        "https://b.s3.amazonaws.com/k.wav?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIA%2F20261123%2Fus-east-1&X-Amz-Date=20261123T000000Z"
+        "&X-Amz-Expires=3600&X-Amz-Security-Token=FwoGZX&X-Amz-Signature=deadbeef"
+    )
+
+    redacted = redact_url(url)
+
+    for secret in ("AKIA", "FwoGZX", "deadbeef"):
+        assert secret not in redacted
+    assert "X-Amz-Expires=3600" in redacted
+    assert redacted.startswith("https://b.s3.amazonaws.com/k.wav?")
