@@ -1,0 +1,66 @@
+# Every target installs what it needs: a Python 3.13 venv outside the clone, keyed on the pinned
+# requirements (see scripts/bootstrap), so a fresh clone needs only `make demo` or `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV = $(shell scripts/bootstrap)
+PY = $(VENV)/bin/python
+AUDIO ?=
+FUNCTION ?= TranscribeFunction
+EVENT ?= events/s3-put.json
+ENV_VARS ?=
+PYTHON_SOURCES = layers/shared/transcriber functions localworld tests scripts/translate_template.py
+TYPED_SOURCES = layers/shared/transcriber localworld functions/transcribe/app.py
+
+.PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
+	deploy-prod invoke emulator clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+demo: ## Transcribe the sample (or AUDIO=path.wav) end to end on the local world
+	@$(PY) -m localworld.demo $(if $(AUDIO),--audio "$(AUDIO)")
+
+test: lint typecheck ## Everything: ruff, mypy, unit, integration and template checks
+	@$(PY) -m pytest
+
+lint: ## ruff lint and format check
+	@$(VENV)/bin/ruff check $(PYTHON_SOURCES)
+	@$(VENV)/bin/ruff format --check $(PYTHON_SOURCES)
+
+format: ## Apply ruff formatting and safe fixes
+	@$(VENV)/bin/ruff check --fix $(PYTHON_SOURCES)
+	@$(VENV)/bin/ruff format $(PYTHON_SOURCES)
+
+typecheck: ## mypy --strict over the product code and the local world
+	@$(VENV)/bin/mypy $(TYPED_SOURCES)
+
+unit: ## Fast unit tests only
+	@$(PY) -m pytest tests/unit
+
+integration: ## Tests over real HTTP against moto server and the Deepgram emulator
+	@$(PY) -m pytest tests/integration tests/localworld
+
+template-check: ## cfn-lint (source and translated), sam validate --lint, sam build
+	@$(PY) -m pytest tests/template
+
+build: ## sam build (needs python3.13 first on PATH: the venv provides it)
+	@PATH="$(VENV)/bin:$$PATH" sam build
+
+validate: ## sam validate --lint
+	@PATH="$(VENV)/bin:$$PATH" sam validate --lint
+
+deploy: build ## sam deploy to the default (dev) environment of samconfig.toml
+	@PATH="$(VENV)/bin:$$PATH" sam deploy
+
+deploy-prod: build ## sam deploy to the prod environment of samconfig.toml
+	@PATH="$(VENV)/bin:$$PATH" sam deploy --config-env prod
+
+invoke: ## Run FUNCTION on EVENT against the local world, without Docker (ENV_VARS=file.json optional)
+	@$(PY) -m localworld.invoke --function "$(FUNCTION)" --event "$(EVENT)" $(if $(ENV_VARS),--env-vars "$(ENV_VARS)")
+
+emulator: ## Run the Deepgram emulator on its own (https://127.0.0.1:8443)
+	@$(PY) -m localworld.deepgram --port 8443 --api-key "$${DEEPGRAM_API_KEY:-local-dev-key}"
+
+clean: ## Remove build and cache folders (the venv lives outside the clone)
+	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache
