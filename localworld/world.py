@@ -1,0 +1,101 @@
+"""The whole local world in one place: moto server + the Deepgram emulator + the stack's resources.
+
+The handler code talks to it exactly as it would to AWS and Deepgram: boto3 finds moto through
+the standard ``AWS_ENDPOINT_URL``, requests trusts the emulator's CA through ``REQUESTS_CA_BUNDLE``,
+and the Deepgram key sits in a Secrets Manager secret named like a real deployment's.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localworld.aws import LocalAws, MotoServer
+from localworld.deepgram import DeepgramEmulator
+from localworld.template import FunctionSpec, Stack, load_stack
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
+SAMPLE_AUDIO = ROOT / "localworld" / "samples" / "sample.wav"
+LOCAL_SECRET_ID = "deepgram/local/api-key"
+
+
+def new_api_key() -> str:
+    """A fresh key per world, shaped like Deepgram's (40 hex characters)."""
+    return secrets.token_hex(20)
+
+
+@dataclass
+class LocalWorld:
+    moto: MotoServer
+    aws: LocalAws
+    emulator: DeepgramEmulator
+    stack: Stack
+    api_key: str
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def secret_id(self) -> str:
+        return self.stack.parameters["DeepgramSecretId"]
+
+    @property
+    def input_bucket(self) -> str:
+        return self.stack.resource("InputBucket").physical_name
+
+    @property
+    def output_bucket(self) -> str:
+        return self.stack.resource("OutputBucket").physical_name
+
+    def function(self, logical_id: str) -> FunctionSpec:
+        return self.stack.function(logical_id)
+
+    def function_env(self) -> dict[str, str]:
+        """What the Lambda service and the network give a function here: endpoints, credentials,
+        the CA that signed the emulator's certificate. Not the function's own settings."""
+        return {**self.aws.env(), "REQUESTS_CA_BUNDLE": str(self.emulator.ca_bundle)}
+
+    def reset(self, *, secret_value: str | bytes | None = None) -> None:
+        """Empty AWS and re-create the stack's resources and the secret; clear the emulator."""
+        self.aws.reset()
+        self.aws.provision(self.stack)
+        self.aws.create_secret(self.secret_id, self.api_key if secret_value is None else secret_value)
+        self.emulator.reset()
+        self.emulator.api_keys = {self.api_key}
+
+    def upload(self, path: Path, key: str, **extra: Any) -> dict[str, Any]:
+        response = self.aws.s3().put_object(
+            Bucket=self.input_bucket, Key=key, Body=path.read_bytes(), **extra
+        )
+        return dict(response)
+
+
+@contextmanager
+def local_world(
+    *,
+    template: Path = TEMPLATE,
+    parameter_overrides: Mapping[str, str] | None = None,
+    api_key: str | None = None,
+    emulator_options: Mapping[str, Any] | None = None,
+    state_dir: Path | None = None,
+) -> Iterator[LocalWorld]:
+    """Start moto and the emulator, load the stack pointed at them, provision it, store the key."""
+    key = api_key or new_api_key()
+    with ExitStack() as stack_of_services:
+        moto = stack_of_services.enter_context(MotoServer())
+        emulator = DeepgramEmulator(api_keys={key}, state_dir=state_dir, **dict(emulator_options or {}))
+        stack_of_services.enter_context(emulator)
+        overrides = {
+            "DeepgramSecretId": LOCAL_SECRET_ID,
+            "DeepgramApiUrl": emulator.url,
+            "EnvironmentName": "local",
+            **dict(parameter_overrides or {}),
+        }
+        stack = load_stack(template, overrides, endpoint_url=moto.endpoint_url)
+        aws = LocalAws(moto.endpoint_url, stack.region, stack.account_id)
+        world = LocalWorld(moto, aws, emulator, stack, key, overrides)
+        world.reset()
+        yield world
