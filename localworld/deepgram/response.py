@@ -1,0 +1,165 @@
+"""Build the 200 body of ``POST /v1/listen`` in Deepgram's shape."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from localworld.deepgram.asr import Recognition, Word
+from localworld.deepgram.options import ListenOptions
+
+# A pause at least this long ends a paragraph (sentences end at ``utt_split``).
+PARAGRAPH_GAP_S = 2.0
+_ARCHES = ("nova-3", "nova-2", "nova", "enhanced", "base", "whisper")
+_MODEL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://localworld.invalid/deepgram-emulator/models")
+
+JSONDict = dict[str, Any]
+
+
+def model_entry(model: str) -> tuple[str, JSONDict]:
+    """A stable uuid and the ``model_info`` entry for a requested model name."""
+    arch = next((a for a in _ARCHES if model == a or model.startswith(a + "-")), model)
+    tier = model[len(arch) + 1 :] if model.startswith(arch + "-") else "general"
+    name = tier if arch == "base" else f"{tier}-{arch}"
+    info: JSONDict = {"name": name, "version": "2024-01-01.emulator", "arch": arch}
+    return str(uuid.uuid5(_MODEL_NAMESPACE, model)), info
+
+
+def iso_now() -> str:
+    """Deepgram's ``created``: ISO 8601, milliseconds, ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_response(
+    *, request_id: str, sha256: str, recognition: Recognition, options: ListenOptions
+) -> JSONDict:
+    model_uuid, info = model_entry(options.model)
+    metadata: JSONDict = {
+        "transaction_key": "deprecated",
+        "request_id": request_id,
+        "sha256": sha256,
+        "created": iso_now(),
+        "duration": round(recognition.duration, 6),
+        "channels": recognition.channels,
+        "models": [model_uuid],
+        "model_info": {model_uuid: info},
+    }
+    if options.tags:
+        metadata["tags"] = list(options.tags)
+    if options.extra:
+        metadata["extra"] = dict(options.extra)
+    channels: list[JSONDict] = []
+    utterances: list[JSONDict] = []
+    for index, words in enumerate(recognition.results):
+        channels.append(_channel(words, options))
+        if options.utterances:
+            utterances.extend(_utterances(words, index, options))
+    results: JSONDict = {"channels": channels}
+    if options.utterances:
+        results["utterances"] = utterances
+    return {"metadata": metadata, "results": results}
+
+
+def _formatted(options: ListenOptions) -> bool:
+    # Deepgram turns punctuation on for paragraphs.
+    return options.formatted or options.paragraphs
+
+
+def _split(words: tuple[Word, ...], gap: float) -> list[list[Word]]:
+    """Group words into runs separated by pauses of at least ``gap`` seconds."""
+    groups: list[list[Word]] = []
+    for word in words:
+        if groups and word.start - groups[-1][-1].end < gap:
+            groups[-1].append(word)
+        else:
+            groups.append([word])
+    return groups
+
+
+def _word_dicts(words: list[Word], options: ListenOptions) -> list[JSONDict]:
+    """Word objects; punctuation treats each pause-separated run as a sentence."""
+    out: list[JSONDict] = []
+    for sentence in _split(tuple(words), options.utt_split):
+        for position, word in enumerate(sentence):
+            item: JSONDict = {
+                "word": word.word,
+                "start": word.start,
+                "end": word.end,
+                "confidence": word.confidence,
+            }
+            if _formatted(options):
+                text = word.word.capitalize() if position == 0 else word.word
+                item["punctuated_word"] = text + "." if position == len(sentence) - 1 else text
+            if options.diarize:
+                item["speaker"] = 0
+                item["speaker_confidence"] = 0.9
+            out.append(item)
+    return out
+
+
+def _text(items: list[JSONDict], options: ListenOptions) -> str:
+    key = "punctuated_word" if _formatted(options) else "word"
+    return " ".join(str(item[key]) for item in items)
+
+
+def _confidence(words: list[Word] | tuple[Word, ...]) -> float:
+    return round(sum(w.confidence for w in words) / len(words), 4) if words else 0.0
+
+
+def _channel(words: tuple[Word, ...], options: ListenOptions) -> JSONDict:
+    items = _word_dicts(list(words), options)
+    alternative: JSONDict = {
+        "transcript": _text(items, options),
+        "confidence": _confidence(words),
+        "words": items,
+    }
+    if options.paragraphs:
+        alternative["paragraphs"] = _paragraphs(words, options)
+    channel: JSONDict = {"alternatives": [alternative]}
+    if options.detect_language:
+        channel["detected_language"] = options.language.split("-")[0] or "en"
+    return channel
+
+
+def _paragraphs(words: tuple[Word, ...], options: ListenOptions) -> JSONDict:
+    paragraphs: list[JSONDict] = []
+    texts: list[str] = []
+    for paragraph in _split(words, PARAGRAPH_GAP_S):
+        sentences = []
+        for sentence in _split(tuple(paragraph), options.utt_split):
+            text = _text(_word_dicts(sentence, options), options)
+            sentences.append({"text": text, "start": sentence[0].start, "end": sentence[-1].end})
+        entry: JSONDict = {
+            "sentences": sentences,
+            "num_words": len(paragraph),
+            "start": paragraph[0].start,
+            "end": paragraph[-1].end,
+        }
+        body = " ".join(str(s["text"]) for s in sentences)
+        if options.diarize:
+            entry["speaker"] = 0
+            body = f"Speaker 0: {body}"
+        paragraphs.append(entry)
+        texts.append(body)
+    transcript = "\n" + "\n\n".join(texts) if texts else ""
+    return {"transcript": transcript, "paragraphs": paragraphs}
+
+
+def _utterances(words: tuple[Word, ...], channel: int, options: ListenOptions) -> list[JSONDict]:
+    out: list[JSONDict] = []
+    for run in _split(words, options.utt_split):
+        items = _word_dicts(run, options)
+        out.append(
+            {
+                "start": run[0].start,
+                "end": run[-1].end,
+                "confidence": _confidence(run),
+                "channel": channel,
+                "transcript": _text(items, options),
+                "words": items,
+                "speaker": 0,
+                "id": str(uuid.uuid4()),
+            }
+        )
+    return out

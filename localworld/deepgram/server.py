@@ -1,0 +1,834 @@
+"""The Deepgram emulator: an HTTPS server speaking the pre-recorded ``/v1/listen`` API.
+
+Request flow for ``POST /v1/listen`` (the order decides which error a client sees):
+
+1. the body is read and the request logged (always, so tests can inspect it);
+2. an injected fault, if one is due (see ``faults.py``): ``drop`` and ``status`` faults
+   answer here, before auth, so "the next N requests answer X" holds for any request;
+3. ``Authorization: Token <key>`` against the current key set -> 401 INVALID_AUTH;
+4. query options -> 400 INVALID_QUERY_PARAMETER; model allow-list -> 403;
+5. a concurrency slot -> 429 TOO_MANY_REQUESTS when ``max_concurrency`` are in flight;
+6. inside the slot: injected stall, configured latency, URL fetch, decoding, recognition.
+
+Admin endpoints live under ``/_emulator/`` (no auth: the server only listens on loopback)
+and are not written to the request log.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import http
+import json
+import logging
+import math
+import socket
+import socketserver
+import ssl
+import struct
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import requests
+
+from localworld.deepgram.asr import Recognition, Transcriber
+from localworld.deepgram.audio import UnsupportedAudio, decode
+from localworld.deepgram.errors import CORRUPT_AUDIO_MSG, BodyStyle, render_error, spec_for
+from localworld.deepgram.faults import Faults
+from localworld.deepgram.options import InvalidOption, ListenOptions, parse_options
+from localworld.deepgram.response import build_response
+from localworld.deepgram.tls import prepare_tls
+
+logger = logging.getLogger("localworld.deepgram")
+
+ADMIN_PREFIX = "/_emulator/"
+LISTEN_PATH = "/v1/listen"
+_NOT_FOUND = object()
+
+
+@dataclass
+class LoggedRequest:
+    """One request as the emulator saw it. ``headers["Authorization"]`` is redacted."""
+
+    time: float  # epoch seconds at arrival
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: dict[str, str]
+    body: bytes
+    json: Any  # parsed body when it was JSON, else None
+    request_id: str
+    status: int | None = None  # None: the connection was dropped
+    outcome: str = "pending"  # ok | accepted | error | rate_limited | dropped | fault
+    err_code: str | None = None
+    fault: str | None = None  # kind of injected fault, if any
+    body_size: int = 0
+
+    def to_dict(self, *, with_body: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "time": self.time,
+            "method": self.method,
+            "path": self.path,
+            "query": [list(pair) for pair in self.query],
+            "headers": self.headers,
+            "json": self.json,
+            "request_id": self.request_id,
+            "status": self.status,
+            "outcome": self.outcome,
+            "err_code": self.err_code,
+            "fault": self.fault,
+            "body_size": self.body_size,
+            "body_sha256": hashlib.sha256(self.body).hexdigest(),
+        }
+        if with_body:
+            data["body_base64"] = base64.b64encode(self.body).decode()
+        return data
+
+
+@dataclass
+class CallbackAttempt:
+    """One delivery attempt of a callback (URL credentials redacted)."""
+
+    time: float
+    request_id: str
+    method: str
+    url: str
+    attempt: int
+    status: int | None
+    error: str | None = None
+
+
+@dataclass
+class _Outcome:
+    status: int
+    body: bytes
+    content_type: str
+    outcome: str
+    err_code: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _Exchange:
+    """A request being handled: parsed request line, body, and the way to answer."""
+
+    def __init__(self, handler: _Handler, method: str) -> None:
+        self.handler = handler
+        self.method = method
+        split = urlsplit(handler.path)
+        self.path = split.path
+        self.query = parse_qsl(split.query, keep_blank_values=True)
+        self.headers = dict(handler.headers.items())
+        self.request_id = str(uuid.uuid4())
+        self.arrived = time.time()
+        self.body = b""
+
+    def header(self, name: str) -> str:
+        return str(self.handler.headers.get(name, ""))
+
+    def read_body(self) -> None:
+        rfile = self.handler.rfile
+        if "chunked" in self.header("Transfer-Encoding").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    # Trailers end with an empty line.
+                    while rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks.append(rfile.read(size))
+                rfile.readline()
+            self.body = b"".join(chunks)
+        else:
+            length = int(self.header("Content-Length") or 0)
+            self.body = rfile.read(length) if length > 0 else b""
+
+    def content_type(self) -> str:
+        return self.header("Content-Type").split(";", 1)[0].strip().lower()
+
+    def send(self, outcome: _Outcome) -> None:
+        handler = self.handler
+        try:
+            handler.send_response(outcome.status)
+            handler.send_header("Content-Type", outcome.content_type)
+            handler.send_header("Content-Length", str(len(outcome.body)))
+            handler.send_header("dg-request-id", self.request_id)
+            for name, value in outcome.headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(outcome.body)
+            handler.wfile.flush()
+        except (OSError, ValueError):
+            # The client went away (timed out during a stall, say): nothing to answer.
+            handler.close_connection = True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _TlsServer
+    protocol_version = "HTTP/1.1"  # keep-alive: load tests reuse TLS connections
+    server_version = "deepgram-emulator"
+    sys_version = ""
+    timeout = 120  # idle keep-alive connections give their thread back eventually
+
+    def do_GET(self) -> None:
+        self.server.emulator._dispatch(self, "GET")
+
+    def do_POST(self) -> None:
+        self.server.emulator._dispatch(self, "POST")
+
+    def do_PUT(self) -> None:
+        self.server.emulator._dispatch(self, "PUT")
+
+    def do_DELETE(self) -> None:
+        self.server.emulator._dispatch(self, "DELETE")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Request lines carry no keys (those are in headers); keep them out of stderr.
+        logger.debug("%s %s", self.address_string(), format % args)
+
+
+class _TlsServer(ThreadingHTTPServer):
+    """Threaded server doing the TLS handshake in the request thread, not in accept().
+
+    Handshaking in accept() would let one silent or plain-HTTP client block the serve
+    loop; here a failed handshake only ends that connection's thread.
+    """
+
+    daemon_threads = True
+    request_queue_size = 1024  # load tests open hundreds of connections at once
+    handshake_timeout = 10.0
+
+    def __init__(self, address: tuple[str, int], context: ssl.SSLContext, emulator: DeepgramEmulator) -> None:
+        self.ssl_context = context
+        self.emulator = emulator
+        self._open: set[ssl.SSLSocket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def close_connections(self) -> None:
+        """End kept-alive connections too, so a stopped emulator really is gone."""
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), slow on some hosts.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.socket.getsockname()[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.handshake_timeout)
+        try:
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            # Plain HTTP, a client that does not trust the CA, a port scanner.
+            self.emulator._count("tls_failures")
+            logger.debug("TLS handshake with %s failed: %s", client_address, exc)
+            return
+        with self._open_lock:
+            self._open.add(tls)
+        try:
+            tls.settimeout(_Handler.timeout)
+            _Handler(tls, client_address, self)
+        except (OSError, ValueError) as exc:
+            logger.debug("connection from %s ended: %s", client_address, exc)
+        finally:
+            with self._open_lock:
+                self._open.discard(tls)
+            tls.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver calls this from inside its except block, so the traceback is there.
+        logger.error("unexpected error serving %s", client_address, exc_info=True)  # noqa: LOG014
+
+
+class _Slots:
+    """Non-blocking counting semaphore with a settable limit and a high-water mark."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.high_water = 0
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> bool:
+        with self._lock:
+            if self.in_flight >= self.limit:
+                return False
+            self.in_flight += 1
+            self.high_water = max(self.high_water, self.in_flight)
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+
+def redact_authorization(value: str) -> str:
+    """``Token abcd...wxyz`` -> ``Token ****wxyz``: enough to tell keys apart, no more."""
+    scheme, _, secret = value.strip().partition(" ")
+    if not secret:
+        return "****" if scheme else ""
+    tail = secret.strip()[-4:] if len(secret.strip()) >= 12 else ""
+    return f"{scheme} ****{tail}"
+
+
+def redact_url(url: str) -> str:
+    """Drop user:password from a URL before it is logged."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"****@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class DeepgramEmulator:
+    """A Deepgram-compatible pre-recorded transcription API on ``https://127.0.0.1:<port>``.
+
+    Settable while running: ``api_keys``, ``latency``, ``max_concurrency``, ``retry_after``,
+    ``allowed_models``, ``callback_retry_delay`` and the fault plan in ``faults``.
+    """
+
+    def __init__(
+        self,
+        api_keys: Iterable[str] = (),
+        *,
+        max_concurrency: int = 100,
+        latency: float = 0.0,
+        state_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        retry_after: float | None = None,
+        allowed_models: Iterable[str] | None = None,
+        asr_workers: int = 1,
+        preload_asr: bool = False,
+        log_bodies: bool = True,
+        fault_seed: int | None = 0,
+        url_fetch_timeout: float = 30.0,
+        callback_attempts: int = 10,
+        callback_retry_delay: float = 30.0,
+    ) -> None:
+        self.api_keys = api_keys
+        self.latency = latency
+        self.retry_after = retry_after
+        self.allowed_models = allowed_models
+        self.faults = Faults(seed=fault_seed)
+        self.log_bodies = log_bodies
+        self.url_fetch_timeout = url_fetch_timeout
+        self.callback_attempts = callback_attempts
+        self.callback_retry_delay = callback_retry_delay
+        self._host = host
+        self._port = port
+        self._state_dir = state_dir
+        self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._preload_asr = preload_asr
+        self._slots = _Slots(max_concurrency)
+        self._transcriber = Transcriber(workers=asr_workers)
+        self._log_lock = threading.Lock()
+        self._log: list[LoggedRequest] = []
+        self._callbacks: list[CallbackAttempt] = []
+        self._counters: Counter[str] = Counter()
+        self._server: _TlsServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._ca_bundle: Path | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bind, serve in a background thread and return ``self``."""
+        if self._server is not None:
+            return self
+        directory = self._state_dir
+        if directory is None:
+            self._temp_dir = tempfile.TemporaryDirectory(prefix="deepgram-emulator-")
+            directory = Path(self._temp_dir.name)
+        tls = prepare_tls(directory)
+        self._ca_bundle = tls.ca_bundle
+        self._stopping.clear()
+        self._server = _TlsServer((self._host, self._port), tls.context, self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="deepgram-emulator",
+            daemon=True,
+        )
+        self._thread.start()
+        if self._preload_asr:
+            self._transcriber.warm_up()
+        logger.info("Deepgram emulator serving on %s (CA %s)", self.url, self._ca_bundle)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, end the recogniser workers and remove a temporary CA."""
+        self._stopping.set()
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            server.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._transcriber.close()
+        if self._temp_dir is not None:
+            self._temp_dir.cleanup()
+            self._temp_dir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # --- settings and inspection -------------------------------------------------------
+
+    @property
+    def api_keys(self) -> frozenset[str]:
+        return self._api_keys
+
+    @api_keys.setter
+    def api_keys(self, keys: Iterable[str]) -> None:
+        # Rebinding a frozenset is atomic: request threads see the old or the new set.
+        self._api_keys = frozenset(keys)
+
+    @property
+    def allowed_models(self) -> frozenset[str] | None:
+        """Models this "project" may use (others answer 403); None allows all."""
+        return self._allowed_models
+
+    @allowed_models.setter
+    def allowed_models(self, models: Iterable[str] | None) -> None:
+        self._allowed_models = None if models is None else frozenset(models)
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._slots.limit
+
+    @max_concurrency.setter
+    def max_concurrency(self, limit: int) -> None:
+        self._slots.limit = limit
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return self._server.server_port
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca_bundle(self) -> Path:
+        if self._ca_bundle is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return self._ca_bundle
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        """Snapshot of the request log, oldest first."""
+        with self._log_lock:
+            return list(self._log)
+
+    @property
+    def callbacks(self) -> list[CallbackAttempt]:
+        with self._log_lock:
+            return list(self._callbacks)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """``requests``, ``status_<code>``, ``dropped``, ``stalled``, ``faults``,
+        ``tls_failures``, ``cache_hits``/``cache_misses``, ``in_flight``, ``max_in_flight``."""
+        with self._log_lock:
+            data = dict(self._counters)
+        data["in_flight"] = self._slots.in_flight
+        data["max_in_flight"] = self._slots.high_water
+        data["cache_hits"] = self._transcriber.hits
+        data["cache_misses"] = self._transcriber.misses
+        return data
+
+    def reset(self) -> None:
+        """Clear the request log, callback log and counters (not faults or settings)."""
+        with self._log_lock:
+            self._log.clear()
+            self._callbacks.clear()
+            self._counters.clear()
+        self._slots.high_water = self._slots.in_flight
+
+    def clear_cache(self) -> None:
+        """Forget cached transcriptions (the next upload of a file is recognised again)."""
+        self._transcriber.clear_cache()
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._log_lock:
+            self._counters[name] += amount
+
+    # --- request handling --------------------------------------------------------------
+
+    def _dispatch(self, handler: _Handler, method: str) -> None:
+        exchange = _Exchange(handler, method)
+        try:
+            exchange.read_body()
+        except (OSError, ValueError):
+            handler.close_connection = True
+            return
+        if exchange.path.startswith(ADMIN_PREFIX):
+            exchange.send(self._admin(exchange))
+            return
+        entry = LoggedRequest(
+            time=exchange.arrived,
+            method=method,
+            path=exchange.path,
+            query=exchange.query,
+            headers={
+                k: (redact_authorization(v) if k.lower() == "authorization" else v)
+                for k, v in exchange.headers.items()
+            },
+            body=exchange.body if self.log_bodies else b"",
+            json=_json_or_none(exchange),
+            request_id=exchange.request_id,
+            body_size=len(exchange.body),
+        )
+        with self._log_lock:
+            self._log.append(entry)
+            self._counters["requests"] += 1
+        if exchange.path != LISTEN_PATH:
+            self._answer(exchange, entry, self._error(exchange, 404, "error"))
+        elif method != "POST":
+            self._answer(exchange, entry, self._error(exchange, 405, "error"))
+        else:
+            self._listen(exchange, entry)
+
+    def _answer(self, exchange: _Exchange, entry: LoggedRequest, outcome: _Outcome) -> None:
+        # Record before writing: a client that has its answer must find it in the log.
+        entry.status = outcome.status
+        entry.outcome = outcome.outcome
+        entry.err_code = outcome.err_code
+        self._count(f"status_{outcome.status}")
+        logger.info(
+            "%s %s -> %d %s request_id=%s auth=%s",
+            exchange.method,
+            exchange.path,
+            outcome.status,
+            outcome.err_code or "",
+            exchange.request_id,
+            entry.headers.get("Authorization", "-") or "-",
+        )
+        exchange.send(outcome)
+
+    def _error(
+        self,
+        exchange: _Exchange,
+        status: int,
+        outcome: str,
+        *,
+        err_code: str | None = None,
+        err_msg: str | None = None,
+        style: BodyStyle = "legacy",
+    ) -> _Outcome:
+        body, content_type = render_error(
+            status, exchange.request_id, style=style, err_code=err_code, err_msg=err_msg
+        )
+        headers: dict[str, str] = {}
+        if status == 429 and self.retry_after is not None:
+            headers["Retry-After"] = str(math.ceil(self.retry_after))
+        code = err_code or spec_for(status).err_code
+        return _Outcome(status, body, content_type, outcome, code, headers)
+
+    def _listen(self, exchange: _Exchange, entry: LoggedRequest) -> None:
+        fault = self.faults.pick()
+        if fault is not None:
+            entry.fault = fault.kind
+            self._count("faults")
+            if fault.kind == "drop":
+                self._drop(exchange, entry)
+                return
+            if fault.kind == "status" and fault.status is not None:
+                self._sleep(self.latency)
+                self._answer(exchange, entry, self._error(exchange, fault.status, "fault", style=fault.style))
+                return
+        checked = self._check(exchange)
+        if isinstance(checked, _Outcome):
+            self._answer(exchange, entry, checked)
+            return
+        if not self._slots.try_acquire():
+            self._answer(exchange, entry, self._error(exchange, 429, "rate_limited"))
+            return
+        handed_off = False
+        try:
+            if fault is not None and fault.kind == "stall":
+                self._count("stalled")
+                self._sleep(fault.stall_seconds)
+                if fault.status is not None:
+                    error = self._error(exchange, fault.status, "fault", style=fault.style)
+                    self._answer(exchange, entry, error)
+                    return
+            self._sleep(self.latency)
+            audio = self._audio_bytes(exchange)
+            if isinstance(audio, _Outcome):
+                self._answer(exchange, entry, audio)
+            elif checked.callback is not None:
+                handed_off = self._accept_callback(exchange, entry, audio, checked)
+            else:
+                self._answer(exchange, entry, self._transcribe(exchange, audio, checked))
+        finally:
+            if not handed_off:
+                self._slots.release()
+
+    def _check(self, exchange: _Exchange) -> ListenOptions | _Outcome:
+        """Auth, options and model access: the checks that need no slot."""
+        if not self._authorised(exchange.header("Authorization")):
+            return self._error(exchange, 401, "error")
+        try:
+            options = parse_options(exchange.query)
+        except InvalidOption as exc:
+            return self._error(exchange, 400, "error", err_code="INVALID_QUERY_PARAMETER", err_msg=str(exc))
+        if self.allowed_models is not None and options.model not in self.allowed_models:
+            return self._error(exchange, 403, "error")
+        return options
+
+    def _drop(self, exchange: _Exchange, entry: LoggedRequest) -> None:
+        entry.outcome = "dropped"
+        self._count("dropped")
+        logger.info("%s %s -> dropped request_id=%s", exchange.method, exchange.path, exchange.request_id)
+        handler = exchange.handler
+        handler.close_connection = True
+        with contextlib.suppress(OSError):
+            # Reset rather than close politely: the client sees its connection die.
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            # Wakes early when the emulator stops, so stop() is not held up by stalls.
+            self._stopping.wait(seconds)
+
+    def _authorised(self, header: str) -> bool:
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "token" or not token.strip():
+            return False  # missing, Bearer (no JWT grants here) or malformed
+        token = token.strip()
+        return any(hmac.compare_digest(token.encode(), key.encode()) for key in self._api_keys)
+
+    def _audio_bytes(self, exchange: _Exchange) -> bytes | _Outcome:
+        """The media: the body itself, or what the JSON body's ``url`` points at."""
+        if exchange.content_type() != "application/json":
+            # Raw upload; anything that is not audio fails in decoding, as at Deepgram.
+            return exchange.body
+        try:
+            payload = json.loads(exchange.body)
+        except ValueError:
+            payload = None
+        url = payload.get("url") if isinstance(payload, dict) else None
+        if not isinstance(url, str) or not url:
+            return self._error(
+                exchange,
+                400,
+                "error",
+                err_msg="Bad Request: the JSON body must be an object with a `url` string.",
+            )
+        return self._fetch(exchange, url)
+
+    def _fetch(self, exchange: _Exchange, url: str) -> bytes | _Outcome:
+        def remote_error(message: str) -> _Outcome:
+            return self._error(exchange, 400, "error", err_code="REMOTE_CONTENT_ERROR", err_msg=message)
+
+        if urlsplit(url).scheme not in ("http", "https"):
+            return remote_error("URL for media download must be publicly routable.")
+        try:
+            # Loopback and plain-http URLs are allowed: presigned URLs of the local moto.
+            response = requests.get(url, timeout=self.url_fetch_timeout)
+        except requests.RequestException as exc:
+            logger.info("fetching %s failed: %s", redact_url(url).split("?", 1)[0], type(exc).__name__)
+            return remote_error("The remote server hosting the media failed to return valid data.")
+        if response.status_code >= 300:
+            try:
+                reason = response.reason or http.HTTPStatus(response.status_code).phrase
+            except ValueError:
+                reason = ""
+            kind = "client" if response.status_code < 500 else "server"
+            status = f"{response.status_code} {reason}".rstrip()
+            return remote_error(f"The remote server hosting the media returned a {kind} error: {status}")
+        return response.content
+
+    def _recognise(self, audio: bytes, options: ListenOptions) -> tuple[str, Recognition]:
+        digest = hashlib.sha256(audio).hexdigest()
+        raw_form = f"{options.encoding}/{options.sample_rate}/{options.channels}" if options.encoding else ""
+        key = f"{digest}:{int(options.multichannel)}:{raw_form}"
+
+        def load() -> Any:
+            return decode(
+                audio, encoding=options.encoding, sample_rate=options.sample_rate, channels=options.channels
+            )
+
+        return digest, self._transcriber.recognise(key, load, options.multichannel)
+
+    def _transcribe(self, exchange: _Exchange, audio: bytes, options: ListenOptions) -> _Outcome:
+        try:
+            digest, recognition = self._recognise(audio, options)
+        except UnsupportedAudio:
+            return self._error(exchange, 400, "error", err_code="Bad Request", err_msg=CORRUPT_AUDIO_MSG)
+        except Exception:
+            logger.exception("recognition failed for request_id=%s", exchange.request_id)
+            return self._error(exchange, 500, "error")
+        body = build_response(
+            request_id=exchange.request_id, sha256=digest, recognition=recognition, options=options
+        )
+        return _Outcome(200, json.dumps(body).encode(), "application/json", "ok")
+
+    # --- callback mode -----------------------------------------------------------------
+
+    def _accept_callback(
+        self, exchange: _Exchange, entry: LoggedRequest, audio: bytes, options: ListenOptions
+    ) -> bool:
+        """Answer ``{"request_id"}`` now; recognise and deliver in the background.
+
+        Returns True: the background thread now owns the concurrency slot.
+        """
+        accepted = json.dumps({"request_id": exchange.request_id}).encode()
+        worker = threading.Thread(
+            target=self._run_callback,
+            args=(exchange, audio, options),
+            name=f"deepgram-callback-{exchange.request_id}",
+            daemon=True,
+        )
+        worker.start()
+        self._answer(exchange, entry, _Outcome(200, accepted, "application/json", "accepted"))
+        return True
+
+    def _run_callback(self, exchange: _Exchange, audio: bytes, options: ListenOptions) -> None:
+        try:
+            outcome = self._transcribe(exchange, audio, options)
+        finally:
+            self._slots.release()
+        assert options.callback is not None  # noqa: S101 - checked by the caller
+        for attempt in range(1, self.callback_attempts + 1):
+            status: int | None = None
+            error: str | None = None
+            try:
+                response = requests.request(
+                    options.callback_method,
+                    options.callback,
+                    data=outcome.body,
+                    headers={"Content-Type": outcome.content_type, "dg-request-id": exchange.request_id},
+                    timeout=30,
+                )
+                status = response.status_code
+            except requests.RequestException as exc:
+                error = type(exc).__name__
+            with self._log_lock:
+                self._callbacks.append(
+                    CallbackAttempt(
+                        time=time.time(),
+                        request_id=exchange.request_id,
+                        method=options.callback_method,
+                        url=redact_url(options.callback),
+                        attempt=attempt,
+                        status=status,
+                        error=error,
+                    )
+                )
+            if status is not None and 200 <= status < 300:
+                return
+            if self._stopping.wait(self.callback_retry_delay):
+                return
+
+    # --- admin endpoints ---------------------------------------------------------------
+
+    def _admin(self, exchange: _Exchange) -> _Outcome:
+        name = exchange.path[len(ADMIN_PREFIX) :].strip("/")
+        try:
+            payload: Any = json.loads(exchange.body) if exchange.body else {}
+            data = self._admin_action(exchange.method, name, payload, dict(exchange.query))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return _Outcome(400, json.dumps({"error": str(exc)}).encode(), "application/json", "admin")
+        if data is _NOT_FOUND:
+            missing = {"error": f"no admin endpoint {exchange.method} {exchange.path}"}
+            return _Outcome(404, json.dumps(missing).encode(), "application/json", "admin")
+        return _Outcome(200, json.dumps(data).encode(), "application/json", "admin")
+
+    def _admin_action(self, method: str, name: str, payload: Any, query: dict[str, str]) -> Any:
+        """What an admin endpoint answers; ``_NOT_FOUND`` for unknown ones."""
+        routes: dict[tuple[str, str], Callable[[], Any]] = {
+            ("GET", "requests"): lambda: [
+                entry.to_dict(with_body=query.get("bodies") in ("1", "true")) for entry in self.requests
+            ],
+            ("GET", "callbacks"): lambda: [vars(attempt) for attempt in self.callbacks],
+            ("POST", "reset"): lambda: _then(self.reset, lambda: {"reset": True}),
+            ("GET", "stats"): lambda: self.counters,
+            ("GET", "health"): lambda: {"ok": True},
+            ("GET", "faults"): self.faults.snapshot,
+            ("DELETE", "faults"): lambda: _then(self.faults.clear, self.faults.snapshot),
+            ("POST", "faults"): lambda: _then(lambda: self.faults.configure(payload), self.faults.snapshot),
+            ("GET", "config"): self.settings,
+            ("POST", "config"): lambda: _then(lambda: self.configure(payload), self.settings),
+        }
+        action = routes.get((method, name))
+        return _NOT_FOUND if action is None else action()
+
+    def configure(self, payload: Mapping[str, Any]) -> None:
+        """Apply ``POST /_emulator/config``: any of ``api_keys`` (list), ``latency``,
+        ``max_concurrency``, ``retry_after`` (null to omit), ``allowed_models`` (null: all),
+        ``callback_retry_delay``."""
+        if "api_keys" in payload:
+            keys = payload["api_keys"]
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise ValueError("api_keys must be a list of strings")
+            self.api_keys = keys
+        if "latency" in payload:
+            self.latency = float(payload["latency"])
+        if "max_concurrency" in payload:
+            self.max_concurrency = int(payload["max_concurrency"])
+        if "retry_after" in payload:
+            value = payload["retry_after"]
+            self.retry_after = None if value is None else float(value)
+        if "allowed_models" in payload:
+            models = payload["allowed_models"]
+            self.allowed_models = None if models is None else [str(m) for m in models]
+        if "callback_retry_delay" in payload:
+            self.callback_retry_delay = float(payload["callback_retry_delay"])
+
+    def settings(self) -> dict[str, Any]:
+        """Current settings, with keys redacted (for ``GET /_emulator/config``)."""
+        return {
+            "api_keys": sorted(redact_authorization(f"Token {k}") for k in self._api_keys),
+            "latency": self.latency,
+            "max_concurrency": self.max_concurrency,
+            "retry_after": self.retry_after,
+            "allowed_models": None if self.allowed_models is None else sorted(self.allowed_models),
+            "callback_retry_delay": self.callback_retry_delay,
+        }
+
+
+def _then(effect: Callable[[], None], result: Callable[[], Any]) -> Any:
+    """Run ``effect`` then answer ``result()`` (admin actions that change state)."""
+    effect()
+    return result()
+
+
+def _json_or_none(exchange: _Exchange) -> Any:
+    if exchange.content_type() != "application/json" or not exchange.body:
+        return None
+    try:
+        return json.loads(exchange.body)
+    except ValueError:
+        return None
