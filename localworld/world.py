@@ -8,20 +8,25 @@ and the Deepgram key sits in a Secrets Manager secret named like a real deployme
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localworld import invoke
 from localworld.aws import LocalAws, MotoServer
 from localworld.deepgram import DeepgramEmulator
+from localworld.invoke import World
 from localworld.template import FunctionSpec, Stack, load_stack
+from transcriber.errors import TranscriptionError
+from transcriber.events import parse_event
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
 SAMPLE_AUDIO = ROOT / "localworld" / "samples" / "sample.wav"
-LOCAL_SECRET_ID = "deepgram/local/api-key"
+LOCAL_SECRET_ID = "deepgram/local/api-key"  # noqa: S105 - a secret name, not a secret
 
 
 def new_api_key() -> str:
@@ -40,7 +45,7 @@ class LocalWorld:
 
     @property
     def secret_id(self) -> str:
-        return self.stack.parameters["DeepgramSecretId"]
+        return str(self.stack.parameters["DeepgramSecretId"])
 
     @property
     def input_bucket(self) -> str:
@@ -74,6 +79,17 @@ class LocalWorld:
 
 
 @contextmanager
+def _services(
+    api_key: str, emulator_options: Mapping[str, Any] | None, state_dir: Path | None
+) -> Iterator[tuple[MotoServer, DeepgramEmulator]]:
+    with ExitStack() as services:
+        moto = services.enter_context(MotoServer())
+        emulator = DeepgramEmulator(api_keys={api_key}, state_dir=state_dir, **dict(emulator_options or {}))
+        services.enter_context(emulator)
+        yield moto, emulator
+
+
+@contextmanager
 def local_world(
     *,
     template: Path = TEMPLATE,
@@ -84,10 +100,7 @@ def local_world(
 ) -> Iterator[LocalWorld]:
     """Start moto and the emulator, load the stack pointed at them, provision it, store the key."""
     key = api_key or new_api_key()
-    with ExitStack() as stack_of_services:
-        moto = stack_of_services.enter_context(MotoServer())
-        emulator = DeepgramEmulator(api_keys={key}, state_dir=state_dir, **dict(emulator_options or {}))
-        stack_of_services.enter_context(emulator)
+    with _services(key, emulator_options, state_dir) as (moto, emulator):
         overrides = {
             "DeepgramSecretId": LOCAL_SECRET_ID,
             "DeepgramApiUrl": emulator.url,
@@ -99,3 +112,52 @@ def local_world(
         world = LocalWorld(moto, aws, emulator, stack, key, overrides)
         world.reset()
         yield world
+
+
+@contextmanager
+def invoke_world(stack: Stack, function: FunctionSpec, event: Any) -> Iterator[World]:
+    """The world for ``make invoke``: moto with the stack's resources, the emulator, the key in
+    the stack's secret, and the sample recording at every object the event names."""
+    del function
+    key = new_api_key()
+    with _services(key, None, None) as (moto, emulator):
+        aws = LocalAws(moto.endpoint_url, stack.region, stack.account_id)
+        aws.provision(stack)
+        aws.create_secret(stack.parameters["DeepgramSecretId"], key)
+        seed_objects(aws, event)
+        yield World(
+            extra_env={**aws.env(), "REQUESTS_CA_BUNDLE": str(emulator.ca_bundle)},
+            env_overrides={"DEEPGRAM_API_URL": emulator.url},
+        )
+
+
+def seed_objects(aws: LocalAws, event: Any, audio: Path = SAMPLE_AUDIO) -> list[str]:
+    """Put the sample recording wherever the event says an object is, so sample events succeed.
+    Events the product cannot parse seed nothing (the handler will say why)."""
+    try:
+        objects = parse_event(event)
+    except TranscriptionError:
+        return []
+    s3 = aws.s3()
+    existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
+    seeded = []
+    for obj in objects:
+        if obj.bucket not in existing:
+            s3.create_bucket(Bucket=obj.bucket)
+            existing.add(obj.bucket)
+        s3.put_object(Bucket=obj.bucket, Key=obj.key, Body=audio.read_bytes(), ContentType="audio/wav")
+        seeded.append(obj.uri)
+    return seeded
+
+
+def invoke_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m localworld.world`` = ``localworld.invoke`` on the full local world, with the
+    local secret name as the default ``DeepgramSecretId``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not any(arg.startswith("DeepgramSecretId=") for arg in args):
+        args += ["--parameter-overrides", f"DeepgramSecretId={LOCAL_SECRET_ID}"]
+    return invoke.main(args, worlds={"local": invoke_world, **invoke.WORLDS})
+
+
+if __name__ == "__main__":
+    sys.exit(invoke_main())
