@@ -37,7 +37,14 @@ from samtranslator.public.exceptions import InvalidDocumentException
 from samtranslator.translator.translator import Translator
 from samtranslator.yaml_helper import yaml_parse
 
-__all__ = ["DEFAULT_REGION", "PLACEHOLDER_S3_URI", "TranslationError", "main", "translate_template"]
+__all__ = [
+    "DEFAULT_REGION",
+    "PLACEHOLDER_S3_URI",
+    "TranslationError",
+    "load_template",
+    "main",
+    "translate_template",
+]
 
 DEFAULT_REGION: Final = "us-east-1"
 PLACEHOLDER_S3_URI: Final = "s3://placeholder-bucket/placeholder-key"

@@ -1,0 +1,1 @@
+"""Retry function (being written)."""
