@@ -12,7 +12,7 @@ FUNCTION ?= TranscribeFunction
 EVENT ?= events/s3-put.json
 ENV_VARS ?=
 PYTHON_SOURCES = layers/shared/transcriber functions localworld tests scripts/translate_template.py
-TYPED_SOURCES = layers/shared/transcriber localworld functions/transcribe/app.py
+TYPED_SOURCES = layers/shared/transcriber localworld scripts functions/transcribe/app.py functions/retry/app.py
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
 	deploy-prod invoke emulator clean

@@ -178,3 +178,36 @@ class _Reader:
                     "invalid-configuration", f"{name} sets {key!r}, which this pipeline does not support"
                 )
         return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """The retry function's settings: how it backs off on the dead-letter queue."""
+
+    dead_letter_queue_url: str
+    parking_queue_url: str
+    max_attempts: int
+    base_delay_s: int
+    max_delay_s: int
+    blocked_delay_s: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RetrySettings:
+        reader = _Reader(os.environ if env is None else env)
+        # SQS caps a message's visibility timeout at 12 hours.
+        max_visibility = 43200
+        settings = cls(
+            dead_letter_queue_url=reader.required("DEAD_LETTER_QUEUE_URL"),
+            parking_queue_url=reader.required("PARKING_QUEUE_URL"),
+            max_attempts=reader.integer("RETRY_MAX_ATTEMPTS", default=8, minimum=1),
+            base_delay_s=reader.integer("RETRY_BASE_DELAY_SECONDS", default=60, minimum=0),
+            max_delay_s=reader.integer("RETRY_MAX_DELAY_SECONDS", default=3600, minimum=0),
+            blocked_delay_s=reader.integer("BLOCKED_RETRY_DELAY_SECONDS", default=3600, minimum=0),
+        )
+        for name, value in (
+            ("RETRY_MAX_DELAY_SECONDS", settings.max_delay_s),
+            ("BLOCKED_RETRY_DELAY_SECONDS", settings.blocked_delay_s),
+        ):
+            if value > max_visibility:
+                raise configuration_error("invalid-configuration", f"{name} must be at most {max_visibility}")
+        return settings

@@ -1,0 +1,125 @@
+"""The retry function's work: re-run dead-lettered events with long, growing backoff.
+
+Lambda puts an event on the dead-letter queue after its own retries failed. Each message is the
+original event; it is re-run through the same per-object code (idempotent, so objects that did
+finish cost nothing). A retryable failure hides the message for an exponentially growing time
+(hours for blocked errors such as 402), and after the last attempt a failure record says the
+event is parked; SQS's redrive policy then moves the message to the parking queue.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import BotoCoreError, ClientError
+
+from transcriber.config import RetrySettings, Settings
+from transcriber.errors import BlockedError, PermanentError, RetryableError
+from transcriber.events import parse_event
+from transcriber.observability import logger, metrics
+from transcriber.pipeline import Transcriber
+from transcriber.storage import utc_now
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from mypy_boto3_sqs import SQSClient
+
+    from transcriber.pipeline import LambdaContextLike
+
+
+class DeadLetterRetrier:
+    def __init__(
+        self, transcriber: Transcriber, settings: RetrySettings, sqs: SQSClient | None = None
+    ) -> None:
+        self.transcriber = transcriber
+        self.settings = settings
+        self._sqs = sqs or boto3.client("sqs")
+
+    def process_record(self, record: SQSRecord, lambda_context: LambdaContextLike) -> dict[str, Any]:
+        """Raises to keep the message (BatchProcessor reports it as a batch item failure)."""
+        attempt = int(record.attributes.approximate_receive_count or 1)
+        logger.append_keys(dlq_message_id=record.message_id, dlq_attempt=attempt)
+        lambda_error = _attribute(record, "ErrorMessage")
+        logger.info("Retrying dead-lettered event", extra={"lambda_error": lambda_error})
+        try:
+            event = json.loads(record.body)
+        except ValueError:
+            self._park(record, "dead-letter-not-json", "the dead-letter message body is not JSON")
+            return {"parked": True}
+        try:
+            return self.transcriber.handle_event(event, lambda_context)
+        except PermanentError as exc:  # only an unrecognisable event gets here: objects record their own
+            self._park(record, exc.reason, str(exc))
+            return {"parked": True}
+        except RetryableError as exc:
+            self._back_off(record, attempt, exc, event)
+            raise
+
+    def _back_off(self, record: SQSRecord, attempt: int, exc: RetryableError, event: Any) -> None:
+        if attempt >= self.settings.max_attempts:
+            self._record_parked(event, exc, attempt)
+            delay = 0  # the next receive moves it to the parking queue (redrive policy)
+        elif isinstance(exc, BlockedError):
+            delay = self.settings.blocked_delay_s  # nothing succeeds until a person acts: wait long
+        else:
+            ceiling = min(self.settings.max_delay_s, self.settings.base_delay_s * 2 ** (attempt - 1))
+            delay = int(random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not cryptography
+        metrics.add_metric(name="DeadLetterRetriesDeferred", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            "Dead-lettered event still failing; backing off",
+            extra={"attempt": attempt, "delay_s": delay, "error": exc.as_record()},
+        )
+        try:
+            self._sqs.change_message_visibility(
+                QueueUrl=self.settings.dead_letter_queue_url,
+                ReceiptHandle=record.receipt_handle,
+                VisibilityTimeout=delay,
+            )
+        except (ClientError, BotoCoreError):
+            # The message still comes back after the queue's own visibility timeout.
+            logger.exception("Could not extend the message's visibility")
+
+    def _record_parked(self, event: Any, exc: RetryableError, attempts: int) -> None:
+        """Leave a failure record per object so a person sees why the event is parked."""
+        record = {
+            **exc.as_record(),
+            "class": "parked",
+            "message": (
+                f"gave up after {attempts} dead-letter attempts; the event is in the parking queue "
+                f"(last error: {exc.details.message})"
+            ),
+            "attempts": attempts,
+            "parking_queue": self.settings.parking_queue_url,
+            "failed_at": utc_now(),
+        }
+        for obj in parse_event(event):
+            source = {"bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id, "etag": obj.etag}
+            self.transcriber.storage.write_failure(obj, {"source": source, **record})
+        metrics.add_metric(name="DeadLetterEventsParked", unit=MetricUnit.Count, value=1)
+
+    def _park(self, record: SQSRecord, reason: str, message: str) -> None:
+        """An event that can never succeed goes straight to the parking queue, with the reason."""
+        logger.error("Parking an event that cannot be retried", extra={"reason": reason, "detail": message})
+        self._sqs.send_message(
+            QueueUrl=self.settings.parking_queue_url,
+            MessageBody=record.body,
+            MessageAttributes={
+                "ParkedReason": {"DataType": "String", "StringValue": reason},
+                "ParkedMessage": {"DataType": "String", "StringValue": message[:1024]},
+            },
+        )
+        metrics.add_metric(name="DeadLetterEventsParked", unit=MetricUnit.Count, value=1)
+
+
+def _attribute(record: SQSRecord, name: str) -> str | None:
+    attribute = record.message_attributes.get(name)
+    return attribute.string_value if attribute else None
+
+
+def build_retrier() -> DeadLetterRetrier:
+    """The container's retrier: both settings objects validated once."""
+    return DeadLetterRetrier(Transcriber(Settings.from_env()), RetrySettings.from_env())
