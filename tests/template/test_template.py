@@ -113,6 +113,7 @@ REQUIRED_ENV = {
     "SECRET_MAX_AGE_SECONDS": {"Ref": "SecretMaxAgeSeconds"},
     "PRESIGN_EXPIRY_SECONDS": {"Ref": "PresignExpirySeconds"},
     "IDEMPOTENCY_TTL_SECONDS": {"Ref": "IdempotencyTtlSeconds"},
+    "DEEPGRAM_MAX_ATTEMPTS": {"Ref": "DeepgramMaxAttempts"},
     "TRANSCRIPT_PREFIX": "transcripts/",
     "FAILURE_PREFIX": "failures/",
     "POWERTOOLS_SERVICE_NAME": "transcriber",

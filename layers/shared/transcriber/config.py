@@ -60,6 +60,7 @@ class Settings:
     idempotency_ttl_s: int
     transcript_prefix: str
     failure_prefix: str
+    deepgram_max_attempts: int = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +93,7 @@ class Settings:
             idempotency_ttl_s=reader.integer("IDEMPOTENCY_TTL_SECONDS", default=30 * 86400, minimum=60),
             transcript_prefix=reader.prefix("TRANSCRIPT_PREFIX", default="transcripts/"),
             failure_prefix=reader.prefix("FAILURE_PREFIX", default="failures/"),
+            deepgram_max_attempts=reader.integer("DEEPGRAM_MAX_ATTEMPTS", default=4, minimum=1),
         )
         if settings.transcript_prefix == settings.failure_prefix:
             raise configuration_error(

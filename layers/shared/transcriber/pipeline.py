@@ -101,7 +101,7 @@ class Transcriber:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy(max_attempts=settings.deepgram_max_attempts)
         self._sleep = sleep
         s3_client = s3 or boto3.client("s3", config=Config(signature_version="s3v4"))
         self.storage = Storage(
