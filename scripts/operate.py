@@ -1,0 +1,402 @@
+"""Operator tools for a deployed transcriber: read failure records, redrive parked messages.
+
+Plain boto3 only, so it runs against real AWS and (through the standard ``AWS_ENDPOINT_URL``)
+against the local world's moto server.
+
+Usage::
+
+    python scripts/operate.py failures --bucket OUTPUT_BUCKET [--prefix failures/] [--reason R]
+        [--since ISO] [--json]
+    python scripts/operate.py redrive --from PARKING_QUEUE_URL --to DLQ_URL [--max N] [--dry-run]
+    python scripts/operate.py <command> --stack STACK_NAME ...   # bucket/queues from stack outputs
+
+Importable as ``scripts.operate``::
+
+    from scripts.operate import list_failures, redrive
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import (
+        MessageAttributeValueOutputTypeDef,
+        MessageAttributeValueTypeDef,
+        MessageTypeDef,
+    )
+
+DEFAULT_PREFIX = "failures/"
+MESSAGE_WIDTH = 60
+READ_THREADS = 16
+RECEIVE_WAIT_S = 1  # long polling: an empty answer then means the queue really is empty
+HOLD_VISIBILITY_S = 120  # how long a received message stays hidden while we move or inspect it
+RESERVED_ATTRIBUTE_PREFIXES = ("aws.", "amazon.")  # send_message refuses these names
+MAX_MESSAGE_ATTRIBUTES = 10
+
+STACK_OUTPUTS = {
+    "bucket": "OutputBucketName",
+    "source": "ParkingQueueUrl",
+    "target": "DeadLetterQueueUrl",
+}
+
+
+# --- failure records ---------------------------------------------------------------------------
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 (``Z`` allowed, date alone allowed); naive times are UTC."""
+    value = datetime.fromisoformat(text.strip())
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _is_failure_record(document: Any) -> bool:
+    return isinstance(document, dict) and isinstance(document.get("source"), dict) and "reason" in document
+
+
+def _failed_at(record: Mapping[str, Any]) -> datetime | None:
+    try:
+        return parse_time(str(record["failed_at"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def list_failures(
+    s3: S3Client,
+    bucket: str,
+    prefix: str = DEFAULT_PREFIX,
+    reason: str | None = None,
+    since: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The failure records under ``prefix``, oldest first, each with ``record_key`` added.
+
+    Objects that are not failure records (not JSON, or JSON without ``source``/``reason``) are
+    skipped. ``since`` keeps records whose ``failed_at`` is at or after it; objects last modified
+    before it are not even read (a record is written after its ``failed_at``).
+    """
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            if not item["Key"].endswith(".json"):
+                continue
+            if since is not None and item["LastModified"] < since:
+                continue
+            keys.append(item["Key"])
+
+    def read(key: str) -> dict[str, Any] | None:
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            document = json.loads(body)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                return None  # deleted since the listing (a later success supersedes a failure)
+            raise
+        except ValueError:
+            return None
+        if not _is_failure_record(document):
+            return None
+        return {**document, "record_key": key}
+
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        records = [record for record in pool.map(read, keys) if record is not None]
+
+    if reason is not None:
+        records = [record for record in records if record.get("reason") == reason]
+    if since is not None:
+        records = [r for r in records if (at := _failed_at(r)) is None or at >= since]
+    records.sort(key=lambda r: (str(r.get("failed_at") or ""), r["record_key"]))
+    return records
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _truncate(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_failures(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A plain-text table plus a count per reason."""
+    header = ("FAILED_AT", "REASON", "HTTP", "SOURCE_KEY", "ATTEMPTS", "MESSAGE")
+    rows = [
+        (
+            _cell(r.get("failed_at")),
+            _cell(r.get("reason")),
+            _cell(r.get("http_status")),
+            _cell(r.get("source", {}).get("key")),
+            _cell(r.get("attempts")),
+            _truncate(_cell(r.get("message")), MESSAGE_WIDTH),
+        )
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.append("")
+    lines.extend(format_counts(records))
+    return lines
+
+
+def format_counts(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    counts = Counter(str(r.get("reason")) for r in records)
+    lines = [f"{len(records)} failure record(s)"]
+    lines.extend(
+        f"  {count:>6}  {reason}" for reason, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    return lines
+
+
+# --- redrive -----------------------------------------------------------------------------------
+
+
+class RedriveError(Exception):
+    """Sending or deleting failed part-way; ``moved`` messages had been moved by then."""
+
+    def __init__(self, moved: int, message: str) -> None:
+        super().__init__(message)
+        self.moved = moved
+
+
+def sendable_attributes(
+    attributes: Mapping[str, MessageAttributeValueOutputTypeDef],
+) -> dict[str, MessageAttributeValueTypeDef]:
+    """The message attributes ``send_message`` accepts again: no reserved ``AWS.``/``Amazon.``
+    names, only DataType with StringValue or BinaryValue (the list values are reserved)."""
+    sendable: dict[str, MessageAttributeValueTypeDef] = {}
+    for name, value in attributes.items():
+        if name.lower().startswith(RESERVED_ATTRIBUTE_PREFIXES):
+            continue
+        kept: MessageAttributeValueTypeDef = {"DataType": value["DataType"]}
+        if "StringValue" in value:
+            kept["StringValue"] = value["StringValue"]
+        elif "BinaryValue" in value:
+            kept["BinaryValue"] = value["BinaryValue"]
+        else:
+            continue
+        sendable[name] = kept
+        if len(sendable) == MAX_MESSAGE_ATTRIBUTES:
+            break
+    return sendable
+
+
+def _receive(sqs: SQSClient, queue_url: str, count: int, wait_s: int) -> list[MessageTypeDef]:
+    response = sqs.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=max(1, min(10, count)),
+        WaitTimeSeconds=wait_s,
+        VisibilityTimeout=HOLD_VISIBILITY_S,
+        MessageAttributeNames=["All"],
+        AttributeNames=["All"],
+    )
+    return list(response.get("Messages", []))
+
+
+def _describe(message: MessageTypeDef) -> str:
+    """One line per message for --dry-run: id, Lambda's ErrorCode attribute, receives, body."""
+    error_code = message.get("MessageAttributes", {}).get("ErrorCode")
+    error = error_code.get("StringValue", "-") if error_code else "-"
+    received = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
+    body = message.get("Body", "")
+    return f"{message.get('MessageId')}  error={error}  receives={received}  {_truncate(body, 80)}"
+
+
+def redrive(
+    sqs: SQSClient,
+    source_url: str,
+    target_url: str,
+    max_messages: int | None = None,
+    dry_run: bool = False,
+    *,
+    wait_s: int | None = None,
+) -> int:
+    """Move messages from ``source_url`` to ``target_url``; return how many moved.
+
+    Each message is sent with the same body and message attributes, and deleted from the source
+    only after the send succeeded (if the send fails the message stays in the source and is visible
+    again after ``HOLD_VISIBILITY_S``). With ``dry_run`` nothing is sent or deleted: the messages
+    are listed on stderr and made visible again, and the count is what would have moved.
+    ``wait_s`` is the long-poll wait per receive (default ``RECEIVE_WAIT_S``); it ends when a
+    receive comes back empty.
+    """
+    wait = RECEIVE_WAIT_S if wait_s is None else wait_s
+    moved = 0
+    held: list[str] = []  # dry run: receipt handles to make visible again at the end
+    seen: set[str] = set()
+    try:
+        while max_messages is None or moved < max_messages:
+            wanted = 10 if max_messages is None else max_messages - moved
+            messages = _receive(sqs, source_url, wanted, wait)
+            if dry_run:
+                held.extend(m["ReceiptHandle"] for m in messages)
+            fresh = [m for m in messages if m.get("MessageId") not in seen]
+            if not fresh:
+                break
+            for message in fresh:
+                seen.add(message.get("MessageId", ""))
+                if dry_run:
+                    print(f"would move {_describe(message)}", file=sys.stderr)
+                else:
+                    _move(sqs, message, source_url, target_url, moved)
+                moved += 1
+    finally:
+        for receipt_handle in held:
+            # if this fails, the message becomes visible by itself when its timeout runs out
+            with contextlib.suppress(ClientError, BotoCoreError):
+                sqs.change_message_visibility(
+                    QueueUrl=source_url, ReceiptHandle=receipt_handle, VisibilityTimeout=0
+                )
+    return moved
+
+
+def _move(sqs: SQSClient, message: MessageTypeDef, source_url: str, target_url: str, moved: int) -> None:
+    message_id = message.get("MessageId")
+    try:
+        sqs.send_message(
+            QueueUrl=target_url,
+            MessageBody=message["Body"],
+            MessageAttributes=sendable_attributes(message.get("MessageAttributes", {})),
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise RedriveError(moved, f"sending {message_id} failed (left in the source): {exc}") from exc
+    try:
+        sqs.delete_message(QueueUrl=source_url, ReceiptHandle=message["ReceiptHandle"])
+    except (ClientError, BotoCoreError) as exc:
+        raise RedriveError(
+            moved + 1, f"sent {message_id} but could not delete it from the source (it may repeat): {exc}"
+        ) from exc
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def stack_outputs(stack_name: str) -> dict[str, str]:
+    """The CloudFormation outputs of ``stack_name`` (OutputKey -> OutputValue)."""
+    [stack] = boto3.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) if "OutputKey" in o}
+
+
+def _fill_from_stack(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, needed: Sequence[str]
+) -> None:
+    missing = [dest for dest in needed if not getattr(args, dest)]
+    if not missing:
+        return
+    if not args.stack:
+        flags = {"bucket": "--bucket", "source": "--from", "target": "--to"}
+        parser.error(f"give {' and '.join(flags[d] for d in missing)}, or --stack")
+    outputs = stack_outputs(args.stack)
+    for dest in missing:
+        output = STACK_OUTPUTS[dest]
+        if output not in outputs:
+            parser.error(f"stack {args.stack} has no output {output}")
+        setattr(args, dest, outputs[output])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="operate.py",
+        description="Operator tools for the transcriber: failure records and parked messages.",
+    )
+    stack = argparse.ArgumentParser(add_help=False)
+    stack.add_argument(
+        "--stack",
+        metavar="NAME",
+        help="read missing bucket/queue URLs from this CloudFormation stack's outputs "
+        "(OutputBucketName, ParkingQueueUrl, DeadLetterQueueUrl)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    failures = commands.add_parser(
+        "failures",
+        parents=[stack],
+        help="list failure records from the output bucket",
+        description="List failure records (failures/<input key>.json) with a count per reason.",
+    )
+    failures.set_defaults(parser=failures)
+    failures.add_argument("--bucket", metavar="OUTPUT_BUCKET", help="the output bucket")
+    failures.add_argument("--prefix", default=DEFAULT_PREFIX, help="record prefix (default: %(default)s)")
+    failures.add_argument("--reason", metavar="R", help="only records with this reason")
+    failures.add_argument("--since", metavar="ISO", type=parse_time, help="only failed at or after this time")
+    failures.add_argument("--json", action="store_true", help="print JSON lines (counts go to stderr)")
+
+    redrive_cmd = commands.add_parser(
+        "redrive",
+        parents=[stack],
+        help="move parked messages back to the dead-letter queue for another try",
+        description="Move messages from the parking queue back to the dead-letter queue, where the "
+        "retry function picks them up again: same body and message attributes, deleted from the "
+        "source only after the send succeeded. On real AWS `aws sqs start-message-move-task` does "
+        "the same (see the stack output RedriveCommand); this command also works where that API "
+        "is missing (e.g. moto, the local world).",
+    )
+    redrive_cmd.set_defaults(parser=redrive_cmd)
+    redrive_cmd.add_argument("--from", dest="source", metavar="PARKING_QUEUE_URL", help="source queue URL")
+    redrive_cmd.add_argument("--to", dest="target", metavar="DLQ_URL", help="target queue URL")
+    redrive_cmd.add_argument("--max", type=int, metavar="N", help="move at most N messages")
+    redrive_cmd.add_argument(
+        "--dry-run", action="store_true", help="list what would move; send and delete nothing"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    parser: argparse.ArgumentParser = args.parser
+    try:
+        if args.command == "failures":
+            _fill_from_stack(parser, args, ["bucket"])
+            return _failures_command(args)
+        _fill_from_stack(parser, args, ["source", "target"])
+        if args.max is not None and args.max < 1:
+            parser.error("--max must be at least 1")
+        return _redrive_command(args)
+    except (ClientError, BotoCoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _failures_command(args: argparse.Namespace) -> int:
+    s3: S3Client = boto3.client("s3")
+    records = list_failures(s3, args.bucket, args.prefix, reason=args.reason, since=args.since)
+    if args.json:
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False, sort_keys=True))
+        for line in format_counts(records):
+            print(line, file=sys.stderr)
+    else:
+        for line in format_failures(records):
+            print(line)
+    return 0
+
+
+def _redrive_command(args: argparse.Namespace) -> int:
+    sqs: SQSClient = boto3.client("sqs")
+    try:
+        moved = redrive(sqs, args.source, args.target, max_messages=args.max, dry_run=args.dry_run)
+    except RedriveError as exc:
+        print(f"error after moving {exc.moved} message(s): {exc}", file=sys.stderr)
+        return 1
+    verb = "would move" if args.dry_run else "moved"
+    print(f"{verb} {moved} message(s) from {args.source} to {args.target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
