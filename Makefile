@@ -15,7 +15,7 @@ PYTHON_SOURCES = layers/shared/transcriber functions localworld tests scripts/tr
 TYPED_SOURCES = layers/shared/transcriber localworld scripts functions/transcribe/app.py functions/retry/app.py
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
-	deploy-prod invoke emulator clean
+	deploy-prod invoke emulator clean failures redrive
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -66,3 +66,9 @@ emulator: ## Run the Deepgram emulator on its own (https://127.0.0.1:8443)
 
 clean: ## Remove build and cache folders (the venv lives outside the clone)
 	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache
+
+failures: ## List failure records: make failures BUCKET=<OutputBucketName> (or STACK=<stack name>)
+	@$(PY) scripts/operate.py failures $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)")
+
+redrive: ## Move parked messages back to the DLQ: make redrive STACK=<stack name> (or FROM=<url> TO=<url>)
+	@$(PY) scripts/operate.py redrive $(if $(STACK),--stack "$(STACK)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)")
