@@ -160,17 +160,17 @@ class _Container:
         if self.alive:
             self.process.kill()
         self.process.wait()
-        self._close_requests()
+        self.close_requests()
 
     def stop(self, grace_s: float = 1.0) -> None:
         """Close the request pipe (the worker's loop ends), then kill if it lingers."""
-        self._close_requests()
+        self.close_requests()
         try:
             self.process.wait(grace_s)
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def _close_requests(self) -> None:
+    def close_requests(self) -> None:
         with contextlib.suppress(OSError):  # the worker is already gone
             self._requests.close()
 
@@ -301,9 +301,13 @@ class LocalFunction:
 
     # --- invoke ---------------------------------------------------------------------------
 
-    def invoke(self, event: Any) -> InvocationResult:
-        """Invoke synchronously (RequestResponse); thread-safe."""
-        request_id = str(uuid.uuid4())
+    def invoke(self, event: Any, *, request_id: str | None = None) -> InvocationResult:
+        """Invoke synchronously (RequestResponse); thread-safe.
+
+        `request_id` defaults to a new one; asynchronous retries pass the same id each
+        time, as Lambda keeps one request id across the attempts of an async event.
+        """
+        request_id = request_id or str(uuid.uuid4())
         event_json = json.loads(json.dumps(event))  # Lambda only carries JSON
         if self.max_concurrency == 0:
             # Reserved concurrency 0 throttles every invocation.
@@ -353,6 +357,10 @@ class LocalFunction:
         }
         response = self._wait(container, self.timeout_s) if container.send(request) else None
         elapsed = time.monotonic() - started
+        if response is None and elapsed < self.timeout_s:
+            # The response pipe closed before the deadline: the worker is exiting; let it finish
+            # so that its exit is not mistaken for a timeout.
+            container.wait_for_exit(_LOG_DRAIN_S)
 
         if response is None and container.alive:
             # Still running at the deadline: Lambda stops the environment.
@@ -439,15 +447,22 @@ class LocalFunction:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Stop every container; running invocations end with Runtime.ExitError."""
+    def close(self, grace_s: float = 1.0) -> None:
+        """Stop every container; running invocations end with Runtime.ExitError.
+
+        All containers are asked to stop at once and get `grace_s` in total to exit
+        before they are killed.
+        """
         with self._pool:
             self._closed = True
             containers = [*self._idle, *self._busy]
             self._idle.clear()
             self._pool.notify_all()
         for container in containers:
-            container.stop()
+            container.close_requests()
+        deadline = time.monotonic() + grace_s
+        for container in containers:
+            container.stop(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Self:
         return self
