@@ -116,8 +116,9 @@ class DeadLetterRetrier:
 
 
 def _attribute(record: SQSRecord, name: str) -> str | None:
-    attribute = record.message_attributes.get(name)
-    return attribute.string_value if attribute else None
+    attribute = (record.get("messageAttributes") or {}).get(name) or {}
+    value = attribute.get("stringValue")
+    return str(value) if value is not None else None
 
 
 def build_retrier() -> DeadLetterRetrier:

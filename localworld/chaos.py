@@ -1,0 +1,182 @@
+"""``make chaos``: the nothing-lost run. Hundreds of uploads through the whole local pipeline while
+the Deepgram emulator throttles, fails, stalls, drops connections and runs out of credit for a
+while; then every upload is accounted for: a transcript, a failure record, or a queued message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from localworld.pipeline import LocalPipeline
+from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
+
+# Lambda's and the retry function's waits, shortened so a run takes minutes, not days.
+FAST_RETRIES = {
+    "RetryBaseDelaySeconds": "1",
+    "RetryMaxDelaySeconds": "4",
+    "BlockedRetryDelaySeconds": "3",
+    "FunctionTimeout": "30",
+}
+DEFAULT_RATES: dict[int | str, float] = {
+    429: 0.08,
+    500: 0.05,
+    503: 0.05,
+    504: 0.03,
+    "drop": 0.03,
+    "stall": 0.01,
+}
+
+
+@dataclass
+class Report:
+    uploads: int
+    transcripts: int
+    failures: Counter[str]
+    both: list[str]
+    unaccounted: list[str]
+    queued: dict[str, int]
+    deepgram_requests: int
+    deepgram_statuses: Counter[str]
+    dlq_sends: int
+    elapsed_s: float
+    non_audio_failed: int
+    non_audio: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def requests_per_object(self) -> float:
+        return self.deepgram_requests / self.uploads if self.uploads else 0.0
+
+    def lines(self) -> list[str]:
+        return [
+            f"uploads                    {self.uploads} ({self.non_audio} of them not audio)",
+            f"transcripts                {self.transcripts}",
+            f"failure records            {sum(self.failures.values())} {dict(self.failures)}",
+            f"non-audio as failures      {self.non_audio_failed} of {self.non_audio}",
+            f"both transcript and failure {len(self.both)}",
+            f"still in a queue           {sum(self.queued.values())} {self.queued}",
+            f"unaccounted for            {len(self.unaccounted)}",
+            f"Deepgram requests          {self.deepgram_requests}"
+            f" ({self.requests_per_object:.2f} per object)",
+            f"Deepgram answers           {dict(sorted(self.deepgram_statuses.items()))}",
+            f"dead-letter sends          {self.dlq_sends}",
+            f"wall time                  {self.elapsed_s:.1f} s",
+        ]
+
+
+def run(
+    world: LocalWorld,
+    *,
+    uploads: int = 300,
+    non_audio: int = 6,
+    rates: dict[int | str, float] | None = None,
+    payment_window_s: float = 5.0,
+    concurrency: int = 8,
+    timeout_s: float = 900.0,
+) -> Report:
+    """Upload, inject faults, wait until everything has landed (or the timeout), count."""
+    s3 = world.aws.s3()
+    emulator = world.emulator
+    fault_rates = DEFAULT_RATES if rates is None else rates
+    emulator.faults.set(fault_rates, stall_seconds=25, seed=7)
+    keys = [f"chaos/{i:04d}.wav" for i in range(uploads)]
+    bad = set(keys[:: max(1, uploads // non_audio)][:non_audio]) if non_audio else set()
+    sample = SAMPLE_AUDIO.read_bytes()
+    started = time.monotonic()
+    with LocalPipeline(
+        world.stack,
+        world.aws,
+        world.function_env(),
+        concurrency={"TranscribeFunction": concurrency, "RetryFunction": 2},
+        time_scale=0.01,
+    ) as pipeline:
+        # A stretch of "out of credit" mid-run: longer than Lambda's own retries, so those events
+        # reach the dead-letter queue and the retry function has to bring them back.
+        window = [
+            threading.Timer(2.0, emulator.faults.set, args=({402: 1.0},), kwargs={"stall_seconds": 25}),
+            threading.Timer(
+                2.0 + payment_window_s, emulator.faults.set, args=(fault_rates,), kwargs={"stall_seconds": 25}
+            ),
+        ]
+        for timer in window:
+            timer.start()
+        for key in keys:
+            body = b"meeting notes, not audio\n" * 40 if key in bad else sample
+            s3.put_object(Bucket=world.input_bucket, Key=key, Body=body)
+        deadline = started + timeout_s
+        while time.monotonic() < deadline:
+            transcripts, failures = _outputs(world)
+            if len(transcripts | failures) >= uploads and pipeline.is_idle():
+                break
+            time.sleep(1.0)
+        for timer in window:
+            timer.cancel()
+        stats = pipeline.stats()
+        queued = {
+            name: queue.visible + queue.not_visible + queue.delayed
+            for name, queue in stats.queues.items()
+            if queue.visible + queue.not_visible + queue.delayed
+        }
+        dlq_sends = stats.dlq_sends
+    emulator.faults.clear()
+    transcripts, failures = _outputs(world)
+    reasons: Counter[str] = Counter()
+    for key in failures:
+        record = s3.get_object(Bucket=world.output_bucket, Key=f"failures/{key}.json")["Body"].read()
+        reasons[_reason(record)] += 1
+    requests = emulator.requests
+    return Report(
+        uploads=uploads,
+        transcripts=len(transcripts),
+        failures=reasons,
+        both=sorted(transcripts & failures),
+        unaccounted=sorted(set(keys) - transcripts - failures),
+        queued=queued,
+        deepgram_requests=len(requests),
+        deepgram_statuses=Counter(str(r.status) if r.status else r.outcome for r in requests),
+        dlq_sends=dlq_sends,
+        elapsed_s=time.monotonic() - started,
+        non_audio_failed=len(bad & failures),
+        non_audio=len(bad),
+    )
+
+
+def _reason(record: bytes) -> str:
+    return str(json.loads(record).get("reason"))
+
+
+def _outputs(world: LocalWorld) -> tuple[set[str], set[str]]:
+    """Source keys that have a transcript, and those that have a failure record."""
+    s3 = world.aws.s3()
+    found: dict[str, set[str]] = {"transcripts/": set(), "failures/": set()}
+    for prefix, keys in found.items():
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=world.output_bucket, Prefix=prefix):
+            keys.update(item["Key"][len(prefix) : -len(".json")] for item in page.get("Contents", []))
+    return found["transcripts/"], found["failures/"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make chaos", description=__doc__.split("\n")[0])
+    parser.add_argument("--uploads", type=int, default=300)
+    parser.add_argument("--non-audio", type=int, default=6)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args(argv)
+    print(f"Uploading {args.uploads} files into a faulty world (this takes a few minutes)...", flush=True)
+    with local_world(parameter_overrides=FAST_RETRIES, emulator_options={"preload_asr": True}) as world:
+        report = run(world, uploads=args.uploads, non_audio=args.non_audio, concurrency=args.concurrency)
+    print("\n".join(report.lines()))
+    lost = len(report.unaccounted) - sum(report.queued.values())
+    ok = not report.both and lost <= 0 and report.non_audio_failed == report.non_audio
+    print("NOTHING LOST" if ok else "SOMETHING IS WRONG")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
