@@ -17,13 +17,15 @@ from typing import Any
 from localworld.pipeline import LocalPipeline
 from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
 
-# Lambda's and the retry function's waits, shortened so a run takes minutes, not days.
-FAST_RETRIES = {
-    "RetryBaseDelaySeconds": "1",
-    "RetryMaxDelaySeconds": "4",
-    "BlockedRetryDelaySeconds": "3",
-    "FunctionTimeout": "30",
+# The retry function's waits, shortened so a run takes minutes, not days (Lambda's own retry
+# delays are shortened by the pipeline's time_scale).
+FAST_RETRY_FUNCTION = {
+    "RETRY_BASE_DELAY_SECONDS": "1",
+    "RETRY_MAX_DELAY_SECONDS": "4",
+    "BLOCKED_RETRY_DELAY_SECONDS": "3",
 }
+# A short function timeout, so a stalled Deepgram request times out within the run.
+SHORT_TIMEOUT = {"FunctionTimeout": "30"}
 DEFAULT_RATES: dict[int | str, float] = {
     429: 0.08,
     500: 0.05,
@@ -95,6 +97,7 @@ def run(
         world.aws,
         world.function_env(),
         concurrency={"TranscribeFunction": concurrency, "RetryFunction": 2},
+        env_overrides={"RetryFunction": FAST_RETRY_FUNCTION},
         time_scale=0.01,
     ) as pipeline:
         # A stretch of "out of credit" mid-run: longer than Lambda's own retries, so those events
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args(argv)
     print(f"Uploading {args.uploads} files into a faulty world (this takes a few minutes)...", flush=True)
-    with local_world(parameter_overrides=FAST_RETRIES, emulator_options={"preload_asr": True}) as world:
+    with local_world(parameter_overrides=SHORT_TIMEOUT, emulator_options={"preload_asr": True}) as world:
         report = run(world, uploads=args.uploads, non_audio=args.non_audio, concurrency=args.concurrency)
     print("\n".join(report.lines()))
     lost = len(report.unaccounted) - sum(report.queued.values())
