@@ -69,7 +69,8 @@ def test_an_event_that_keeps_failing_is_parked_with_a_failure_record(world: Loca
     messages = world.aws.sqs().receive_message(QueueUrl=parking_url, MessageAttributeNames=["All"])[
         "Messages"
     ]
-    assert unquote_plus(json.loads(messages[0]["Body"])["Records"][0]["s3"]["object"]["key"]) == "doomed/a.wav"
+    parked_event = json.loads(messages[0]["Body"])
+    assert unquote_plus(parked_event["Records"][0]["s3"]["object"]["key"]) == "doomed/a.wav"
     assert messages[0]["MessageAttributes"]["ErrorMessage"]["StringValue"].startswith("deepgram-unavailable")
     record = json.loads(
         world.aws.s3().get_object(Bucket=world.output_bucket, Key="failures/doomed/a.wav.json")["Body"].read()
