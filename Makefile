@@ -15,7 +15,7 @@ PYTHON_SOURCES = layers/shared/transcriber functions localworld tests scripts/tr
 TYPED_SOURCES = layers/shared/transcriber localworld scripts functions/transcribe/app.py functions/retry/app.py
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
-	deploy-prod invoke emulator clean failures redrive
+	deploy-prod invoke emulator clean failures redrive chaos
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -72,3 +72,6 @@ failures: ## List failure records: make failures BUCKET=<OutputBucketName> (or S
 
 redrive: ## Move parked messages back to the DLQ: make redrive STACK=<stack name> (or FROM=<url> TO=<url>)
 	@$(PY) scripts/operate.py redrive $(if $(STACK),--stack "$(STACK)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)")
+
+chaos: ## The nothing-lost run: UPLOADS=300 files through the local pipeline under injected faults
+	@$(PY) -m localworld.chaos --uploads $(or $(UPLOADS),300)
