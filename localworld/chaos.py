@@ -79,7 +79,7 @@ def run(
     uploads: int = 300,
     non_audio: int = 6,
     rates: dict[int | str, float] | None = None,
-    payment_window_s: float = 5.0,
+    payment_window_s: float = 12.0,
     concurrency: int = 8,
     timeout_s: float = 900.0,
 ) -> Report:
