@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from localworld.chaos import FAST_RETRY_FUNCTION
 from localworld.pipeline import LocalPipeline
 from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
 
@@ -26,6 +28,13 @@ def main(argv: list[str] | None = None) -> int:
         "--audio", type=Path, default=SAMPLE_AUDIO, help="recording to upload (default: sample)"
     )
     parser.add_argument("--key", default=None, help="object key (default: uploads/<file name>)")
+    parser.add_argument(
+        "--outage",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="Deepgram answers 402 (out of credit) this long first: watch the dead-letter queue recover it",
+    )
     args = parser.parse_args(argv)
     audio: Path = args.audio
     if not audio.is_file():
@@ -39,10 +48,26 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  AWS endpoint      {world.moto.endpoint_url}")
         say(f"  Deepgram API      {world.emulator.url}/v1/listen")
         say(f"  Deepgram key in   Secrets Manager secret {world.secret_id!r}")
-        with LocalPipeline(world.stack, world.aws, world.function_env(), functions=["TranscribeFunction"]):
+        if args.outage:
+            world.emulator.faults.set({402: 1.0})
+            threading.Timer(args.outage, world.emulator.faults.clear).start()
+            say(f"Deepgram is out of credit (402) for the next {args.outage:.0f} s")
+        with LocalPipeline(
+            world.stack,
+            world.aws,
+            world.function_env(),
+            env_overrides={"RetryFunction": FAST_RETRY_FUNCTION},
+        ) as pipeline:
             world.upload(audio, key)
             say(f"Uploaded {audio.name} to s3://{world.input_bucket}/{key}")
             outcome = wait_for_output(world, key, started + TIMEOUT_S)
+            stats = pipeline.stats().functions
+        if args.outage:
+            say(
+                f"Transcribe function: {stats['TranscribeFunction'].invocations} invocations, "
+                f"{stats['TranscribeFunction'].dlq_sends} sent to the dead-letter queue; "
+                f"retry function: {stats['RetryFunction'].invocations} invocations"
+            )
         elapsed = time.monotonic() - started
         return report(world, outcome, elapsed)
 
