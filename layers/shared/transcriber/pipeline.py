@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -68,7 +68,6 @@ class Outcome:
     reason: str | None = None
     request_id: str | None = None
     replayed: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def skip_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
