@@ -48,7 +48,7 @@ def test_malformed_s3_record_is_permanent() -> None:
     record = s3_record("a.wav")
     del record["s3"]["object"]["key"]
 
-    with pytest.raises(PermanentError, match="malformed S3 record"):
+    with pytest.raises(PermanentError, match="malformed s3 event"):
         parse_event({"Records": [record]})
 
 

@@ -1,18 +1,50 @@
-"""Turn an incoming event into the list of S3 objects to transcribe."""
+"""One normaliser for every way in: turn an event into the S3 objects to transcribe.
+
+Accepted shapes (see ``ACCEPTED_SHAPES``): S3 notifications, EventBridge "Object Created" from
+aws.s3, SNS carrying an S3 notification, SQS carrying any of these (or an SNS envelope of one),
+a direct ``{"bucket", "key"[, "version_id"]}`` payload or a list of them, and S3 Batch Operations
+(schema 1.0 and 2.0). Parsing uses Powertools' event source data classes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools.utilities.data_classes import S3Event
+from aws_lambda_powertools.utilities.data_classes import (
+    EventBridgeEvent,
+    S3Event,
+    SNSEvent,
+    SQSEvent,
+)
+from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import S3BatchOperationEvent
+from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventBridgeNotificationDetail
 
 from transcriber.errors import ErrorDetails, PermanentError
 from transcriber.observability import logger
 
-ACCEPTED_SHAPES = "an S3 event notification ({'Records': [{'eventSource': 'aws:s3', ...}]})"
+ACCEPTED_SHAPES = (
+    "an S3 notification {'Records': [{'eventSource': 'aws:s3', ...}]}; "
+    "an EventBridge event {'source': 'aws.s3', 'detail-type': 'Object Created', 'detail': {...}}; "
+    "SNS {'Records': [{'EventSource': 'aws:sns', 'Sns': {'Message': '<S3 notification>'}}]}; "
+    "SQS {'Records': [{'eventSource': 'aws:sqs', 'body': '<any of these>'}]}; "
+    "a direct payload {'bucket': '...', 'key': '...', 'version_id': '...'} or a list of them; "
+    "S3 Batch Operations {'invocationSchemaVersion': '1.0'|'2.0', 'tasks': [...]}"
+)
+
+
+class Source(StrEnum):
+    S3 = "s3"
+    EVENTBRIDGE = "eventbridge"
+    SNS = "sns"
+    SQS = "sqs"
+    DIRECT = "direct"
+    S3_BATCH = "s3-batch-operations"
+    S3_TEST = "s3-test-event"
 
 
 @dataclass(frozen=True)
@@ -38,49 +70,198 @@ def unrecognised_event(detail: str) -> PermanentError:
     )
 
 
-def parse_event(event: Any) -> list[S3ObjectRef]:
+def detect_source(event: Any) -> Source:
+    """Which way in this event came; a permanent error, naming the accepted shapes, otherwise."""
+    if isinstance(event, list):
+        return Source.DIRECT
     if not isinstance(event, Mapping):
         raise unrecognised_event(f"the event is a {type(event).__name__}, not a JSON object")
-    if event.get("Event") == "s3:TestEvent":
-        logger.info("Skipping s3:TestEvent", extra={"skip_reason": "s3-test-event"})
-        return []
-    records = event.get("Records")
-    if isinstance(records, list) and records and all(_is_s3_record(r) for r in records):
-        return _from_s3_notification(S3Event(dict(event)))
+    for source, matches in _SIGNATURES:
+        if matches(event):
+            return source
     raise unrecognised_event("unrecognised event")
 
 
-def _is_s3_record(record: Any) -> bool:
-    return isinstance(record, Mapping) and record.get("eventSource") == "aws:s3"
+def _records_from(field: str, value: str) -> Callable[[Mapping[str, Any]], bool]:
+    def matches(event: Mapping[str, Any]) -> bool:
+        records = event.get("Records")
+        return (
+            isinstance(records, list)
+            and bool(records)
+            and all(isinstance(r, Mapping) and r.get(field) == value for r in records)
+        )
+
+    return matches
 
 
-def _from_s3_notification(event: S3Event) -> list[S3ObjectRef]:
+# First match wins; each signature is what distinguishes that service's envelope.
+_SIGNATURES: tuple[tuple[Source, Callable[[Mapping[str, Any]], bool]], ...] = (
+    (Source.S3_TEST, lambda e: e.get("Event") == "s3:TestEvent"),
+    (Source.S3_BATCH, lambda e: "invocationSchemaVersion" in e and "tasks" in e),
+    (Source.EVENTBRIDGE, lambda e: e.get("source") == "aws.s3" and "detail" in e),
+    # An SNS envelope, as SQS receives it without raw message delivery.
+    (Source.SNS, lambda e: e.get("Type") == "Notification" and "Message" in e),
+    (Source.DIRECT, lambda e: "bucket" in e and "key" in e),
+    (Source.S3, _records_from("eventSource", "aws:s3")),
+    (Source.SNS, _records_from("EventSource", "aws:sns")),
+    (Source.SQS, _records_from("eventSource", "aws:sqs")),
+)
+
+
+def parse_event(event: Any) -> list[S3ObjectRef]:
+    """The objects of any event except SQS batches and Batch Operations, which need per-item
+    answers (see ``transcriber.pipeline``)."""
+    source = detect_source(event)
+    if source is Source.S3_BATCH:
+        raise unrecognised_event("Batch Operations events are answered per task, not parsed here")
+    try:
+        return _PARSERS[source](event)
+    except PermanentError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise unrecognised_event(f"malformed {source} event ({type(exc).__name__}: {exc})") from None
+
+
+def parse_message_body(body: str) -> list[S3ObjectRef]:
+    """An SQS message body: JSON of any shape that ``parse_event`` accepts."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise unrecognised_event("the SQS message body is not JSON") from None
+    if isinstance(document, Mapping) and detect_source(document) in {Source.SQS, Source.S3_BATCH}:
+        raise unrecognised_event("an SQS message body cannot hold an SQS or Batch Operations event")
+    return parse_event(document)
+
+
+def _from_s3_test(_event: Any) -> list[S3ObjectRef]:
+    logger.info("Skipping s3:TestEvent", extra={"skip_reason": "s3-test-event"})
+    return []
+
+
+def _from_s3_notification(event: Any) -> list[S3ObjectRef]:
     objects: list[S3ObjectRef] = []
-    for record in event.records:
+    for record in S3Event(dict(event)).records:
         if not record.event_name.startswith("ObjectCreated:"):
             logger.info(
                 "Skipping S3 record that is not an upload",
                 extra={"event_name": record.event_name, "skip_reason": "not-object-created"},
             )
             continue
-        try:
-            s3_object = record.s3.get_object
-            objects.append(
-                S3ObjectRef(
-                    bucket=record.s3.bucket.name,
-                    # get_object.key is still URL-encoded: 'a+b%C3%A9.wav' is 'a bé.wav'.
-                    key=_decode_key(s3_object.key),
-                    version_id=s3_object.version_id or None,
-                    size=int(s3_object["size"]) if s3_object.get("size") is not None else None,
-                    etag=s3_object.etag or None,
-                )
+        s3_object = record.s3.get_object
+        objects.append(
+            S3ObjectRef(
+                bucket=_text(record.s3.bucket.name, "bucket name"),
+                # get_object.key is still URL-encoded: 'a+b%C3%A9.wav' is 'a bé.wav'.
+                key=unquote_plus(_text(s3_object.key, "object key")),
+                version_id=s3_object.version_id or None,
+                size=_size(s3_object.get("size")),
+                etag=s3_object.etag or None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise unrecognised_event(f"malformed S3 record ({type(exc).__name__}: {exc})") from None
+        )
     return objects
 
 
-def _decode_key(raw_key: str) -> str:
-    if not isinstance(raw_key, str) or not raw_key:
-        raise ValueError("empty object key")
-    return unquote_plus(raw_key)
+def _from_eventbridge(event: Any) -> list[S3ObjectRef]:
+    bridge = EventBridgeEvent(dict(event))
+    if bridge.detail_type != "Object Created":
+        logger.info(
+            "Skipping EventBridge event that is not an upload",
+            extra={"detail_type": bridge.detail_type, "skip_reason": "not-object-created"},
+        )
+        return []
+    detail = S3EventBridgeNotificationDetail(bridge.detail)
+    return [
+        S3ObjectRef(
+            bucket=_text(detail.bucket.name, "detail.bucket.name"),
+            key=_text(detail.object.key, "detail.object.key"),  # the data class decodes it
+            version_id=detail.object.get("version-id") or None,
+            size=_size(detail.object.size),
+            etag=detail.object.etag or None,
+        )
+    ]
+
+
+def _from_sns(event: Any) -> list[S3ObjectRef]:
+    if event.get("Type") == "Notification":
+        messages = [event["Message"]]
+    else:
+        messages = [record.sns.message for record in SNSEvent(dict(event)).records]
+    objects: list[S3ObjectRef] = []
+    for message in messages:
+        try:
+            document = json.loads(_text(message, "SNS Message"))
+        except ValueError:
+            raise unrecognised_event("the SNS message is not JSON") from None
+        if detect_source(document) in {Source.SNS, Source.SQS, Source.S3_BATCH}:
+            raise unrecognised_event("an SNS message must carry an S3 or EventBridge event")
+        objects.extend(parse_event(document))
+    return objects
+
+
+def _from_sqs(event: Any) -> list[S3ObjectRef]:
+    objects: list[S3ObjectRef] = []
+    for record in SQSEvent(dict(event)).records:
+        objects.extend(parse_message_body(record.body))
+    return objects
+
+
+def _from_direct(event: Any) -> list[S3ObjectRef]:
+    items = event if isinstance(event, list) else [event]
+    if not items:
+        raise unrecognised_event("an empty list")
+    objects = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            raise unrecognised_event(f"a direct payload item is a {type(item).__name__}, not an object")
+        version = item.get("version_id")
+        if version is not None and not isinstance(version, str):
+            raise unrecognised_event("version_id must be a string")
+        objects.append(
+            S3ObjectRef(
+                bucket=_text(item.get("bucket"), "bucket"),
+                key=_text(item.get("key"), "key"),  # as stored: direct callers don't URL-encode
+                version_id=version or None,
+            )
+        )
+    return objects
+
+
+def batch_operation_objects(event: S3BatchOperationEvent) -> list[tuple[str, S3ObjectRef]]:
+    """(task id, object) per Batch Operations task; keys arrive URL-encoded in both schemas."""
+    if event.invocation_schema_version not in {"1.0", "2.0"}:
+        raise unrecognised_event(f"unsupported invocationSchemaVersion {event.invocation_schema_version!r}")
+    return [
+        (
+            _text(task.task_id, "taskId"),
+            S3ObjectRef(
+                bucket=_text(task.s3_bucket, "s3Bucket"),
+                key=_text(task.s3_key, "s3Key"),
+                version_id=task.s3_version_id or None,
+            ),
+        )
+        for task in event.tasks
+    ]
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise unrecognised_event(f"{what} must be a non-empty string")
+    return value
+
+
+def _size(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise unrecognised_event("object size must be a number")
+    return int(value)
+
+
+_PARSERS = {
+    Source.S3: _from_s3_notification,
+    Source.S3_TEST: _from_s3_test,
+    Source.EVENTBRIDGE: _from_eventbridge,
+    Source.SNS: _from_sns,
+    Source.SQS: _from_sqs,
+    Source.DIRECT: _from_direct,
+}

@@ -7,11 +7,18 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import boto3
 import requests
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import (
+    S3BatchOperationEvent,
+    S3BatchOperationResponse,
+    S3BatchOperationResponseRecord,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -27,7 +34,14 @@ from botocore.config import Config
 from transcriber.config import Settings
 from transcriber.deepgram import DeepgramClient, Transcript
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
-from transcriber.events import S3ObjectRef, parse_event
+from transcriber.events import (
+    S3ObjectRef,
+    Source,
+    batch_operation_objects,
+    detect_source,
+    parse_event,
+    parse_message_body,
+)
 from transcriber.observability import logger, metrics, redact_url
 from transcriber.secrets import ApiKeyProvider
 from transcriber.storage import Storage, utc_now
@@ -122,27 +136,78 @@ class Transcriber:
 
     # -- one event ---------------------------------------------------------------------------
     def handle_event(self, event: Any, context: LambdaContextLike) -> dict[str, Any]:
-        """Process every object of the event; retryable failures are raised after the others ran."""
+        """Answer in the shape the caller expects: a summary, SQS partial batch failures, or
+        Batch Operations result codes. Unrecognised events are permanent errors."""
         self.idempotency.register_lambda_context(context)  # type: ignore[arg-type]
+        source = detect_source(event)
+        logger.append_keys(event_source=str(source))
+        if source is Source.SQS:
+            return self._handle_sqs(event, context)
+        if source is Source.S3_BATCH:
+            return self._handle_batch_operation(event, context)
+        return self.process_all(parse_event(event), context)
+
+    def process_all(self, objects: list[S3ObjectRef], context: LambdaContextLike) -> dict[str, Any]:
+        """Process every object; retryable failures are raised after the others ran."""
         outcomes: list[Outcome] = []
         deferred: list[RetryableError] = []
-        for obj in parse_event(event):
+        for obj in objects:
             try:
                 outcomes.append(self.process(obj, context))
             except RetryableError as exc:
                 deferred.append(exc)
                 outcomes.append(Outcome("retrying", obj.bucket, obj.key, obj.version_id, reason=exc.reason))
-        summary = {
-            "objects": [asdict(o) for o in outcomes],
-            **{
-                s: sum(o.status == s for o in outcomes)
-                for s in ("transcribed", "skipped", "failed", "retrying")
-            },
-        }
+        summary: dict[str, Any] = {"objects": [asdict(o) for o in outcomes]}
+        for status in ("transcribed", "skipped", "failed", "retrying"):
+            summary[status] = sum(o.status == status for o in outcomes)
         if deferred:
             logger.warning("Some objects must be retried", extra={"summary": summary})
             raise deferred[0]
         return summary
+
+    def _handle_sqs(self, event: Any, context: LambdaContextLike) -> dict[str, Any]:
+        """Each message on its own: one that fails (or can't be read) is reported back to SQS and
+        goes to the queue's dead-letter queue after its receives run out; the others finish."""
+
+        def record_handler(record: SQSRecord) -> dict[str, Any]:
+            try:
+                objects = parse_message_body(record.body)
+            except PermanentError as exc:
+                logger.error(
+                    "Unreadable message left for the queue's dead-letter queue",
+                    extra={"message_id": record.message_id, "error": exc.as_record()},
+                )
+                raise
+            return self.process_all(objects, context)
+
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        response = process_partial_response(
+            event=event,
+            record_handler=record_handler,
+            processor=processor,
+            context=context,  # type: ignore[arg-type]
+        )
+        return dict(response)
+
+    def _handle_batch_operation(self, event: Any, context: LambdaContextLike) -> dict[str, Any]:
+        """S3 Batch Operations: answer each task with the result code the job expects."""
+        batch = S3BatchOperationEvent(dict(event))
+        response = S3BatchOperationResponse(
+            batch.invocation_schema_version, batch.invocation_id, "PermanentFailure"
+        )
+        for task_id, obj in batch_operation_objects(batch):
+            code: Literal["Succeeded", "TemporaryFailure", "PermanentFailure"]
+            try:
+                outcome = self.process(obj, context)
+            except RetryableError as exc:
+                code, text = "TemporaryFailure", f"{exc.reason}: {exc.details.message}"
+            else:
+                if outcome.status == "failed":
+                    code, text = "PermanentFailure", f"{outcome.reason}: see {outcome.output_key}"
+                else:
+                    code, text = "Succeeded", outcome.output_key or f"skipped: {outcome.reason}"
+            response.add_result(S3BatchOperationResponseRecord(task_id, code, text))
+        return response.asdict()
 
     # -- one object --------------------------------------------------------------------------
     def process(self, obj: S3ObjectRef, context: LambdaContextLike) -> Outcome:
