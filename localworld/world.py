@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import S3BatchOperationEvent
+
 from localworld import invoke
 from localworld.aws import LocalAws, MotoServer
 from localworld.deepgram import DeepgramEmulator
 from localworld.invoke import World
 from localworld.template import FunctionSpec, Stack, load_stack
 from transcriber.errors import TranscriptionError
-from transcriber.events import parse_event
+from transcriber.events import S3ObjectRef, Source, batch_operation_objects, detect_source, parse_event
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
@@ -135,7 +137,7 @@ def seed_objects(aws: LocalAws, event: Any, audio: Path = SAMPLE_AUDIO) -> list[
     """Put the sample recording wherever the event says an object is, so sample events succeed.
     Events the product cannot parse seed nothing (the handler will say why)."""
     try:
-        objects = parse_event(event)
+        objects = objects_named_in(event)
     except TranscriptionError:
         return []
     s3 = aws.s3()
@@ -148,6 +150,13 @@ def seed_objects(aws: LocalAws, event: Any, audio: Path = SAMPLE_AUDIO) -> list[
         s3.put_object(Bucket=obj.bucket, Key=obj.key, Body=audio.read_bytes(), ContentType="audio/wav")
         seeded.append(obj.uri)
     return seeded
+
+
+def objects_named_in(event: Any) -> list[S3ObjectRef]:
+    """Every object an event of any accepted shape names, Batch Operations tasks included."""
+    if detect_source(event) is Source.S3_BATCH:
+        return [obj for _, obj in batch_operation_objects(S3BatchOperationEvent(dict(event)))]
+    return parse_event(event)
 
 
 def invoke_main(argv: Sequence[str] | None = None) -> int:
