@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from localworld.aws_faults import AwsFaultProxy
 from localworld.lambda_runtime import LocalFunction
 from localworld.world import LocalWorld, local_world
 
@@ -29,6 +30,14 @@ def world(world_session: LocalWorld) -> Iterator[LocalWorld]:
     world_session.reset()
     yield world_session
     world_session.emulator.faults.clear()
+
+
+@pytest.fixture
+def aws_fault_proxy(world: LocalWorld) -> Iterator[AwsFaultProxy]:
+    """A fault-injecting proxy in front of the world's moto (``localworld.aws_faults``): point a
+    function's ``AWS_ENDPOINT_URL`` at ``proxy.url`` to make AWS answer errors moto cannot."""
+    with AwsFaultProxy(world.moto.endpoint_url) as proxy:
+        yield proxy
 
 
 FunctionFactory = Callable[..., LocalFunction]

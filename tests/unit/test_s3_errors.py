@@ -29,3 +29,31 @@ def test_aws_errors_are_classified(error: ClientError, kind: type, reason: str) 
     assert type(classified) is kind
     assert classified.reason == reason
     assert "s3://b/k.wav" in classified.details.message
+
+
+class RefusingS3:
+    def put_object(self, **_: object) -> None:
+        raise client_error("AccessDenied", 403)
+
+    def delete_object(self, **_: object) -> None:
+        raise client_error("AccessDenied", 403)
+
+
+@pytest.mark.parametrize("action", ["write_failure", "delete_failure"])
+def test_an_output_bucket_that_refuses_writes_blocks_instead_of_failing_the_object(action: str) -> None:
+    from transcriber.errors import BlockedError
+    from transcriber.events import S3ObjectRef
+    from transcriber.storage import Storage
+
+    storage = Storage(RefusingS3(), "out", "transcripts/", "failures/")  # type: ignore[arg-type]
+    obj = S3ObjectRef("in", "a.wav")
+    calls = {
+        "write_failure": lambda: storage.write_failure(obj, {"reason": "x"}),
+        "delete_failure": lambda: storage.delete_failure(obj),
+    }
+
+    with pytest.raises(BlockedError) as caught:
+        calls[action]()
+
+    assert caught.value.reason == "output-bucket-unwritable"
+    assert "s3://out/failures/a.wav.json" in caught.value.details.message

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber.errors import ErrorDetails, PermanentError, RetryableError, TranscriptionError
+from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -113,7 +113,7 @@ class Storage:
         try:
             self._s3.delete_object(Bucket=self.output_bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
-            raise classify_s3_error(exc, "deleting", f"s3://{self.output_bucket}/{key}") from exc
+            raise _output_error(exc, "deleting", f"s3://{self.output_bucket}/{key}") from exc
 
     def _put(self, key: str, body: bytes, metadata: dict[str, str]) -> None:
         try:
@@ -125,7 +125,22 @@ class Storage:
                 Metadata={k: v for k, v in metadata.items() if v},
             )
         except (ClientError, BotoCoreError) as exc:
-            raise classify_s3_error(exc, "writing", f"s3://{self.output_bucket}/{key}") from exc
+            raise _output_error(exc, "writing", f"s3://{self.output_bucket}/{key}") from exc
+
+
+def _output_error(exc: ClientError | BotoCoreError, action: str, uri: str) -> TranscriptionError:
+    """Our own bucket refusing a write is never the object's fault: keep the work waiting
+    (blocked) until the bucket, its policy or the role is fixed, instead of failing it."""
+    error = classify_s3_error(exc, action, uri)
+    if error.retryable:
+        return error
+    return BlockedError(
+        ErrorDetails(
+            reason="output-bucket-unwritable",
+            message=f"{error.details.message}; check the output bucket's policy and the function's role",
+            http_status=error.details.http_status,
+        )
+    )
 
 
 def _source_metadata(obj: S3ObjectRef) -> dict[str, str]:

@@ -1,0 +1,180 @@
+"""The error taxonomy's AWS rows that moto cannot produce (S3 403 AccessDenied, 503 SlowDown), through
+the real handler over real HTTP: the function's ``AWS_ENDPOINT_URL`` is a fault-injecting proxy in
+front of moto (``localworld.aws_faults``), so its HeadObject, its PutObject and Deepgram's GET of the
+presigned URL can be answered with the errors real S3 gives."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from botocore.exceptions import ClientError
+
+from localworld.aws import LocalAws
+from localworld.aws_faults import AwsFaultProxy
+from localworld.lambda_runtime import LocalFunction
+from localworld.world import SAMPLE_AUDIO, LocalWorld
+from tests.conftest import Uploads
+
+SAMPLE = SAMPLE_AUDIO.read_bytes()
+# botocore's default (legacy) retry mode: 5 attempts for 5xx and SlowDown, with backoff of up to
+# 1+2+4+8 s. One test keeps that default; the other asks for fewer attempts to keep the file fast.
+BOTOCORE_ATTEMPTS = 5
+
+
+def proxied(world: LocalWorld, proxy: AwsFaultProxy, **extra_env: str) -> LocalFunction:
+    """The transcribe function with every AWS call (and every presigned URL) going through the proxy."""
+    env = {**world.function_env(), "AWS_ENDPOINT_URL": proxy.url, **extra_env}
+    return LocalFunction(world.function("TranscribeFunction"), extra_env=env)
+
+
+@pytest.fixture
+def function(world: LocalWorld, aws_fault_proxy: AwsFaultProxy) -> Iterator[LocalFunction]:
+    with proxied(world, aws_fault_proxy) as started:
+        yield started
+
+
+def failure_record(world: LocalWorld, key: str) -> dict[str, object]:
+    body = world.aws.s3().get_object(Bucket=world.output_bucket, Key=f"failures/{key}.json")["Body"].read()
+    record: dict[str, object] = json.loads(body)
+    return record
+
+
+def output_keys(world: LocalWorld) -> list[str]:
+    listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def test_access_denied_on_head_leaves_a_failure_record(
+    world: LocalWorld, uploads: Uploads, aws_fault_proxy: AwsFaultProxy, function: LocalFunction
+) -> None:
+    # No extension: the function must HEAD the object to learn it is audio.
+    event = uploads.put("denied/no-extension", SAMPLE, ContentType="audio/wav")
+    aws_fault_proxy.fail("HEAD", "denied/no-extension", 403, "AccessDenied")
+
+    result = function.invoke(event)
+
+    assert result.error is None, result.logs
+    record = failure_record(world, "denied/no-extension")
+    assert record["reason"] == "s3-access-denied"
+    assert record["class"] == "permanent"
+    assert record["http_status"] == 403
+    assert world.emulator.requests == []
+    heads = aws_fault_proxy.requests_to("HEAD", "denied/no-extension")
+    assert [r.status for r in heads] == [403]  # not retried by botocore
+    assert output_keys(world) == ["failures/denied/no-extension.json"]
+
+
+def test_persistent_throttling_on_head_is_raised_for_lambda_to_retry(
+    world: LocalWorld, uploads: Uploads, aws_fault_proxy: AwsFaultProxy, function: LocalFunction
+) -> None:
+    event = uploads.put("slow/no-extension", SAMPLE, ContentType="audio/wav")
+    aws_fault_proxy.fail("HEAD", "slow/no-extension", 503, "SlowDown")
+
+    result = function.invoke(event)
+
+    assert result.error is not None
+    assert result.error["errorType"] == "RetryableError"
+    assert result.error["errorMessage"].startswith("s3-throttled")
+    # botocore retried SlowDown itself before the ClientError reached the code.
+    assert len(aws_fault_proxy.requests_to("HEAD", "slow/no-extension")) == BOTOCORE_ATTEMPTS
+    assert world.emulator.requests == []
+    assert output_keys(world) == []  # no failure record, no transcript
+
+
+def test_throttled_transcript_write_is_retried_and_a_later_invocation_succeeds(
+    world: LocalWorld, uploads: Uploads, aws_fault_proxy: AwsFaultProxy
+) -> None:
+    event = uploads.put("slow-write/a.wav", SAMPLE)
+    aws_fault_proxy.fail("PUT", "transcripts/slow-write/a.wav", 503, "SlowDown")
+    # Two SDK attempts instead of five: the same outcome, seconds sooner (the HEAD test above
+    # shows the default). AWS_MAX_ATTEMPTS is botocore's standard setting, not the function's.
+    function = proxied(world, aws_fault_proxy, AWS_MAX_ATTEMPTS="2")
+
+    with function:
+        first = function.invoke(event)
+
+        assert first.error is not None
+        assert first.error["errorType"] == "RetryableError"
+        assert first.error["errorMessage"].startswith("s3-throttled")
+        assert len(world.emulator.requests) == 1
+        assert [r.status for r in aws_fault_proxy.requests_to("PUT", "transcripts/")] == [503, 503]
+        assert output_keys(world) == []
+
+        aws_fault_proxy.clear()
+        second = function.invoke(event)  # Lambda's retry of the same event
+
+    assert second.error is None, second.logs
+    # The idempotency record was released, so the retry really transcribed (not "in progress").
+    assert len(world.emulator.requests) == 2
+    assert output_keys(world) == ["transcripts/slow-write/a.wav.json"]
+
+
+def test_deepgram_denied_the_presigned_url_is_a_remote_content_failure(
+    world: LocalWorld, uploads: Uploads, aws_fault_proxy: AwsFaultProxy, function: LocalFunction
+) -> None:
+    event = uploads.put("policy/a.wav", SAMPLE)
+    aws_fault_proxy.fail("GET", "policy/a.wav", 403, "AccessDenied")
+
+    result = function.invoke(event)
+
+    assert result.error is None, result.logs
+    record = failure_record(world, "policy/a.wav")
+    assert record["reason"] == "deepgram-remote-content"
+    assert record["deepgram_error_code"] == "REMOTE_CONTENT_ERROR"
+    message = str(record["message"])
+    assert "403" in message
+    assert "presigned" in message
+    assert "bucket policy" in message
+    assert len(world.emulator.requests) == 1  # permanent: not retried
+    fetches = aws_fault_proxy.requests_to("GET", "policy/a.wav")
+    assert [(r.status, r.fault) for r in fetches] == [(403, "AccessDenied")]
+    assert "X-Amz-Signature=" in fetches[0].query  # it was the presigned (SigV4) URL
+
+
+def test_the_proxy_forwards_boto3_traffic_and_counts_faults(
+    world: LocalWorld, aws_fault_proxy: AwsFaultProxy
+) -> None:
+    s3 = LocalAws(aws_fault_proxy.url, world.aws.region, world.aws.account_id).s3()
+    bucket, key = world.input_bucket, "proxy/a key ü.wav"
+
+    s3.put_object(Bucket=bucket, Key=key, Body=SAMPLE, ContentType="audio/wav")
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["ContentLength"] == len(SAMPLE)
+    assert head["ContentType"] == "audio/wav"
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == SAMPLE
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="proxy/")["Contents"]] == [key]
+    # Straight to moto: the proxy really stored it there.
+    assert world.aws.s3().get_object(Bucket=bucket, Key=key)["Body"].read() == SAMPLE
+
+    rule = aws_fault_proxy.fail("GET", "a key ü", 403, "AccessDenied", times=2)  # matched decoded
+    for _ in range(2):
+        with pytest.raises(ClientError) as denied:
+            s3.get_object(Bucket=bucket, Key=key)
+        error = denied.value.response
+        assert error["Error"]["Code"] == "AccessDenied"
+        assert error["Error"]["Message"] == "Access Denied"
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert error["ResponseMetadata"]["RequestId"]
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == SAMPLE
+    assert rule.hits == 2
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(SAMPLE)  # HEAD not matched
+
+    s3.delete_object(Bucket=bucket, Key=key)
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="proxy/").get("KeyCount") == 0
+
+    log = [(r.method, r.decoded_path, r.status, r.fault) for r in aws_fault_proxy.requests]
+    path = f"/{bucket}/{key}"
+    assert log == [
+        ("PUT", path, 200, None),
+        ("HEAD", path, 200, None),
+        ("GET", path, 200, None),
+        ("GET", f"/{bucket}", 200, None),
+        ("GET", path, 403, "AccessDenied"),
+        ("GET", path, 403, "AccessDenied"),
+        ("GET", path, 200, None),
+        ("HEAD", path, 200, None),
+        ("DELETE", path, 204, None),
+        ("GET", f"/{bucket}", 200, None),
+    ]
