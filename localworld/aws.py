@@ -381,11 +381,7 @@ class LocalAws:
         (`is_s3_test_event`), as real S3 may send them again.
         """
         function = stack.function(function_logical_id)
-        s3_events = {
-            name: event.get("Properties") or {}
-            for name, event in function.events.items()
-            if event.get("Type") == "S3"
-        }
+        s3_events = s3_subscriptions(stack, function_logical_id)
         if not s3_events:
             raise TemplateError(f"{function_logical_id} has no S3 events in the template")
         sqs = self.sqs()
@@ -440,6 +436,29 @@ class LocalAws:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             if len(tests) < len(messages) or not messages:
                 return
+
+
+def s3_subscriptions(stack: Stack, function_logical_id: str) -> dict[str, dict[str, Any]]:
+    """The S3 notifications that invoke a function, as SAM S3 event properties (Bucket, Events,
+    Filter): from the function's SAM ``S3`` events, and from buckets whose own
+    ``NotificationConfiguration.LambdaConfigurations`` name the function (the form a template
+    uses when the notification must be conditional)."""
+    function = stack.function(function_logical_id)
+    found = {
+        name: dict(event.get("Properties") or {})
+        for name, event in function.events.items()
+        if event.get("Type") == "S3"
+    }
+    for bucket in stack.of_type("AWS::S3::Bucket"):
+        notification = bucket.properties.get("NotificationConfiguration") or {}
+        for index, config in enumerate(notification.get("LambdaConfigurations") or []):
+            if config.get("Function") != function.function_arn:
+                continue
+            props: dict[str, Any] = {"Bucket": bucket.physical_name, "Events": config.get("Event")}
+            if config.get("Filter"):
+                props["Filter"] = config["Filter"]
+            found[f"{bucket.logical_id}Notification{index}"] = props
+    return found
 
 
 def _throughput(value: Any) -> dict[str, int]:

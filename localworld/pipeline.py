@@ -65,7 +65,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from localworld.aws import LocalAws, is_s3_test_event
+from localworld.aws import LocalAws, is_s3_test_event, s3_subscriptions
 from localworld.lambda_runtime import InvocationResult, LocalFunction
 from localworld.template import FunctionSpec, Stack
 
@@ -417,7 +417,7 @@ class LocalPipeline:
         for logical_id in self._selected:
             spec = self.stack.function(logical_id)
             self.function(logical_id)  # fail now on a bad CodeUri or undeclared override
-            s3_events = [e for e in spec.events.values() if e.get("Type") == "S3"]
+            s3_events = s3_subscriptions(self.stack, logical_id)
             sqs_events = {
                 n: e.get("Properties") or {} for n, e in spec.events.items() if e.get("Type") == "SQS"
             }

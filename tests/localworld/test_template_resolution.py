@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from localworld.aws import s3_subscriptions
 from localworld.template import DeadLetterTarget, Stack, TemplateError, load_stack
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -147,4 +148,6 @@ def test_real_template_transcribe_function_resolves(real_template: Path) -> None
     assert spec.environment["IDEMPOTENCY_TABLE"] == stack.resource("IdempotencyTable").physical_name
     assert spec.environment["DEEPGRAM_SECRET_ID"] == "deepgram/local/api-key"
     assert spec.environment["DEEPGRAM_API_URL"].startswith("https://")
-    assert any(event["Type"] == "S3" for event in spec.events.values())
+    [subscription] = s3_subscriptions(stack, "TranscribeFunction").values()
+    assert subscription["Bucket"] == stack.resource("InputBucket").physical_name
+    assert subscription["Events"] == "s3:ObjectCreated:*"

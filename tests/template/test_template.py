@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,36 @@ DEAD_LETTER_QUEUE = "TranscribeDeadLetterQueue"
 PARKING_QUEUE = "ParkingQueue"
 QUEUES = (DEAD_LETTER_QUEUE, PARKING_QUEUE)
 ALARM_TOPIC = "AlarmTopic"
+UPLOAD_BUFFER_QUEUE = "UploadBufferQueue"
+UPLOAD_BUFFER_DLQ = "UploadBufferDeadLetterQueue"
+EXISTING_BUCKET_RULE = "ExistingBucketRule"
+# Roles by function (TranscribeFunctionRole is SAM's; RetryFunctionRole is declared in the template).
+FUNCTION_ROLES = {FUNCTION: "TranscribeFunctionRole", RETRY_FUNCTION: "RetryFunctionRole"}
+FOURTEEN_DAYS = 14 * 24 * 3600
+
+# Deployment modes, as parameter overrides. "off" and "on" are linted (cfn-lint, sam validate);
+# every mode is checked structurally on the translated template with its conditions evaluated.
+OPTIONS_ON = {"ExistingBucketName": "my-archive", "ExistingBucketPrefix": "calls/", "BufferedMode": "true"}
+MODES: dict[str, dict[str, str]] = {
+    "off": {},
+    "on": OPTIONS_ON,
+    "buffered": {"BufferedMode": "true"},
+    "existing-direct": {"ExistingBucketName": "my-archive", "ExistingBucketSuffix": ".wav"},
+    "existing-both-filters": {
+        "ExistingBucketName": "my-archive",
+        "ExistingBucketPrefix": "calls/",
+        "ExistingBucketSuffix": ".wav",
+    },
+}
+LINTED_MODES = ("off", "on")
+# Parameters without a Default, for evaluating conditions.
+REQUIRED_PARAMETERS = {"DeepgramSecretId": "deepgram/dev/api-key"}
 MIN_RETENTION_SECONDS = 4 * 24 * 3600  # survives a long weekend
 SQS_MAX_VISIBILITY_SECONDS = 43200
 
 # Every action the functions' per-object work may grant (both run it). Adding one is a reviewed change.
 ALLOWED_ACTIONS = {
+    "s3:ListBucket",  # input bucket only: tells a deleted upload (404) from a denied one (403)
     "s3:GetObject",
     "s3:GetObjectVersion",
     "s3:PutObject",
@@ -63,7 +88,13 @@ ALLOWED_ACTIONS = {
 # SQS grants per function, as (action, resource) pairs: nothing on other queues, nothing on "*".
 SQS_GRANTS = {
     # SAM's DeadLetterQueue policy: Lambda sends failed async events with the function's role.
-    FUNCTION: {("sqs:SendMessage", f"${{{DEAD_LETTER_QUEUE}.Arn}}")},
+    # In buffered mode the upload buffer's event source mapping polls with the function's role.
+    FUNCTION: {
+        ("sqs:SendMessage", f"${{{DEAD_LETTER_QUEUE}.Arn}}"),
+        ("sqs:ReceiveMessage", f"${{{UPLOAD_BUFFER_QUEUE}.Arn}}"),
+        ("sqs:DeleteMessage", f"${{{UPLOAD_BUFFER_QUEUE}.Arn}}"),
+        ("sqs:GetQueueAttributes", f"${{{UPLOAD_BUFFER_QUEUE}.Arn}}"),
+    },
     RETRY_FUNCTION: {
         # The SQS event source mapping polls with the function's role.
         ("sqs:ReceiveMessage", f"${{{DEAD_LETTER_QUEUE}.Arn}}"),
@@ -75,11 +106,15 @@ SQS_GRANTS = {
         ("sqs:SendMessage", f"${{{PARKING_QUEUE}.Arn}}"),
     },
 }
-# Grants a function cannot work without.
+BUFFER_CONSUME_GRANTS = {
+    grant for grant in SQS_GRANTS[FUNCTION] if grant[1] == f"${{{UPLOAD_BUFFER_QUEUE}.Arn}}"
+}
+# Grants a function cannot work without (buffered mode adds BUFFER_CONSUME_GRANTS to FUNCTION's).
 REQUIRED_SQS_GRANTS = {
-    FUNCTION: SQS_GRANTS[FUNCTION],
+    FUNCTION: SQS_GRANTS[FUNCTION] - BUFFER_CONSUME_GRANTS,
     RETRY_FUNCTION: SQS_GRANTS[RETRY_FUNCTION] - {("sqs:SendMessage", f"${{{PARKING_QUEUE}.Arn}}")},
 }
+EXISTING_BUCKET_OBJECTS = "arn:${AWS::Partition}:s3:::${ExistingBucketName}/*"
 # Actions whose API has no resource-level permissions, so "Resource": "*" is the only form.
 WILDCARD_RESOURCE_ACTIONS = {
     "xray:PutTraceSegments",
@@ -180,13 +215,6 @@ def cfn() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def translated_path(cfn: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("translated") / "template.json"
-    path.write_text(json.dumps(cfn, indent=2), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
 def resources(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
     result: dict[str, dict[str, Any]] = cfn["Resources"]
     return result
@@ -204,6 +232,128 @@ def function_props(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return _function_props(resources, FUNCTION)
 
 
+@pytest.fixture(scope="module")
+def translations(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The translated template per linted mode (translated with that mode's parameter overrides)."""
+    return {
+        mode: cfn if not MODES[mode] else translate_template(TEMPLATE, parameter_overrides=MODES[mode])
+        for mode in LINTED_MODES
+    }
+
+
+@pytest.fixture(scope="module")
+def mode_templates(
+    source: dict[str, Any], translations: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Path, Path]]:
+    """(SAM source, translated) files per linted mode. A mode's overrides become the parameters'
+    defaults, so every tool (sam validate takes no parameters) sees that mode."""
+    directory = tmp_path_factory.mktemp("modes")
+    paths: dict[str, tuple[Path, Path]] = {}
+    for mode in LINTED_MODES:
+        if not MODES[mode]:
+            sam_path = TEMPLATE
+        else:
+            variant = _with_defaults(source, MODES[mode])
+            sam_path = directory / f"{mode}.sam.json"
+            sam_path.write_text(json.dumps(variant, indent=2), encoding="utf-8")
+        translated = _with_defaults(translations[mode], MODES[mode])
+        cfn_path = directory / f"{mode}.cfn.json"
+        cfn_path.write_text(json.dumps(translated, indent=2), encoding="utf-8")
+        paths[mode] = (sam_path, cfn_path)
+    return paths
+
+
+def _with_defaults(template: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(json.dumps(template))
+    for name, value in overrides.items():
+        result["Parameters"][name]["Default"] = value
+    return result
+
+
+@pytest.fixture(scope="module")
+def deployed(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per mode: the translated template as CloudFormation would deploy it - conditions evaluated,
+    resources and outputs whose Condition is false dropped, Fn::If and AWS::NoValue resolved
+    (other intrinsics stay as they are)."""
+    return {mode: _deploy(cfn, overrides) for mode, overrides in MODES.items()}
+
+
+_NO_VALUE = object()
+
+
+def _parameter_values(cfn: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
+    values = {name: str(p["Default"]) for name, p in cfn["Parameters"].items() if "Default" in p}
+    return values | REQUIRED_PARAMETERS | overrides
+
+
+def _evaluate(node: Any, parameters: dict[str, str], conditions: dict[str, Any]) -> Any:
+    """The value of a condition expression (Fn::Equals/Not/And/Or/Select/Split, Ref, Condition)."""
+    if not isinstance(node, dict):
+        return node
+    ((key, arg),) = node.items()
+    if key == "Ref":
+        return parameters[arg]
+    if key == "Condition":
+        return _evaluate_condition(arg, parameters, conditions)
+    args = [_evaluate(a, parameters, conditions) for a in arg] if isinstance(arg, list) else arg
+    operations: dict[str, Callable[[], Any]] = {
+        "Fn::Equals": lambda: str(args[0]) == str(args[1]),
+        "Fn::Not": lambda: not args[0],
+        "Fn::And": lambda: all(args),
+        "Fn::Or": lambda: any(args),
+        "Fn::Select": lambda: args[1][int(args[0])],
+        "Fn::Split": lambda: str(args[1]).split(str(args[0])),
+    }
+    return operations[key]()
+
+
+def _evaluate_condition(name: str, parameters: dict[str, str], conditions: dict[str, Any]) -> bool:
+    value = conditions[name]
+    if not isinstance(value, bool):
+        value = bool(_evaluate(value, parameters, conditions))
+        conditions[name] = value
+    return value
+
+
+def _resolve(node: Any, conditions: dict[str, bool]) -> Any:
+    if isinstance(node, list):
+        items = [_resolve(item, conditions) for item in node]
+        return [item for item in items if item is not _NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    if len(node) == 1:
+        ((key, arg),) = node.items()
+        if key == "Fn::If":
+            name, when_true, when_false = arg
+            return _resolve(when_true if conditions[name] else when_false, conditions)
+        if key == "Ref" and arg == "AWS::NoValue":
+            return _NO_VALUE
+    resolved = {key: _resolve(value, conditions) for key, value in node.items()}
+    return {key: value for key, value in resolved.items() if value is not _NO_VALUE}
+
+
+def _deploy(cfn: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+    parameters = _parameter_values(cfn, overrides)
+    pending: dict[str, Any] = dict(cfn.get("Conditions", {}))
+    conditions = {name: _evaluate_condition(name, parameters, pending) for name in pending}
+
+    def active(section: dict[str, Any]) -> dict[str, Any]:
+        return {
+            key: _resolve({k: v for k, v in value.items() if k != "Condition"}, conditions)
+            for key, value in section.items()
+            if "Condition" not in value or conditions[value["Condition"]]
+        }
+
+    return {
+        "Parameters": cfn["Parameters"],
+        "ParameterValues": parameters,
+        "Conditions": conditions,
+        "Resources": active(cfn["Resources"]),
+        "AllResourceIds": set(cfn["Resources"]),
+        "Outputs": active(cfn.get("Outputs", {})),
+    }
+
+
 @pytest.fixture
 def sam_cache_lock() -> Iterator[Path]:
     """Serialise sam builds that share the cache (parallel checkouts, xdist workers)."""
@@ -219,13 +369,22 @@ def sam_cache_lock() -> Iterator[Path]:
 # --------------------------------------------------------------------------- tools
 
 
-def test_cfn_lint_passes_on_sam_template() -> None:
-    result = _run([*CFN_LINT, str(TEMPLATE)])
+@pytest.mark.parametrize("mode", LINTED_MODES)
+def test_cfn_lint_passes_on_sam_template(mode_templates: dict[str, tuple[Path, Path]], mode: str) -> None:
+    result = _run([*CFN_LINT, str(mode_templates[mode][0])])
     assert result.returncode == 0, _explain(result)
 
 
-def test_cfn_lint_passes_on_translated_template(translated_path: Path) -> None:
-    result = _run([*CFN_LINT[:-1], "--format", "json", "--", str(translated_path)])
+def test_translation_does_not_depend_on_the_mode(translations: dict[str, dict[str, Any]]) -> None:
+    """Conditions, not the SAM transform, select the optional parts: one translation serves every mode."""
+    assert translations["on"] == translations["off"]
+
+
+@pytest.mark.parametrize("mode", LINTED_MODES)
+def test_cfn_lint_passes_on_translated_template(
+    mode_templates: dict[str, tuple[Path, Path]], mode: str
+) -> None:
+    result = _run([*CFN_LINT[:-1], "--format", "json", "--", str(mode_templates[mode][1])])
     # cfn-lint's exit code is a bit mask (2 error, 4 warning, 8 informational); 1 means it failed.
     assert not result.returncode & 1, _explain(result)
     findings = [
@@ -241,8 +400,10 @@ def test_cfn_lint_passes_on_translated_template(translated_path: Path) -> None:
     assert not findings, json.dumps(findings, indent=2)
 
 
-def test_sam_validate_lint_passes() -> None:
-    result = _run([*SAM, "validate", "--lint", "--region", "us-east-1", "--template", str(TEMPLATE)])
+@pytest.mark.parametrize("mode", LINTED_MODES)
+def test_sam_validate_lint_passes(mode_templates: dict[str, tuple[Path, Path]], mode: str) -> None:
+    template = mode_templates[mode][0]
+    result = _run([*SAM, "validate", "--lint", "--region", "us-east-1", "--template", str(template)])
     assert result.returncode == 0, _explain(result)
 
 
@@ -323,6 +484,7 @@ def _allowed_resource_strings(resources: dict[str, dict[str, Any]]) -> set[str]:
     output_name = _bucket_name_sub(resources, "OutputBucket")
     return {
         f"arn:${{AWS::Partition}}:s3:::{input_name}/*",
+        f"arn:${{AWS::Partition}}:s3:::{input_name}",  # s3:ListBucket only (asserted below)
         f"arn:${{AWS::Partition}}:s3:::{output_name}/*",
         "${InputBucket.Arn}/*",
         "${OutputBucket.Arn}/*",
@@ -346,9 +508,29 @@ def _role_properties(resources: dict[str, dict[str, Any]], function_id: str) -> 
     return props
 
 
+def _role_statements(resources: dict[str, dict[str, Any]], function_id: str) -> list[dict[str, Any]]:
+    """Every statement the function's role grants: its inline policies and AWS::IAM::Policy resources
+    attached to it."""
+    role_id = _function_props(resources, function_id)["Role"]["Fn::GetAtt"][0]
+    documents = [p["PolicyDocument"] for p in _role_properties(resources, function_id).get("Policies", [])]
+    documents += [
+        r["Properties"]["PolicyDocument"]
+        for r in resources.values()
+        if r["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in r["Properties"]["Roles"]
+    ]
+    return [s for document in documents for s in document["Statement"]]
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("function_id", FUNCTIONS)
-def test_function_role_is_least_privilege(resources: dict[str, dict[str, Any]], function_id: str) -> None:
+def test_function_role_is_least_privilege(
+    deployed: dict[str, dict[str, Any]], function_id: str, mode: str
+) -> None:
+    resources = deployed[mode]["Resources"]
     role = _role_properties(resources, function_id)
+    assert _function_props(resources, function_id)["Role"] == {
+        "Fn::GetAtt": [FUNCTION_ROLES[function_id], "Arn"]
+    }
 
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"]["Service"] in ("lambda.amazonaws.com", ["lambda.amazonaws.com"]), trust
@@ -360,11 +542,16 @@ def test_function_role_is_least_privilege(resources: dict[str, dict[str, Any]], 
         # Rules out e.g. AWSLambdaSQSQueueExecutionRole, which grants SQS actions on every queue.
         assert arn.split(":iam::aws:policy/", 1)[1] in ALLOWED_MANAGED_POLICIES, arn
 
+    existing_bucket = deployed[mode]["Conditions"]["UseExistingBucket"]
+    buffered = deployed[mode]["Conditions"]["UseBufferedMode"]
     allowed_resources = _allowed_resource_strings(resources)
-    statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    if existing_bucket:
+        allowed_resources.add(EXISTING_BUCKET_OBJECTS)
+    statements = _role_statements(resources, function_id)
     assert statements
     granted: set[str] = set()
     sqs_granted: set[tuple[str, str]] = set()
+    granted_resources: set[str] = set()
     for statement in statements:
         assert statement["Effect"] == "Allow"
         assert "NotAction" not in statement, statement
@@ -374,6 +561,7 @@ def test_function_role_is_least_privilege(resources: dict[str, dict[str, Any]], 
             assert "*" not in action, f"wildcard action {action!r} in {statement.get('Sid')}"
         granted.update(actions)
         for resource in _as_strings(statement["Resource"]):
+            granted_resources.add(resource)
             for action in actions:
                 if action.startswith("sqs:"):
                     # Only this stack's queues, and only the grants the function needs.
@@ -387,27 +575,73 @@ def test_function_role_is_least_privilege(resources: dict[str, dict[str, Any]], 
                     assert resource in allowed_resources, f"{statement.get('Sid')} grants {resource!r}"
     sqs_actions = {action for action, _ in SQS_GRANTS[function_id]}
     assert granted <= ALLOWED_ACTIONS | WILDCARD_RESOURCE_ACTIONS | sqs_actions, granted - ALLOWED_ACTIONS
-    assert "s3:ListBucket" not in granted
-    missing = REQUIRED_SQS_GRANTS[function_id] - sqs_granted
+    required = REQUIRED_SQS_GRANTS[function_id] | (
+        BUFFER_CONSUME_GRANTS if buffered and function_id == FUNCTION else set()
+    )
+    missing = required - sqs_granted
     assert not missing, f"{function_id} lacks {sorted(missing)}"
+    # The optional grants exist exactly when their option is on.
+    assert (EXISTING_BUCKET_OBJECTS in granted_resources) == existing_bucket
+    assert bool(sqs_granted & BUFFER_CONSUME_GRANTS) == (buffered and function_id == FUNCTION)
 
 
-def test_functions_share_their_per_object_permissions(resources: dict[str, dict[str, Any]]) -> None:
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_existing_bucket_grant_is_read_only_and_names_only_that_bucket(
+    deployed: dict[str, dict[str, Any]], mode: str
+) -> None:
+    resources = deployed[mode]["Resources"]
+    grants = [
+        (function_id, s)
+        for function_id in FUNCTIONS
+        for s in _role_statements(resources, function_id)
+        if "ExistingBucketName" in json.dumps(s)
+    ]
+    if mode == "off":
+        assert not grants
+        assert "ExistingBucketReadPolicy" not in resources
+        return
+    assert sorted(f for f, _ in grants) == sorted(FUNCTIONS)
+    for _, statement in grants:
+        assert sorted(_actions(statement)) == ["s3:GetObject", "s3:GetObjectVersion"]
+        assert statement["Resource"] == {"Fn::Sub": EXISTING_BUCKET_OBJECTS}
+    policy = resources["ExistingBucketReadPolicy"]["Properties"]
+    assert policy["Roles"] == [{"Ref": FUNCTION_ROLES[f]} for f in FUNCTIONS]
+    # The name cannot widen the grant: no wildcards, no path.
+    pattern = deployed[mode]["Parameters"]["ExistingBucketName"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "my-archive")
+    assert re.fullmatch(pattern, "")
+    for bad in ("*", "my-*", "a/b", "my?archive", "arn:aws:s3:::x"):
+        assert not re.fullmatch(pattern, bad), bad
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_functions_share_their_per_object_permissions(deployed: dict[str, dict[str, Any]], mode: str) -> None:
     """The retry function re-runs the transcribe function's work, so it needs the same grants."""
+    resources = deployed[mode]["Resources"]
 
     def work_statements(function_id: str) -> list[dict[str, Any]]:
-        role = _role_properties(resources, function_id)
-        statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+        statements = _role_statements(resources, function_id)
         return sorted((s for s in statements if not _actions(s)[0].startswith("sqs:")), key=json.dumps)
 
     assert work_statements(RETRY_FUNCTION) == work_statements(FUNCTION)
 
 
 def test_function_reads_input_bucket_by_name_not_ref(resources: dict[str, dict[str, Any]]) -> None:
-    """A !Ref/!GetAtt of InputBucket in the role would close the bucket -> permission -> function cycle."""
-    role = json.dumps(resources["TranscribeFunctionRole"])
-    assert '"InputBucket"' not in role
-    assert "InputBucket.Arn" not in role
+    """The input bucket depends on its notification destinations (the function, its invoke permission,
+    the buffer queue and its policy). A !Ref/!GetAtt of InputBucket in any of them, or in the roles,
+    would close a dependency cycle: they name the bucket by string."""
+    for logical_id in (
+        "TranscribeFunctionRole",
+        "RetryFunctionRole",
+        "TranscribeFunctionS3InvokePermission",
+        UPLOAD_BUFFER_QUEUE,
+        "UploadBufferQueuePolicy",
+        "UploadBufferConsumePolicy",
+        "ExistingBucketReadPolicy",
+    ):
+        text = json.dumps(resources[logical_id])
+        assert '"InputBucket"' not in text, logical_id
+        assert "InputBucket.Arn" not in text, logical_id
 
 
 @pytest.mark.parametrize("bucket_id", BUCKETS)
@@ -473,11 +707,15 @@ def test_function_has_log_group_with_retention(
     assert groups[0]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("function_id", FUNCTIONS)
-def test_function_has_a_failure_path(resources: dict[str, dict[str, Any]], function_id: str) -> None:
+def test_function_has_a_failure_path(
+    deployed: dict[str, dict[str, Any]], function_id: str, mode: str
+) -> None:
     """Nothing is lost: an asynchronously invoked function has a dead-letter queue (or an on-failure
     destination); an SQS-polling function's failed messages return to their queue, whose redrive
     policy moves them on after the last attempt."""
+    resources = deployed[mode]["Resources"]
     props = _function_props(resources, function_id)
     function_ref = {"Ref": function_id}
     async_sources = [
@@ -503,6 +741,20 @@ def test_function_has_a_failure_path(resources: dict[str, dict[str, Any]], funct
         if target:
             queue_id = target["Fn::GetAtt"][0]
             assert resources[queue_id]["Type"] == "AWS::SQS::Queue"
+    # EventBridge invokes asynchronously too (the function's DLQ covers handler failures); what the
+    # rule itself cannot deliver goes to the target's dead-letter queue after its retries.
+    targets = [
+        t
+        for r in resources.values()
+        if r["Type"] == "AWS::Events::Rule"
+        for t in r["Properties"]["Targets"]
+        if t["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    ]
+    for target in targets:
+        queue_id = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+        assert resources[queue_id]["Type"] == "AWS::SQS::Queue"
+        assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+        assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] >= 3600
     for mapping in mappings:
         queue_id = mapping["EventSourceArn"]["Fn::GetAtt"][0]
         queue = resources[queue_id]
@@ -565,11 +817,6 @@ def test_function_runtime_and_wiring(
     assert layer_resource["Type"] == "AWS::Lambda::LayerVersion"
     assert layer_resource["Properties"]["CompatibleRuntimes"] == ["python3.13"]
     assert layer_resource["Properties"]["CompatibleArchitectures"] == function_props["Architectures"]
-
-    bucket = resources["InputBucket"]["Properties"]
-    notifications = bucket["NotificationConfiguration"]["LambdaConfigurations"]
-    assert [n["Event"] for n in notifications] == ["s3:ObjectCreated:*"]
-    assert notifications[0]["Function"] == {"Fn::GetAtt": [FUNCTION, "Arn"]}
     assert "NotificationConfiguration" not in resources["OutputBucket"]["Properties"], "no transcript loops"
 
 
@@ -616,9 +863,19 @@ def test_transcribe_function_async_failure_handling(
         assert config[key] == int(cfn["Parameters"][name]["Default"]), key
 
 
-@pytest.mark.parametrize("queue_id", QUEUES)
-def test_queue_is_encrypted_and_keeps_messages(resources: dict[str, dict[str, Any]], queue_id: str) -> None:
-    queue = resources[queue_id]
+def test_queues_are_the_known_ones(deployed: dict[str, dict[str, Any]]) -> None:
+    """The per-queue checks cover every queue; the buffer queues exist in buffered mode only."""
+    for mode, result in deployed.items():
+        queues = {k for k, r in result["Resources"].items() if r["Type"] == "AWS::SQS::Queue"}
+        buffer_queues = {UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ}
+        assert queues == set(QUEUES) | (
+            buffer_queues if result["Conditions"]["UseBufferedMode"] else set()
+        ), mode
+
+
+@pytest.mark.parametrize("queue_id", [*QUEUES, UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ])
+def test_queue_is_encrypted_and_keeps_messages(deployed: dict[str, dict[str, Any]], queue_id: str) -> None:
+    queue = deployed["on"]["Resources"][queue_id]
     assert queue["Type"] == "AWS::SQS::Queue"
     props = queue["Properties"]
     assert props.get("SqsManagedSseEnabled") is True or props.get("KmsMasterKeyId"), (
@@ -628,8 +885,10 @@ def test_queue_is_encrypted_and_keeps_messages(resources: dict[str, dict[str, An
     assert int(props["MessageRetentionPeriod"]) >= MIN_RETENTION_SECONDS
 
 
-def test_queues_are_tls_only(resources: dict[str, dict[str, Any]]) -> None:
-    for queue_id in QUEUES:
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_queues_are_tls_only(deployed: dict[str, dict[str, Any]], mode: str) -> None:
+    resources = deployed[mode]["Resources"]
+    for queue_id in (k for k, r in resources.items() if r["Type"] == "AWS::SQS::Queue"):
         policies = [
             r["Properties"]
             for r in resources.values()
@@ -745,10 +1004,19 @@ def test_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(cfn: dict[str, A
 
 
 def test_key_filter_rules_never_have_empty_values(cfn: dict[str, Any], resources: dict[str, Any]) -> None:
-    """S3 rejects filter rules with an empty Value: each rule sits behind a "parameter set" condition."""
+    """S3 rejects filter rules with an empty Value: each rule sits behind a "parameter set" condition.
+    The direct (Lambda) and buffered (queue) notifications use the same rules."""
     bucket = resources["InputBucket"]["Properties"]
-    notification = bucket["NotificationConfiguration"]["LambdaConfigurations"][0]
-    condition_name, with_filter, without_filter = notification["Filter"]["Fn::If"]
+    filters = []
+    for kind, mode_when_on in (("LambdaConfigurations", False), ("QueueConfigurations", True)):
+        condition, when_buffered, when_direct = bucket["NotificationConfiguration"][kind]["Fn::If"]
+        assert condition == "UseBufferedMode"
+        configurations = when_buffered if mode_when_on else when_direct
+        assert (when_direct if mode_when_on else when_buffered) == {"Ref": "AWS::NoValue"}
+        (configuration,) = configurations
+        filters.append(configuration["Filter"])
+    assert filters[0] == filters[1]
+    condition_name, with_filter, without_filter = filters[0]["Fn::If"]
     assert without_filter == {"Ref": "AWS::NoValue"}
     rules = with_filter["S3Key"]["Rules"]
     assert {r["Fn::If"][1]["Name"] for r in rules} == {"prefix", "suffix"}
@@ -757,6 +1025,7 @@ def test_key_filter_rules_never_have_empty_values(cfn: dict[str, Any], resources
         condition, value, otherwise = rule["Fn::If"]
         assert otherwise == {"Ref": "AWS::NoValue"}
         parameter = value["Value"]["Ref"]
+        assert parameter in {"InputPrefix", "InputSuffix"}
         assert cfn["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]}
         guarded.add(condition)
     assert cfn["Conditions"][condition_name] == {"Fn::Or": [{"Condition": c} for c in sorted(guarded)]}
@@ -835,3 +1104,296 @@ def test_samconfig_environments() -> None:
         assert "DeepgramSecretId=" in deploy["parameter_overrides"]
     assert "EnvironmentName=prod" in prod["deploy"]["parameters"]["parameter_overrides"]
     assert default["local_invoke"]["parameters"]["env_vars"] == "events/env.json"
+
+
+# --------------------------------------------------------------------------- ways in (modes)
+
+
+def _references(node: Any) -> set[str]:
+    """Logical ids a (resolved) value references through Ref, Fn::GetAtt or Fn::Sub."""
+    found: set[str] = set()
+    if isinstance(node, list):
+        for item in node:
+            found |= _references(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                found.add(value[0] if isinstance(value, list) else str(value).split(".", 1)[0])
+            elif key == "Fn::Sub" and isinstance(value, str):
+                found |= {v.split(".", 1)[0] for v in _SUB_VARIABLE.findall(value)}
+            found |= _references(value)
+    return found
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_reference_to_a_resource_that_is_not_created(
+    deployed: dict[str, dict[str, Any]], mode: str
+) -> None:
+    """CloudFormation refuses a Ref, GetAtt or DependsOn naming a resource whose Condition is false."""
+    result = deployed[mode]
+    known = set(result["Resources"]) | set(result["Parameters"]) | PSEUDO_PARAMETERS
+    every_resource = result["AllResourceIds"]
+    for logical_id, resource in result["Resources"].items():
+        depends = resource.get("DependsOn", [])
+        names = _references(resource) | set([depends] if isinstance(depends, str) else depends)
+        dangling = (names & every_resource) - known
+        assert not dangling, f"{mode}: {logical_id} references {sorted(dangling)}"
+    for name, output in result["Outputs"].items():
+        dangling = (_references(output) & every_resource) - known
+        assert not dangling, f"{mode}: output {name} references {sorted(dangling)}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_exactly_one_upload_path(deployed: dict[str, dict[str, Any]], mode: str) -> None:
+    """Uploads reach the function either directly (S3 -> Lambda) or buffered (S3 -> SQS -> Lambda)."""
+    result = deployed[mode]
+    resources, buffered = result["Resources"], result["Conditions"]["UseBufferedMode"]
+    bucket = resources["InputBucket"]
+    notification = bucket["Properties"]["NotificationConfiguration"]
+    assert set(notification) == {"QueueConfigurations" if buffered else "LambdaConfigurations"}
+    (configuration,) = next(iter(notification.values()))
+    assert configuration["Event"] == "s3:ObjectCreated:*"
+    if buffered:
+        assert configuration["Queue"] == {"Fn::GetAtt": [UPLOAD_BUFFER_QUEUE, "Arn"]}
+    else:
+        assert configuration["Function"] == {"Fn::GetAtt": [FUNCTION, "Arn"]}
+    # Filters: only the rules whose parameter is set (none by default).
+    assert "Filter" not in configuration
+
+    input_bucket_arn = {"Fn::Sub": "arn:${AWS::Partition}:s3:::" + _bucket_name_sub(resources, "InputBucket")}
+    s3_permissions = {
+        k: r["Properties"]
+        for k, r in resources.items()
+        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["Principal"] == "s3.amazonaws.com"
+    }
+    mappings = {
+        k: r["Properties"]
+        for k, r in resources.items()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        and r["Properties"]["FunctionName"] == {"Ref": FUNCTION}
+    }
+    if buffered:
+        assert not s3_permissions, "S3 may not invoke the function in buffered mode"
+        assert list(mappings) == ["UploadBufferEventSource"]
+        destination = "UploadBufferQueuePolicy"
+    else:
+        assert not mappings
+        (permission,) = s3_permissions.values()
+        assert permission == {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": {"Ref": FUNCTION},
+            "Principal": "s3.amazonaws.com",
+            "SourceAccount": {"Ref": "AWS::AccountId"},
+            "SourceArn": input_bucket_arn,
+        }
+        (destination,) = s3_permissions
+    # S3 validates the destination when the configuration is saved: the bucket waits for its
+    # permission (Metadata reference, since DependsOn cannot name a conditional resource).
+    assert _references(bucket.get("Metadata", {})) | set(bucket.get("DependsOn", [])) >= {destination}
+    assert result["Outputs"]["IngestionMode"]["Value"] == ("buffered" if buffered else "direct")
+
+
+def test_input_key_filter_applies_in_both_modes(cfn: dict[str, Any]) -> None:
+    for buffered in ("false", "true"):
+        result = _deploy(cfn, {"BufferedMode": buffered, "InputPrefix": "in/", "InputSuffix": ".wav"})
+        notification = result["Resources"]["InputBucket"]["Properties"]["NotificationConfiguration"]
+        ((_, (configuration,)),) = notification.items()
+        assert configuration["Filter"] == {
+            "S3Key": {
+                "Rules": [
+                    {"Name": "prefix", "Value": {"Ref": "InputPrefix"}},
+                    {"Name": "suffix", "Value": {"Ref": "InputSuffix"}},
+                ]
+            }
+        }
+
+
+def test_buffered_mode_queues_and_event_source(deployed: dict[str, dict[str, Any]]) -> None:
+    result = deployed["on"]
+    resources, parameters = result["Resources"], result["Parameters"]
+    queue = resources[UPLOAD_BUFFER_QUEUE]["Properties"]
+    dlq = resources[UPLOAD_BUFFER_DLQ]["Properties"]
+    for props in (queue, dlq):
+        assert props["SqsManagedSseEnabled"] is True
+        assert int(props["MessageRetentionPeriod"]) == FOURTEEN_DAYS
+    max_timeout = int(parameters["FunctionTimeout"]["MaxValue"])
+    assert 6 * max_timeout <= int(queue["VisibilityTimeout"]) <= SQS_MAX_VISIBILITY_SECONDS
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [UPLOAD_BUFFER_DLQ, "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    assert "RedrivePolicy" not in dlq, "the buffer's dead-letter queue is the end of the line"
+
+    mapping = resources["UploadBufferEventSource"]
+    assert mapping["DependsOn"] == "UploadBufferConsumePolicy", "Lambda checks the role when mapping"
+    assert mapping["Properties"] == {
+        "FunctionName": {"Ref": FUNCTION},
+        "EventSourceArn": {"Fn::GetAtt": [UPLOAD_BUFFER_QUEUE, "Arn"]},
+        "BatchSize": {"Ref": "BufferedBatchSize"},
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "ScalingConfig": {"MaximumConcurrency": {"Ref": "BufferedMaximumConcurrency"}},
+    }
+    consume = resources["UploadBufferConsumePolicy"]["Properties"]
+    assert consume["Roles"] == [{"Ref": FUNCTION_ROLES[FUNCTION]}]
+
+    (policy,) = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::SQS::QueuePolicy" and {"Ref": UPLOAD_BUFFER_QUEUE} in r["Properties"]["Queues"]
+    ]
+    allows = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    input_bucket_arn = "arn:${AWS::Partition}:s3:::" + _bucket_name_sub(resources, "InputBucket")
+    assert allows == [
+        {
+            "Sid": "InputBucketSendsUploadEvents",
+            "Effect": "Allow",
+            "Principal": {"Service": "s3.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": {"Fn::GetAtt": [UPLOAD_BUFFER_QUEUE, "Arn"]},
+            "Condition": {
+                "ArnEquals": {"aws:SourceArn": {"Fn::Sub": input_bucket_arn}},
+                "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            },
+        }
+    ]
+
+    alarm = _alarms(resources)["UploadBufferDeadLetterQueueDepthAlarm"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [UPLOAD_BUFFER_DLQ, "QueueName"]}}
+    ]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
+    assert alarm["AlarmActions"] == [{"Ref": ALARM_TOPIC}]
+
+    expected = {"BufferedMaximumConcurrency": (20, 2, 1000), "BufferedBatchSize": (5, 1, 10)}
+    for name, (default, minimum, maximum) in expected.items():
+        assert (
+            int(parameters[name]["Default"]),
+            int(parameters[name]["MinValue"]),
+            int(parameters[name]["MaxValue"]),
+        ) == (
+            default,
+            minimum,
+            maximum,
+        ), name
+    assert parameters["BufferedMode"]["Default"] == "false"
+    assert sorted(parameters["BufferedMode"]["AllowedValues"]) == ["false", "true"]
+
+
+def _existing_bucket_pattern(cfn: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+    pattern: dict[str, Any] = _deploy(cfn, overrides)["Resources"][EXISTING_BUCKET_RULE]["Properties"][
+        "EventPattern"
+    ]
+    return pattern
+
+
+def test_existing_bucket_event_pattern(cfn: dict[str, Any]) -> None:
+    """EventBridge ANDs fields but ORs the matchers of one field: prefix AND suffix is one wildcard."""
+    base = {"ExistingBucketName": "my-archive"}
+    expected_keys: dict[tuple[str, str], list[dict[str, Any]] | None] = {
+        ("", ""): None,
+        ("calls/", ""): [{"prefix": {"Ref": "ExistingBucketPrefix"}}],
+        ("", ".wav"): [{"suffix": {"Ref": "ExistingBucketSuffix"}}],
+        ("calls/", ".wav"): [{"wildcard": {"Fn::Sub": "${ExistingBucketPrefix}*${ExistingBucketSuffix}"}}],
+    }
+    for (prefix, suffix), key in expected_keys.items():
+        overrides = base | {"ExistingBucketPrefix": prefix, "ExistingBucketSuffix": suffix}
+        pattern = _existing_bucket_pattern(cfn, overrides)
+        detail: dict[str, Any] = {"bucket": {"name": [{"Ref": "ExistingBucketName"}]}}
+        if key is not None:
+            detail["object"] = {"key": key}
+        assert pattern == {"source": ["aws.s3"], "detail-type": ["Object Created"], "detail": detail}, (
+            overrides
+        )
+    # A "*" or "\\" in the prefix or suffix would be wildcard syntax.
+    for name in ("ExistingBucketPrefix", "ExistingBucketSuffix"):
+        allowed = cfn["Parameters"][name]["AllowedPattern"]
+        assert re.fullmatch(allowed, "calls/2024 (x).wav")
+        assert not re.fullmatch(allowed, "calls/*")
+        assert not re.fullmatch(allowed, "calls\\")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_existing_bucket_rule_wiring(deployed: dict[str, dict[str, Any]], mode: str) -> None:
+    result = deployed[mode]
+    resources, on = result["Resources"], result["Conditions"]["UseExistingBucket"]
+    rules = {k for k, r in resources.items() if r["Type"] == "AWS::Events::Rule"}
+    events_permissions = {
+        k: r["Properties"]
+        for k, r in resources.items()
+        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["Principal"] == "events.amazonaws.com"
+    }
+    (failure_policy,) = [
+        r["Properties"]["PolicyDocument"]["Statement"]
+        for r in resources.values()
+        if r["Type"] == "AWS::SQS::QueuePolicy" and {"Ref": DEAD_LETTER_QUEUE} in r["Properties"]["Queues"]
+    ]
+    events_sends = [s for s in failure_policy if s["Effect"] == "Allow"]
+    if not on:
+        assert not rules
+        assert not events_permissions
+        assert not events_sends
+        assert "ExistingBucketSetupCommand" not in result["Outputs"]
+        return
+    assert rules == {EXISTING_BUCKET_RULE}
+    rule = resources[EXISTING_BUCKET_RULE]["Properties"]
+    assert rule["State"] == "ENABLED"
+    assert "EventBusName" not in rule, "S3 sends its events to the default bus"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [FUNCTION, "Arn"]}
+    assert not target.keys() & {"Input", "InputPath", "InputTransformer"}, "the function gets the whole event"
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [DEAD_LETTER_QUEUE, "Arn"]}}
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}
+    rule_arn = {"Fn::GetAtt": [EXISTING_BUCKET_RULE, "Arn"]}
+    (permission,) = events_permissions.values()
+    assert permission == {
+        "Action": "lambda:InvokeFunction",
+        "FunctionName": {"Ref": FUNCTION},
+        "Principal": "events.amazonaws.com",
+        "SourceArn": rule_arn,
+    }
+    # EventBridge may send undeliverable events to the dead-letter queue, from this rule only.
+    assert events_sends == [
+        {
+            "Sid": "ExistingBucketRuleDeadLetters",
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": {"Fn::GetAtt": [DEAD_LETTER_QUEUE, "Arn"]},
+            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+        }
+    ]
+    command = result["Outputs"]["ExistingBucketSetupCommand"]["Value"]
+    assert command == {
+        "Fn::Sub": "aws s3api put-bucket-notification-configuration --bucket ${ExistingBucketName} "
+        "--notification-configuration '{\"EventBridgeConfiguration\": {}}'"
+    }
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mode_outputs(deployed: dict[str, dict[str, Any]], mode: str) -> None:
+    result = deployed[mode]
+    outputs, conditions = result["Outputs"], result["Conditions"]
+    buffered_outputs = {
+        "UploadBufferQueueUrl": {"Ref": UPLOAD_BUFFER_QUEUE},
+        "UploadBufferDeadLetterQueueUrl": {"Ref": UPLOAD_BUFFER_DLQ},
+    }
+    for name, value in buffered_outputs.items():
+        if conditions["UseBufferedMode"]:
+            assert outputs[name]["Value"] == value
+        else:
+            assert name not in outputs
+    assert ("ExistingBucketSetupCommand" in outputs) == conditions["UseExistingBucket"]
+    assert outputs["IngestionMode"]["Value"] in ("direct", "buffered")
+
+
+def test_list_bucket_is_granted_on_the_input_bucket_only(deployed: dict[str, dict[str, Any]]) -> None:
+    resources = deployed["off"]["Resources"]
+    input_bucket = f"arn:${{AWS::Partition}}:s3:::{_bucket_name_sub(resources, 'InputBucket')}"
+    for function_id in FUNCTIONS:
+        listing = [s for s in _role_statements(resources, function_id) if "s3:ListBucket" in _actions(s)]
+        assert len(listing) == 1, function_id
+        assert _actions(listing[0]) == ["s3:ListBucket"]
+        assert listing[0]["Resource"] == {"Fn::Sub": input_bucket}
