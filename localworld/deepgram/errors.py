@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-BodyStyle = Literal["legacy", "modern", "string", "text", "html"]
+# "empty" and "no-channels" are broken success bodies, for a fault injected with status 200.
+BodyStyle = Literal["legacy", "modern", "string", "text", "html", "empty", "no-channels"]
 BODY_STYLES: tuple[str, ...] = get_args(BodyStyle)
 
 CORRUPT_AUDIO_MSG = "Bad Request: failed to process audio: corrupt or unsupported data"
@@ -68,6 +69,9 @@ def spec_for(status: int) -> ErrorSpec:
     return ErrorSpec("Bad Request", f"Request failed with status {status}.", "Error")
 
 
+JSON = "application/json"
+
+
 def render_error(
     status: int,
     request_id: str,
@@ -80,19 +84,22 @@ def render_error(
     spec = spec_for(status)
     code = err_code or spec.err_code
     msg = err_msg or spec.err_msg
-    if style == "legacy":
-        body = {"err_code": code, "err_msg": msg, "request_id": request_id}
-        return json.dumps(body).encode(), "application/json"
-    if style == "modern":
-        modern = {"category": code, "message": msg, "details": msg, "request_id": request_id}
-        return json.dumps(modern).encode(), "application/json"
-    if style == "string":
-        return json.dumps(msg).encode(), "application/json"
-    if style == "text":
-        return msg.encode(), "text/plain; charset=utf-8"
     # "html": what a load balancer in front of the API answers, not JSON at all.
     page = (
         f"<html><head><title>{status} {spec.reason}</title></head>"
         f"<body><center><h1>{status} {spec.reason}</h1></center></body></html>\n"
     )
-    return page.encode(), "text/html"
+    hollow = {"metadata": {"request_id": request_id, "channels": 0}, "results": {"channels": []}}
+    bodies: dict[str, tuple[bytes, str]] = {
+        "legacy": (json.dumps({"err_code": code, "err_msg": msg, "request_id": request_id}).encode(), JSON),
+        "modern": (
+            json.dumps({"category": code, "message": msg, "details": msg, "request_id": request_id}).encode(),
+            JSON,
+        ),
+        "string": (json.dumps(msg).encode(), JSON),
+        "text": (msg.encode(), "text/plain; charset=utf-8"),
+        "html": (page.encode(), "text/html"),
+        "empty": (b"", JSON),
+        "no-channels": (json.dumps(hollow).encode(), JSON),
+    }
+    return bodies[style]

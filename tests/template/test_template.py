@@ -149,6 +149,7 @@ REQUIRED_ENV = {
     "PRESIGN_EXPIRY_SECONDS": {"Ref": "PresignExpirySeconds"},
     "IDEMPOTENCY_TTL_SECONDS": {"Ref": "IdempotencyTtlSeconds"},
     "DEEPGRAM_MAX_ATTEMPTS": {"Ref": "DeepgramMaxAttempts"},
+    "INPUT_BUCKET": {"Fn::Sub": "${AWS::StackName}-input-${AWS::AccountId}-${AWS::Region}"},
     "TRANSCRIPT_PREFIX": "transcripts/",
     "FAILURE_PREFIX": "failures/",
     "POWERTOOLS_SERVICE_NAME": "transcriber",

@@ -80,3 +80,10 @@ def test_extensions_are_normalised() -> None:
     settings = Settings.from_env({**BASE, "ALLOWED_EXTENSIONS": ".WAV, mp3"})
 
     assert settings.allowed_extensions == frozenset({"wav", "mp3"})
+
+
+def test_an_output_bucket_equal_to_the_input_bucket_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="INPUT_BUCKET and OUTPUT_BUCKET must differ"):
+        Settings.from_env({**BASE, "INPUT_BUCKET": "out"})
+
+    assert Settings.from_env({**BASE, "INPUT_BUCKET": "in"}).input_bucket == "in"

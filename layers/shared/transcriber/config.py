@@ -61,6 +61,7 @@ class Settings:
     transcript_prefix: str
     failure_prefix: str
     deepgram_max_attempts: int = 4
+    input_bucket: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,7 +95,13 @@ class Settings:
             transcript_prefix=reader.prefix("TRANSCRIPT_PREFIX", default="transcripts/"),
             failure_prefix=reader.prefix("FAILURE_PREFIX", default="failures/"),
             deepgram_max_attempts=reader.integer("DEEPGRAM_MAX_ATTEMPTS", default=4, minimum=1),
+            input_bucket=reader.text("INPUT_BUCKET", default="") or None,
         )
+        if settings.input_bucket == settings.output_bucket:
+            # Transcripts written into the bucket that triggers the function would trigger it again.
+            raise configuration_error(
+                "invalid-configuration", "INPUT_BUCKET and OUTPUT_BUCKET must differ: the pipeline would loop"
+            )
         if settings.transcript_prefix == settings.failure_prefix:
             raise configuration_error(
                 "invalid-configuration", "TRANSCRIPT_PREFIX and FAILURE_PREFIX must differ"

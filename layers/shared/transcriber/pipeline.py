@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 # Shared by every function that transcribes, so a retry never pays twice for one object version.
 IDEMPOTENCY_KEY_PREFIX = "transcription"
 MEDIA_CONTENT_TYPES = ("audio/", "video/")
+MAX_MEDIA_BYTES = 2 * 1024**3  # Deepgram refuses files over 2 GB: don't pay for the attempt
 
 
 class LambdaContextLike(Protocol):
@@ -220,6 +221,13 @@ class Transcriber:
                 obj, reason = self._resolve(obj)
             if reason is not None:
                 return self._skipped(obj, reason)
+            if obj.size is not None and obj.size > MAX_MEDIA_BYTES:
+                raise PermanentError(
+                    ErrorDetails(
+                        reason="too-large",
+                        message=f"{obj.size} bytes is over Deepgram's 2 GB limit for pre-recorded audio",
+                    )
+                )
             identity = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or obj.etag}
             result = self._transcribe_once(identity=identity, obj=obj, context=context)
         except IdempotencyAlreadyInProgressError:
