@@ -84,7 +84,8 @@ def _decode_wav(data: bytes) -> DecodedAudio:
             width = wav.getsampwidth()
             rate = wav.getframerate()
             raw = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError, ValueError) as exc:
+    # The stdlib's chunk reader raises RuntimeError on a chunk size that runs past the end.
+    except (wave.Error, EOFError, ValueError, RuntimeError) as exc:
         raise UnsupportedAudio(f"unreadable WAV: {exc}") from exc
     if channels < 1 or rate < 1 or width not in (1, 2, 3, 4):
         raise UnsupportedAudio("WAV header is not plausible PCM")

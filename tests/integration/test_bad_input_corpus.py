@@ -1,0 +1,200 @@
+"""The bad-input corpus (tests/corpus/bad_inputs.yaml) through the real transcribe handler
+against the local world: every case ends as its expected, classified outcome."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from localworld.lambda_runtime import InvocationResult, LocalFunction
+from localworld.template import load_stack
+from localworld.world import SAMPLE_AUDIO, TEMPLATE, LocalWorld
+from tests.conftest import Uploads
+
+CORPUS = yaml.safe_load(
+    (Path(__file__).parents[1] / "corpus" / "bad_inputs.yaml").read_text(encoding="utf-8")
+)
+SAMPLE = SAMPLE_AUDIO.read_bytes()
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489") + b"\x00" * 64
+
+
+def silence(seconds: float = 2.0) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(b"\x00\x00" * int(16000 * seconds))
+    return buffer.getvalue()
+
+
+BODIES = {
+    "sample": SAMPLE,
+    "empty": b"",
+    "text": b"minutes of the meeting, not audio\n" * 30,
+    "pdf": b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
+    "png": PNG,
+    "silence": silence(),
+    "truncated-wav": SAMPLE[:30],  # cut inside the header
+    "corrupt-header-wav": SAMPLE[:12] + b"\xde\xad\xbe\xef" * 6 + SAMPLE[36:],
+}
+
+
+def test_the_corpus_is_large_enough_and_well_formed() -> None:
+    assert len(CORPUS) >= 30
+    assert len({case["id"] for case in CORPUS}) == len(CORPUS)
+    for case in CORPUS:
+        assert ("event" in case) != ("key" in case), case["id"]
+        assert case["expect"]["outcome"] in {
+            "transcript",
+            "skipped",
+            "failure",
+            "permanent-error",
+            "configuration-error",
+            "retried",
+            "sqs-failure",
+            "not-routed",
+        }
+
+
+def fill(value: Any, world: LocalWorld) -> Any:
+    if isinstance(value, str):
+        return (
+            value.replace("{output_bucket}", world.output_bucket)
+            .replace("{input_bucket}", world.input_bucket)
+            .replace("{garbage256k}", "\x01garbage" * (256 * 1024 // 9))
+        )
+    if isinstance(value, dict):
+        return {k: fill(v, world) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, world) for v in value]
+    return value
+
+
+def object_key(case: dict[str, Any]) -> str:
+    key = str(case["key"])
+    if "{long}" in key:
+        filler = 1024 - len(key.replace("{long}", "").encode())
+        key = key.replace("{long}", "k" * filler)
+        assert len(key.encode()) == 1024
+    return key
+
+
+def output_keys(world: LocalWorld) -> list[str]:
+    listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket)
+    return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+def prepare_event(case: dict[str, Any], world: LocalWorld, uploads: Uploads) -> dict[str, Any]:
+    if "event" in case:
+        event: dict[str, Any] = fill(case["event"], world)
+        return event
+    key = object_key(case)
+    extra = {"ContentType": case["content_type"]} if "content_type" in case else {}
+    s3 = world.aws.s3()
+    if case.get("action") == "stale-version":
+        event = uploads.put(key, SAMPLE)
+        version = s3.head_object(Bucket=world.input_bucket, Key=key)["VersionId"]
+        s3.put_object(Bucket=world.input_bucket, Key=key, Body=SAMPLE)  # a newer version
+        uploads.next_event()
+        s3.delete_object(Bucket=world.input_bucket, Key=key, VersionId=version)
+        event["Records"][0]["s3"]["object"]["versionId"] = version
+        return event
+    event = uploads.put(key, BODIES[case["body"]], **extra)
+    if case.get("action") == "delete-object":
+        s3.delete_object(Bucket=world.input_bucket, Key=key)
+    if case.get("action") == "claim-size":
+        event["Records"][0]["s3"]["object"]["size"] = case["size"]
+    return event
+
+
+def check(case: dict[str, Any], world: LocalWorld, result: InvocationResult) -> None:
+    expect = case["expect"]
+    outcome, reason = expect["outcome"], expect.get("reason")
+    outputs = output_keys(world)
+    if outcome in {"transcript", "skipped", "failure", "sqs-failure"}:
+        assert result.error is None, result.logs
+    if outcome == "transcript":
+        [key] = outputs
+        assert key.startswith("transcripts/"), outputs
+        if expect.get("long_key"):
+            assert key.startswith("transcripts/_long-keys/")
+        else:
+            assert key == f"transcripts/{object_key(case)}.json"
+        document = json.loads(world.aws.s3().get_object(Bucket=world.output_bucket, Key=key)["Body"].read())
+        text = document["results"]["channels"][0]["alternatives"][0]["transcript"]
+        assert (text == "") is bool(expect.get("empty_transcript")), text
+    elif outcome == "skipped":
+        assert [o["reason"] for o in result.payload["objects"]] == ([reason] if reason else [])
+        assert outputs == []
+        assert world.emulator.requests == []
+    elif outcome == "failure":
+        assert outputs == [f"failures/{object_key(case)}.json"]
+        record = json.loads(
+            world.aws.s3().get_object(Bucket=world.output_bucket, Key=outputs[0])["Body"].read()
+        )
+        assert record["reason"] == reason
+        assert record["source"]["key"] == object_key(case)
+        if "deepgram_requests" in expect:
+            assert len(world.emulator.requests) == expect["deepgram_requests"]
+    elif outcome == "sqs-failure":
+        assert result.payload == {"batchItemFailures": [{"itemIdentifier": "m-garbage"}]}
+        assert any(reason in line for line in result.logs)
+    else:
+        error_type = {
+            "permanent-error": "PermanentError",
+            "configuration-error": "ConfigurationError",
+            "retried": "RetryableError",
+        }[outcome]
+        assert result.error is not None, result.payload
+        assert result.error["errorType"] == error_type
+        assert result.error["errorMessage"].startswith(reason)
+        assert [k for k in outputs if k.startswith("transcripts/")] == []
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CORPUS if c["expect"]["outcome"] != "not-routed"], ids=lambda c: c["id"]
+)
+def test_bad_input(case: dict[str, Any], world: LocalWorld, uploads: Uploads) -> None:
+    if "secret" in case:
+        value = case["secret"]
+        world.aws.create_secret(
+            world.secret_id, bytes.fromhex(value["binary"]) if isinstance(value, dict) else value
+        )
+    event = prepare_event(case, world, uploads)
+    if "fault" in case:
+        world.emulator.faults.next(1, **case["fault"])
+    spec = world.function("TranscribeFunction")
+    env = fill(case.get("env", {}), world)
+    with LocalFunction(spec, env, world.function_env(), timeout_s=case.get("timeout_s")) as function:
+        result = function.invoke(event)
+
+    check(case, world, result)
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CORPUS if c["expect"]["outcome"] == "not-routed"], ids=lambda c: c["id"]
+)
+def test_objects_outside_the_filter_never_reach_the_function(case: dict[str, Any], world: LocalWorld) -> None:
+    prefix = case["expect"]["prefix"]
+    filtered = load_stack(
+        TEMPLATE, {**world.parameter_overrides, "InputPrefix": prefix}, endpoint_url=world.moto.endpoint_url
+    )
+    queue_url = world.aws.route_bucket_notifications(filtered, "TranscribeFunction")
+    s3, sqs = world.aws.s3(), world.aws.sqs()
+
+    s3.put_object(Bucket=world.input_bucket, Key=object_key(case), Body=SAMPLE)
+    s3.put_object(Bucket=world.input_bucket, Key=f"{prefix}inside.wav", Body=SAMPLE)
+
+    deadline, keys = time.monotonic() + 5, []
+    while time.monotonic() < deadline and not keys:
+        for message in sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1).get("Messages", []):
+            keys += [r["s3"]["object"]["key"] for r in json.loads(message["Body"]).get("Records", [])]
+    assert [k.replace("%2F", "/") for k in keys] == [f"{prefix}inside.wav"]
