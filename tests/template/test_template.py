@@ -1398,3 +1398,29 @@ def test_list_bucket_is_granted_on_the_input_bucket_only(deployed: dict[str, dic
         assert len(listing) == 1, function_id
         assert _actions(listing[0]) == ["s3:ListBucket"]
         assert listing[0]["Resource"] == {"Fn::Sub": input_bucket}
+
+
+# Who may invoke the functions, per mode: AWS services, each scoped to this stack's source.
+ALLOWED_INVOKERS = {"s3.amazonaws.com", "events.amazonaws.com"}
+
+
+def test_no_function_has_a_public_url_or_an_unauthenticated_trigger(
+    deployed: dict[str, dict[str, Any]],
+) -> None:
+    for mode, template in deployed.items():
+        resources = template["Resources"]
+        types = {resource["Type"] for resource in resources.values()}
+        assert "AWS::Lambda::Url" not in types, mode
+        assert not types & {"AWS::ApiGateway::RestApi", "AWS::ApiGatewayV2::Api", "AWS::Serverless::Api"}, (
+            mode
+        )
+        for logical_id, resource in resources.items():
+            if resource["Type"] != "AWS::Lambda::Permission":
+                continue
+            props = resource["Properties"]
+            assert props["Action"] == "lambda:InvokeFunction", logical_id
+            assert props["Principal"] in ALLOWED_INVOKERS, (mode, logical_id)
+            assert "FunctionUrlAuthType" not in props, logical_id
+            assert "SourceArn" in props, f"{logical_id} lets any {props['Principal']} source invoke"
+            if props["Principal"] == "s3.amazonaws.com":
+                assert "SourceAccount" in props, f"{logical_id}: bucket names are global, pin the account"
