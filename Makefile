@@ -11,11 +11,11 @@ AUDIO ?=
 FUNCTION ?= TranscribeFunction
 EVENT ?= events/s3-put.json
 ENV_VARS ?=
-PYTHON_SOURCES = layers/shared/transcriber functions localworld tests scripts/translate_template.py
+PYTHON_SOURCES = layers/shared/transcriber functions localworld tests scripts bench
 TYPED_SOURCES = layers/shared/transcriber localworld scripts functions/transcribe/app.py functions/retry/app.py
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
-	deploy-prod invoke emulator clean failures redrive chaos
+	deploy-prod invoke emulator clean failures redrive chaos bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -75,3 +75,6 @@ redrive: ## Move parked messages back to the DLQ: make redrive STACK=<stack name
 
 chaos: ## The nothing-lost run: UPLOADS=300 files through the local pipeline under injected faults
 	@$(PY) -m localworld.chaos --uploads $(or $(UPLOADS),300)
+
+bench: ## Benchmarks against the local world: one table of ratios (ONLY=cold,warm,calls,burst,size)
+	@$(PY) -m bench $(if $(ONLY),--only "$(ONLY)")
