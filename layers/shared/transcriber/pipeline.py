@@ -107,6 +107,7 @@ class Transcriber:
         self,
         settings: Settings,
         *,
+        session: boto3.session.Session | None = None,
         s3: S3Client | None = None,
         secretsmanager: SecretsManagerClient | None = None,
         dynamodb: DynamoDBClient | None = None,
@@ -117,7 +118,12 @@ class Transcriber:
         self.settings = settings
         self.retry = retry or RetryPolicy(max_attempts=settings.deepgram_max_attempts)
         self._sleep = sleep
-        s3_client = s3 or boto3.client("s3", config=Config(signature_version="s3v4"))
+        # One boto3 session for every client: each session loads the endpoint and service models
+        # again, which is most of a cold start's first-invocation time.
+        session = session or boto3.session.Session()
+        s3_client = s3 or session.client("s3", config=Config(signature_version="s3v4"))
+        secretsmanager = secretsmanager or session.client("secretsmanager")
+        dynamodb = dynamodb or session.client("dynamodb")
         self.storage = Storage(
             s3_client, settings.output_bucket, settings.transcript_prefix, settings.failure_prefix
         )

@@ -123,4 +123,7 @@ def _attribute(record: SQSRecord, name: str) -> str | None:
 
 def build_retrier() -> DeadLetterRetrier:
     """The container's retrier: both settings objects validated once."""
-    return DeadLetterRetrier(Transcriber(Settings.from_env()), RetrySettings.from_env())
+    session = boto3.session.Session()
+    return DeadLetterRetrier(
+        Transcriber(Settings.from_env(), session=session), RetrySettings.from_env(), session.client("sqs")
+    )
