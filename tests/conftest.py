@@ -17,6 +17,8 @@ from localworld.aws_faults import AwsFaultProxy
 from localworld.lambda_runtime import LocalFunction
 from localworld.world import LocalWorld, local_world
 
+pytest_plugins = ["tests.hygiene"]  # no API key or presigned-URL secret in anything written
+
 
 @pytest.fixture(scope="session")
 def world_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalWorld]:

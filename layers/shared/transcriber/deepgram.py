@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -24,6 +24,7 @@ from transcriber.errors import (
     TranscriptionError,
     configuration_error,
 )
+from transcriber.observability import scrub
 
 USER_AGENT = "deepgram-s3-transcriber/0.1"
 REMOTE_CONTENT_HINT = (
@@ -193,6 +194,8 @@ class DeepgramClient:
         latency = time.perf_counter() - started
         if response.status_code != 200:
             error = parse_error_body(response.content)
+            # The body may quote our request back (proxies do): never carry the key or the URL on.
+            error = replace(error, message=scrub(error.message, (api_key, media_url)))
             raise classify_status(response.status_code, error, _retry_after(response))
         document = _parse_transcript(response.content)
         metadata = document.get("metadata")

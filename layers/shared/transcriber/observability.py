@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import quote, quote_plus
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
@@ -16,5 +17,18 @@ _SIGNED_PARAMS = re.compile(
 )
 
 
+_AUTH_VALUE = re.compile(r"(?i)\b(Token|Bearer)\s+[^\s\"',;]+")
+
+
 def redact_url(url: str) -> str:
     return _SIGNED_PARAMS.sub(r"\1REDACTED", url)
+
+
+def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Text from outside (an error body may echo our request) made safe to log and store: the
+    given secrets in any common encoding, Authorization values and presigned-URL credentials."""
+    for secret in secrets:
+        if secret:
+            for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+                text = text.replace(form, "[REDACTED]")
+    return redact_url(_AUTH_VALUE.sub(r"\1 [REDACTED]", text))
