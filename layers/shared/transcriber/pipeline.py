@@ -365,7 +365,6 @@ class Transcriber:
 
     def _failed(self, obj: S3ObjectRef, exc: PermanentError, started_at: str) -> Outcome:
         record = {
-            "source": {"bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id, "etag": obj.etag},
             **exc.as_record(),
             "attempts": exc.details.extra.get("attempts", 0),
             "first_attempt_at": started_at,

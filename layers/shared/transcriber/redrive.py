@@ -97,8 +97,7 @@ class DeadLetterRetrier:
             "failed_at": utc_now(),
         }
         for obj in parse_event(event):
-            source = {"bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id, "etag": obj.etag}
-            self.transcriber.storage.write_failure(obj, {"source": source, **record})
+            self.transcriber.storage.write_failure(obj, record)
         metrics.add_metric(name="DeadLetterEventsParked", unit=MetricUnit.Count, value=1)
 
     def _park(self, record: SQSRecord, reason: str, message: str) -> None:

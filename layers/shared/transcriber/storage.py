@@ -102,8 +102,10 @@ class Storage:
         return key
 
     def write_failure(self, obj: S3ObjectRef, record: dict[str, Any]) -> str:
+        """The failure record: which object (``source``), then what went wrong (``record``)."""
         key = self.failure_key(obj.key)
-        body = json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8")
+        source = {"bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id, "etag": obj.etag}
+        body = json.dumps({"source": source, **record}, ensure_ascii=False, indent=2).encode("utf-8")
         self._put(key, body, _source_metadata(obj) | {"failure-reason": str(record.get("reason", ""))})
         return key
 
