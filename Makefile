@@ -6,13 +6,13 @@ SHELL := /bin/bash
 VENV = $(shell scripts/bootstrap)
 PY = $(VENV)/bin/python
 # The layer package and the local world import like they do on Lambda and in the tests.
-export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)
+export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/tools:$(CURDIR)
 AUDIO ?=
 FUNCTION ?= TranscribeFunction
 EVENT ?= events/s3-put.json
 ENV_VARS ?=
-PYTHON_SOURCES = layers/shared/transcriber functions localworld tests scripts bench
-TYPED_SOURCES = layers/shared/transcriber localworld scripts functions/transcribe/app.py functions/retry/app.py
+PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
+TYPED_SOURCES = layers/shared/transcriber tools/localworld scripts functions/transcribe/app.py functions/retry/app.py
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
 	deploy-prod invoke emulator clean failures redrive chaos bench
@@ -41,7 +41,7 @@ unit: ## Fast unit tests only
 	@$(PY) -m pytest tests/unit
 
 integration: ## Tests over real HTTP against moto server and the Deepgram emulator
-	@$(PY) -m pytest tests/integration tests/localworld
+	@$(PY) -m pytest tests/integration
 
 template-check: ## cfn-lint (source and translated), sam validate --lint, sam build
 	@$(PY) -m pytest tests/template

@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from localworld.deepgram.audio import UnsupportedAudio, decode
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 OPENAPI_SPEC = REPO_ROOT.parent / "shared" / "vendor" / "deepgram-openapi.yml"
 SPOKEN = "the quick brown fox jumps over the lazy dog"
 CORRUPT = "Bad Request: failed to process audio: corrupt or unsupported data"
@@ -667,7 +668,11 @@ def test_cli_serves_and_prints_url_and_ca(tmp_path: Path) -> None:
     key = "cli-key-0123456789abcdef"
     command = [sys.executable, "-m", "localworld.deepgram", "--port", "0", "--api-key", key]
     process = subprocess.Popen(
-        [*command, "--ca-dir", str(tmp_path)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+        [*command, "--ca-dir", str(tmp_path)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "tools")},
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None

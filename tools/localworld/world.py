@@ -25,9 +25,9 @@ from localworld.template import FunctionSpec, Stack, load_stack
 from transcriber.errors import TranscriptionError
 from transcriber.events import S3ObjectRef, Source, batch_operation_objects, detect_source, parse_event
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
-SAMPLE_AUDIO = ROOT / "localworld" / "samples" / "sample.wav"
+SAMPLE_AUDIO = Path(__file__).resolve().parent / "samples" / "sample.wav"
 LOCAL_SECRET_ID = "deepgram/local/api-key"  # noqa: S105 - a secret name, not a secret
 
 
