@@ -10,8 +10,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from transcriber.compose import build_retrier
+from transcriber.dead_letter import DeadLetterRetrier
 from transcriber.observability import logger, metrics, tracer
-from transcriber.redrive import DeadLetterRetrier, build_retrier
 
 # A batch where every message backs off is normal here, not an error of the invocation.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

@@ -8,8 +8,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from transcriber.adapters import handle_event
+from transcriber.compose import build_transcriber
 from transcriber.observability import logger, metrics, tracer
-from transcriber.pipeline import Transcriber, build_transcriber
+from transcriber.workflow import Transcriber
 
 # Built on the first invocation, not at import, so a configuration error is reported per event.
 transcriber: Callable[[], Transcriber] = cache(build_transcriber)
@@ -19,4 +21,4 @@ transcriber: Callable[[], Transcriber] = cache(build_transcriber)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return transcriber().handle_event(event, context)
+    return handle_event(event, context, transcriber())

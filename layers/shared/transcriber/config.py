@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from transcriber.errors import configuration_error
@@ -16,34 +17,67 @@ DEFAULT_API_URL = "https://api.deepgram.com"
 DEFAULT_EXTENSIONS = (
     "wav,mp3,m4a,mp4,flac,ogg,opus,webm,aac,amr,mov,mkv,wma,aiff,mpeg,mpga"  # as in template.yaml
 )
-# Options with a dedicated variable, so DEEPGRAM_EXTRA_OPTIONS can't set them a second time.
-DEDICATED_OPTIONS = frozenset(
-    {"model", "language", "smart_format", "punctuate", "diarize", "utterances", "paragraphs", "tag"}
-)
 # The function writes Deepgram's synchronous answer; a callback would answer elsewhere.
 UNSUPPORTED_OPTIONS = frozenset({"callback", "callback_method"})
 
 
 @dataclass(frozen=True)
 class DeepgramOptions:
-    model: str
-    language: str
-    smart_format: bool
-    punctuate: bool
-    diarize: bool
-    utterances: bool
-    paragraphs: bool
-    tags: tuple[str, ...]
-    extra: tuple[tuple[str, str], ...]
+    """Deepgram query options, one field each: the field's name is the option's name, its
+    variable is ``DEEPGRAM_<NAME>`` and its type says how both are read and sent. Adding a
+    boolean option is one line here plus its template parameter."""
+
+    model: str = "nova-3"  # always sent: Deepgram's own default is the old base model
+    language: str = "en"
+    smart_format: bool = True
+    punctuate: bool = True
+    diarize: bool = False
+    utterances: bool = False
+    paragraphs: bool = False
+    tag: tuple[str, ...] = ()  # empty: the environment's name, so usage can be split per stack
+    # Anything else, as a query string (DEEPGRAM_EXTRA_OPTIONS); never one of the fields above.
+    extra: tuple[tuple[str, str], ...] = field(default=(), metadata={"env": "DEEPGRAM_EXTRA_OPTIONS"})
 
     def query(self) -> list[tuple[str, str]]:
         """Query pairs as Deepgram wants them: lowercase booleans, lists as repeated keys."""
-        pairs: list[tuple[str, str]] = [("model", self.model), ("language", self.language)]
-        for name in ("smart_format", "punctuate", "diarize", "utterances", "paragraphs"):
-            pairs.append((name, "true" if getattr(self, name) else "false"))
-        pairs.extend(("tag", tag) for tag in self.tags)
-        pairs.extend(self.extra)
+        pairs: list[tuple[str, str]] = []
+        for option in fields(self):
+            value = getattr(self, option.name)
+            if option.name == "extra":
+                pairs.extend(value)
+            elif isinstance(value, bool):
+                pairs.append((option.name, "true" if value else "false"))
+            elif isinstance(value, tuple):
+                pairs.extend((option.name, item) for item in value)
+            else:
+                pairs.append((option.name, str(value)))
         return pairs
+
+    @classmethod
+    def from_env(cls, reader: EnvReader, environment_name: str) -> DeepgramOptions:
+        values: dict[str, Any] = {}
+        for option in fields(cls):
+            name = option_variable(option.name)
+            if option.name == "extra":
+                values[option.name] = reader.extra_options(name)
+            elif isinstance(option.default, bool):
+                values[option.name] = reader.boolean(name, default=option.default)
+            elif isinstance(option.default, tuple):
+                values[option.name] = reader.csv(name)
+            else:
+                values[option.name] = reader.text(name, default=str(option.default))
+        values["tag"] = values["tag"] or (environment_name,)
+        return cls(**values)
+
+
+def option_variable(option: str) -> str:
+    """The environment variable that sets one Deepgram option."""
+    declared = {f.name: f.metadata.get("env") for f in fields(DeepgramOptions)}
+    return declared.get(option) or f"DEEPGRAM_{option.upper()}"
+
+
+# Options with a dedicated variable, so DEEPGRAM_EXTRA_OPTIONS can't set them a second time.
+DEDICATED_OPTIONS = frozenset(f.name for f in fields(DeepgramOptions) if f.name != "extra")
 
 
 @dataclass(frozen=True)
@@ -66,26 +100,15 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        reader = _Reader(env)
+        reader = EnvReader(env)
         environment_name = reader.text("ENVIRONMENT_NAME", default="dev")
-        tags = reader.csv("DEEPGRAM_TAG") or (environment_name,)
         settings = cls(
             environment_name=environment_name,
             output_bucket=reader.required("OUTPUT_BUCKET"),
             deepgram_secret_id=reader.required("DEEPGRAM_SECRET_ID"),
             deepgram_api_url=reader.https_url("DEEPGRAM_API_URL", default=DEFAULT_API_URL),
             idempotency_table=reader.required("IDEMPOTENCY_TABLE"),
-            deepgram=DeepgramOptions(
-                model=reader.text("DEEPGRAM_MODEL", default="nova-3"),
-                language=reader.text("DEEPGRAM_LANGUAGE", default="en"),
-                smart_format=reader.boolean("DEEPGRAM_SMART_FORMAT", default=True),
-                punctuate=reader.boolean("DEEPGRAM_PUNCTUATE", default=True),
-                diarize=reader.boolean("DEEPGRAM_DIARIZE", default=False),
-                utterances=reader.boolean("DEEPGRAM_UTTERANCES", default=False),
-                paragraphs=reader.boolean("DEEPGRAM_PARAGRAPHS", default=False),
-                tags=tags,
-                extra=reader.extra_options("DEEPGRAM_EXTRA_OPTIONS"),
-            ),
+            deepgram=DeepgramOptions.from_env(reader, environment_name),
             allowed_extensions=frozenset(
                 ext.lower().lstrip(".") for ext in reader.csv("ALLOWED_EXTENSIONS", DEFAULT_EXTENSIONS)
             ),
@@ -109,7 +132,9 @@ class Settings:
         return settings
 
 
-class _Reader:
+class EnvReader:
+    """Reads typed values from the environment; every error names the variable, never its value."""
+
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
@@ -180,43 +205,10 @@ class _Reader:
             if key in DEDICATED_OPTIONS:
                 raise configuration_error(
                     "invalid-configuration",
-                    f"{name} sets {key!r}; use its own variable (DEEPGRAM_{key.upper()})",
+                    f"{name} sets {key!r}; use its own variable ({option_variable(key)})",
                 )
             if key in UNSUPPORTED_OPTIONS:
                 raise configuration_error(
                     "invalid-configuration", f"{name} sets {key!r}, which this pipeline does not support"
                 )
         return tuple(pairs)
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    """The retry function's settings: how it backs off on the dead-letter queue."""
-
-    dead_letter_queue_url: str
-    parking_queue_url: str
-    max_attempts: int
-    base_delay_s: int
-    max_delay_s: int
-    blocked_delay_s: int
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RetrySettings:
-        reader = _Reader(os.environ if env is None else env)
-        # SQS caps a message's visibility timeout at 12 hours.
-        max_visibility = 43200
-        settings = cls(
-            dead_letter_queue_url=reader.required("DEAD_LETTER_QUEUE_URL"),
-            parking_queue_url=reader.required("PARKING_QUEUE_URL"),
-            max_attempts=reader.integer("RETRY_MAX_ATTEMPTS", default=8, minimum=1),
-            base_delay_s=reader.integer("RETRY_BASE_DELAY_SECONDS", default=60, minimum=0),
-            max_delay_s=reader.integer("RETRY_MAX_DELAY_SECONDS", default=3600, minimum=0),
-            blocked_delay_s=reader.integer("BLOCKED_RETRY_DELAY_SECONDS", default=3600, minimum=0),
-        )
-        for name, value in (
-            ("RETRY_MAX_DELAY_SECONDS", settings.max_delay_s),
-            ("BLOCKED_RETRY_DELAY_SECONDS", settings.blocked_delay_s),
-        ):
-            if value > max_visibility:
-                raise configuration_error("invalid-configuration", f"{name} must be at most {max_visibility}")
-        return settings

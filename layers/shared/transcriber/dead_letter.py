@@ -10,34 +10,30 @@ event is parked; SQS's redrive policy then moves the message to the parking queu
 from __future__ import annotations
 
 import json
-import random
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber.config import RetrySettings, Settings
+from transcriber.adapters import handle_event
 from transcriber.errors import BlockedError, PermanentError, RetryableError
 from transcriber.events import parse_event
 from transcriber.observability import logger, metrics
-from transcriber.pipeline import Transcriber
 from transcriber.storage import utc_now
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from mypy_boto3_sqs import SQSClient
 
-    from transcriber.pipeline import LambdaContextLike
+    from transcriber.retry import DeadLetterRetryPolicy
+    from transcriber.workflow import LambdaContextLike, Transcriber
 
 
 class DeadLetterRetrier:
-    def __init__(
-        self, transcriber: Transcriber, settings: RetrySettings, sqs: SQSClient | None = None
-    ) -> None:
+    def __init__(self, transcriber: Transcriber, policy: DeadLetterRetryPolicy, sqs: SQSClient) -> None:
         self.transcriber = transcriber
-        self.settings = settings
-        self._sqs = sqs or boto3.client("sqs")
+        self.policy = policy
+        self._sqs = sqs
 
     def process_record(self, record: SQSRecord, lambda_context: LambdaContextLike) -> dict[str, Any]:
         """Raises to keep the message (BatchProcessor reports it as a batch item failure)."""
@@ -51,7 +47,7 @@ class DeadLetterRetrier:
             self._park(record, "dead-letter-not-json", "the dead-letter message body is not JSON")
             return {"parked": True}
         try:
-            return self.transcriber.handle_event(event, lambda_context)
+            return handle_event(event, lambda_context, self.transcriber)
         except PermanentError as exc:  # only an unrecognisable event gets here: objects record their own
             self._park(record, exc.reason, str(exc))
             return {"parked": True}
@@ -60,14 +56,13 @@ class DeadLetterRetrier:
             raise
 
     def _back_off(self, record: SQSRecord, attempt: int, exc: RetryableError, event: Any) -> None:
-        if attempt >= self.settings.max_attempts:
+        if attempt >= self.policy.max_attempts:
             self._record_parked(event, exc, attempt)
             delay = 0  # the next receive moves it to the parking queue (redrive policy)
         elif isinstance(exc, BlockedError):
-            delay = self.settings.blocked_delay_s  # nothing succeeds until a person acts: wait long
+            delay = self.policy.blocked_delay_s  # nothing succeeds until a person acts: wait long
         else:
-            ceiling = min(self.settings.max_delay_s, self.settings.base_delay_s * 2 ** (attempt - 1))
-            delay = int(random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not cryptography
+            delay = self.policy.delay(attempt)
         metrics.add_metric(name="DeadLetterRetriesDeferred", unit=MetricUnit.Count, value=1)
         logger.warning(
             "Dead-lettered event still failing; backing off",
@@ -75,7 +70,7 @@ class DeadLetterRetrier:
         )
         try:
             self._sqs.change_message_visibility(
-                QueueUrl=self.settings.dead_letter_queue_url,
+                QueueUrl=self.policy.dead_letter_queue_url,
                 ReceiptHandle=record.receipt_handle,
                 VisibilityTimeout=delay,
             )
@@ -93,7 +88,7 @@ class DeadLetterRetrier:
                 f"(last error: {exc.details.message})"
             ),
             "attempts": attempts,
-            "parking_queue": self.settings.parking_queue_url,
+            "parking_queue": self.policy.parking_queue_url,
             "failed_at": utc_now(),
         }
         for obj in parse_event(event):
@@ -104,7 +99,7 @@ class DeadLetterRetrier:
         """An event that can never succeed goes straight to the parking queue, with the reason."""
         logger.error("Parking an event that cannot be retried", extra={"reason": reason, "detail": message})
         self._sqs.send_message(
-            QueueUrl=self.settings.parking_queue_url,
+            QueueUrl=self.policy.parking_queue_url,
             MessageBody=record.body,
             MessageAttributes={
                 "ParkedReason": {"DataType": "String", "StringValue": reason},
@@ -118,11 +113,3 @@ def _attribute(record: SQSRecord, name: str) -> str | None:
     attribute = (record.get("messageAttributes") or {}).get(name) or {}
     value = attribute.get("stringValue")
     return str(value) if value is not None else None
-
-
-def build_retrier() -> DeadLetterRetrier:
-    """The container's retrier: both settings objects validated once."""
-    session = boto3.session.Session()
-    return DeadLetterRetrier(
-        Transcriber(Settings.from_env(), session=session), RetrySettings.from_env(), session.client("sqs")
-    )

@@ -1,24 +1,19 @@
-"""The per-object work: skip rules, the Deepgram call with retries, idempotency, outputs."""
+"""The per-object workflow: skip rules, the Deepgram call with retries, idempotency, outputs.
+
+It knows nothing of Lambda events: ``transcriber.adapters`` turns events into objects and
+outcomes into the answer each caller expects."""
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 import requests
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import (
-    S3BatchOperationEvent,
-    S3BatchOperationResponse,
-    S3BatchOperationResponseRecord,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -28,28 +23,23 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyPersistenceLayerError,
 )
-from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
-from botocore.config import Config
 
-from transcriber.config import Settings
+from transcriber.clients import new_client
 from transcriber.deepgram import DeepgramClient, Transcript
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
-from transcriber.events import (
-    S3ObjectRef,
-    Source,
-    batch_operation_objects,
-    detect_source,
-    parse_event,
-    parse_message_body,
-)
 from transcriber.observability import logger, metrics, redact_url
+from transcriber.retry import InvocationRetryPolicy
 from transcriber.secrets import ApiKeyProvider
 from transcriber.storage import Storage, utc_now
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
+
+    from transcriber.config import Settings
+    from transcriber.events import S3ObjectRef
 
 # Shared by every function that transcribes, so a retry never pays twice for one object version.
 IDEMPOTENCY_KEY_PREFIX = "transcription"
@@ -59,18 +49,6 @@ MAX_MEDIA_BYTES = 2 * 1024**3  # Deepgram refuses files over 2 GB: don't pay for
 
 class LambdaContextLike(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retries inside one invocation, before Lambda's own retries and the dead-letter queue."""
-
-    max_attempts: int = 4
-    base_delay_s: float = 1.0
-    max_delay_s: float = 30.0
-    reserve_s: float = 10.0  # kept back for writing the outputs after Deepgram answers
-    min_request_s: float = 5.0  # below this a billable request would likely be cut off
-    max_connect_timeout_s: float = 5.0
 
 
 @dataclass
@@ -112,18 +90,18 @@ class Transcriber:
         secretsmanager: SecretsManagerClient | None = None,
         dynamodb: DynamoDBClient | None = None,
         http: requests.Session | None = None,
-        retry: RetryPolicy | None = None,
+        retry: InvocationRetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
-        self.retry = retry or RetryPolicy(max_attempts=settings.deepgram_max_attempts)
+        self.retry = retry or InvocationRetryPolicy(max_attempts=settings.deepgram_max_attempts)
         self._sleep = sleep
         # One boto3 session for every client: each session loads the endpoint and service models
         # again, which is most of a cold start's first-invocation time.
         session = session or boto3.session.Session()
-        s3_client = s3 or session.client("s3", config=Config(signature_version="s3v4"))
-        secretsmanager = secretsmanager or session.client("secretsmanager")
-        dynamodb = dynamodb or session.client("dynamodb")
+        s3_client = s3 or new_client(session, "s3")
+        secretsmanager = secretsmanager or new_client(session, "secretsmanager")
+        dynamodb = dynamodb or new_client(session, "dynamodb")
         self.storage = Storage(
             s3_client, settings.output_bucket, settings.transcript_prefix, settings.failure_prefix
         )
@@ -141,83 +119,11 @@ class Transcriber:
             key_prefix=IDEMPOTENCY_KEY_PREFIX,
         )(self._transcribe)
 
-    # -- one event ---------------------------------------------------------------------------
-    def handle_event(self, event: Any, context: LambdaContextLike) -> dict[str, Any]:
-        """Answer in the shape the caller expects: a summary, SQS partial batch failures, or
-        Batch Operations result codes. Unrecognised events are permanent errors."""
-        self.idempotency.register_lambda_context(context)  # type: ignore[arg-type]
-        source = detect_source(event)
-        logger.append_keys(event_source=str(source))
-        if source is Source.SQS:
-            return self._handle_sqs(event, context)
-        if source is Source.S3_BATCH:
-            return self._handle_batch_operation(event, context)
-        return self.process_all(parse_event(event), context)
-
-    def process_all(self, objects: list[S3ObjectRef], context: LambdaContextLike) -> dict[str, Any]:
-        """Process every object; retryable failures are raised after the others ran."""
-        outcomes: list[Outcome] = []
-        deferred: list[RetryableError] = []
-        for obj in objects:
-            try:
-                outcomes.append(self.process(obj, context))
-            except RetryableError as exc:
-                deferred.append(exc)
-                outcomes.append(Outcome("retrying", obj.bucket, obj.key, obj.version_id, reason=exc.reason))
-        summary: dict[str, Any] = {"objects": [asdict(o) for o in outcomes]}
-        for status in ("transcribed", "skipped", "failed", "retrying"):
-            summary[status] = sum(o.status == status for o in outcomes)
-        if deferred:
-            logger.warning("Some objects must be retried", extra={"summary": summary})
-            raise deferred[0]
-        return summary
-
-    def _handle_sqs(self, event: Any, context: LambdaContextLike) -> dict[str, Any]:
-        """Each message on its own: one that fails (or can't be read) is reported back to SQS and
-        goes to the queue's dead-letter queue after its receives run out; the others finish."""
-
-        def record_handler(record: SQSRecord) -> dict[str, Any]:
-            try:
-                objects = parse_message_body(record.body)
-            except PermanentError as exc:
-                logger.error(
-                    "Unreadable message left for the queue's dead-letter queue",
-                    extra={"message_id": record.message_id, "error": exc.as_record()},
-                )
-                raise
-            return self.process_all(objects, context)
-
-        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-        response = process_partial_response(
-            event=event,
-            record_handler=record_handler,
-            processor=processor,
-            context=context,  # type: ignore[arg-type]
-        )
-        return dict(response)
-
-    def _handle_batch_operation(self, event: Any, context: LambdaContextLike) -> dict[str, Any]:
-        """S3 Batch Operations: answer each task with the result code the job expects."""
-        batch = S3BatchOperationEvent(dict(event))
-        response = S3BatchOperationResponse(
-            batch.invocation_schema_version, batch.invocation_id, "PermanentFailure"
-        )
-        for task_id, obj in batch_operation_objects(batch):
-            code: Literal["Succeeded", "TemporaryFailure", "PermanentFailure"]
-            try:
-                outcome = self.process(obj, context)
-            except RetryableError as exc:
-                code, text = "TemporaryFailure", f"{exc.reason}: {exc.details.message}"
-            else:
-                if outcome.status == "failed":
-                    code, text = "PermanentFailure", f"{outcome.reason}: see {outcome.output_key}"
-                else:
-                    code, text = "Succeeded", outcome.output_key or f"skipped: {outcome.reason}"
-            response.add_result(S3BatchOperationResponseRecord(task_id, code, text))
-        return response.asdict()
-
     # -- one object --------------------------------------------------------------------------
     def process(self, obj: S3ObjectRef, context: LambdaContextLike) -> Outcome:
+        """Transcribe one object: an outcome for done, skipped or failed; ``RetryableError`` when
+        it must be tried again later (the caller hands it back to Lambda, SQS or the job)."""
+        self.idempotency.register_lambda_context(context)  # type: ignore[arg-type]
         logger.append_keys(bucket=obj.bucket, object_key=obj.key, version_id=obj.version_id)
         logger.set_correlation_id(obj.key)
         started_at = utc_now()
@@ -326,7 +232,7 @@ class Transcriber:
                     continue
                 if not exc.retryable or isinstance(exc, BlockedError) or attempt >= self.retry.max_attempts:
                     raise
-                delay = self._backoff(attempt, exc.details.retry_after_s)
+                delay = self.retry.delay(attempt, exc.details.retry_after_s)
                 if self._remaining_s(context) - delay < self.retry.reserve_s + self.retry.min_request_s:
                     raise
                 logger.warning(
@@ -334,12 +240,6 @@ class Transcriber:
                     extra={"attempt": attempt, "delay_s": round(delay, 3), "error": exc.as_record()},
                 )
                 self._sleep(delay)
-
-    def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
-        if retry_after_s is not None:
-            return min(retry_after_s, self.retry.max_delay_s)
-        ceiling = min(self.retry.max_delay_s, self.retry.base_delay_s * 2 ** (attempt - 1))
-        return random.uniform(0, ceiling)  # noqa: S311 - full jitter, not cryptography
 
     @staticmethod
     def _remaining_s(context: LambdaContextLike) -> float:
@@ -389,8 +289,3 @@ def _mark_replayed(response: Any, idempotent_data: DataRecord) -> Any:
     if isinstance(response, dict):
         response = {**response, "replayed": True}
     return response
-
-
-def build_transcriber() -> Transcriber:
-    """The container's Transcriber: settings validated once, clients created once."""
-    return Transcriber(Settings.from_env())

@@ -1,0 +1,115 @@
+"""Lambda-event adapters: each way in, answered the way its caller expects.
+
+The handler calls ``handle_event`` with the container's ``Transcriber``; this module finds the
+objects in the event, runs each through the per-object workflow and shapes the answer: a summary
+(S3, EventBridge, SNS, direct), SQS partial batch failures, or S3 Batch Operations result codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Literal
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import (
+    S3BatchOperationEvent,
+    S3BatchOperationResponse,
+    S3BatchOperationResponseRecord,
+)
+
+from transcriber.errors import PermanentError, RetryableError
+from transcriber.events import Source, batch_operation_objects, detect_source, parse_event, parse_message_body
+from transcriber.observability import logger
+from transcriber.workflow import Outcome
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    from transcriber.events import S3ObjectRef
+    from transcriber.workflow import LambdaContextLike, Transcriber
+
+OUTCOME_STATUSES = ("transcribed", "skipped", "failed", "retrying")
+
+# A message that fails is reported back to SQS alone; a batch where all fail is not an error of
+# the invocation (the messages come back after their visibility timeout, then dead-letter).
+sqs_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def handle_event(event: Any, context: LambdaContextLike, transcriber: Transcriber) -> dict[str, Any]:
+    """Answer in the shape the caller expects. Unrecognised events are permanent errors."""
+    source = detect_source(event)
+    logger.append_keys(event_source=str(source))
+    if source is Source.SQS:
+        return answer_sqs(event, context, transcriber)
+    if source is Source.S3_BATCH:
+        return answer_batch_operation(event, context, transcriber)
+    return process_all(parse_event(event), context, transcriber)
+
+
+def process_all(
+    objects: list[S3ObjectRef], context: LambdaContextLike, transcriber: Transcriber
+) -> dict[str, Any]:
+    """Process every object; the first retryable failure is raised after the others ran, so
+    Lambda retries the event (finished objects are then answered by idempotency, for free)."""
+    outcomes: list[Outcome] = []
+    deferred: list[RetryableError] = []
+    for obj in objects:
+        try:
+            outcomes.append(transcriber.process(obj, context))
+        except RetryableError as exc:
+            deferred.append(exc)
+            outcomes.append(Outcome("retrying", obj.bucket, obj.key, obj.version_id, reason=exc.reason))
+    summary: dict[str, Any] = {"objects": [asdict(o) for o in outcomes]}
+    for status in OUTCOME_STATUSES:
+        summary[status] = sum(o.status == status for o in outcomes)
+    if deferred:
+        logger.warning("Some objects must be retried", extra={"summary": summary})
+        raise deferred[0]
+    return summary
+
+
+def answer_sqs(event: Any, context: LambdaContextLike, transcriber: Transcriber) -> dict[str, Any]:
+    """Each message on its own: one that fails (or can't be read) is reported back to SQS and goes
+    to the queue's dead-letter queue after its receives run out; the others finish."""
+
+    def record_handler(record: SQSRecord) -> dict[str, Any]:
+        try:
+            objects = parse_message_body(record.body)
+        except PermanentError as exc:
+            logger.error(
+                "Unreadable message left for the queue's dead-letter queue",
+                extra={"message_id": record.message_id, "error": exc.as_record()},
+            )
+            raise
+        return process_all(objects, context, transcriber)
+
+    response = process_partial_response(
+        event=event,
+        record_handler=record_handler,
+        processor=sqs_processor,
+        context=context,  # type: ignore[arg-type]
+    )
+    return dict(response)
+
+
+def answer_batch_operation(
+    event: Any, context: LambdaContextLike, transcriber: Transcriber
+) -> dict[str, Any]:
+    """S3 Batch Operations: answer each task with the result code the job expects."""
+    batch = S3BatchOperationEvent(dict(event))
+    response = S3BatchOperationResponse(
+        batch.invocation_schema_version, batch.invocation_id, "PermanentFailure"
+    )
+    for task_id, obj in batch_operation_objects(batch):
+        code: Literal["Succeeded", "TemporaryFailure", "PermanentFailure"]
+        try:
+            outcome = transcriber.process(obj, context)
+        except RetryableError as exc:
+            code, text = "TemporaryFailure", f"{exc.reason}: {exc.details.message}"
+        else:
+            if outcome.status == "failed":
+                code, text = "PermanentFailure", f"{outcome.reason}: see {outcome.output_key}"
+            else:
+                code, text = "Succeeded", outcome.output_key or f"skipped: {outcome.reason}"
+        response.add_result(S3BatchOperationResponseRecord(task_id, code, text))
+    return response.asdict()

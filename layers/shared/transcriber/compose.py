@@ -1,0 +1,29 @@
+"""The composition root: each container's objects, built once from its environment.
+
+Handlers cache what these return (``functools.cache``), so settings are validated and clients
+created on the first invocation, never at import: a configuration error is reported per event.
+"""
+
+from __future__ import annotations
+
+import boto3
+
+from transcriber.clients import new_client
+from transcriber.config import Settings
+from transcriber.dead_letter import DeadLetterRetrier
+from transcriber.retry import DeadLetterRetryPolicy
+from transcriber.workflow import Transcriber
+
+
+def build_transcriber(session: boto3.session.Session | None = None) -> Transcriber:
+    """The transcribe function's Transcriber."""
+    return Transcriber(Settings.from_env(), session=session)
+
+
+def build_retrier() -> DeadLetterRetrier:
+    """The retry function's retrier: both settings objects validated, one session for all clients
+    (each session loads the service models again, which is most of a cold start)."""
+    session = boto3.session.Session()
+    return DeadLetterRetrier(
+        build_transcriber(session), DeadLetterRetryPolicy.from_env(), new_client(session, "sqs")
+    )
