@@ -16,11 +16,11 @@ from localworld.aws_faults import AwsFaultProxy
 from localworld.lambda_runtime import LocalFunction
 from localworld.world import SAMPLE_AUDIO, LocalWorld
 from tests.conftest import Uploads
+from transcriber.clients import MAX_ATTEMPTS
 
 SAMPLE = SAMPLE_AUDIO.read_bytes()
-# botocore's default (legacy) retry mode: 5 attempts for 5xx and SlowDown, with backoff of up to
-# 1+2+4+8 s. One test keeps that default; the other asks for fewer attempts to keep the file fast.
-BOTOCORE_ATTEMPTS = 5
+# The layer's clients use botocore's standard retry mode with a bounded number of attempts.
+BOTOCORE_ATTEMPTS = MAX_ATTEMPTS
 
 
 def proxied(world: LocalWorld, proxy: AwsFaultProxy, **extra_env: str) -> LocalFunction:
@@ -88,9 +88,7 @@ def test_throttled_transcript_write_is_retried_and_a_later_invocation_succeeds(
 ) -> None:
     event = uploads.put("slow-write/a.wav", SAMPLE)
     aws_fault_proxy.fail("PUT", "transcripts/slow-write/a.wav", 503, "SlowDown")
-    # Two SDK attempts instead of five: the same outcome, seconds sooner (the HEAD test above
-    # shows the default). AWS_MAX_ATTEMPTS is botocore's standard setting, not the function's.
-    function = proxied(world, aws_fault_proxy, AWS_MAX_ATTEMPTS="2")
+    function = proxied(world, aws_fault_proxy)
 
     with function:
         first = function.invoke(event)
@@ -99,7 +97,7 @@ def test_throttled_transcript_write_is_retried_and_a_later_invocation_succeeds(
         assert first.error["errorType"] == "RetryableError"
         assert first.error["errorMessage"].startswith("s3-throttled")
         assert len(world.emulator.requests) == 1
-        assert [r.status for r in aws_fault_proxy.requests_to("PUT", "transcripts/")] == [503, 503]
+        assert [r.status for r in aws_fault_proxy.requests_to("PUT", "transcripts/")] == [503] * MAX_ATTEMPTS
         assert output_keys(world) == []
 
         aws_fault_proxy.clear()

@@ -23,7 +23,7 @@ MAX_RETRY_BACKOFF_S = 1.0
 AWS_CLIENT_CONFIG = Config(
     connect_timeout=CONNECT_TIMEOUT_S,
     read_timeout=READ_TIMEOUT_S,
-    retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+    retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
     # Presigned GETs must be SigV4: S3 refuses SigV2 for KMS-encrypted objects and new regions.
     signature_version="s3v4",
 )

@@ -1,0 +1,232 @@
+"""The core, in-process: a ``Transcriber`` built with injected clients.
+
+AWS is moto's in-process mock, Deepgram is ``responses`` on a ``requests.Session``: no server,
+no subprocess, so these tests are fast and their coverage of the layer is measured.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+import requests
+import responses
+from moto import mock_aws
+
+from transcriber.clients import AWS_CLIENT_CONFIG
+from transcriber.config import Settings
+from transcriber.retry import DeadLetterRetryPolicy
+from transcriber.workflow import Transcriber
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
+
+REGION = "us-east-1"
+INPUT_BUCKET = "core-input"
+OUTPUT_BUCKET = "core-output"
+TABLE = "core-idempotency"
+SECRET_ID = "deepgram/test/api-key"
+API_KEY = "dg-core-key-0123456789abcdef"
+API_URL = "https://api.deepgram.test"
+LISTEN_URL = f"{API_URL}/v1/listen"
+
+ENV = {
+    "ENVIRONMENT_NAME": "test",
+    "OUTPUT_BUCKET": OUTPUT_BUCKET,
+    "INPUT_BUCKET": INPUT_BUCKET,
+    "DEEPGRAM_SECRET_ID": SECRET_ID,
+    "DEEPGRAM_API_URL": API_URL,
+    "IDEMPOTENCY_TABLE": TABLE,
+}
+
+
+def transcript_body(text: str = "the quick brown fox", request_id: str = "req-1") -> dict[str, Any]:
+    words = [
+        {"word": w, "start": i * 0.5, "end": i * 0.5 + 0.4, "confidence": 0.9}
+        for i, w in enumerate(text.split())
+    ]
+    return {
+        "metadata": {"request_id": request_id, "duration": 2.5, "channels": 1},
+        "results": {
+            "channels": [{"alternatives": [{"transcript": text, "confidence": 0.9, "words": words}]}]
+        },
+    }
+
+
+@dataclass
+class FakeLambdaContext:
+    """What Powertools and the workflow read from Lambda's context; the clock is settable."""
+
+    remaining_ms: int = 600_000
+    function_name: str = "core-transcribe"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:core-transcribe"
+    aws_request_id: str = "00000000-0000-4000-8000-000000000000"
+    log_group_name: str = "/aws/lambda/core-transcribe"
+    log_stream_name: str = "2026/11/25/[$LATEST]core"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def lambda_context() -> FakeLambdaContext:
+    return FakeLambdaContext()
+
+
+@dataclass
+class Aws:
+    s3: S3Client
+    dynamodb: DynamoDBClient
+    secretsmanager: SecretsManagerClient
+    sqs: SQSClient
+    dead_letter_queue_url: str
+    parking_queue_url: str
+
+    def upload(self, key: str, body: bytes = b"RIFF....WAVEfmt ", **extra: Any) -> dict[str, Any]:
+        return dict(self.s3.put_object(Bucket=INPUT_BUCKET, Key=key, Body=body, **extra))
+
+    def output(self, key: str) -> dict[str, Any] | None:
+        try:
+            body = self.s3.get_object(Bucket=OUTPUT_BUCKET, Key=key)["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            return None
+        document: dict[str, Any] = json.loads(body)
+        return document
+
+    def output_keys(self) -> list[str]:
+        listing = self.s3.list_objects_v2(Bucket=OUTPUT_BUCKET)
+        return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        session = boto3.session.Session(region_name=REGION)
+        s3 = session.client("s3", config=AWS_CLIENT_CONFIG)
+        dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
+        secretsmanager = session.client("secretsmanager", config=AWS_CLIENT_CONFIG)
+        sqs = session.client("sqs", config=AWS_CLIENT_CONFIG)
+        for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
+            s3.create_bucket(Bucket=bucket)
+        dynamodb.create_table(
+            TableName=TABLE,
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        secretsmanager.create_secret(Name=SECRET_ID, SecretString=json.dumps({"api_key": API_KEY}))
+        yield Aws(
+            s3=s3,
+            dynamodb=dynamodb,
+            secretsmanager=secretsmanager,
+            sqs=sqs,
+            dead_letter_queue_url=sqs.create_queue(QueueName="core-dlq")["QueueUrl"],
+            parking_queue_url=sqs.create_queue(QueueName="core-parking")["QueueUrl"],
+        )
+
+
+@pytest.fixture
+def deepgram() -> Iterator[responses.RequestsMock]:
+    """Deepgram's listen endpoint; tests add the answers in the order it gives them."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+@dataclass
+class Sleeps:
+    """Stands in for ``time.sleep``: records the delays and advances the fake Lambda clock."""
+
+    context: FakeLambdaContext
+    delays: list[float] = field(default_factory=list)
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.context.remaining_ms -= int(seconds * 1000)
+
+
+@pytest.fixture
+def sleeps(lambda_context: FakeLambdaContext) -> Sleeps:
+    return Sleeps(lambda_context)
+
+
+TranscriberFactory = Callable[..., Transcriber]
+
+
+@pytest.fixture
+def make_transcriber(aws: Aws, sleeps: Sleeps) -> TranscriberFactory:
+    """A Transcriber on the injected clients; keyword arguments override environment variables."""
+
+    def make(**env: str) -> Transcriber:
+        settings = Settings.from_env({**ENV, **env})
+        return Transcriber(
+            settings,
+            s3=aws.s3,
+            dynamodb=aws.dynamodb,
+            secretsmanager=aws.secretsmanager,
+            http=requests.Session(),
+            sleep=sleeps,
+        )
+
+    return make
+
+
+@pytest.fixture
+def transcriber(make_transcriber: TranscriberFactory) -> Transcriber:
+    return make_transcriber()
+
+
+@pytest.fixture
+def dead_letter_policy(aws: Aws) -> DeadLetterRetryPolicy:
+    return DeadLetterRetryPolicy.from_env(
+        {
+            "DEAD_LETTER_QUEUE_URL": aws.dead_letter_queue_url,
+            "PARKING_QUEUE_URL": aws.parking_queue_url,
+            "RETRY_MAX_ATTEMPTS": "3",
+            "RETRY_BASE_DELAY_SECONDS": "60",
+            "RETRY_MAX_DELAY_SECONDS": "600",
+            "BLOCKED_RETRY_DELAY_SECONDS": "3600",
+        }
+    )
+
+
+def s3_event(*keys: str, bucket: str = INPUT_BUCKET, size: int = 16) -> dict[str, Any]:
+    """An S3 notification as S3 sends it (keys URL-encoded)."""
+    from urllib.parse import quote_plus
+
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": REGION,
+                "eventTime": "2026-11-25T12:00:00.000Z",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                    "object": {
+                        "key": quote_plus(key),
+                        "size": size,
+                        "eTag": f"etag-{i}",
+                        "sequencer": f"{i:016X}",
+                    },
+                },
+            }
+            for i, key in enumerate(keys)
+        ]
+    }

@@ -1,0 +1,204 @@
+"""The retry function's work in-process: backoff on the dead-letter queue, parking with a reason."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import responses
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from botocore.exceptions import ClientError
+
+from tests.core.conftest import INPUT_BUCKET, LISTEN_URL, s3_event, transcript_body
+from transcriber.dead_letter import DeadLetterRetrier
+from transcriber.errors import RetryableError
+
+if TYPE_CHECKING:
+    from tests.core.conftest import Aws, FakeLambdaContext, TranscriberFactory
+    from transcriber.retry import DeadLetterRetryPolicy
+
+
+@pytest.fixture
+def retrier(
+    aws: Aws, make_transcriber: TranscriberFactory, dead_letter_policy: DeadLetterRetryPolicy
+) -> DeadLetterRetrier:
+    return DeadLetterRetrier(make_transcriber(DEEPGRAM_MAX_ATTEMPTS="1"), dead_letter_policy, aws.sqs)
+
+
+def dead_lettered(aws: Aws, body: str, receives: int) -> SQSRecord:
+    """The message as the retry function receives it on its ``receives``-th delivery."""
+    aws.sqs.send_message(
+        QueueUrl=aws.dead_letter_queue_url,
+        MessageBody=body,
+        MessageAttributes={"ErrorMessage": {"DataType": "String", "StringValue": "deepgram-unavailable"}},
+    )
+    message: Any = {}
+    for _ in range(receives):
+        received = aws.sqs.receive_message(
+            QueueUrl=aws.dead_letter_queue_url,
+            AttributeNames=["ApproximateReceiveCount"],
+            MessageAttributeNames=["All"],
+            VisibilityTimeout=0,
+        )
+        message = received["Messages"][0]
+    return SQSRecord(
+        {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message["Attributes"],
+            "messageAttributes": {
+                name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
+                for name, value in message.get("MessageAttributes", {}).items()
+            },
+            "eventSource": "aws:sqs",
+        }
+    )
+
+
+def test_a_recovered_event_is_transcribed(
+    aws: Aws, deepgram: responses.RequestsMock, retrier: DeadLetterRetrier, lambda_context: FakeLambdaContext
+) -> None:
+    aws.upload("late.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+
+    result = retrier.process_record(dead_lettered(aws, json.dumps(s3_event("late.wav")), 1), lambda_context)
+
+    assert result["transcribed"] == 1
+    assert aws.output_keys() == ["transcripts/late.wav.json"]
+
+
+def test_a_still_failing_event_is_hidden_for_a_growing_jittered_delay(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    retrier: DeadLetterRetrier,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aws.upload("late.wav")
+    deepgram.add(responses.POST, LISTEN_URL, status=503, body="later")
+    delays: list[int] = []
+    monkeypatch.setattr(
+        aws.sqs, "change_message_visibility", lambda **kw: delays.append(kw["VisibilityTimeout"])
+    )
+    record = dead_lettered(aws, json.dumps(s3_event("late.wav")), 2)
+
+    with pytest.raises(RetryableError):
+        retrier.process_record(record, lambda_context)
+
+    assert len(delays) == 1
+    assert 60 <= delays[0] <= 120  # second attempt: ceiling 60 * 2, equal jitter keeps half
+    assert aws.output_keys() == []
+
+
+def test_a_blocked_event_waits_the_long_blocked_delay(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    retrier: DeadLetterRetrier,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aws.upload("late.wav")
+    deepgram.add(
+        responses.POST, LISTEN_URL, status=402, json={"err_code": "ASR_PAYMENT_REQUIRED", "err_msg": "no"}
+    )
+    delays: list[int] = []
+    monkeypatch.setattr(
+        aws.sqs, "change_message_visibility", lambda **kw: delays.append(kw["VisibilityTimeout"])
+    )
+
+    with pytest.raises(RetryableError):
+        retrier.process_record(dead_lettered(aws, json.dumps(s3_event("late.wav")), 1), lambda_context)
+
+    assert delays == [3600]
+
+
+def test_the_last_attempt_leaves_a_parked_failure_record(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    retrier: DeadLetterRetrier,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aws.upload("late.wav")
+    deepgram.add(responses.POST, LISTEN_URL, status=503, body="later")
+    delays: list[int] = []
+    monkeypatch.setattr(
+        aws.sqs, "change_message_visibility", lambda **kw: delays.append(kw["VisibilityTimeout"])
+    )
+
+    with pytest.raises(RetryableError):
+        retrier.process_record(dead_lettered(aws, json.dumps(s3_event("late.wav")), 3), lambda_context)
+
+    assert delays == [0]  # the next receive moves it to the parking queue (redrive policy)
+    record = aws.output("failures/late.wav.json")
+    assert record is not None
+    assert (record["class"], record["attempts"], record["reason"]) == ("parked", 3, "deepgram-unavailable")
+    assert record["parking_queue"] == aws.parking_queue_url
+
+
+def test_a_failed_visibility_change_is_logged_not_raised_over_the_real_error(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    retrier: DeadLetterRetrier,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    aws.upload("late.wav")
+    deepgram.add(responses.POST, LISTEN_URL, status=503, body="later")
+    record = dead_lettered(aws, json.dumps(s3_event("late.wav")), 1)
+
+    def refuse(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ReceiptHandleIsInvalid"}}, "ChangeMessageVisibility")
+
+    monkeypatch.setattr(aws.sqs, "change_message_visibility", refuse)
+
+    with pytest.raises(RetryableError) as raised:
+        retrier.process_record(record, lambda_context)
+
+    assert raised.value.reason == "deepgram-unavailable"  # the message comes back after the queue's timeout
+    assert "Could not extend the message's visibility" in caplog.messages
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("{not json", "dead-letter-not-json"),
+        (json.dumps({"unexpected": "shape"}), "unrecognised-event"),
+    ],
+)
+def test_an_event_that_can_never_succeed_is_parked_with_its_reason(
+    aws: Aws, retrier: DeadLetterRetrier, lambda_context: FakeLambdaContext, body: str, reason: str
+) -> None:
+    result = retrier.process_record(dead_lettered(aws, body, 1), lambda_context)
+
+    assert result == {"parked": True}
+    parked = aws.sqs.receive_message(QueueUrl=aws.parking_queue_url, MessageAttributeNames=["All"])[
+        "Messages"
+    ]
+    assert [m["Body"] for m in parked] == [body]
+    assert parked[0]["MessageAttributes"]["ParkedReason"]["StringValue"] == reason
+
+
+def test_every_object_named_by_a_parked_event_is_recorded(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    retrier: DeadLetterRetrier,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in ("one.wav", "two.wav"):
+        aws.upload(key)
+    for _ in range(2):
+        deepgram.add(responses.POST, LISTEN_URL, status=503, body="later")
+    monkeypatch.setattr(aws.sqs, "change_message_visibility", lambda **kw: None)
+
+    with pytest.raises(RetryableError):
+        retrier.process_record(
+            dead_lettered(aws, json.dumps(s3_event("one.wav", "two.wav", bucket=INPUT_BUCKET)), 3),
+            lambda_context,
+        )
+
+    assert aws.output_keys() == ["failures/one.wav.json", "failures/two.wav.json"]
