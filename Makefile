@@ -23,8 +23,9 @@ help: ## List the targets
 demo: ## Transcribe the sample (or AUDIO=path.wav) end to end on the local world (OUTAGE=10: recover via the DLQ)
 	@$(PY) -m localworld.demo $(if $(AUDIO),--audio "$(AUDIO)") $(if $(OUTAGE),--outage "$(OUTAGE)")
 
-test: lint typecheck ## Everything: ruff, mypy, unit, integration and template checks
-	@$(PY) -m pytest
+test: lint typecheck ## Everything: ruff, mypy, all tests, and the layer's branch-coverage gate
+	@$(PY) -m coverage run -m pytest
+	@$(PY) -m coverage report
 
 lint: ## ruff lint and format check
 	@$(VENV)/bin/ruff check $(PYTHON_SOURCES)
@@ -37,8 +38,8 @@ format: ## Apply ruff formatting and safe fixes
 typecheck: ## mypy --strict over the product code and the local world
 	@$(VENV)/bin/mypy $(TYPED_SOURCES)
 
-unit: ## Fast unit tests only
-	@$(PY) -m pytest tests/unit
+unit: ## Fast tests only: pure units and the core in-process (moto mock, responses)
+	@$(PY) -m pytest tests/unit tests/core
 
 integration: ## Tests over real HTTP against moto server and the Deepgram emulator
 	@$(PY) -m pytest tests/integration

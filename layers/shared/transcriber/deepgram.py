@@ -106,7 +106,9 @@ def classify_status(status: int, error: DeepgramErrorBody, retry_after: float | 
     code = (error.code or "").upper()
     message = error.message
     kind: type[TranscriptionError]
-    if status == 400 and code == "REMOTE_CONTENT_ERROR":
+    if code == "SLOW_UPLOAD":  # the upload to Deepgram was too slow, whatever the status says
+        kind, reason = RetryableError, "deepgram-request-timeout"
+    elif status == 400 and code == "REMOTE_CONTENT_ERROR":
         message = f"{error.message} -- {REMOTE_CONTENT_HINT}"
         transient = "failed to return valid data" in error.message
         kind, reason = (
@@ -120,8 +122,6 @@ def classify_status(status: int, error: DeepgramErrorBody, retry_after: float | 
             PermanentError,
             "deepgram-invalid-options" if invalid_options else "deepgram-unsupported-audio",
         )
-    elif code == "SLOW_UPLOAD":
-        kind, reason = RetryableError, "deepgram-request-timeout"
     elif status in _STATUS_TAXONOMY:
         kind, reason = _STATUS_TAXONOMY[status]
     elif status >= 500:
