@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 
 from transcriber.errors import PermanentError
@@ -8,8 +10,8 @@ from transcriber.storage import MAX_KEY_BYTES, output_key
 
 def s3_record(
     key: str, *, name: str = "ObjectCreated:Put", size: int = 10, version: str | None = None
-) -> dict:
-    obj: dict = {"key": key, "size": size, "eTag": "abc", "sequencer": "1"}
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {"key": key, "size": size, "eTag": "abc", "sequencer": "1"}
     if version:
         obj["versionId"] = version
     return {

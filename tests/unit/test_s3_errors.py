@@ -1,3 +1,6 @@
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
@@ -6,9 +9,8 @@ from transcriber.storage import classify_s3_error
 
 
 def client_error(code: str, status: int) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "HeadObject"
-    )
+    response: Any = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(response, "HeadObject")
 
 
 @pytest.mark.parametrize(
@@ -47,7 +49,7 @@ def test_an_output_bucket_that_refuses_writes_blocks_instead_of_failing_the_obje
 
     storage = Storage(RefusingS3(), "out", "transcripts/", "failures/")  # type: ignore[arg-type]
     obj = S3ObjectRef("in", "a.wav")
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "write_failure": lambda: storage.write_failure(obj, {"reason": "x"}),
         "delete_failure": lambda: storage.delete_failure(obj),
     }
