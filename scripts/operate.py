@@ -74,6 +74,31 @@ def _failed_at(record: Mapping[str, Any]) -> datetime | None:
         return None
 
 
+def _record_keys(s3: S3Client, bucket: str, prefix: str, since: datetime | None) -> list[str]:
+    """JSON objects under ``prefix``, skipping those last modified before ``since``."""
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith(".json") and (since is None or item["LastModified"] >= since):
+                keys.append(item["Key"])
+    return keys
+
+
+def _read_record(s3: S3Client, bucket: str, key: str) -> dict[str, Any] | None:
+    """The failure record at ``key`` with ``record_key`` added; None if it is gone or not one."""
+    try:
+        document = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+            return None  # deleted since the listing (a later success supersedes a failure)
+        raise
+    except ValueError:
+        return None
+    if not _is_failure_record(document):
+        return None
+    return {**document, "record_key": key}
+
+
 def list_failures(
     s3: S3Client,
     bucket: str,
@@ -87,31 +112,10 @@ def list_failures(
     skipped. ``since`` keeps records whose ``failed_at`` is at or after it; objects last modified
     before it are not even read (a record is written after its ``failed_at``).
     """
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            if not item["Key"].endswith(".json"):
-                continue
-            if since is not None and item["LastModified"] < since:
-                continue
-            keys.append(item["Key"])
-
-    def read(key: str) -> dict[str, Any] | None:
-        try:
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            document = json.loads(body)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                return None  # deleted since the listing (a later success supersedes a failure)
-            raise
-        except ValueError:
-            return None
-        if not _is_failure_record(document):
-            return None
-        return {**document, "record_key": key}
-
+    keys = _record_keys(s3, bucket, prefix, since)
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-        records = [record for record in pool.map(read, keys) if record is not None]
+        read = pool.map(lambda key: _read_record(s3, bucket, key), keys)
+        records = [record for record in read if record is not None]
 
     if reason is not None:
         records = [record for record in records if record.get("reason") == reason]
