@@ -10,7 +10,7 @@ import responses
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.exceptions import ClientError
 
-from tests.core.conftest import INPUT_BUCKET, LISTEN_URL, s3_event, transcript_body
+from tests.core.conftest import LISTEN_URL, s3_event, transcript_body
 from transcriber.dead_letter import DeadLetterRetrier
 from transcriber.errors import RetryableError
 
@@ -69,23 +69,43 @@ def test_a_recovered_event_is_transcribed(
     assert aws.output_keys() == ["transcripts/late.wav.json"]
 
 
+@pytest.fixture
+def delays(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The visibility timeouts the retrier sets, in order (moto keeps no history of them)."""
+    recorded: list[int] = []
+    monkeypatch.setattr(
+        aws.sqs, "change_message_visibility", lambda **kw: recorded.append(kw["VisibilityTimeout"])
+    )
+    return recorded
+
+
+def fails_again(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    retrier: DeadLetterRetrier,
+    lambda_context: FakeLambdaContext,
+    *,
+    receives: int,
+    status: int = 503,
+    keys: tuple[str, ...] = ("late.wav",),
+) -> RetryableError:
+    """Deliver a dead-lettered event for ``keys`` whose Deepgram calls all answer ``status``."""
+    for key in keys:
+        aws.upload(key)
+        deepgram.add(responses.POST, LISTEN_URL, status=status, json={"err_code": "E", "err_msg": "still"})
+    with pytest.raises(RetryableError) as raised:
+        retrier.process_record(dead_lettered(aws, json.dumps(s3_event(*keys)), receives), lambda_context)
+    return raised.value
+
+
 def test_a_still_failing_event_is_hidden_for_a_growing_jittered_delay(
     aws: Aws,
     deepgram: responses.RequestsMock,
     retrier: DeadLetterRetrier,
     lambda_context: FakeLambdaContext,
-    monkeypatch: pytest.MonkeyPatch,
+    delays: list[int],
 ) -> None:
-    aws.upload("late.wav")
-    deepgram.add(responses.POST, LISTEN_URL, status=503, body="later")
-    delays: list[int] = []
-    monkeypatch.setattr(
-        aws.sqs, "change_message_visibility", lambda **kw: delays.append(kw["VisibilityTimeout"])
-    )
-    record = dead_lettered(aws, json.dumps(s3_event("late.wav")), 2)
-
-    with pytest.raises(RetryableError):
-        retrier.process_record(record, lambda_context)
+    fails_again(aws, deepgram, retrier, lambda_context, receives=2)
 
     assert len(delays) == 1
     assert 60 <= delays[0] <= 120  # second attempt: ceiling 60 * 2, equal jitter keeps half
@@ -97,42 +117,26 @@ def test_a_blocked_event_waits_the_long_blocked_delay(
     deepgram: responses.RequestsMock,
     retrier: DeadLetterRetrier,
     lambda_context: FakeLambdaContext,
-    monkeypatch: pytest.MonkeyPatch,
+    delays: list[int],
 ) -> None:
-    aws.upload("late.wav")
-    deepgram.add(
-        responses.POST, LISTEN_URL, status=402, json={"err_code": "ASR_PAYMENT_REQUIRED", "err_msg": "no"}
-    )
-    delays: list[int] = []
-    monkeypatch.setattr(
-        aws.sqs, "change_message_visibility", lambda **kw: delays.append(kw["VisibilityTimeout"])
-    )
+    error = fails_again(aws, deepgram, retrier, lambda_context, receives=1, status=402)
 
-    with pytest.raises(RetryableError):
-        retrier.process_record(dead_lettered(aws, json.dumps(s3_event("late.wav")), 1), lambda_context)
-
+    assert error.reason == "deepgram-payment-required"
     assert delays == [3600]
 
 
-def test_the_last_attempt_leaves_a_parked_failure_record(
+def test_the_last_attempt_leaves_a_parked_failure_record_per_object(
     aws: Aws,
     deepgram: responses.RequestsMock,
     retrier: DeadLetterRetrier,
     lambda_context: FakeLambdaContext,
-    monkeypatch: pytest.MonkeyPatch,
+    delays: list[int],
 ) -> None:
-    aws.upload("late.wav")
-    deepgram.add(responses.POST, LISTEN_URL, status=503, body="later")
-    delays: list[int] = []
-    monkeypatch.setattr(
-        aws.sqs, "change_message_visibility", lambda **kw: delays.append(kw["VisibilityTimeout"])
-    )
-
-    with pytest.raises(RetryableError):
-        retrier.process_record(dead_lettered(aws, json.dumps(s3_event("late.wav")), 3), lambda_context)
+    fails_again(aws, deepgram, retrier, lambda_context, receives=3, keys=("one.wav", "two.wav"))
 
     assert delays == [0]  # the next receive moves it to the parking queue (redrive policy)
-    record = aws.output("failures/late.wav.json")
+    assert aws.output_keys() == ["failures/one.wav.json", "failures/two.wav.json"]
+    record = aws.output("failures/one.wav.json")
     assert record is not None
     assert (record["class"], record["attempts"], record["reason"]) == ("parked", 3, "deepgram-unavailable")
     assert record["parking_queue"] == aws.parking_queue_url
@@ -180,25 +184,3 @@ def test_an_event_that_can_never_succeed_is_parked_with_its_reason(
     ]
     assert [m["Body"] for m in parked] == [body]
     assert parked[0]["MessageAttributes"]["ParkedReason"]["StringValue"] == reason
-
-
-def test_every_object_named_by_a_parked_event_is_recorded(
-    aws: Aws,
-    deepgram: responses.RequestsMock,
-    retrier: DeadLetterRetrier,
-    lambda_context: FakeLambdaContext,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    for key in ("one.wav", "two.wav"):
-        aws.upload(key)
-    for _ in range(2):
-        deepgram.add(responses.POST, LISTEN_URL, status=503, body="later")
-    monkeypatch.setattr(aws.sqs, "change_message_visibility", lambda **kw: None)
-
-    with pytest.raises(RetryableError):
-        retrier.process_record(
-            dead_lettered(aws, json.dumps(s3_event("one.wav", "two.wav", bucket=INPUT_BUCKET)), 3),
-            lambda_context,
-        )
-
-    assert aws.output_keys() == ["failures/one.wav.json", "failures/two.wav.json"]
