@@ -12,7 +12,7 @@ FUNCTION ?= TranscribeFunction
 EVENT ?= events/s3-put.json
 ENV_VARS ?=
 PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
-TYPED_SOURCES = layers/shared/transcriber tools/localworld scripts functions/transcribe/app.py functions/retry/app.py
+TYPED_SOURCES = layers/shared/transcriber tools/localworld tools/samstack scripts functions/transcribe/app.py functions/retry/app.py
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
 	deploy-prod invoke emulator clean failures redrive chaos bench
