@@ -59,7 +59,7 @@ deploy-prod: build ## sam deploy to the prod environment of samconfig.toml
 	@PATH="$(VENV)/bin:$$PATH" sam deploy --config-env prod
 
 invoke: ## Run FUNCTION on EVENT against the local world, without Docker (ENV_VARS=file.json optional)
-	@$(PY) -m localworld.world --function "$(FUNCTION)" --event "$(EVENT)" $(if $(ENV_VARS),--env-vars "$(ENV_VARS)")
+	@$(PY) -m localworld.invoke --function "$(FUNCTION)" --event "$(EVENT)" $(if $(ENV_VARS),--env-vars "$(ENV_VARS)")
 
 emulator: ## Run the Deepgram emulator on its own (https://127.0.0.1:8443)
 	@$(PY) -m localworld.deepgram --port 8443 --api-key "$${DEEPGRAM_API_KEY:-local-dev-key}"
