@@ -585,11 +585,12 @@ def test_both_function_roles_attach_the_per_object_policy(secret_id: str) -> Non
 
 def test_function_reads_input_bucket_by_name_not_ref(resources: dict[str, dict[str, Any]]) -> None:
     """The input bucket depends on its notification destinations (the function, its invoke permission,
-    the buffer queue and its policy). A !Ref/!GetAtt of InputBucket in any of them, or in the roles,
-    would close a dependency cycle: they name the bucket by string."""
+    the buffer queue and its policy). A !Ref/!GetAtt of InputBucket in any of them, or in the roles and
+    their policies, would close a dependency cycle: they name the bucket by string."""
     for logical_id in (
         "TranscribeFunctionRole",
         "RetryFunctionRole",
+        PER_OBJECT_POLICY,
         "TranscribeFunctionS3InvokePermission",
         UPLOAD_BUFFER_QUEUE,
         "UploadBufferQueuePolicy",
