@@ -12,7 +12,7 @@ FUNCTION ?= TranscribeFunction
 EVENT ?= events/s3-put.json
 ENV_VARS ?=
 PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
-TYPED_SOURCES = layers/shared/transcriber tools/localworld scripts functions/transcribe/app.py functions/retry/app.py
+TYPED_SOURCES = layers/shared/transcriber tools/localworld tools/samstack scripts functions/transcribe/app.py functions/retry/app.py
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
 	deploy-prod invoke emulator clean failures redrive chaos bench
@@ -60,7 +60,7 @@ deploy-prod: build ## sam deploy to the prod environment of samconfig.toml
 	@PATH="$(VENV)/bin:$$PATH" sam deploy --config-env prod
 
 invoke: ## Run FUNCTION on EVENT against the local world, without Docker (ENV_VARS=file.json optional)
-	@$(PY) -m localworld.world --function "$(FUNCTION)" --event "$(EVENT)" $(if $(ENV_VARS),--env-vars "$(ENV_VARS)")
+	@$(PY) -m localworld.invoke --function "$(FUNCTION)" --event "$(EVENT)" $(if $(ENV_VARS),--env-vars "$(ENV_VARS)")
 
 emulator: ## Run the Deepgram emulator on its own (https://127.0.0.1:8443)
 	@$(PY) -m localworld.deepgram --port 8443 --api-key "$${DEEPGRAM_API_KEY:-local-dev-key}"

@@ -1,6 +1,12 @@
 """template.yaml: cfn-lint (SAM source and translated CloudFormation), sam validate, sam build,
 and the security, wiring and failure-handling ("nothing lost") properties other code relies on.
 
+Deployment modes are checked on ``samstack.resolve_stack``: AWS's own SAM transform (samtranslator),
+then the one resolver the local world uses too, for the mode's parameter values. These tests once kept
+a private evaluator so they would not trust the local world's reading of the template; that reading now
+lives outside the local world, in ``samstack``, and is built on AWS's translator, so the argument for a
+second evaluator is gone: one resolver, checked here and exercised by the local world.
+
 The CLI tools run from the interpreter's own environment (``sys.executable``), never from PATH.
 """
 
@@ -16,13 +22,14 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scripts.translate_template import load_template, translate_template
+from samstack import ResolvedStack, TemplateError, load_template, resolve_stack, translate
+from transcriber.config import RetrySettings, Settings
 
 pytestmark = pytest.mark.template
 
@@ -85,36 +92,35 @@ ALLOWED_ACTIONS = {
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
 }
-# SQS grants per function, as (action, resource) pairs: nothing on other queues, nothing on "*".
+# SQS grants per function, as (action, queue logical id) pairs: nothing on other queues, nothing on "*".
 SQS_GRANTS = {
     # SAM's DeadLetterQueue policy: Lambda sends failed async events with the function's role.
     # In buffered mode the upload buffer's event source mapping polls with the function's role.
     FUNCTION: {
-        ("sqs:SendMessage", f"${{{DEAD_LETTER_QUEUE}.Arn}}"),
-        ("sqs:ReceiveMessage", f"${{{UPLOAD_BUFFER_QUEUE}.Arn}}"),
-        ("sqs:DeleteMessage", f"${{{UPLOAD_BUFFER_QUEUE}.Arn}}"),
-        ("sqs:GetQueueAttributes", f"${{{UPLOAD_BUFFER_QUEUE}.Arn}}"),
+        ("sqs:SendMessage", DEAD_LETTER_QUEUE),
+        ("sqs:ReceiveMessage", UPLOAD_BUFFER_QUEUE),
+        ("sqs:DeleteMessage", UPLOAD_BUFFER_QUEUE),
+        ("sqs:GetQueueAttributes", UPLOAD_BUFFER_QUEUE),
     },
     RETRY_FUNCTION: {
         # The SQS event source mapping polls with the function's role.
-        ("sqs:ReceiveMessage", f"${{{DEAD_LETTER_QUEUE}.Arn}}"),
-        ("sqs:DeleteMessage", f"${{{DEAD_LETTER_QUEUE}.Arn}}"),
-        ("sqs:GetQueueAttributes", f"${{{DEAD_LETTER_QUEUE}.Arn}}"),
+        ("sqs:ReceiveMessage", DEAD_LETTER_QUEUE),
+        ("sqs:DeleteMessage", DEAD_LETTER_QUEUE),
+        ("sqs:GetQueueAttributes", DEAD_LETTER_QUEUE),
         # Backoff: the function delays a failed message's next receive.
-        ("sqs:ChangeMessageVisibility", f"${{{DEAD_LETTER_QUEUE}.Arn}}"),
+        ("sqs:ChangeMessageVisibility", DEAD_LETTER_QUEUE),
         # Failures no retry can fix may be parked at once.
-        ("sqs:SendMessage", f"${{{PARKING_QUEUE}.Arn}}"),
+        ("sqs:SendMessage", PARKING_QUEUE),
     },
 }
-BUFFER_CONSUME_GRANTS = {
-    grant for grant in SQS_GRANTS[FUNCTION] if grant[1] == f"${{{UPLOAD_BUFFER_QUEUE}.Arn}}"
-}
+BUFFER_CONSUME_GRANTS = {grant for grant in SQS_GRANTS[FUNCTION] if grant[1] == UPLOAD_BUFFER_QUEUE}
 # Grants a function cannot work without (buffered mode adds BUFFER_CONSUME_GRANTS to FUNCTION's).
 REQUIRED_SQS_GRANTS = {
     FUNCTION: SQS_GRANTS[FUNCTION] - BUFFER_CONSUME_GRANTS,
-    RETRY_FUNCTION: SQS_GRANTS[RETRY_FUNCTION] - {("sqs:SendMessage", f"${{{PARKING_QUEUE}.Arn}}")},
+    RETRY_FUNCTION: SQS_GRANTS[RETRY_FUNCTION] - {("sqs:SendMessage", PARKING_QUEUE)},
 }
-EXISTING_BUCKET_OBJECTS = "arn:${AWS::Partition}:s3:::${ExistingBucketName}/*"
+EXISTING_BUCKET = "my-archive"
+EXISTING_BUCKET_OBJECTS = f"arn:aws:s3:::{EXISTING_BUCKET}/*"
 # Actions whose API has no resource-level permissions, so "Resource": "*" is the only form.
 WILDCARD_RESOURCE_ACTIONS = {
     "xray:PutTraceSegments",
@@ -129,58 +135,44 @@ ALLOWED_MANAGED_POLICIES = {
     "AWSXrayWriteOnlyAccess",
 }
 
-REQUIRED_ENV = {
-    "ENVIRONMENT_NAME": {"Ref": "EnvironmentName"},
-    "OUTPUT_BUCKET": {"Ref": "OutputBucket"},
-    "DEEPGRAM_SECRET_ID": {"Ref": "DeepgramSecretId"},
-    "DEEPGRAM_API_URL": {"Ref": "DeepgramApiUrl"},
-    "IDEMPOTENCY_TABLE": {"Ref": "IdempotencyTable"},
-    "DEEPGRAM_MODEL": {"Ref": "DeepgramModel"},
-    "DEEPGRAM_LANGUAGE": {"Ref": "DeepgramLanguage"},
-    "DEEPGRAM_SMART_FORMAT": {"Ref": "DeepgramSmartFormat"},
-    "DEEPGRAM_PUNCTUATE": {"Ref": "DeepgramPunctuate"},
-    "DEEPGRAM_DIARIZE": {"Ref": "DeepgramDiarize"},
-    "DEEPGRAM_UTTERANCES": {"Ref": "DeepgramUtterances"},
-    "DEEPGRAM_PARAGRAPHS": {"Ref": "DeepgramParagraphs"},
-    "DEEPGRAM_TAG": {"Ref": "DeepgramTag"},
-    "DEEPGRAM_EXTRA_OPTIONS": {"Ref": "DeepgramExtraOptions"},
-    "ALLOWED_EXTENSIONS": {"Ref": "MediaExtensions"},
-    "SECRET_MAX_AGE_SECONDS": {"Ref": "SecretMaxAgeSeconds"},
-    "PRESIGN_EXPIRY_SECONDS": {"Ref": "PresignExpirySeconds"},
-    "IDEMPOTENCY_TTL_SECONDS": {"Ref": "IdempotencyTtlSeconds"},
-    "DEEPGRAM_MAX_ATTEMPTS": {"Ref": "DeepgramMaxAttempts"},
-    "INPUT_BUCKET": {"Fn::Sub": "${AWS::StackName}-input-${AWS::AccountId}-${AWS::Region}"},
-    "TRANSCRIPT_PREFIX": "transcripts/",
-    "FAILURE_PREFIX": "failures/",
-    "POWERTOOLS_SERVICE_NAME": "transcriber",
-    "POWERTOOLS_METRICS_NAMESPACE": "DeepgramTranscriber",
-    "POWERTOOLS_LOG_LEVEL": {"Ref": "LogLevel"},
+# Variables whose values are this stack's own (resources, the secret): the code has no defaults for
+# them. Every other variable's template default must be the code's default (see the environment tests).
+STACK_SPECIFIC_ENV = {
+    "Settings": {"OUTPUT_BUCKET", "INPUT_BUCKET", "IDEMPOTENCY_TABLE", "DEEPGRAM_SECRET_ID"},
+    "RetrySettings": {"DEAD_LETTER_QUEUE_URL", "PARKING_QUEUE_URL"},
 }
-RETRY_ENV = {
-    "DEAD_LETTER_QUEUE_URL": {"Ref": DEAD_LETTER_QUEUE},
-    "PARKING_QUEUE_URL": {"Ref": PARKING_QUEUE},
-    "RETRY_MAX_ATTEMPTS": {"Ref": "RetryMaxAttempts"},
-    "RETRY_BASE_DELAY_SECONDS": {"Ref": "RetryBaseDelaySeconds"},
-    "RETRY_MAX_DELAY_SECONDS": {"Ref": "RetryMaxDelaySeconds"},
-    "BLOCKED_RETRY_DELAY_SECONDS": {"Ref": "BlockedRetryDelaySeconds"},
+# Parameter values other than their defaults: each must change what the functions' code reads.
+TUNED_PARAMETERS = {
+    "EnvironmentName": "prod",
+    "DeepgramApiUrl": "https://deepgram.example.com",
+    "DeepgramModel": "nova-2",
+    "DeepgramLanguage": "de",
+    "DeepgramSmartFormat": "false",
+    "DeepgramPunctuate": "false",
+    "DeepgramDiarize": "true",
+    "DeepgramUtterances": "true",
+    "DeepgramParagraphs": "true",
+    "DeepgramTag": "team-a",
+    "DeepgramExtraOptions": "keyterm=acme",
+    "MediaExtensions": "wav",
+    "SecretMaxAgeSeconds": "5",
+    "PresignExpirySeconds": "600",
+    "IdempotencyTtlSeconds": "600",
+    "DeepgramMaxAttempts": "2",
+    "LogLevel": "DEBUG",
+    "RetryMaxAttempts": "3",
+    "RetryBaseDelaySeconds": "1",
+    "RetryMaxDelaySeconds": "2",
+    "BlockedRetryDelaySeconds": "3",
 }
-FUNCTION_ENV = {FUNCTION: REQUIRED_ENV, RETRY_FUNCTION: REQUIRED_ENV | RETRY_ENV}
+PER_OBJECT_POLICY = "PerObjectWorkPolicy"
 
 # The SAM transform resolves EventInvokeConfig's parameter Refs to their values (samtranslator
 # resolve_parameter_refs), so the translated template no longer uses these parameters (W2001).
 TRANSFORM_RESOLVED_PARAMETERS = {"AsyncRetryAttempts", "MaximumEventAgeSeconds"}
 
-PSEUDO_PARAMETERS = {
-    "AWS::AccountId",
-    "AWS::NotificationARNs",
-    "AWS::NoValue",
-    "AWS::Partition",
-    "AWS::Region",
-    "AWS::StackId",
-    "AWS::StackName",
-    "AWS::URLSuffix",
-}
 _SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
+PSEUDO_PARAMETERS = {"AWS::AccountId", "AWS::Partition", "AWS::Region", "AWS::StackName", "AWS::URLSuffix"}
 
 
 def _run(args: list[str], *, cwd: Path = REPO_ROOT, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -211,8 +203,8 @@ def source() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cfn() -> dict[str, Any]:
-    """The translated (plain CloudFormation) template."""
-    return translate_template(TEMPLATE)
+    """The translated (plain CloudFormation) template, intrinsics as written."""
+    return translate(TEMPLATE)
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +229,7 @@ def function_props(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def translations(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The translated template per linted mode (translated with that mode's parameter overrides)."""
     return {
-        mode: cfn if not MODES[mode] else translate_template(TEMPLATE, parameter_overrides=MODES[mode])
+        mode: cfn if not MODES[mode] else translate(TEMPLATE, parameter_overrides=MODES[mode])
         for mode in LINTED_MODES
     }
 
@@ -271,88 +263,16 @@ def _with_defaults(template: dict[str, Any], overrides: dict[str, str]) -> dict[
     return result
 
 
+def _resolve(overrides: dict[str, str] | None = None) -> ResolvedStack:
+    """The stack CloudFormation would create with these parameter values (and the required ones)."""
+    return resolve_stack(TEMPLATE, REQUIRED_PARAMETERS | (overrides or {}))
+
+
 @pytest.fixture(scope="module")
-def deployed(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per mode: the translated template as CloudFormation would deploy it - conditions evaluated,
-    resources and outputs whose Condition is false dropped, Fn::If and AWS::NoValue resolved
-    (other intrinsics stay as they are)."""
-    return {mode: _deploy(cfn, overrides) for mode, overrides in MODES.items()}
-
-
-_NO_VALUE = object()
-
-
-def _parameter_values(cfn: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
-    values = {name: str(p["Default"]) for name, p in cfn["Parameters"].items() if "Default" in p}
-    return values | REQUIRED_PARAMETERS | overrides
-
-
-def _evaluate(node: Any, parameters: dict[str, str], conditions: dict[str, Any]) -> Any:
-    """The value of a condition expression (Fn::Equals/Not/And/Or/Select/Split, Ref, Condition)."""
-    if not isinstance(node, dict):
-        return node
-    ((key, arg),) = node.items()
-    if key == "Ref":
-        return parameters[arg]
-    if key == "Condition":
-        return _evaluate_condition(arg, parameters, conditions)
-    args = [_evaluate(a, parameters, conditions) for a in arg] if isinstance(arg, list) else arg
-    operations: dict[str, Callable[[], Any]] = {
-        "Fn::Equals": lambda: str(args[0]) == str(args[1]),
-        "Fn::Not": lambda: not args[0],
-        "Fn::And": lambda: all(args),
-        "Fn::Or": lambda: any(args),
-        "Fn::Select": lambda: args[1][int(args[0])],
-        "Fn::Split": lambda: str(args[1]).split(str(args[0])),
-    }
-    return operations[key]()
-
-
-def _evaluate_condition(name: str, parameters: dict[str, str], conditions: dict[str, Any]) -> bool:
-    value = conditions[name]
-    if not isinstance(value, bool):
-        value = bool(_evaluate(value, parameters, conditions))
-        conditions[name] = value
-    return value
-
-
-def _resolve(node: Any, conditions: dict[str, bool]) -> Any:
-    if isinstance(node, list):
-        items = [_resolve(item, conditions) for item in node]
-        return [item for item in items if item is not _NO_VALUE]
-    if not isinstance(node, dict):
-        return node
-    if len(node) == 1:
-        ((key, arg),) = node.items()
-        if key == "Fn::If":
-            name, when_true, when_false = arg
-            return _resolve(when_true if conditions[name] else when_false, conditions)
-        if key == "Ref" and arg == "AWS::NoValue":
-            return _NO_VALUE
-    resolved = {key: _resolve(value, conditions) for key, value in node.items()}
-    return {key: value for key, value in resolved.items() if value is not _NO_VALUE}
-
-
-def _deploy(cfn: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
-    parameters = _parameter_values(cfn, overrides)
-    pending: dict[str, Any] = dict(cfn.get("Conditions", {}))
-    conditions = {name: _evaluate_condition(name, parameters, pending) for name in pending}
-
-    def active(section: dict[str, Any]) -> dict[str, Any]:
-        return {
-            key: _resolve({k: v for k, v in value.items() if k != "Condition"}, conditions)
-            for key, value in section.items()
-            if "Condition" not in value or conditions[value["Condition"]]
-        }
-
-    return {
-        "Parameters": cfn["Parameters"],
-        "ParameterValues": parameters,
-        "Conditions": conditions,
-        "Resources": active(cfn["Resources"]),
-        "AllResourceIds": set(cfn["Resources"]),
-        "Outputs": active(cfn.get("Outputs", {})),
-    }
+def stacks() -> dict[str, ResolvedStack]:
+    """Per mode: the stack as deployed - conditions evaluated, resources and outputs whose Condition is
+    false dropped, every intrinsic resolved to its value (``samstack.resolve_stack``)."""
+    return {mode: _resolve(overrides) for mode, overrides in MODES.items()}
 
 
 @pytest.fixture
@@ -473,51 +393,78 @@ def _as_strings(value: Any) -> list[str]:
     raise AssertionError(f"unexpected IAM resource form: {value!r}")
 
 
-def _bucket_name_sub(resources: dict[str, dict[str, Any]], logical_id: str) -> str:
-    name = resources[logical_id]["Properties"]["BucketName"]
-    assert set(name) == {"Fn::Sub"}, f"{logical_id} needs an explicit BucketName (see template comment)"
-    value: str = name["Fn::Sub"]
-    return value
-
-
-def _allowed_resource_strings(resources: dict[str, dict[str, Any]]) -> set[str]:
-    input_name = _bucket_name_sub(resources, "InputBucket")
-    output_name = _bucket_name_sub(resources, "OutputBucket")
-    return {
-        f"arn:${{AWS::Partition}}:s3:::{input_name}/*",
-        f"arn:${{AWS::Partition}}:s3:::{input_name}",  # s3:ListBucket only (asserted below)
-        f"arn:${{AWS::Partition}}:s3:::{output_name}/*",
-        "${InputBucket.Arn}/*",
-        "${OutputBucket.Arn}/*",
-        "${IdempotencyTable.Arn}",
-        "${DeepgramSecretId}",
-        "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${DeepgramSecretId}-??????",
-    }
+def _strings(value: Any) -> list[str]:
+    """A resolved IAM Action or Resource value as a list."""
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:
-    action = statement["Action"]
-    return list(action) if isinstance(action, list) else [action]
+    return _strings(statement["Action"])
 
 
-def _role_properties(resources: dict[str, dict[str, Any]], function_id: str) -> dict[str, Any]:
-    role_ref = _function_props(resources, function_id)["Role"]
-    assert set(role_ref) == {"Fn::GetAtt"}, f"{function_id} must use a role from this stack"
-    role = resources[role_ref["Fn::GetAtt"][0]]
-    assert role["Type"] == "AWS::IAM::Role"
-    props: dict[str, Any] = role["Properties"]
-    return props
+def _secret_arn(stack: ResolvedStack) -> str:
+    """What the functions may read: the secret by ARN, or by name with Secrets Manager's random suffix."""
+    secret_id = str(stack.parameters["DeepgramSecretId"])
+    if secret_id.startswith("arn:"):
+        return secret_id
+    return f"arn:aws:secretsmanager:{stack.region}:{stack.account_id}:secret:{secret_id}-??????"
 
 
-def _role_statements(resources: dict[str, dict[str, Any]], function_id: str) -> list[dict[str, Any]]:
-    """Every statement the function's role grants: its inline policies and AWS::IAM::Policy resources
-    attached to it."""
-    role_id = _function_props(resources, function_id)["Role"]["Fn::GetAtt"][0]
-    documents = [p["PolicyDocument"] for p in _role_properties(resources, function_id).get("Policies", [])]
+def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
+    """(action, resource) pairs the per-object work needs - no more: read the upload (and tell a deleted
+    one from a denied one), write the transcript or failure record, read the key, keep idempotency records."""
+    input_bucket, output_bucket = stack.resource("InputBucket").arn, stack.resource("OutputBucket").arn
+    table = stack.resource("IdempotencyTable").arn
+    return {
+        ("s3:GetObject", f"{input_bucket}/*"),
+        ("s3:GetObjectVersion", f"{input_bucket}/*"),
+        ("s3:ListBucket", str(input_bucket)),
+        ("s3:PutObject", f"{output_bucket}/*"),
+        ("s3:DeleteObject", f"{output_bucket}/*"),
+        ("secretsmanager:GetSecretValue", _secret_arn(stack)),
+        *(
+            (f"dynamodb:{action}", str(table))
+            for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")
+        ),
+    }
+
+
+def _grants(statements: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {
+        (action, resource)
+        for statement in statements
+        for action in _actions(statement)
+        for resource in _strings(statement["Resource"])
+    }
+
+
+def _resolved_function(stack: ResolvedStack, function_id: str) -> dict[str, Any]:
+    function = stack.resource(function_id)
+    assert function.type == "AWS::Lambda::Function"
+    return function.properties
+
+
+def _role_id(stack: ResolvedStack, function_id: str) -> str:
+    role_arn = _resolved_function(stack, function_id)["Role"]
+    roles = [r.logical_id for r in stack.of_type("AWS::IAM::Role") if r.arn == role_arn]
+    assert roles, f"{function_id} must use a role from this stack"
+    return roles[0]
+
+
+def _role_statements(stack: ResolvedStack, function_id: str) -> list[dict[str, Any]]:
+    """Every statement the function's role grants: its inline policies, AWS::IAM::Policy resources
+    naming it, and this stack's managed policies it attaches."""
+    role = stack.resource(_role_id(stack, function_id))
+    documents = [p["PolicyDocument"] for p in role.properties.get("Policies", [])]
     documents += [
-        r["Properties"]["PolicyDocument"]
-        for r in resources.values()
-        if r["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in r["Properties"]["Roles"]
+        r.properties["PolicyDocument"]
+        for r in stack.of_type("AWS::IAM::Policy")
+        if role.physical_name in r.properties["Roles"]
+    ]
+    documents += [
+        r.properties["PolicyDocument"]
+        for r in stack.of_type("AWS::IAM::ManagedPolicy")
+        if r.arn in role.properties.get("ManagedPolicyArns", [])
     ]
     return [s for document in documents for s in document["Statement"]]
 
@@ -525,30 +472,31 @@ def _role_statements(resources: dict[str, dict[str, Any]], function_id: str) -> 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("function_id", FUNCTIONS)
 def test_function_role_is_least_privilege(
-    deployed: dict[str, dict[str, Any]], function_id: str, mode: str
+    stacks: dict[str, ResolvedStack], function_id: str, mode: str
 ) -> None:
-    resources = deployed[mode]["Resources"]
-    role = _role_properties(resources, function_id)
-    assert _function_props(resources, function_id)["Role"] == {
-        "Fn::GetAtt": [FUNCTION_ROLES[function_id], "Arn"]
-    }
+    stack = stacks[mode]
+    assert _role_id(stack, function_id) == FUNCTION_ROLES[function_id]
+    role = stack.resource(FUNCTION_ROLES[function_id]).properties
 
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"]["Service"] in ("lambda.amazonaws.com", ["lambda.amazonaws.com"]), trust
     assert trust["Action"] in ("sts:AssumeRole", ["sts:AssumeRole"]), trust
     assert trust["Effect"] == "Allow"
 
-    for arn_value in role.get("ManagedPolicyArns", []):
-        (arn,) = _as_strings(arn_value)
+    own_policies = {r.arn for r in stack.of_type("AWS::IAM::ManagedPolicy")}
+    for arn in role.get("ManagedPolicyArns", []):
+        if arn in own_policies:
+            continue  # checked statement by statement below
         # Rules out e.g. AWSLambdaSQSQueueExecutionRole, which grants SQS actions on every queue.
         assert arn.split(":iam::aws:policy/", 1)[1] in ALLOWED_MANAGED_POLICIES, arn
 
-    existing_bucket = deployed[mode]["Conditions"]["UseExistingBucket"]
-    buffered = deployed[mode]["Conditions"]["UseBufferedMode"]
-    allowed_resources = _allowed_resource_strings(resources)
+    existing_bucket = stack.conditions["UseExistingBucket"]
+    buffered = stack.conditions["UseBufferedMode"]
+    allowed_resources = {resource for _, resource in _per_object_grants(stack)}
     if existing_bucket:
         allowed_resources.add(EXISTING_BUCKET_OBJECTS)
-    statements = _role_statements(resources, function_id)
+    queue_ids = {q.arn: q.logical_id for q in stack.of_type("AWS::SQS::Queue")}
+    statements = _role_statements(stack, function_id)
     assert statements
     granted: set[str] = set()
     sqs_granted: set[tuple[str, str]] = set()
@@ -561,15 +509,16 @@ def test_function_role_is_least_privilege(
         for action in actions:
             assert "*" not in action, f"wildcard action {action!r} in {statement.get('Sid')}"
         granted.update(actions)
-        for resource in _as_strings(statement["Resource"]):
+        for resource in _strings(statement["Resource"]):
             granted_resources.add(resource)
             for action in actions:
                 if action.startswith("sqs:"):
                     # Only this stack's queues, and only the grants the function needs.
-                    assert (action, resource) in SQS_GRANTS[function_id], (
+                    grant = (action, queue_ids.get(resource, resource))
+                    assert grant in SQS_GRANTS[function_id], (
                         f"{statement.get('Sid')}: {action} on {resource!r}"
                     )
-                    sqs_granted.add((action, resource))
+                    sqs_granted.add(grant)
                 elif resource == "*":
                     assert action in WILDCARD_RESOURCE_ACTIONS, statement
                 else:
@@ -588,52 +537,60 @@ def test_function_role_is_least_privilege(
 
 @pytest.mark.parametrize("mode", ["off", "on"])
 def test_existing_bucket_grant_is_read_only_and_names_only_that_bucket(
-    deployed: dict[str, dict[str, Any]], mode: str
+    stacks: dict[str, ResolvedStack], mode: str
 ) -> None:
-    resources = deployed[mode]["Resources"]
+    stack = stacks[mode]
     grants = [
         (function_id, s)
         for function_id in FUNCTIONS
-        for s in _role_statements(resources, function_id)
-        if "ExistingBucketName" in json.dumps(s)
+        for s in _role_statements(stack, function_id)
+        if EXISTING_BUCKET in json.dumps(s)
     ]
     if mode == "off":
         assert not grants
-        assert "ExistingBucketReadPolicy" not in resources
+        assert "ExistingBucketReadPolicy" not in stack.resources
         return
     assert sorted(f for f, _ in grants) == sorted(FUNCTIONS)
     for _, statement in grants:
         assert sorted(_actions(statement)) == ["s3:GetObject", "s3:GetObjectVersion"]
-        assert statement["Resource"] == {"Fn::Sub": EXISTING_BUCKET_OBJECTS}
-    policy = resources["ExistingBucketReadPolicy"]["Properties"]
-    assert policy["Roles"] == [{"Ref": FUNCTION_ROLES[f]} for f in FUNCTIONS]
+        assert statement["Resource"] == EXISTING_BUCKET_OBJECTS
+    policy = stack.resource("ExistingBucketReadPolicy").properties
+    assert policy["Roles"] == [stack.resource(FUNCTION_ROLES[f]).physical_name for f in FUNCTIONS]
     # The name cannot widen the grant: no wildcards, no path.
-    pattern = deployed[mode]["Parameters"]["ExistingBucketName"]["AllowedPattern"]
-    assert re.fullmatch(pattern, "my-archive")
+    pattern = stack.template["Parameters"]["ExistingBucketName"]["AllowedPattern"]
+    assert re.fullmatch(pattern, EXISTING_BUCKET)
     assert re.fullmatch(pattern, "")
     for bad in ("*", "my-*", "a/b", "my?archive", "arn:aws:s3:::x"):
         assert not re.fullmatch(pattern, bad), bad
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_functions_share_their_per_object_permissions(deployed: dict[str, dict[str, Any]], mode: str) -> None:
-    """The retry function re-runs the transcribe function's work, so it needs the same grants."""
-    resources = deployed[mode]["Resources"]
-
-    def work_statements(function_id: str) -> list[dict[str, Any]]:
-        statements = _role_statements(resources, function_id)
-        return sorted((s for s in statements if not _actions(s)[0].startswith("sqs:")), key=json.dumps)
-
-    assert work_statements(RETRY_FUNCTION) == work_statements(FUNCTION)
+@pytest.mark.parametrize(
+    "secret_id", ["deepgram/dev/api-key", "arn:aws:secretsmanager:us-east-1:1:secret:k-AbCdEf"]
+)
+def test_both_function_roles_attach_the_per_object_policy(secret_id: str) -> None:
+    """The retry function re-runs the transcribe function's work: both roles attach one managed policy
+    that grants exactly what that work needs, and neither role grants any of it another way."""
+    stack = _resolve({"DeepgramSecretId": secret_id})
+    policy = stack.resource(PER_OBJECT_POLICY)
+    assert policy.type == "AWS::IAM::ManagedPolicy"
+    statements = policy.properties["PolicyDocument"]["Statement"]
+    assert all(s["Effect"] == "Allow" and not s.keys() & {"NotAction", "NotResource"} for s in statements)
+    assert _grants(statements) == _per_object_grants(stack)
+    for function_id in FUNCTIONS:
+        role = stack.resource(FUNCTION_ROLES[function_id]).properties
+        assert policy.arn in role["ManagedPolicyArns"], function_id
+        others = [s for s in _role_statements(stack, function_id) if s not in statements]
+        assert not _grants(others) & _per_object_grants(stack), function_id
 
 
 def test_function_reads_input_bucket_by_name_not_ref(resources: dict[str, dict[str, Any]]) -> None:
     """The input bucket depends on its notification destinations (the function, its invoke permission,
-    the buffer queue and its policy). A !Ref/!GetAtt of InputBucket in any of them, or in the roles,
-    would close a dependency cycle: they name the bucket by string."""
+    the buffer queue and its policy). A !Ref/!GetAtt of InputBucket in any of them, or in the roles and
+    their policies, would close a dependency cycle: they name the bucket by string."""
     for logical_id in (
         "TranscribeFunctionRole",
         "RetryFunctionRole",
+        PER_OBJECT_POLICY,
         "TranscribeFunctionS3InvokePermission",
         UPLOAD_BUFFER_QUEUE,
         "UploadBufferQueuePolicy",
@@ -710,57 +667,50 @@ def test_function_has_log_group_with_retention(
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("function_id", FUNCTIONS)
-def test_function_has_a_failure_path(
-    deployed: dict[str, dict[str, Any]], function_id: str, mode: str
-) -> None:
+def test_function_has_a_failure_path(stacks: dict[str, ResolvedStack], function_id: str, mode: str) -> None:
     """Nothing is lost: an asynchronously invoked function has a dead-letter queue (or an on-failure
     destination); an SQS-polling function's failed messages return to their queue, whose redrive
     policy moves them on after the last attempt."""
-    resources = deployed[mode]["Resources"]
-    props = _function_props(resources, function_id)
-    function_ref = {"Ref": function_id}
+    stack = stacks[mode]
+    props = _resolved_function(stack, function_id)
+    function = stack.resource(function_id)
+    queues = {q.arn: q for q in stack.of_type("AWS::SQS::Queue")}
     async_sources = [
         r
-        for r in resources.values()
-        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["FunctionName"] == function_ref
+        for r in stack.of_type("AWS::Lambda::Permission")
+        if r.properties["FunctionName"] == function.physical_name
     ]
     mappings = [
-        r["Properties"]
-        for r in resources.values()
-        if r["Type"] == "AWS::Lambda::EventSourceMapping" and r["Properties"]["FunctionName"] == function_ref
+        r.properties
+        for r in stack.of_type("AWS::Lambda::EventSourceMapping")
+        if r.properties["FunctionName"] == function.physical_name
     ]
     assert async_sources or mappings, f"{function_id} has no event source"
     if async_sources:
         destinations = [
-            r["Properties"]["DestinationConfig"].get("OnFailure")
-            for r in resources.values()
-            if r["Type"] == "AWS::Lambda::EventInvokeConfig"
-            and r["Properties"]["FunctionName"] == function_ref
+            r.properties["DestinationConfig"].get("OnFailure")
+            for r in stack.of_type("AWS::Lambda::EventInvokeConfig")
+            if r.properties["FunctionName"] == function.physical_name
         ]
         target = props.get("DeadLetterConfig", {}).get("TargetArn")
         assert target or any(destinations), f"{function_id} is invoked asynchronously without a failure path"
         if target:
-            queue_id = target["Fn::GetAtt"][0]
-            assert resources[queue_id]["Type"] == "AWS::SQS::Queue"
+            assert target in queues, target
     # EventBridge invokes asynchronously too (the function's DLQ covers handler failures); what the
     # rule itself cannot deliver goes to the target's dead-letter queue after its retries.
     targets = [
         t
-        for r in resources.values()
-        if r["Type"] == "AWS::Events::Rule"
-        for t in r["Properties"]["Targets"]
-        if t["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]}
+        for r in stack.of_type("AWS::Events::Rule")
+        for t in r.properties["Targets"]
+        if t["Arn"] == function.arn
     ]
     for target in targets:
-        queue_id = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
-        assert resources[queue_id]["Type"] == "AWS::SQS::Queue"
+        assert target["DeadLetterConfig"]["Arn"] in queues
         assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
         assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] >= 3600
     for mapping in mappings:
-        queue_id = mapping["EventSourceArn"]["Fn::GetAtt"][0]
-        queue = resources[queue_id]
-        assert queue["Type"] == "AWS::SQS::Queue"
-        assert "RedrivePolicy" in queue["Properties"], f"{queue_id} needs a redrive policy"
+        queue = queues[mapping["EventSourceArn"]]
+        assert "RedrivePolicy" in queue.properties, f"{queue.logical_id} needs a redrive policy"
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"], (
             "one failure must not fail the batch"
         )
@@ -783,25 +733,75 @@ def _is_plain_env_value(value: Any, cfn: dict[str, Any]) -> bool:
     return False
 
 
+def _function_env(stack: ResolvedStack, function_id: str) -> dict[str, str]:
+    variables: dict[str, Any] = _resolved_function(stack, function_id)["Environment"]["Variables"]
+    assert all(isinstance(value, str) for value in variables.values()), variables
+    return variables
+
+
+def _what_the_code_reads(env: dict[str, str]) -> tuple[Any, ...]:
+    """The functions' settings from an environment (the retry function's has every variable), and the
+    variables Powertools reads itself."""
+    powertools = {name: value for name, value in env.items() if name.startswith("POWERTOOLS_")}
+    return Settings.from_env(env), RetrySettings.from_env(env), powertools
+
+
 @pytest.mark.parametrize("function_id", FUNCTIONS)
 def test_function_environment(cfn: dict[str, Any], resources: dict[str, Any], function_id: str) -> None:
     variables: dict[str, Any] = _function_props(resources, function_id)["Environment"]["Variables"]
-    required = FUNCTION_ENV[function_id]
-    missing = required.keys() - variables.keys()
-    assert not missing, f"missing environment variables: {sorted(missing)}"
-    for name, expected in required.items():
-        assert variables[name] == expected, name
     for name, value in variables.items():
         assert _is_plain_env_value(value, cfn), f"{name}: {value!r} must be a literal, Ref, GetAtt or Sub"
 
 
-def test_shared_environment_lives_in_globals(source: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("function_id", "settings_type"),
+    [(FUNCTION, Settings), (RETRY_FUNCTION, Settings), (RETRY_FUNCTION, RetrySettings)],
+)
+def test_template_defaults_are_the_code_defaults(
+    stacks: dict[str, ResolvedStack], function_id: str, settings_type: type[Settings | RetrySettings]
+) -> None:
+    """Each default lives once in the code and once in a template parameter: with every parameter at
+    its default, the function's settings are what the code makes of the stack-specific values alone."""
+    env = _function_env(stacks["off"], function_id)
+    stack_specific = {name: env[name] for name in STACK_SPECIFIC_ENV[settings_type.__name__]}
+    assert settings_type.from_env(env) == settings_type.from_env(stack_specific)
+
+
+@pytest.mark.parametrize(("parameter", "value"), TUNED_PARAMETERS.items())
+def test_every_tuning_parameter_reaches_the_code(
+    stacks: dict[str, ResolvedStack], parameter: str, value: str
+) -> None:
+    default = stacks["off"].template["Parameters"][parameter].get("Default")
+    assert str(default) != value, f"pick a {parameter} value other than its default"
+    tuned = _function_env(_resolve({parameter: value}), RETRY_FUNCTION)
+    assert _what_the_code_reads(tuned) != _what_the_code_reads(_function_env(stacks["off"], RETRY_FUNCTION))
+
+
+def test_stack_specific_environment_names_this_stacks_resources(stacks: dict[str, ResolvedStack]) -> None:
+    stack = stacks["off"]
+    for function_id in FUNCTIONS:
+        env = _function_env(stack, function_id)
+        assert env["OUTPUT_BUCKET"] == stack.resource("OutputBucket").physical_name
+        assert env["INPUT_BUCKET"] == stack.resource("InputBucket").physical_name
+        assert env["IDEMPOTENCY_TABLE"] == stack.resource("IdempotencyTable").physical_name
+        assert env["DEEPGRAM_SECRET_ID"] == REQUIRED_PARAMETERS["DeepgramSecretId"]
+    retry = _function_env(stack, RETRY_FUNCTION)
+    assert retry["DEAD_LETTER_QUEUE_URL"] == stack.resource(DEAD_LETTER_QUEUE).ref
+    assert retry["PARKING_QUEUE_URL"] == stack.resource(PARKING_QUEUE).ref
+
+
+def test_shared_environment_lives_in_globals(
+    source: dict[str, Any], stacks: dict[str, ResolvedStack]
+) -> None:
     """Both functions run the same per-object work; one place keeps their settings in step."""
     shared = source["Globals"]["Function"]["Environment"]["Variables"]
-    assert shared == REQUIRED_ENV
+    assert shared.keys() >= STACK_SPECIFIC_ENV["Settings"]
     for function_id in FUNCTIONS:
         own = source["Resources"][function_id]["Properties"].get("Environment", {}).get("Variables", {})
         assert not own.keys() & shared.keys(), f"{function_id} overrides shared variables"
+    transcribe, retry = (_function_env(stacks["off"], f) for f in FUNCTIONS)
+    assert transcribe.keys() == shared.keys()
+    assert {name: retry[name] for name in shared} == transcribe
 
 
 def test_function_runtime_and_wiring(
@@ -864,21 +864,19 @@ def test_transcribe_function_async_failure_handling(
         assert config[key] == int(cfn["Parameters"][name]["Default"]), key
 
 
-def test_queues_are_the_known_ones(deployed: dict[str, dict[str, Any]]) -> None:
+def test_queues_are_the_known_ones(stacks: dict[str, ResolvedStack]) -> None:
     """The per-queue checks cover every queue; the buffer queues exist in buffered mode only."""
-    for mode, result in deployed.items():
-        queues = {k for k, r in result["Resources"].items() if r["Type"] == "AWS::SQS::Queue"}
+    for mode, stack in stacks.items():
+        queues = {q.logical_id for q in stack.of_type("AWS::SQS::Queue")}
         buffer_queues = {UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ}
-        assert queues == set(QUEUES) | (
-            buffer_queues if result["Conditions"]["UseBufferedMode"] else set()
-        ), mode
+        assert queues == set(QUEUES) | (buffer_queues if stack.conditions["UseBufferedMode"] else set()), mode
 
 
 @pytest.mark.parametrize("queue_id", [*QUEUES, UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ])
-def test_queue_is_encrypted_and_keeps_messages(deployed: dict[str, dict[str, Any]], queue_id: str) -> None:
-    queue = deployed["on"]["Resources"][queue_id]
-    assert queue["Type"] == "AWS::SQS::Queue"
-    props = queue["Properties"]
+def test_queue_is_encrypted_and_keeps_messages(stacks: dict[str, ResolvedStack], queue_id: str) -> None:
+    queue = stacks["on"].resource(queue_id)
+    assert queue.type == "AWS::SQS::Queue"
+    props = queue.properties
     assert props.get("SqsManagedSseEnabled") is True or props.get("KmsMasterKeyId"), (
         f"{queue_id} is unencrypted"
     )
@@ -887,15 +885,15 @@ def test_queue_is_encrypted_and_keeps_messages(deployed: dict[str, dict[str, Any
 
 
 @pytest.mark.parametrize("mode", ["off", "on"])
-def test_queues_are_tls_only(deployed: dict[str, dict[str, Any]], mode: str) -> None:
-    resources = deployed[mode]["Resources"]
-    for queue_id in (k for k, r in resources.items() if r["Type"] == "AWS::SQS::Queue"):
+def test_queues_are_tls_only(stacks: dict[str, ResolvedStack], mode: str) -> None:
+    stack = stacks[mode]
+    for queue in stack.of_type("AWS::SQS::Queue"):
         policies = [
-            r["Properties"]
-            for r in resources.values()
-            if r["Type"] == "AWS::SQS::QueuePolicy" and {"Ref": queue_id} in r["Properties"]["Queues"]
+            r.properties
+            for r in stack.of_type("AWS::SQS::QueuePolicy")
+            if queue.ref in r.properties["Queues"]
         ]
-        assert len(policies) == 1, queue_id
+        assert len(policies) == 1, queue.logical_id
         denies = [
             s
             for s in policies[0]["PolicyDocument"]["Statement"]
@@ -904,8 +902,8 @@ def test_queues_are_tls_only(deployed: dict[str, dict[str, Any]], mode: str) -> 
             and s["Action"] in ("sqs:*", ["sqs:*"])
             and str(s["Condition"]["Bool"]["aws:SecureTransport"]).lower() == "false"
         ]
-        assert len(denies) == 1, queue_id
-        assert f"${{{queue_id}.Arn}}" in _as_strings(denies[0]["Resource"])
+        assert len(denies) == 1, queue.logical_id
+        assert queue.arn in _strings(denies[0]["Resource"])
 
 
 def test_dead_letter_queue_feeds_retry_function_then_parking_queue(cfn: dict[str, Any]) -> None:
@@ -1057,8 +1055,9 @@ def test_parameters_and_outputs(cfn: dict[str, Any]) -> None:
         "AlarmTopicArn",
         "FailurePrefix",
     }
-    assert cfn["Outputs"]["TranscriptPrefix"]["Value"] == REQUIRED_ENV["TRANSCRIPT_PREFIX"]
-    assert cfn["Outputs"]["FailurePrefix"]["Value"] == REQUIRED_ENV["FAILURE_PREFIX"]
+    shared_env = cfn["Resources"][FUNCTION]["Properties"]["Environment"]["Variables"]
+    assert cfn["Outputs"]["TranscriptPrefix"]["Value"] == shared_env["TRANSCRIPT_PREFIX"]
+    assert cfn["Outputs"]["FailurePrefix"]["Value"] == shared_env["FAILURE_PREFIX"]
     assert cfn["Outputs"]["DeadLetterQueueUrl"]["Value"] == {"Ref": DEAD_LETTER_QUEUE}
     assert cfn["Outputs"]["ParkingQueueUrl"]["Value"] == {"Ref": PARKING_QUEUE}
     assert cfn["Outputs"]["AlarmTopicArn"]["Value"] == {"Ref": ALARM_TOPIC}
@@ -1110,70 +1109,65 @@ def test_samconfig_environments() -> None:
 # --------------------------------------------------------------------------- ways in (modes)
 
 
-def _references(node: Any) -> set[str]:
-    """Logical ids a (resolved) value references through Ref, Fn::GetAtt or Fn::Sub."""
-    found: set[str] = set()
-    if isinstance(node, list):
-        for item in node:
-            found |= _references(item)
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            if key == "Ref" and isinstance(value, str):
-                found.add(value)
-            elif key == "Fn::GetAtt":
-                found.add(value[0] if isinstance(value, list) else str(value).split(".", 1)[0])
-            elif key == "Fn::Sub" and isinstance(value, str):
-                found |= {v.split(".", 1)[0] for v in _SUB_VARIABLE.findall(value)}
-            found |= _references(value)
-    return found
+@pytest.mark.parametrize("mode", MODES)
+def test_no_reference_to_a_resource_that_is_not_created(stacks: dict[str, ResolvedStack], mode: str) -> None:
+    """CloudFormation refuses a Ref, GetAtt or DependsOn naming a resource whose Condition is false;
+    so does resolve_stack (next test), and every mode resolved."""
+    stack = stacks[mode]
+    for resource in stack.resources.values():
+        assert resource.depends_on <= stack.resources.keys(), resource.logical_id
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        {"Properties": {"Tags": [{"Key": "k", "Value": {"Ref": "Optional"}}]}},
+        {"Properties": {"Tags": [{"Key": "k", "Value": {"Fn::Sub": "${Optional.Arn}"}}]}},
+        {"Metadata": {"Ready": {"Ref": "Optional"}}},
+        {"DependsOn": "Optional"},
+    ],
+)
+def test_resolver_refuses_references_to_resources_that_are_not_created(reference: dict[str, Any]) -> None:
+    template = {
+        "Parameters": {"On": {"Type": "String", "Default": "false"}},
+        "Conditions": {"IsOn": {"Fn::Equals": [{"Ref": "On"}, "true"]}},
+        "Resources": {
+            "Optional": {"Type": "AWS::SQS::Queue", "Condition": "IsOn"},
+            "Bucket": {"Type": "AWS::S3::Bucket", **reference},
+        },
+    }
+    assert "Bucket" in resolve_stack(template, {"On": "true"}).resources
+    with pytest.raises(TemplateError, match="Optional"):
+        resolve_stack(template)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_no_reference_to_a_resource_that_is_not_created(
-    deployed: dict[str, dict[str, Any]], mode: str
-) -> None:
-    """CloudFormation refuses a Ref, GetAtt or DependsOn naming a resource whose Condition is false."""
-    result = deployed[mode]
-    known = set(result["Resources"]) | set(result["Parameters"]) | PSEUDO_PARAMETERS
-    every_resource = result["AllResourceIds"]
-    for logical_id, resource in result["Resources"].items():
-        depends = resource.get("DependsOn", [])
-        names = _references(resource) | set([depends] if isinstance(depends, str) else depends)
-        dangling = (names & every_resource) - known
-        assert not dangling, f"{mode}: {logical_id} references {sorted(dangling)}"
-    for name, output in result["Outputs"].items():
-        dangling = (_references(output) & every_resource) - known
-        assert not dangling, f"{mode}: output {name} references {sorted(dangling)}"
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_exactly_one_upload_path(deployed: dict[str, dict[str, Any]], mode: str) -> None:
+def test_exactly_one_upload_path(stacks: dict[str, ResolvedStack], mode: str) -> None:
     """Uploads reach the function either directly (S3 -> Lambda) or buffered (S3 -> SQS -> Lambda)."""
-    result = deployed[mode]
-    resources, buffered = result["Resources"], result["Conditions"]["UseBufferedMode"]
-    bucket = resources["InputBucket"]
-    notification = bucket["Properties"]["NotificationConfiguration"]
+    stack = stacks[mode]
+    buffered = stack.conditions["UseBufferedMode"]
+    bucket = stack.resource("InputBucket")
+    function = stack.resource(FUNCTION)
+    notification = bucket.properties["NotificationConfiguration"]
     assert set(notification) == {"QueueConfigurations" if buffered else "LambdaConfigurations"}
     (configuration,) = next(iter(notification.values()))
     assert configuration["Event"] == "s3:ObjectCreated:*"
     if buffered:
-        assert configuration["Queue"] == {"Fn::GetAtt": [UPLOAD_BUFFER_QUEUE, "Arn"]}
+        assert configuration["Queue"] == stack.resource(UPLOAD_BUFFER_QUEUE).arn
     else:
-        assert configuration["Function"] == {"Fn::GetAtt": [FUNCTION, "Arn"]}
+        assert configuration["Function"] == function.arn
     # Filters: only the rules whose parameter is set (none by default).
     assert "Filter" not in configuration
 
-    input_bucket_arn = {"Fn::Sub": "arn:${AWS::Partition}:s3:::" + _bucket_name_sub(resources, "InputBucket")}
     s3_permissions = {
-        k: r["Properties"]
-        for k, r in resources.items()
-        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["Principal"] == "s3.amazonaws.com"
+        r.logical_id: r.properties
+        for r in stack.of_type("AWS::Lambda::Permission")
+        if r.properties["Principal"] == "s3.amazonaws.com"
     }
     mappings = {
-        k: r["Properties"]
-        for k, r in resources.items()
-        if r["Type"] == "AWS::Lambda::EventSourceMapping"
-        and r["Properties"]["FunctionName"] == {"Ref": FUNCTION}
+        r.logical_id: r.properties
+        for r in stack.of_type("AWS::Lambda::EventSourceMapping")
+        if r.properties["FunctionName"] == function.physical_name
     }
     if buffered:
         assert not s3_permissions, "S3 may not invoke the function in buffered mode"
@@ -1184,89 +1178,77 @@ def test_exactly_one_upload_path(deployed: dict[str, dict[str, Any]], mode: str)
         (permission,) = s3_permissions.values()
         assert permission == {
             "Action": "lambda:InvokeFunction",
-            "FunctionName": {"Ref": FUNCTION},
+            "FunctionName": function.physical_name,
             "Principal": "s3.amazonaws.com",
-            "SourceAccount": {"Ref": "AWS::AccountId"},
-            "SourceArn": input_bucket_arn,
+            "SourceAccount": stack.account_id,
+            "SourceArn": bucket.arn,
         }
         (destination,) = s3_permissions
     # S3 validates the destination when the configuration is saved: the bucket waits for its
     # permission (Metadata reference, since DependsOn cannot name a conditional resource).
-    assert _references(bucket.get("Metadata", {})) | set(bucket.get("DependsOn", [])) >= {destination}
-    assert result["Outputs"]["IngestionMode"]["Value"] == ("buffered" if buffered else "direct")
+    assert destination in bucket.depends_on
+    assert stack.outputs["IngestionMode"] == ("buffered" if buffered else "direct")
 
 
-def test_input_key_filter_applies_in_both_modes(cfn: dict[str, Any]) -> None:
+def test_input_key_filter_applies_in_both_modes() -> None:
     for buffered in ("false", "true"):
-        result = _deploy(cfn, {"BufferedMode": buffered, "InputPrefix": "in/", "InputSuffix": ".wav"})
-        notification = result["Resources"]["InputBucket"]["Properties"]["NotificationConfiguration"]
+        stack = _resolve({"BufferedMode": buffered, "InputPrefix": "in/", "InputSuffix": ".wav"})
+        notification = stack.resource("InputBucket").properties["NotificationConfiguration"]
         ((_, (configuration,)),) = notification.items()
         assert configuration["Filter"] == {
-            "S3Key": {
-                "Rules": [
-                    {"Name": "prefix", "Value": {"Ref": "InputPrefix"}},
-                    {"Name": "suffix", "Value": {"Ref": "InputSuffix"}},
-                ]
-            }
+            "S3Key": {"Rules": [{"Name": "prefix", "Value": "in/"}, {"Name": "suffix", "Value": ".wav"}]}
         }
 
 
-def test_buffered_mode_queues_and_event_source(deployed: dict[str, dict[str, Any]]) -> None:
-    result = deployed["on"]
-    resources, parameters = result["Resources"], result["Parameters"]
-    queue = resources[UPLOAD_BUFFER_QUEUE]["Properties"]
-    dlq = resources[UPLOAD_BUFFER_DLQ]["Properties"]
-    for props in (queue, dlq):
+def test_buffered_mode_queues_and_event_source(stacks: dict[str, ResolvedStack]) -> None:
+    stack = stacks["on"]
+    parameters = stack.template["Parameters"]
+    queue = stack.resource(UPLOAD_BUFFER_QUEUE)
+    dlq = stack.resource(UPLOAD_BUFFER_DLQ)
+    for props in (queue.properties, dlq.properties):
         assert props["SqsManagedSseEnabled"] is True
         assert int(props["MessageRetentionPeriod"]) == FOURTEEN_DAYS
     max_timeout = int(parameters["FunctionTimeout"]["MaxValue"])
-    assert 6 * max_timeout <= int(queue["VisibilityTimeout"]) <= SQS_MAX_VISIBILITY_SECONDS
-    assert queue["RedrivePolicy"] == {
-        "deadLetterTargetArn": {"Fn::GetAtt": [UPLOAD_BUFFER_DLQ, "Arn"]},
-        "maxReceiveCount": 5,
-    }
-    assert "RedrivePolicy" not in dlq, "the buffer's dead-letter queue is the end of the line"
+    assert 6 * max_timeout <= int(queue.properties["VisibilityTimeout"]) <= SQS_MAX_VISIBILITY_SECONDS
+    assert queue.properties["RedrivePolicy"] == {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 5}
+    assert "RedrivePolicy" not in dlq.properties, "the buffer's dead-letter queue is the end of the line"
 
-    mapping = resources["UploadBufferEventSource"]
+    mapping = stack.template["Resources"]["UploadBufferEventSource"]
     assert mapping["DependsOn"] == "UploadBufferConsumePolicy", "Lambda checks the role when mapping"
-    assert mapping["Properties"] == {
-        "FunctionName": {"Ref": FUNCTION},
-        "EventSourceArn": {"Fn::GetAtt": [UPLOAD_BUFFER_QUEUE, "Arn"]},
-        "BatchSize": {"Ref": "BufferedBatchSize"},
+    tuned = _resolve(OPTIONS_ON | {"BufferedBatchSize": "7", "BufferedMaximumConcurrency": "11"})
+    assert tuned.resource("UploadBufferEventSource").properties == {
+        "FunctionName": tuned.resource(FUNCTION).physical_name,
+        "EventSourceArn": tuned.resource(UPLOAD_BUFFER_QUEUE).arn,
+        "BatchSize": "7",
         "FunctionResponseTypes": ["ReportBatchItemFailures"],
-        "ScalingConfig": {"MaximumConcurrency": {"Ref": "BufferedMaximumConcurrency"}},
+        "ScalingConfig": {"MaximumConcurrency": "11"},
     }
-    consume = resources["UploadBufferConsumePolicy"]["Properties"]
-    assert consume["Roles"] == [{"Ref": FUNCTION_ROLES[FUNCTION]}]
+    consume = stack.resource("UploadBufferConsumePolicy").properties
+    assert consume["Roles"] == [stack.resource(FUNCTION_ROLES[FUNCTION]).physical_name]
 
     (policy,) = [
-        r["Properties"]
-        for r in resources.values()
-        if r["Type"] == "AWS::SQS::QueuePolicy" and {"Ref": UPLOAD_BUFFER_QUEUE} in r["Properties"]["Queues"]
+        r.properties for r in stack.of_type("AWS::SQS::QueuePolicy") if queue.ref in r.properties["Queues"]
     ]
     allows = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
-    input_bucket_arn = "arn:${AWS::Partition}:s3:::" + _bucket_name_sub(resources, "InputBucket")
     assert allows == [
         {
             "Sid": "InputBucketSendsUploadEvents",
             "Effect": "Allow",
             "Principal": {"Service": "s3.amazonaws.com"},
             "Action": "sqs:SendMessage",
-            "Resource": {"Fn::GetAtt": [UPLOAD_BUFFER_QUEUE, "Arn"]},
+            "Resource": queue.arn,
             "Condition": {
-                "ArnEquals": {"aws:SourceArn": {"Fn::Sub": input_bucket_arn}},
-                "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+                "ArnEquals": {"aws:SourceArn": stack.resource("InputBucket").arn},
+                "StringEquals": {"aws:SourceAccount": stack.account_id},
             },
         }
     ]
 
-    alarm = _alarms(resources)["UploadBufferDeadLetterQueueDepthAlarm"]
+    alarm = stack.resource("UploadBufferDeadLetterQueueDepthAlarm").properties
     assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
-    assert alarm["Dimensions"] == [
-        {"Name": "QueueName", "Value": {"Fn::GetAtt": [UPLOAD_BUFFER_DLQ, "QueueName"]}}
-    ]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": dlq.physical_name}]
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
-    assert alarm["AlarmActions"] == [{"Ref": ALARM_TOPIC}]
+    assert alarm["AlarmActions"] == [stack.resource(ALARM_TOPIC).ref]
 
     expected = {"BufferedMaximumConcurrency": (20, 2, 1000), "BufferedBatchSize": (5, 1, 10)}
     for name, (default, minimum, maximum) in expected.items():
@@ -1274,35 +1256,24 @@ def test_buffered_mode_queues_and_event_source(deployed: dict[str, dict[str, Any
             int(parameters[name]["Default"]),
             int(parameters[name]["MinValue"]),
             int(parameters[name]["MaxValue"]),
-        ) == (
-            default,
-            minimum,
-            maximum,
-        ), name
+        ) == (default, minimum, maximum), name
     assert parameters["BufferedMode"]["Default"] == "false"
     assert sorted(parameters["BufferedMode"]["AllowedValues"]) == ["false", "true"]
 
 
-def _existing_bucket_pattern(cfn: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
-    pattern: dict[str, Any] = _deploy(cfn, overrides)["Resources"][EXISTING_BUCKET_RULE]["Properties"][
-        "EventPattern"
-    ]
-    return pattern
-
-
 def test_existing_bucket_event_pattern(cfn: dict[str, Any]) -> None:
     """EventBridge ANDs fields but ORs the matchers of one field: prefix AND suffix is one wildcard."""
-    base = {"ExistingBucketName": "my-archive"}
     expected_keys: dict[tuple[str, str], list[dict[str, Any]] | None] = {
         ("", ""): None,
-        ("calls/", ""): [{"prefix": {"Ref": "ExistingBucketPrefix"}}],
-        ("", ".wav"): [{"suffix": {"Ref": "ExistingBucketSuffix"}}],
-        ("calls/", ".wav"): [{"wildcard": {"Fn::Sub": "${ExistingBucketPrefix}*${ExistingBucketSuffix}"}}],
+        ("calls/", ""): [{"prefix": "calls/"}],
+        ("", ".wav"): [{"suffix": ".wav"}],
+        ("calls/", ".wav"): [{"wildcard": "calls/*.wav"}],
     }
     for (prefix, suffix), key in expected_keys.items():
-        overrides = base | {"ExistingBucketPrefix": prefix, "ExistingBucketSuffix": suffix}
-        pattern = _existing_bucket_pattern(cfn, overrides)
-        detail: dict[str, Any] = {"bucket": {"name": [{"Ref": "ExistingBucketName"}]}}
+        overrides = {"ExistingBucketName": EXISTING_BUCKET, "ExistingBucketPrefix": prefix}
+        overrides["ExistingBucketSuffix"] = suffix
+        pattern = _resolve(overrides).resource(EXISTING_BUCKET_RULE).properties["EventPattern"]
+        detail: dict[str, Any] = {"bucket": {"name": [EXISTING_BUCKET]}}
         if key is not None:
             detail["object"] = {"key": key}
         assert pattern == {"source": ["aws.s3"], "detail-type": ["Object Created"], "detail": detail}, (
@@ -1317,43 +1288,44 @@ def test_existing_bucket_event_pattern(cfn: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_existing_bucket_rule_wiring(deployed: dict[str, dict[str, Any]], mode: str) -> None:
-    result = deployed[mode]
-    resources, on = result["Resources"], result["Conditions"]["UseExistingBucket"]
-    rules = {k for k, r in resources.items() if r["Type"] == "AWS::Events::Rule"}
+def test_existing_bucket_rule_wiring(stacks: dict[str, ResolvedStack], mode: str) -> None:
+    stack = stacks[mode]
+    on = stack.conditions["UseExistingBucket"]
+    function = stack.resource(FUNCTION)
+    dead_letter_queue = stack.resource(DEAD_LETTER_QUEUE)
+    rules = {r.logical_id for r in stack.of_type("AWS::Events::Rule")}
     events_permissions = {
-        k: r["Properties"]
-        for k, r in resources.items()
-        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["Principal"] == "events.amazonaws.com"
+        r.logical_id: r.properties
+        for r in stack.of_type("AWS::Lambda::Permission")
+        if r.properties["Principal"] == "events.amazonaws.com"
     }
     (failure_policy,) = [
-        r["Properties"]["PolicyDocument"]["Statement"]
-        for r in resources.values()
-        if r["Type"] == "AWS::SQS::QueuePolicy" and {"Ref": DEAD_LETTER_QUEUE} in r["Properties"]["Queues"]
+        r.properties["PolicyDocument"]["Statement"]
+        for r in stack.of_type("AWS::SQS::QueuePolicy")
+        if dead_letter_queue.ref in r.properties["Queues"]
     ]
     events_sends = [s for s in failure_policy if s["Effect"] == "Allow"]
     if not on:
         assert not rules
         assert not events_permissions
         assert not events_sends
-        assert "ExistingBucketSetupCommand" not in result["Outputs"]
+        assert "ExistingBucketSetupCommand" not in stack.outputs
         return
     assert rules == {EXISTING_BUCKET_RULE}
-    rule = resources[EXISTING_BUCKET_RULE]["Properties"]
-    assert rule["State"] == "ENABLED"
-    assert "EventBusName" not in rule, "S3 sends its events to the default bus"
-    (target,) = rule["Targets"]
-    assert target["Arn"] == {"Fn::GetAtt": [FUNCTION, "Arn"]}
+    rule = stack.resource(EXISTING_BUCKET_RULE)
+    assert rule.properties["State"] == "ENABLED"
+    assert "EventBusName" not in rule.properties, "S3 sends its events to the default bus"
+    (target,) = rule.properties["Targets"]
+    assert target["Arn"] == function.arn
     assert not target.keys() & {"Input", "InputPath", "InputTransformer"}, "the function gets the whole event"
-    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [DEAD_LETTER_QUEUE, "Arn"]}}
+    assert target["DeadLetterConfig"] == {"Arn": dead_letter_queue.arn}
     assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}
-    rule_arn = {"Fn::GetAtt": [EXISTING_BUCKET_RULE, "Arn"]}
     (permission,) = events_permissions.values()
     assert permission == {
         "Action": "lambda:InvokeFunction",
-        "FunctionName": {"Ref": FUNCTION},
+        "FunctionName": function.physical_name,
         "Principal": "events.amazonaws.com",
-        "SourceArn": rule_arn,
+        "SourceArn": rule.arn,
     }
     # EventBridge may send undeliverable events to the dead-letter queue, from this rule only.
     assert events_sends == [
@@ -1362,62 +1334,55 @@ def test_existing_bucket_rule_wiring(deployed: dict[str, dict[str, Any]], mode: 
             "Effect": "Allow",
             "Principal": {"Service": "events.amazonaws.com"},
             "Action": "sqs:SendMessage",
-            "Resource": {"Fn::GetAtt": [DEAD_LETTER_QUEUE, "Arn"]},
-            "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+            "Resource": dead_letter_queue.arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": rule.arn}},
         }
     ]
-    command = result["Outputs"]["ExistingBucketSetupCommand"]["Value"]
-    assert command == {
-        "Fn::Sub": "aws s3api put-bucket-notification-configuration --bucket ${ExistingBucketName} "
+    assert stack.outputs["ExistingBucketSetupCommand"] == (
+        f"aws s3api put-bucket-notification-configuration --bucket {EXISTING_BUCKET} "
         "--notification-configuration '{\"EventBridgeConfiguration\": {}}'"
-    }
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_mode_outputs(deployed: dict[str, dict[str, Any]], mode: str) -> None:
-    result = deployed[mode]
-    outputs, conditions = result["Outputs"], result["Conditions"]
+def test_mode_outputs(stacks: dict[str, ResolvedStack], mode: str) -> None:
+    stack = stacks[mode]
+    outputs, conditions = stack.outputs, stack.conditions
     buffered_outputs = {
-        "UploadBufferQueueUrl": {"Ref": UPLOAD_BUFFER_QUEUE},
-        "UploadBufferDeadLetterQueueUrl": {"Ref": UPLOAD_BUFFER_DLQ},
+        "UploadBufferQueueUrl": UPLOAD_BUFFER_QUEUE,
+        "UploadBufferDeadLetterQueueUrl": UPLOAD_BUFFER_DLQ,
     }
-    for name, value in buffered_outputs.items():
+    for name, queue_id in buffered_outputs.items():
         if conditions["UseBufferedMode"]:
-            assert outputs[name]["Value"] == value
+            assert outputs[name] == stack.resource(queue_id).ref
         else:
             assert name not in outputs
     assert ("ExistingBucketSetupCommand" in outputs) == conditions["UseExistingBucket"]
-    assert outputs["IngestionMode"]["Value"] in ("direct", "buffered")
+    assert outputs["IngestionMode"] in ("direct", "buffered")
 
 
-def test_list_bucket_is_granted_on_the_input_bucket_only(deployed: dict[str, dict[str, Any]]) -> None:
-    resources = deployed["off"]["Resources"]
-    input_bucket = f"arn:${{AWS::Partition}}:s3:::{_bucket_name_sub(resources, 'InputBucket')}"
+def test_list_bucket_is_granted_on_the_input_bucket_only(stacks: dict[str, ResolvedStack]) -> None:
+    stack = stacks["off"]
     for function_id in FUNCTIONS:
-        listing = [s for s in _role_statements(resources, function_id) if "s3:ListBucket" in _actions(s)]
+        listing = [s for s in _role_statements(stack, function_id) if "s3:ListBucket" in _actions(s)]
         assert len(listing) == 1, function_id
         assert _actions(listing[0]) == ["s3:ListBucket"]
-        assert listing[0]["Resource"] == {"Fn::Sub": input_bucket}
+        assert listing[0]["Resource"] == stack.resource("InputBucket").arn
 
 
 # Who may invoke the functions, per mode: AWS services, each scoped to this stack's source.
 ALLOWED_INVOKERS = {"s3.amazonaws.com", "events.amazonaws.com"}
 
 
-def test_no_function_has_a_public_url_or_an_unauthenticated_trigger(
-    deployed: dict[str, dict[str, Any]],
-) -> None:
-    for mode, template in deployed.items():
-        resources = template["Resources"]
-        types = {resource["Type"] for resource in resources.values()}
+def test_no_function_has_a_public_url_or_an_unauthenticated_trigger(stacks: dict[str, ResolvedStack]) -> None:
+    for mode, stack in stacks.items():
+        types = {resource.type for resource in stack.resources.values()}
         assert "AWS::Lambda::Url" not in types, mode
         assert not types & {"AWS::ApiGateway::RestApi", "AWS::ApiGatewayV2::Api", "AWS::Serverless::Api"}, (
             mode
         )
-        for logical_id, resource in resources.items():
-            if resource["Type"] != "AWS::Lambda::Permission":
-                continue
-            props = resource["Properties"]
+        for resource in stack.of_type("AWS::Lambda::Permission"):
+            logical_id, props = resource.logical_id, resource.properties
             assert props["Action"] == "lambda:InvokeFunction", logical_id
             assert props["Principal"] in ALLOWED_INVOKERS, (mode, logical_id)
             assert "FunctionUrlAuthType" not in props, logical_id

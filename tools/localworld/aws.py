@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import threading
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -27,7 +26,8 @@ import boto3
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
-from localworld.template import DEFAULT_ACCOUNT_ID, DEFAULT_REGION, ResourceSpec, Stack, TemplateError
+from localworld.template import Stack
+from samstack import DEFAULT_ACCOUNT_ID, DEFAULT_REGION, Resource, TemplateError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -202,28 +202,26 @@ class LocalAws:
 
     def provision(self, stack: Stack) -> ProvisionResult:
         """Create the template's data-plane resources in moto, dependencies first."""
-        creators: dict[str, Callable[[ResourceSpec], str]] = {
+        creators: dict[str, Callable[[Resource], str]] = {
             "AWS::S3::Bucket": self._create_bucket,
             "AWS::DynamoDB::Table": self._create_table,
-            "AWS::Serverless::SimpleTable": self._create_simple_table,
             "AWS::SQS::Queue": self._create_queue,
             "AWS::SQS::QueuePolicy": self._apply_queue_policy,
             "AWS::SNS::Topic": self._create_topic,
             "AWS::SNS::Subscription": self._create_subscription,
-            "AWS::SecretsManager::Secret": self._create_template_secret,
             "AWS::Logs::LogGroup": self._create_log_group,
         }
         result = ProvisionResult()
         for spec in _dependency_order(stack.resources.values()):
             creator = creators.get(spec.type)
             if creator is None:
-                # Functions run in LocalFunction; IAM, alarms, layers have no local effect.
+                # Functions run in LocalFunction; IAM, alarms, layers, mappings have no local effect.
                 result.skipped[spec.logical_id] = f"{spec.type} is not provisioned locally"
                 continue
             result.created[spec.logical_id] = creator(spec)
         return result
 
-    def _create_bucket(self, spec: ResourceSpec) -> str:
+    def _create_bucket(self, spec: Resource) -> str:
         client, props, name = self.s3(), spec.properties, spec.physical_name
         if self.region == "us-east-1":
             client.create_bucket(Bucket=name)
@@ -243,7 +241,7 @@ class LocalAws:
             )
         return name
 
-    def _create_table(self, spec: ResourceSpec) -> str:
+    def _create_table(self, spec: Resource) -> str:
         props = spec.properties
         kwargs: dict[str, Any] = {
             "TableName": spec.physical_name,
@@ -274,26 +272,7 @@ class LocalAws:
             )
         return spec.physical_name
 
-    def _create_simple_table(self, spec: ResourceSpec) -> str:
-        props = spec.properties
-        key = props.get("PrimaryKey") or {"Name": "id", "Type": "String"}
-        type_code = {"String": "S", "Number": "N", "Binary": "B"}[str(key["Type"])]
-        kwargs: dict[str, Any] = {
-            "TableName": spec.physical_name,
-            "KeySchema": [{"AttributeName": key["Name"], "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": key["Name"], "AttributeType": type_code}],
-        }
-        if props.get("ProvisionedThroughput"):
-            kwargs |= {
-                "BillingMode": "PROVISIONED",
-                "ProvisionedThroughput": _throughput(props["ProvisionedThroughput"]),
-            }
-        else:
-            kwargs["BillingMode"] = "PAY_PER_REQUEST"
-        self.dynamodb().create_table(**kwargs)
-        return spec.physical_name
-
-    def _create_queue(self, spec: ResourceSpec) -> str:
+    def _create_queue(self, spec: Resource) -> str:
         props = spec.properties
         attributes = {key: _attribute_text(props[key]) for key in _SQS_ATTRIBUTE_PROPERTIES if key in props}
         for key in ("RedrivePolicy", "RedriveAllowPolicy"):
@@ -305,14 +284,14 @@ class LocalAws:
             kwargs["tags"] = {tag["Key"]: str(tag["Value"]) for tag in props["Tags"]}
         return self.sqs().create_queue(**kwargs)["QueueUrl"]
 
-    def _apply_queue_policy(self, spec: ResourceSpec) -> str:
+    def _apply_queue_policy(self, spec: Resource) -> str:
         client = self.sqs()
         policy = json.dumps(spec.properties["PolicyDocument"])
         for queue_url in spec.properties.get("Queues", []):
             client.set_queue_attributes(QueueUrl=str(queue_url), Attributes={"Policy": policy})
         return spec.physical_name
 
-    def _create_topic(self, spec: ResourceSpec) -> str:
+    def _create_topic(self, spec: Resource) -> str:
         props = spec.properties
         attributes: dict[str, str] = {
             key: _attribute_text(props[key])
@@ -324,7 +303,7 @@ class LocalAws:
             self._subscribe(arn, str(subscription["Protocol"]), str(subscription["Endpoint"]), {})
         return arn
 
-    def _create_subscription(self, spec: ResourceSpec) -> str:
+    def _create_subscription(self, spec: Resource) -> str:
         props = spec.properties
         attributes: dict[str, str] = {
             key: props[key] if isinstance(props[key], str) else json.dumps(props[key])
@@ -346,23 +325,7 @@ class LocalAws:
         )
         return response["SubscriptionArn"]
 
-    def _create_template_secret(self, spec: ResourceSpec) -> str:
-        props = spec.properties
-        value: str | None = props.get("SecretString")
-        generate = props.get("GenerateSecretString")
-        if value is None and generate is not None:
-            length = int(generate.get("PasswordLength", 32))
-            generated = secrets.token_urlsafe(length)[:length]
-            template_text = generate.get("SecretStringTemplate")
-            if template_text and generate.get("GenerateStringKey"):
-                merged = json.loads(template_text)
-                merged[generate["GenerateStringKey"]] = generated
-                value = json.dumps(merged)
-            else:
-                value = generated
-        return self.create_secret(spec.physical_name, value)
-
-    def _create_log_group(self, spec: ResourceSpec) -> str:
+    def _create_log_group(self, spec: Resource) -> str:
         client = self.logs()
         client.create_log_group(logGroupName=spec.physical_name)
         if "RetentionInDays" in spec.properties:
@@ -440,25 +403,10 @@ class LocalAws:
 
 def s3_subscriptions(stack: Stack, function_logical_id: str) -> dict[str, dict[str, Any]]:
     """The S3 notifications that invoke a function, as SAM S3 event properties (Bucket, Events,
-    Filter): from the function's SAM ``S3`` events, and from buckets whose own
-    ``NotificationConfiguration.LambdaConfigurations`` name the function (the form a template
-    uses when the notification must be conditional)."""
-    function = stack.function(function_logical_id)
-    found = {
-        name: dict(event.get("Properties") or {})
-        for name, event in function.events.items()
-        if event.get("Type") == "S3"
-    }
-    for bucket in stack.of_type("AWS::S3::Bucket"):
-        notification = bucket.properties.get("NotificationConfiguration") or {}
-        for index, config in enumerate(notification.get("LambdaConfigurations") or []):
-            if config.get("Function") != function.function_arn:
-                continue
-            props: dict[str, Any] = {"Bucket": bucket.physical_name, "Events": config.get("Event")}
-            if config.get("Filter"):
-                props["Filter"] = config["Filter"]
-            found[f"{bucket.logical_id}Notification{index}"] = props
-    return found
+    Filter). After the SAM transform every S3 event is a bucket's ``LambdaConfigurations`` entry,
+    the same form a template writes itself when the notification must be conditional."""
+    events = stack.function(function_logical_id).events
+    return {name: dict(event["Properties"]) for name, event in events.items() if event["Type"] == "S3"}
 
 
 def _throughput(value: Any) -> dict[str, int]:
@@ -475,10 +423,10 @@ def _attribute_text(value: Any) -> str:
     return str(value)
 
 
-def _dependency_order(specs: Iterable[ResourceSpec]) -> list[ResourceSpec]:
+def _dependency_order(specs: Iterable[Resource]) -> list[Resource]:
     """Resources ordered so that each comes after what it references (DLQ before its queue)."""
     pending = {spec.logical_id: spec for spec in specs}
-    ordered: list[ResourceSpec] = []
+    ordered: list[Resource] = []
     done: set[str] = set()
     while pending:
         ready = [

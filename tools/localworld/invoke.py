@@ -1,14 +1,20 @@
 """`sam local invoke` without Docker: run one function of template.yaml once, locally.
 
     python -m localworld.invoke --function TranscribeFunction --event events/s3-put.json \
-        [--env-vars env.json] [--parameter-overrides K=V ...] [--template template.yaml]
+        [--env-vars env.json] [--parameter-overrides K=V ...] [--template template.yaml] \
+        [--world local|moto|none]
 
-The function's logs go to stderr and the result JSON (the return value, or Lambda's
-error object) to stdout, so the result can be piped; exit status 0 on success, 1 when
-the handler failed. The AWS (and any other) services the function talks to come from a
-"world": `run_invoke(..., world_factory=...)` takes any callable that, given the stack,
-the function and the event, returns a context manager yielding a `World`. The default
-world is moto alone, provisioned from the template.
+This is the one local invoke command line (`make invoke FUNCTION=... EVENT=... ENV_VARS=...`).
+The function's logs go to stderr and the result JSON (the return value, or Lambda's error
+object) to stdout, so the result can be piped; exit status 0 on success, 1 when the handler
+failed, 2 when the template, event or flags are wrong.
+
+The services the function talks to come from a "world": `run_invoke(..., world_factory=...)`
+takes any callable that, given the stack, the function and the event, returns a context manager
+yielding a `World`. `--world local` (the default) is the whole local world: moto provisioned
+from the template, the Deepgram emulator, the key in the stack's secret (`DeepgramSecretId`
+defaults to the local secret name) and the sample recording at every object the event names.
+`--world moto` is moto alone; `--world none` gives the handler only its template environment.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 from localworld.aws import LocalAws, MotoServer
 from localworld.lambda_runtime import InvocationResult, LocalFunction
 from localworld.template import DEFAULT_STACK_NAME, FunctionSpec, Stack, TemplateError, load_stack
+from localworld.world import LOCAL_SECRET_ID, new_api_key, seed_objects, services
 
 
 @dataclass
@@ -56,7 +63,26 @@ def no_world(stack: Stack, function: FunctionSpec, event: Any) -> Iterator[World
     yield World(event=event)
 
 
-WORLDS: dict[str, WorldFactory] = {"moto": moto_world, "none": no_world}
+@contextmanager
+def whole_world(stack: Stack, function: FunctionSpec, event: Any) -> Iterator[World]:
+    """The whole local world: moto with the stack's resources, the emulator, the key in the stack's
+    secret, and the sample recording at every object the event names."""
+    del function
+    key = new_api_key()
+    with services(key, None, None) as (moto, emulator):
+        aws = LocalAws(moto.endpoint_url, stack.region, stack.account_id)
+        aws.provision(stack)
+        aws.create_secret(stack.parameters["DeepgramSecretId"], key)
+        seed_objects(aws, event)
+        yield World(
+            extra_env={**aws.env(), "REQUESTS_CA_BUNDLE": str(emulator.ca_bundle)},
+            env_overrides={"DEEPGRAM_API_URL": emulator.url},
+        )
+
+
+WORLDS: dict[str, WorldFactory] = {"local": whole_world, "moto": moto_world, "none": no_world}
+# Parameter defaults per world, for parameters the template leaves without one.
+WORLD_PARAMETERS: dict[str, dict[str, str]] = {"local": {"DeepgramSecretId": LOCAL_SECRET_ID}}
 
 
 def _env_text(value: Any) -> str:
@@ -138,7 +164,7 @@ def main(argv: Sequence[str] | None = None, worlds: Mapping[str, WorldFactory] =
     parser.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--template", "-t", default="template.yaml")
     parser.add_argument("--stack-name", default=DEFAULT_STACK_NAME)
-    parser.add_argument("--world", choices=sorted(worlds), default=next(iter(worlds)))
+    parser.add_argument("--world", choices=list(worlds), default=next(iter(worlds)))
     args = parser.parse_args(argv)
 
     try:
@@ -149,7 +175,10 @@ def main(argv: Sequence[str] | None = None, worlds: Mapping[str, WorldFactory] =
             event,
             template=args.template,
             env_vars=env_vars,
-            parameter_overrides=parse_parameter_overrides(args.parameter_overrides),
+            parameter_overrides={
+                **WORLD_PARAMETERS.get(args.world, {}),
+                **parse_parameter_overrides(args.parameter_overrides),
+            },
             stack_name=args.stack_name,
             world_factory=worlds[args.world],
         )

@@ -8,8 +8,7 @@ and the Deepgram key sits in a Secrets Manager secret named like a real deployme
 from __future__ import annotations
 
 import secrets
-import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import S3BatchOperationEvent
 
-from localworld import invoke
 from localworld.aws import LocalAws, MotoServer
 from localworld.deepgram import DeepgramEmulator
-from localworld.invoke import World
 from localworld.template import FunctionSpec, Stack, load_stack
 from transcriber.errors import TranscriptionError
 from transcriber.events import S3ObjectRef, Source, batch_operation_objects, detect_source, parse_event
@@ -81,13 +78,14 @@ class LocalWorld:
 
 
 @contextmanager
-def _services(
+def services(
     api_key: str, emulator_options: Mapping[str, Any] | None, state_dir: Path | None
 ) -> Iterator[tuple[MotoServer, DeepgramEmulator]]:
-    with ExitStack() as services:
-        moto = services.enter_context(MotoServer())
+    """moto and the Deepgram emulator, running until the block ends."""
+    with ExitStack() as running:
+        moto = running.enter_context(MotoServer())
         emulator = DeepgramEmulator(api_keys={api_key}, state_dir=state_dir, **dict(emulator_options or {}))
-        services.enter_context(emulator)
+        running.enter_context(emulator)
         yield moto, emulator
 
 
@@ -102,7 +100,7 @@ def local_world(
 ) -> Iterator[LocalWorld]:
     """Start moto and the emulator, load the stack pointed at them, provision it, store the key."""
     key = api_key or new_api_key()
-    with _services(key, emulator_options, state_dir) as (moto, emulator):
+    with services(key, emulator_options, state_dir) as (moto, emulator):
         overrides = {
             "DeepgramSecretId": LOCAL_SECRET_ID,
             "DeepgramApiUrl": emulator.url,
@@ -114,23 +112,6 @@ def local_world(
         world = LocalWorld(moto, aws, emulator, stack, key, overrides)
         world.reset()
         yield world
-
-
-@contextmanager
-def invoke_world(stack: Stack, function: FunctionSpec, event: Any) -> Iterator[World]:
-    """The world for ``make invoke``: moto with the stack's resources, the emulator, the key in
-    the stack's secret, and the sample recording at every object the event names."""
-    del function
-    key = new_api_key()
-    with _services(key, None, None) as (moto, emulator):
-        aws = LocalAws(moto.endpoint_url, stack.region, stack.account_id)
-        aws.provision(stack)
-        aws.create_secret(stack.parameters["DeepgramSecretId"], key)
-        seed_objects(aws, event)
-        yield World(
-            extra_env={**aws.env(), "REQUESTS_CA_BUNDLE": str(emulator.ca_bundle)},
-            env_overrides={"DEEPGRAM_API_URL": emulator.url},
-        )
 
 
 def seed_objects(aws: LocalAws, event: Any, audio: Path = SAMPLE_AUDIO) -> list[str]:
@@ -157,16 +138,3 @@ def objects_named_in(event: Any) -> list[S3ObjectRef]:
     if detect_source(event) is Source.S3_BATCH:
         return [obj for _, obj in batch_operation_objects(S3BatchOperationEvent(dict(event)))]
     return parse_event(event)
-
-
-def invoke_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m localworld.world`` = ``localworld.invoke`` on the full local world, with the
-    local secret name as the default ``DeepgramSecretId``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not any(arg.startswith("DeepgramSecretId=") for arg in args):
-        args += ["--parameter-overrides", f"DeepgramSecretId={LOCAL_SECRET_ID}"]
-    return invoke.main(args, worlds={"local": invoke_world, **invoke.WORLDS})
-
-
-if __name__ == "__main__":
-    sys.exit(invoke_main())

@@ -46,7 +46,14 @@ def test_provision_creates_declared_resources(local_aws: LocalAws, fixture_stack
     assert [s["Endpoint"] for s in subscriptions] == [
         "arn:aws:sqs:us-east-1:123456789012:transcriber-local-dlq"
     ]
-    assert set(result.skipped) == {"SharedLayer", "EchoFunction"}
+    # The function and what the SAM transform made for it have no local resource to create.
+    assert {fixture_stack.resource(logical_id).type for logical_id in result.skipped} == {
+        "AWS::Lambda::Function",
+        "AWS::Lambda::LayerVersion",
+        "AWS::Lambda::Permission",
+        "AWS::Lambda::EventInvokeConfig",
+        "AWS::IAM::Role",
+    }
 
 
 def test_template_queue_refs_reach_moto(local_aws: LocalAws, fixture_stack: Stack) -> None:
@@ -73,7 +80,7 @@ def test_bucket_notifications_follow_the_function_s3_event(local_aws: LocalAws, 
     # moto URL-encodes the key more than S3 does ("/" too): consumers must unquote_plus either way.
     assert [unquote_plus(b["Records"][0]["s3"]["object"]["key"]) for b in bodies] == ["uploads/a b.wav"]
     assert bodies[0]["Records"][0]["eventName"] == "ObjectCreated:Put"
-    assert bodies[0]["Records"][0]["s3"]["configurationId"] == "EchoFunction-Upload"
+    assert bodies[0]["Records"][0]["s3"]["configurationId"] == "EchoFunction-InputBucketNotification0"
 
 
 def test_routing_twice_keeps_one_configuration(local_aws: LocalAws, fixture_stack: Stack) -> None:
@@ -82,7 +89,7 @@ def test_routing_twice_keeps_one_configuration(local_aws: LocalAws, fixture_stac
     local_aws.route_bucket_notifications(fixture_stack, "EchoFunction")
 
     config = local_aws.s3().get_bucket_notification_configuration(Bucket=INPUT_BUCKET)
-    assert [c["Id"] for c in config["QueueConfigurations"]] == ["EchoFunction-Upload"]
+    assert [c["Id"] for c in config["QueueConfigurations"]] == ["EchoFunction-InputBucketNotification0"]
 
 
 def test_secrets_can_be_created_updated_and_left_empty(local_aws: LocalAws) -> None:

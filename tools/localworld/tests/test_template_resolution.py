@@ -1,4 +1,5 @@
-"""load_stack: parameters, conditions, Globals, intrinsics and physical names, as a deploy would."""
+"""load_stack: parameters, conditions, Globals (by the SAM transform), intrinsics and physical names,
+as a deploy would; and what the local runtime needs per function."""
 
 from pathlib import Path
 
@@ -52,10 +53,14 @@ def test_function_spec_merges_globals_and_finds_layers(fixture_stack: Stack) -> 
     assert spec.dead_letter_queue == DeadLetterTarget(
         "SQS", "arn:aws:sqs:us-east-1:123456789012:transcriber-local-dlq"
     )
-    assert spec.events["Upload"]["Properties"] == {
-        "Bucket": f"transcriber-local-input-{ACCOUNT_REGION}",
-        "Events": "s3:ObjectCreated:*",
-        "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": "uploads/"}]}},
+    # The SAM S3 event, as the transform writes it: a notification on the bucket.
+    assert spec.events["InputBucketNotification0"] == {
+        "Type": "S3",
+        "Properties": {
+            "Bucket": f"transcriber-local-input-{ACCOUNT_REGION}",
+            "Events": "s3:ObjectCreated:*",
+            "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": "uploads/"}]}},
+        },
     }
 
 
@@ -68,7 +73,7 @@ def test_conditions_follow_parameter_overrides() -> None:
     assert prod.resource("ProdOnlyBucket").physical_name == "transcriber-local-prodonlybucket"
     # Fn::If with AWS::NoValue removes the key entirely.
     assert "STRICT" not in dev.function("EchoFunction").environment
-    assert "Filter" not in prod.function("EchoFunction").events["Upload"]["Properties"]
+    assert "Filter" not in prod.function("EchoFunction").events["InputBucketNotification0"]["Properties"]
     assert prod.function("EchoFunction").environment["MODE"] == "production"
     assert (
         load_stack(FIXTURE_TEMPLATE, {"Environment": "prod"}).function("EchoFunction").environment["STRICT"]
@@ -89,7 +94,7 @@ def test_refs_arns_outputs_and_dependencies(fixture_stack: Stack) -> None:
     assert fixture_stack.outputs == {
         "InputBucketName": f"transcriber-local-input-{ACCOUNT_REGION}",
         "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:transcriber-local-EchoFunction",
-        "RoleArn": "arn:aws:iam::123456789012:role/transcriber-local-EchoFunctionRole",  # SAM's implicit role
+        "RoleArn": "arn:aws:iam::123456789012:role/transcriber-local-EchoFunctionRole",  # SAM-generated
     }
 
 
