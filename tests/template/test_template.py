@@ -29,7 +29,8 @@ from typing import Any
 import pytest
 
 from samstack import ResolvedStack, TemplateError, load_template, resolve_stack, translate
-from transcriber.config import RetrySettings, Settings
+from transcriber.config import Settings
+from transcriber.retry import DeadLetterRetryPolicy
 
 pytestmark = pytest.mark.template
 
@@ -139,7 +140,7 @@ ALLOWED_MANAGED_POLICIES = {
 # them. Every other variable's template default must be the code's default (see the environment tests).
 STACK_SPECIFIC_ENV = {
     "Settings": {"OUTPUT_BUCKET", "INPUT_BUCKET", "IDEMPOTENCY_TABLE", "DEEPGRAM_SECRET_ID"},
-    "RetrySettings": {"DEAD_LETTER_QUEUE_URL", "PARKING_QUEUE_URL"},
+    "DeadLetterRetryPolicy": {"DEAD_LETTER_QUEUE_URL", "PARKING_QUEUE_URL"},
 }
 # Parameter values other than their defaults: each must change what the functions' code reads.
 TUNED_PARAMETERS = {
@@ -743,7 +744,7 @@ def _what_the_code_reads(env: dict[str, str]) -> tuple[Any, ...]:
     """The functions' settings from an environment (the retry function's has every variable), and the
     variables Powertools reads itself."""
     powertools = {name: value for name, value in env.items() if name.startswith("POWERTOOLS_")}
-    return Settings.from_env(env), RetrySettings.from_env(env), powertools
+    return Settings.from_env(env), DeadLetterRetryPolicy.from_env(env), powertools
 
 
 @pytest.mark.parametrize("function_id", FUNCTIONS)
@@ -755,10 +756,10 @@ def test_function_environment(cfn: dict[str, Any], resources: dict[str, Any], fu
 
 @pytest.mark.parametrize(
     ("function_id", "settings_type"),
-    [(FUNCTION, Settings), (RETRY_FUNCTION, Settings), (RETRY_FUNCTION, RetrySettings)],
+    [(FUNCTION, Settings), (RETRY_FUNCTION, Settings), (RETRY_FUNCTION, DeadLetterRetryPolicy)],
 )
 def test_template_defaults_are_the_code_defaults(
-    stacks: dict[str, ResolvedStack], function_id: str, settings_type: type[Settings | RetrySettings]
+    stacks: dict[str, ResolvedStack], function_id: str, settings_type: type[Settings | DeadLetterRetryPolicy]
 ) -> None:
     """Each default lives once in the code and once in a template parameter: with every parameter at
     its default, the function's settings are what the code makes of the stack-specific values alone."""

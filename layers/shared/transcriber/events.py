@@ -110,7 +110,7 @@ _SIGNATURES: tuple[tuple[Source, Callable[[Mapping[str, Any]], bool]], ...] = (
 
 def parse_event(event: Any) -> list[S3ObjectRef]:
     """The objects of any event except SQS batches and Batch Operations, which need per-item
-    answers (see ``transcriber.pipeline``)."""
+    answers (see ``transcriber.adapters``)."""
     source = detect_source(event)
     if source is Source.S3_BATCH:
         raise unrecognised_event("Batch Operations events are answered per task, not parsed here")
