@@ -9,7 +9,7 @@ from collections.abc import Callable
 from urllib.parse import unquote_plus
 
 from localworld.chaos import FAST_RETRY_FUNCTION, run
-from localworld.pipeline import LocalPipeline
+from localworld.delivery import LocalDelivery
 from localworld.world import SAMPLE_AUDIO, LocalWorld
 
 
@@ -27,8 +27,8 @@ def output_keys(world: LocalWorld) -> set[str]:
     return {item["Key"] for item in listing.get("Contents", [])}
 
 
-def pipeline(world: LocalWorld, **retry_env: str) -> LocalPipeline:
-    return LocalPipeline(
+def pipeline(world: LocalWorld, **retry_env: str) -> LocalDelivery:
+    return LocalDelivery(
         world.stack,
         world.aws,
         world.function_env(),

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from localworld.pipeline import LocalPipeline
+from localworld.delivery import LocalDelivery
 from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
 
 # The retry function's waits, shortened so a run takes minutes, not days (Lambda's own retry
@@ -92,14 +92,14 @@ def run(
     bad = set(keys[:: max(1, uploads // non_audio)][:non_audio]) if non_audio else set()
     sample = SAMPLE_AUDIO.read_bytes()
     started = time.monotonic()
-    with LocalPipeline(
+    with LocalDelivery(
         world.stack,
         world.aws,
         world.function_env(),
         concurrency={"TranscribeFunction": concurrency, "RetryFunction": 2},
         env_overrides={"RetryFunction": FAST_RETRY_FUNCTION},
         time_scale=0.01,
-    ) as pipeline:
+    ) as delivery:
         # A stretch of "out of credit" mid-run: longer than Lambda's own retries, so those events
         # reach the dead-letter queue and the retry function has to bring them back.
         window = [
@@ -116,12 +116,12 @@ def run(
         deadline = started + timeout_s
         while time.monotonic() < deadline:
             transcripts, failures = _outputs(world)
-            if len(transcripts | failures) >= uploads and pipeline.is_idle():
+            if len(transcripts | failures) >= uploads and delivery.is_idle():
                 break
             time.sleep(1.0)
         for timer in window:
             timer.cancel()
-        stats = pipeline.stats()
+        stats = delivery.stats()
         queued = {
             name: queue.visible + queue.not_visible + queue.delayed
             for name, queue in stats.queues.items()

@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import requests
 
-from localworld.deepgram.asr import Recognition, Transcriber
+from localworld.deepgram.asr import Recognition, Recognizer
 from localworld.deepgram.audio import UnsupportedAudio, decode
 from localworld.deepgram.errors import CORRUPT_AUDIO_MSG, BodyStyle, render_error, spec_for
 from localworld.deepgram.faults import Faults
@@ -340,7 +340,7 @@ class DeepgramEmulator:
         self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
         self._preload_asr = preload_asr
         self._slots = _Slots(max_concurrency)
-        self._transcriber = Transcriber(workers=asr_workers)
+        self._recognizer = Recognizer(workers=asr_workers)
         self._log_lock = threading.Lock()
         self._log: list[LoggedRequest] = []
         self._callbacks: list[CallbackAttempt] = []
@@ -372,7 +372,7 @@ class DeepgramEmulator:
         )
         self._thread.start()
         if self._preload_asr:
-            self._transcriber.warm_up()
+            self._recognizer.warm_up()
         logger.info("Deepgram emulator serving on %s (CA %s)", self.url, self._ca_bundle)
         return self
 
@@ -387,7 +387,7 @@ class DeepgramEmulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        self._transcriber.close()
+        self._recognizer.close()
         if self._temp_dir is not None:
             self._temp_dir.cleanup()
             self._temp_dir = None
@@ -463,8 +463,8 @@ class DeepgramEmulator:
             data = dict(self._counters)
         data["in_flight"] = self._slots.in_flight
         data["max_in_flight"] = self._slots.high_water
-        data["cache_hits"] = self._transcriber.hits
-        data["cache_misses"] = self._transcriber.misses
+        data["cache_hits"] = self._recognizer.hits
+        data["cache_misses"] = self._recognizer.misses
         return data
 
     def reset(self) -> None:
@@ -477,7 +477,7 @@ class DeepgramEmulator:
 
     def clear_cache(self) -> None:
         """Forget cached transcriptions (the next upload of a file is recognised again)."""
-        self._transcriber.clear_cache()
+        self._recognizer.clear_cache()
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._log_lock:
@@ -680,7 +680,7 @@ class DeepgramEmulator:
                 audio, encoding=options.encoding, sample_rate=options.sample_rate, channels=options.channels
             )
 
-        return digest, self._transcriber.recognise(key, load, options.multichannel)
+        return digest, self._recognizer.recognise(key, load, options.multichannel)
 
     def _transcribe(self, exchange: _Exchange, audio: bytes, options: ListenOptions) -> _Outcome:
         try:
