@@ -30,21 +30,20 @@ Details that matter:
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import logging
 import secrets
-import socket
-import socketserver
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape
+
+from localworld.loopback import LoopbackServer
 
 logger = logging.getLogger("localworld.aws_faults")
 
@@ -122,8 +121,7 @@ class AwsFaultProxy:
         self.upstream_url = upstream_url.rstrip("/")
         self._upstream = (parts.hostname, parts.port or 80)
         self._address = (host, port)
-        self._server: _ProxyServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer[AwsFaultProxy] | None = None
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
         self._log: list[ProxiedRequest] = []
@@ -133,24 +131,14 @@ class AwsFaultProxy:
     def start(self) -> Self:
         if self._server is not None:
             return self
-        server = _ProxyServer(self._address, self)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="aws-fault-proxy", daemon=True
-        )
-        self._thread.start()
+        self._server = LoopbackServer(self._address, _Handler, self, logger=logger)
+        self._server.serve_in_background("aws-fault-proxy")
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if server is not None:
+            server.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -264,47 +252,9 @@ def s3_error_body(code: str, message: str, request_id: str, resource: str = "") 
     ).encode()
 
 
-class _ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
-
-    def __init__(self, address: tuple[str, int], proxy: AwsFaultProxy) -> None:
-        self.proxy = proxy
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), slow on some hosts.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.socket.getsockname()[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._open_lock:
-                self._open.discard(request)
-
-    def close_connections(self) -> None:
-        """End kept-alive client connections too, so a stopped proxy really is gone."""
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.error("unexpected error serving %s", client_address, exc_info=True)  # noqa: LOG014
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as boto3's connection pool expects
-    server: _ProxyServer
+    server: LoopbackServer[AwsFaultProxy]
 
     def do_GET(self) -> None:
         self._proxy()
@@ -349,7 +299,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(length))
 
     def _proxy(self) -> None:
-        proxy = self.server.proxy
+        proxy = self.server.owner
         method = self.command
         path, _, query = self.path.partition("?")
         try:
