@@ -53,7 +53,7 @@ class RuntimeDelivery(LocalDelivery):
 def _transcripts(world: LocalWorld, client: Any, prefix: str) -> int:
     found = 0
     paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=world.output_bucket, Prefix=f"transcripts/{prefix}/"):
+    for page in paginator.paginate(Bucket=world.output_bucket, Prefix=f"{world.transcript_prefix}{prefix}/"):
         found += len(page.get("Contents", []))
     return found
 
@@ -177,7 +177,7 @@ def rows(outcome: BurstOutcome, ideal_s: float) -> list[Row]:
 
 
 def run(world: LocalWorld, uploads: int = 500, timeout_s: float = TIMEOUT_S) -> SectionResult:
-    """Two bursts in one pipeline: the first meets cold containers (the scenario as specified),
+    """Two bursts in one event delivery: the first meets cold containers (the scenario as specified),
     the second the containers the first left warm (what the retry policy alone achieves)."""
     section = SectionResult("burst")
     python = runtime_python()
@@ -195,7 +195,7 @@ def run(world: LocalWorld, uploads: int = 500, timeout_s: float = TIMEOUT_S) -> 
     ) as delivery:
         cold = one_burst(world, delivery, uploads, "cold", timeout_s)
         if not delivery.wait_until_idle(timeout_s=60):
-            section.notes.append("burst: the pipeline was not idle 60 s after the cold burst")
+            section.notes.append("burst: event delivery was not idle 60 s after the cold burst")
         warm = one_burst(world, delivery, uploads, "warm", timeout_s)
         stats = delivery.stats().functions[FUNCTION]
     section.rows += rows(cold, ideal_s) + rows(warm, ideal_s)

@@ -79,7 +79,7 @@ def say(message: str) -> None:
 def wait_for_output(world: LocalWorld, key: str, deadline: float) -> tuple[str, dict[str, Any]] | None:
     """Poll the output bucket the way a user would, for the transcript or the failure record."""
     s3 = world.aws.s3()
-    candidates = [("transcript", f"transcripts/{key}.json"), ("failure", f"failures/{key}.json")]
+    candidates = [("transcript", world.transcript_key(key)), ("failure", world.failure_key(key))]
     while time.monotonic() < deadline:
         for kind, output_key in candidates:
             try:
