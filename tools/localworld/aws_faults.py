@@ -9,7 +9,13 @@ AWS call it makes, and every presigned URL it hands out, goes through the proxy;
     proxy.fail("PUT", "transcripts/", 503, "SlowDown", times=2)    # the next two matching requests
 
 answers matching requests the way S3 does (an ``<Error>`` XML document and ``x-amz-request-id``;
-no body for HEAD) without reaching moto. ``proxy.requests`` logs every request with its status.
+no body for HEAD) without reaching moto, and
+
+    stall = proxy.stall("PUT", "/transcripts/", 30)                # hold matching requests
+    stall.release.set()                                             # ...until released
+
+holds matching requests before forwarding them (a write that hangs). ``proxy.requests`` logs every
+request with its status.
 
 Details that matter:
 
@@ -36,7 +42,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Self
@@ -95,6 +101,21 @@ class FaultRule:
         return self.times is not None and self.hits >= self.times
 
 
+@dataclass
+class Stall:
+    """Holds requests matching ``method`` and ``path_contains`` (as ``FaultRule``) before they are
+    forwarded, until ``release`` is set or ``seconds`` have passed; ``held`` counts them."""
+
+    method: str | None
+    path_contains: str
+    seconds: float
+    release: threading.Event = field(default_factory=threading.Event)
+    held: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return FaultRule(self.method, self.path_contains, 0, "", "").matches(method, path)
+
+
 @dataclass(frozen=True)
 class ProxiedRequest:
     """One request the proxy answered: ``fault`` is the injected error code, or None if forwarded."""
@@ -124,6 +145,7 @@ class AwsFaultProxy:
         self._server: LoopbackServer[AwsFaultProxy] | None = None
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
+        self._stalls: list[Stall] = []
         self._log: list[ProxiedRequest] = []
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -137,6 +159,7 @@ class AwsFaultProxy:
 
     def stop(self) -> None:
         server, self._server = self._server, None
+        self._release_stalls()
         if server is not None:
             server.stop()
 
@@ -185,16 +208,38 @@ class AwsFaultProxy:
             self._rules.append(rule)
         return rule
 
+    def stall(self, method: str | None, path_contains: str, seconds: float) -> Stall:
+        """Hold matching requests (at most ``seconds`` each) before forwarding them."""
+        stall = Stall(method.upper() if method else None, path_contains, seconds)
+        with self._lock:
+            self._stalls.append(stall)
+        return stall
+
     def clear(self) -> None:
-        """Remove every fault rule; requests are forwarded again."""
+        """Remove every fault rule and stall; requests are forwarded again."""
         with self._lock:
             self._rules.clear()
+        self._release_stalls()
 
     def reset(self) -> None:
-        """Remove every fault rule and empty the request log."""
+        """Remove every fault rule and stall, and empty the request log."""
+        self.clear()
         with self._lock:
-            self._rules.clear()
             self._log.clear()
+
+    def _release_stalls(self) -> None:
+        with self._lock:
+            stalls, self._stalls = self._stalls, []
+        for stall in stalls:
+            stall.release.set()
+
+    def _hold(self, method: str, path: str) -> None:
+        with self._lock:
+            stalls = [s for s in self._stalls if s.matches(method, path)]
+            for stall in stalls:
+                stall.held += 1
+        for stall in stalls:
+            stall.release.wait(stall.seconds)
 
     @property
     def rules(self) -> list[FaultRule]:
@@ -312,6 +357,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_fault(rule, path)
             proxy._record(ProxiedRequest(time.time(), method, path, query, rule.status, rule.code))
             return
+        proxy._hold(method, path)
         headers = [
             (k, v) for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"content-length"}
         ]
