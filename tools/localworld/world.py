@@ -89,8 +89,9 @@ class LocalWorld:
         return LocalAws(endpoint_url, self.aws.region, self.aws.account_id)
 
     def seed_objects(self, event: Any) -> list[S3ObjectRef]:
-        """Put the sample recording at every object ``event`` names; the objects it named."""
-        return seed_objects(self.aws, event)
+        """Put the sample recording at every object ``event`` names; the objects it named (an event
+        the product cannot parse raises its ``TranscriptionError``)."""
+        return seed_objects(self.aws, event, strict=True)
 
     def function_env(self) -> dict[str, str]:
         """What the Lambda service and the network give a function here: endpoints, credentials,
@@ -165,12 +166,16 @@ def invoke_world(stack: Stack, function: FunctionSpec, event: Any) -> Iterator[W
         )
 
 
-def seed_objects(aws: LocalAws, event: Any, audio: Path = SAMPLE_AUDIO) -> list[S3ObjectRef]:
+def seed_objects(
+    aws: LocalAws, event: Any, audio: Path = SAMPLE_AUDIO, *, strict: bool = False
+) -> list[S3ObjectRef]:
     """Put the sample recording wherever the event says an object is, so sample events succeed.
-    Events the product cannot parse seed nothing (the handler will say why)."""
+    Events the product cannot parse seed nothing (the handler will say why), or raise if ``strict``."""
     try:
         objects = objects_named_in(event)
     except TranscriptionError:
+        if strict:
+            raise
         return []
     s3 = aws.s3()
     existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
