@@ -377,39 +377,39 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(optionalhook=True)
-def localworld_secret_stored(name: str, value: Any) -> None:
+def pytest_localworld_secret_stored(name: str, value: Any) -> None:
     if _HYGIENE is not None:
         _HYGIENE.registry.add_secret_value(value, f"LocalAws.create_secret({name!r})")
 
 
 @pytest.hookimpl(optionalhook=True)
-def localworld_api_keys_set(keys: list[str]) -> None:
+def pytest_localworld_api_keys_set(keys: list[str]) -> None:
     if _HYGIENE is not None:
         for key in keys:
             _HYGIENE.registry.add("api key", key, "DeepgramEmulator.api_keys")
 
 
 @pytest.hookimpl(optionalhook=True)
-def localworld_emulator_started(emulator: Any) -> None:
+def pytest_localworld_emulator_started(emulator: Any) -> None:
     if _HYGIENE is not None:
         _HYGIENE.emulators[id(emulator)] = weakref.ref(emulator)
 
 
 @pytest.hookimpl(optionalhook=True)
-def localworld_emulator_resetting(emulator: Any) -> None:
+def pytest_localworld_emulator_resetting(emulator: Any) -> None:
     if _HYGIENE is not None:
         _HYGIENE.harvest(emulator)  # the log is about to be cleared
 
 
 @pytest.hookimpl(optionalhook=True)
-def localworld_world_created(world: Any) -> None:
+def pytest_localworld_world_created(world: Any) -> None:
     if _HYGIENE is not None:
         _HYGIENE.registry.add("api key", world.api_key, "LocalWorld.api_key")
         _HYGIENE.track_world(world)
 
 
 @pytest.hookimpl(optionalhook=True)
-def localworld_world_resetting(world: Any) -> None:
+def pytest_localworld_world_resetting(world: Any) -> None:
     if _HYGIENE is not None:
         _HYGIENE.registry.add("api key", world.api_key, "LocalWorld.api_key")
         _HYGIENE.track_world(world)
@@ -418,7 +418,7 @@ def localworld_world_resetting(world: Any) -> None:
 
 
 @pytest.hookimpl(optionalhook=True)
-def localworld_moto_stopping(moto: Any) -> None:
+def pytest_localworld_moto_stopping(moto: Any) -> None:
     if _HYGIENE is not None:
         for world in _HYGIENE.live(_HYGIENE.worlds):
             if world.moto is moto:
@@ -427,7 +427,7 @@ def localworld_moto_stopping(moto: Any) -> None:
 
 
 @pytest.hookimpl(optionalhook=True)
-def localworld_invoked(function: Any, result: Any) -> None:
+def pytest_localworld_invoked(function: Any, result: Any) -> None:
     if _HYGIENE is not None:
         _HYGIENE.record_invocation(function, result)
 

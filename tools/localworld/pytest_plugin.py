@@ -189,51 +189,51 @@ class _Instruments:
         create_secret = LocalAws.create_secret
 
         def create_secret_hooked(self: LocalAws, name: str, value: str | bytes | None) -> str:
-            hook.localworld_secret_stored(name=name, value=value)
+            hook.pytest_localworld_secret_stored(name=name, value=value)
             return create_secret(self, name, value)
 
         api_keys = DeepgramEmulator.__dict__["api_keys"]
 
         def set_api_keys(self: DeepgramEmulator, keys: Iterable[str]) -> None:
             keys = list(keys)
-            hook.localworld_api_keys_set(keys=keys)
+            hook.pytest_localworld_api_keys_set(keys=keys)
             api_keys.fset(self, keys)
 
         emulator_start = DeepgramEmulator.start
 
         def start_hooked(self: DeepgramEmulator) -> DeepgramEmulator:
-            hook.localworld_emulator_started(emulator=self)
+            hook.pytest_localworld_emulator_started(emulator=self)
             return emulator_start(self)
 
         emulator_reset = DeepgramEmulator.reset
 
         def emulator_reset_hooked(self: DeepgramEmulator) -> None:
-            hook.localworld_emulator_resetting(emulator=self)
+            hook.pytest_localworld_emulator_resetting(emulator=self)
             emulator_reset(self)
 
         world_init = LocalWorld.__init__
 
         def world_init_hooked(self: LocalWorld, *args: Any, **kwargs: Any) -> None:
             world_init(self, *args, **kwargs)
-            hook.localworld_world_created(world=self)
+            hook.pytest_localworld_world_created(world=self)
 
         world_reset = LocalWorld.reset
 
         def world_reset_hooked(self: LocalWorld, *args: Any, **kwargs: Any) -> None:
-            hook.localworld_world_resetting(world=self)
+            hook.pytest_localworld_world_resetting(world=self)
             world_reset(self, *args, **kwargs)
 
         moto_stop = MotoServer.stop
 
         def moto_stop_hooked(self: MotoServer) -> None:
-            hook.localworld_moto_stopping(moto=self)
+            hook.pytest_localworld_moto_stopping(moto=self)
             moto_stop(self)
 
         invoke = LocalFunction.invoke
 
         def invoke_hooked(self: LocalFunction, event: Any, *args: Any, **kwargs: Any) -> InvocationResult:
             result = invoke(self, event, *args, **kwargs)
-            hook.localworld_invoked(function=self, result=result)
+            hook.pytest_localworld_invoked(function=self, result=result)
             return result
 
         self._wrap(LocalAws, "create_secret", create_secret_hooked)
