@@ -15,7 +15,7 @@ PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
 TYPED_SOURCES = layers/shared/transcriber tools/localworld tools/samstack scripts functions/transcribe/app.py functions/retry/app.py
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
-	deploy-prod invoke emulator clean failures redrive chaos bench
+	deploy-prod invoke emulator clean failures redrive chaos bench localworld-test
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ unit: ## Fast tests only: pure units and the core in-process (moto mock, respons
 
 integration: ## Tests over real HTTP against moto server and the Deepgram emulator
 	@$(PY) -m pytest tests/integration
+
+localworld-test: ## The local world's own tests (emulator, runtime, event delivery, template resolution)
+	@$(PY) -m pytest tools/localworld/tests
 
 template-check: ## cfn-lint (source and translated), sam validate --lint, sam build
 	@$(PY) -m pytest tests/template

@@ -18,8 +18,8 @@ from typing import Any
 from botocore.config import Config
 
 from bench.common import FUNCTION, Row, SectionResult, Uploader, median, prime_emulator, runtime_python, say
+from localworld.delivery import InvocationRecord, LocalDelivery
 from localworld.lambda_runtime import LocalFunction
-from localworld.pipeline import InvocationRecord, LocalPipeline
 from localworld.world import LocalWorld
 
 DEEPGRAM_CONCURRENCY = 20
@@ -29,8 +29,8 @@ GOAL_RATIO = 1.3
 TIMEOUT_S = 180.0  # per burst: keeps the whole run under 10 minutes
 
 
-class RuntimePipeline(LocalPipeline):
-    """LocalPipeline whose containers run on the runtime venv (what Lambda has), not on the dev venv
+class RuntimeDelivery(LocalDelivery):
+    """LocalDelivery whose containers run on the runtime venv (what Lambda has), not on the dev venv
     the bench itself runs on (whose extra packages botocore would import in every container)."""
 
     def __init__(self, *args: Any, python: str, **kwargs: Any) -> None:
@@ -53,7 +53,7 @@ class RuntimePipeline(LocalPipeline):
 def _transcripts(world: LocalWorld, client: Any, prefix: str) -> int:
     found = 0
     paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=world.output_bucket, Prefix=f"transcripts/{prefix}/"):
+    for page in paginator.paginate(Bucket=world.output_bucket, Prefix=f"{world.transcript_prefix}{prefix}/"):
         found += len(page.get("Contents", []))
     return found
 
@@ -71,7 +71,7 @@ class BurstOutcome:
 
 
 def one_burst(
-    world: LocalWorld, pipeline: LocalPipeline, uploads: int, label: str, timeout_s: float
+    world: LocalWorld, delivery: LocalDelivery, uploads: int, label: str, timeout_s: float
 ) -> BurstOutcome:
     prefix = f"bench/burst-{label}"
     burst = Uploader(world, prefix)
@@ -81,7 +81,7 @@ def one_burst(
         "s3", endpoint_url=world.aws.endpoint_url, config=Config(max_pool_connections=32)
     )
     log_before = len(world.emulator.requests)
-    records_before = len(pipeline.records)
+    records_before = len(delivery.records)
     say(f"burst ({label}): uploading {uploads} objects")
     started = time.monotonic()
 
@@ -108,7 +108,7 @@ def one_burst(
         time.sleep(0.25)
     wall_s = time.monotonic() - started
     listen = [r for r in world.emulator.requests[log_before:] if r.path.startswith("/v1/listen")]
-    records = [r for r in pipeline.records[records_before:] if r.function == FUNCTION]
+    records = [r for r in delivery.records[records_before:] if r.function == FUNCTION]
     return BurstOutcome(label, uploads, done, wall_s, uploaded_s, first_s, listen, records)
 
 
@@ -177,7 +177,7 @@ def rows(outcome: BurstOutcome, ideal_s: float) -> list[Row]:
 
 
 def run(world: LocalWorld, uploads: int = 500, timeout_s: float = TIMEOUT_S) -> SectionResult:
-    """Two bursts in one pipeline: the first meets cold containers (the scenario as specified),
+    """Two bursts in one event delivery: the first meets cold containers (the scenario as specified),
     the second the containers the first left warm (what the retry policy alone achieves)."""
     section = SectionResult("burst")
     python = runtime_python()
@@ -185,19 +185,19 @@ def run(world: LocalWorld, uploads: int = 500, timeout_s: float = TIMEOUT_S) -> 
     world.emulator.max_concurrency = DEEPGRAM_CONCURRENCY
     world.emulator.latency = LATENCY_S
     ideal_s = uploads / DEEPGRAM_CONCURRENCY * LATENCY_S
-    with RuntimePipeline(
+    with RuntimeDelivery(
         world.stack,
         world.aws,
         world.function_env(),
         python=python,
         concurrency={FUNCTION: FUNCTION_CONCURRENCY},
         functions=[FUNCTION],
-    ) as pipeline:
-        cold = one_burst(world, pipeline, uploads, "cold", timeout_s)
-        if not pipeline.wait_until_idle(timeout_s=60):
-            section.notes.append("burst: the pipeline was not idle 60 s after the cold burst")
-        warm = one_burst(world, pipeline, uploads, "warm", timeout_s)
-        stats = pipeline.stats().functions[FUNCTION]
+    ) as delivery:
+        cold = one_burst(world, delivery, uploads, "cold", timeout_s)
+        if not delivery.wait_until_idle(timeout_s=60):
+            section.notes.append("burst: event delivery was not idle 60 s after the cold burst")
+        warm = one_burst(world, delivery, uploads, "warm", timeout_s)
+        stats = delivery.stats().functions[FUNCTION]
     section.rows += rows(cold, ideal_s) + rows(warm, ideal_s)
     section.notes.append(
         f"burst totals: invocations {stats.invocations}, errors {stats.errors}, async retries "

@@ -2,13 +2,15 @@
 system under test wrote.
 
 A pytest plugin (``pytest_plugins = ["tests.hygiene"]`` in ``tests/conftest.py``; or ``-p tests.hygiene``).
+It learns what the local world does through the hooks of ``localworld.pytest_hooks`` (called by the
+world's own plugin, ``localworld.pytest_plugin``), so it never imports the world.
 
 What it registers as secrets (session-wide, so a secret learnt in one test is also looked for in
 every later one; values shorter than ``MIN_SECRET_LEN`` are ignored to avoid false positives):
 
 * API keys: every value given to ``LocalAws.create_secret`` (the whole string, and for JSON values
-  every string field), every key given to ``DeepgramEmulator`` (constructor, ``api_keys`` setter,
-  admin config endpoint, all go through the setter) and ``LocalWorld.api_key``.
+  every string field), every key given to ``DeepgramEmulator`` (constructor and ``api_keys``
+  setter, both go through the setter) and ``LocalWorld.api_key``.
 * Presigned-URL secrets: from every request any Deepgram emulator logged (``LoggedRequest.json["url"]``),
   ``X-Amz-Signature`` (and SigV2 ``Signature``), ``X-Amz-Security-Token`` and the full
   ``X-Amz-Credential`` (access key id + scope, e.g. ``testing/20260101/us-east-1/s3/aws4_request``:
@@ -16,7 +18,7 @@ every later one; values shorter than ``MIN_SECRET_LEN`` are ignored to avoid fal
   never registered on its own (too short, and it is in every environment).
 
 What it scans (per test; everything appended while the test runs, including results of background
-pipeline threads):
+event-delivery threads):
 
 * every ``InvocationResult`` returned by ``LocalFunction.invoke``: log lines, payload, error;
 * pytest's captured stdout, stderr and log of setup, call and teardown (``report.sections``);
@@ -38,7 +40,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
@@ -252,98 +254,11 @@ class Hygiene:
         self.emulators: dict[int, weakref.ref[Any]] = {}
         self.touched: set[int] = set()  # ids of worlds used since the last check
         self._lock = threading.Lock()
-        self._restore: list[Callable[[], None]] = []
         self.invocations = 0
         self.checks = 0
         self.texts = 0
         self.seconds = 0.0  # spent checking, for -v's summary line
         self.session_leaks: list[Leak] = []
-
-    # -- patching -------------------------------------------------------------------------------
-
-    def _patch(self, owner: Any, name: str, replacement: Any) -> None:
-        original = owner.__dict__[name]
-        setattr(owner, name, replacement)
-        self._restore.append(lambda: setattr(owner, name, original))
-
-    def install(self) -> None:
-        from localworld.aws import LocalAws, MotoServer
-        from localworld.deepgram.server import DeepgramEmulator
-        from localworld.lambda_runtime import LocalFunction
-        from localworld.world import LocalWorld
-
-        hygiene = self
-
-        create_secret = LocalAws.create_secret
-
-        def create_secret_hooked(self: Any, name: str, value: Any) -> str:
-            hygiene.registry.add_secret_value(value, f"LocalAws.create_secret({name!r})")
-            return create_secret(self, name, value)
-
-        api_keys = DeepgramEmulator.__dict__["api_keys"]
-
-        def set_api_keys(self: Any, keys: Iterable[str]) -> None:
-            keys = list(keys)
-            for key in keys:
-                hygiene.registry.add("api key", key, "DeepgramEmulator.api_keys")
-            api_keys.fset(self, keys)
-
-        emulator_start = DeepgramEmulator.start
-
-        def start_hooked(self: Any) -> Any:
-            hygiene.emulators[id(self)] = weakref.ref(self)
-            return emulator_start(self)
-
-        emulator_reset = DeepgramEmulator.reset
-
-        def emulator_reset_hooked(self: Any) -> None:
-            hygiene.harvest(self)  # the log is about to be cleared
-            emulator_reset(self)
-
-        world_init = LocalWorld.__init__
-
-        def world_init_hooked(self: Any, *args: Any, **kwargs: Any) -> None:
-            world_init(self, *args, **kwargs)
-            hygiene.registry.add("api key", self.api_key, "LocalWorld.api_key")
-            hygiene.track_world(self)
-
-        world_reset = LocalWorld.reset
-
-        def world_reset_hooked(self: Any, *args: Any, **kwargs: Any) -> None:
-            hygiene.registry.add("api key", self.api_key, "LocalWorld.api_key")
-            hygiene.track_world(self)
-            hygiene.harvest(self.emulator)
-            hygiene.scan_world(self)  # before the outputs are emptied
-            world_reset(self, *args, **kwargs)
-
-        moto_stop = MotoServer.stop
-
-        def moto_stop_hooked(self: Any) -> None:
-            for world in hygiene.live(hygiene.worlds):
-                if world.moto is self:
-                    hygiene.harvest(world.emulator)
-                    hygiene.scan_world(world)
-            moto_stop(self)
-
-        invoke = LocalFunction.invoke
-
-        def invoke_hooked(self: Any, event: Any, *args: Any, **kwargs: Any) -> Any:
-            result = invoke(self, event, *args, **kwargs)
-            hygiene.record_invocation(self, result)
-            return result
-
-        self._patch(LocalAws, "create_secret", create_secret_hooked)
-        self._patch(DeepgramEmulator, "api_keys", property(api_keys.fget, set_api_keys, api_keys.fdel))
-        self._patch(DeepgramEmulator, "start", start_hooked)
-        self._patch(DeepgramEmulator, "reset", emulator_reset_hooked)
-        self._patch(LocalWorld, "__init__", world_init_hooked)
-        self._patch(LocalWorld, "reset", world_reset_hooked)
-        self._patch(MotoServer, "stop", moto_stop_hooked)
-        self._patch(LocalFunction, "invoke", invoke_hooked)
-
-    def uninstall(self) -> None:
-        while self._restore:
-            self._restore.pop()()
 
     @staticmethod
     def live(refs: dict[int, weakref.ref[Any]]) -> list[Any]:
@@ -451,14 +366,70 @@ def pytest_configure(config: pytest.Config) -> None:
     global _HYGIENE  # noqa: PLW0603 - one plugin state per session
     if _HYGIENE is None:
         _HYGIENE = Hygiene()
-        _HYGIENE.install()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     global _HYGIENE  # noqa: PLW0603
+    _HYGIENE = None
+
+
+# --- what the local world reports (localworld.pytest_hooks; optional: absent without the world) ---
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_localworld_secret_stored(name: str, value: Any) -> None:
     if _HYGIENE is not None:
-        _HYGIENE.uninstall()
-        _HYGIENE = None
+        _HYGIENE.registry.add_secret_value(value, f"LocalAws.create_secret({name!r})")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_localworld_api_keys_set(keys: list[str]) -> None:
+    if _HYGIENE is not None:
+        for key in keys:
+            _HYGIENE.registry.add("api key", key, "DeepgramEmulator.api_keys")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_localworld_emulator_started(emulator: Any) -> None:
+    if _HYGIENE is not None:
+        _HYGIENE.emulators[id(emulator)] = weakref.ref(emulator)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_localworld_emulator_resetting(emulator: Any) -> None:
+    if _HYGIENE is not None:
+        _HYGIENE.harvest(emulator)  # the log is about to be cleared
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_localworld_world_created(world: Any) -> None:
+    if _HYGIENE is not None:
+        _HYGIENE.registry.add("api key", world.api_key, "LocalWorld.api_key")
+        _HYGIENE.track_world(world)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_localworld_world_resetting(world: Any) -> None:
+    if _HYGIENE is not None:
+        _HYGIENE.registry.add("api key", world.api_key, "LocalWorld.api_key")
+        _HYGIENE.track_world(world)
+        _HYGIENE.harvest(world.emulator)
+        _HYGIENE.scan_world(world)  # before the outputs are emptied
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_localworld_moto_stopping(moto: Any) -> None:
+    if _HYGIENE is not None:
+        for world in _HYGIENE.live(_HYGIENE.worlds):
+            if world.moto is moto:
+                _HYGIENE.harvest(world.emulator)
+                _HYGIENE.scan_world(world)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_localworld_invoked(function: Any, result: Any) -> None:
+    if _HYGIENE is not None:
+        _HYGIENE.record_invocation(function, result)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -3,7 +3,7 @@
 
 Read the API key from Secrets Manager (once per container), presign a GET URL for the uploaded
 object, send it to Deepgram with ``client.listen.v1.media.transcribe_url(url=..., model=...)`` and
-write the JSON answer to ``transcripts/<key>.json`` in the output bucket.
+write the JSON answer to ``<TRANSCRIPT_PREFIX><key>.json`` in the output bucket.
 
 Runs in its own venv (bench/baseline-requirements.txt). Pointed at the local world like any
 deployment would be: ``DEEPGRAM_API_URL`` becomes the SDK's ``environment`` base URL and the CA in
@@ -57,7 +57,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             punctuate=True,
             tag=os.environ.get("ENVIRONMENT_NAME", "dev"),
         )
-        output_key = f"transcripts/{key}.json"
+        output_key = f"{os.environ['TRANSCRIPT_PREFIX']}{key}.json"  # the stack's setting
         s3.put_object(
             Bucket=output_bucket,
             Key=output_key,

@@ -51,7 +51,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     response.raise_for_status()
     s3.put_object(
         Bucket=os.environ["OUTPUT_BUCKET"],
-        Key=f"transcripts/{key}.json",
+        Key=f"{os.environ['TRANSCRIPT_PREFIX']}{key}.json",  # the stack's setting, as ours reads it
         Body=response.content,
         ContentType="application/json",
     )

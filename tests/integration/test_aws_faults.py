@@ -6,37 +6,35 @@ presigned URL can be answered with the errors real S3 gives."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from botocore.exceptions import ClientError
 
-from localworld.aws import LocalAws
-from localworld.aws_faults import AwsFaultProxy
-from localworld.lambda_runtime import LocalFunction
-from localworld.world import SAMPLE_AUDIO, LocalWorld
-from tests.conftest import Uploads
 from transcriber.clients import MAX_ATTEMPTS
 
-SAMPLE = SAMPLE_AUDIO.read_bytes()
+if TYPE_CHECKING:
+    from localworld.aws_faults import AwsFaultProxy
+    from localworld.lambda_runtime import LocalFunction
+    from localworld.pytest_plugin import FunctionFactory, Uploads
+    from localworld.world import LocalWorld
+
 # The layer's clients use botocore's standard retry mode with a bounded number of attempts.
 BOTOCORE_ATTEMPTS = MAX_ATTEMPTS
 
 
-def proxied(world: LocalWorld, proxy: AwsFaultProxy, **extra_env: str) -> LocalFunction:
+def proxied(start_function: FunctionFactory, proxy: AwsFaultProxy, **extra_env: str) -> LocalFunction:
     """The transcribe function with every AWS call (and every presigned URL) going through the proxy."""
-    env = {**world.function_env(), "AWS_ENDPOINT_URL": proxy.url, **extra_env}
-    return LocalFunction(world.function("TranscribeFunction"), extra_env=env)
+    return start_function(extra_env={"AWS_ENDPOINT_URL": proxy.url, **extra_env})
 
 
 @pytest.fixture
-def function(world: LocalWorld, aws_fault_proxy: AwsFaultProxy) -> Iterator[LocalFunction]:
-    with proxied(world, aws_fault_proxy) as started:
-        yield started
+def function(start_function: FunctionFactory, aws_fault_proxy: AwsFaultProxy) -> LocalFunction:
+    return proxied(start_function, aws_fault_proxy)
 
 
 def failure_record(world: LocalWorld, key: str) -> dict[str, object]:
-    body = world.aws.s3().get_object(Bucket=world.output_bucket, Key=f"failures/{key}.json")["Body"].read()
+    body = world.aws.s3().get_object(Bucket=world.output_bucket, Key=world.failure_key(key))["Body"].read()
     record: dict[str, object] = json.loads(body)
     return record
 
@@ -47,10 +45,14 @@ def output_keys(world: LocalWorld) -> list[str]:
 
 
 def test_access_denied_on_head_leaves_a_failure_record(
-    world: LocalWorld, uploads: Uploads, aws_fault_proxy: AwsFaultProxy, function: LocalFunction
+    world: LocalWorld,
+    uploads: Uploads,
+    aws_fault_proxy: AwsFaultProxy,
+    function: LocalFunction,
+    sample_audio: bytes,
 ) -> None:
     # No extension: the function must HEAD the object to learn it is audio.
-    event = uploads.put("denied/no-extension", SAMPLE, ContentType="audio/wav")
+    event = uploads.put("denied/no-extension", sample_audio, ContentType="audio/wav")
     aws_fault_proxy.fail("HEAD", "denied/no-extension", 403, "AccessDenied")
 
     result = function.invoke(event)
@@ -63,13 +65,17 @@ def test_access_denied_on_head_leaves_a_failure_record(
     assert world.emulator.requests == []
     heads = aws_fault_proxy.requests_to("HEAD", "denied/no-extension")
     assert [r.status for r in heads] == [403]  # not retried by botocore
-    assert output_keys(world) == ["failures/denied/no-extension.json"]
+    assert output_keys(world) == [world.failure_key("denied/no-extension")]
 
 
 def test_persistent_throttling_on_head_is_raised_for_lambda_to_retry(
-    world: LocalWorld, uploads: Uploads, aws_fault_proxy: AwsFaultProxy, function: LocalFunction
+    world: LocalWorld,
+    uploads: Uploads,
+    aws_fault_proxy: AwsFaultProxy,
+    function: LocalFunction,
+    sample_audio: bytes,
 ) -> None:
-    event = uploads.put("slow/no-extension", SAMPLE, ContentType="audio/wav")
+    event = uploads.put("slow/no-extension", sample_audio, ContentType="audio/wav")
     aws_fault_proxy.fail("HEAD", "slow/no-extension", 503, "SlowDown")
 
     result = function.invoke(event)
@@ -84,35 +90,45 @@ def test_persistent_throttling_on_head_is_raised_for_lambda_to_retry(
 
 
 def test_throttled_transcript_write_is_retried_and_a_later_invocation_succeeds(
-    world: LocalWorld, uploads: Uploads, aws_fault_proxy: AwsFaultProxy
+    world: LocalWorld,
+    uploads: Uploads,
+    aws_fault_proxy: AwsFaultProxy,
+    start_function: FunctionFactory,
+    sample_audio: bytes,
 ) -> None:
-    event = uploads.put("slow-write/a.wav", SAMPLE)
-    aws_fault_proxy.fail("PUT", "transcripts/slow-write/a.wav", 503, "SlowDown")
-    function = proxied(world, aws_fault_proxy)
+    event = uploads.put("slow-write/a.wav", sample_audio)
+    transcript = world.transcript_key("slow-write/a.wav")
+    aws_fault_proxy.fail("PUT", transcript, 503, "SlowDown")
+    function = proxied(start_function, aws_fault_proxy)
 
-    with function:
-        first = function.invoke(event)
+    first = function.invoke(event)
 
-        assert first.error is not None
-        assert first.error["errorType"] == "RetryableError"
-        assert first.error["errorMessage"].startswith("s3-throttled")
-        assert len(world.emulator.requests) == 1
-        assert [r.status for r in aws_fault_proxy.requests_to("PUT", "transcripts/")] == [503] * MAX_ATTEMPTS
-        assert output_keys(world) == []
+    assert first.error is not None
+    assert first.error["errorType"] == "RetryableError"
+    assert first.error["errorMessage"].startswith("s3-throttled")
+    assert len(world.emulator.requests) == 1
+    assert [r.status for r in aws_fault_proxy.requests_to("PUT", world.transcript_prefix)] == [
+        503
+    ] * MAX_ATTEMPTS
+    assert output_keys(world) == []
 
-        aws_fault_proxy.clear()
-        second = function.invoke(event)  # Lambda's retry of the same event
+    aws_fault_proxy.clear()
+    second = function.invoke(event)  # Lambda's retry of the same event
 
     assert second.error is None, second.logs
     # The idempotency record was released, so the retry really transcribed (not "in progress").
     assert len(world.emulator.requests) == 2
-    assert output_keys(world) == ["transcripts/slow-write/a.wav.json"]
+    assert output_keys(world) == [transcript]
 
 
 def test_deepgram_denied_the_presigned_url_is_a_remote_content_failure(
-    world: LocalWorld, uploads: Uploads, aws_fault_proxy: AwsFaultProxy, function: LocalFunction
+    world: LocalWorld,
+    uploads: Uploads,
+    aws_fault_proxy: AwsFaultProxy,
+    function: LocalFunction,
+    sample_audio: bytes,
 ) -> None:
-    event = uploads.put("policy/a.wav", SAMPLE)
+    event = uploads.put("policy/a.wav", sample_audio)
     aws_fault_proxy.fail("GET", "policy/a.wav", 403, "AccessDenied")
 
     result = function.invoke(event)
@@ -132,19 +148,19 @@ def test_deepgram_denied_the_presigned_url_is_a_remote_content_failure(
 
 
 def test_the_proxy_forwards_boto3_traffic_and_counts_faults(
-    world: LocalWorld, aws_fault_proxy: AwsFaultProxy
+    world: LocalWorld, aws_fault_proxy: AwsFaultProxy, sample_audio: bytes
 ) -> None:
-    s3 = LocalAws(aws_fault_proxy.url, world.aws.region, world.aws.account_id).s3()
+    s3 = world.aws_via(aws_fault_proxy.url).s3()
     bucket, key = world.input_bucket, "proxy/a key ü.wav"
 
-    s3.put_object(Bucket=bucket, Key=key, Body=SAMPLE, ContentType="audio/wav")
+    s3.put_object(Bucket=bucket, Key=key, Body=sample_audio, ContentType="audio/wav")
     head = s3.head_object(Bucket=bucket, Key=key)
-    assert head["ContentLength"] == len(SAMPLE)
+    assert head["ContentLength"] == len(sample_audio)
     assert head["ContentType"] == "audio/wav"
-    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == SAMPLE
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == sample_audio
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="proxy/")["Contents"]] == [key]
     # Straight to moto: the proxy really stored it there.
-    assert world.aws.s3().get_object(Bucket=bucket, Key=key)["Body"].read() == SAMPLE
+    assert world.aws.s3().get_object(Bucket=bucket, Key=key)["Body"].read() == sample_audio
 
     rule = aws_fault_proxy.fail("GET", "a key ü", 403, "AccessDenied", times=2)  # matched decoded
     for _ in range(2):
@@ -155,9 +171,9 @@ def test_the_proxy_forwards_boto3_traffic_and_counts_faults(
         assert error["Error"]["Message"] == "Access Denied"
         assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
         assert error["ResponseMetadata"]["RequestId"]
-    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == SAMPLE
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == sample_audio
     assert rule.hits == 2
-    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(SAMPLE)  # HEAD not matched
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(sample_audio)  # HEAD not matched
 
     s3.delete_object(Bucket=bucket, Key=key)
     assert s3.list_objects_v2(Bucket=bucket, Prefix="proxy/").get("KeyCount") == 0

@@ -8,20 +8,21 @@ import json
 import time
 import wave
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
-from localworld.lambda_runtime import InvocationResult, LocalFunction
-from localworld.template import load_stack
-from localworld.world import SAMPLE_AUDIO, TEMPLATE, LocalWorld
-from tests.conftest import Uploads
+from transcriber.storage import LONG_KEY_FOLDER
+
+if TYPE_CHECKING:
+    from localworld.lambda_runtime import InvocationResult
+    from localworld.pytest_plugin import FunctionFactory, Uploads
+    from localworld.world import LocalWorld
 
 CORPUS = yaml.safe_load(
     (Path(__file__).parents[1] / "corpus" / "bad_inputs.yaml").read_text(encoding="utf-8")
 )
-SAMPLE = SAMPLE_AUDIO.read_bytes()
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489") + b"\x00" * 64
 
 
@@ -35,16 +36,17 @@ def silence(seconds: float = 2.0) -> bytes:
     return buffer.getvalue()
 
 
-BODIES = {
-    "sample": SAMPLE,
-    "empty": b"",
-    "text": b"minutes of the meeting, not audio\n" * 30,
-    "pdf": b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
-    "png": PNG,
-    "silence": silence(),
-    "truncated-wav": SAMPLE[:30],  # cut inside the header
-    "corrupt-header-wav": SAMPLE[:12] + b"\xde\xad\xbe\xef" * 6 + SAMPLE[36:],
-}
+def bodies(sample: bytes) -> dict[str, bytes]:
+    return {
+        "sample": sample,
+        "empty": b"",
+        "text": b"minutes of the meeting, not audio\n" * 30,
+        "pdf": b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
+        "png": PNG,
+        "silence": silence(),
+        "truncated-wav": sample[:30],  # cut inside the header
+        "corrupt-header-wav": sample[:12] + b"\xde\xad\xbe\xef" * 6 + sample[36:],
+    }
 
 
 def test_the_corpus_is_large_enough_and_well_formed() -> None:
@@ -92,7 +94,7 @@ def output_keys(world: LocalWorld) -> list[str]:
     return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
-def prepare_event(case: dict[str, Any], world: LocalWorld, uploads: Uploads) -> dict[str, Any]:
+def prepare_event(case: dict[str, Any], world: LocalWorld, uploads: Uploads, sample: bytes) -> dict[str, Any]:
     if "event" in case:
         event: dict[str, Any] = fill(case["event"], world)
         return event
@@ -100,14 +102,14 @@ def prepare_event(case: dict[str, Any], world: LocalWorld, uploads: Uploads) -> 
     extra = {"ContentType": case["content_type"]} if "content_type" in case else {}
     s3 = world.aws.s3()
     if case.get("action") == "stale-version":
-        event = uploads.put(key, SAMPLE)
+        event = uploads.put(key, sample)
         version = s3.head_object(Bucket=world.input_bucket, Key=key)["VersionId"]
-        s3.put_object(Bucket=world.input_bucket, Key=key, Body=SAMPLE)  # a newer version
+        s3.put_object(Bucket=world.input_bucket, Key=key, Body=sample)  # a newer version
         uploads.next_event()
         s3.delete_object(Bucket=world.input_bucket, Key=key, VersionId=version)
         event["Records"][0]["s3"]["object"]["versionId"] = version
         return event
-    event = uploads.put(key, BODIES[case["body"]], **extra)
+    event = uploads.put(key, bodies(sample)[case["body"]], **extra)
     if case.get("action") == "delete-object":
         s3.delete_object(Bucket=world.input_bucket, Key=key)
     if case.get("action") == "claim-size":
@@ -123,11 +125,8 @@ def check(case: dict[str, Any], world: LocalWorld, result: InvocationResult) -> 
         assert result.error is None, result.logs
     if outcome == "transcript":
         [key] = outputs
-        assert key.startswith("transcripts/"), outputs
-        if expect.get("long_key"):
-            assert key.startswith("transcripts/_long-keys/")
-        else:
-            assert key == f"transcripts/{object_key(case)}.json"
+        assert key == world.transcript_key(object_key(case)), outputs
+        assert (LONG_KEY_FOLDER in key) is bool(expect.get("long_key")), key
         document = json.loads(world.aws.s3().get_object(Bucket=world.output_bucket, Key=key)["Body"].read())
         text = document["results"]["channels"][0]["alternatives"][0]["transcript"]
         assert (text == "") is bool(expect.get("empty_transcript")), text
@@ -136,7 +135,7 @@ def check(case: dict[str, Any], world: LocalWorld, result: InvocationResult) -> 
         assert outputs == []
         assert world.emulator.requests == []
     elif outcome == "failure":
-        assert outputs == [f"failures/{object_key(case)}.json"]
+        assert outputs == [world.failure_key(object_key(case))]
         record = json.loads(
             world.aws.s3().get_object(Bucket=world.output_bucket, Key=outputs[0])["Body"].read()
         )
@@ -156,25 +155,29 @@ def check(case: dict[str, Any], world: LocalWorld, result: InvocationResult) -> 
         assert result.error is not None, result.payload
         assert result.error["errorType"] == error_type
         assert result.error["errorMessage"].startswith(reason)
-        assert [k for k in outputs if k.startswith("transcripts/")] == []
+        assert [k for k in outputs if k.startswith(world.transcript_prefix)] == []
 
 
 @pytest.mark.parametrize(
     "case", [c for c in CORPUS if c["expect"]["outcome"] != "not-routed"], ids=lambda c: c["id"]
 )
-def test_bad_input(case: dict[str, Any], world: LocalWorld, uploads: Uploads) -> None:
+def test_bad_input(
+    case: dict[str, Any],
+    world: LocalWorld,
+    uploads: Uploads,
+    start_function: FunctionFactory,
+    sample_audio: bytes,
+) -> None:
     if "secret" in case:
         value = case["secret"]
         world.aws.create_secret(
             world.secret_id, bytes.fromhex(value["binary"]) if isinstance(value, dict) else value
         )
-    event = prepare_event(case, world, uploads)
+    event = prepare_event(case, world, uploads, sample_audio)
     if "fault" in case:
         world.emulator.faults.next(1, **case["fault"])
-    spec = world.function("TranscribeFunction")
     env = fill(case.get("env", {}), world)
-    with LocalFunction(spec, env, world.function_env(), timeout_s=case.get("timeout_s")) as function:
-        result = function.invoke(event)
+    result = start_function(timeout_s=case.get("timeout_s"), **env).invoke(event)
 
     check(case, world, result)
 
@@ -182,18 +185,18 @@ def test_bad_input(case: dict[str, Any], world: LocalWorld, uploads: Uploads) ->
 @pytest.mark.parametrize(
     "case", [c for c in CORPUS if c["expect"]["outcome"] == "not-routed"], ids=lambda c: c["id"]
 )
-def test_objects_outside_the_filter_never_reach_the_function(case: dict[str, Any], world: LocalWorld) -> None:
+def test_objects_outside_the_filter_never_reach_the_function(
+    case: dict[str, Any], world: LocalWorld, sample_audio: bytes
+) -> None:
     prefix = case["expect"]["prefix"]
-    filtered = load_stack(
-        TEMPLATE, {**world.parameter_overrides, "InputPrefix": prefix}, endpoint_url=world.moto.endpoint_url
-    )
+    filtered = world.stack_with(InputPrefix=prefix)
     queue_url = world.aws.route_bucket_notifications(filtered, "TranscribeFunction")
     s3, sqs = world.aws.s3(), world.aws.sqs()
 
-    s3.put_object(Bucket=world.input_bucket, Key=object_key(case), Body=SAMPLE)
-    s3.put_object(Bucket=world.input_bucket, Key=f"{prefix}inside.wav", Body=SAMPLE)
+    s3.put_object(Bucket=world.input_bucket, Key=object_key(case), Body=sample_audio)
+    s3.put_object(Bucket=world.input_bucket, Key=f"{prefix}inside.wav", Body=sample_audio)
 
-    deadline, keys = time.monotonic() + 5, []
+    deadline, keys = time.monotonic() + 5, list[str]()
     while time.monotonic() < deadline and not keys:
         for message in sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1).get("Messages", []):
             keys += [r["s3"]["object"]["key"] for r in json.loads(message["Body"]).get("Records", [])]

@@ -9,17 +9,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from localworld.aws_faults import AwsFaultProxy
-from localworld.lambda_runtime import InvocationResult, LocalFunction
-from localworld.pipeline import LocalPipeline
-from localworld.world import SAMPLE_AUDIO, LocalWorld
-from tests.conftest import FunctionFactory, Uploads
+if TYPE_CHECKING:
+    from localworld.aws_faults import AwsFaultProxy
+    from localworld.lambda_runtime import InvocationResult, LocalFunction
+    from localworld.pytest_plugin import DeliveryFactory, FunctionFactory, Uploads
+    from localworld.world import LocalWorld
 
-SAMPLE = SAMPLE_AUDIO.read_bytes()
 COPIES = 10
 DEEPGRAM_LATENCY_S = 2.0  # long enough for every copy to arrive while the first is in flight
 # 17 s of Lambda: the handler keeps 10 s back for writing, so Deepgram gets ~7 s (>= 5 s needed).
@@ -89,28 +88,14 @@ def slow_deepgram(world: LocalWorld) -> Iterator[None]:
     world.emulator.latency = previous
 
 
-class StallingProxy(AwsFaultProxy):
-    """The AWS fault proxy, holding matching requests until `release` is set (or `hold_s` passed)."""
-
-    def __init__(self, upstream_url: str, method: str, path_contains: str, hold_s: float) -> None:
-        super().__init__(upstream_url)
-        self.method, self.path_contains, self.hold_s = method, path_contains, hold_s
-        self.release = threading.Event()
-        self.held = 0
-
-    def _forward(
-        self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes | None
-    ) -> tuple[int, str, list[tuple[str, str]], bytes]:
-        if method == self.method and self.path_contains in target.partition("?")[0]:
-            self.held += 1
-            self.release.wait(self.hold_s)
-        return super()._forward(method, target, headers, body)
-
-
 def test_ten_simultaneous_deliveries_make_one_request_and_one_transcript(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, slow_deepgram: None
+    world: LocalWorld,
+    uploads: Uploads,
+    start_function: FunctionFactory,
+    slow_deepgram: None,
+    sample_audio: bytes,
 ) -> None:
-    event = uploads.put("dup/ten.wav", SAMPLE)
+    event = uploads.put("dup/ten.wav", sample_audio)
     function = start_function()
     function.max_concurrency = COPIES
     # Start ten containers first, so the ten copies below run side by side, not one after another.
@@ -128,7 +113,7 @@ def test_ten_simultaneous_deliveries_make_one_request_and_one_transcript(
     refused = [r for r in others if refused_as_in_progress(r)]
     assert refused, "no copy overlapped the first: the test proves nothing"
     assert len(listen_requests(world)) == 1
-    assert output_keys(world) == ["transcripts/dup/ten.wav.json"]
+    assert output_keys(world) == [world.transcript_key("dup/ten.wav")]
 
     # Lambda retries the refused ones after the first finished: each is answered from the record.
     retried = invoke_together(function, [event] * len(refused))
@@ -138,33 +123,34 @@ def test_ten_simultaneous_deliveries_make_one_request_and_one_transcript(
         first[0].payload["objects"][0]["request_id"]
     }
     assert len(listen_requests(world)) == 1
-    assert output_keys(world) == ["transcripts/dup/ten.wav.json"]
+    assert output_keys(world) == [world.transcript_key("dup/ten.wav")]
 
 
 def test_ten_async_deliveries_through_lambdas_retries_end_in_one_transcript(
-    world: LocalWorld, uploads: Uploads, slow_deepgram: None
+    world: LocalWorld,
+    uploads: Uploads,
+    start_delivery: DeliveryFactory,
+    slow_deepgram: None,
+    sample_audio: bytes,
 ) -> None:
-    event = uploads.put("dup/async.wav", SAMPLE)
+    event = uploads.put("dup/async.wav", sample_audio)
     # time_scale 0.1: Lambda's retry waits of 60 s and 120 s become 6 s and 12 s.
-    with LocalPipeline(
-        world.stack,
-        world.aws,
-        world.function_env(),
+    with start_delivery(
         functions=["TranscribeFunction"],
         concurrency={"TranscribeFunction": COPIES},
         time_scale=0.1,
-    ) as pipeline:
-        # Warm the ten containers (outside the pipeline's books), so the first attempt takes about
+    ) as delivery:
+        # Warm the ten containers (outside the delivery's books), so the first attempt takes about
         # the Deepgram latency, well inside Lambda's two retry waits (6 s + 12 s here).
-        warm_containers(pipeline.function("TranscribeFunction"), world)
-        request_ids = [pipeline.invoke_async("TranscribeFunction", event) for _ in range(COPIES)]
-        assert pipeline.wait_until_idle(timeout_s=40)
-        stats = pipeline.stats().functions["TranscribeFunction"]
-        records = pipeline.records
+        warm_containers(delivery.function("TranscribeFunction"), world)
+        request_ids = [delivery.invoke_async("TranscribeFunction", event) for _ in range(COPIES)]
+        assert delivery.wait_until_idle(timeout_s=40)
+        stats = delivery.stats().functions["TranscribeFunction"]
+        records = delivery.records
 
-    assert (stats.dlq_sends, stats.dropped, stats.expired, stats.destination_sends) == (0, 0, 0, 0)
+    assert (stats.dlq_sends, stats.dropped, stats.expired) == (0, 0, 0)
     assert len(listen_requests(world)) == 1
-    assert output_keys(world) == ["transcripts/dup/async.wav.json"]
+    assert output_keys(world) == [world.transcript_key("dup/async.wav")]
     failed = [r.result for r in records if not r.result.ok]
     assert failed, "no delivery overlapped the first: the test proves nothing"
     assert all(refused_as_in_progress(r) for r in failed), [r.error for r in failed]
@@ -179,18 +165,17 @@ def test_ten_async_deliveries_through_lambdas_retries_end_in_one_transcript(
 
 
 def test_a_deepgram_stall_past_the_timeout_is_given_up_in_time_and_leaves_the_object_retryable(
-    world: LocalWorld, uploads: Uploads
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
-    event = uploads.put("dup/stalled.wav", SAMPLE)
+    event = uploads.put("dup/stalled.wav", sample_audio)
     world.emulator.faults.next(1, kind="stall", stall_seconds=SHORT_TIMEOUT_S + 5)
-    spec = world.function("TranscribeFunction")
-    with LocalFunction(spec, extra_env=world.function_env(), timeout_s=SHORT_TIMEOUT_S) as function:
-        with ThreadPoolExecutor(1) as pool:
-            stalled = pool.submit(function.invoke, event)
-            wait_until(lambda: listen_requests(world) or stalled.done())  # in flight, stalled
-            during = function.invoke(event)  # a second container
-            first = stalled.result()
-        after = function.invoke(event)
+    function = start_function(timeout_s=SHORT_TIMEOUT_S)
+    with ThreadPoolExecutor(1) as pool:
+        stalled = pool.submit(function.invoke, event)
+        wait_until(lambda: listen_requests(world) or stalled.done())  # in flight, stalled
+        during = function.invoke(event)  # a second container
+        first = stalled.result()
+    after = function.invoke(event)
 
     assert refused_as_in_progress(during), during.error or during.payload
     # The handler bounds its Deepgram read by the time left minus its 10 s reserve, so a stall
@@ -203,30 +188,31 @@ def test_a_deepgram_stall_past_the_timeout_is_given_up_in_time_and_leaves_the_ob
     assert after.error is None, after.logs
     assert after.payload["objects"][0]["replayed"] is False
     assert len(listen_requests(world)) == 2
-    assert output_keys(world) == ["transcripts/dup/stalled.wav.json"]
+    assert output_keys(world) == [world.transcript_key("dup/stalled.wav")]
 
 
 def test_a_function_killed_at_its_timeout_mid_work_is_retryable_once_its_deadline_passed(
-    world: LocalWorld, uploads: Uploads
+    world: LocalWorld,
+    uploads: Uploads,
+    aws_fault_proxy: AwsFaultProxy,
+    start_function: FunctionFactory,
+    sample_audio: bytes,
 ) -> None:
     """Lambda kills the container while the transcript is being written (after Deepgram answered):
     the in-progress record stays behind, and must block duplicates only until the dead
     invocation's deadline, not forever."""
-    event = uploads.put("dup/killed.wav", SAMPLE)
-    hold_s = SHORT_TIMEOUT_S + 10
-    with StallingProxy(world.moto.endpoint_url, "PUT", "/transcripts/", hold_s) as proxy:
-        env = {**world.function_env(), "AWS_ENDPOINT_URL": proxy.url}
-        spec = world.function("TranscribeFunction")
-        with LocalFunction(spec, extra_env=env, timeout_s=SHORT_TIMEOUT_S) as function:
-            with ThreadPoolExecutor(1) as pool:
-                started = time.time()
-                doomed = pool.submit(function.invoke, event)
-                wait_until(lambda: proxy.held or doomed.done())  # Deepgram answered; the write hangs
-                before_deadline = function.invoke(event)
-                killed = doomed.result()
-            proxy.release.set()  # the hung write may now reach S3, as a late PUT on AWS can
-            deadline_passed_by_s = time.time() - started - SHORT_TIMEOUT_S
-            after = function.invoke(event)
+    event = uploads.put("dup/killed.wav", sample_audio)
+    write = aws_fault_proxy.stall("PUT", world.transcript_key("dup/killed.wav"), SHORT_TIMEOUT_S + 10)
+    function = start_function(timeout_s=SHORT_TIMEOUT_S, extra_env={"AWS_ENDPOINT_URL": aws_fault_proxy.url})
+    with ThreadPoolExecutor(1) as pool:
+        started = time.time()
+        doomed = pool.submit(function.invoke, event)
+        wait_until(lambda: write.held or doomed.done())  # Deepgram answered; the write hangs
+        before_deadline = function.invoke(event)
+        killed = doomed.result()
+    write.release.set()  # the hung write may now reach S3, as a late PUT on AWS can
+    deadline_passed_by_s = time.time() - started - SHORT_TIMEOUT_S
+    after = function.invoke(event)
 
     assert refused_as_in_progress(before_deadline), before_deadline.error or before_deadline.payload
     assert killed.error is not None
@@ -237,4 +223,4 @@ def test_a_function_killed_at_its_timeout_mid_work_is_retryable_once_its_deadlin
     assert after.payload["objects"][0]["replayed"] is False
     # The killed invocation's answer was never recorded, so the retry pays for a second request.
     assert [r.status for r in listen_requests(world)] == [200, 200]
-    assert output_keys(world) == ["transcripts/dup/killed.wav.json"]
+    assert output_keys(world) == [world.transcript_key("dup/killed.wav")]

@@ -4,24 +4,23 @@ answers each Deepgram failure in its documented shape and the function must clas
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import pytest
 
-from localworld.lambda_runtime import LocalFunction
-from localworld.world import SAMPLE_AUDIO, LocalWorld
-from tests.conftest import FunctionFactory, Uploads
-
-SAMPLE = SAMPLE_AUDIO.read_bytes()
+if TYPE_CHECKING:
+    from localworld.pytest_plugin import FunctionFactory, Uploads
+    from localworld.world import LocalWorld
 
 
 def failure_record(world: LocalWorld, key: str) -> dict[str, object]:
-    body = world.aws.s3().get_object(Bucket=world.output_bucket, Key=f"failures/{key}.json")["Body"].read()
+    body = world.aws.s3().get_object(Bucket=world.output_bucket, Key=world.failure_key(key))["Body"].read()
     record: dict[str, object] = json.loads(body)
     return record
 
 
 def transcript_exists(world: LocalWorld, key: str) -> bool:
-    listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket, Prefix=f"transcripts/{key}")
+    listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket, Prefix=world.transcript_key(key))
     return listing.get("KeyCount", 0) == 1
 
 
@@ -37,11 +36,17 @@ def transcript_exists(world: LocalWorld, key: str) -> bool:
     ],
 )
 def test_transient_statuses_are_retried_within_the_invocation(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, status: int, style: str, reason: str
+    world: LocalWorld,
+    uploads: Uploads,
+    start_function: FunctionFactory,
+    status: int,
+    style: str,
+    reason: str,
+    sample_audio: bytes,
 ) -> None:
     world.emulator.faults.next(2, status=status, style=style)  # type: ignore[arg-type]
 
-    result = start_function().invoke(uploads.put(f"transient/{status}.wav", SAMPLE))
+    result = start_function().invoke(uploads.put(f"transient/{status}.wav", sample_audio))
 
     assert result.error is None, result.logs
     assert [r.status for r in world.emulator.requests] == [status, status, 200]
@@ -50,11 +55,11 @@ def test_transient_statuses_are_retried_within_the_invocation(
 
 
 def test_transient_errors_that_outlast_the_attempts_are_raised_for_lambda_to_retry(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     world.emulator.faults.next(2, status=503)
 
-    result = start_function(DEEPGRAM_MAX_ATTEMPTS="2").invoke(uploads.put("outage/a.wav", SAMPLE))
+    result = start_function(DEEPGRAM_MAX_ATTEMPTS="2").invoke(uploads.put("outage/a.wav", sample_audio))
 
     assert result.error is not None
     assert result.error["errorType"] == "RetryableError"
@@ -64,12 +69,12 @@ def test_transient_errors_that_outlast_the_attempts_are_raised_for_lambda_to_ret
 
 
 def test_retry_after_is_honoured(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     world.emulator.retry_after = 2  # whole seconds, as an HTTP header carries them
     world.emulator.faults.next(1, status=429)
     try:
-        result = start_function().invoke(uploads.put("throttled/a.wav", SAMPLE))
+        result = start_function().invoke(uploads.put("throttled/a.wav", sample_audio))
     finally:
         world.emulator.retry_after = None
 
@@ -80,11 +85,11 @@ def test_retry_after_is_honoured(
 
 
 def test_a_dropped_connection_is_retried(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     world.emulator.faults.next(1, kind="drop")
 
-    result = start_function().invoke(uploads.put("dropped/a.wav", SAMPLE))
+    result = start_function().invoke(uploads.put("dropped/a.wav", sample_audio))
 
     assert result.error is None, result.logs
     assert any('"reason":"deepgram-connection"' in line for line in result.logs)
@@ -92,14 +97,12 @@ def test_a_dropped_connection_is_retried(
 
 
 def test_a_deepgram_that_never_answers_times_out_within_the_lambda_deadline(
-    world: LocalWorld, uploads: Uploads
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     world.emulator.faults.next(1, kind="stall", stall_seconds=20)
-    spec = world.function("TranscribeFunction")
-    event = uploads.put("stalled/a.wav", SAMPLE)
+    event = uploads.put("stalled/a.wav", sample_audio)
     # 17 s of Lambda: 10 s are kept back for writing, so Deepgram gets 7 s and one attempt.
-    with LocalFunction(spec, extra_env=world.function_env(), timeout_s=17) as function:
-        result = function.invoke(event)
+    result = start_function(timeout_s=17).invoke(event)
 
     assert result.error is not None
     assert result.error["errorType"] == "RetryableError"
@@ -118,10 +121,11 @@ def test_permanent_statuses_leave_a_failure_record(
     status: int,
     reason: str,
     http_status: int,
+    sample_audio: bytes,
 ) -> None:
     world.emulator.faults.next(1, status=status, style="modern")
 
-    result = start_function().invoke(uploads.put(f"permanent/{status}.wav", SAMPLE))
+    result = start_function().invoke(uploads.put(f"permanent/{status}.wav", sample_audio))
 
     assert result.error is None
     record = failure_record(world, f"permanent/{status}.wav")
@@ -133,11 +137,11 @@ def test_permanent_statuses_leave_a_failure_record(
 
 
 def test_a_model_the_project_cannot_use_is_permanent(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     world.emulator.allowed_models = {"nova-2"}
     try:
-        result = start_function().invoke(uploads.put("model/a.wav", SAMPLE))
+        result = start_function().invoke(uploads.put("model/a.wav", sample_audio))
     finally:
         world.emulator.allowed_models = None
 
@@ -146,10 +150,10 @@ def test_a_model_the_project_cannot_use_is_permanent(
 
 
 def test_bad_options_are_permanent(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     result = start_function(DEEPGRAM_EXTRA_OPTIONS="no_such_option=1").invoke(
-        uploads.put("opts/bad.wav", SAMPLE)
+        uploads.put("opts/bad.wav", sample_audio)
     )
 
     assert result.error is None
@@ -159,11 +163,11 @@ def test_bad_options_are_permanent(
 
 
 def test_no_credit_keeps_the_work_waiting(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     world.emulator.faults.next(1, status=402)
 
-    result = start_function().invoke(uploads.put("credit/a.wav", SAMPLE))
+    result = start_function().invoke(uploads.put("credit/a.wav", sample_audio))
 
     assert result.error is not None  # raised, so Lambda keeps it: no failure record, no drop
     assert result.error["errorType"] == "BlockedError"
@@ -173,9 +177,9 @@ def test_no_credit_keeps_the_work_waiting(
 
 
 def test_an_object_deleted_before_processing_is_a_remote_content_failure(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
-    event = uploads.put("gone/a.wav", SAMPLE)
+    event = uploads.put("gone/a.wav", sample_audio)
     world.aws.s3().delete_object(Bucket=world.input_bucket, Key="gone/a.wav")
 
     result = start_function().invoke(event)
@@ -187,9 +191,9 @@ def test_an_object_deleted_before_processing_is_a_remote_content_failure(
 
 
 def test_a_missing_object_found_by_head_is_an_s3_failure(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
-    event = uploads.put("gone/no-extension", SAMPLE, ContentType="audio/wav")
+    event = uploads.put("gone/no-extension", sample_audio, ContentType="audio/wav")
     world.aws.s3().delete_object(Bucket=world.input_bucket, Key="gone/no-extension")
 
     result = start_function().invoke(event)

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from localworld.world import ROOT, LocalWorld, objects_named_in, seed_objects
-from tests.conftest import FunctionFactory
+if TYPE_CHECKING:
+    from localworld.pytest_plugin import FunctionFactory
+    from localworld.world import LocalWorld
 
-EVENT_FILES = sorted(p for p in (ROOT / "events").glob("*.json") if p.name != "env.json")
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+EVENT_FILES = sorted(p for p in EVENTS.glob("*.json") if p.name != "env.json")
 
 
 def transcript_keys(world: LocalWorld) -> set[str]:
-    listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket, Prefix="transcripts/")
+    listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket, Prefix=world.transcript_prefix)
     return {item["Key"] for item in listing.get("Contents", [])}
 
 
@@ -25,8 +27,7 @@ def test_every_sample_event_becomes_transcripts(
     world: LocalWorld, start_function: FunctionFactory, path: Path
 ) -> None:
     event: Any = json.loads(path.read_text(encoding="utf-8"))
-    expected = {f"transcripts/{obj.key}.json" for obj in objects_named_in(event)}
-    seed_objects(world.aws, event)
+    expected = {world.transcript_key(obj.key) for obj in world.seed_objects(event)}
 
     result = start_function().invoke(event)
 

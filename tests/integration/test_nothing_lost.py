@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
-from localworld.chaos import FAST_RETRY_FUNCTION, run
-from localworld.pipeline import LocalPipeline
-from localworld.world import SAMPLE_AUDIO, LocalWorld
+import pytest
+
+if TYPE_CHECKING:
+    from localworld.delivery import LocalDelivery
+    from localworld.pytest_plugin import ChaosRun, DeliveryFactory
+    from localworld.world import LocalWorld
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> bool:
@@ -27,43 +31,49 @@ def output_keys(world: LocalWorld) -> set[str]:
     return {item["Key"] for item in listing.get("Contents", [])}
 
 
-def pipeline(world: LocalWorld, **retry_env: str) -> LocalPipeline:
-    return LocalPipeline(
-        world.stack,
-        world.aws,
-        world.function_env(),
-        concurrency={"TranscribeFunction": 2, "RetryFunction": 2},
-        env_overrides={
-            "TranscribeFunction": {"DEEPGRAM_MAX_ATTEMPTS": "1"},
-            "RetryFunction": {**FAST_RETRY_FUNCTION, "DEEPGRAM_MAX_ATTEMPTS": "1", **retry_env},
-        },
-    )
+@pytest.fixture
+def delivery(start_delivery: DeliveryFactory, fast_retry_env: dict[str, str]) -> Callable[..., LocalDelivery]:
+    """The stack's event delivery with one Deepgram attempt per invocation and fast DLQ retries."""
+
+    def start(**retry_env: str) -> LocalDelivery:
+        return start_delivery(
+            concurrency={"TranscribeFunction": 2, "RetryFunction": 2},
+            env_overrides={
+                "TranscribeFunction": {"DEEPGRAM_MAX_ATTEMPTS": "1"},
+                "RetryFunction": {**fast_retry_env, "DEEPGRAM_MAX_ATTEMPTS": "1", **retry_env},
+            },
+        )
+
+    return start
 
 
 def test_an_outage_longer_than_lambdas_retries_is_recovered_from_the_dead_letter_queue(
-    world: LocalWorld,
+    world: LocalWorld, delivery: Callable[..., LocalDelivery], sample_audio: bytes
 ) -> None:
     world.emulator.faults.set({402: 1.0})  # out of credit: nothing can succeed for now
-    with pipeline(world) as running:
-        world.upload(SAMPLE_AUDIO, "outage/a.wav")
+    transcript = world.transcript_key("outage/a.wav")
+    with delivery() as running:
+        world.upload(sample_audio, "outage/a.wav")
         assert wait_for(lambda: running.stats().functions["TranscribeFunction"].dlq_sends == 1)
         transcribe = running.stats().functions["TranscribeFunction"]
         assert (transcribe.invocations, transcribe.retries) == (3, 2)  # Lambda's 2 async retries
         world.emulator.faults.clear()  # credit added
 
-        assert wait_for(lambda: "transcripts/outage/a.wav.json" in output_keys(world))
+        assert wait_for(lambda: transcript in output_keys(world))
         stats = running.stats().functions
         assert stats["RetryFunction"].invocations >= 1  # the retry function wrote it...
         assert stats["TranscribeFunction"].invocations == 3  # ...not a fourth direct invocation
-    assert output_keys(world) == {"transcripts/outage/a.wav.json"}
+    assert output_keys(world) == {transcript}
     assert [r.status for r in world.emulator.requests][-1] == 200
 
 
-def test_an_event_that_keeps_failing_is_parked_with_a_failure_record(world: LocalWorld) -> None:
+def test_an_event_that_keeps_failing_is_parked_with_a_failure_record(
+    world: LocalWorld, delivery: Callable[..., LocalDelivery], sample_audio: bytes
+) -> None:
     world.emulator.faults.set({503: 1.0})
     parking_url = world.stack.resource("ParkingQueue").ref
-    with pipeline(world, RETRY_MAX_ATTEMPTS="2") as running:
-        world.upload(SAMPLE_AUDIO, "doomed/a.wav")
+    with delivery(RETRY_MAX_ATTEMPTS="2") as running:
+        world.upload(sample_audio, "doomed/a.wav")
 
         assert wait_for(lambda: running.stats().queues["transcriber-local-ParkingQueue"].visible == 1, 90)
     messages = world.aws.sqs().receive_message(QueueUrl=parking_url, MessageAttributeNames=["All"])[
@@ -72,20 +82,18 @@ def test_an_event_that_keeps_failing_is_parked_with_a_failure_record(world: Loca
     parked_event = json.loads(messages[0]["Body"])
     assert unquote_plus(parked_event["Records"][0]["s3"]["object"]["key"]) == "doomed/a.wav"
     assert messages[0]["MessageAttributes"]["ErrorMessage"]["StringValue"].startswith("deepgram-unavailable")
-    record = json.loads(
-        world.aws.s3().get_object(Bucket=world.output_bucket, Key="failures/doomed/a.wav.json")["Body"].read()
-    )
+    failure = world.failure_key("doomed/a.wav")
+    record = json.loads(world.aws.s3().get_object(Bucket=world.output_bucket, Key=failure)["Body"].read())
     assert record["class"] == "parked"
     assert record["reason"] == "deepgram-unavailable"
     assert "parking queue" in record["message"]
-    assert output_keys(world) == {"failures/doomed/a.wav.json"}
+    assert output_keys(world) == {failure}
 
 
 def test_under_random_faults_every_upload_ends_as_exactly_one_transcript_or_failure(
-    world: LocalWorld,
+    chaos_run: ChaosRun,
 ) -> None:
-    report = run(
-        world,
+    report = chaos_run(
         uploads=40,
         non_audio=3,
         rates={429: 0.1, 500: 0.05, 503: 0.05, 504: 0.05, "drop": 0.05},

@@ -4,12 +4,14 @@ pipeline writes them) and parked messages (as Lambda's DLQ delivers them) moved 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from localworld.world import LocalWorld
 from scripts.operate import list_failures, main, redrive, sendable_attributes
+
+if TYPE_CHECKING:
+    from localworld.world import LocalWorld
 
 
 def failure_record(key: str, reason: str, failed_at: str, **extra: Any) -> dict[str, Any]:
@@ -33,20 +35,22 @@ def failure_record(key: str, reason: str, failed_at: str, **extra: Any) -> dict[
 def records(world: LocalWorld) -> dict[str, dict[str, Any]]:
     s3 = world.aws.s3()
     records = {
-        "failures/calls/a.wav.json": failure_record(
+        world.failure_key("calls/a.wav"): failure_record(
             "calls/a.wav", "unsupported-media", "2025-01-02T10:00:00.000Z"
         ),
-        "failures/calls/b.mp3.json": failure_record(
+        world.failure_key("calls/b.mp3"): failure_record(
             "calls/b.mp3", "deepgram-rejected", "2025-01-03T10:00:00.000Z", attempts=3, http_status=422
         ),
-        "failures/c.ogg.json": failure_record("c.ogg", "unsupported-media", "2025-01-04T10:00:00.000Z"),
+        world.failure_key("c.ogg"): failure_record("c.ogg", "unsupported-media", "2025-01-04T10:00:00.000Z"),
     }
     for key, record in records.items():
         s3.put_object(Bucket=world.output_bucket, Key=key, Body=json.dumps(record).encode())
     # Not failure records: a transcript, a stray non-JSON object and JSON of another shape.
-    s3.put_object(Bucket=world.output_bucket, Key="transcripts/calls/ok.wav.json", Body=b'{"results": {}}')
-    s3.put_object(Bucket=world.output_bucket, Key="failures/notes.txt", Body=b"hello")
-    s3.put_object(Bucket=world.output_bucket, Key="failures/odd.json", Body=b'{"results": {}}')
+    s3.put_object(
+        Bucket=world.output_bucket, Key=world.transcript_key("calls/ok.wav"), Body=b'{"results": {}}'
+    )
+    s3.put_object(Bucket=world.output_bucket, Key=f"{world.failure_prefix}notes.txt", Body=b"hello")
+    s3.put_object(Bucket=world.output_bucket, Key=world.failure_key("odd"), Body=b'{"results": {}}')
     return records
 
 
@@ -68,7 +72,7 @@ def test_list_failures_filters_by_reason_and_prefix(
     s3 = world.aws.s3()
 
     media = list_failures(s3, world.output_bucket, reason="unsupported-media")
-    calls = list_failures(s3, world.output_bucket, prefix="failures/calls/")
+    calls = list_failures(s3, world.output_bucket, prefix=f"{world.failure_prefix}calls/")
 
     assert [r["source"]["key"] for r in media] == ["calls/a.wav", "c.ogg"]
     assert [r["source"]["key"] for r in calls] == ["calls/a.wav", "calls/b.mp3"]
@@ -114,7 +118,7 @@ def test_failures_command_json_lines_with_filters(
     captured = capsys.readouterr()
     [line] = captured.out.splitlines()
     assert json.loads(line)["source"]["key"] == "c.ogg"
-    assert json.loads(line)["record_key"] == "failures/c.ogg.json"
+    assert json.loads(line)["record_key"] == world.failure_key("c.ogg")
     assert "1 failure record(s)" in captured.err
 
 

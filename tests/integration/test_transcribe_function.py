@@ -4,15 +4,15 @@ Lambda container with template.yaml's environment, the Deepgram emulator over HT
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from localworld.world import SAMPLE_AUDIO, LocalWorld
-from tests.conftest import FunctionFactory, Uploads
+if TYPE_CHECKING:
+    from localworld.pytest_plugin import FunctionFactory, Uploads
+    from localworld.world import LocalWorld
 
-SAMPLE = SAMPLE_AUDIO.read_bytes()
 SPOKEN = "the quick brown fox jumps over the lazy dog"
 
 
@@ -20,7 +20,7 @@ def transcript_text(document: dict[str, Any]) -> str:
     return str(document["results"]["channels"][0]["alternatives"][0]["transcript"])
 
 
-def read_output(world: LocalWorld, key: str) -> tuple[dict[str, Any], Any]:
+def read_output(world: LocalWorld, key: str) -> tuple[Any, Any]:
     obj = world.aws.s3().get_object(Bucket=world.output_bucket, Key=key)
     return obj, json.loads(obj["Body"].read())
 
@@ -31,9 +31,9 @@ def output_keys(world: LocalWorld) -> list[str]:
 
 
 def test_an_upload_becomes_a_transcript_with_the_request_deepgram_expects(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
-    event = uploads.put("calls/hello.wav", SAMPLE)
+    event = uploads.put("calls/hello.wav", sample_audio)
 
     result = start_function().invoke(event)
 
@@ -62,7 +62,7 @@ def test_an_upload_becomes_a_transcript_with_the_request_deepgram_expects(
     assert signed["X-Amz-Expires"] == ["3600"]
     assert "X-Amz-Signature" in signed
 
-    obj, document = read_output(world, "transcripts/calls/hello.wav.json")
+    obj, document = read_output(world, world.transcript_key("calls/hello.wav"))
     assert obj["ContentType"] == "application/json"
     assert obj["Metadata"]["source-bucket"] == world.input_bucket
     assert obj["Metadata"]["source-key"] == "calls/hello.wav"
@@ -81,15 +81,20 @@ def test_an_upload_becomes_a_transcript_with_the_request_deepgram_expects(
     ],
 )
 def test_keys_with_spaces_unicode_and_plus_map_to_their_transcripts(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, key: str, encoded_output: str
+    world: LocalWorld,
+    uploads: Uploads,
+    start_function: FunctionFactory,
+    key: str,
+    encoded_output: str,
+    sample_audio: bytes,
 ) -> None:
-    event = uploads.put(key, SAMPLE)
+    event = uploads.put(key, sample_audio)
     assert event["Records"][0]["s3"]["object"]["key"] != key  # S3 sends it URL-encoded
 
     result = start_function().invoke(event)
 
     assert result.error is None, result.logs
-    obj, document = read_output(world, f"transcripts/{key}.json")
+    obj, document = read_output(world, world.transcript_key(key))
     assert obj["Metadata"]["source-key"] == encoded_output
     assert SPOKEN in transcript_text(document).lower()
 
@@ -120,20 +125,20 @@ def test_skip_rules_make_no_deepgram_call(
 
 
 def test_a_key_without_extension_is_judged_by_its_content_type(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
-    event = uploads.put("recordings/call-0001", SAMPLE, ContentType="audio/wav")
+    event = uploads.put("recordings/call-0001", sample_audio, ContentType="audio/wav")
 
     result = start_function().invoke(event)
 
     assert result.error is None, result.logs
-    assert output_keys(world) == ["transcripts/recordings/call-0001.json"]
+    assert output_keys(world) == [world.transcript_key("recordings/call-0001")]
 
 
 def test_a_duplicated_event_makes_exactly_one_deepgram_request(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
-    event = uploads.put("dup/one.wav", SAMPLE)
+    event = uploads.put("dup/one.wav", sample_audio)
     warm = start_function()
 
     first = warm.invoke(event)
@@ -147,12 +152,12 @@ def test_a_duplicated_event_makes_exactly_one_deepgram_request(
         True,
         True,
     ]
-    assert output_keys(world) == ["transcripts/dup/one.wav.json"]
+    assert output_keys(world) == [world.transcript_key("dup/one.wav")]
 
 
 @pytest.mark.parametrize("form", ["plain", "json", "json-alternate-key"])
 def test_plain_and_json_secrets_both_work(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, form: str
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, form: str, sample_audio: bytes
 ) -> None:
     value = {
         "plain": world.api_key,
@@ -161,10 +166,10 @@ def test_plain_and_json_secrets_both_work(
     }[form]
     world.aws.create_secret(world.secret_id, value)
 
-    result = start_function().invoke(uploads.put("secret/form.wav", SAMPLE))
+    result = start_function().invoke(uploads.put("secret/form.wav", sample_audio))
 
     assert result.error is None, result.logs
-    assert output_keys(world) == ["transcripts/secret/form.wav.json"]
+    assert output_keys(world) == [world.transcript_key("secret/form.wav")]
 
 
 @pytest.mark.parametrize(
@@ -177,11 +182,16 @@ def test_plain_and_json_secrets_both_work(
     ],
 )
 def test_a_bad_secret_is_a_configuration_error_naming_the_secret(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, value: str | bytes, reason: str
+    world: LocalWorld,
+    uploads: Uploads,
+    start_function: FunctionFactory,
+    value: str | bytes,
+    reason: str,
+    sample_audio: bytes,
 ) -> None:
     world.aws.create_secret(world.secret_id, value)
 
-    result = start_function().invoke(uploads.put("secret/bad.wav", SAMPLE))
+    result = start_function().invoke(uploads.put("secret/bad.wav", sample_audio))
 
     assert result.error is not None
     assert result.error["errorType"] == "ConfigurationError"
@@ -191,9 +201,9 @@ def test_a_bad_secret_is_a_configuration_error_naming_the_secret(
 
 
 def test_a_missing_secret_is_a_configuration_error(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
-    event = uploads.put("secret/missing.wav", SAMPLE)
+    event = uploads.put("secret/missing.wav", sample_audio)
 
     result = start_function(DEEPGRAM_SECRET_ID="deepgram/nowhere").invoke(event)
 
@@ -205,28 +215,28 @@ def test_a_missing_secret_is_a_configuration_error(
 
 
 def test_a_rotated_key_is_reread_once_after_a_401(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     function = start_function()
-    assert function.invoke(uploads.put("rotate/before.wav", SAMPLE)).error is None  # caches the key
+    assert function.invoke(uploads.put("rotate/before.wav", sample_audio)).error is None  # caches the key
     rotated = "f" * 40
     world.aws.create_secret(world.secret_id, rotated)
     world.emulator.api_keys = {rotated}  # the old key is revoked
 
-    result = function.invoke(uploads.put("rotate/after.wav", SAMPLE))
+    result = function.invoke(uploads.put("rotate/after.wav", sample_audio))
 
     assert result.error is None, result.logs
     statuses = [(r.status, r.headers["Authorization"][-4:]) for r in world.emulator.requests]
     assert statuses == [(200, world.api_key[-4:]), (401, world.api_key[-4:]), (200, rotated[-4:])]
-    assert "transcripts/rotate/after.wav.json" in output_keys(world)
+    assert world.transcript_key("rotate/after.wav") in output_keys(world)
 
 
 def test_a_revoked_key_fails_loudly_after_one_reread(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     world.emulator.api_keys = {"0" * 40}
 
-    result = start_function().invoke(uploads.put("revoked/a.wav", SAMPLE))
+    result = start_function().invoke(uploads.put("revoked/a.wav", sample_audio))
 
     assert result.error is not None
     assert result.error["errorType"] == "BlockedError"
@@ -237,9 +247,9 @@ def test_a_revoked_key_fails_loudly_after_one_reread(
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9", "http://api.deepgram.com"])
 def test_a_non_https_api_url_is_refused_before_any_request(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, url: str
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, url: str, sample_audio: bytes
 ) -> None:
-    result = start_function(DEEPGRAM_API_URL=url).invoke(uploads.put("insecure/a.wav", SAMPLE))
+    result = start_function(DEEPGRAM_API_URL=url).invoke(uploads.put("insecure/a.wav", sample_audio))
 
     assert result.error is not None
     assert result.error["errorType"] == "ConfigurationError"
@@ -248,7 +258,7 @@ def test_a_non_https_api_url_is_refused_before_any_request(
 
 
 def test_bad_audio_leaves_a_failure_record_that_a_later_success_removes(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     function = start_function()
 
@@ -256,20 +266,20 @@ def test_bad_audio_leaves_a_failure_record_that_a_later_success_removes(
 
     assert failed.error is None  # permanent: answered, not retried
     assert failed.payload["failed"] == 1
-    _, record = read_output(world, "failures/mixed/take.wav.json")
+    _, record = read_output(world, world.failure_key("mixed/take.wav"))
     assert record["reason"] == "deepgram-unsupported-audio"
     assert record["http_status"] == 400
     assert record["source"]["key"] == "mixed/take.wav"
     assert record["deepgram_request_id"] == world.emulator.requests[0].request_id
 
-    fixed = function.invoke(uploads.put("mixed/take.wav", SAMPLE))
+    fixed = function.invoke(uploads.put("mixed/take.wav", sample_audio))
 
     assert fixed.error is None
-    assert output_keys(world) == ["transcripts/mixed/take.wav.json"]
+    assert output_keys(world) == [world.transcript_key("mixed/take.wav")]
 
 
 def test_options_come_from_configuration(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     function = start_function(
         DEEPGRAM_MODEL="nova-2",
@@ -279,7 +289,7 @@ def test_options_come_from_configuration(
         DEEPGRAM_EXTRA_OPTIONS="extra=source:s3&numerals=true",
     )
 
-    result = function.invoke(uploads.put("opts/a.wav", SAMPLE))
+    result = function.invoke(uploads.put("opts/a.wav", sample_audio))
 
     assert result.error is None, result.logs
     query = world.emulator.requests[0].query
@@ -287,6 +297,6 @@ def test_options_come_from_configuration(
     assert ("diarize", "true") in query
     assert [v for k, v in query if k == "tag"] == ["team-a", "batch"]
     assert query[-2:] == [("extra", "source:s3"), ("numerals", "true")]
-    _, document = read_output(world, "transcripts/opts/a.wav.json")
+    _, document = read_output(world, world.transcript_key("opts/a.wav"))
     assert document["metadata"]["extra"] == {"source": "s3"}
     assert "utterances" in document["results"]

@@ -4,14 +4,13 @@ Operations result codes, and a clear permanent error for an event of no known sh
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from localworld.world import SAMPLE_AUDIO, LocalWorld
-from tests.conftest import FunctionFactory
-
-SAMPLE = SAMPLE_AUDIO.read_bytes()
+if TYPE_CHECKING:
+    from localworld.pytest_plugin import FunctionFactory
+    from localworld.world import LocalWorld
 
 
 def sqs_event(*bodies: str) -> dict[str, Any]:
@@ -46,14 +45,14 @@ def batch_event(world: LocalWorld, key: str, schema: str = "2.0") -> dict[str, A
     }
 
 
-def put(world: LocalWorld, key: str, body: bytes = SAMPLE) -> None:
+def put(world: LocalWorld, key: str, body: bytes) -> None:
     world.aws.s3().put_object(Bucket=world.input_bucket, Key=key, Body=body)
 
 
 def test_one_bad_sqs_message_does_not_hold_back_the_others(
-    world: LocalWorld, start_function: FunctionFactory
+    world: LocalWorld, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
-    put(world, "sqs/good.wav")
+    put(world, "sqs/good.wav", sample_audio)
     good = json.dumps({"bucket": world.input_bucket, "key": "sqs/good.wav"})
     event = sqs_event("{garbage", good, json.dumps({"what": "is this"}))
 
@@ -62,15 +61,15 @@ def test_one_bad_sqs_message_does_not_hold_back_the_others(
     assert result.error is None, result.logs
     assert result.payload == {"batchItemFailures": [{"itemIdentifier": "msg-0"}, {"itemIdentifier": "msg-2"}]}
     listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket)
-    assert [item["Key"] for item in listing["Contents"]] == ["transcripts/sqs/good.wav.json"]
+    assert [item["Key"] for item in listing["Contents"]] == [world.transcript_key("sqs/good.wav")]
     assert any("unrecognised-event" in line and "msg-0" in line for line in result.logs)
 
 
 def test_a_retryable_failure_in_one_sqs_message_is_reported_for_that_message_only(
-    world: LocalWorld, start_function: FunctionFactory
+    world: LocalWorld, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
-    put(world, "sqs/first.wav")
-    put(world, "sqs/second.wav")
+    put(world, "sqs/first.wav", sample_audio)
+    put(world, "sqs/second.wav", sample_audio)
     world.emulator.faults.next(1, status=503)
     bodies = [
         json.dumps({"bucket": world.input_bucket, "key": f"sqs/{name}.wav"}) for name in ("first", "second")
@@ -83,8 +82,10 @@ def test_a_retryable_failure_in_one_sqs_message_is_reported_for_that_message_onl
 
 
 @pytest.mark.parametrize("schema", ["1.0", "2.0"])
-def test_batch_operations_success(world: LocalWorld, start_function: FunctionFactory, schema: str) -> None:
-    put(world, "backfill/old call.wav")
+def test_batch_operations_success(
+    world: LocalWorld, start_function: FunctionFactory, schema: str, sample_audio: bytes
+) -> None:
+    put(world, "backfill/old call.wav", sample_audio)
 
     result = start_function().invoke(batch_event(world, "backfill/old call.wav", schema))
 
@@ -97,16 +98,16 @@ def test_batch_operations_success(world: LocalWorld, start_function: FunctionFac
             {
                 "taskId": "task-1",
                 "resultCode": "Succeeded",
-                "resultString": "transcripts/backfill/old call.wav.json",
+                "resultString": world.transcript_key("backfill/old call.wav"),
             }
         ],
     }
 
 
 def test_batch_operations_retryable_failure_is_temporary(
-    world: LocalWorld, start_function: FunctionFactory
+    world: LocalWorld, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
-    put(world, "backfill/busy.wav")
+    put(world, "backfill/busy.wav", sample_audio)
     world.emulator.faults.next(1, status=429)
 
     result = start_function(DEEPGRAM_MAX_ATTEMPTS="1").invoke(batch_event(world, "backfill/busy.wav"))
@@ -127,7 +128,8 @@ def test_batch_operations_permanent_failure_names_the_reason(
     assert result.error is None, result.logs
     [task] = result.payload["results"]
     assert task["resultCode"] == "PermanentFailure"
-    assert task["resultString"] == "deepgram-unsupported-audio: see failures/backfill/notes.wav.json"
+    notes = world.failure_key("backfill/notes.wav")
+    assert task["resultString"] == f"deepgram-unsupported-audio: see {notes}"
 
 
 @pytest.mark.parametrize("event", [{"detail": {}}, {"Records": [{"eventSource": "aws:kinesis"}]}, ["nope"]])

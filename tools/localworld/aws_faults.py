@@ -9,7 +9,13 @@ AWS call it makes, and every presigned URL it hands out, goes through the proxy;
     proxy.fail("PUT", "transcripts/", 503, "SlowDown", times=2)    # the next two matching requests
 
 answers matching requests the way S3 does (an ``<Error>`` XML document and ``x-amz-request-id``;
-no body for HEAD) without reaching moto. ``proxy.requests`` logs every request with its status.
+no body for HEAD) without reaching moto, and
+
+    stall = proxy.stall("PUT", "/transcripts/", 30)                # hold matching requests
+    stall.release.set()                                             # ...until released
+
+holds matching requests before forwarding them (a write that hangs). ``proxy.requests`` logs every
+request with its status.
 
 Details that matter:
 
@@ -30,21 +36,20 @@ Details that matter:
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import logging
 import secrets
-import socket
-import socketserver
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape
+
+from localworld.loopback import LoopbackServer
 
 logger = logging.getLogger("localworld.aws_faults")
 
@@ -96,6 +101,21 @@ class FaultRule:
         return self.times is not None and self.hits >= self.times
 
 
+@dataclass
+class Stall:
+    """Holds requests matching ``method`` and ``path_contains`` (as ``FaultRule``) before they are
+    forwarded, until ``release`` is set or ``seconds`` have passed; ``held`` counts them."""
+
+    method: str | None
+    path_contains: str
+    seconds: float
+    release: threading.Event = field(default_factory=threading.Event)
+    held: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return FaultRule(self.method, self.path_contains, 0, "", "").matches(method, path)
+
+
 @dataclass(frozen=True)
 class ProxiedRequest:
     """One request the proxy answered: ``fault`` is the injected error code, or None if forwarded."""
@@ -122,10 +142,10 @@ class AwsFaultProxy:
         self.upstream_url = upstream_url.rstrip("/")
         self._upstream = (parts.hostname, parts.port or 80)
         self._address = (host, port)
-        self._server: _ProxyServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer[AwsFaultProxy] | None = None
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
+        self._stalls: list[Stall] = []
         self._log: list[ProxiedRequest] = []
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -133,24 +153,15 @@ class AwsFaultProxy:
     def start(self) -> Self:
         if self._server is not None:
             return self
-        server = _ProxyServer(self._address, self)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="aws-fault-proxy", daemon=True
-        )
-        self._thread.start()
+        self._server = LoopbackServer(self._address, _Handler, self, logger=logger)
+        self._server.serve_in_background("aws-fault-proxy")
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._release_stalls()
+        if server is not None:
+            server.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -197,16 +208,38 @@ class AwsFaultProxy:
             self._rules.append(rule)
         return rule
 
+    def stall(self, method: str | None, path_contains: str, seconds: float) -> Stall:
+        """Hold matching requests (at most ``seconds`` each) before forwarding them."""
+        stall = Stall(method.upper() if method else None, path_contains, seconds)
+        with self._lock:
+            self._stalls.append(stall)
+        return stall
+
     def clear(self) -> None:
-        """Remove every fault rule; requests are forwarded again."""
+        """Remove every fault rule and stall; requests are forwarded again."""
         with self._lock:
             self._rules.clear()
+        self._release_stalls()
 
     def reset(self) -> None:
-        """Remove every fault rule and empty the request log."""
+        """Remove every fault rule and stall, and empty the request log."""
+        self.clear()
         with self._lock:
-            self._rules.clear()
             self._log.clear()
+
+    def _release_stalls(self) -> None:
+        with self._lock:
+            stalls, self._stalls = self._stalls, []
+        for stall in stalls:
+            stall.release.set()
+
+    def _hold(self, method: str, path: str) -> None:
+        with self._lock:
+            stalls = [s for s in self._stalls if s.matches(method, path)]
+            for stall in stalls:
+                stall.held += 1
+        for stall in stalls:
+            stall.release.wait(stall.seconds)
 
     @property
     def rules(self) -> list[FaultRule]:
@@ -264,47 +297,9 @@ def s3_error_body(code: str, message: str, request_id: str, resource: str = "") 
     ).encode()
 
 
-class _ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
-
-    def __init__(self, address: tuple[str, int], proxy: AwsFaultProxy) -> None:
-        self.proxy = proxy
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), slow on some hosts.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.socket.getsockname()[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._open_lock:
-                self._open.discard(request)
-
-    def close_connections(self) -> None:
-        """End kept-alive client connections too, so a stopped proxy really is gone."""
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.error("unexpected error serving %s", client_address, exc_info=True)  # noqa: LOG014
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as boto3's connection pool expects
-    server: _ProxyServer
+    server: LoopbackServer[AwsFaultProxy]
 
     def do_GET(self) -> None:
         self._proxy()
@@ -349,7 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(length))
 
     def _proxy(self) -> None:
-        proxy = self.server.proxy
+        proxy = self.server.owner
         method = self.command
         path, _, query = self.path.partition("?")
         try:
@@ -362,6 +357,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_fault(rule, path)
             proxy._record(ProxiedRequest(time.time(), method, path, query, rule.status, rule.code))
             return
+        proxy._hold(method, path)
         headers = [
             (k, v) for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"content-length"}
         ]

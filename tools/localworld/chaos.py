@@ -14,11 +14,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from localworld.pipeline import LocalPipeline
+from localworld.delivery import LocalDelivery
 from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
 
 # The retry function's waits, shortened so a run takes minutes, not days (Lambda's own retry
-# delays are shortened by the pipeline's time_scale).
+# delays are shortened by the delivery's time_scale).
 FAST_RETRY_FUNCTION = {
     "RETRY_BASE_DELAY_SECONDS": "1",
     "RETRY_MAX_DELAY_SECONDS": "4",
@@ -92,14 +92,14 @@ def run(
     bad = set(keys[:: max(1, uploads // non_audio)][:non_audio]) if non_audio else set()
     sample = SAMPLE_AUDIO.read_bytes()
     started = time.monotonic()
-    with LocalPipeline(
+    with LocalDelivery(
         world.stack,
         world.aws,
         world.function_env(),
         concurrency={"TranscribeFunction": concurrency, "RetryFunction": 2},
         env_overrides={"RetryFunction": FAST_RETRY_FUNCTION},
         time_scale=0.01,
-    ) as pipeline:
+    ) as delivery:
         # A stretch of "out of credit" mid-run: longer than Lambda's own retries, so those events
         # reach the dead-letter queue and the retry function has to bring them back.
         window = [
@@ -115,13 +115,13 @@ def run(
             s3.put_object(Bucket=world.input_bucket, Key=key, Body=body)
         deadline = started + timeout_s
         while time.monotonic() < deadline:
-            transcripts, failures = _outputs(world)
-            if len(transcripts | failures) >= uploads and pipeline.is_idle():
+            transcripts, failures = _outputs(world, keys)
+            if len(transcripts | failures) >= uploads and delivery.is_idle():
                 break
             time.sleep(1.0)
         for timer in window:
             timer.cancel()
-        stats = pipeline.stats()
+        stats = delivery.stats()
         queued = {
             name: queue.visible + queue.not_visible + queue.delayed
             for name, queue in stats.queues.items()
@@ -129,10 +129,10 @@ def run(
         }
         dlq_sends = stats.dlq_sends
     emulator.faults.clear()
-    transcripts, failures = _outputs(world)
+    transcripts, failures = _outputs(world, keys)
     reasons: Counter[str] = Counter()
     for key in failures:
-        record = s3.get_object(Bucket=world.output_bucket, Key=f"failures/{key}.json")["Body"].read()
+        record = s3.get_object(Bucket=world.output_bucket, Key=world.failure_key(key))["Body"].read()
         reasons[_reason(record)] += 1
     requests = emulator.requests
     return Report(
@@ -155,14 +155,17 @@ def _reason(record: bytes) -> str:
     return str(json.loads(record).get("reason"))
 
 
-def _outputs(world: LocalWorld) -> tuple[set[str], set[str]]:
-    """Source keys that have a transcript, and those that have a failure record."""
-    s3 = world.aws.s3()
-    found: dict[str, set[str]] = {"transcripts/": set(), "failures/": set()}
-    for prefix, keys in found.items():
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=world.output_bucket, Prefix=prefix):
-            keys.update(item["Key"][len(prefix) : -len(".json")] for item in page.get("Contents", []))
-    return found["transcripts/"], found["failures/"]
+def _outputs(world: LocalWorld, keys: list[str]) -> tuple[set[str], set[str]]:
+    """Of the source keys, those that have a transcript, and those that have a failure record."""
+    paginator = world.aws.s3().get_paginator("list_objects_v2")
+    written = {
+        item["Key"]
+        for page in paginator.paginate(Bucket=world.output_bucket)
+        for item in page.get("Contents", [])
+    }
+    transcribed = {key for key in keys if world.transcript_key(key) in written}
+    failed = {key for key in keys if world.failure_key(key) in written}
+    return transcribed, failed
 
 
 def main(argv: list[str] | None = None) -> int:

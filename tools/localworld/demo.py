@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from localworld.chaos import FAST_RETRY_FUNCTION
-from localworld.pipeline import LocalPipeline
+from localworld.delivery import LocalDelivery
 from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
 
 TIMEOUT_S = 300.0
@@ -52,16 +52,16 @@ def main(argv: list[str] | None = None) -> int:
             world.emulator.faults.set({402: 1.0})
             threading.Timer(args.outage, world.emulator.faults.clear).start()
             say(f"Deepgram is out of credit (402) for the next {args.outage:.0f} s")
-        with LocalPipeline(
+        with LocalDelivery(
             world.stack,
             world.aws,
             world.function_env(),
             env_overrides={"RetryFunction": FAST_RETRY_FUNCTION},
-        ) as pipeline:
+        ) as delivery:
             world.upload(audio, key)
             say(f"Uploaded {audio.name} to s3://{world.input_bucket}/{key}")
             outcome = wait_for_output(world, key, started + TIMEOUT_S)
-            stats = pipeline.stats().functions
+            stats = delivery.stats().functions
         if args.outage:
             say(
                 f"Transcribe function: {stats['TranscribeFunction'].invocations} invocations, "
@@ -79,7 +79,7 @@ def say(message: str) -> None:
 def wait_for_output(world: LocalWorld, key: str, deadline: float) -> tuple[str, dict[str, Any]] | None:
     """Poll the output bucket the way a user would, for the transcript or the failure record."""
     s3 = world.aws.s3()
-    candidates = [("transcript", f"transcripts/{key}.json"), ("failure", f"failures/{key}.json")]
+    candidates = [("transcript", world.transcript_key(key)), ("failure", world.failure_key(key))]
     while time.monotonic() < deadline:
         for kind, output_key in candidates:
             try:

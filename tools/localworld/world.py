@@ -21,6 +21,7 @@ from localworld.deepgram import DeepgramEmulator
 from localworld.template import FunctionSpec, Stack, load_stack
 from transcriber.errors import TranscriptionError
 from transcriber.events import S3ObjectRef, Source, batch_operation_objects, detect_source, parse_event
+from transcriber.storage import output_key
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -41,6 +42,7 @@ class LocalWorld:
     stack: Stack
     api_key: str
     parameter_overrides: dict[str, str] = field(default_factory=dict)
+    template: Path = TEMPLATE
 
     @property
     def secret_id(self) -> str:
@@ -57,6 +59,37 @@ class LocalWorld:
     def function(self, logical_id: str) -> FunctionSpec:
         return self.stack.function(logical_id)
 
+    @property
+    def transcript_prefix(self) -> str:
+        """The transcribe function's TRANSCRIPT_PREFIX, as template.yaml sets it."""
+        return self.function("TranscribeFunction").environment["TRANSCRIPT_PREFIX"]
+
+    @property
+    def failure_prefix(self) -> str:
+        return self.function("TranscribeFunction").environment["FAILURE_PREFIX"]
+
+    def transcript_key(self, source_key: str) -> str:
+        """Where the stack writes the transcript of ``source_key`` (long keys hashed, as the product does)."""
+        return output_key(self.transcript_prefix, source_key)
+
+    def failure_key(self, source_key: str) -> str:
+        """Where the stack writes the failure record of ``source_key``."""
+        return output_key(self.failure_prefix, source_key)
+
+    def stack_with(self, **parameter_overrides: str) -> Stack:
+        """The same template loaded with more parameter overrides (nothing is provisioned)."""
+        overrides = {**self.parameter_overrides, **parameter_overrides}
+        return load_stack(self.template, overrides, endpoint_url=self.moto.endpoint_url)
+
+    def aws_via(self, endpoint_url: str) -> LocalAws:
+        """Clients of this world's account and region that talk to ``endpoint_url`` (a proxy, say)."""
+        return LocalAws(endpoint_url, self.aws.region, self.aws.account_id)
+
+    def seed_objects(self, event: Any) -> list[S3ObjectRef]:
+        """Put the sample recording at every object ``event`` names; the objects it named (an event
+        the product cannot parse raises its ``TranscriptionError``)."""
+        return seed_objects(self.aws, event, strict=True)
+
     def function_env(self) -> dict[str, str]:
         """What the Lambda service and the network give a function here: endpoints, credentials,
         the CA that signed the emulator's certificate. Not the function's own settings."""
@@ -70,10 +103,10 @@ class LocalWorld:
         self.emulator.reset()
         self.emulator.api_keys = {self.api_key}
 
-    def upload(self, path: Path, key: str, **extra: Any) -> dict[str, Any]:
-        response = self.aws.s3().put_object(
-            Bucket=self.input_bucket, Key=key, Body=path.read_bytes(), **extra
-        )
+    def upload(self, source: Path | bytes, key: str, **extra: Any) -> dict[str, Any]:
+        """PutObject into the input bucket: S3 notifies whatever the bucket is wired to."""
+        body = source.read_bytes() if isinstance(source, Path) else source
+        response = self.aws.s3().put_object(Bucket=self.input_bucket, Key=key, Body=body, **extra)
         return dict(response)
 
 
@@ -109,17 +142,21 @@ def local_world(
         }
         stack = load_stack(template, overrides, endpoint_url=moto.endpoint_url)
         aws = LocalAws(moto.endpoint_url, stack.region, stack.account_id)
-        world = LocalWorld(moto, aws, emulator, stack, key, overrides)
+        world = LocalWorld(moto, aws, emulator, stack, key, overrides, template)
         world.reset()
         yield world
 
 
-def seed_objects(aws: LocalAws, event: Any, audio: Path = SAMPLE_AUDIO) -> list[str]:
+def seed_objects(
+    aws: LocalAws, event: Any, audio: Path = SAMPLE_AUDIO, *, strict: bool = False
+) -> list[S3ObjectRef]:
     """Put the sample recording wherever the event says an object is, so sample events succeed.
-    Events the product cannot parse seed nothing (the handler will say why)."""
+    Events the product cannot parse seed nothing (the handler will say why), or raise if ``strict``."""
     try:
         objects = objects_named_in(event)
     except TranscriptionError:
+        if strict:
+            raise
         return []
     s3 = aws.s3()
     existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
@@ -129,7 +166,7 @@ def seed_objects(aws: LocalAws, event: Any, audio: Path = SAMPLE_AUDIO) -> list[
             s3.create_bucket(Bucket=obj.bucket)
             existing.add(obj.bucket)
         s3.put_object(Bucket=obj.bucket, Key=obj.key, Body=audio.read_bytes(), ContentType="audio/wav")
-        seeded.append(obj.uri)
+        seeded.append(obj)
     return seeded
 
 

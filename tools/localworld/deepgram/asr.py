@@ -117,7 +117,7 @@ def _pieces(pcm: bytes) -> list[tuple[float, bytes]]:
 # --- emulator process side ------------------------------------------------------------
 
 
-class Transcriber:
+class Recognizer:
     """Cached, de-duplicated recognition backed by a lazily started process pool."""
 
     def __init__(self, workers: int = 1, cache_size: int = 512) -> None:

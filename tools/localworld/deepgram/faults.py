@@ -18,8 +18,8 @@ import random
 import threading
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, cast, get_args
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 from localworld.deepgram.errors import BODY_STYLES, BodyStyle
 
@@ -44,9 +44,6 @@ class Fault:
         if self.style not in BODY_STYLES:
             raise ValueError(f"unknown body style {self.style!r}; use one of {BODY_STYLES}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 class Faults:
     """Thread-safe fault plan shared by all request threads of one emulator."""
@@ -57,7 +54,6 @@ class Faults:
         self._rates: dict[int | str, float] = {}
         self._style: BodyStyle = "legacy"
         self._stall_seconds = 30.0
-        self._seed = seed
         self._rng = random.Random(seed)  # noqa: S311 - reproducible fault draws, not security
 
     def set(
@@ -85,7 +81,6 @@ class Faults:
             self._style = style
             self._stall_seconds = float(stall_seconds)
             if seed is not None:
-                self._seed = seed
                 self._rng = random.Random(seed)  # noqa: S311 - reproducible fault draws, not security
 
     def next(
@@ -131,43 +126,6 @@ class Faults:
                         return Fault(kind="stall", style=self._style, stall_seconds=self._stall_seconds)
                     return Fault(kind="status", status=int(key), style=self._style)
             return None
-
-    def snapshot(self) -> dict[str, Any]:
-        """Current plan as JSON-ready data (for ``GET /_emulator/faults``)."""
-        with self._lock:
-            return {
-                "rates": {str(k): v for k, v in self._rates.items()},
-                "style": self._style,
-                "stall_seconds": self._stall_seconds,
-                "seed": self._seed,
-                "queued": [f.to_dict() for f in self._queue],
-            }
-
-    def configure(self, payload: Mapping[str, Any]) -> None:
-        """Apply the JSON body of ``POST /_emulator/faults``.
-
-        Keys (all optional): ``clear`` (bool, applied first), ``rates``, ``style``,
-        ``stall_seconds``, ``seed`` (as for ``set``; rates are replaced only when ``rates``
-        is present) and ``next``: a list of ``{"count", "kind", "status", "style",
-        "stall_seconds"}`` objects queued in order.
-        """
-        if payload.get("clear"):
-            self.clear()
-        if "rates" in payload or "seed" in payload or "style" in payload:
-            self.set(
-                payload.get("rates") or {},
-                style=cast(BodyStyle, payload.get("style", "legacy")),
-                stall_seconds=float(payload.get("stall_seconds", 30.0)),
-                seed=payload.get("seed"),
-            )
-        for item in payload.get("next") or []:
-            self.next(
-                int(item.get("count", 1)),
-                status=item.get("status"),
-                kind=item.get("kind", "status"),
-                style=item.get("style", "legacy"),
-                stall_seconds=float(item.get("stall_seconds", 0.0)),
-            )
 
 
 def _rate_key(key: int | str) -> int | str:

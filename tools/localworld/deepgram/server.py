@@ -10,13 +10,12 @@ Request flow for ``POST /v1/listen`` (the order decides which error a client see
 5. a concurrency slot -> 429 TOO_MANY_REQUESTS when ``max_concurrency`` are in flight;
 6. inside the slot: injected stall, configured latency, URL fetch, decoding, recognition.
 
-Admin endpoints live under ``/_emulator/`` (no auth: the server only listens on loopback)
-and are not written to the request log.
+Tests and tools control a running emulator in-process (``api_keys``, ``faults``, ``requests``...);
+there is no admin HTTP API.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import hmac
@@ -25,17 +24,15 @@ import json
 import logging
 import math
 import socket
-import socketserver
-import ssl
 import struct
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -43,19 +40,18 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import requests
 
-from localworld.deepgram.asr import Recognition, Transcriber
+from localworld.deepgram.asr import Recognition, Recognizer
 from localworld.deepgram.audio import UnsupportedAudio, decode
 from localworld.deepgram.errors import CORRUPT_AUDIO_MSG, BodyStyle, render_error, spec_for
 from localworld.deepgram.faults import Faults
 from localworld.deepgram.options import InvalidOption, ListenOptions, parse_options
 from localworld.deepgram.response import build_response
 from localworld.deepgram.tls import prepare_tls
+from localworld.loopback import LoopbackServer
 
 logger = logging.getLogger("localworld.deepgram")
 
-ADMIN_PREFIX = "/_emulator/"
 LISTEN_PATH = "/v1/listen"
-_NOT_FOUND = object()
 
 
 @dataclass
@@ -75,26 +71,6 @@ class LoggedRequest:
     err_code: str | None = None
     fault: str | None = None  # kind of injected fault, if any
     body_size: int = 0
-
-    def to_dict(self, *, with_body: bool = False) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "time": self.time,
-            "method": self.method,
-            "path": self.path,
-            "query": [list(pair) for pair in self.query],
-            "headers": self.headers,
-            "json": self.json,
-            "request_id": self.request_id,
-            "status": self.status,
-            "outcome": self.outcome,
-            "err_code": self.err_code,
-            "fault": self.fault,
-            "body_size": self.body_size,
-            "body_sha256": hashlib.sha256(self.body).hexdigest(),
-        }
-        if with_body:
-            data["body_base64"] = base64.b64encode(self.body).decode()
-        return data
 
 
 @dataclass
@@ -176,86 +152,27 @@ class _Exchange:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _TlsServer
+    server: LoopbackServer[DeepgramEmulator]
     protocol_version = "HTTP/1.1"  # keep-alive: load tests reuse TLS connections
     server_version = "deepgram-emulator"
     sys_version = ""
     timeout = 120  # idle keep-alive connections give their thread back eventually
 
     def do_GET(self) -> None:
-        self.server.emulator._dispatch(self, "GET")
+        self.server.owner._dispatch(self, "GET")
 
     def do_POST(self) -> None:
-        self.server.emulator._dispatch(self, "POST")
+        self.server.owner._dispatch(self, "POST")
 
     def do_PUT(self) -> None:
-        self.server.emulator._dispatch(self, "PUT")
+        self.server.owner._dispatch(self, "PUT")
 
     def do_DELETE(self) -> None:
-        self.server.emulator._dispatch(self, "DELETE")
+        self.server.owner._dispatch(self, "DELETE")
 
     def log_message(self, format: str, *args: Any) -> None:
         # Request lines carry no keys (those are in headers); keep them out of stderr.
         logger.debug("%s %s", self.address_string(), format % args)
-
-
-class _TlsServer(ThreadingHTTPServer):
-    """Threaded server doing the TLS handshake in the request thread, not in accept().
-
-    Handshaking in accept() would let one silent or plain-HTTP client block the serve
-    loop; here a failed handshake only ends that connection's thread.
-    """
-
-    daemon_threads = True
-    request_queue_size = 1024  # load tests open hundreds of connections at once
-    handshake_timeout = 10.0
-
-    def __init__(self, address: tuple[str, int], context: ssl.SSLContext, emulator: DeepgramEmulator) -> None:
-        self.ssl_context = context
-        self.emulator = emulator
-        self._open: set[ssl.SSLSocket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def close_connections(self) -> None:
-        """End kept-alive connections too, so a stopped emulator really is gone."""
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), slow on some hosts.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.socket.getsockname()[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(self.handshake_timeout)
-        try:
-            tls = self.ssl_context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            # Plain HTTP, a client that does not trust the CA, a port scanner.
-            self.emulator._count("tls_failures")
-            logger.debug("TLS handshake with %s failed: %s", client_address, exc)
-            return
-        with self._open_lock:
-            self._open.add(tls)
-        try:
-            tls.settimeout(_Handler.timeout)
-            _Handler(tls, client_address, self)
-        except (OSError, ValueError) as exc:
-            logger.debug("connection from %s ended: %s", client_address, exc)
-        finally:
-            with self._open_lock:
-                self._open.discard(tls)
-            tls.close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # socketserver calls this from inside its except block, so the traceback is there.
-        logger.error("unexpected error serving %s", client_address, exc_info=True)  # noqa: LOG014
 
 
 class _Slots:
@@ -340,13 +257,12 @@ class DeepgramEmulator:
         self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
         self._preload_asr = preload_asr
         self._slots = _Slots(max_concurrency)
-        self._transcriber = Transcriber(workers=asr_workers)
+        self._recognizer = Recognizer(workers=asr_workers)
         self._log_lock = threading.Lock()
         self._log: list[LoggedRequest] = []
         self._callbacks: list[CallbackAttempt] = []
         self._counters: Counter[str] = Counter()
-        self._server: _TlsServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer[DeepgramEmulator] | None = None
         self._stopping = threading.Event()
         self._ca_bundle: Path | None = None
 
@@ -363,16 +279,17 @@ class DeepgramEmulator:
         tls = prepare_tls(directory)
         self._ca_bundle = tls.ca_bundle
         self._stopping.clear()
-        self._server = _TlsServer((self._host, self._port), tls.context, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="deepgram-emulator",
-            daemon=True,
+        self._server = LoopbackServer(
+            (self._host, self._port),
+            _Handler,
+            self,
+            logger=logger,
+            tls=tls.context,
+            on_handshake_failure=lambda: self._count("tls_failures"),
         )
-        self._thread.start()
+        self._server.serve_in_background("deepgram-emulator")
         if self._preload_asr:
-            self._transcriber.warm_up()
+            self._recognizer.warm_up()
         logger.info("Deepgram emulator serving on %s (CA %s)", self.url, self._ca_bundle)
         return self
 
@@ -381,13 +298,8 @@ class DeepgramEmulator:
         self._stopping.set()
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-            server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._transcriber.close()
+            server.stop()
+        self._recognizer.close()
         if self._temp_dir is not None:
             self._temp_dir.cleanup()
             self._temp_dir = None
@@ -463,8 +375,8 @@ class DeepgramEmulator:
             data = dict(self._counters)
         data["in_flight"] = self._slots.in_flight
         data["max_in_flight"] = self._slots.high_water
-        data["cache_hits"] = self._transcriber.hits
-        data["cache_misses"] = self._transcriber.misses
+        data["cache_hits"] = self._recognizer.hits
+        data["cache_misses"] = self._recognizer.misses
         return data
 
     def reset(self) -> None:
@@ -477,7 +389,7 @@ class DeepgramEmulator:
 
     def clear_cache(self) -> None:
         """Forget cached transcriptions (the next upload of a file is recognised again)."""
-        self._transcriber.clear_cache()
+        self._recognizer.clear_cache()
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._log_lock:
@@ -491,9 +403,6 @@ class DeepgramEmulator:
             exchange.read_body()
         except (OSError, ValueError):
             handler.close_connection = True
-            return
-        if exchange.path.startswith(ADMIN_PREFIX):
-            exchange.send(self._admin(exchange))
             return
         entry = LoggedRequest(
             time=exchange.arrived,
@@ -680,7 +589,7 @@ class DeepgramEmulator:
                 audio, encoding=options.encoding, sample_rate=options.sample_rate, channels=options.channels
             )
 
-        return digest, self._transcriber.recognise(key, load, options.multichannel)
+        return digest, self._recognizer.recognise(key, load, options.multichannel)
 
     def _transcribe(self, exchange: _Exchange, audio: bytes, options: ListenOptions) -> _Outcome:
         try:
@@ -751,78 +660,6 @@ class DeepgramEmulator:
                 return
             if self._stopping.wait(self.callback_retry_delay):
                 return
-
-    # --- admin endpoints ---------------------------------------------------------------
-
-    def _admin(self, exchange: _Exchange) -> _Outcome:
-        name = exchange.path[len(ADMIN_PREFIX) :].strip("/")
-        try:
-            payload: Any = json.loads(exchange.body) if exchange.body else {}
-            data = self._admin_action(exchange.method, name, payload, dict(exchange.query))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            return _Outcome(400, json.dumps({"error": str(exc)}).encode(), "application/json", "admin")
-        if data is _NOT_FOUND:
-            missing = {"error": f"no admin endpoint {exchange.method} {exchange.path}"}
-            return _Outcome(404, json.dumps(missing).encode(), "application/json", "admin")
-        return _Outcome(200, json.dumps(data).encode(), "application/json", "admin")
-
-    def _admin_action(self, method: str, name: str, payload: Any, query: dict[str, str]) -> Any:
-        """What an admin endpoint answers; ``_NOT_FOUND`` for unknown ones."""
-        routes: dict[tuple[str, str], Callable[[], Any]] = {
-            ("GET", "requests"): lambda: [
-                entry.to_dict(with_body=query.get("bodies") in ("1", "true")) for entry in self.requests
-            ],
-            ("GET", "callbacks"): lambda: [vars(attempt) for attempt in self.callbacks],
-            ("POST", "reset"): lambda: _then(self.reset, lambda: {"reset": True}),
-            ("GET", "stats"): lambda: self.counters,
-            ("GET", "health"): lambda: {"ok": True},
-            ("GET", "faults"): self.faults.snapshot,
-            ("DELETE", "faults"): lambda: _then(self.faults.clear, self.faults.snapshot),
-            ("POST", "faults"): lambda: _then(lambda: self.faults.configure(payload), self.faults.snapshot),
-            ("GET", "config"): self.settings,
-            ("POST", "config"): lambda: _then(lambda: self.configure(payload), self.settings),
-        }
-        action = routes.get((method, name))
-        return _NOT_FOUND if action is None else action()
-
-    def configure(self, payload: Mapping[str, Any]) -> None:
-        """Apply ``POST /_emulator/config``: any of ``api_keys`` (list), ``latency``,
-        ``max_concurrency``, ``retry_after`` (null to omit), ``allowed_models`` (null: all),
-        ``callback_retry_delay``."""
-        if "api_keys" in payload:
-            keys = payload["api_keys"]
-            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-                raise ValueError("api_keys must be a list of strings")
-            self.api_keys = keys
-        if "latency" in payload:
-            self.latency = float(payload["latency"])
-        if "max_concurrency" in payload:
-            self.max_concurrency = int(payload["max_concurrency"])
-        if "retry_after" in payload:
-            value = payload["retry_after"]
-            self.retry_after = None if value is None else float(value)
-        if "allowed_models" in payload:
-            models = payload["allowed_models"]
-            self.allowed_models = None if models is None else [str(m) for m in models]
-        if "callback_retry_delay" in payload:
-            self.callback_retry_delay = float(payload["callback_retry_delay"])
-
-    def settings(self) -> dict[str, Any]:
-        """Current settings, with keys redacted (for ``GET /_emulator/config``)."""
-        return {
-            "api_keys": sorted(redact_authorization(f"Token {k}") for k in self._api_keys),
-            "latency": self.latency,
-            "max_concurrency": self.max_concurrency,
-            "retry_after": self.retry_after,
-            "allowed_models": None if self.allowed_models is None else sorted(self.allowed_models),
-            "callback_retry_delay": self.callback_retry_delay,
-        }
-
-
-def _then(effect: Callable[[], None], result: Callable[[], Any]) -> Any:
-    """Run ``effect`` then answer ``result()`` (admin actions that change state)."""
-    effect()
-    return result()
 
 
 def _json_or_none(exchange: _Exchange) -> Any:

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import requests
 
-from localworld.deepgram import DeepgramEmulator
+from localworld.deepgram import DeepgramEmulator, Fault
 from localworld.deepgram.audio import UnsupportedAudio, decode
 
 pytestmark = pytest.mark.integration
@@ -441,10 +441,7 @@ def test_keys_never_reach_logs_or_the_request_log(
 
     assert deepgram_api_key not in caplog.text
     assert "some-other-secret-key-123" not in caplog.text
-    admin = requests.get(
-        f"{deepgram_emulator.url}/_emulator/requests", verify=str(deepgram_emulator.ca_bundle), timeout=10
-    )
-    assert deepgram_api_key not in admin.text
+    assert deepgram_api_key not in repr(deepgram_emulator.requests)
     assert deepgram_emulator.requests[0].headers["Authorization"] == f"Token ****{deepgram_api_key[-4:]}"
 
 
@@ -588,27 +585,21 @@ def test_seeded_fault_rates_replay(deepgram_emulator: DeepgramEmulator, sample_w
     assert 400 in first  # not faulted: refused as corrupt audio
 
 
-def test_admin_endpoints(deepgram_emulator: DeepgramEmulator, sample_wav: bytes) -> None:
-    admin = f"{deepgram_emulator.url}/_emulator"
-    verify = str(deepgram_emulator.ca_bundle)
-    faults = {"next": [{"count": 1, "status": 502, "style": "modern"}, {"count": 1, "kind": "drop"}]}
-    assert requests.post(f"{admin}/faults", json=faults, verify=verify, timeout=10).status_code == 200
-    config = {"latency": 0.0, "max_concurrency": 50, "retry_after": 1}
-    assert (
-        requests.post(f"{admin}/config", json=config, verify=verify, timeout=10).json()["max_concurrency"]
-        == 50
-    )
+def test_in_process_control(deepgram_emulator: DeepgramEmulator, sample_wav: bytes) -> None:
+    deepgram_emulator.faults.push(Fault(status=502, style="modern"), Fault(kind="drop"))
+    deepgram_emulator.max_concurrency = 50
 
     assert listen(deepgram_emulator, sample_wav).json()["category"] == "BAD_GATEWAY"
     with pytest.raises(requests.ConnectionError):
         listen(deepgram_emulator, sample_wav)
-    requests.post(f"{admin}/faults", json={"next": [{"count": 5, "status": 500}]}, verify=verify, timeout=10)
-    assert requests.delete(f"{admin}/faults", verify=verify, timeout=10).json()["queued"] == []
+    deepgram_emulator.faults.next(5, status=500)
+    deepgram_emulator.faults.clear()
     assert listen(deepgram_emulator, sample_wav).status_code == 200
 
-    stats = requests.get(f"{admin}/stats", verify=verify, timeout=10).json()
-    assert stats["dropped"] == 1
-    assert stats["status_502"] == 1
+    counters = deepgram_emulator.counters
+    assert counters["dropped"] == 1
+    assert counters["status_502"] == 1
+    assert counters["requests"] == 3
 
 
 # --- request log and callback mode ----------------------------------------------------
@@ -624,15 +615,13 @@ def test_request_log(deepgram_emulator: DeepgramEmulator, sample_wav: bytes) -> 
     assert entry.headers["Content-Type"] == "audio/wav"
     assert entry.request_id == response.json()["metadata"]["request_id"]
 
-    url = f"{deepgram_emulator.url}/_emulator"
-    verify = str(deepgram_emulator.ca_bundle)
-    (logged,) = requests.get(f"{url}/requests?bodies=1", verify=verify, timeout=10).json()
-    assert logged["query"] == [["model", "nova-3"], ["tag", "a"], ["tag", "b"]]
-    assert logged["status"] == 200
-    assert logged["body_size"] == len(sample_wav)
-    assert requests.post(f"{url}/reset", verify=verify, timeout=10).status_code == 200
-    assert requests.get(f"{url}/requests", verify=verify, timeout=10).json() == []
+    assert entry.body_size == len(sample_wav)
+    assert entry.outcome == "ok"
+
+    deepgram_emulator.reset()
+
     assert deepgram_emulator.requests == []
+    assert deepgram_emulator.counters.get("requests", 0) == 0
 
 
 def test_callback_mode_delivers_the_transcript(
@@ -680,8 +669,16 @@ def test_cli_serves_and_prints_url_and_ca(tmp_path: Path) -> None:
         ca_line = process.stdout.readline()
         url = url_line.split()[2]
         ca = ca_line.split(": ", 1)[1].strip()
-        health = requests.get(f"{url}/_emulator/health", verify=ca, timeout=10)
-        assert health.json() == {"ok": True}
+        # The key it was given is accepted: the body is refused as audio, not the caller.
+        served = requests.post(
+            f"{url}/v1/listen",
+            data=b"not audio",
+            headers={"Authorization": f"Token {key}"},
+            verify=ca,
+            timeout=10,
+        )
+        assert served.status_code == 400
+        assert served.json()["err_msg"] == CORRUPT
         assert key not in url_line + ca_line
     finally:
         process.terminate()
@@ -703,10 +700,10 @@ def test_stopped_emulator_refuses_connections(tmp_path: Path, sample_wav: bytes)
     emulator = DeepgramEmulator(api_keys={"k"}, state_dir=tmp_path).start()
     url, ca = emulator.url, str(emulator.ca_bundle)
     with requests.Session() as session:
-        assert session.get(f"{url}/_emulator/health", verify=ca, timeout=10).status_code == 200
+        assert session.post(f"{url}/v1/listen", verify=ca, timeout=10).status_code == 401  # kept alive
         emulator.stop()
         with pytest.raises(requests.ConnectionError):
-            session.get(f"{url}/_emulator/health", verify=ca, timeout=10)
+            session.post(f"{url}/v1/listen", verify=ca, timeout=10)
 
 
 def test_audio_decoder_refuses_unknown_containers() -> None:

@@ -1,4 +1,4 @@
-"""LocalPipeline: S3 -> async invoke with retries, max age and DLQ; SQS event source mappings."""
+"""LocalDelivery: S3 -> async invoke with retries, max age and DLQ; SQS event source mappings."""
 
 import json
 import logging
@@ -12,39 +12,39 @@ from typing import Any
 import pytest
 
 from localworld.aws import LocalAws
-from localworld.pipeline import (
+from localworld.delivery import (
     ERROR_MESSAGE_LIMIT_BYTES,
     InvocationRecord,
-    LocalPipeline,
+    LocalDelivery,
     _failed_message_ids,
     dead_letter_attributes,
     sqs_event_record,
 )
 from localworld.template import Stack, load_stack
 
-PIPELINE_TEMPLATE = Path(__file__).parent / "fixtures" / "pipeline" / "template.yaml"
+DELIVERY_TEMPLATE = Path(__file__).parent / "fixtures" / "delivery" / "template.yaml"
 # 60 s / 120 s retry waits become 0.12 s / 0.24 s.
 TIME_SCALE = 0.002
 
-PipelineFactory = Callable[..., LocalPipeline]
+DeliveryFactory = Callable[..., LocalDelivery]
 
 
 @pytest.fixture
-def make_pipeline(local_aws: LocalAws) -> Iterator[PipelineFactory]:
-    """Provision the fixture stack (with parameter overrides) and start a pipeline on it."""
-    pipelines: list[LocalPipeline] = []
+def make_delivery(local_aws: LocalAws) -> Iterator[DeliveryFactory]:
+    """Provision the fixture stack (with parameter overrides) and start a delivery on it."""
+    deliveries: list[LocalDelivery] = []
 
-    def make(parameters: Mapping[str, str] | None = None, **kwargs: Any) -> LocalPipeline:
-        stack = load_stack(PIPELINE_TEMPLATE, parameters)
+    def make(parameters: Mapping[str, str] | None = None, **kwargs: Any) -> LocalDelivery:
+        stack = load_stack(DELIVERY_TEMPLATE, parameters)
         local_aws.provision(stack)
         kwargs.setdefault("time_scale", TIME_SCALE)
-        pipeline = LocalPipeline(stack, local_aws, local_aws.env(), **kwargs)
-        pipelines.append(pipeline)
-        return pipeline.start()
+        delivery = LocalDelivery(stack, local_aws, local_aws.env(), **kwargs)
+        deliveries.append(delivery)
+        return delivery.start()
 
     yield make
-    for pipeline in pipelines:
-        pipeline.close()
+    for delivery in deliveries:
+        delivery.close()
 
 
 def bucket(stack: Stack, logical_id: str) -> str:
@@ -78,16 +78,16 @@ def receive_all(aws: LocalAws, url: str) -> list[Any]:
 
 
 def test_upload_invokes_the_function_with_the_s3_event(
-    make_pipeline: PipelineFactory, local_aws: LocalAws
+    make_delivery: DeliveryFactory, local_aws: LocalAws
 ) -> None:
     seen: list[InvocationRecord] = []
-    pipeline = make_pipeline(functions=["UploadFunction"], on_result=seen.append)
-    stack = pipeline.stack
+    delivery = make_delivery(functions=["UploadFunction"], on_result=seen.append)
+    stack = delivery.stack
     input_bucket, output_bucket = bucket(stack, "InputBucket"), bucket(stack, "OutputBucket")
 
     local_aws.s3().put_object(Bucket=input_bucket, Key="in/hello world.wav", Body=b"RIFF")
     local_aws.s3().put_object(Bucket=input_bucket, Key="elsewhere/ignored.wav", Body=b"RIFF")
-    assert pipeline.wait_until_idle(10)
+    assert delivery.wait_until_idle(10)
 
     done = read_json(local_aws, output_bucket, "done/in/hello world.wav")
     record = done["event"]["Records"][0]
@@ -99,7 +99,7 @@ def test_upload_invokes_the_function_with_the_s3_event(
     assert "+" in record["s3"]["object"]["key"]
     assert keys(local_aws, output_bucket, "done/") == ["done/in/hello world.wav"]  # prefix filter held
 
-    stats = pipeline.stats()
+    stats = delivery.stats()
     upload = stats.functions["UploadFunction"]
     assert (upload.invocations, upload.errors, upload.retries, upload.dlq_sends) == (1, 0, 0, 0)
     assert upload.async_queued == upload.in_flight == 0
@@ -107,13 +107,13 @@ def test_upload_invokes_the_function_with_the_s3_event(
     assert (routing.visible, routing.not_visible) == (0, 0)  # the S3 message was deleted
     assert [(r.function, r.source, r.attempt) for r in seen] == [("UploadFunction", "async", 1)]
     assert seen[0].result.payload == {"key": "in/hello world.wav", "attempts": 1}
-    logs = pipeline.logs
+    logs = delivery.logs
     assert "processed in/hello world.wav" in logs
     assert any(line.startswith("REPORT RequestId: ") for line in logs)
 
 
 def test_failing_event_is_retried_then_sent_to_the_dlq(
-    make_pipeline: PipelineFactory, local_aws: LocalAws
+    make_delivery: DeliveryFactory, local_aws: LocalAws
 ) -> None:
     attempts_at: list[tuple[str, float, InvocationRecord]] = []
 
@@ -121,11 +121,11 @@ def test_failing_event_is_retried_then_sent_to_the_dlq(
         key = urllib.parse.unquote_plus(record.event["Records"][0]["s3"]["object"]["key"])
         attempts_at.append((key, time.monotonic() - record.result.duration_s, record))
 
-    pipeline = make_pipeline(functions=["UploadFunction"], on_result=on_result)
-    stack = pipeline.stack
+    delivery = make_delivery(functions=["UploadFunction"], on_result=on_result)
+    stack = delivery.stack
     local_aws.s3().put_object(Bucket=bucket(stack, "InputBucket"), Key="in/fail-1.wav", Body=b"x")
     local_aws.s3().put_object(Bucket=bucket(stack, "InputBucket"), Key="in/flaky1.wav", Body=b"x")
-    assert pipeline.wait_until_idle(15)
+    assert delivery.wait_until_idle(15)
 
     failing = [(at, record) for key, at, record in attempts_at if key == "in/fail-1.wav"]
     assert [record.attempt for _, record in failing] == [1, 2, 3]  # MaximumRetryAttempts 2
@@ -137,7 +137,7 @@ def test_failing_event_is_retried_then_sent_to_the_dlq(
     flaky = [record for key, _, record in attempts_at if key == "in/flaky1.wav"]
     assert [(r.attempt, r.result.ok) for r in flaky] == [(1, False), (2, True)]
 
-    upload = pipeline.stats().functions["UploadFunction"]
+    upload = delivery.stats().functions["UploadFunction"]
     assert (upload.invocations, upload.errors, upload.retries, upload.dlq_sends) == (5, 4, 3, 1)
     assert upload.dropped == 0
 
@@ -152,81 +152,66 @@ def test_failing_event_is_retried_then_sent_to_the_dlq(
     assert attributes["ErrorMessage"] == {"StringValue": "cannot process in/fail-1.wav", "DataType": "String"}
 
 
-def test_expired_dropped_and_on_failure_destination(
-    make_pipeline: PipelineFactory, local_aws: LocalAws, caplog: pytest.LogCaptureFixture
+def test_expired_and_dropped_events(
+    make_delivery: DeliveryFactory, local_aws: LocalAws, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Max age 60 s (0.12 s scaled) passes before UploadFunction's first retry is due.
-    pipeline = make_pipeline({"MaxEventAge": "60"}, functions=[])  # direct invokes only
-    with caplog.at_level(logging.ERROR, logger="localworld.pipeline"):
-        dropped_id = pipeline.invoke_async("DropFunction", {"key": "timeout"})
-        pipeline.invoke_async("DestinationFunction", {"key": "fail-dest"})
-        old_id = pipeline.invoke_async("UploadFunction", {"key": "fail-old"})
-        assert pipeline.wait_until_idle(15)
+    delivery = make_delivery({"MaxEventAge": "60"}, functions=[])  # direct invokes only
+    with caplog.at_level(logging.ERROR, logger="localworld.delivery"):
+        dropped_id = delivery.invoke_async("DropFunction", {"key": "timeout"})
+        old_id = delivery.invoke_async("UploadFunction", {"key": "fail-old"})
+        assert delivery.wait_until_idle(15)
 
-    stats = pipeline.stats()
+    stats = delivery.stats()
     upload = stats.functions["UploadFunction"]
     assert (upload.invocations, upload.retries, upload.expired, upload.dlq_sends) == (1, 1, 1, 1)
-    [old] = receive_all(local_aws, queue_url(local_aws, pipeline.stack, "UploadDeadLetterQueue"))
+    [old] = receive_all(local_aws, queue_url(local_aws, delivery.stack, "UploadDeadLetterQueue"))
     assert json.loads(old["Body"]) == {"key": "fail-old"}
     assert old["MessageAttributes"]["RequestID"]["StringValue"] == old_id
     assert old["MessageAttributes"]["ErrorMessage"]["StringValue"] == "cannot process fail-old"
 
     drop = stats.functions["DropFunction"]
     assert (drop.invocations, drop.errors, drop.retries, drop.dropped) == (1, 1, 0, 1)
-    [timed_out] = [r for r in pipeline.records if r.function == "DropFunction"]
+    [timed_out] = [r for r in delivery.records if r.function == "DropFunction"]
     assert timed_out.result.error is not None
     assert timed_out.result.error["errorType"] == "Sandbox.Timedout"
     assert any("DROPPED" in r.message and dropped_id in r.message for r in caplog.records)
     assert stats.dropped == 1
 
-    destination = stats.functions["DestinationFunction"]
-    assert (destination.dropped, destination.destination_sends) == (0, 1)
-    [message] = receive_all(local_aws, queue_url(local_aws, pipeline.stack, "FailureDestinationQueue"))
-    record = json.loads(message["Body"])
-    assert record["requestContext"]["condition"] == "RetriesExhausted"
-    assert record["requestContext"]["approximateInvokeCount"] == 1
-    assert record["requestPayload"] == {"key": "fail-dest"}
-    assert record["responseContext"] == {
-        "statusCode": 200,
-        "executedVersion": "$LATEST",
-        "functionError": "Unhandled",
-    }
-    assert record["responsePayload"]["errorMessage"] == "cannot process fail-dest"
-
-    result = pipeline.invoke("DestinationFunction", {"key": "sync-ok"})  # synchronous
+    result = delivery.invoke("DropFunction", {"key": "sync-ok"})  # synchronous
     assert result.ok
     assert result.payload == {"key": "sync-ok", "attempts": 1}
 
 
 def test_throttled_event_is_kept_until_it_ages_out(
-    make_pipeline: PipelineFactory, local_aws: LocalAws
+    make_delivery: DeliveryFactory, local_aws: LocalAws
 ) -> None:
     # Concurrency 0 throttles every attempt; throttles are not retries and end at the max age.
-    pipeline = make_pipeline({"MaxEventAge": "60"}, functions=[], concurrency={"UploadFunction": 0})
-    request_id = pipeline.invoke_async("UploadFunction", {"key": "never-runs"})
-    assert pipeline.wait_until_idle(10)
+    delivery = make_delivery({"MaxEventAge": "60"}, functions=[], concurrency={"UploadFunction": 0})
+    request_id = delivery.invoke_async("UploadFunction", {"key": "never-runs"})
+    assert delivery.wait_until_idle(10)
 
-    upload = pipeline.stats().functions["UploadFunction"]
+    upload = delivery.stats().functions["UploadFunction"]
     assert upload.throttles >= 2
     assert (upload.invocations, upload.retries, upload.expired, upload.dlq_sends) == (0, 0, 1, 1)
-    [message] = receive_all(local_aws, queue_url(local_aws, pipeline.stack, "UploadDeadLetterQueue"))
+    [message] = receive_all(local_aws, queue_url(local_aws, delivery.stack, "UploadDeadLetterQueue"))
     assert message["MessageAttributes"]["RequestID"]["StringValue"] == request_id
     assert message["MessageAttributes"]["ErrorCode"] == {"StringValue": "429", "DataType": "Number"}
 
 
 def test_async_concurrency_is_capped_at_the_overridden_concurrency(
-    make_pipeline: PipelineFactory, local_aws: LocalAws
+    make_delivery: DeliveryFactory, local_aws: LocalAws
 ) -> None:
     expected = 3  # the template reserves 2 (see the close test); overridden as for benchmarks
-    pipeline = make_pipeline(
+    delivery = make_delivery(
         functions=["UploadFunction"],
         env_overrides={"UploadFunction": {"SLEEP_S": "0.3"}},
         concurrency={"UploadFunction": expected},
     )
-    stack = pipeline.stack
+    stack = delivery.stack
     for index in range(expected + 2):
         local_aws.s3().put_object(Bucket=bucket(stack, "InputBucket"), Key=f"in/{index}.wav", Body=b"x")
-    assert pipeline.wait_until_idle(20)
+    assert delivery.wait_until_idle(20)
 
     output = bucket(stack, "OutputBucket")
     spans = [read_json(local_aws, output, key) for key in keys(local_aws, output, "done/")]
@@ -237,18 +222,18 @@ def test_async_concurrency_is_capped_at_the_overridden_concurrency(
         running += step
         peak = max(peak, running)
     assert peak == expected
-    assert pipeline.stats().functions["UploadFunction"].peak_in_flight == expected
-    assert pipeline.function("UploadFunction").container_count == expected
+    assert delivery.stats().functions["UploadFunction"].peak_in_flight == expected
+    assert delivery.function("UploadFunction").container_count == expected
 
 
 # --- SQS event source mapping --------------------------------------------------------------------
 
 
 def test_sqs_mapping_deletes_successes_and_keeps_batch_item_failures(
-    make_pipeline: PipelineFactory, local_aws: LocalAws
+    make_delivery: DeliveryFactory, local_aws: LocalAws
 ) -> None:
-    pipeline = make_pipeline(functions=["BatchFunction"])
-    stack = pipeline.stack
+    delivery = make_delivery(functions=["BatchFunction"])
+    stack = delivery.stack
     work_url = queue_url(local_aws, stack, "WorkQueue")
 
     def send(*bodies: dict[str, Any]) -> None:
@@ -257,18 +242,18 @@ def test_sqs_mapping_deletes_successes_and_keeps_batch_item_failures(
 
     # The handler fails "backoff" once and sets its visibility timeout to 2 s.
     send({"id": "ok-1"}, {"id": "ok-2"}, {"id": "backoff", "fail_times": 1, "backoff": 2})
-    assert pipeline.wait_until_idle(10)
-    first = pipeline.stats()
+    assert delivery.wait_until_idle(10)
+    first = delivery.stats()
     work = first.queues[stack.resource("WorkQueue").physical_name]
     assert work.role == "event-source"
     assert (work.visible, work.held, work.waiting) == (0, 0, 1)  # backing off: waiting, not in flight
     assert first.waiting == 1
-    assert not pipeline.is_idle(include_waiting=True)
+    assert not delivery.is_idle(include_waiting=True)
 
     # Fails every time (the handler makes it visible again at once): redriven after maxReceiveCount 2.
     send({"id": "poison", "fail": True, "backoff": 0})
-    assert pipeline.wait_until_idle(15, include_waiting=True)
-    final = pipeline.stats()
+    assert delivery.wait_until_idle(15, include_waiting=True)
+    final = delivery.stats()
 
     output = bucket(stack, "OutputBucket")
     assert keys(local_aws, output, "sqs/ok-") == ["sqs/ok-1/1", "sqs/ok-2/1"]  # deleted after success
@@ -285,7 +270,7 @@ def test_sqs_mapping_deletes_successes_and_keeps_batch_item_failures(
 
 
 def test_sqs_error_keeps_the_whole_batch_and_event_has_lambdas_shape(local_aws: LocalAws) -> None:
-    stack = load_stack(PIPELINE_TEMPLATE)
+    stack = load_stack(DELIVERY_TEMPLATE)
     local_aws.provision(stack)
     plain_url = queue_url(local_aws, stack, "PlainQueue")
     local_aws.sqs().send_message_batch(
@@ -302,12 +287,12 @@ def test_sqs_error_keeps_the_whole_batch_and_event_has_lambdas_shape(local_aws: 
             {"Id": "b", "MessageBody": json.dumps({"id": "once", "fail_times": 1})},
         ],
     )
-    pipeline = LocalPipeline(stack, local_aws, local_aws.env(), functions=["PlainBatchFunction"])
+    delivery = LocalDelivery(stack, local_aws, local_aws.env(), functions=["PlainBatchFunction"])
     # Warm a container first, so the batch is handled well within the 2 s visibility timeout.
-    assert pipeline.function("PlainBatchFunction").invoke({"Records": []}).ok
-    with pipeline:
-        assert pipeline.wait_until_idle(15, include_waiting=True)
-        results = [r.result.ok for r in pipeline.records]
+    assert delivery.function("PlainBatchFunction").invoke({"Records": []}).ok
+    with delivery:
+        assert delivery.wait_until_idle(15, include_waiting=True)
+        results = [r.result.ok for r in delivery.records]
 
     assert results == [False, True]  # one batch failed as a whole, then both succeeded
     output = bucket(stack, "OutputBucket")
@@ -334,30 +319,30 @@ def test_sqs_error_keeps_the_whole_batch_and_event_has_lambdas_shape(local_aws: 
 
 
 def test_reserved_concurrency_caps_and_close_is_prompt(
-    make_pipeline: PipelineFactory, local_aws: LocalAws
+    make_delivery: DeliveryFactory, local_aws: LocalAws
 ) -> None:
-    pipeline = make_pipeline(
+    delivery = make_delivery(
         functions=["UploadFunction"], env_overrides={"UploadFunction": {"SLEEP_S": "30"}}
     )
     for index in range(3):
         local_aws.s3().put_object(
-            Bucket=bucket(pipeline.stack, "InputBucket"), Key=f"in/{index}.wav", Body=b"x"
+            Bucket=bucket(delivery.stack, "InputBucket"), Key=f"in/{index}.wav", Body=b"x"
         )
     deadline = time.monotonic() + 10
-    while pipeline.stats().functions["UploadFunction"].in_flight < 2:
+    while delivery.stats().functions["UploadFunction"].in_flight < 2:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     time.sleep(0.3)
-    upload = pipeline.stats().functions["UploadFunction"]
+    upload = delivery.stats().functions["UploadFunction"]
     # ReservedConcurrentExecutions 2: the third event waits in the async queue.
     assert (upload.in_flight, upload.peak_in_flight, upload.async_queued) == (2, 2, 3)
-    assert not pipeline.is_idle()
+    assert not delivery.is_idle()
 
     started = time.monotonic()
-    pipeline.close()
+    delivery.close()
     assert time.monotonic() - started < 2.0
-    assert not [t for t in threading.enumerate() if t.name.startswith("pipeline-")]
-    assert pipeline.stats().functions["UploadFunction"].dlq_sends == 0  # abandoned work is not failed
+    assert not [t for t in threading.enumerate() if t.name.startswith("delivery-")]
+    assert delivery.stats().functions["UploadFunction"].dlq_sends == 0  # abandoned work is not failed
 
 
 # --- pure helpers ----------------------------------------------------------------------------------

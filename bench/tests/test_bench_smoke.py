@@ -1,4 +1,7 @@
-"""The benchmark harness's pure parts: no timing, no local world (``python -m bench`` does that)."""
+"""The benchmark harness's pure parts: no timing, no local world (``python -m bench`` does that).
+
+They live with the harness, not in tests/: bench imports the local world, which product tests reach
+only through its pytest plugin (see tests/test_boundaries.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The Lambda service's event plumbing, locally: S3 -> async invoke -> retries -> DLQ, and SQS -> function.
 
-`LocalPipeline(stack, aws, extra_env)` runs every function of a resolved stack in a
+`LocalDelivery(stack, aws, extra_env)` runs every function of a resolved stack in a
 `LocalFunction` and wires up its event sources the way Lambda does:
 
 * S3 events: the bucket notifications go to an SQS routing queue
@@ -14,10 +14,10 @@
   id. An event older than `MaximumEventAgeInSeconds` (6 hours by default) is not run any
   more. A throttled attempt (reserved concurrency 0) goes back into the queue with a
   backoff of 1 s doubling to 5 min and does not count as a retry. An event that failed for
-  good goes to the function's `DeadLetterQueue` (SQS or SNS) with the unchanged event as
-  the body and Lambda's three message attributes (see `dead_letter_attributes`), and to an
-  `EventInvokeConfig.DestinationConfig.OnFailure` destination as an invocation record;
-  with neither, it is dropped, logged loudly and counted in `stats().dropped`.
+  good goes to the function's SQS `DeadLetterQueue` with the unchanged event as the body
+  and Lambda's three message attributes (see `dead_letter_attributes`); without one, it is
+  dropped, logged loudly and counted in `stats().dropped`. (EventInvokeConfig destinations
+  and SNS dead-letter topics are not emulated: the stack uses neither.)
 * SQS event source mappings: a poller per SQS event receives batches of up to
   `BatchSize` messages (10 per ReceiveMessage, more by repeated receives), with at most
   `ScalingConfig.MaximumConcurrency` batches (default: the function's concurrency) in
@@ -36,7 +36,7 @@ retry delays (60 s, 120 s), the maximum event age and the throttle backoff. It d
 scale the function's Timeout, nor SQS visibility timeouts or delays, which moto keeps in
 real whole seconds.
 
-`wait_until_idle()` is true when nothing is running or queued in the pipeline and its
+`wait_until_idle()` is true when nothing is running or queued in the delivery and its
 source queues (S3 routing queues and SQS event sources) have no visible or delayed
 messages. Messages a handler deliberately made invisible (backoff) or that wait for their
 visibility timeout after a failure are "waiting": reported per queue by `stats()`, and
@@ -57,7 +57,6 @@ import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -70,7 +69,6 @@ from localworld.lambda_runtime import InvocationResult, LocalFunction
 from localworld.template import FunctionSpec, Stack
 
 if TYPE_CHECKING:
-    from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef, MessageTypeDef
 
@@ -167,7 +165,7 @@ def _failed_message_ids(payload: Any, message_ids: list[str]) -> set[str]:
 
 @dataclass(frozen=True)
 class InvocationRecord:
-    """One invocation the pipeline made: which function, why, which attempt, what came out."""
+    """One invocation the delivery made: which function, why, which attempt, what came out."""
 
     function: str  # logical id
     source: str  # "async" (S3 or invoke_async), "sqs", or "sync"
@@ -183,7 +181,6 @@ class FunctionStats:
     throttles: int = 0
     retries: int = 0  # async retries scheduled
     dlq_sends: int = 0  # events sent to the DeadLetterQueue
-    destination_sends: int = 0  # invocation records sent to OnFailure/OnSuccess destinations
     dropped: int = 0  # failed async events with nowhere to go (Lambda discards them)
     expired: int = 0  # async events that passed MaximumEventAgeInSeconds
     async_queued: int = 0  # accepted async events not finished (waiting, scheduled or running)
@@ -195,12 +192,12 @@ class FunctionStats:
 class QueueStats:
     name: str
     url: str
-    role: str  # "s3-events", "event-source", "dead-letter", "destination", "redrive-target"
+    role: str  # "s3-events", "event-source", "dead-letter", "redrive-target"
     function: str  # the logical id it feeds or collects for
     visible: int  # ApproximateNumberOfMessages
     not_visible: int  # ApproximateNumberOfMessagesNotVisible
     delayed: int  # ApproximateNumberOfMessagesDelayed
-    held: int  # of the not-visible ones, those a pipeline poller is processing right now
+    held: int  # of the not-visible ones, those a delivery poller is processing right now
 
     @property
     def waiting(self) -> int:
@@ -209,7 +206,7 @@ class QueueStats:
 
 
 @dataclass(frozen=True)
-class PipelineStats:
+class DeliveryStats:
     functions: dict[str, FunctionStats]
     queues: dict[str, QueueStats]  # by queue name
 
@@ -316,7 +313,7 @@ class _DelayQueue:
 
 @dataclass
 class _SourceQueue:
-    """A queue the pipeline consumes: an S3 routing queue or an SQS event source."""
+    """A queue the delivery consumes: an S3 routing queue or an SQS event source."""
 
     url: str
     name: str
@@ -339,7 +336,7 @@ class _SqsMapping:
     executor: ThreadPoolExecutor
 
 
-class LocalPipeline:
+class LocalDelivery:
     """Event plumbing for a stack's functions: S3 -> async invoke (retries, DLQ), SQS -> function."""
 
     def __init__(
@@ -389,7 +386,6 @@ class LocalPipeline:
         )
         config = Config(max_pool_connections=64, retries={"max_attempts": 3, "mode": "standard"})
         self._sqs: SQSClient = session.client("sqs", endpoint_url=aws.endpoint_url, config=config)
-        self._sns: SNSClient = session.client("sns", endpoint_url=aws.endpoint_url, config=config)
 
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -453,7 +449,6 @@ class LocalPipeline:
         for executor in self._executors:
             executor.shutdown(wait=True, cancel_futures=True)
         self._sqs.close()
-        self._sns.close()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -464,7 +459,7 @@ class LocalPipeline:
         self.close()
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, name=f"pipeline-{name}", daemon=True)
+        thread = threading.Thread(target=target, args=args, name=f"delivery-{name}", daemon=True)
         self._threads.append(thread)
         thread.start()
 
@@ -482,7 +477,7 @@ class LocalPipeline:
         """The function's LocalFunction, created on first use."""
         with self._lock:
             if self._closed:
-                raise RuntimeError("pipeline is closed")
+                raise RuntimeError("delivery is closed")
             if logical_id not in self._functions:
                 spec = self.stack.function(logical_id)
                 self._functions[logical_id] = LocalFunction(
@@ -536,7 +531,7 @@ class LocalPipeline:
     def _async_queue(self, logical_id: str) -> _DelayQueue:
         with self._lock:
             if self._closed:
-                raise RuntimeError("pipeline is closed")
+                raise RuntimeError("delivery is closed")
             if logical_id not in self._async_queues:
                 self.function(logical_id)
                 delay_queue = _DelayQueue()
@@ -566,7 +561,7 @@ class LocalPipeline:
                 requeue_at = self._attempt(logical_id, item)
             except Exception:
                 if not self._stop.is_set():
-                    logger.exception("%s: async invocation failed in the pipeline", logical_id)
+                    logger.exception("%s: async invocation failed in the delivery", logical_id)
                 requeue_at = None
             if requeue_at is not None and not self._stop.is_set():
                 delay_queue.requeue(item, requeue_at)
@@ -594,7 +589,6 @@ class LocalPipeline:
             return min(time.monotonic() + delay, item.expires_at)
         item.attempts += 1
         if result.ok:
-            self._send_destination(logical_id, item, "Success")
             return None
         max_retries = int(
             self._invoke_config(logical_id).get("MaximumRetryAttempts", DEFAULT_MAX_RETRY_ATTEMPTS)
@@ -621,86 +615,31 @@ class LocalPipeline:
         else:
             error_code, message = FUNCTION_ERROR_CODE, str(result.error.get("errorMessage") or "")
             message = message or str(result.error.get("errorType") or "")
-        sent = False
         if spec.dead_letter_queue is not None:
             attributes = dead_letter_attributes(item.request_id, error_code, message)
             try:
-                self._deliver(spec.dead_letter_queue.target_arn, item.body, attributes)
+                self._sqs.send_message(
+                    QueueUrl=self.queue_url(spec.dead_letter_queue.target_arn),
+                    MessageBody=item.body,
+                    MessageAttributes=attributes,
+                )
             except (ClientError, BotoCoreError, ValueError):
                 logger.exception("%s: could not send event %s to its DLQ", logical_id, item.request_id)
             else:
-                sent = True
                 with self._lock:
                     self._stats[logical_id].dlq_sends += 1
-        if self._send_destination(logical_id, item, "Failure", condition):
-            sent = True
-        if not sent:
-            with self._lock:
-                self._stats[logical_id].dropped += 1
-            logger.error(
-                "%s: DROPPED async event %s after %d attempt(s) (%s: %s); the function has no "
-                "DeadLetterQueue or OnFailure destination, so Lambda discards it",
-                logical_id,
-                item.request_id,
-                item.attempts,
-                condition,
-                message[:200],
-            )
-
-    def _send_destination(
-        self, logical_id: str, item: _AsyncEvent, outcome: str, condition: str = "Success"
-    ) -> bool:
-        """Send Lambda's invocation record to the OnSuccess/OnFailure destination, if any."""
-        destinations = self._invoke_config(logical_id).get("DestinationConfig") or {}
-        target = (destinations.get(f"On{outcome}") or {}).get("Destination")
-        if not target:
-            return False
-        spec = self.stack.function(logical_id)
-        result = item.last_result
-        response: dict[str, Any] = {"statusCode": 200, "executedVersion": "$LATEST"}
-        if result is not None and result.error is not None:
-            response["functionError"] = "Unhandled"
-        record = {
-            "version": "1.0",
-            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-            "requestContext": {
-                "requestId": item.request_id,
-                "functionArn": f"{spec.function_arn}:$LATEST",
-                "condition": condition,
-                "approximateInvokeCount": max(1, item.attempts),
-            },
-            "requestPayload": item.event,
-            "responseContext": response,
-            "responsePayload": None if result is None else (result.error or result.payload),
-        }
-        try:
-            self._deliver(str(target), json.dumps(record), {})
-        except (ClientError, BotoCoreError, ValueError):
-            logger.exception("%s: could not send to the On%s destination %s", logical_id, outcome, target)
-            return False
+                return
         with self._lock:
-            self._stats[logical_id].destination_sends += 1
-        return True
-
-    def _deliver(self, target_arn: str, body: str, attributes: dict[str, Any]) -> None:
-        service = target_arn.split(":")[2] if target_arn.count(":") >= 5 else ""
-        if service == "sqs":
-            kwargs: dict[str, Any] = {"QueueUrl": self.queue_url(target_arn), "MessageBody": body}
-            if attributes:
-                kwargs["MessageAttributes"] = attributes
-            self._sqs.send_message(**kwargs)
-        elif service == "sns":
-            self._sns.publish(TopicArn=target_arn, Message=body, MessageAttributes=attributes)
-        elif service == "lambda":
-            name = target_arn.split(":")[6]
-            target = next(
-                (f.logical_id for f in self.stack.functions.values() if f.function_name == name), None
-            )
-            if target is None:
-                raise ValueError(f"destination function {target_arn} is not in the stack")
-            self._accept(target, json.loads(body), body)
-        else:
-            raise ValueError(f"unsupported DLQ/destination target {target_arn}")
+            self._stats[logical_id].dropped += 1
+        logger.error(
+            "%s: DROPPED async event %s after %d attempt(s) (%s: %s); the function has no "
+            "DeadLetterQueue, so Lambda discards it",
+            logical_id,
+            item.request_id,
+            item.attempts,
+            condition,
+            message[:200],
+        )
 
     def queue_url(self, queue_arn: str) -> str:
         """The URL of the queue with this ARN (cached)."""
@@ -760,7 +699,7 @@ class LocalPipeline:
         report_failures = "ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or [])
         scaling = props.get("ScalingConfig") or {}
         max_batches = int(scaling.get("MaximumConcurrency", 0)) or max(1, self.concurrency_of(logical_id))
-        executor = ThreadPoolExecutor(max_batches, thread_name_prefix=f"pipeline-sqs-{logical_id}")
+        executor = ThreadPoolExecutor(max_batches, thread_name_prefix=f"delivery-sqs-{logical_id}")
         self._executors.append(executor)
         self._register_redrive_target(url, logical_id)
         mapping = _SqsMapping(source, queue_arn, batch_size, report_failures, max_batches, executor)
@@ -840,20 +779,12 @@ class LocalPipeline:
     # --- sinks (for stats) ----------------------------------------------------------------
 
     def _register_sinks(self, spec: FunctionSpec) -> None:
-        targets: list[tuple[str, str]] = []
-        if spec.dead_letter_queue is not None:
-            targets.append((spec.dead_letter_queue.target_arn, "dead-letter"))
-        destinations = (spec.event_invoke_config or {}).get("DestinationConfig") or {}
-        for outcome in ("OnSuccess", "OnFailure"):
-            target = (destinations.get(outcome) or {}).get("Destination")
-            if target:
-                targets.append((str(target), "destination"))
-        for arn, role in targets:
-            if arn.split(":")[2:3] == ["sqs"]:
-                with contextlib.suppress(ClientError, ValueError):
-                    self._sinks.setdefault(
-                        self.queue_url(arn), (arn.rsplit(":", 1)[-1], role, spec.logical_id)
-                    )
+        if spec.dead_letter_queue is None:
+            return
+        arn = spec.dead_letter_queue.target_arn
+        with contextlib.suppress(ClientError, ValueError):
+            url = self.queue_url(arn)
+            self._sinks.setdefault(url, (arn.rsplit(":", 1)[-1], "dead-letter", spec.logical_id))
 
     def _register_redrive_target(self, url: str, logical_id: str) -> None:
         with contextlib.suppress(ClientError, ValueError):
@@ -901,7 +832,7 @@ class LocalPipeline:
                 stack.enter_context(source.lock)
             yield
 
-    def stats(self) -> PipelineStats:
+    def stats(self) -> DeliveryStats:
         """Counters per function and message counts per queue (sources and sinks)."""
         queues: dict[str, QueueStats] = {}
         with self._sources_locked():
@@ -926,7 +857,7 @@ class LocalPipeline:
                 queues[name] = QueueStats(
                     name, url, role, function, visible, not_visible, delayed, held.get(url, 0)
                 )
-        return PipelineStats(functions, queues)
+        return DeliveryStats(functions, queues)
 
     def is_idle(self, *, include_waiting: bool = False) -> bool:
         """Nothing running or queued, and no visible (or, optionally, invisible) source messages."""

@@ -1,0 +1,266 @@
+"""The local world for pytest, and the only way product tests reach it.
+
+Registered in pyproject.toml (``addopts = "-p localworld.pytest_plugin"``). Tests ask for fixtures
+and call their methods; they import ``localworld`` only under ``if TYPE_CHECKING:`` for the type
+names (``tests/test_boundaries.py`` holds them to that). Fixtures:
+
+* ``world_session`` (session): moto server + the Deepgram emulator + the stack of template.yaml,
+  provisioned, with the API key in its secret; ``world``: the same, emptied and re-provisioned for
+  the test, with the emulator's faults cleared after it.
+* ``sample_audio``: the committed recording's bytes ("the quick brown fox jumps over the lazy dog").
+* ``uploads``: ``uploads.put(key, body)`` uploads and returns the S3 event moto itself emitted.
+* ``start_function``: ``start_function("TranscribeFunction", timeout_s=..., extra_env=..., **env)``
+  starts a function of the template in a fresh Docker-free container (closed after the test).
+* ``start_delivery``: ``start_delivery(**options)`` runs ``LocalDelivery`` (S3 notifications,
+  async invocation with Lambda's retries, DLQ, SQS event sources) for the world's stack.
+* ``aws_fault_proxy``: an ``AwsFaultProxy`` in front of the world's moto.
+* ``fast_retry_env``: the retry function's settings shortened for tests.
+* ``chaos_run``: ``chaos_run(uploads=..., rates=...)`` is ``localworld.chaos.run`` on the world.
+
+It also lets other plugins watch the world without importing it: see ``localworld.pytest_hooks``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+import pytest
+
+from localworld import chaos, pytest_hooks
+from localworld.aws import LocalAws, MotoServer
+from localworld.aws_faults import AwsFaultProxy
+from localworld.deepgram.server import DeepgramEmulator
+from localworld.delivery import LocalDelivery
+from localworld.lambda_runtime import InvocationResult, LocalFunction
+from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
+
+
+class FunctionFactory(Protocol):
+    def __call__(
+        self,
+        logical_id: str = "TranscribeFunction",
+        *,
+        timeout_s: float | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        **env_overrides: str,
+    ) -> LocalFunction: ...
+
+
+DeliveryFactory = Callable[..., LocalDelivery]
+ChaosRun = Callable[..., chaos.Report]
+
+
+@pytest.fixture(scope="session")
+def world_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalWorld]:
+    with local_world(state_dir=tmp_path_factory.mktemp("deepgram-emulator")) as world:
+        yield world
+
+
+@pytest.fixture
+def world(world_session: LocalWorld) -> Iterator[LocalWorld]:
+    """The session's world, emptied and re-provisioned for this test."""
+    world_session.reset()
+    yield world_session
+    world_session.emulator.faults.clear()
+
+
+@pytest.fixture(scope="session")
+def sample_audio() -> bytes:
+    """The committed sample recording: flite saying "the quick brown fox jumps over the lazy dog"."""
+    return SAMPLE_AUDIO.read_bytes()
+
+
+@pytest.fixture
+def aws_fault_proxy(world: LocalWorld) -> Iterator[AwsFaultProxy]:
+    """A fault-injecting proxy in front of the world's moto (``localworld.aws_faults``): point a
+    function's ``AWS_ENDPOINT_URL`` at ``proxy.url`` to make AWS answer errors moto cannot."""
+    with AwsFaultProxy(world.moto.endpoint_url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def start_function(world: LocalWorld) -> Iterator[FunctionFactory]:
+    """Start a function of the template in a fresh container. ``**env_overrides`` are declared
+    variables (as --env-vars); ``extra_env`` overrides what the world provides (endpoints...)."""
+    started: list[LocalFunction] = []
+
+    def start(
+        logical_id: str = "TranscribeFunction",
+        *,
+        timeout_s: float | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        **env_overrides: str,
+    ) -> LocalFunction:
+        function = LocalFunction(
+            world.function(logical_id),
+            env_overrides=env_overrides,
+            extra_env={**world.function_env(), **(extra_env or {})},
+            timeout_s=timeout_s,
+        )
+        started.append(function)
+        return function
+
+    yield start
+    for function in started:
+        function.close()
+
+
+@pytest.fixture
+def start_delivery(world: LocalWorld) -> Iterator[DeliveryFactory]:
+    """Start Lambda's event delivery for the world's stack; options as for ``LocalDelivery``."""
+    started: list[LocalDelivery] = []
+
+    def start(**options: Any) -> LocalDelivery:
+        delivery = LocalDelivery(world.stack, world.aws, world.function_env(), **options)
+        started.append(delivery)
+        return delivery.start()
+
+    yield start
+    for delivery in started:
+        delivery.close()
+
+
+@pytest.fixture
+def fast_retry_env() -> dict[str, str]:
+    """The retry function's waits shortened, so a DLQ round trip takes seconds, not hours."""
+    return dict(chaos.FAST_RETRY_FUNCTION)
+
+
+@pytest.fixture
+def chaos_run(world: LocalWorld) -> ChaosRun:
+    """``localworld.chaos.run`` on this test's world: uploads under faults, then an account."""
+    return functools.partial(chaos.run, world)
+
+
+class Uploads:
+    """Uploads objects and returns the S3 event that S3 itself (moto) emitted for each."""
+
+    def __init__(self, world: LocalWorld) -> None:
+        self.world = world
+        self.queue_url = world.aws.route_bucket_notifications(world.stack, "TranscribeFunction")
+
+    def put(self, key: str, body: bytes, **extra: Any) -> dict[str, Any]:
+        self.world.aws.s3().put_object(Bucket=self.world.input_bucket, Key=key, Body=body, **extra)
+        return self.next_event()
+
+    def next_event(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        sqs = self.world.aws.sqs()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            messages = sqs.receive_message(QueueUrl=self.queue_url, WaitTimeSeconds=1).get("Messages", [])
+            for message in messages:
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+                event: dict[str, Any] = json.loads(message["Body"])
+                if "Records" in event:
+                    return event
+        raise AssertionError("S3 sent no event for the upload")
+
+
+@pytest.fixture
+def uploads(world: LocalWorld) -> Uploads:
+    return Uploads(world)
+
+
+# --- hooks for watchers (see localworld.pytest_hooks) ---------------------------------------
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(pytest_hooks)
+
+
+class _Instruments:
+    """Wraps the world's classes so that they call the hooks; undone at the end of the session."""
+
+    def __init__(self, hook: Any) -> None:
+        self.hook = hook
+        self._restore: list[Callable[[], None]] = []
+
+    def _wrap(self, owner: type, name: str, replacement: Any) -> None:
+        original = owner.__dict__[name]
+        setattr(owner, name, replacement)
+        self._restore.append(lambda: setattr(owner, name, original))
+
+    def install(self) -> None:
+        hook = self.hook
+        create_secret = LocalAws.create_secret
+
+        def create_secret_hooked(self: LocalAws, name: str, value: str | bytes | None) -> str:
+            hook.pytest_localworld_secret_stored(name=name, value=value)
+            return create_secret(self, name, value)
+
+        api_keys = DeepgramEmulator.__dict__["api_keys"]
+
+        def set_api_keys(self: DeepgramEmulator, keys: Iterable[str]) -> None:
+            keys = list(keys)
+            hook.pytest_localworld_api_keys_set(keys=keys)
+            api_keys.fset(self, keys)
+
+        emulator_start = DeepgramEmulator.start
+
+        def start_hooked(self: DeepgramEmulator) -> DeepgramEmulator:
+            hook.pytest_localworld_emulator_started(emulator=self)
+            return emulator_start(self)
+
+        emulator_reset = DeepgramEmulator.reset
+
+        def emulator_reset_hooked(self: DeepgramEmulator) -> None:
+            hook.pytest_localworld_emulator_resetting(emulator=self)
+            emulator_reset(self)
+
+        world_init = LocalWorld.__init__
+
+        def world_init_hooked(self: LocalWorld, *args: Any, **kwargs: Any) -> None:
+            world_init(self, *args, **kwargs)
+            hook.pytest_localworld_world_created(world=self)
+
+        world_reset = LocalWorld.reset
+
+        def world_reset_hooked(self: LocalWorld, *args: Any, **kwargs: Any) -> None:
+            hook.pytest_localworld_world_resetting(world=self)
+            world_reset(self, *args, **kwargs)
+
+        moto_stop = MotoServer.stop
+
+        def moto_stop_hooked(self: MotoServer) -> None:
+            hook.pytest_localworld_moto_stopping(moto=self)
+            moto_stop(self)
+
+        invoke = LocalFunction.invoke
+
+        def invoke_hooked(self: LocalFunction, event: Any, *args: Any, **kwargs: Any) -> InvocationResult:
+            result = invoke(self, event, *args, **kwargs)
+            hook.pytest_localworld_invoked(function=self, result=result)
+            return result
+
+        self._wrap(LocalAws, "create_secret", create_secret_hooked)
+        self._wrap(DeepgramEmulator, "api_keys", property(api_keys.fget, set_api_keys, api_keys.fdel))
+        self._wrap(DeepgramEmulator, "start", start_hooked)
+        self._wrap(DeepgramEmulator, "reset", emulator_reset_hooked)
+        self._wrap(LocalWorld, "__init__", world_init_hooked)
+        self._wrap(LocalWorld, "reset", world_reset_hooked)
+        self._wrap(MotoServer, "stop", moto_stop_hooked)
+        self._wrap(LocalFunction, "invoke", invoke_hooked)
+
+    def uninstall(self) -> None:
+        while self._restore:
+            self._restore.pop()()
+
+
+_INSTRUMENTS_KEY = pytest.StashKey[_Instruments]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    instruments = _Instruments(config.hook)
+    instruments.install()
+    config.stash[_INSTRUMENTS_KEY] = instruments
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    instruments = config.stash.get(_INSTRUMENTS_KEY, None)
+    if instruments is not None:
+        instruments.uninstall()
+        del config.stash[_INSTRUMENTS_KEY]
