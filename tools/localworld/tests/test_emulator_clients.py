@@ -45,7 +45,11 @@ from referencing.jsonschema import DRAFT202012
 
 from localworld.deepgram import DeepgramEmulator
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # The SDK imports websockets' legacy API (for streaming, unused here): not ours to fix.
+    pytest.mark.filterwarnings(r"ignore:websockets\..* is deprecated:DeprecationWarning"),
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 OPENAPI_SPEC = REPO_ROOT.parent / "shared" / "vendor" / "deepgram-openapi.yml"
