@@ -1,32 +1,45 @@
 """Turn uploaded bytes into 16 kHz mono int16 PCM for pocketsphinx.
 
-WAV is decoded with the stdlib ``wave`` module and numpy (``audioop`` is gone in Python
-3.13). Other containers go through ``sox`` when it is on PATH; without it they are
-"unsupported", which is also what Deepgram says about data it cannot read.
+The container is detected from the bytes, as Deepgram does, and decoded with PyAV (FFmpeg
+inside its wheel, so no apt package): WAV (PCM, float, A-law, mu-law...), MP3, MP4, M4A and
+MOV (AAC, ALAC, MP3...), FLAC, Ogg (Opus, Vorbis, FLAC), WebM/Matroska, ADTS AAC, AIFF, AU,
+AMR and CAF. Only those demuxers may run (FFmpeg would otherwise also open images, playlists
+that name other files, and so on), and a container without an audio stream, or whose audio
+does not decode, is "unsupported", which is also what Deepgram says about data it cannot read.
+
+WAV is held to what the emulator always refused: a chunk other than ``data`` that runs past
+the end of the RIFF chunk or the file, a missing ``fmt `` or ``data`` chunk, or ``data``
+before ``fmt ``. FFmpeg's own WAV reader is kinder than that, and the emulator must never
+be kinder than Deepgram. A ``data`` chunk cut short (a truncated upload) decodes as far as
+it goes, as before.
+
+Resampling to 16 kHz is PyAV's resampler (libswresample); it keeps the channels, so each
+channel can be recognised on its own (``multichannel=true``) and the mono mix is their mean.
 """
 
 from __future__ import annotations
 
 import io
-import shutil
-import subprocess
-import tempfile
-import wave
+import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
+import av
 import numpy as np
 import numpy.typing as npt
 
 TARGET_RATE = 16000
-# Magic numbers of containers sox can read; the value is sox's type name.
-_SOX_TYPES: tuple[tuple[bytes, int, str], ...] = (
-    (b"fLaC", 0, "flac"),
-    (b"OggS", 0, "ogg"),
-    (b"ID3", 0, "mp3"),
-    (b"FORM", 0, "aiff"),
-    (b".snd", 0, "au"),
-)
+# FFmpeg demuxers that may open an upload: the audio containers Deepgram reads.
+_DEMUXERS = "wav,w64,mp3,mov,mp4,m4a,3gp,flac,ogg,matroska,webm,aac,aiff,au,amr,caf"
+_OPEN_OPTIONS = {
+    "format_whitelist": _DEMUXERS,
+    # No demuxer may open a second input (a reference to another file or a URL).
+    "protocol_whitelist": "none",
+}
+_WAVE_FORMAT_PCM = 0x0001
+_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+
+Planar = npt.NDArray[np.float32]  # (channels, samples)
 
 
 class UnsupportedAudio(Exception):
@@ -37,8 +50,8 @@ class UnsupportedAudio(Exception):
 class DecodedAudio:
     """Audio as the recogniser wants it, plus what the metadata reports."""
 
-    duration: float  # seconds, from the source
-    channels: int  # channel count of the source
+    duration: float  # seconds of audio the stream holds
+    channels: int  # channel count of the source stream
     mono: bytes  # 16 kHz int16 little-endian, all channels mixed
     per_channel: tuple[bytes, ...]  # 16 kHz int16 little-endian, one per source channel
 
@@ -52,122 +65,130 @@ def decode(
     ``sample_rate`` and ``channels`` only describe headerless audio (``linear16`` here).
     """
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        try:
-            return _decode_wav(data)
-        except UnsupportedAudio:
-            # e.g. float or A-law WAV, which ``wave`` refuses but sox reads.
-            if shutil.which("sox") is None:
-                raise
-            return _decode_with_sox(data, "wav")
-    sox_type = _sniff(data)
-    if sox_type is None and encoding == "linear16" and sample_rate:
-        return _decode_linear16(data, sample_rate, channels)
-    if sox_type is None or shutil.which("sox") is None:
-        raise UnsupportedAudio("not a recognised audio container")
-    return _decode_with_sox(data, sox_type)
-
-
-def _sniff(data: bytes) -> str | None:
-    for magic, offset, sox_type in _SOX_TYPES:
-        if data[offset : offset + len(magic)] == magic:
-            return sox_type
-    # A bare MPEG audio frame: 11 sync bits set.
-    if len(data) >= 2 and data[0] == 0xFF and (data[1] & 0xE0) == 0xE0:
-        return "mp3"
-    return None
-
-
-def _decode_wav(data: bytes) -> DecodedAudio:
+        check_wav_structure(data)
+        return _decode_container(data)
     try:
-        with wave.open(io.BytesIO(data), "rb") as wav:
-            channels = wav.getnchannels()
-            width = wav.getsampwidth()
-            rate = wav.getframerate()
-            raw = wav.readframes(wav.getnframes())
-    # The stdlib's chunk reader raises RuntimeError on a chunk size that runs past the end.
-    except (wave.Error, EOFError, ValueError, RuntimeError) as exc:
-        raise UnsupportedAudio(f"unreadable WAV: {exc}") from exc
-    if channels < 1 or rate < 1 or width not in (1, 2, 3, 4):
-        raise UnsupportedAudio("WAV header is not plausible PCM")
-    # A truncated data chunk leaves a partial frame at the end: drop it.
-    frame_bytes = channels * width
-    raw = raw[: len(raw) - len(raw) % frame_bytes]
-    if not raw:
-        raise UnsupportedAudio("WAV holds no audio frames")
-    samples = _pcm_to_float(raw, width).reshape(-1, channels)
-    return _finish(samples, rate)
+        return _decode_container(data)
+    except UnsupportedAudio:
+        if encoding == "linear16" and sample_rate:
+            return _decode_linear16(data, sample_rate, channels)
+        raise
+
+
+def check_wav_structure(data: bytes) -> None:
+    """Refuse a RIFF/WAVE file whose chunks the emulator has always refused."""
+    (riff_size,) = struct.unpack_from("<I", data, 4)
+    limit = min(8 + riff_size, len(data))
+    position = 12
+    fmt: tuple[int, int, int, int] | None = None
+    while position + 8 <= limit:
+        name = data[position : position + 4]
+        (size,) = struct.unpack_from("<I", data, position + 4)
+        body = position + 8
+        if name == b"data":
+            if fmt is None:
+                raise UnsupportedAudio("WAV data chunk before its fmt chunk")
+            _check_wav_format(*fmt)
+            if size == 0:
+                raise UnsupportedAudio("WAV data chunk is empty")
+            # The data chunk may run past the end: a truncated upload decodes as far as it goes.
+            return
+        end = body + size + (size & 1)  # chunks are padded to an even length
+        if end > limit:
+            raise UnsupportedAudio(f"WAV chunk {name!r} runs past the end of the file")
+        if name == b"fmt ":
+            if size < 16:
+                raise UnsupportedAudio("WAV fmt chunk is too short")
+            tag, count, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, body)
+            if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 40:
+                # The sub-format GUID starts with the real format tag.
+                (tag,) = struct.unpack_from("<H", data, body + 24)
+            fmt = (tag, count, rate, bits)
+        position = end
+    raise UnsupportedAudio("WAV has no fmt and data chunks")
+
+
+def _check_wav_format(tag: int, channels: int, rate: int, bits: int) -> None:
+    if channels < 1 or rate < 1:
+        raise UnsupportedAudio("WAV header is not plausible audio")
+    if tag == _WAVE_FORMAT_PCM and bits not in (8, 16, 24, 32):
+        raise UnsupportedAudio(f"WAV PCM with {bits} bits per sample")
+
+
+def _decode_container(data: bytes) -> DecodedAudio:
+    try:
+        with av.open(io.BytesIO(data), mode="r", options=_OPEN_OPTIONS) as container:
+            if not container.streams.audio:
+                raise UnsupportedAudio(f"{container.format.name}: no audio stream")
+            stream = container.streams.audio[0]
+            if stream.codec_context is None:
+                raise UnsupportedAudio(f"{container.format.name}: audio in a codec FFmpeg lacks")
+            channels = stream.codec_context.layout.nb_channels
+            if channels < 1:
+                raise UnsupportedAudio("audio stream without channels")
+            planar, duration = _to_16k(container.decode(stream), stream.codec_context.layout)
+    except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
+        # Not a container FFmpeg may open, or audio that does not decode.
+        raise UnsupportedAudio(f"undecodable media: {exc}") from exc
+    return _finish(planar, duration, channels)
+
+
+def _to_16k(frames: Iterable[av.AudioFrame], layout: av.AudioLayout) -> tuple[Planar, float]:
+    """Every decoded frame through PyAV's resampler: 16 kHz planar float, same channels.
+
+    Also returns the duration of the decoded audio at its own rate. A stream whose format,
+    layout or rate changes midway gets a fresh resampler from there on.
+    """
+    chunks: list[Planar] = []
+    duration = 0.0
+    resampler: av.AudioResampler | None = None
+    shape: tuple[str, str, int] | None = None
+
+    def drain(resampled: Iterable[av.AudioFrame]) -> None:
+        chunks.extend(np.asarray(out.to_ndarray(), dtype=np.float32) for out in resampled)
+
+    for frame in frames:
+        if frame.samples == 0:
+            continue
+        duration += frame.samples / frame.sample_rate
+        incoming = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if resampler is None or incoming != shape:
+            if resampler is not None:
+                drain(resampler.resample(None))
+            resampler = av.AudioResampler(format="fltp", layout=layout, rate=TARGET_RATE)
+            shape = incoming
+        frame.pts = None  # the resampler only needs the samples
+        drain(resampler.resample(frame))
+    if resampler is not None:
+        drain(resampler.resample(None))
+    if not chunks or duration <= 0:
+        raise UnsupportedAudio("no audio samples decoded")
+    return np.concatenate(chunks, axis=1), duration
 
 
 def _decode_linear16(data: bytes, rate: int, channels: int) -> DecodedAudio:
+    """Headerless little-endian int16 (``encoding=linear16&sample_rate=N&channels=C``)."""
     raw = data[: len(data) - len(data) % (2 * channels)]
     if not raw:
         raise UnsupportedAudio("no audio frames")
-    return _finish(_pcm_to_float(raw, 2).reshape(-1, channels), rate)
+    interleaved = np.frombuffer(raw, dtype="<i2").reshape(1, -1)
+    try:
+        # FFmpeg's default layout for that many channels ("N channels" names any count).
+        layout = av.AudioLayout(f"{channels}c" if channels <= 8 else f"{channels} channels")
+        frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout=layout)
+        frame.sample_rate = rate
+        planar, duration = _to_16k([frame], layout)
+    except (av.FFmpegError, ValueError) as exc:
+        raise UnsupportedAudio(f"linear16 audio does not resample: {exc}") from exc
+    return _finish(planar, duration, channels)
 
 
-def _pcm_to_float(raw: bytes, width: int) -> npt.NDArray[np.float64]:
-    """Interleaved PCM to floats in [-1, 1)."""
-    if width == 1:
-        # 8-bit WAV is unsigned.
-        return (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
-    if width == 2:
-        return np.frombuffer(raw, dtype="<i2").astype(np.float64) / 32768.0
-    if width == 3:
-        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        value = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        value = np.where(value >= 1 << 23, value - (1 << 24), value)
-        return value.astype(np.float64) / float(1 << 23)
-    return np.frombuffer(raw, dtype="<i4").astype(np.float64) / float(1 << 31)
-
-
-def _finish(samples: npt.NDArray[np.float64], rate: int) -> DecodedAudio:
-    """From (frames, channels) floats at ``rate`` to the 16 kHz int16 forms."""
-    frames, channels = samples.shape
-    duration = frames / rate
-    per_channel = tuple(_to_int16(_resample(samples[:, c], rate)) for c in range(channels))
-    mono = per_channel[0] if channels == 1 else _to_int16(_resample(samples.mean(axis=1), rate))
+def _finish(planar: Planar, duration: float, channels: int) -> DecodedAudio:
+    per_channel = tuple(_to_int16(planar[c]) for c in range(planar.shape[0]))
+    mono = per_channel[0] if planar.shape[0] == 1 else _to_int16(planar.mean(axis=0))
     return DecodedAudio(duration=duration, channels=channels, mono=mono, per_channel=per_channel)
 
 
-def _resample(signal: npt.NDArray[np.float64], rate: int) -> npt.NDArray[np.float64]:
-    if rate == TARGET_RATE:
-        return signal
-    if rate > TARGET_RATE:
-        # Low-pass before decimating, or energy above 8 kHz folds back as noise. The edge
-        # sits close to 8 kHz: sibilants live up there ("jumps" became "jumped" at 7.2 kHz).
-        signal = _lowpass(signal, cutoff=0.48 * TARGET_RATE / rate)
-    count = max(1, round(len(signal) * TARGET_RATE / rate))
-    positions = np.arange(count) * (rate / TARGET_RATE)
-    result: npt.NDArray[np.float64] = np.interp(positions, np.arange(len(signal)), signal)
-    return result
-
-
-def _lowpass(signal: npt.NDArray[np.float64], cutoff: float, taps: int = 127) -> npt.NDArray[np.float64]:
-    """Windowed-sinc FIR; ``cutoff`` is a fraction of the sample rate."""
-    n = np.arange(taps) - (taps - 1) / 2
-    kernel = 2 * cutoff * np.sinc(2 * cutoff * n) * np.hamming(taps)
-    kernel /= kernel.sum()
-    filtered: npt.NDArray[np.float64] = np.convolve(signal, kernel, mode="same")
-    return filtered
-
-
-def _to_int16(signal: npt.NDArray[np.float64]) -> bytes:
-    return np.clip(np.round(signal * 32768.0), -32768, 32767).astype("<i2").tobytes()
-
-
-def _decode_with_sox(data: bytes, sox_type: str) -> DecodedAudio:
-    """Let sox write a 16-bit WAV (to a file: WAV headers need a seekable output)."""
-    with tempfile.TemporaryDirectory(prefix="dg-emu-sox-") as tmp:
-        src = Path(tmp) / f"in.{sox_type}"
-        dst = Path(tmp) / "out.wav"
-        src.write_bytes(data)
-        try:
-            subprocess.run(
-                ["sox", "-q", "-t", sox_type, str(src), "-b", "16", "-e", "signed-integer", str(dst)],
-                check=True,
-                capture_output=True,
-                timeout=300,
-            )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-            raise UnsupportedAudio(f"sox could not decode {sox_type}") from exc
-        return _decode_wav(dst.read_bytes())
+def _to_int16(signal: npt.NDArray[np.float32]) -> bytes:
+    scaled = np.round(signal.astype(np.float64) * 32768.0)
+    return np.clip(scaled, -32768, 32767).astype("<i2").tobytes()

@@ -7,7 +7,9 @@ Python's ``urlencode`` writes ``True``, a classic client bug the emulator must c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 BOOLEAN_OPTIONS = frozenset(
     {
@@ -64,6 +66,10 @@ STRING_OPTIONS = frozenset(
 KNOWN_OPTIONS = BOOLEAN_OPTIONS | REPEATABLE_OPTIONS | STRING_OPTIONS
 DEFAULT_MODEL = "base"
 MAX_TAG_LENGTH = 128
+# Deepgram's own words (seen in the wild) for keywords sent to a Nova-3 model.
+KEYWORDS_ON_NOVA_3 = "Keywords are not supported for Nova-3. Please use `keyterm` instead."
+# A BCP-47 tag, loosely: a 2-3 letter language, then subtags ("en", "en-US", "zh-Hant-TW").
+_LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 class InvalidOption(ValueError):
@@ -93,6 +99,8 @@ class ListenOptions:
     sample_rate: int | None = None
     channels: int = 1
     detect_language: bool = False
+    # detect_language=<code> (repeated): the languages to choose among; empty: any.
+    detect_language_among: tuple[str, ...] = ()
 
     @property
     def formatted(self) -> bool:
@@ -118,6 +126,37 @@ def _positive_int(name: str, value: str) -> int:
     if number < 1:
         raise _fail(f"{name}: must be a positive integer")
     return number
+
+
+def _callback_url(value: str) -> str:
+    """An absolute http(s) URL with a host, or INVALID_QUERY_PARAMETER.
+
+    The reasons are those of a URL parser (Deepgram's wording is not documented).
+    """
+    if not value or any(c.isspace() for c in value):
+        raise _fail("callback: invalid URL")
+    parts = urlsplit(value)
+    if not parts.scheme:
+        raise _fail("callback: relative URL without a base")
+    if parts.scheme not in ("http", "https"):
+        raise _fail(f"callback: unsupported URL scheme `{parts.scheme}`, expected `http` or `https`")
+    try:
+        port = parts.port
+    except ValueError:
+        raise _fail("callback: invalid port number") from None
+    if not parts.hostname or port == 0:
+        raise _fail("callback: empty host" if not parts.hostname else "callback: invalid port number")
+    return value
+
+
+def _detect_language(values: list[str]) -> tuple[bool, tuple[str, ...]]:
+    """``detect_language=true|false``, or language codes (repeated) to choose among."""
+    if values in (["true"], ["false"]):
+        return values == ["true"], ()
+    for value in values:
+        if not _LANGUAGE_TAG.match(value):
+            raise _fail("detect_language: expected `true`, `false` or language codes")
+    return True, tuple(values)
 
 
 def _collect(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], list[str], dict[str, str]]:
@@ -148,8 +187,7 @@ def _collect(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], list[str], d
 def parse_options(pairs: list[tuple[str, str]]) -> ListenOptions:
     """Check every pair and return the options that matter; raise ``InvalidOption``."""
     values, tags, extra = _collect(pairs)
-    # detect_language is true/false, or a language code to choose among.
-    detect_language = values.get("detect_language", "false") != "false"
+    detect_language, among = _detect_language([v for n, v in pairs if n == "detect_language"] or ["false"])
 
     def flag(name: str) -> bool:
         return values.get(name) == "true"
@@ -168,7 +206,10 @@ def parse_options(pairs: list[tuple[str, str]]) -> ListenOptions:
         raise _fail("utt_split: invalid float literal") from None
     if "callback_method" in values and "callback" not in values:
         raise _fail("callback_method: requires `callback`")
+    callback = _callback_url(values["callback"]) if "callback" in values else None
     model = values.get("model", "")
+    if "keywords" in values and (model == "nova-3" or model.startswith("nova-3-")):
+        raise InvalidOption(KEYWORDS_ON_NOVA_3)
     return ListenOptions(
         pairs=tuple(pairs),
         model=model or DEFAULT_MODEL,
@@ -183,10 +224,11 @@ def parse_options(pairs: list[tuple[str, str]]) -> ListenOptions:
         utt_split=utt_split,
         tags=tuple(tags),
         extra=extra,
-        callback=values.get("callback"),
+        callback=callback,
         callback_method=method,
         encoding=values.get("encoding"),
         sample_rate=_positive_int("sample_rate", values["sample_rate"]) if "sample_rate" in values else None,
         channels=_positive_int("channels", values["channels"]) if "channels" in values else 1,
         detect_language=detect_language,
+        detect_language_among=among,
     )

@@ -118,8 +118,22 @@ def _channel(words: tuple[Word, ...], options: ListenOptions) -> JSONDict:
         alternative["paragraphs"] = _paragraphs(words, options)
     channel: JSONDict = {"alternatives": [alternative]}
     if options.detect_language:
-        channel["detected_language"] = options.language.split("-")[0] or "en"
+        channel["detected_language"], channel["language_confidence"] = _detected_language(words, options)
     return channel
+
+
+def _detected_language(words: tuple[Word, ...], options: ListenOptions) -> tuple[str, float]:
+    """What language detection reports for a channel: never the ``language`` asked for.
+
+    The recogniser only knows English, so what it heard is English ("en"), as sure as its
+    words are; silence is English with no confidence. With ``detect_language=<code>``
+    candidates that leave English out, the first candidate is reported, barely.
+    """
+    among = options.detect_language_among
+    if among and not any(c == "en" or c.startswith("en-") for c in among):
+        return among[0], 0.01
+    confidence = max(0.5, _confidence(words)) if words else 0.0
+    return "en", round(confidence, 4)
 
 
 def _paragraphs(words: tuple[Word, ...], options: ListenOptions) -> JSONDict:

@@ -7,7 +7,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -684,16 +683,6 @@ def test_cli_serves_and_prints_url_and_ca(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=10)
     assert process.returncode == 0
-
-
-@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed: only WAV decodes")
-def test_flac_decodes_through_sox(sample_wav: bytes, tmp_path: Path) -> None:
-    (tmp_path / "in.wav").write_bytes(sample_wav)
-    subprocess.run(["sox", str(tmp_path / "in.wav"), str(tmp_path / "out.flac")], check=True)
-
-    audio = decode((tmp_path / "out.flac").read_bytes())
-
-    assert audio.mono == decode(sample_wav).mono
 
 
 def test_stopped_emulator_refuses_connections(tmp_path: Path, sample_wav: bytes) -> None:
