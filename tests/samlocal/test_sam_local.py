@@ -68,12 +68,12 @@ def sam_local(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Itera
     ensure_image(engine, image)
     timings["image"] = time.monotonic() - started
     workspace = tmp_path_factory.mktemp("samlocal")
-    env = project.sam_env(engine.env())
     started = time.monotonic()
     template = project.write_local_template(workspace, image.architecture)
-    built = project.sam_build(template, workspace, env)
+    built = project.sam_build(template, workspace, project.sam_env(extra=engine.env()))
     timings["sam build"] = time.monotonic() - started
     with local_world(state_dir=workspace / "deepgram-emulator") as world:
+        env = project.sam_env(world.moto.endpoint_url, engine.env())
         project.install_ca(built, world.emulator.ca_bundle)
         endpoints = project.Endpoints(
             world.moto.endpoint_url,
@@ -142,7 +142,8 @@ def test_sam_local_invoke_leaves_a_failure_record_for_a_missing_object(
     record = json.loads(world.aws.s3().get_object(Bucket=world.output_bucket, Key=key)["Body"].read())
     assert record["reason"] == "deepgram-remote-content", record
     assert output_keys(world, "transcripts/") == set()
-    assert world.emulator.requests == []
+    [request] = world.emulator.requests
+    assert request.err_code == "REMOTE_CONTENT_ERROR"
 
 
 def test_sam_local_invoke_reports_a_raised_error_in_the_payload(sam_local: SamLocal, world: LocalWorld) -> None:

@@ -89,9 +89,12 @@ def write_local_template(directory: Path, architecture: str) -> Path:
     return path
 
 
-def sam_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def sam_env(aws_endpoint_url: str | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment SAM runs with: this venv's python3.13 first on PATH (sam build needs it),
-    no telemetry, and dummy credentials, which SAM hands to the function containers."""
+    no telemetry, and dummy credentials, which SAM hands to the function containers. SAM's own
+    AWS calls (``sam local`` asks STS for the account id) go to ``aws_endpoint_url``, the local
+    world, instead of waiting for AWS."""
+    endpoint = {"AWS_ENDPOINT_URL": aws_endpoint_url} if aws_endpoint_url else {}
     return {
         **os.environ,
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
@@ -102,6 +105,7 @@ def sam_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1",
+        **endpoint,
         **dict(extra or {}),
     }
 
