@@ -12,10 +12,10 @@ FUNCTION ?= TranscribeFunction
 EVENT ?= events/s3-put.json
 ENV_VARS ?=
 PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
-TYPED_SOURCES = layers/shared/transcriber tools/localworld scripts functions/transcribe/app.py functions/retry/app.py
+TYPED_SOURCES = layers/shared/transcriber tools/localworld tools/samlocal scripts functions/transcribe/app.py functions/retry/app.py
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
-	deploy-prod invoke emulator clean failures redrive chaos bench
+	deploy-prod invoke emulator clean failures redrive chaos bench sam-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -23,8 +23,12 @@ help: ## List the targets
 demo: ## Transcribe the sample (or AUDIO=path.wav) end to end on the local world (OUTAGE=10: recover via the DLQ)
 	@$(PY) -m localworld.demo $(if $(AUDIO),--audio "$(AUDIO)") $(if $(OUTAGE),--outage "$(OUTAGE)")
 
-test: lint typecheck ## Everything: ruff, mypy, unit, integration and template checks
-	@$(PY) -m pytest
+test: lint typecheck ## Everything: ruff, mypy, unit, integration, template checks, then sam-local
+	@$(PY) -m pytest -m "not samlocal"
+	@$(MAKE) --no-print-directory sam-local
+
+sam-local: ## sam build + sam local invoke/start-lambda in containers (installs and starts Docker, builds the base image if absent)
+	@$(PY) -m pytest -m samlocal tests/samlocal
 
 lint: ## ruff lint and format check
 	@$(VENV)/bin/ruff check $(PYTHON_SOURCES)

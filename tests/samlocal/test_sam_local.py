@@ -21,10 +21,12 @@ from botocore.config import Config
 
 from localworld.world import LocalWorld, local_world, objects_named_in, seed_objects
 from samlocal import project
+from samlocal.artifact import distributions, pinned
 from samlocal.engine import Engine, docker_engine
 from samlocal.image import StandInImage, ensure_image, lambda_architecture
 
-pytestmark = pytest.mark.samlocal
+# The first run on a fresh machine installs docker.io and builds the base image (minutes).
+pytestmark = [pytest.mark.samlocal, pytest.mark.timeout(900)]
 
 EVENTS = project.ROOT / "events"
 RETRY_EVENT = EVENTS / "retry-dead-letter.json"
@@ -48,9 +50,9 @@ class SamLocal:
             self.built_template,
             function,
             event,
-            self.env_vars_file,
-            self.env,
-            self.world.parameter_overrides,
+            env_vars_file=self.env_vars_file,
+            env=self.env,
+            parameter_overrides=self.world.parameter_overrides,
         )
 
 
@@ -146,7 +148,9 @@ def test_sam_local_invoke_leaves_a_failure_record_for_a_missing_object(
     assert request.err_code == "REMOTE_CONTENT_ERROR"
 
 
-def test_sam_local_invoke_reports_a_raised_error_in_the_payload(sam_local: SamLocal, world: LocalWorld) -> None:
+def test_sam_local_invoke_reports_a_raised_error_in_the_payload(
+    sam_local: SamLocal, world: LocalWorld
+) -> None:
     # Deepgram out of credit (402) is raised, so Lambda would retry: sam exits 0, the payload says so.
     seed_objects(world.aws, json.loads((EVENTS / "direct.json").read_text(encoding="utf-8")))
     world.emulator.api_keys = set()  # every key is now rejected: 401 twice, then raised
@@ -200,3 +204,10 @@ def test_sam_local_start_lambda_answers_a_boto3_invoke(
     assert "FunctionError" not in response, payload
     assert output_keys(world, "transcripts/") == {expected}
     assert transcript_text(world, expected).strip()
+
+
+def test_the_locally_run_layer_holds_the_pinned_distributions(sam_local: SamLocal) -> None:
+    # Built for this host's architecture, the layer the containers ran holds the same pins as the
+    # deployed (arm64) one (tests/artifact checks that build).
+    layer = sam_local.built_template.parent / "SharedLayer" / "python"
+    assert distributions(layer) == pinned(project.ROOT / "layers" / "shared" / "requirements.txt")

@@ -38,7 +38,12 @@ IMAGE_ENV = {
     "LANG": "en_US.UTF-8",
     "TZ": ":/etc/localtime",
     "PATH": "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
-    "LD_LIBRARY_PATH": "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
+    "LD_LIBRARY_PATH": ":".join(
+        [
+            *("/var/lang/lib", "/lib64", "/usr/lib64", "/var/runtime", "/var/runtime/lib"),
+            *("/var/task", "/var/task/lib", "/opt/lib"),
+        ]
+    ),
     "LAMBDA_TASK_ROOT": "/var/task",
     "LAMBDA_RUNTIME_DIR": "/var/runtime",
 }
@@ -145,9 +150,7 @@ def build(engine: Engine, image: StandInImage) -> None:
         changes = [f"ENV {name}={value}" for name, value in IMAGE_ENV.items()]
         changes += ["WORKDIR /var/task", 'ENTRYPOINT ["/var/runtime/bootstrap"]']
         archive = Path(temp) / "image.tar"
-        subprocess.run(
-            ["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(archive), "."], check=True
-        )
+        subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(archive), "."], check=True)
         with archive.open("rb") as data:
             args = ["import", *[arg for change in changes for arg in ("--change", change)], "-"]
             _check(_docker(engine, *args, image.key_tag, stdin=data.fileno()))
@@ -232,9 +235,8 @@ def debian_mirror() -> str:
         for stanza in text.split("\n\n"):
             uris = re.search(r"^URIs:\s*(\S+)", stanza, re.MULTILINE)
             suites = re.search(r"^Suites:\s*(.+)$", stanza, re.MULTILINE)
-            if uris and suites and "security" not in suites.group(1) and "/debian" in uris.group(1):
-                if "security" not in uris.group(1):
-                    return uris.group(1)
+            if uris and suites and "security" not in suites.group(1) + uris.group(1):
+                return uris.group(1)
     sources_list = Path("/etc/apt/sources.list")
     if sources_list.is_file():
         for line in sources_list.read_text().splitlines():

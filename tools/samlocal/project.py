@@ -16,6 +16,7 @@ The handler code, the layer and everything else in the template are used unchang
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
 import json
 import os
@@ -122,20 +123,32 @@ def explain(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-6000:]}"
 
 
-def sam_build(template: Path, workspace: Path, env: Mapping[str, str]) -> Path:
-    """``sam build`` of ``template`` into ``workspace/build``, with sam's dependency cache kept
-    outside the clone like the template tests do; returns the built template."""
+def sam_build(
+    template: Path, workspace: Path, env: Mapping[str, str], *, resource: str | None = None
+) -> Path:
+    """``sam build`` of ``template`` (or of one ``resource`` in it) into ``workspace/build``, with
+    sam's dependency cache kept outside the clone like the template tests do and serialised with
+    them; returns the built template."""
     build_dir = workspace / "build"
     SAM_BUILD_CACHE.mkdir(parents=True, exist_ok=True)
-    checkout_key = hashlib.sha256(f"samlocal:{ROOT}".encode()).hexdigest()[:12]
-    saved_graph = SAM_BUILD_CACHE / f"build-{checkout_key}.toml"
+    checkout_key = hashlib.sha256(f"{template.name}:{resource}:{ROOT}".encode()).hexdigest()[:12]
+    saved_graph = SAM_BUILD_CACHE / f"build-samlocal-{checkout_key}.toml"
     graph = workspace / "build.toml"
     if saved_graph.is_file():
         shutil.copyfile(saved_graph, graph)
-    args = ["build", "--template", str(template), "--build-dir", str(build_dir), "--cached"]
-    args += ["--cache-dir", str(SAM_BUILD_CACHE / "cache"), "--parallel"]
-    # cwd is the cache root because sam keeps downloaded dependencies in ./.aws-sam/deps.
-    result = run_sam(args, env, cwd=SAM_BUILD_CACHE, timeout=600)
+    args = ["build", *([resource] if resource else []), "--template", str(template)]
+    args += [
+        "--build-dir",
+        str(build_dir),
+        "--cached",
+        "--cache-dir",
+        str(SAM_BUILD_CACHE / "cache"),
+        "--parallel",
+    ]
+    with (SAM_BUILD_CACHE / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # cwd is the cache root because sam keeps downloaded dependencies in ./.aws-sam/deps.
+        result = run_sam(args, env, cwd=SAM_BUILD_CACHE, timeout=600)
     if result.returncode != 0:
         raise SamError(f"sam build failed: {explain(result)}")
     if graph.is_file():
@@ -185,6 +198,7 @@ def local_invoke(
     built_template: Path,
     function: str,
     event: Path,
+    *,
     env_vars_file: Path,
     env: Mapping[str, str],
     parameter_overrides: Mapping[str, str],
@@ -253,19 +267,28 @@ def start_lambda(
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*SAM, *args], cwd=ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            [*SAM, *args],
+            cwd=ROOT,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise SamError(f"sam local start-lambda exited with {process.returncode}:\n{log_path.read_text()}")
+                raise SamError(
+                    f"sam local start-lambda exited with {process.returncode}:\n{log_path.read_text()}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise SamError(f"sam local start-lambda did not listen:\n{log_path.read_text()}") from None
+                    raise SamError(
+                        f"sam local start-lambda did not listen:\n{log_path.read_text()}"
+                    ) from None
                 time.sleep(0.5)
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -57,7 +57,7 @@ def install() -> None:
         return original(self, image, command, **host_network_options(options))
 
     create._samlocal_host_network = True  # type: ignore[attr-defined]
-    ContainerCollection.create = create  # type: ignore[method-assign]
+    ContainerCollection.create = create
 
 
 def main(argv: Sequence[str] | None = None) -> None:
