@@ -131,14 +131,22 @@ def start_dockerd(dockerd: str, log_path: Path) -> subprocess.Popen[bytes]:
 
 def stop_dockerd(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM to that PID (dockerd stops its containers and its containerd), SIGKILL if it hangs."""
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    unmount_leftovers()
+
+
+def unmount_leftovers(run_dir: Path = RUN_DIR) -> None:
+    """dockerd leaves its default network namespace mounted under its exec root: unmount it."""
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    points = [line.split()[1] for line in mounts if len(line.split()) > 1]
+    for point in sorted((p for p in points if p.startswith(f"{run_dir}/")), reverse=True):
+        subprocess.run(["umount", point], check=False, capture_output=True)
 
 
 @contextmanager
