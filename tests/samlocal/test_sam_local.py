@@ -63,7 +63,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="module")
-def sam_local(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SamLocal]:
+def sam_local(
+    engine: Engine, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[SamLocal]:
     timings: dict[str, float] = {}
     started = time.monotonic()
     image = StandInImage(lambda_architecture())
@@ -74,6 +76,13 @@ def sam_local(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Itera
     template = project.write_local_template(workspace, image.architecture)
     built = project.sam_build(template, workspace, project.sam_env(extra=engine.env()))
     timings["sam build"] = time.monotonic() - started
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        started_by = "started here" if engine.started_pid else "already running"
+        reporter.write_line(
+            f"\nsamlocal: engine {started_by}{' (docker.io installed)' if engine.installed else ''}; "
+            + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings.items())
+        )
     with local_world(state_dir=workspace / "deepgram-emulator") as world:
         env = project.sam_env(world.moto.endpoint_url, engine.env())
         project.install_ca(built, world.emulator.ca_bundle)
