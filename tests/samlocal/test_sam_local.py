@@ -76,13 +76,15 @@ def sam_local(
     template = project.write_local_template(workspace, image.architecture)
     built = project.sam_build(template, workspace, project.sam_env(extra=engine.env()))
     timings["sam build"] = time.monotonic() - started
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        started_by = "started here" if engine.started_pid else "already running"
-        reporter.write_line(
-            f"\nsamlocal: engine {started_by}{' (docker.io installed)' if engine.installed else ''}; "
-            + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings.items())
-        )
+    started_by = "started here" if engine.started_pid else "already running"
+    summary = (
+        f"samlocal: engine {started_by}{' (docker.io installed)' if engine.installed else ''}; "
+        + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings.items())
+    )
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            print(f"\n{summary}")
     with local_world(state_dir=workspace / "deepgram-emulator") as world:
         env = project.sam_env(world.moto.endpoint_url, engine.env())
         project.install_ca(built, world.emulator.ca_bundle)
