@@ -12,10 +12,10 @@ FUNCTION ?= TranscribeFunction
 EVENT ?= events/s3-put.json
 ENV_VARS ?=
 PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
-TYPED_SOURCES = layers/shared/transcriber tools/localworld tools/samstack scripts functions/transcribe/app.py functions/retry/app.py
+TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/retry/app.py tools scripts tests bench
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
-	deploy-prod invoke emulator clean failures redrive chaos bench localworld-test
+	deploy-prod invoke emulator clean failures redrive chaos bench localworld-test sam-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -23,9 +23,13 @@ help: ## List the targets
 demo: ## Transcribe the sample (or AUDIO=path: wav, mp3, m4a, ...) end to end on the local world (OUTAGE=10: recover via the DLQ)
 	@$(PY) -m localworld.demo $(if $(AUDIO),--audio "$(AUDIO)") $(if $(OUTAGE),--outage "$(OUTAGE)")
 
-test: lint typecheck ## Everything: ruff, mypy, all tests, and the layer's branch-coverage gate
-	@$(PY) -m coverage run -m pytest
+test: lint typecheck ## Everything: ruff, mypy, all tests with the layer's branch-coverage gate, then sam-local
+	@$(PY) -m coverage run -m pytest -m "not samlocal"
 	@$(PY) -m coverage report
+	@$(MAKE) --no-print-directory sam-local
+
+sam-local: ## sam build + sam local invoke/start-lambda in containers (installs and starts Docker, builds the base image if absent)
+	@$(PY) -m pytest -m samlocal tests/samlocal
 
 lint: ## ruff lint and format check
 	@$(VENV)/bin/ruff check $(PYTHON_SOURCES)
