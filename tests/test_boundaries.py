@@ -43,6 +43,23 @@ def _strings(node: ast.expr) -> Iterator[str]:
             yield item.value
 
 
+def _imported_by(node: ast.AST) -> list[str]:
+    """The modules one node imports by itself (not counting its children)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        return [node.module]
+    if isinstance(node, ast.Call) and node.args:
+        name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+        if name in IMPORT_CALLS and isinstance(node.args[0], ast.Constant):
+            return [str(node.args[0].value)]
+    if isinstance(node, ast.Assign) and any(
+        isinstance(target, ast.Name) and target.id == "pytest_plugins" for target in node.targets
+    ):
+        return list(_strings(node.value))
+    return []
+
+
 def imports(source: str, filename: str = "<source>") -> list[Import]:
     """Every module the source imports: statements, ``importlib.import_module("...")``,
     ``__import__("...")`` and ``pytest_plugins``, each marked when only type checkers see it."""
@@ -55,18 +72,7 @@ def imports(source: str, filename: str = "<source>") -> list[Import]:
             for child in node.orelse:
                 visit(child, type_only)
             return
-        if isinstance(node, ast.Import):
-            found.extend(Import(alias.name, node.lineno, type_only) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.append(Import(node.module, node.lineno, type_only))
-        elif isinstance(node, ast.Call) and node.args:
-            name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
-            if name in IMPORT_CALLS and isinstance(node.args[0], ast.Constant):
-                found.append(Import(str(node.args[0].value), node.lineno, type_only))
-        elif isinstance(node, ast.Assign) and any(
-            isinstance(target, ast.Name) and target.id == "pytest_plugins" for target in node.targets
-        ):
-            found.extend(Import(name, node.lineno, type_only) for name in _strings(node.value))
+        found.extend(Import(name, getattr(node, "lineno", 0), type_only) for name in _imported_by(node))
         for nested in ast.iter_child_nodes(node):
             visit(nested, type_only)
 

@@ -705,6 +705,30 @@ class LocalDelivery:
         mapping = _SqsMapping(source, queue_arn, batch_size, report_failures, max_batches, executor)
         self._spawn(f"sqs-poller-{logical_id}-{event_name}", self._poll_sqs, mapping)
 
+    def _receive_batch(self, source: _SourceQueue, batch_size: int) -> list[MessageTypeDef]:
+        """Up to ``batch_size`` messages, gathered the way Lambda's poller does (10 per receive)."""
+        messages: list[MessageTypeDef] = []
+        try:
+            with source.lock:
+                while len(messages) < batch_size:
+                    received = self._sqs.receive_message(
+                        QueueUrl=source.url,
+                        MaxNumberOfMessages=min(10, batch_size - len(messages)),
+                        WaitTimeSeconds=0,
+                        AttributeNames=["All"],
+                        MessageAttributeNames=["All"],
+                    ).get("Messages", [])
+                    messages += received
+                    if not received:
+                        break
+                if messages:
+                    source.held += len(messages)
+                    source.batches += 1
+        except (ClientError, BotoCoreError):
+            if not self._stop.is_set():
+                logger.exception("%s: ReceiveMessage on %s failed", source.function, source.name)
+        return messages
+
     def _poll_sqs(self, mapping: _SqsMapping) -> None:
         source, batch_size, executor = mapping.source, mapping.batch_size, mapping.executor
         queue_arn, report_failures = mapping.queue_arn, mapping.report_failures
@@ -712,26 +736,7 @@ class LocalDelivery:
         while not self._stop.is_set():
             if not slots.acquire(timeout=self.poll_interval_s):
                 continue
-            messages: list[MessageTypeDef] = []
-            try:
-                with source.lock:
-                    while len(messages) < batch_size:
-                        received = self._sqs.receive_message(
-                            QueueUrl=source.url,
-                            MaxNumberOfMessages=min(10, batch_size - len(messages)),
-                            WaitTimeSeconds=0,
-                            AttributeNames=["All"],
-                            MessageAttributeNames=["All"],
-                        ).get("Messages", [])
-                        messages += received
-                        if not received:
-                            break
-                    if messages:
-                        source.held += len(messages)
-                        source.batches += 1
-            except (ClientError, BotoCoreError):
-                if not self._stop.is_set():
-                    logger.exception("%s: ReceiveMessage on %s failed", source.function, source.name)
+            messages = self._receive_batch(source, batch_size)
             if not messages:
                 slots.release()
                 self._stop.wait(self.poll_interval_s)

@@ -43,7 +43,7 @@ import requests
 from localworld.deepgram.asr import Recognition, Recognizer
 from localworld.deepgram.audio import UnsupportedAudio, decode
 from localworld.deepgram.errors import CORRUPT_AUDIO_MSG, BodyStyle, render_error, spec_for
-from localworld.deepgram.faults import Faults
+from localworld.deepgram.faults import Fault, Faults
 from localworld.deepgram.options import InvalidOption, ListenOptions, parse_options
 from localworld.deepgram.response import build_response
 from localworld.deepgram.tls import prepare_tls
@@ -464,18 +464,25 @@ class DeepgramEmulator:
         code = err_code or spec_for(status).err_code
         return _Outcome(status, body, content_type, outcome, code, headers)
 
+    def _answered_by_fault(self, exchange: _Exchange, entry: LoggedRequest, fault: Fault | None) -> bool:
+        """Faults that answer before any check: a dropped connection or an injected status."""
+        if fault is None:
+            return False
+        entry.fault = fault.kind
+        self._count("faults")
+        if fault.kind == "drop":
+            self._drop(exchange, entry)
+            return True
+        if fault.kind == "status" and fault.status is not None:
+            self._sleep(self.latency)
+            self._answer(exchange, entry, self._error(exchange, fault.status, "fault", style=fault.style))
+            return True
+        return False
+
     def _listen(self, exchange: _Exchange, entry: LoggedRequest) -> None:
         fault = self.faults.pick()
-        if fault is not None:
-            entry.fault = fault.kind
-            self._count("faults")
-            if fault.kind == "drop":
-                self._drop(exchange, entry)
-                return
-            if fault.kind == "status" and fault.status is not None:
-                self._sleep(self.latency)
-                self._answer(exchange, entry, self._error(exchange, fault.status, "fault", style=fault.style))
-                return
+        if self._answered_by_fault(exchange, entry, fault):
+            return
         checked = self._check(exchange)
         if isinstance(checked, _Outcome):
             self._answer(exchange, entry, checked)
