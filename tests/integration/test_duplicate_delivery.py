@@ -202,12 +202,16 @@ def test_a_function_killed_at_its_timeout_mid_work_is_retryable_once_its_deadlin
     the in-progress record stays behind, and must block duplicates only until the dead
     invocation's deadline, not forever."""
     event = uploads.put("dup/killed.wav", sample_audio)
-    write = aws_fault_proxy.stall("PUT", world.transcript_key("dup/killed.wav"), SHORT_TIMEOUT_S + 10)
+    # S3 stores the transcript but its answer dribbles in: the layer's read timeout bounds each wait
+    # for bytes, not the whole answer, so only Lambda's deadline ends the invocation.
+    write = aws_fault_proxy.stall(
+        "PUT", world.transcript_key("dup/killed.wav"), SHORT_TIMEOUT_S + 10, drip=True
+    )
     function = start_function(timeout_s=SHORT_TIMEOUT_S, extra_env={"AWS_ENDPOINT_URL": aws_fault_proxy.url})
     with ThreadPoolExecutor(1) as pool:
         started = time.time()
         doomed = pool.submit(function.invoke, event)
-        wait_until(lambda: write.held or doomed.done())  # Deepgram answered; the write hangs
+        wait_until(lambda: write.held or doomed.done())  # Deepgram answered; the write's answer hangs
         before_deadline = function.invoke(event)
         killed = doomed.result()
     write.release.set()  # the hung write may now reach S3, as a late PUT on AWS can

@@ -104,11 +104,17 @@ class FaultRule:
 @dataclass
 class Stall:
     """Holds requests matching ``method`` and ``path_contains`` (as ``FaultRule``) before they are
-    forwarded, until ``release`` is set or ``seconds`` have passed; ``held`` counts them."""
+    forwarded, until ``release`` is set or ``seconds`` have passed; ``held`` counts them.
+
+    With ``drip`` the request is forwarded at once and the *answer* is held instead: its headers
+    arrive one line a second, the way a congested link delivers them. A client's read timeout
+    (which bounds each wait for bytes, not the whole answer) never fires, so only the caller's own
+    deadline ends the wait; a stall without ``drip`` is cut short by any read timeout."""
 
     method: str | None
     path_contains: str
     seconds: float
+    drip: bool = False
     release: threading.Event = field(default_factory=threading.Event)
     held: int = 0
 
@@ -208,9 +214,10 @@ class AwsFaultProxy:
             self._rules.append(rule)
         return rule
 
-    def stall(self, method: str | None, path_contains: str, seconds: float) -> Stall:
-        """Hold matching requests (at most ``seconds`` each) before forwarding them."""
-        stall = Stall(method.upper() if method else None, path_contains, seconds)
+    def stall(self, method: str | None, path_contains: str, seconds: float, *, drip: bool = False) -> Stall:
+        """Hold matching requests (at most ``seconds`` each) before forwarding them, or with ``drip``
+        forward them and dribble their answers (see ``Stall``)."""
+        stall = Stall(method.upper() if method else None, path_contains, seconds, drip)
         with self._lock:
             self._stalls.append(stall)
         return stall
@@ -233,13 +240,16 @@ class AwsFaultProxy:
         for stall in stalls:
             stall.release.set()
 
-    def _hold(self, method: str, path: str) -> None:
+    def _hold(self, method: str, path: str) -> Stall | None:
+        """Wait out the matching stalls that hold requests; the first one that drips answers."""
         with self._lock:
             stalls = [s for s in self._stalls if s.matches(method, path)]
             for stall in stalls:
                 stall.held += 1
         for stall in stalls:
-            stall.release.wait(stall.seconds)
+            if not stall.drip:
+                stall.release.wait(stall.seconds)
+        return next((stall for stall in stalls if stall.drip), None)
 
     @property
     def rules(self) -> list[FaultRule]:
@@ -357,7 +367,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_fault(rule, path)
             proxy._record(ProxiedRequest(time.time(), method, path, query, rule.status, rule.code))
             return
-        proxy._hold(method, path)
+        drip = proxy._hold(method, path)
         headers = [
             (k, v) for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"content-length"}
         ]
@@ -367,13 +377,22 @@ class _Handler(BaseHTTPRequestHandler):
             logger.warning("forwarding %s %s failed: %s", method, path, exc)
             status, reason, payload = 502, "Bad Gateway", f"upstream failed: {exc}\n".encode()
             response_headers = [("Content-Type", "text/plain")]
-        self._relay(method, status, reason, response_headers, payload)
+        self._relay(method, status, reason, response_headers, payload, drip=drip)
         proxy._record(ProxiedRequest(time.time(), method, path, query, status))
 
     def _relay(
-        self, method: str, status: int, reason: str, headers: list[tuple[str, str]], payload: bytes
+        self,
+        method: str,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        payload: bytes,
+        *,
+        drip: Stall | None = None,
     ) -> None:
         self.send_response_only(status, reason)
+        if drip is not None:
+            self._dribble(drip)
         bodiless = method == "HEAD" or status in (204, 304) or 100 <= status < 200
         for name, value in headers:
             lower = name.lower()
@@ -386,6 +405,16 @@ class _Handler(BaseHTTPRequestHandler):
         if not bodiless and payload:
             self.wfile.write(payload)
         self.wfile.flush()
+
+    def _dribble(self, stall: Stall) -> None:
+        """One filler header a second until the stall is released or its time is up."""
+        deadline = time.monotonic() + stall.seconds
+        line = 0
+        while not stall.release.is_set() and time.monotonic() < deadline:
+            line += 1
+            self.send_header("x-localworld-drip", str(line))
+            self.flush_headers()
+            stall.release.wait(1.0)
 
     def _send_fault(self, rule: FaultRule, path: str) -> None:
         request_id = secrets.token_hex(8).upper()
