@@ -20,6 +20,7 @@ from moto import mock_aws
 from transcriber.clients import AWS_CLIENT_CONFIG
 from transcriber.config import Settings
 from transcriber.retry import DeadLetterRetryPolicy
+from transcriber.storage import output_key
 from transcriber.workflow import Transcriber
 
 if TYPE_CHECKING:
@@ -45,6 +46,19 @@ ENV = {
     "DEEPGRAM_API_URL": API_URL,
     "IDEMPOTENCY_TABLE": TABLE,
 }
+
+
+SETTINGS = Settings.from_env(ENV)
+
+
+def transcript_key(source_key: str) -> str:
+    """Where the transcript of ``source_key`` lands (the product's own mapping)."""
+    return output_key(SETTINGS.transcript_prefix, source_key)
+
+
+def failure_key(source_key: str) -> str:
+    """Where the failure record of ``source_key`` lands."""
+    return output_key(SETTINGS.failure_prefix, source_key)
 
 
 def transcript_body(text: str = "the quick brown fox", request_id: str = "req-1") -> dict[str, Any]:

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import responses
 
-from tests.core.conftest import INPUT_BUCKET, LISTEN_URL, s3_event, transcript_body
+from tests.core.conftest import (
+    INPUT_BUCKET,
+    LISTEN_URL,
+    failure_key,
+    s3_event,
+    transcript_body,
+    transcript_key,
+)
 from transcriber.adapters import handle_event
 from transcriber.errors import PermanentError, RetryableError
 
@@ -94,7 +101,7 @@ def test_a_retryable_object_is_raised_after_the_others_finished(
         handle_event(s3_event("first.wav", "second.wav"), lambda_context, transcriber)
 
     assert raised.value.reason == "deepgram-unavailable"
-    assert aws.output_keys() == ["transcripts/second.wav.json"]
+    assert aws.output_keys() == [transcript_key("second.wav")]
 
 
 def test_an_unrecognised_event_is_a_permanent_error(
@@ -124,15 +131,15 @@ def test_sqs_reports_only_the_messages_that_must_come_back(
     response = handle_event(event, lambda_context, transcriber)
 
     assert response == {"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]}
-    assert aws.output_keys() == ["transcripts/ok.wav.json"]
+    assert aws.output_keys() == [transcript_key("ok.wav")]
 
 
 @pytest.mark.parametrize(
     ("key", "deepgram_status", "expected"),
     [
-        ("good.wav", 200, ("Succeeded", "transcripts/good.wav.json")),
+        ("good.wav", 200, ("Succeeded", transcript_key("good.wav"))),
         ("busy.wav", 503, ("TemporaryFailure", "deepgram-unavailable: Please try again later")),
-        ("bad.wav", 400, ("PermanentFailure", "deepgram-unsupported-audio: see failures/bad.wav.json")),
+        ("bad.wav", 400, ("PermanentFailure", f"deepgram-unsupported-audio: see {failure_key('bad.wav')}")),
         ("dir/", None, ("Succeeded", "skipped: folder-placeholder")),
     ],
 )

@@ -10,7 +10,7 @@ import responses
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.exceptions import ClientError
 
-from tests.core.conftest import LISTEN_URL, s3_event, transcript_body
+from tests.core.conftest import LISTEN_URL, failure_key, s3_event, transcript_body, transcript_key
 from transcriber.dead_letter import DeadLetterRetrier
 from transcriber.errors import RetryableError
 
@@ -66,7 +66,7 @@ def test_a_recovered_event_is_transcribed(
     result = retrier.process_record(dead_lettered(aws, json.dumps(s3_event("late.wav")), 1), lambda_context)
 
     assert result["transcribed"] == 1
-    assert aws.output_keys() == ["transcripts/late.wav.json"]
+    assert aws.output_keys() == [transcript_key("late.wav")]
 
 
 @pytest.fixture
@@ -135,8 +135,8 @@ def test_the_last_attempt_leaves_a_parked_failure_record_per_object(
     fails_again(aws, deepgram, retrier, lambda_context, receives=3, keys=("one.wav", "two.wav"))
 
     assert delays == [0]  # the next receive moves it to the parking queue (redrive policy)
-    assert aws.output_keys() == ["failures/one.wav.json", "failures/two.wav.json"]
-    record = aws.output("failures/one.wav.json")
+    assert aws.output_keys() == [failure_key("one.wav"), failure_key("two.wav")]
+    record = aws.output(failure_key("one.wav"))
     assert record is not None
     assert (record["class"], record["attempts"], record["reason"]) == ("parked", 3, "deepgram-unavailable")
     assert record["parking_queue"] == aws.parking_queue_url

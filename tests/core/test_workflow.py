@@ -14,11 +14,12 @@ from tests.core.conftest import (
     LISTEN_URL,
     OUTPUT_BUCKET,
     SECRET_ID,
+    failure_key,
     transcript_body,
+    transcript_key,
 )
 from transcriber.errors import BlockedError, RetryableError
 from transcriber.events import S3ObjectRef
-from transcriber.storage import output_key
 
 if TYPE_CHECKING:
     from tests.core.conftest import Aws, FakeLambdaContext, Sleeps, TranscriberFactory
@@ -52,7 +53,7 @@ def test_a_transcript_is_written_from_one_authorised_remote_file_request(
 
     assert (outcome.status, outcome.output_key, outcome.request_id) == (
         "transcribed",
-        "transcripts/talks/a.wav.json",
+        transcript_key("talks/a.wav"),
         "req-1",
     )
     request = deepgram.calls[0].request
@@ -63,7 +64,7 @@ def test_a_transcript_is_written_from_one_authorised_remote_file_request(
     assert "X-Amz-Signature=" in media_url
     assert "model=nova-3" in str(request.url)
     assert "smart_format=true" in str(request.url)
-    assert aws.output("transcripts/talks/a.wav.json") == transcript_body()
+    assert aws.output(transcript_key("talks/a.wav")) == transcript_body()
 
 
 def test_a_success_removes_the_objects_earlier_failure_record(
@@ -73,13 +74,13 @@ def test_a_success_removes_the_objects_earlier_failure_record(
     answer(deepgram, 400, json=error("Bad Request", "failed to process audio: corrupt or unsupported data"))
     first = transcriber.process(obj(etag="v1"), lambda_context)
     assert first.status == "failed"
-    assert aws.output_keys() == ["failures/talks/a.wav.json"]
+    assert aws.output_keys() == [failure_key("talks/a.wav")]
 
     answer(deepgram)
     second = transcriber.process(obj(etag="v2"), lambda_context)  # a new version of the object
 
     assert second.status == "transcribed"
-    assert aws.output_keys() == ["transcripts/talks/a.wav.json"]
+    assert aws.output_keys() == [transcript_key("talks/a.wav")]
 
 
 # -- retries inside the invocation ----------------------------------------------------------
@@ -270,7 +271,7 @@ def test_an_unreachable_idempotency_store_defers_the_object(
     [
         (S3ObjectRef(INPUT_BUCKET, "folder/", size=0), "folder-placeholder"),
         (S3ObjectRef(INPUT_BUCKET, "empty.wav", size=0), "empty-object"),
-        (S3ObjectRef(OUTPUT_BUCKET, "transcripts/x.wav.json", size=10), "own-output"),
+        (S3ObjectRef(OUTPUT_BUCKET, transcript_key("x.wav"), size=10), "own-output"),
     ],
 )
 def test_objects_that_need_no_transcript_are_skipped_without_any_call(
@@ -316,7 +317,7 @@ def test_a_deleted_object_gets_a_failure_record(
     outcome = transcriber.process(obj("gone/x", size=None, etag=None), lambda_context)
 
     assert (outcome.status, outcome.reason) == ("failed", "s3-object-missing")
-    record = aws.output(output_key("failures/", "gone/x"))
+    record = aws.output(failure_key("gone/x"))
     assert record is not None
     assert record["source"]["key"] == "gone/x"
     assert record["attempts"] == 0
@@ -344,7 +345,7 @@ def test_bad_audio_fails_once_with_deepgrams_request_id(
         "deepgram-unsupported-audio",
         "req-err",
     )
-    record = aws.output("failures/talks/a.wav.json")
+    record = aws.output(failure_key("talks/a.wav"))
     assert record is not None
     assert (record["class"], record["attempts"], record["http_status"]) == ("permanent", 1, 400)
 
@@ -359,4 +360,4 @@ def test_permanent_errors_are_not_retried(
 
     assert outcome.status == "failed"
     assert len(deepgram.calls) == 1
-    assert aws.output("failures/talks/a.wav.json") is not None
+    assert aws.output(failure_key("talks/a.wav")) is not None

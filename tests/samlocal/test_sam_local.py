@@ -139,8 +139,8 @@ def test_sam_local_invoke_transcribes_every_sample_event(
     elif path.name.startswith("s3-batch-"):
         [task] = invocation.payload["results"]
         assert task["resultCode"] == "Succeeded", task
-    assert output_keys(world, "transcripts/") == expected
-    assert output_keys(world, "failures/") == set()
+    assert output_keys(world, world.transcript_prefix) == expected
+    assert output_keys(world, world.failure_prefix) == set()
     assert len(world.emulator.requests) == len(expected)
     for key in expected:
         assert transcript_text(world, key).strip(), key
@@ -154,11 +154,11 @@ def test_sam_local_invoke_leaves_a_failure_record_for_a_missing_object(
     invocation = sam_local.invoke("TranscribeFunction", EVENTS / "s3-put.json")
 
     assert invocation.error_type is None, project.explain(invocation.result)
-    [key] = output_keys(world, "failures/")
-    assert key == "failures/samples/hello world.wav.json"
+    [key] = output_keys(world, world.failure_prefix)
+    assert key == world.failure_key("samples/hello world.wav")
     record = json.loads(world.aws.s3().get_object(Bucket=world.output_bucket, Key=key)["Body"].read())
     assert record["reason"] == "deepgram-remote-content", record
-    assert output_keys(world, "transcripts/") == set()
+    assert output_keys(world, world.transcript_prefix) == set()
     [request] = world.emulator.requests
     assert request.err_code == "REMOTE_CONTENT_ERROR"
 
@@ -174,7 +174,7 @@ def test_sam_local_invoke_reports_a_raised_error_in_the_payload(
 
     assert invocation.error_type is not None, invocation.payload
     assert "deepgram-invalid-credentials" in json.dumps(invocation.payload)
-    assert output_keys(world, "transcripts/") == set()
+    assert output_keys(world, world.transcript_prefix) == set()
 
 
 def test_sam_local_invoke_retry_function_on_a_dead_letter(sam_local: SamLocal, world: LocalWorld) -> None:
@@ -186,8 +186,8 @@ def test_sam_local_invoke_retry_function_on_a_dead_letter(sam_local: SamLocal, w
 
     assert invocation.error_type is None, project.explain(invocation.result)
     assert invocation.payload == {"batchItemFailures": []}
-    assert output_keys(world, "transcripts/") == {"transcripts/samples/retried.wav.json"}
-    assert transcript_text(world, "transcripts/samples/retried.wav.json").strip()
+    assert output_keys(world, world.transcript_prefix) == {world.transcript_key("samples/retried.wav")}
+    assert transcript_text(world, world.transcript_key("samples/retried.wav")).strip()
 
 
 def test_sam_local_start_lambda_answers_a_boto3_invoke(
@@ -216,7 +216,7 @@ def test_sam_local_start_lambda_answers_a_boto3_invoke(
 
     assert response["StatusCode"] == 200
     assert "FunctionError" not in response, payload
-    assert output_keys(world, "transcripts/") == {expected}
+    assert output_keys(world, world.transcript_prefix) == {expected}
     assert transcript_text(world, expected).strip()
 
 

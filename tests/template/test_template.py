@@ -23,13 +23,14 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from samstack import ResolvedStack, TemplateError, load_template, resolve_stack, translate
-from transcriber.config import Settings
+from transcriber.config import DeepgramOptions, Settings, option_variable
 from transcriber.retry import DeadLetterRetryPolicy
 
 pytestmark = pytest.mark.template
@@ -789,6 +790,13 @@ def test_stack_specific_environment_names_this_stacks_resources(stacks: dict[str
     retry = _function_env(stack, RETRY_FUNCTION)
     assert retry["DEAD_LETTER_QUEUE_URL"] == stack.resource(DEAD_LETTER_QUEUE).ref
     assert retry["PARKING_QUEUE_URL"] == stack.resource(PARKING_QUEUE).ref
+
+
+def test_every_deepgram_option_has_its_variable_in_globals(source: dict[str, Any]) -> None:
+    """A Deepgram option declared in the code (a ``DeepgramOptions`` field) is settable per stack."""
+    shared = source["Globals"]["Function"]["Environment"]["Variables"]
+    missing = [f.name for f in fields(DeepgramOptions) if option_variable(f.name) not in shared]
+    assert missing == [], f"add a template parameter and a Globals variable for {missing}"
 
 
 def test_shared_environment_lives_in_globals(

@@ -11,7 +11,7 @@ failed, 2 when the template, event or flags are wrong.
 
 The services the function talks to come from a "world": `run_invoke(..., world_factory=...)`
 takes any callable that, given the stack, the function and the event, returns a context manager
-yielding a `World`. `--world local` (the default) is the whole local world: moto provisioned
+yielding an `InvokeEnvironment`. `--world local` (the default) is the whole local world: moto provisioned
 from the template, the Deepgram emulator, the key in the stack's secret (`DeepgramSecretId`
 defaults to the local secret name) and the sample recording at every object the event names.
 `--world moto` is moto alone; `--world none` gives the handler only its template environment.
@@ -35,7 +35,7 @@ from localworld.world import LOCAL_SECRET_ID, new_api_key, seed_objects, service
 
 
 @dataclass
-class World:
+class InvokeEnvironment:
     """What a world gives the function: infrastructure env, declared-variable overrides, the event."""
 
     extra_env: dict[str, str] = field(default_factory=dict)  # endpoint, credentials, CA bundle...
@@ -43,28 +43,28 @@ class World:
     event: Any = None  # the event to send, if the world rewrote it (e.g. real bucket names)
 
 
-WorldFactory = Callable[[Stack, FunctionSpec, Any], AbstractContextManager[World]]
+InvokeEnvironmentFactory = Callable[[Stack, FunctionSpec, Any], AbstractContextManager[InvokeEnvironment]]
 
 
 @contextmanager
-def moto_world(stack: Stack, function: FunctionSpec, event: Any) -> Iterator[World]:
+def moto_world(stack: Stack, function: FunctionSpec, event: Any) -> Iterator[InvokeEnvironment]:
     """Default world: a fresh moto server with the template's resources."""
     del function  # every function sees the whole provisioned stack
     with MotoServer() as server:
         aws = LocalAws(server.endpoint_url, stack.region, stack.account_id)
         aws.provision(stack)
-        yield World(extra_env=aws.env(), event=event)
+        yield InvokeEnvironment(extra_env=aws.env(), event=event)
 
 
 @contextmanager
-def no_world(stack: Stack, function: FunctionSpec, event: Any) -> Iterator[World]:
+def no_world(stack: Stack, function: FunctionSpec, event: Any) -> Iterator[InvokeEnvironment]:
     """No services at all: the handler gets only its template environment."""
     del stack, function
-    yield World(event=event)
+    yield InvokeEnvironment(event=event)
 
 
 @contextmanager
-def whole_world(stack: Stack, function: FunctionSpec, event: Any) -> Iterator[World]:
+def whole_world(stack: Stack, function: FunctionSpec, event: Any) -> Iterator[InvokeEnvironment]:
     """The whole local world: moto with the stack's resources, the emulator, the key in the stack's
     secret, and the sample recording at every object the event names."""
     del function
@@ -74,13 +74,13 @@ def whole_world(stack: Stack, function: FunctionSpec, event: Any) -> Iterator[Wo
         aws.provision(stack)
         aws.create_secret(stack.parameters["DeepgramSecretId"], key)
         seed_objects(aws, event)
-        yield World(
+        yield InvokeEnvironment(
             extra_env={**aws.env(), "REQUESTS_CA_BUNDLE": str(emulator.ca_bundle)},
             env_overrides={"DEEPGRAM_API_URL": emulator.url},
         )
 
 
-WORLDS: dict[str, WorldFactory] = {"local": whole_world, "moto": moto_world, "none": no_world}
+WORLDS: dict[str, InvokeEnvironmentFactory] = {"local": whole_world, "moto": moto_world, "none": no_world}
 # Parameter defaults per world, for parameters the template leaves without one.
 WORLD_PARAMETERS: dict[str, dict[str, str]] = {"local": {"DeepgramSecretId": LOCAL_SECRET_ID}}
 
@@ -134,7 +134,7 @@ def run_invoke(
     env_vars: Mapping[str, Any] | None = None,
     parameter_overrides: Mapping[str, str] | None = None,
     stack_name: str = DEFAULT_STACK_NAME,
-    world_factory: WorldFactory = moto_world,
+    world_factory: InvokeEnvironmentFactory = moto_world,
     warn: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
 ) -> InvocationResult:
     """Load the stack, enter the world, invoke the function once, leave the world."""
@@ -156,7 +156,7 @@ def _read_json(path: str) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def main(argv: Sequence[str] | None = None, worlds: Mapping[str, WorldFactory] = WORLDS) -> int:
+def main(argv: Sequence[str] | None = None, worlds: Mapping[str, InvokeEnvironmentFactory] = WORLDS) -> int:
     parser = argparse.ArgumentParser(prog="python -m localworld.invoke", description=__doc__.split("\n")[0])
     parser.add_argument("--function", "-f", required=True, help="logical id, e.g. TranscribeFunction")
     parser.add_argument("--event", "-e", default=None, help="event JSON file ('-' for stdin; default {})")
