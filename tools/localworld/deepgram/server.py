@@ -34,7 +34,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -47,7 +46,7 @@ from localworld.deepgram.faults import Fault, Faults
 from localworld.deepgram.options import InvalidOption, ListenOptions, parse_options
 from localworld.deepgram.response import build_response
 from localworld.deepgram.tls import prepare_tls
-from localworld.loopback import LoopbackServer
+from localworld.loopback import LoopbackServer, Service
 
 logger = logging.getLogger("localworld.deepgram")
 
@@ -216,7 +215,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-class DeepgramEmulator:
+class DeepgramEmulator(Service):
     """A Deepgram-compatible pre-recorded transcription API on ``https://127.0.0.1:<port>``.
 
     Settable while running: ``api_keys``, ``latency``, ``max_concurrency``, ``retry_after``,
@@ -303,14 +302,6 @@ class DeepgramEmulator:
         if self._temp_dir is not None:
             self._temp_dir.cleanup()
             self._temp_dir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # --- settings and inspection -------------------------------------------------------
 
