@@ -89,7 +89,7 @@ def _retry_after(response: requests.Response) -> float | None:
     if value is None:
         return None
     try:
-        return float(Retry.parse_retry_after(Retry(), value))
+        return float(Retry().parse_retry_after(value))
     except InvalidHeader:
         return 0.0
 
