@@ -25,8 +25,9 @@ event-delivery threads):
 * every object (body and metadata) in the output bucket of each ``LocalWorld`` the test used,
   read after the test, before ``LocalWorld.reset`` empties it and before its moto server stops.
 
-Each secret is looked for verbatim and URL-encoded (``quote(safe="")``, ``quote_plus`` and
-``quote`` twice; SigV4 signatures, being hex, are found case-insensitively, even glued to other hex). A hit
+Each secret is looked for verbatim and URL-encoded (``quote(safe="")``, ``quote`` keeping ``/``,
+``quote_plus``, ``quote`` twice and ``quote_plus`` twice, each also with lowercase escapes: see
+``encoded_forms``; SigV4 signatures, being hex, are found case-insensitively, even glued to other hex). A hit
 fails the test at teardown naming the secret's kind, where it came from and where it was found,
 with a sha256 prefix instead of the secret itself. Leaks found outside any test (after the last
 one) fail the session.
@@ -51,6 +52,7 @@ MIN_SECRET_LEN = 12
 MAX_OBJECT_BYTES = 2_000_000  # objects bigger than this are scanned up to this size
 DUMMY_ACCESS_KEY_IDS = frozenset({"testing", "test", "foobar_key"})
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{64,}")
+_PERCENT_ESCAPE = re.compile(r"%(?:25)?[0-9A-F]{2}")  # %2F, and %252F as %252f
 _SIGNED_PARAM = re.compile(
     r"(?i)(?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature)=[^&#\s\"'<>]+"
 )
@@ -123,11 +125,7 @@ class Registry:
                 if len(candidate) == 64 and _HEX_RUN.fullmatch(candidate):
                     self._hex[candidate.lower()] = secret
                     continue
-                forms = {candidate: "verbatim"}
-                forms.setdefault(quote(candidate, safe=""), "url-encoded")
-                forms.setdefault(quote_plus(candidate), "url-encoded (plus)")
-                forms.setdefault(quote(quote(candidate, safe=""), safe=""), "url-encoded twice")
-                for text, form in forms.items():
+                for text, form in encoded_forms(candidate).items():
                     self._literals.setdefault(text, (secret, form))
         return True
 
@@ -154,6 +152,11 @@ class Registry:
             kind = _PRESIGNED_PARAMS.get(name.lower())
             if kind:
                 self.add(kind, value, origin)
+        # and each as it stands in the URL (percent-encoded once): a quoted URL quotes it again
+        for name, _, value in (part.partition("=") for part in urlsplit(url).query.split("&")):
+            kind = _PRESIGNED_PARAMS.get(name.lower())
+            if kind:
+                self.add(kind, value, f"{origin}, as encoded in the URL")
 
     def scan(self, text: str) -> Iterator[tuple[Secret, str, int]]:
         """(secret, form, offset) for every registered secret in ``text``; one hit per secret/form."""
@@ -179,16 +182,33 @@ class Registry:
     def redact(self, text: str) -> str:
         """``text`` with every registered secret (in any searched form) replaced by its fingerprint."""
         for secret, form, _ in list(self.scan(text)):
-            needle = secret.value
-            if form == "url-encoded":
-                needle = quote(needle, safe="")
-            elif form == "url-encoded (plus)":
-                needle = quote_plus(needle)
-            elif form == "url-encoded twice":
-                needle = quote(quote(needle, safe=""), safe="")
+            needle = encoded_forms(secret.value, by_name=True).get(form, secret.value)
             marker = f"<{secret.kind} {fingerprint(secret.value)}>"
             text = re.sub(re.escape(needle), marker, text, flags=re.IGNORECASE)
         return text
+
+
+def encoded_forms(value: str, *, by_name: bool = False) -> dict[str, str]:
+    """text -> form name for every form a secret is searched in: verbatim, percent-encoded (every
+    reserved character, or all but ``/``), ``+``-encoded, each of those twice, and each with
+    lowercase percent escapes (``%2f``); ``by_name`` turns it into form name -> text."""
+    once = quote(value, safe="")
+    named = {
+        "verbatim": value,
+        "url-encoded": once,
+        "url-encoded (path)": quote(value),
+        "url-encoded (plus)": quote_plus(value),
+        "url-encoded twice": quote(once, safe=""),
+        "url-encoded (plus) twice": quote_plus(quote_plus(value)),
+    }
+    for name, text in list(named.items()):
+        named[f"{name}, lowercase escapes"] = _PERCENT_ESCAPE.sub(lambda m: m.group().lower(), text)
+    if by_name:
+        return named
+    forms: dict[str, str] = {}
+    for name, text in named.items():
+        forms.setdefault(text, name)
+    return forms
 
 
 def _json_strings(document: Any, path: str = "$") -> Iterator[tuple[str, str]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import boto3
@@ -175,13 +177,54 @@ def test_a_slow_upload_answer_is_a_retryable_timeout() -> None:
     assert raised.value.reason == "deepgram-request-timeout"
 
 
-def test_an_unparseable_retry_after_falls_back_to_backoff() -> None:
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("soon", 0.0),
+        ("nan", 0.0),
+        ("-5", 0.0),
+        ("0", 0.0),
+        (" 7 ", 7.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+    ],
+)
+def test_retry_after_is_read_with_urllib3s_parser(header: str, seconds: float) -> None:
+    """Unreadable, negative and past values read as 0 (the policy's floor applies), never None."""
     with responses.RequestsMock() as mock:
-        mock.add(responses.POST, LISTEN_URL, status=429, body="busy", headers={"Retry-After": "soon"})
+        mock.add(responses.POST, LISTEN_URL, status=429, body="busy", headers={"Retry-After": header})
+        with pytest.raises(RetryableError) as raised:
+            call(client())
+
+    assert raised.value.details.retry_after_s == seconds
+
+
+def test_retry_after_as_an_http_date_in_the_future_is_honoured() -> None:
+    when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, LISTEN_URL, status=503, body="busy", headers={"Retry-After": when})
+        with pytest.raises(RetryableError) as raised:
+            call(client())
+
+    assert raised.value.details.retry_after_s is not None
+    assert 17 <= raised.value.details.retry_after_s <= 20
+
+
+def test_without_retry_after_the_policy_backs_off_itself() -> None:
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, LISTEN_URL, status=429, body="busy")
         with pytest.raises(RetryableError) as raised:
             call(client())
 
     assert raised.value.details.retry_after_s is None
+
+
+def test_a_200_nested_too_deep_to_parse_is_an_invalid_response() -> None:
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, LISTEN_URL, status=200, body=b"[" * 100_000 + b"]" * 100_000)
+        with pytest.raises(RetryableError) as raised:
+            call(client())
+
+    assert raised.value.reason == "deepgram-invalid-response"
 
 
 def test_the_request_id_header_is_used_when_the_body_has_none() -> None:

@@ -39,6 +39,11 @@ def test_retry_after_wins_over_backoff_but_is_capped() -> None:
     assert policy.delay(1, retry_after_s=500) == 30
 
 
+@pytest.mark.parametrize("retry_after", [0.0, 0.2, -3.0])
+def test_retry_after_has_a_floor_so_retries_are_never_back_to_back(retry_after: float) -> None:
+    assert InvocationRetryPolicy(min_retry_after_s=1.0).delay(1, retry_after_s=retry_after) == 1.0
+
+
 def test_dead_letter_policy_reads_its_variables_and_defaults() -> None:
     policy = DeadLetterRetryPolicy.from_env(QUEUES)
 

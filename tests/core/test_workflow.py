@@ -357,10 +357,79 @@ def test_permanent_errors_are_not_retried(
     aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
 ) -> None:
     aws.upload("talks/a.wav")
-    answer(deepgram, 403, json={"category": "INSUFFICIENT_PERMISSIONS", "message": "no model access"})
+    answer(deepgram, 413, json={"err_code": "PAYLOAD_TOO_LARGE", "err_msg": "too big"})
 
     outcome = transcriber.process(obj(), lambda_context)
 
     assert outcome.status == "failed"
     assert len(deepgram.calls) == 1
     assert aws.output(failure_key("talks/a.wav")) is not None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (
+            403,
+            {"category": "INSUFFICIENT_PERMISSIONS", "message": "no model access"},
+            "deepgram-insufficient-permissions",
+        ),
+        (404, {"err_code": "NOT_FOUND", "err_msg": "Not Found."}, "deepgram-endpoint-not-found"),
+        (
+            405,
+            {"err_code": "METHOD_NOT_ALLOWED", "err_msg": "Method Not Allowed."},
+            "deepgram-method-not-allowed",
+        ),
+        (301, {}, "deepgram-redirected"),
+    ],
+)
+def test_deployment_faults_are_blocked_not_failed(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    transcriber: Transcriber,
+    lambda_context: FakeLambdaContext,
+    status: int,
+    body: dict[str, str],
+    reason: str,
+) -> None:
+    aws.upload("talks/a.wav")
+    answer(deepgram, status, json=body, headers={"Location": "https://elsewhere.example/v1/listen"})
+
+    with pytest.raises(BlockedError) as raised:
+        transcriber.process(obj(), lambda_context)
+
+    assert raised.value.reason == reason
+    assert len(deepgram.calls) == 1  # not retried in the invocation: it waits for a person
+    assert aws.output(failure_key("talks/a.wav")) is None
+
+
+@pytest.mark.parametrize(
+    ("bucket", "key", "size"),
+    [
+        ("Not A Bucket!", "talks/a.wav", None),  # the HEAD path: botocore would refuse the name
+        ("bucket..name", "talks/a.wav", 16),  # the presign path
+        (INPUT_BUCKET, "talks/../a.wav", 16),
+        (INPUT_BUCKET, "./talks/a.wav", None),
+    ],
+)
+def test_a_name_that_cannot_name_an_object_fails_before_any_other_call(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    transcriber: Transcriber,
+    lambda_context: FakeLambdaContext,
+    bucket: str,
+    key: str,
+    size: int | None,
+) -> None:
+    calls: list[str] = []
+    aws.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    aws.dynamodb.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+
+    outcome = transcriber.process(S3ObjectRef(bucket=bucket, key=key, size=size, etag="e"), lambda_context)
+
+    assert (outcome.status, outcome.reason) == ("failed", "invalid-object-name")
+    assert calls == ["PutObject"]  # the failure record, and nothing else
+    assert len(deepgram.calls) == 0
+    record = aws.output(failure_key(key))
+    assert record is not None
+    assert record["source"]["key"] == key

@@ -3,7 +3,9 @@ answers each Deepgram failure in its documented shape and the function must clas
 
 from __future__ import annotations
 
+import email.utils
 import json
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -111,32 +113,41 @@ def test_a_deepgram_that_never_answers_times_out_within_the_lambda_deadline(
 
 
 @pytest.mark.parametrize(
-    ("status", "reason", "http_status"),
-    [(403, "deepgram-insufficient-permissions", 403), (404, "deepgram-not-found", 404)],
+    ("status", "style", "reason"),
+    [
+        (301, "html", "deepgram-redirected"),
+        (302, "text", "deepgram-redirected"),
+        (307, "legacy", "deepgram-redirected"),
+        (308, "modern", "deepgram-redirected"),
+        (403, "modern", "deepgram-insufficient-permissions"),
+        (404, "legacy", "deepgram-endpoint-not-found"),
+        (405, "html", "deepgram-method-not-allowed"),
+    ],
 )
-def test_permanent_statuses_leave_a_failure_record(
+def test_deployment_faults_keep_the_work_waiting(
     world: LocalWorld,
     uploads: Uploads,
     start_function: FunctionFactory,
     status: int,
+    style: str,
     reason: str,
-    http_status: int,
     sample_audio: bytes,
 ) -> None:
-    world.emulator.faults.next(1, status=status, style="modern")
+    """A redirect, a listen path that is not there, a method it refuses, a key without the model's
+    scope: the deployment is wrong, not the object. Raised as blocked (Lambda's retries, then the
+    dead-letter queue's long backoff), never a failure record that consumes the event."""
+    world.emulator.faults.next(1, status=status, style=style)  # type: ignore[arg-type]
 
-    result = start_function().invoke(uploads.put(f"permanent/{status}.wav", sample_audio))
+    result = start_function().invoke(uploads.put(f"deployment/{status}.wav", sample_audio))
 
-    assert result.error is None
-    record = failure_record(world, f"permanent/{status}.wav")
-    assert record["reason"] == reason
-    assert record["http_status"] == http_status
-    assert record["class"] == "permanent"
-    assert record["attempts"] == 1
-    assert record["deepgram_request_id"] == world.emulator.requests[0].request_id
+    assert result.error is not None, result.logs
+    assert result.error["errorType"] == "BlockedError"
+    assert result.error["errorMessage"].startswith(reason)
+    assert [r.status for r in world.emulator.requests] == [status]  # no tight retry loop
+    assert world.aws.s3().list_objects_v2(Bucket=world.output_bucket).get("KeyCount", 0) == 0
 
 
-def test_a_model_the_project_cannot_use_is_permanent(
+def test_a_model_the_key_has_no_scope_for_keeps_the_work_waiting(
     world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     world.emulator.allowed_models = {"nova-2"}
@@ -145,8 +156,76 @@ def test_a_model_the_project_cannot_use_is_permanent(
     finally:
         world.emulator.allowed_models = None
 
-    assert result.error is None
-    assert failure_record(world, "model/a.wav")["reason"] == "deepgram-insufficient-permissions"
+    assert result.error is not None, result.logs
+    assert result.error["errorType"] == "BlockedError"
+    assert result.error["errorMessage"].startswith("deepgram-insufficient-permissions")
+    assert world.aws.s3().list_objects_v2(Bucket=world.output_bucket).get("KeyCount", 0) == 0
+
+
+def test_once_the_deployment_is_fixed_the_same_event_is_transcribed(
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
+) -> None:
+    world.emulator.faults.next(1, status=404)
+    event = uploads.put("deployment/later.wav", sample_audio)
+    function = start_function()
+
+    assert function.invoke(event).error is not None
+    result = function.invoke(event)  # the fault is gone, as after a fixed DEEPGRAM_API_URL
+
+    assert result.error is None, result.logs
+    assert transcript_exists(world, "deployment/later.wav")
+
+
+@pytest.mark.parametrize("retry_after", ["0", "-5", "nan", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_a_retry_after_of_zero_or_nonsense_never_makes_back_to_back_requests(
+    world: LocalWorld,
+    uploads: Uploads,
+    start_function: FunctionFactory,
+    sample_audio: bytes,
+    retry_after: str,
+) -> None:
+    world.emulator.retry_after = retry_after
+    world.emulator.faults.next(2, status=429)
+    try:
+        result = start_function().invoke(uploads.put("throttled/zero.wav", sample_audio))
+    finally:
+        world.emulator.retry_after = None
+
+    assert result.error is None, result.logs
+    first, second, third = world.emulator.requests
+    assert second.time - first.time >= 0.95
+    assert third.time - second.time >= 0.95
+    assert transcript_exists(world, "throttled/zero.wav")
+
+
+def test_retry_after_as_an_http_date_is_honoured(
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
+) -> None:
+    when = datetime.now(UTC) + timedelta(seconds=10)  # well past a cold start and our own backoff
+    world.emulator.retry_after = email.utils.format_datetime(when, usegmt=True)  # whole seconds
+    world.emulator.faults.next(1, status=429)
+    try:
+        result = start_function().invoke(uploads.put("throttled/date.wav", sample_audio))
+    finally:
+        world.emulator.retry_after = None
+
+    assert result.error is None, result.logs
+    first, second = world.emulator.requests
+    assert first.status == 429
+    assert second.time >= when.timestamp() - 1.05  # not before the date (cut to whole seconds)
+
+
+def test_a_200_nested_too_deep_to_parse_is_an_invalid_response(
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
+) -> None:
+    world.emulator.faults.next(1, status=200, style="deep-json")
+
+    result = start_function(DEEPGRAM_MAX_ATTEMPTS="1").invoke(uploads.put("deep/a.wav", sample_audio))
+
+    assert result.error is not None, result.logs
+    assert result.error["errorType"] == "RetryableError"
+    assert result.error["errorMessage"].startswith("deepgram-invalid-response")
+    assert "RecursionError" not in "\n".join(result.logs)
 
 
 def test_bad_options_are_permanent(

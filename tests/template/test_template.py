@@ -49,7 +49,7 @@ SAM_CACHE_ROOT = Path(
 FUNCTION = "TranscribeFunction"
 RETRY_FUNCTION = "RetryFunction"
 FUNCTIONS = (FUNCTION, RETRY_FUNCTION)
-BUCKETS = ("InputBucket", "OutputBucket")
+BUCKETS = ("InputBucket", "OutputBucket", "AccessLogBucket")
 DEAD_LETTER_QUEUE = "TranscribeDeadLetterQueue"
 PARKING_QUEUE = "ParkingQueue"
 QUEUES = (DEAD_LETTER_QUEUE, PARKING_QUEUE)
@@ -63,7 +63,12 @@ FOURTEEN_DAYS = 14 * 24 * 3600
 
 # Deployment modes, as parameter overrides. "off" and "on" are linted (cfn-lint, sam validate);
 # every mode is checked structurally on the translated template with its conditions evaluated.
-OPTIONS_ON = {"ExistingBucketName": "my-archive", "ExistingBucketPrefix": "calls/", "BufferedMode": "true"}
+OPTIONS_ON = {
+    "ExistingBucketName": "my-archive",
+    "ExistingBucketPrefix": "calls/",
+    "BufferedMode": "true",
+    "InputAccessLogBucket": "new",
+}
 MODES: dict[str, dict[str, str]] = {
     "off": {},
     "on": OPTIONS_ON,
@@ -73,6 +78,10 @@ MODES: dict[str, dict[str, str]] = {
         "ExistingBucketName": "my-archive",
         "ExistingBucketPrefix": "calls/",
         "ExistingBucketSuffix": ".wav",
+    },
+    "access-logs-to-an-existing-bucket": {
+        "InputAccessLogBucket": "my-log-bucket",
+        "InputAccessLogPrefix": "s3/",
     },
 }
 LINTED_MODES = ("off", "on")
@@ -417,12 +426,14 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
     one from a denied one), write the transcript or failure record, read the key, keep idempotency records."""
     input_bucket, output_bucket = stack.resource("InputBucket").arn, stack.resource("OutputBucket").arn
     table = stack.resource("IdempotencyTable").arn
+    env = _resolved_function(stack, FUNCTION)["Environment"]["Variables"]
+    # writes and deletes only under the output prefixes the code uses
+    outputs = [f"{output_bucket}/{env[name]}*" for name in ("TRANSCRIPT_PREFIX", "FAILURE_PREFIX")]
     return {
         ("s3:GetObject", f"{input_bucket}/*"),
         ("s3:GetObjectVersion", f"{input_bucket}/*"),
         ("s3:ListBucket", str(input_bucket)),
-        ("s3:PutObject", f"{output_bucket}/*"),
-        ("s3:DeleteObject", f"{output_bucket}/*"),
+        *((action, resource) for action in ("s3:PutObject", "s3:DeleteObject") for resource in outputs),
         ("secretsmanager:GetSecretValue", _secret_arn(stack)),
         *(
             (f"dynamodb:{action}", str(table))
@@ -1398,3 +1409,82 @@ def test_no_function_has_a_public_url_or_an_unauthenticated_trigger(stacks: dict
             assert "SourceArn" in props, f"{logical_id} lets any {props['Principal']} source invoke"
             if props["Principal"] == "s3.amazonaws.com":
                 assert "SourceAccount" in props, f"{logical_id}: bucket names are global, pin the account"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_output_writes_and_deletes_are_scoped_to_the_output_prefixes(
+    stacks: dict[str, ResolvedStack], mode: str
+) -> None:
+    stack = stacks[mode]
+    output_bucket = stack.resource("OutputBucket").arn
+    env = _resolved_function(stack, FUNCTION)["Environment"]["Variables"]
+    prefixes = {f"{output_bucket}/{env['TRANSCRIPT_PREFIX']}*", f"{output_bucket}/{env['FAILURE_PREFIX']}*"}
+    for function_id in FUNCTIONS:
+        writes = {
+            resource
+            for action, resource in _grants(_role_statements(stack, function_id))
+            if action in {"s3:PutObject", "s3:DeleteObject"}
+        }
+        assert writes == prefixes, function_id
+        assert f"{output_bucket}/*" not in writes
+
+
+def _access_log_destination(stack: ResolvedStack) -> dict[str, Any] | None:
+    logging: dict[str, Any] | None = stack.resource("InputBucket").properties.get("LoggingConfiguration")
+    return logging
+
+
+def test_input_access_logging_is_off_by_default(stacks: dict[str, ResolvedStack]) -> None:
+    stack = stacks["off"]
+
+    assert _access_log_destination(stack) is None
+    assert "AccessLogBucket" not in stack.resources
+    assert "InputAccessLogBucketName" not in stack.outputs
+
+
+def test_input_access_logs_can_go_to_a_new_private_bucket_only_s3_logging_may_write(
+    stacks: dict[str, ResolvedStack],
+) -> None:
+    stack = stacks["on"]
+    log_bucket = stack.resource("AccessLogBucket")
+    input_bucket = stack.resource("InputBucket")
+
+    assert _access_log_destination(stack) == {
+        "DestinationBucketName": log_bucket.physical_name,
+        "LogFilePrefix": "input-access-logs/",
+    }
+    assert stack.outputs["InputAccessLogBucketName"] == log_bucket.physical_name
+    # server access logging can only write with SSE-S3
+    [rule] = log_bucket.properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert "LoggingConfiguration" not in log_bucket.properties  # no log of the logs
+    [policy] = [
+        p.properties["PolicyDocument"]
+        for p in stack.of_type("AWS::S3::BucketPolicy")
+        if p.properties["Bucket"] == log_bucket.physical_name
+    ]
+    allows = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert allows == [
+        {
+            "Sid": "S3ServerAccessLogsFromTheInputBucket",
+            "Effect": "Allow",
+            "Principal": {"Service": "logging.s3.amazonaws.com"},
+            "Action": "s3:PutObject",
+            "Resource": f"{log_bucket.arn}/input-access-logs/*",
+            "Condition": {
+                "ArnLike": {"aws:SourceArn": input_bucket.arn},
+                "StringEquals": {"aws:SourceAccount": stack.account_id},
+            },
+        }
+    ]
+
+
+def test_input_access_logs_can_go_to_a_bucket_the_user_names(stacks: dict[str, ResolvedStack]) -> None:
+    stack = stacks["access-logs-to-an-existing-bucket"]
+
+    assert _access_log_destination(stack) == {
+        "DestinationBucketName": "my-log-bucket",
+        "LogFilePrefix": "s3/",
+    }
+    assert "AccessLogBucket" not in stack.resources
+    assert stack.outputs["InputAccessLogBucketName"] == "my-log-bucket"

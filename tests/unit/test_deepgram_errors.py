@@ -65,9 +65,13 @@ def test_every_error_body_shape_parses(
         (
             403,
             b'{"err_code":"INSUFFICIENT_PERMISSIONS"}',
-            PermanentError,
+            BlockedError,
             "deepgram-insufficient-permissions",
         ),
+        (301, b"", BlockedError, "deepgram-redirected"),
+        (308, b"moved", BlockedError, "deepgram-redirected"),
+        (404, b'{"err_code":"NOT_FOUND"}', BlockedError, "deepgram-endpoint-not-found"),
+        (405, b"Method Not Allowed", BlockedError, "deepgram-method-not-allowed"),
         (408, b"timeout", RetryableError, "deepgram-request-timeout"),
         (429, b'{"err_code":"TOO_MANY_REQUESTS"}', RetryableError, "deepgram-throttled"),
         (500, b"Please try again later", RetryableError, "deepgram-unavailable"),
@@ -91,3 +95,12 @@ def test_remote_content_errors_explain_the_likely_causes() -> None:
 
     assert "presigned" in error.details.message
     assert "expired" in error.details.message
+
+
+def test_an_error_body_nested_too_deep_to_parse_is_read_as_text() -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+
+    error = parse_error_body(body)
+
+    assert error.code is None
+    assert len(error.message) <= 500

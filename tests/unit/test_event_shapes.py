@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from transcriber.errors import PermanentError
-from transcriber.events import S3ObjectRef, Source, detect_source, parse_event, parse_message_body
+from transcriber.events import (
+    S3ObjectRef,
+    Source,
+    detect_source,
+    invalid_name,
+    parse_event,
+    parse_message_body,
+)
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 INPUT = "transcriber-local-input-123456789012-us-east-1"
@@ -32,6 +39,7 @@ def sample(name: str) -> Any:
         ("sqs-s3.json", Source.SQS, ["buffered/standup.wav", "buffered/retro notes.wav"]),
         ("sqs-sns-s3.json", Source.SQS, ["fanout/via queue.wav"]),
         ("sqs-eventbridge.json", Source.SQS, ["calls/archive/queued 2020.wav"]),
+        ("sqs-sns-subscription-confirmation.json", Source.SQS, []),
         ("direct.json", Source.DIRECT, ["direct/customer call.wav"]),
         ("direct-list.json", Source.DIRECT, ["direct/batch/one.wav", "direct/batch/two é.wav"]),
     ],
@@ -148,3 +156,54 @@ def test_batch_operations_are_detected_but_answered_per_task() -> None:
     assert detect_source(event) is Source.S3_BATCH
     with pytest.raises(PermanentError, match="per task"):
         parse_event(event)
+
+
+@pytest.mark.parametrize("kind", ["SubscriptionConfirmation", "UnsubscribeConfirmation"])
+def test_sns_subscription_confirmations_are_skipped_without_logging_their_token(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    envelope = json.loads(sample("sqs-sns-subscription-confirmation.json")["Records"][0]["body"])
+    envelope["Type"] = kind
+
+    assert detect_source(envelope) is Source.SNS_CONFIRMATION
+    assert parse_event(envelope) == []
+    assert parse_message_body(json.dumps(envelope)) == []
+    logged = caplog.text + "".join(str(vars(record)) for record in caplog.records)
+    assert f"Skipping SNS {kind}" in caplog.text
+    assert "sns-confirmation" in logged
+    assert envelope["Token"] not in logged
+
+
+@pytest.mark.parametrize(
+    ("bucket", "key"),
+    [
+        ("Not A Bucket!", "a.wav"),
+        ("ab", "a.wav"),
+        ("-leading-hyphen", "a.wav"),
+        ("two..dots", "a.wav"),
+        ("192.168.10.20", "a.wav"),
+        ("xn--reserved", "a.wav"),
+        ("ends-s3alias", "a.wav"),
+        ("arn:aws:s3:us-east-1:123456789012:accesspoint/ap", "a.wav"),
+        ("b" * 256, "a.wav"),
+        ("good-bucket", "a/../b.wav"),
+        ("good-bucket", "./x.wav"),
+        ("good-bucket", "x/.."),
+        ("good-bucket", "k" * 1025),
+    ],
+)
+def test_names_that_cannot_name_an_s3_object_are_reported(bucket: str, key: str) -> None:
+    assert invalid_name(S3ObjectRef(bucket, key)) is not None
+
+
+@pytest.mark.parametrize(
+    ("bucket", "key"),
+    [
+        ("good-bucket", "a.wav"),
+        ("my.dotted.bucket", "x/.hidden/..not-a-segment.wav"),
+        ("Legacy_Bucket_Name", "a//b.wav"),
+        ("abc", "k" * 1024),
+    ],
+)
+def test_valid_names_pass(bucket: str, key: str) -> None:
+    assert invalid_name(S3ObjectRef(bucket, key)) is None

@@ -76,3 +76,13 @@ def test_presigned_url_secrets_are_redacted() -> None:
         assert secret not in redacted
     assert "X-Amz-Expires=3600" in redacted
     assert redacted.startswith("https://b.s3.amazonaws.com/k.wav?")
+
+
+@pytest.mark.parametrize("key", ["a/../b.wav", "./x.wav", "x/.."])
+def test_keys_with_dot_segments_get_hashed_output_keys(key: str) -> None:
+    hashed = output_key("failures/", key)
+
+    assert hashed.startswith("failures/_unsafe-keys/")
+    assert "/../" not in hashed
+    assert "/./" not in hashed
+    assert hashed != output_key("failures/", "a/../c.wav")

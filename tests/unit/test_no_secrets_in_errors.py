@@ -4,8 +4,9 @@ exceptions raised from the Deepgram client never carry the API key or the presig
 from __future__ import annotations
 
 import json
+import re
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -292,3 +293,82 @@ def test_error_answers_with_plain_bodies_carry_no_secret(status: int) -> None:
 
     assert exc.details.http_status == status
     assert_carries_no_secret(exc)
+
+
+# --- (c) every encoding of the key and of the presigned credentials is scrubbed ------------------
+
+
+def _lowercase_escapes(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), text)
+
+
+ENCODINGS: dict[str, Callable[[str], str]] = {
+    "percent": lambda v: quote(v, safe=""),
+    "percent-path": quote,
+    "percent-twice": lambda v: quote(quote(v, safe=""), safe=""),
+    "plus": quote_plus,
+    "plus-twice": lambda v: quote_plus(quote_plus(v)),
+    "percent-lowercase": lambda v: _lowercase_escapes(quote(v, safe="")),
+    "percent-twice-lowercase": lambda v: quote(_lowercase_escapes(quote(v, safe="")), safe=""),
+}
+ECHOED = {
+    "api key": API_KEY,
+    "presigned url": PRESIGNED_URL,
+    "security token": SECURITY_TOKEN,
+    "credential": CREDENTIAL,
+    "signature": SIGNATURE,
+}
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+@pytest.mark.parametrize("what", sorted(ECHOED))
+def test_an_error_body_echoing_a_secret_in_any_encoding_is_scrubbed(what: str, encoding: str) -> None:
+    echoed = ENCODINGS[encoding](ECHOED[what])
+
+    def answer(request: requests.PreparedRequest) -> requests.Response:
+        response: requests.Response = responding(400, "legacy")(request)
+        response._content = json.dumps(
+            {"err_code": "REMOTE_CONTENT_ERROR", "err_msg": f"could not fetch {echoed}", "request_id": "r1"}
+        ).encode()
+        return response
+
+    exc = transcribe(answer)
+
+    assert "could not fetch" in exc.details.message
+    assert_carries_no_secret(exc)
+    assert echoed not in exc.details.message
+
+
+def test_a_secret_past_the_kept_message_length_is_scrubbed_before_truncation() -> None:
+    def answer(request: requests.PreparedRequest) -> requests.Response:
+        response: requests.Response = responding(502, "text")(request)
+        response._content = ("x" * 480 + quote(quote(PRESIGNED_URL, safe=""), safe="")).encode()
+        return response
+
+    exc = transcribe(answer)
+
+    assert_carries_no_secret(exc)
+    assert SIGNATURE[:12] not in exc.details.message
+
+
+SPACED = "pass phrase / with+plus 1234"
+
+
+@pytest.mark.parametrize(
+    ("planted", "form"),
+    [
+        (quote_plus(quote_plus(SPACED)), "url-encoded (plus) twice"),
+        (_lowercase_escapes(quote(SPACED, safe="")), "url-encoded, lowercase escapes"),
+        (quote(SPACED), "url-encoded (path)"),
+        (quote(_lowercase_escapes(quote(SPACED, safe="")), safe=""), "url-encoded twice, lowercase escapes"),
+    ],
+)
+def test_the_scanner_searches_every_encoding(planted: str, form: str) -> None:
+    known = Registry()
+    known.add_secret_value(SPACED, "this test")
+
+    leaks = find_leaks(known, [("log", f"echo: {planted}")])
+
+    assert form in {leak.form for leak in leaks}
+    assert Registry().redact(planted) == planted
+    assert planted not in known.redact(f"echo: {planted}")

@@ -15,6 +15,8 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader
+from urllib3.util.retry import Retry
 
 from transcriber.errors import (
     BlockedError,
@@ -27,6 +29,7 @@ from transcriber.errors import (
 from transcriber.observability import scrub
 
 USER_AGENT = "deepgram-s3-transcriber/0.1"
+MAX_ERROR_BODY = 64 * 1024  # of an error answer, read; the message kept is at most 500 characters
 REMOTE_CONTENT_HINT = (
     "Deepgram could not download the presigned S3 URL. Likely causes: the URL expired before "
     "Deepgram fetched it (raise PRESIGN_EXPIRY_SECONDS), a bucket policy or KMS key denies the "
@@ -62,7 +65,7 @@ def parse_error_body(body: bytes) -> DeepgramErrorBody:
     text = body.decode("utf-8", errors="replace").strip()
     try:
         parsed: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python recurses
         return DeepgramErrorBody(code=None, message=text[:500] or "(empty body)", request_id=None)
     if isinstance(parsed, str):
         return DeepgramErrorBody(code=None, message=parsed[:500], request_id=None)
@@ -79,21 +82,27 @@ def parse_error_body(body: bytes) -> DeepgramErrorBody:
 
 
 def _retry_after(response: requests.Response) -> float | None:
+    """Seconds the answer asks us to wait (delta-seconds or an HTTP-date, parsed by urllib3), or
+    None without the header. A header that is present but unreadable (negative, ``nan``, garbage)
+    still asks for a wait: 0, which ``InvocationRetryPolicy.delay`` raises to its floor."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare enough to fall back to our own backoff
+        return float(Retry().parse_retry_after(value))
+    except InvalidHeader:
+        return 0.0
 
 
 # status -> (class, reason) for answers that need no look at the body; the README has this table.
+# 403, 404 and 405 on the listen path say the deployment is wrong (a key without the model's
+# scope, a wrong DEEPGRAM_API_URL), not the object: blocked, so the work waits for the fix.
 _STATUS_TAXONOMY: dict[int, tuple[type[TranscriptionError], str]] = {
     401: (BlockedError, "deepgram-invalid-credentials"),
     402: (BlockedError, "deepgram-payment-required"),
-    403: (PermanentError, "deepgram-insufficient-permissions"),
-    404: (PermanentError, "deepgram-not-found"),
+    403: (BlockedError, "deepgram-insufficient-permissions"),
+    404: (BlockedError, "deepgram-endpoint-not-found"),
+    405: (BlockedError, "deepgram-method-not-allowed"),
     408: (RetryableError, "deepgram-request-timeout"),
     413: (PermanentError, "deepgram-payload-too-large"),
     429: (RetryableError, "deepgram-throttled"),
@@ -124,6 +133,8 @@ def classify_status(status: int, error: DeepgramErrorBody, retry_after: float | 
         )
     elif status in _STATUS_TAXONOMY:
         kind, reason = _STATUS_TAXONOMY[status]
+    elif 300 <= status < 400:  # never followed: the API URL is wrong or moved (fix DEEPGRAM_API_URL)
+        kind, reason = BlockedError, "deepgram-redirected"
     elif status >= 500:
         kind, reason = RetryableError, "deepgram-unavailable"
     else:
@@ -193,9 +204,13 @@ class DeepgramClient:
             ) from None
         latency = time.perf_counter() - started
         if response.status_code != 200:
-            error = parse_error_body(response.content)
             # The body may quote our request back (proxies do): never carry the key or the URL on.
-            error = replace(error, message=scrub(error.message, (api_key, media_url)))
+            # Scrubbed before parsing (so truncation can't cut a secret out of reach) and after
+            # (JSON escapes hide a form until it is decoded).
+            secrets = (api_key, media_url)
+            raw = scrub(response.content[:MAX_ERROR_BODY].decode("utf-8", errors="replace"), secrets)
+            error = parse_error_body(raw.encode("utf-8"))
+            error = replace(error, message=scrub(error.message, secrets))
             raise classify_status(response.status_code, error, _retry_after(response))
         document = _parse_transcript(response.content)
         metadata = document.get("metadata")
@@ -217,8 +232,8 @@ def _invalid_response(message: str) -> RetryableError:
 def _parse_transcript(body: bytes) -> dict[str, Any]:
     try:
         document: Any = json.loads(body)
-    except ValueError:
-        raise _invalid_response("Deepgram answered 200 with a body that is not JSON") from None
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
+        raise _invalid_response("Deepgram answered 200 with a body that is not readable JSON") from None
     if not isinstance(document, dict):
         raise _invalid_response("Deepgram answered 200 with JSON that is not an object")
     channels = (

@@ -8,7 +8,9 @@ a direct ``{"bucket", "key"[, "version_id"]}`` payload or a list of them, and S3
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,6 +47,7 @@ class Source(StrEnum):
     DIRECT = "direct"
     S3_BATCH = "s3-batch-operations"
     S3_TEST = "s3-test-event"
+    SNS_CONFIRMATION = "sns-confirmation"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,47 @@ class S3ObjectRef:
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
+
+
+# S3's bucket naming rules, the legacy us-east-1 ones included (capitals, underscores, 255 long):
+# letters, digits, dots, hyphens (underscores), starting and ending with a letter or a digit.
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{1,253})[A-Za-z0-9]")
+_RESERVED_BUCKET_AFFIXES = (("xn--", "sthree-", "amzn-s3-demo-"), ("-s3alias", "--ol-s3"))
+MAX_KEY_BYTES = 1024
+SNS_CONFIRMATION_TYPES = frozenset({"SubscriptionConfirmation", "UnsubscribeConfirmation"})
+
+
+def invalid_name(obj: S3ObjectRef) -> str | None:
+    """Why an event's bucket or key can't name an S3 object (crafted or corrupt), or None.
+
+    Judged before any AWS or Deepgram call: botocore would refuse such a bucket name client-side,
+    and a key with ``.``/``..`` segments is rewritten by URL normalisation on the way to Deepgram,
+    which would then fetch a different object or none."""
+    bucket, key = obj.bucket, obj.key
+    if not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket or _is_ip_address(bucket):
+        return f"{bucket[:80]!r} is not a valid S3 bucket name"
+    if bucket.lower().startswith(_RESERVED_BUCKET_AFFIXES[0]) or bucket.lower().endswith(
+        _RESERVED_BUCKET_AFFIXES[1]
+    ):
+        return f"{bucket[:80]!r} uses a prefix or suffix S3 reserves"
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        return f"the key is {size} bytes; S3 keys are at most {MAX_KEY_BYTES}"
+    if has_dot_segments(key):
+        return "the key has '.' or '..' path segments, which URLs rewrite into another key"
+    return None
+
+
+def has_dot_segments(key: str) -> bool:
+    return any(segment in {".", ".."} for segment in key.split("/"))
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def unrecognised_event(detail: str) -> PermanentError:
@@ -97,6 +141,8 @@ def _records_from(field: str, value: str) -> Callable[[Mapping[str, Any]], bool]
 # First match wins; each signature is what distinguishes that service's envelope.
 _SIGNATURES: tuple[tuple[Source, Callable[[Mapping[str, Any]], bool]], ...] = (
     (Source.S3_TEST, lambda e: e.get("Event") == "s3:TestEvent"),
+    # What SNS sends a queue of another account on (un)subscribing: confirmed by a person, not us.
+    (Source.SNS_CONFIRMATION, lambda e: e.get("Type") in SNS_CONFIRMATION_TYPES and "TopicArn" in e),
     (Source.S3_BATCH, lambda e: "invocationSchemaVersion" in e and "tasks" in e),
     (Source.EVENTBRIDGE, lambda e: e.get("source") == "aws.s3" and "detail" in e),
     # An SNS envelope, as SQS receives it without raw message delivery.
@@ -135,6 +181,15 @@ def parse_message_body(body: str) -> list[S3ObjectRef]:
 
 def _from_s3_test(_event: Any) -> list[S3ObjectRef]:
     logger.info("Skipping s3:TestEvent", extra={"skip_reason": "s3-test-event"})
+    return []
+
+
+def _from_sns_confirmation(event: Any) -> list[S3ObjectRef]:
+    # Logged without its Token or SubscribeURL: either one confirms the subscription.
+    logger.info(
+        f"Skipping SNS {event.get('Type')}",
+        extra={"skip_reason": "sns-confirmation", "topic_arn": str(event.get("TopicArn"))[:256]},
+    )
     return []
 
 
@@ -260,6 +315,7 @@ def _size(value: Any) -> int | None:
 _PARSERS = {
     Source.S3: _from_s3_notification,
     Source.S3_TEST: _from_s3_test,
+    Source.SNS_CONFIRMATION: _from_sns_confirmation,
     Source.EVENTBRIDGE: _from_eventbridge,
     Source.SNS: _from_sns,
     Source.SQS: _from_sqs,

@@ -57,10 +57,14 @@ class InvocationRetryPolicy:
     reserve_s: float = 15.0
     min_request_s: float = 5.0  # below this a billable request would likely be cut off
     max_connect_timeout_s: float = 5.0
+    # A Retry-After of 0, in the past or unreadable must not make back-to-back billable requests.
+    min_retry_after_s: float = 1.0
 
     def delay(self, attempt: int, retry_after_s: float | None) -> float:
+        """The server's ``Retry-After`` (between ``min_retry_after_s`` and ``max_delay_s``) when it
+        sent one, else exponential backoff with full jitter."""
         if retry_after_s is not None:
-            return min(retry_after_s, self.max_delay_s)
+            return min(max(retry_after_s, self.min_retry_after_s), self.max_delay_s)
         return backoff(attempt, base_s=self.base_delay_s, cap_s=self.max_delay_s, jitter="full")
 
 

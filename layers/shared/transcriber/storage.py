@@ -12,6 +12,7 @@ from urllib.parse import quote
 from botocore.exceptions import BotoCoreError, ClientError
 
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
+from transcriber.events import has_dot_segments
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 MAX_KEY_BYTES = 1024
 LONG_KEY_FOLDER = "_long-keys/"
+UNSAFE_KEY_FOLDER = "_unsafe-keys/"
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound", "NoSuchBucket"})
 _DENIED_CODES = frozenset({"403", "AccessDenied", "Forbidden", "KMS.AccessDeniedException"})
 _THROTTLE_CODES = frozenset({"503", "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"})
@@ -35,12 +37,15 @@ class ObjectInfo:
 
 
 def output_key(prefix: str, source_key: str, suffix: str = ".json") -> str:
-    """``<prefix><source key>.json``; a key too long for S3 goes under ``_long-keys/<sha256>``
-    (the full source key is inside the object and in its metadata)."""
+    """``<prefix><source key>.json``; a key too long for S3 goes under ``_long-keys/<sha256>``, and
+    a key with ``.``/``..`` segments (URLs would rewrite it into another key) under
+    ``_unsafe-keys/<sha256>`` (the full source key is inside the object and in its metadata)."""
+    digest = hashlib.sha256(source_key.encode("utf-8")).hexdigest()
+    if has_dot_segments(source_key):
+        return f"{prefix}{UNSAFE_KEY_FOLDER}{digest}{suffix}"
     key = f"{prefix}{source_key}{suffix}"
     if len(key.encode("utf-8")) <= MAX_KEY_BYTES:
         return key
-    digest = hashlib.sha256(source_key.encode("utf-8")).hexdigest()
     return f"{prefix}{LONG_KEY_FOLDER}{digest}{suffix}"
 
 
@@ -149,7 +154,7 @@ def _source_metadata(obj: S3ObjectRef) -> dict[str, str]:
     # S3 metadata is ASCII and at most 2 KB in all: percent-encode the key, and hash it if too long.
     encoded_key = quote(obj.key, safe="/")
     metadata = {
-        "source-bucket": obj.bucket,
+        "source-bucket": quote(obj.bucket, safe="")[:255],  # unchanged for a valid name
         "source-version-id": obj.version_id or "",
         "source-etag": obj.etag or "",
     }

@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from transcriber.clients import new_client
 from transcriber.deepgram import DeepgramClient, Transcript
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
+from transcriber.events import invalid_name
 from transcriber.observability import logger, metrics, redact_url
 from transcriber.retry import InvocationRetryPolicy
 from transcriber.secrets import ApiKeyProvider
@@ -74,6 +75,23 @@ def skip_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
     ):
         return "own-output"  # never transcribe our own transcripts: that would loop
     return None
+
+
+def refuse_invalid_name(obj: S3ObjectRef) -> None:
+    """A bucket or key that can't name an S3 object is permanent, before any AWS or Deepgram call."""
+    problem = invalid_name(obj)
+    if problem is not None:
+        raise PermanentError(ErrorDetails(reason="invalid-object-name", message=problem))
+
+
+def refuse_too_large(obj: S3ObjectRef) -> None:
+    if obj.size is not None and obj.size > MAX_MEDIA_BYTES:
+        raise PermanentError(
+            ErrorDetails(
+                reason="too-large",
+                message=f"{obj.size} bytes is over Deepgram's 2 GB limit for pre-recorded audio",
+            )
+        )
 
 
 def extension_of(key: str) -> str:
@@ -128,18 +146,13 @@ class Transcriber:
         logger.set_correlation_id(obj.key)
         started_at = utc_now()
         try:
+            refuse_invalid_name(obj)
             reason = skip_reason(obj, self.settings)
             if reason is None:
                 obj, reason = self._resolve(obj)
             if reason is not None:
                 return self._skipped(obj, reason)
-            if obj.size is not None and obj.size > MAX_MEDIA_BYTES:
-                raise PermanentError(
-                    ErrorDetails(
-                        reason="too-large",
-                        message=f"{obj.size} bytes is over Deepgram's 2 GB limit for pre-recorded audio",
-                    )
-                )
+            refuse_too_large(obj)
             identity = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or obj.etag}
             result = self._transcribe_once(identity=identity, obj=obj, context=context)
         except IdempotencyAlreadyInProgressError:

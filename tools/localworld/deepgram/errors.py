@@ -12,9 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Literal, get_args
+from urllib.parse import quote, quote_plus
 
-# "empty" and "no-channels" are broken success bodies, for a fault injected with status 200.
-BodyStyle = Literal["legacy", "modern", "string", "text", "html", "empty", "no-channels"]
+# "empty", "no-channels" and "deep-json" (JSON nested 100,000 deep) are broken success bodies, for
+# a fault injected with status 200. "echo" is a legacy body whose message quotes the request back
+# (the media URL and the key, percent-encoded, doubly percent-encoded and +-encoded), as a proxy
+# or a verbose error page might: for checking that clients scrub what comes back.
+BodyStyle = Literal["legacy", "modern", "string", "text", "html", "empty", "no-channels", "deep-json", "echo"]
 BODY_STYLES: tuple[str, ...] = get_args(BodyStyle)
 
 CORRUPT_AUDIO_MSG = "Bad Request: failed to process audio: corrupt or unsupported data"
@@ -79,8 +83,10 @@ def render_error(
     style: BodyStyle = "legacy",
     err_code: str | None = None,
     err_msg: str | None = None,
+    echo: tuple[str, ...] = (),
 ) -> tuple[bytes, str]:
-    """Body bytes and content type for an error answer in the given style."""
+    """Body bytes and content type for an error answer in the given style (``echo``: the request's
+    values that the "echo" style quotes back)."""
     spec = spec_for(status)
     code = err_code or spec.err_code
     msg = err_msg or spec.err_msg
@@ -101,5 +107,19 @@ def render_error(
         "html": (page.encode(), "text/html"),
         "empty": (b"", JSON),
         "no-channels": (json.dumps(hollow).encode(), JSON),
+        "deep-json": (b"[" * 100_000 + b"]" * 100_000, JSON),
+        "echo": (
+            json.dumps({"err_code": code, "err_msg": _echo(msg, echo), "request_id": request_id}).encode(),
+            JSON,
+        ),
     }
     return bodies[style]
+
+
+def _echo(message: str, values: tuple[str, ...]) -> str:
+    forms = [
+        form
+        for value in values
+        for form in (quote(quote(value, safe=""), safe=""), quote_plus(value), quote(value, safe=""))
+    ]
+    return f"{message} (request: {' | '.join(forms)})"

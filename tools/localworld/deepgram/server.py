@@ -247,7 +247,7 @@ class DeepgramEmulator(Service):
         state_dir: Path | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         allowed_models: Iterable[str] | None = None,
         asr_workers: int = 1,
         preload_asr: bool = False,
@@ -465,13 +465,20 @@ class DeepgramEmulator(Service):
         err_code: str | None = None,
         err_msg: str | None = None,
         style: BodyStyle = "legacy",
+        echo: tuple[str, ...] = (),
     ) -> _Outcome:
         body, content_type = render_error(
-            status, exchange.request_id, style=style, err_code=err_code, err_msg=err_msg
+            status, exchange.request_id, style=style, err_code=err_code, err_msg=err_msg, echo=echo
         )
         headers: dict[str, str] = {}
         if status == 429 and self.retry_after is not None:
-            headers["Retry-After"] = str(math.ceil(self.retry_after))
+            # A number is sent as whole seconds; a string verbatim (an HTTP-date, or a bad value).
+            retry_after = self.retry_after
+            headers["Retry-After"] = (
+                retry_after if isinstance(retry_after, str) else str(math.ceil(retry_after))
+            )
+        if 300 <= status < 400:  # a redirect fault: somewhere else, as a moved endpoint answers
+            headers["Location"] = "https://moved.example.invalid/v1/listen"
         code = err_code or spec_for(status).err_code
         return _Outcome(status, body, content_type, outcome, code, headers)
 
@@ -486,7 +493,9 @@ class DeepgramEmulator(Service):
             return True
         if fault.kind == "status" and fault.status is not None:
             self._sleep(self.latency)
-            self._answer(exchange, entry, self._error(exchange, fault.status, "fault", style=fault.style))
+            echo = _request_values(exchange) if fault.style == "echo" else ()
+            outcome = self._error(exchange, fault.status, "fault", style=fault.style, echo=echo)
+            self._answer(exchange, entry, outcome)
             return True
         return False
 
@@ -689,3 +698,16 @@ def _json_or_none(exchange: _Exchange) -> Any:
         return json.loads(exchange.body)
     except ValueError:
         return None
+
+
+def _request_values(exchange: _Exchange) -> tuple[str, ...]:
+    """What an "echo" fault quotes back: the body's URL and the Authorization value's token."""
+    values = []
+    try:
+        document = json.loads(exchange.body)
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and isinstance(document.get("url"), str):
+        values.append(document["url"])
+    values.append(exchange.header("Authorization").partition(" ")[2])
+    return tuple(v for v in values if v)
