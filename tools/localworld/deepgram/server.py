@@ -194,6 +194,9 @@ class _Exchange:
                 self.body_size, self.body_sha256 = self.unkept.size, self.unkept.sha256
                 return
             self.body = rfile.read(length) if length > 0 else b""
+            if len(self.body) < length:
+                # The client went away mid-upload: nothing arrived that Deepgram would process.
+                raise ValueError(f"the body ended {length - len(self.body)} bytes short")
         self.body_size, self.body_sha256 = len(self.body), hashlib.sha256(self.body).hexdigest()
 
     def content_type(self) -> str:
