@@ -439,6 +439,12 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
     }
 
 
+def _optional_resources(stack: ResolvedStack) -> set[str]:
+    """Resources granted only when their option is on: an existing bucket's objects, the input's KMS key."""
+    optional = {"UseExistingBucket": EXISTING_BUCKET_OBJECTS, "HasInputKmsKey": INPUT_KMS_KEY}
+    return {resource for condition, resource in optional.items() if stack.conditions[condition]}
+
+
 def _grants(statements: list[dict[str, Any]]) -> set[tuple[str, str]]:
     return {
         (action, resource)
@@ -502,12 +508,8 @@ def test_function_role_is_least_privilege(
 
     existing_bucket = stack.conditions["UseExistingBucket"]
     buffered = stack.conditions["UseBufferedMode"]
-    allowed_resources = {resource for _, resource in _per_object_grants(stack)}
-    if existing_bucket:
-        allowed_resources.add(EXISTING_BUCKET_OBJECTS)
     kms_key = stack.conditions["HasInputKmsKey"]
-    if kms_key:
-        allowed_resources.add(INPUT_KMS_KEY)
+    allowed_resources = {resource for _, resource in _per_object_grants(stack)} | _optional_resources(stack)
     queue_ids = {q.arn: q.logical_id for q in stack.of_type("AWS::SQS::Queue")}
     statements = _role_statements(stack, function_id)
     assert statements
