@@ -16,6 +16,7 @@ from tests.core.conftest import (
     transcript_body,
     transcript_key,
 )
+from tests.shapes import sqs_event
 from transcriber.adapters import handle_event
 from transcriber.errors import PermanentError, RetryableError
 
@@ -31,25 +32,6 @@ def outage(deepgram: responses.RequestsMock, times: int) -> None:
 
 def ok(deepgram: responses.RequestsMock) -> None:
     deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
-
-
-def sqs_event(*bodies: str) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": f"m{i}",
-                "receiptHandle": f"rh{i}",
-                "body": body,
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:uploads",
-                "awsRegion": "us-east-1",
-            }
-            for i, body in enumerate(bodies)
-        ]
-    }
 
 
 def batch_event(*keys: str) -> dict[str, Any]:
@@ -130,7 +112,7 @@ def test_sqs_reports_only_the_messages_that_must_come_back(
 
     response = handle_event(event, lambda_context, transcriber)
 
-    assert response == {"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]}
+    assert response == {"batchItemFailures": [{"itemIdentifier": "msg-1"}, {"itemIdentifier": "msg-2"}]}
     assert aws.output_keys() == [transcript_key("ok.wav")]
 
 

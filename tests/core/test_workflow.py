@@ -135,7 +135,9 @@ def test_no_retry_when_the_wait_would_eat_the_time_kept_for_outputs(
     sleeps: Sleeps,
 ) -> None:
     aws.upload("talks/a.wav")
-    lambda_context.remaining_ms = 20_000  # 10 s reserve + 5 s minimum request leave room for 5 s
+    # The reserve and the minimum request leave 5 s: one request, but no room for an 8 s wait.
+    policy = transcriber.retry
+    lambda_context.remaining_ms = int((policy.reserve_s + policy.min_request_s + 5) * 1000)
     answer(deepgram, 429, json=error("TOO_MANY_REQUESTS", "slow down"), headers={"Retry-After": "8"})
 
     with pytest.raises(RetryableError) as raised:
@@ -150,7 +152,8 @@ def test_too_little_time_left_makes_no_billable_request(
     aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
 ) -> None:
     aws.upload("talks/a.wav")
-    lambda_context.remaining_ms = 12_000
+    policy = transcriber.retry
+    lambda_context.remaining_ms = int((policy.reserve_s + policy.min_request_s - 1) * 1000)
 
     with pytest.raises(RetryableError) as raised:
         transcriber.process(obj(), lambda_context)

@@ -8,27 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.shapes import sqs_event
+
 if TYPE_CHECKING:
     from localworld.pytest_plugin import FunctionFactory
     from localworld.world import LocalWorld
-
-
-def sqs_event(*bodies: str) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": f"msg-{index}",
-                "receiptHandle": f"handle-{index}",
-                "body": body,
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:transcriber-uploads",
-                "awsRegion": "us-east-1",
-            }
-            for index, body in enumerate(bodies)
-        ]
-    }
 
 
 def batch_event(world: LocalWorld, key: str, schema: str = "2.0") -> dict[str, Any]:

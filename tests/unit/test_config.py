@@ -1,6 +1,8 @@
+from dataclasses import fields
+
 import pytest
 
-from transcriber.config import Settings
+from transcriber.config import DeepgramOptions, Settings
 from transcriber.errors import ConfigurationError
 
 BASE = {
@@ -14,16 +16,14 @@ def test_defaults_send_an_explicit_model_and_the_environment_as_tag() -> None:
     settings = Settings.from_env({**BASE, "ENVIRONMENT_NAME": "staging"})
 
     assert settings.deepgram_api_url == "https://api.deepgram.com"
-    assert settings.deepgram.query() == [
-        ("model", "nova-3"),
-        ("language", "en"),
-        ("smart_format", "true"),
-        ("punctuate", "true"),
-        ("diarize", "false"),
-        ("utterances", "false"),
-        ("paragraphs", "false"),
-        ("tag", "staging"),
-    ]
+    query = settings.deepgram.query()
+    assert query[:2] == [("model", "nova-3"), ("language", "en")]
+    booleans = {f.name: f.default for f in fields(DeepgramOptions) if isinstance(f.default, bool)}
+    assert {name: value for name, value in query if name in booleans} == {
+        name: "true" if default else "false" for name, default in booleans.items()
+    }
+    assert {"smart_format": "true", "punctuate": "true", "diarize": "false"}.items() <= dict(query).items()
+    assert [value for name, value in query if name == "tag"] == ["staging"]
 
 
 def test_options_encode_lowercase_booleans_repeated_tags_and_extra_options() -> None:

@@ -44,12 +44,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape
 
-from localworld.loopback import LoopbackServer
+from localworld.loopback import LoopbackServer, Service
 
 logger = logging.getLogger("localworld.aws_faults")
 
@@ -138,7 +137,7 @@ class ProxiedRequest:
         return unquote(self.path)
 
 
-class AwsFaultProxy:
+class AwsFaultProxy(Service):
     """Threaded forwarding proxy in front of moto with runtime-settable S3-style faults."""
 
     def __init__(self, upstream_url: str, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -168,14 +167,6 @@ class AwsFaultProxy:
         self._release_stalls()
         if server is not None:
             server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -15,8 +15,9 @@ from botocore.config import Config
 if TYPE_CHECKING:
     import boto3
 
-CONNECT_TIMEOUT_S = 1.0
-READ_TIMEOUT_S = 3.0
+CONNECT_TIMEOUT_S = 2.0
+# Bounds each wait for bytes (S3 answers a PUT only once it is stored), not the whole transfer.
+READ_TIMEOUT_S = 5.0
 MAX_ATTEMPTS = 2  # the first try and one retry ("standard" mode backs off up to 1 s between them)
 MAX_RETRY_BACKOFF_S = 1.0
 

@@ -54,7 +54,7 @@ class InvocationRetryPolicy:
     max_delay_s: float = 30.0
     # Kept back for writing the outputs after Deepgram answers: one AWS call's worst case with the
     # clients' botocore configuration (see ``transcriber.compose.AWS_CLIENT_CONFIG``) fits in it.
-    reserve_s: float = 10.0
+    reserve_s: float = 15.0
     min_request_s: float = 5.0  # below this a billable request would likely be cut off
     max_connect_timeout_s: float = 5.0
 

@@ -76,6 +76,12 @@ class InvalidOption(ValueError):
     """A query option Deepgram would refuse with INVALID_QUERY_PARAMETER."""
 
 
+# Deepgram's pay-as-you-go ceilings for requests that carry audio-intelligence options.
+INTELLIGENCE_OPTIONS = ("summarize", "topics", "intents", "sentiment")
+INTELLIGENCE_CONCURRENCY = 10
+DETECT_ENTITIES_CONCURRENCY = 5
+
+
 @dataclass(frozen=True)
 class ListenOptions:
     """The options that change the emulator's answer; ``pairs`` keeps everything sent."""
@@ -106,6 +112,18 @@ class ListenOptions:
     def formatted(self) -> bool:
         """Whether words get punctuation and capitals."""
         return self.punctuate or self.smart_format
+
+    @property
+    def intelligence_ceiling(self) -> int | None:
+        """Deepgram's lower concurrency ceiling for audio-intelligence requests ("the lower of the
+        rate limits is applied"): 5 with ``detect_entities``, 10 with summarize, topics, intents or
+        sentiment; None for plain transcription."""
+        sent = dict(self.pairs)
+        if sent.get("detect_entities") == "true":
+            return DETECT_ENTITIES_CONCURRENCY
+        if any(sent.get(name, "false") != "false" for name in INTELLIGENCE_OPTIONS):
+            return INTELLIGENCE_CONCURRENCY
+        return None
 
 
 def _fail(message: str) -> InvalidOption:

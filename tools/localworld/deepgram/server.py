@@ -34,7 +34,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -47,7 +46,7 @@ from localworld.deepgram.faults import Fault, Faults
 from localworld.deepgram.options import InvalidOption, ListenOptions, parse_options
 from localworld.deepgram.response import build_response
 from localworld.deepgram.tls import prepare_tls
-from localworld.loopback import LoopbackServer
+from localworld.loopback import LoopbackServer, Service
 
 logger = logging.getLogger("localworld.deepgram")
 
@@ -79,6 +78,7 @@ class LoggedRequest:
     fault: str | None = None  # kind of injected fault, if any
     body_size: int = 0
     body_sha256: str = ""  # of the whole body, also when it was too large to keep
+    in_flight: int | None = None  # requests holding a slot once this one took its own
 
 
 @dataclass
@@ -244,25 +244,40 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Slots:
-    """Non-blocking counting semaphore with a settable limit and a high-water mark."""
+    """Deepgram's concurrency limit, one pool for every key (a project's limit): a non-blocking
+    counting semaphore with a settable limit, a high-water mark, and the lower ceilings that
+    audio-intelligence requests are held to inside the same pool."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
         self.high_water = 0
+        self.by_ceiling: Counter[int] = Counter()  # in flight per intelligence ceiling
+        self.high_water_by_ceiling: Counter[int] = Counter()
         self._lock = threading.Lock()
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, ceiling: int | None = None) -> int | None:
+        """Take a slot; the number in flight with it, or None when the limit (or the request's
+        ceiling) is reached."""
         with self._lock:
             if self.in_flight >= self.limit:
-                return False
+                return None
+            if ceiling is not None and self.by_ceiling[ceiling] >= ceiling:
+                return None  # this feature's own ceiling, inside the shared pool
             self.in_flight += 1
             self.high_water = max(self.high_water, self.in_flight)
-            return True
+            if ceiling is not None:
+                self.by_ceiling[ceiling] += 1
+                self.high_water_by_ceiling[ceiling] = max(
+                    self.high_water_by_ceiling[ceiling], self.by_ceiling[ceiling]
+                )
+            return self.in_flight
 
-    def release(self) -> None:
+    def release(self, ceiling: int | None = None) -> None:
         with self._lock:
             self.in_flight -= 1
+            if ceiling is not None:
+                self.by_ceiling[ceiling] -= 1
 
 
 def redact_authorization(value: str) -> str:
@@ -284,7 +299,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-class DeepgramEmulator:
+class DeepgramEmulator(Service):
     """A Deepgram-compatible pre-recorded transcription API on ``https://127.0.0.1:<port>``.
 
     Settable while running: ``api_keys``, ``latency``, ``max_concurrency``, ``retry_after``,
@@ -377,14 +392,6 @@ class DeepgramEmulator:
             self._temp_dir.cleanup()
             self._temp_dir = None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     # --- settings and inspection -------------------------------------------------------
 
     @property
@@ -443,11 +450,14 @@ class DeepgramEmulator:
     @property
     def counters(self) -> dict[str, int]:
         """``requests``, ``status_<code>``, ``dropped``, ``stalled``, ``faults``,
-        ``tls_failures``, ``cache_hits``/``cache_misses``, ``in_flight``, ``max_in_flight``."""
+        ``tls_failures``, ``cache_hits``/``cache_misses``, ``in_flight``, ``max_in_flight``, and
+        ``max_in_flight_<n>`` for requests held to an audio-intelligence ceiling of ``n``."""
         with self._log_lock:
             data = dict(self._counters)
         data["in_flight"] = self._slots.in_flight
         data["max_in_flight"] = self._slots.high_water
+        for ceiling, high_water in self._slots.high_water_by_ceiling.items():
+            data[f"max_in_flight_{ceiling}"] = high_water
         data["cache_hits"] = self._recognizer.hits
         data["cache_misses"] = self._recognizer.misses
         return data
@@ -459,6 +469,7 @@ class DeepgramEmulator:
             self._callbacks.clear()
             self._counters.clear()
         self._slots.high_water = self._slots.in_flight
+        self._slots.high_water_by_ceiling = Counter(self._slots.by_ceiling)
 
     def clear_cache(self) -> None:
         """Forget cached transcriptions (the next upload of a file is recognised again)."""
@@ -561,7 +572,9 @@ class DeepgramEmulator:
         if isinstance(checked, _Outcome):
             self._answer(exchange, entry, checked)
             return
-        if not self._slots.try_acquire():
+        ceiling = checked.intelligence_ceiling
+        entry.in_flight = self._slots.try_acquire(ceiling)
+        if entry.in_flight is None:
             self._answer(exchange, entry, self._error(exchange, 429, "rate_limited"))
             return
         handed_off = False
@@ -583,7 +596,7 @@ class DeepgramEmulator:
                 self._answer(exchange, entry, self._transcribe(exchange, audio, checked))
         finally:
             if not handed_off:
-                self._slots.release()
+                self._slots.release(ceiling)
 
     def _check(self, exchange: _Exchange) -> ListenOptions | _Outcome:
         """Auth, options and model access: the checks that need no slot."""
@@ -719,7 +732,7 @@ class DeepgramEmulator:
         try:
             outcome = self._transcribe(exchange, audio, options)
         finally:
-            self._slots.release()
+            self._slots.release(options.intelligence_ceiling)
         assert options.callback is not None  # noqa: S101 - checked by the caller
         for attempt in range(1, self.callback_attempts + 1):
             status: int | None = None

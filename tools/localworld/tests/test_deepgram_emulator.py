@@ -523,6 +523,47 @@ def test_over_the_concurrency_limit_answers_429(
     assert deepgram_emulator.counters["max_in_flight"] == 2
 
 
+def test_the_limit_is_one_pool_for_every_key_and_the_log_says_how_many_were_in_flight(
+    deepgram_emulator: DeepgramEmulator, sample_wav: bytes, deepgram_api_key: str
+) -> None:
+    listen(deepgram_emulator, sample_wav)  # cached: held requests cost no recognition
+    other_key = "dg-second-key-of-the-same-project"
+    deepgram_emulator.api_keys = {deepgram_api_key, other_key}
+    deepgram_emulator.max_concurrency = 2
+    deepgram_emulator.latency = 1.0
+    deepgram_emulator.reset()
+
+    keys = [deepgram_api_key, other_key] * 2
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        responses = list(pool.map(lambda key: listen(deepgram_emulator, sample_wav, key=key), keys))
+
+    assert sorted(r.status_code for r in responses) == [200, 200, 429, 429]
+    answered = [r for r in deepgram_emulator.requests if r.status == 200]
+    assert sorted(r.in_flight or 0 for r in answered) == [1, 2]
+    assert all(r.in_flight is None for r in deepgram_emulator.requests if r.status == 429)
+
+
+@pytest.mark.parametrize(
+    ("option", "ceiling"), [("summarize=v2", 10), ("sentiment=true", 10), ("detect_entities=true", 5)]
+)
+def test_audio_intelligence_requests_are_held_to_their_lower_ceiling_inside_the_pool(
+    deepgram_emulator: DeepgramEmulator, sample_wav: bytes, option: str, ceiling: int
+) -> None:
+    listen(deepgram_emulator, sample_wav)
+    deepgram_emulator.max_concurrency = 50
+    deepgram_emulator.latency = 1.5
+    deepgram_emulator.reset()
+    queries = [f"model=nova-3&{option}"] * (ceiling + 2) + ["model=nova-3"] * 3
+
+    with ThreadPoolExecutor(max_workers=len(queries)) as pool:
+        responses = list(pool.map(lambda q: listen(deepgram_emulator, sample_wav, query=q), queries))
+
+    intelligent, plain = responses[: ceiling + 2], responses[ceiling + 2 :]
+    assert sorted(r.status_code for r in intelligent) == [200] * ceiling + [429, 429]
+    assert [r.status_code for r in plain] == [200, 200, 200]  # plain transcription is not held back
+    assert deepgram_emulator.counters[f"max_in_flight_{ceiling}"] == ceiling
+
+
 def test_recognition_does_not_block_other_requests(
     deepgram_emulator: DeepgramEmulator, sample_wav: bytes
 ) -> None:
