@@ -55,8 +55,9 @@ class Received:
         def callback(request: PreparedRequest) -> tuple[int, dict[str, str], str]:
             self.content_types.append(str(request.headers["Content-Type"]))
             body: Any = request.body  # bytes, str, or our streaming upload
-            status, answer = queue.pop(0)
+            status, answer = queue[0]
             if isinstance(answer, Exception):
+                queue.pop(0)
                 next(iter(body))  # part of the upload, then the drop
                 raise answer
             if isinstance(body, str):
@@ -64,6 +65,7 @@ class Received:
             read = body if isinstance(body, bytes) else b"".join(body)
             assert int(request.headers["Content-Length"]) == len(read)
             self.bodies.append(read)
+            queue.pop(0)  # answered only once the whole body was read
             return status, {}, json.dumps(answer)
 
         deepgram.add_callback(responses.POST, LISTEN_URL, callback=callback)
@@ -120,6 +122,46 @@ def test_a_non_media_content_type_is_sent_as_octet_stream(
     make_transcriber(DELIVERY_MODE="bytes").process(obj(), lambda_context)
 
     assert received.content_types == ["application/octet-stream"]
+
+
+def test_an_s3_read_failing_mid_upload_is_retried_from_a_new_get(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    received: Received,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    """The object's own read breaks (S3 reset the GET): ours, retryable, classified as S3's."""
+    aws.upload("talks/a.wav", AUDIO, ContentType="audio/wav")
+    gets = count_gets(aws)
+    broken: list[bool] = []
+
+    def reset(*_: Any) -> bytes:
+        raise ConnectionResetError("reset by S3")
+
+    def break_the_first_body(parsed: dict[str, Any], **_: Any) -> None:
+        if not broken:
+            broken.append(True)
+            parsed["Body"].read = reset
+
+    aws.s3.meta.events.register("after-call.s3.GetObject", break_the_first_body)
+    received.listen(deepgram, (200, transcript_body()))  # the first upload dies before an answer
+
+    outcome = make_transcriber(DELIVERY_MODE="bytes").process(obj(), lambda_context)
+
+    assert (outcome.status, outcome.delivery) == ("transcribed", "bytes")
+    assert gets == ["talks/a.wav", "talks/a.wav"]
+    assert received.bodies == [AUDIO]
+
+
+def test_an_object_body_shorter_than_its_length_is_a_retryable_s3_error() -> None:
+    class Short:
+        def read(self, size: int = -1, /) -> bytes:
+            return b""
+
+    with pytest.raises(RetryableError) as raised:
+        list(_Upload(Short(), 10, deadline=time.monotonic() + 60))
+    assert raised.value.reason == "s3-read-interrupted"
 
 
 def test_the_upload_is_read_a_chunk_at_a_time_and_ends_at_its_length() -> None:

@@ -35,6 +35,8 @@ REMOTE_CONTENT_HINT = (
     "function's role or Deepgram's network, the object is SSE-C encrypted, or the object was deleted. "
     "DELIVERY_MODE=auto or bytes sends the object's bytes instead."
 )
+MEDIA_TYPES = ("audio/", "video/")
+OCTET_STREAM = "application/octet-stream"
 # Bytes read from the source per write to Deepgram: memory held per request is about this much.
 UPLOAD_CHUNK_BYTES = 256 * 1024
 
@@ -198,17 +200,16 @@ class DeepgramClient:
         connect_timeout_s: float,
         read_timeout_s: float,
     ) -> Transcript:
-        """The local-file request: ``length`` bytes of ``stream`` in the body, read and sent a chunk
+        """The local-file request: ``length`` bytes of ``stream`` in the body (``content_type`` is the
+        object's; see ``media_type``), read and sent a chunk
         at a time (never whole in memory). The timeouts cover the upload and the processing together:
         the upload must end by then, and the wait for the answer gets only what the upload left."""
-        if content_type.split(";", 1)[0].strip().lower() == "application/json":
-            content_type = "application/octet-stream"  # JSON would be read as the remote-file form
         deadline = time.monotonic() + connect_timeout_s + read_timeout_s
         return self._post(
             api_key=api_key,
             options=options,
             body=_Upload(stream, length, deadline),
-            content_type=content_type,
+            content_type=media_type(content_type),
             timeout=_timeout(connect_timeout_s, read_timeout_s),
             secrets=(api_key,),
         )
@@ -262,6 +263,14 @@ class DeepgramClient:
             request_id=str(request_id) if request_id else response.headers.get("dg-request-id"),
             latency_s=latency,
         )
+
+
+def media_type(content_type: str) -> str:
+    """The Content-Type of a bytes request: the object's own when it names audio or video, else
+    ``application/octet-stream`` (Deepgram detects the container from the bytes; JSON would be read
+    as the remote-file form, and S3's default ``binary/octet-stream`` means nothing)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind if kind.startswith(MEDIA_TYPES) else OCTET_STREAM
 
 
 def _timeout(connect_s: float, read_s: float) -> Timeout:

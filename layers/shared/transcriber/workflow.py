@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 IDEMPOTENCY_KEY_PREFIX = "transcription"
 MEDIA_CONTENT_TYPES = ("audio/", "video/")
 MAX_MEDIA_BYTES = 2 * 1024**3  # Deepgram refuses files over 2 GB: don't pay for the attempt
-OCTET_STREAM = "application/octet-stream"  # Deepgram detects the container from the bytes
 DELIVERY_METRICS = {"url": "DeliveredByUrl", "bytes": "DeliveredByBytes"}
 
 
@@ -288,12 +287,11 @@ class Transcriber:
                 raise _too_large(stream.length)
             logger.info("Streaming the object to Deepgram", extra={"content_length": stream.length})
             metrics.add_metric(name="BytesStreamed", unit=MetricUnit.Bytes, value=stream.length)
-            media_type = stream.content_type.lower()
             return self.deepgram.transcribe_stream(
                 api_key=api_key,
                 stream=stream,
                 length=stream.length,
-                content_type=media_type if media_type.startswith(MEDIA_CONTENT_TYPES) else OCTET_STREAM,
+                content_type=stream.content_type,
                 options=self.query,
                 connect_timeout_s=connect_s,
                 read_timeout_s=read_s,
