@@ -84,5 +84,5 @@ redrive: ## Move parked messages back to the DLQ: make redrive STACK=<stack name
 chaos: ## The nothing-lost run: UPLOADS=300 files through the local pipeline under injected faults
 	@$(PY) -m localworld.chaos --uploads $(or $(UPLOADS),300)
 
-bench: ## Benchmarks against the local world: one table of ratios (ONLY=cold,warm,calls,burst,size)
+bench: ## Benchmarks against the local world: one table of ratios (ONLY=cold,warm,calls,burst,size,bytes)
 	@$(PY) -m bench $(if $(ONLY),--only "$(ONLY)")

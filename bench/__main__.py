@@ -1,7 +1,7 @@
 """``python -m bench``: the benchmarks, against the local world, in one run, as one table.
 
     python -m bench                      # every section (under 10 minutes on 2 cores)
-    python -m bench --only cold,warm     # some sections: cold, warm, calls, burst, size
+    python -m bench --only cold,warm     # some sections: cold, warm, calls, burst, size, bytes
     python -m bench --quick              # fewer repetitions, a smaller burst (a smoke run)
 
 Prints the table and writes it, with the machine's details, to bench/results.md (--output).
@@ -29,7 +29,7 @@ from bench.common import (
     say,
 )
 
-SECTIONS = ("cold", "warm", "calls", "burst", "size")
+SECTIONS = ("cold", "warm", "calls", "burst", "size", "bytes")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +126,12 @@ def run_burst(quick: bool) -> SectionResult:
     return _in_world(lambda world: burst.run(world, uploads=60 if quick else 500))
 
 
+def run_bytes(quick: bool) -> SectionResult:
+    from bench import bytes as bytes_section
+
+    return _in_world(lambda world: bytes_section.run(world, quick=quick))
+
+
 def run_size(quick: bool) -> SectionResult:
     from bench import size
 
@@ -138,6 +144,7 @@ RUNNERS: dict[str, Callable[[bool], SectionResult]] = {
     "calls": run_calls,
     "burst": run_burst,
     "size": run_size,
+    "bytes": run_bytes,
 }
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bench.__main__ import SECTIONS, main
+from bench.bytes import wav_of_silence
 from bench.cold import parse_importtime
 from bench.common import Row, format_markdown_table, render_table, s3_event
 
@@ -45,7 +46,17 @@ def test_s3_event_encodes_the_key_like_s3() -> None:
 
 
 def test_unknown_sections_are_refused() -> None:
-    assert set(SECTIONS) == {"cold", "warm", "calls", "burst", "size"}
+    assert set(SECTIONS) == {"cold", "warm", "calls", "burst", "size", "bytes"}
     with pytest.raises(SystemExit) as exit_info:
         main(["--only", "nope"])
     assert exit_info.value.code == 2
+
+
+def test_generated_wav_has_the_asked_size_and_a_header_that_says_so() -> None:
+    import io
+    import wave
+
+    body = wav_of_silence(32044)
+    assert len(body) == 32044
+    with wave.open(io.BytesIO(body)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getnframes()) == (16000, 1, 16000)

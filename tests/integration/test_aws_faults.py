@@ -121,15 +121,16 @@ def test_throttled_transcript_write_is_retried_and_a_later_invocation_succeeds(
     assert output_keys(world) == [transcript]
 
 
-def test_deepgram_denied_the_presigned_url_is_a_remote_content_failure(
+def test_deepgram_denied_the_presigned_url_is_a_remote_content_failure_in_url_mode(
     world: LocalWorld,
     uploads: Uploads,
     aws_fault_proxy: AwsFaultProxy,
-    function: LocalFunction,
+    start_function: FunctionFactory,
     sample_audio: bytes,
 ) -> None:
     event = uploads.put("policy/a.wav", sample_audio)
     aws_fault_proxy.fail("GET", "policy/a.wav", 403, "AccessDenied")
+    function = start_function(DELIVERY_MODE="url", extra_env={"AWS_ENDPOINT_URL": aws_fault_proxy.url})
 
     result = function.invoke(event)
 
@@ -145,6 +146,28 @@ def test_deepgram_denied_the_presigned_url_is_a_remote_content_failure(
     fetches = aws_fault_proxy.requests_to("GET", "policy/a.wav")
     assert [(r.status, r.fault) for r in fetches] == [(403, "AccessDenied")]
     assert "X-Amz-Signature=" in fetches[0].query  # it was the presigned (SigV4) URL
+
+
+def test_in_auto_mode_a_denied_url_falls_back_to_the_functions_own_get(
+    world: LocalWorld,
+    uploads: Uploads,
+    aws_fault_proxy: AwsFaultProxy,
+    function: LocalFunction,
+    sample_audio: bytes,
+) -> None:
+    """The default mode: Deepgram's fetch is denied, so the function GETs the object itself; denied
+    too (the same policy), the record names S3's refusal of the function's role."""
+    event = uploads.put("policy/a.wav", sample_audio)
+    aws_fault_proxy.fail("GET", "policy/a.wav", 403, "AccessDenied")
+
+    result = function.invoke(event)
+
+    assert result.error is None, result.logs
+    record = failure_record(world, "policy/a.wav")
+    assert (record["reason"], record["delivery"]) == ("s3-access-denied", "bytes")
+    assert len(world.emulator.requests) == 1  # the bytes were never sent
+    fetches = aws_fault_proxy.requests_to("GET", "policy/a.wav")
+    assert ["X-Amz-Signature=" in r.query for r in fetches] == [True, False]  # Deepgram's, then ours
 
 
 def test_the_proxy_forwards_boto3_traffic_and_counts_faults(

@@ -255,18 +255,29 @@ def test_no_credit_keeps_the_work_waiting(
     assert world.aws.s3().list_objects_v2(Bucket=world.output_bucket).get("KeyCount", 0) == 0
 
 
-def test_an_object_deleted_before_processing_is_a_remote_content_failure(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
+@pytest.mark.parametrize(
+    ("mode", "reason"), [("url", "deepgram-remote-content"), ("auto", "s3-object-missing")]
+)
+def test_an_object_deleted_before_processing_is_a_permanent_failure(
+    world: LocalWorld,
+    uploads: Uploads,
+    start_function: FunctionFactory,
+    sample_audio: bytes,
+    mode: str,
+    reason: str,
 ) -> None:
+    """In url mode only Deepgram's fetch tells; auto's own GET then says exactly what happened."""
     event = uploads.put("gone/a.wav", sample_audio)
     world.aws.s3().delete_object(Bucket=world.input_bucket, Key="gone/a.wav")
 
-    result = start_function().invoke(event)
+    result = start_function(DELIVERY_MODE=mode).invoke(event)
 
     assert result.error is None
     record = failure_record(world, "gone/a.wav")
-    assert record["reason"] == "deepgram-remote-content"
-    assert "presigned" in str(record["message"])
+    assert record["reason"] == reason
+    assert len(world.emulator.requests) == 1
+    if mode == "url":
+        assert "presigned" in str(record["message"])
 
 
 def test_a_missing_object_found_by_head_is_an_s3_failure(

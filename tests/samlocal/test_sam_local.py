@@ -150,14 +150,15 @@ def test_sam_local_invoke_leaves_a_failure_record_for_a_missing_object(
     sam_local: SamLocal, world: LocalWorld
 ) -> None:
     # events/s3-put.json names an object that was never uploaded. The event carries the size, so the
-    # function asks Deepgram straight away; Deepgram cannot fetch the presigned URL: permanent, recorded.
+    # function asks Deepgram straight away; Deepgram cannot fetch the presigned URL, so (DeliveryMode
+    # auto) the function GETs it itself: missing, permanent, recorded.
     invocation = sam_local.invoke("TranscribeFunction", EVENTS / "s3-put.json")
 
     assert invocation.error_type is None, project.explain(invocation.result)
     [key] = output_keys(world, world.failure_prefix)
     assert key == world.failure_key("samples/hello world.wav")
     record = json.loads(world.aws.s3().get_object(Bucket=world.output_bucket, Key=key)["Body"].read())
-    assert record["reason"] == "deepgram-remote-content", record
+    assert record["reason"] == "s3-object-missing", record
     assert output_keys(world, world.transcript_prefix) == set()
     [request] = world.emulator.requests
     assert request.err_code == "REMOTE_CONTENT_ERROR"

@@ -63,11 +63,13 @@ FOURTEEN_DAYS = 14 * 24 * 3600
 
 # Deployment modes, as parameter overrides. "off" and "on" are linted (cfn-lint, sam validate);
 # every mode is checked structurally on the translated template with its conditions evaluated.
+INPUT_KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 OPTIONS_ON = {
     "ExistingBucketName": "my-archive",
     "ExistingBucketPrefix": "calls/",
     "BufferedMode": "true",
     "InputAccessLogBucket": "new",
+    "InputKmsKeyArn": INPUT_KMS_KEY,
 }
 MODES: dict[str, dict[str, str]] = {
     "off": {},
@@ -93,6 +95,7 @@ SQS_MAX_VISIBILITY_SECONDS = 43200
 # Every action the functions' per-object work may grant (both run it). Adding one is a reviewed change.
 ALLOWED_ACTIONS = {
     "s3:ListBucket",  # input bucket only: tells a deleted upload (404) from a denied one (403)
+    "kms:Decrypt",  # only the named InputKmsKeyArn, only through S3
     "s3:GetObject",
     "s3:GetObjectVersion",
     "s3:PutObject",
@@ -170,6 +173,7 @@ TUNED_PARAMETERS = {
     "PresignExpirySeconds": "600",
     "IdempotencyTtlSeconds": "600",
     "DeepgramMaxAttempts": "2",
+    "DeliveryMode": "url",
     "LogLevel": "DEBUG",
     "RetryMaxAttempts": "3",
     "RetryBaseDelaySeconds": "1",
@@ -442,6 +446,12 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
     }
 
 
+def _optional_resources(stack: ResolvedStack) -> set[str]:
+    """Resources granted only when their option is on: an existing bucket's objects, the input's KMS key."""
+    optional = {"UseExistingBucket": EXISTING_BUCKET_OBJECTS, "HasInputKmsKey": INPUT_KMS_KEY}
+    return {resource for condition, resource in optional.items() if stack.conditions[condition]}
+
+
 def _grants(statements: list[dict[str, Any]]) -> set[tuple[str, str]]:
     return {
         (action, resource)
@@ -505,9 +515,8 @@ def test_function_role_is_least_privilege(
 
     existing_bucket = stack.conditions["UseExistingBucket"]
     buffered = stack.conditions["UseBufferedMode"]
-    allowed_resources = {resource for _, resource in _per_object_grants(stack)}
-    if existing_bucket:
-        allowed_resources.add(EXISTING_BUCKET_OBJECTS)
+    kms_key = stack.conditions["HasInputKmsKey"]
+    allowed_resources = {resource for _, resource in _per_object_grants(stack)} | _optional_resources(stack)
     queue_ids = {q.arn: q.logical_id for q in stack.of_type("AWS::SQS::Queue")}
     statements = _role_statements(stack, function_id)
     assert statements
@@ -545,6 +554,7 @@ def test_function_role_is_least_privilege(
     assert not missing, f"{function_id} lacks {sorted(missing)}"
     # The optional grants exist exactly when their option is on.
     assert (EXISTING_BUCKET_OBJECTS in granted_resources) == existing_bucket
+    assert (INPUT_KMS_KEY in granted_resources) == kms_key
     assert bool(sqs_granted & BUFFER_CONSUME_GRANTS) == (buffered and function_id == FUNCTION)
 
 
@@ -574,6 +584,32 @@ def test_existing_bucket_grant_is_read_only_and_names_only_that_bucket(
     assert re.fullmatch(pattern, EXISTING_BUCKET)
     assert re.fullmatch(pattern, "")
     for bad in ("*", "my-*", "a/b", "my?archive", "arn:aws:s3:::x"):
+        assert not re.fullmatch(pattern, bad), bad
+
+
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_kms_grant_is_decrypt_on_the_named_key_through_s3_only(
+    stacks: dict[str, ResolvedStack], mode: str
+) -> None:
+    stack = stacks[mode]
+    grants = [
+        (function_id, s)
+        for function_id in FUNCTIONS
+        for s in _role_statements(stack, function_id)
+        if any(action.startswith("kms:") for action in _actions(s))
+    ]
+    if mode == "off":
+        assert not grants
+        assert "InputKmsDecryptPolicy" not in stack.resources
+        return
+    assert sorted(f for f, _ in grants) == sorted(FUNCTIONS)
+    for _, statement in grants:
+        assert _actions(statement) == ["kms:Decrypt"]
+        assert statement["Resource"] == INPUT_KMS_KEY
+        assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
+    pattern = stack.template["Parameters"]["InputKmsKeyArn"]["AllowedPattern"]
+    assert re.fullmatch(pattern, INPUT_KMS_KEY)
+    for bad in ("*", "arn:aws:kms:us-east-1:123456789012:key/*", "alias/mine", "arn:aws:kms:*:*:key/a"):
         assert not re.fullmatch(pattern, bad), bad
 
 

@@ -246,6 +246,13 @@ class LocalFunction:
         self._starting = 0
         self._closed = False
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """The process ids of this function's live containers (for memory measurements)."""
+        with self._pool:
+            containers = [*self._idle, *self._busy]
+        return [c.process.pid for c in containers if c.alive]
+
     # --- pool ----------------------------------------------------------------------------
 
     def _acquire(self) -> _Container | None:

@@ -66,6 +66,7 @@ def world(world_session: LocalWorld) -> Iterator[LocalWorld]:
     world_session.reset()
     yield world_session
     world_session.emulator.faults.clear()
+    world_session.emulator.unreachable_buckets = set()
 
 
 @pytest.fixture(scope="session")

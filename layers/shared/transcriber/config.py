@@ -19,6 +19,10 @@ DEFAULT_EXTENSIONS = (
 )
 # The function writes Deepgram's synchronous answer; a callback would answer elsewhere.
 UNSUPPORTED_OPTIONS = frozenset({"callback", "callback_method"})
+# How the media reaches Deepgram: "url" (a presigned GET Deepgram fetches), "bytes" (the object
+# streamed from S3 in the request body), "auto" (the URL, then the bytes once if Deepgram can't fetch it).
+DELIVERY_MODES = ("url", "bytes", "auto")
+DEFAULT_DELIVERY_MODE = "auto"
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class Settings:
     failure_prefix: str
     deepgram_max_attempts: int = 4
     input_bucket: str | None = None
+    delivery_mode: str = DEFAULT_DELIVERY_MODE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -119,6 +124,7 @@ class Settings:
             failure_prefix=reader.prefix("FAILURE_PREFIX", default="failures/"),
             deepgram_max_attempts=reader.integer("DEEPGRAM_MAX_ATTEMPTS", default=4, minimum=1),
             input_bucket=reader.text("INPUT_BUCKET", default="") or None,
+            delivery_mode=reader.choice("DELIVERY_MODE", DELIVERY_MODES, default=DEFAULT_DELIVERY_MODE),
         )
         if settings.input_bucket == settings.output_bucket:
             # Transcripts written into the bucket that triggers the function would trigger it again.
@@ -150,6 +156,12 @@ class EnvReader:
 
     def text(self, name: str, default: str) -> str:
         return self._raw(name) or default
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = (self._raw(name) or default).lower()
+        if value not in choices:
+            raise configuration_error("invalid-configuration", f"{name} must be one of {', '.join(choices)}")
+        return value
 
     def csv(self, name: str, default: str = "") -> tuple[str, ...]:
         value = self._raw(name) or default

@@ -1,4 +1,5 @@
-"""A small client for Deepgram's pre-recorded API, remote-file form only.
+"""A small client for Deepgram's pre-recorded API: the remote-file form (a URL Deepgram fetches)
+and the local-file form (the media's bytes streamed in the request body).
 
 Every failure leaves here already classified (see ``transcriber.errors``). Exceptions never carry
 the API key or the presigned URL: the URL travels only in the request body.
@@ -8,14 +9,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InvalidHeader
+from urllib3.util import Timeout
 from urllib3.util.retry import Retry
 
 from transcriber.errors import (
@@ -33,8 +35,17 @@ MAX_ERROR_BODY = 64 * 1024  # of an error answer, read; the message kept is at m
 REMOTE_CONTENT_HINT = (
     "Deepgram could not download the presigned S3 URL. Likely causes: the URL expired before "
     "Deepgram fetched it (raise PRESIGN_EXPIRY_SECONDS), a bucket policy or KMS key denies the "
-    "function's role, or the object was deleted."
+    "function's role or Deepgram's network, the object is SSE-C encrypted, or the object was deleted. "
+    "DELIVERY_MODE=auto or bytes sends the object's bytes instead."
 )
+MEDIA_TYPES = ("audio/", "video/")
+OCTET_STREAM = "application/octet-stream"
+# Bytes read from the source per write to Deepgram: memory held per request is about this much.
+UPLOAD_CHUNK_BYTES = 256 * 1024
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -179,24 +190,70 @@ class DeepgramClient:
         connect_timeout_s: float,
         read_timeout_s: float,
     ) -> Transcript:
+        """The remote-file request: Deepgram fetches ``media_url`` itself."""
+        return self._post(
+            api_key=api_key,
+            options=options,
+            body=json.dumps({"url": media_url}),
+            content_type="application/json",
+            timeout=_timeout(connect_timeout_s, read_timeout_s),
+            secrets=(api_key, media_url),
+        )
+
+    def transcribe_stream(
+        self,
+        *,
+        api_key: str,
+        stream: Readable,
+        length: int,
+        content_type: str,
+        options: Sequence[tuple[str, str]],
+        connect_timeout_s: float,
+        read_timeout_s: float,
+    ) -> Transcript:
+        """The local-file request: ``length`` bytes of ``stream`` in the body (``content_type`` is the
+        object's; see ``media_type``), read and sent a chunk
+        at a time (never whole in memory). The timeouts cover the upload and the processing together:
+        the upload must end by then, and the wait for the answer gets only what the upload left."""
+        deadline = time.monotonic() + connect_timeout_s + read_timeout_s
+        return self._post(
+            api_key=api_key,
+            options=options,
+            body=_Upload(stream, length, deadline),
+            content_type=media_type(content_type),
+            timeout=_timeout(connect_timeout_s, read_timeout_s),
+            secrets=(api_key,),
+        )
+
+    def _post(
+        self,
+        *,
+        api_key: str,
+        options: Sequence[tuple[str, str]],
+        body: str | _Upload,
+        content_type: str,
+        timeout: Timeout,
+        secrets: tuple[str, ...],
+    ) -> Transcript:
         url = f"{self._listen_url}?{urlencode(list(options))}"
         started = time.perf_counter()
         try:
             response = self._session.post(
                 url,
-                data=json.dumps({"url": media_url}),
-                headers={"Authorization": f"Token {api_key}", "Content-Type": "application/json"},
-                timeout=(connect_timeout_s, read_timeout_s),
+                data=body,
+                headers={"Authorization": f"Token {api_key}", "Content-Type": content_type},
+                timeout=timeout,  # type: ignore[arg-type]  # requests passes a urllib3 Timeout through
                 allow_redirects=False,
             )
         except requests.Timeout as exc:
             raise RetryableError(
                 ErrorDetails(
                     reason="deepgram-timeout",
-                    message=f"no answer from Deepgram within {read_timeout_s:.0f} s ({type(exc).__name__})",
+                    message=f"no answer from Deepgram in {timeout.total or 0:.0f} s ({type(exc).__name__})",
                 )
             ) from None
         except requests.ConnectionError as exc:
+            # Also an upload cut short: the stream was consumed, so the caller re-opens the object.
             raise RetryableError(
                 ErrorDetails(
                     reason="deepgram-connection", message=f"connection failed ({type(exc).__name__})"
@@ -207,7 +264,6 @@ class DeepgramClient:
             # The body may quote our request back (proxies do): never carry the key or the URL on.
             # Scrubbed before parsing (so truncation can't cut a secret out of reach) and after
             # (JSON escapes hide a form until it is decoded).
-            secrets = (api_key, media_url)
             raw = scrub(response.content[:MAX_ERROR_BODY].decode("utf-8", errors="replace"), secrets)
             error = parse_error_body(raw.encode("utf-8"))
             error = replace(error, message=scrub(error.message, secrets))
@@ -221,6 +277,54 @@ class DeepgramClient:
             request_id=str(request_id) if request_id else response.headers.get("dg-request-id"),
             latency_s=latency,
         )
+
+
+def media_type(content_type: str) -> str:
+    """The Content-Type of a bytes request: the object's own when it names audio or video, else
+    ``application/octet-stream`` (Deepgram detects the container from the bytes; JSON would be read
+    as the remote-file form, and S3's default ``binary/octet-stream`` means nothing)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind if kind.startswith(MEDIA_TYPES) else OCTET_STREAM
+
+
+def _timeout(connect_s: float, read_s: float) -> Timeout:
+    # total: the wait for the answer gets what the connection and the upload left of the budget.
+    return Timeout(connect=connect_s, read=read_s, total=connect_s + read_s)
+
+
+class _Upload:
+    """A request body of known length that requests and urllib3 send chunk by chunk: ``__len__``
+    gives them the Content-Length (no chunked encoding), ``__iter__`` the chunks. It can be sent
+    once; a retry needs a new stream."""
+
+    def __init__(self, stream: Readable, length: int, deadline: float) -> None:
+        self._stream = stream
+        self._length = length
+        self._deadline = deadline
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self._length
+        while left > 0:
+            if time.monotonic() > self._deadline:
+                raise RetryableError(
+                    ErrorDetails(
+                        reason="deepgram-timeout",
+                        message=f"the upload to Deepgram did not finish in time ({left} bytes left)",
+                    )
+                )
+            chunk = self._stream.read(min(UPLOAD_CHUNK_BYTES, left))
+            if not chunk:
+                raise RetryableError(
+                    ErrorDetails(
+                        reason="s3-read-interrupted",
+                        message=f"the object's body ended {left} bytes before its Content-Length",
+                    )
+                )
+            left -= len(chunk)
+            yield chunk
 
 
 def _invalid_response(message: str) -> RetryableError:

@@ -28,12 +28,55 @@ _DENIED_CODES = frozenset({"403", "AccessDenied", "Forbidden", "KMS.AccessDenied
 _THROTTLE_CODES = frozenset({"503", "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"})
 
 
+# S3 answers a GET without the customer key of an SSE-C object with 400 InvalidRequest.
+SSE_C_MESSAGE = "Server Side Encryption"
+SSE_C_REFUSAL = (
+    "the object is encrypted with a customer-provided key (SSE-C): neither Deepgram (a presigned "
+    "URL can't carry the key) nor the function (it is given no key) can read it; re-encrypt it with "
+    "SSE-S3 or SSE-KMS (copy-object) to transcribe it"
+)
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     size: int
     etag: str
     version_id: str | None
     content_type: str
+    sse_customer_algorithm: str | None = None
+
+
+def sse_c_refused(uri: str, http_status: int | None = None) -> PermanentError:
+    return PermanentError(
+        ErrorDetails(
+            reason="s3-sse-c-unsupported", message=f"{uri}: {SSE_C_REFUSAL}", http_status=http_status
+        )
+    )
+
+
+class ObjectStream:
+    """An open GET of the input object: read it once, front to back, then close it. Read failures
+    are classified here (retryable: a new GET can succeed), so they cross the HTTP client as ours."""
+
+    def __init__(self, body: Any, length: int, content_type: str, uri: str) -> None:
+        self._body = body
+        self.length = length
+        self.content_type = content_type
+        self._uri = uri
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            data: bytes = self._body.read(size)
+        except (BotoCoreError, OSError) as exc:
+            raise RetryableError(
+                ErrorDetails(
+                    reason="s3-read-interrupted", message=f"reading {self._uri}: {type(exc).__name__}"
+                )
+            ) from exc
+        return data
+
+    def close(self) -> None:
+        self._body.close()
 
 
 def output_key(prefix: str, source_key: str, suffix: str = ".json") -> str:
@@ -86,6 +129,29 @@ class Storage:
             etag=str(head.get("ETag", "")).strip('"'),
             version_id=head.get("VersionId") or obj.version_id,
             content_type=str(head.get("ContentType", "")),
+            sse_customer_algorithm=head.get("SSECustomerAlgorithm"),
+        )
+
+    def open_stream(self, obj: S3ObjectRef) -> ObjectStream:
+        """GET the object (the event's version) for streaming; the caller reads and closes it."""
+        params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+        if obj.version_id:
+            params["VersionId"] = obj.version_id
+        try:
+            response = self._s3.get_object(**params)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "InvalidRequest" and SSE_C_MESSAGE in str(error.get("Message", "")):
+                raise sse_c_refused(obj.uri, 400) from exc
+            raise classify_s3_error(exc, "reading", obj.uri) from exc
+        except BotoCoreError as exc:
+            raise classify_s3_error(exc, "reading", obj.uri) from exc
+        body = response["Body"]
+        if response.get("SSECustomerAlgorithm"):
+            body.close()
+            raise sse_c_refused(obj.uri)
+        return ObjectStream(
+            body, int(response.get("ContentLength", 0)), str(response.get("ContentType", "")), obj.uri
         )
 
     def presign_get(self, obj: S3ObjectRef, expiry_s: int) -> str:
@@ -100,9 +166,12 @@ class Storage:
     def failure_key(self, source_key: str) -> str:
         return output_key(self.failure_prefix, source_key)
 
-    def write_transcript(self, obj: S3ObjectRef, transcript: Transcript) -> str:
+    def write_transcript(self, obj: S3ObjectRef, transcript: Transcript, delivery: str) -> str:
         key = self.transcript_key(obj.key)
-        metadata = _source_metadata(obj) | {"deepgram-request-id": transcript.request_id or ""}
+        metadata = _source_metadata(obj) | {
+            "deepgram-request-id": transcript.request_id or "",
+            "delivery": delivery,
+        }
         self._put(key, transcript.body, metadata)
         return key
 

@@ -31,7 +31,7 @@ from transcriber.events import invalid_name
 from transcriber.observability import logger, metrics, redact_url
 from transcriber.retry import InvocationRetryPolicy
 from transcriber.secrets import ApiKeyProvider
-from transcriber.storage import Storage, utc_now
+from transcriber.storage import Storage, sse_c_refused, utc_now
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 IDEMPOTENCY_KEY_PREFIX = "transcription"
 MEDIA_CONTENT_TYPES = ("audio/", "video/")
 MAX_MEDIA_BYTES = 2 * 1024**3  # Deepgram refuses files over 2 GB: don't pay for the attempt
+DELIVERY_METRICS = {"url": "DeliveredByUrl", "bytes": "DeliveredByBytes"}
 
 
 class LambdaContextLike(Protocol):
@@ -62,6 +63,7 @@ class Outcome:
     reason: str | None = None
     request_id: str | None = None
     replayed: bool = False
+    delivery: str | None = None  # url | bytes: how the media reached Deepgram
 
 
 def skip_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
@@ -84,12 +86,13 @@ def refuse_invalid_name(obj: S3ObjectRef) -> None:
         raise PermanentError(ErrorDetails(reason="invalid-object-name", message=problem))
 
 
-def refuse_too_large(obj: S3ObjectRef) -> None:
-    if obj.size is not None and obj.size > MAX_MEDIA_BYTES:
+def refuse_too_large(size: int | None) -> None:
+    """Deepgram refuses files over 2 GB: fail before paying for the attempt."""
+    if size is not None and size > MAX_MEDIA_BYTES:
         raise PermanentError(
             ErrorDetails(
                 reason="too-large",
-                message=f"{obj.size} bytes is over Deepgram's 2 GB limit for pre-recorded audio",
+                message=f"{size} bytes is over Deepgram's 2 GB limit for pre-recorded audio",
             )
         )
 
@@ -152,7 +155,7 @@ class Transcriber:
                 obj, reason = self._resolve(obj)
             if reason is not None:
                 return self._skipped(obj, reason)
-            refuse_too_large(obj)
+            refuse_too_large(obj.size)
             identity = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or obj.etag}
             result = self._transcribe_once(identity=identity, obj=obj, context=context)
         except IdempotencyAlreadyInProgressError:
@@ -184,6 +187,7 @@ class Transcriber:
             output_key=result["key"],
             request_id=result.get("request_id"),
             replayed=replayed,
+            delivery=result.get("delivery"),
         )
 
     def _resolve(self, obj: S3ObjectRef) -> tuple[S3ObjectRef, str | None]:
@@ -194,6 +198,8 @@ class Transcriber:
             return obj, None
         info = self.storage.describe(obj)
         obj = replace(obj, size=info.size, etag=info.etag or obj.etag, version_id=info.version_id)
+        if info.sse_customer_algorithm:
+            raise sse_c_refused(obj.uri)
         if info.size == 0:
             return obj, "empty-object"
         if not allowed and not info.content_type.lower().startswith(MEDIA_CONTENT_TYPES):
@@ -203,12 +209,11 @@ class Transcriber:
     def _transcribe(
         self, *, identity: dict[str, Any], obj: S3ObjectRef, context: LambdaContextLike
     ) -> dict[str, Any]:
-        media_url = self.storage.presign_get(obj, self.settings.presign_expiry_s)
-        logger.info("Sending presigned URL to Deepgram", extra={"media_url": redact_url(media_url)})
-        transcript = self._call_deepgram(media_url, context)
-        key = self.storage.write_transcript(obj, transcript)
+        transcript, delivery = self._call_deepgram(obj, context)
+        key = self.storage.write_transcript(obj, transcript, delivery)
         self.storage.delete_failure(obj)
         metrics.add_metric(name="TranscriptionsSucceeded", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=DELIVERY_METRICS[delivery], unit=MetricUnit.Count, value=1)
         metrics.add_metric(
             name="DeepgramLatency", unit=MetricUnit.Milliseconds, value=transcript.latency_s * 1000
         )
@@ -216,43 +221,101 @@ class Transcriber:
             metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds, value=transcript.duration_s)
         logger.info(
             "Transcript written",
-            extra={"transcript_key": key, "deepgram_request_id": transcript.request_id, "identity": identity},
+            extra={
+                "transcript_key": key,
+                "deepgram_request_id": transcript.request_id,
+                "identity": identity,
+                "delivery": delivery,
+            },
         )
-        return {"key": key, "request_id": transcript.request_id, "duration_s": transcript.duration_s}
+        return {
+            "key": key,
+            "request_id": transcript.request_id,
+            "duration_s": transcript.duration_s,
+            "delivery": delivery,
+        }
 
-    def _call_deepgram(self, media_url: str, context: LambdaContextLike) -> Transcript:
+    def _call_deepgram(self, obj: S3ObjectRef, context: LambdaContextLike) -> tuple[Transcript, str]:
+        """The Deepgram request with in-invocation retries; in auto mode, the bytes once after
+        Deepgram could not fetch the URL. Returns the transcript and how the media was delivered."""
         api_key = self.api_keys.get()
+        delivery = "bytes" if self.settings.delivery_mode == "bytes" else "url"
         reread_key = False
         attempt = 0
         while True:
             attempt += 1
-            connect_s, read_s = self._timeouts(context)
             try:
-                return self.deepgram.transcribe_url(
-                    api_key=api_key,
-                    media_url=media_url,
-                    options=self.query,
-                    connect_timeout_s=connect_s,
-                    read_timeout_s=read_s,
-                )
+                return self._send(delivery, obj, api_key, context), delivery
             except TranscriptionError as exc:
-                exc.details.extra["attempts"] = attempt
+                exc.details.extra.update(attempts=attempt, delivery=delivery)
+                if self._falls_back(exc, delivery):
+                    delivery = "bytes"
+                    continue
                 if exc.reason == "deepgram-invalid-credentials" and not reread_key:
                     # The key may have been rotated since we cached it: read it again, once.
                     logger.warning("Deepgram refused the key; re-reading the secret")
                     reread_key = True
                     api_key = self.api_keys.get(force_fetch=True)
                     continue
-                if not exc.retryable or isinstance(exc, BlockedError) or attempt >= self.retry.max_attempts:
-                    raise
-                delay = self.retry.delay(attempt, exc.details.retry_after_s)
-                if self._remaining_s(context) - delay < self.retry.reserve_s + self.retry.min_request_s:
-                    raise
-                logger.warning(
-                    "Deepgram call failed; retrying",
-                    extra={"attempt": attempt, "delay_s": round(delay, 3), "error": exc.as_record()},
-                )
-                self._sleep(delay)
+                self._sleep(self._retry_delay(exc, attempt, context))
+
+    def _falls_back(self, exc: TranscriptionError, delivery: str) -> bool:
+        """Auto mode: Deepgram could not fetch the URL (and retrying won't change that), so the
+        bytes go instead. That request was refused before any transcription, so it is not billed."""
+        if (
+            self.settings.delivery_mode != "auto"
+            or delivery != "url"
+            or exc.reason != "deepgram-remote-content"
+        ):
+            return False
+        logger.warning(
+            "Deepgram could not fetch the URL; sending the object's bytes", extra={"error": exc.as_record()}
+        )
+        metrics.add_metric(name="DeliveryFallbacks", unit=MetricUnit.Count, value=1)
+        return True
+
+    def _retry_delay(self, exc: TranscriptionError, attempt: int, context: LambdaContextLike) -> float:
+        """How long to wait before trying again; raises ``exc`` when it must not be retried here."""
+        if not exc.retryable or isinstance(exc, BlockedError) or attempt >= self.retry.max_attempts:
+            raise exc
+        delay = self.retry.delay(attempt, exc.details.retry_after_s)
+        if self._remaining_s(context) - delay < self.retry.reserve_s + self.retry.min_request_s:
+            raise exc
+        logger.warning(
+            "Deepgram call failed; retrying",
+            extra={"attempt": attempt, "delay_s": round(delay, 3), "error": exc.as_record()},
+        )
+        return delay
+
+    def _send(self, delivery: str, obj: S3ObjectRef, api_key: str, context: LambdaContextLike) -> Transcript:
+        connect_s, read_s = self._timeouts(context)
+        if delivery == "url":
+            media_url = self.storage.presign_get(obj, self.settings.presign_expiry_s)
+            logger.info("Sending presigned URL to Deepgram", extra={"media_url": redact_url(media_url)})
+            return self.deepgram.transcribe_url(
+                api_key=api_key,
+                media_url=media_url,
+                options=self.query,
+                connect_timeout_s=connect_s,
+                read_timeout_s=read_s,
+            )
+        # A stream can be sent once: every attempt opens the object again.
+        stream = self.storage.open_stream(obj)
+        try:
+            refuse_too_large(stream.length)
+            logger.info("Streaming the object to Deepgram", extra={"content_length": stream.length})
+            metrics.add_metric(name="BytesStreamed", unit=MetricUnit.Bytes, value=stream.length)
+            return self.deepgram.transcribe_stream(
+                api_key=api_key,
+                stream=stream,
+                length=stream.length,
+                content_type=stream.content_type,
+                options=self.query,
+                connect_timeout_s=connect_s,
+                read_timeout_s=read_s,
+            )
+        finally:
+            stream.close()
 
     @staticmethod
     def _remaining_s(context: LambdaContextLike) -> float:

@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -51,6 +51,13 @@ from localworld.loopback import LoopbackServer, Service
 logger = logging.getLogger("localworld.deepgram")
 
 LISTEN_PATH = "/v1/listen"
+_CHUNK = 1024 * 1024
+_HEAD_BYTES = 4096
+# Above this a body is hashed as it arrives and not recognised (see ``Unkept``): 64 MiB is about
+# 35 minutes of 16 kHz 16-bit mono, far more than any test recognises.
+RECOGNITION_LIMIT_BYTES = 64 * 1024 * 1024
+# Deepgram's words when the host of a URL refuses it (what a bucket Deepgram can't reach answers).
+FORBIDDEN_FETCH = "The remote server hosting the media returned a client error: 403 Forbidden"
 
 
 @dataclass
@@ -70,6 +77,7 @@ class LoggedRequest:
     err_code: str | None = None
     fault: str | None = None  # kind of injected fault, if any
     body_size: int = 0
+    body_sha256: str = ""  # of the whole body, also when it was too large to keep
     in_flight: int | None = None  # requests holding a slot once this one took its own
 
 
@@ -96,6 +104,55 @@ class _Outcome:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Unkept:
+    """Media larger than ``recognition_limit_bytes``: read in chunks and hashed, never held whole (a
+    1 GB upload would otherwise sit in memory, and take hours to recognise). Answered with its
+    sha256, a duration from its WAV header, and no words."""
+
+    size: int
+    sha256: str
+    head: bytes  # the first bytes, for the header
+
+    @classmethod
+    def read(cls, source: Any, length: int) -> Unkept:
+        """``length`` bytes of a request body; ValueError when the client stops short."""
+
+        def chunks() -> Iterator[bytes]:
+            left = length
+            while left > 0:
+                chunk = source.read(min(_CHUNK, left))
+                if not chunk:
+                    raise ValueError(f"the body ended {left} bytes short")
+                left -= len(chunk)
+                yield chunk
+
+        return cls.of(chunks())
+
+    @classmethod
+    def of(cls, chunks: Iterable[bytes]) -> Unkept:
+        digest, size, head = hashlib.sha256(), 0, b""
+        for chunk in chunks:
+            digest.update(chunk)
+            size += len(chunk)
+            head = head or chunk[:_HEAD_BYTES]
+        return cls(size, digest.hexdigest(), head)
+
+    def recognition(self) -> Recognition:
+        channels, byte_rate, data_at = _wav_layout(self.head)
+        duration = (self.size - data_at) / byte_rate if byte_rate else 0.0
+        return Recognition(duration=max(0.0, duration), channels=channels, results=((),))
+
+
+def _wav_layout(head: bytes) -> tuple[int, int, int]:
+    """(channels, bytes per second, offset of the samples) of a RIFF/WAVE header; (1, 0, 0) else."""
+    fmt, data = head.find(b"fmt "), head.find(b"data")
+    if not head.startswith(b"RIFF") or fmt < 0 or data < 0 or len(head) < fmt + 20:
+        return 1, 0, 0
+    channels, _, byte_rate = struct.unpack_from("<HII", head, fmt + 10)
+    return max(1, channels), byte_rate, data + 8
+
+
 class _Exchange:
     """A request being handled: parsed request line, body, and the way to answer."""
 
@@ -109,6 +166,9 @@ class _Exchange:
         self.request_id = str(uuid.uuid4())
         self.arrived = time.time()
         self.body = b""
+        self.body_size = 0
+        self.body_sha256 = hashlib.sha256(b"").hexdigest()
+        self.unkept: Unkept | None = None  # a body too large to keep: hashed as it arrived
 
     def header(self, name: str) -> str:
         return str(self.handler.headers.get(name, ""))
@@ -129,7 +189,15 @@ class _Exchange:
             self.body = b"".join(chunks)
         else:
             length = int(self.header("Content-Length") or 0)
+            if length > self.handler.server.owner.recognition_limit_bytes:
+                self.unkept = Unkept.read(rfile, length)
+                self.body_size, self.body_sha256 = self.unkept.size, self.unkept.sha256
+                return
             self.body = rfile.read(length) if length > 0 else b""
+            if len(self.body) < length:
+                # The client went away mid-upload: nothing arrived that Deepgram would process.
+                raise ValueError(f"the body ended {length - len(self.body)} bytes short")
+        self.body_size, self.body_sha256 = len(self.body), hashlib.sha256(self.body).hexdigest()
 
     def content_type(self) -> str:
         return self.header("Content-Type").split(";", 1)[0].strip().lower()
@@ -256,8 +324,13 @@ class DeepgramEmulator(Service):
         url_fetch_timeout: float = 30.0,
         callback_attempts: int = 10,
         callback_retry_delay: float = 30.0,
+        recognition_limit_bytes: int = RECOGNITION_LIMIT_BYTES,
+        unreachable_buckets: Iterable[str] = (),
     ) -> None:
         self.api_keys = api_keys
+        self.recognition_limit_bytes = recognition_limit_bytes
+        # Buckets whose URLs Deepgram can't fetch (a VPC-endpoint-only policy, say): 403 at once.
+        self.unreachable_buckets = set(unreachable_buckets)
         self.latency = latency
         self.retry_after = retry_after
         self.allowed_models = allowed_models
@@ -427,7 +500,8 @@ class DeepgramEmulator(Service):
             body=exchange.body if self.log_bodies else b"",
             json=_json_or_none(exchange),
             request_id=exchange.request_id,
-            body_size=len(exchange.body),
+            body_size=exchange.body_size,
+            body_sha256=exchange.body_sha256,
         )
         with self._log_lock:
             self._log.append(entry)
@@ -567,8 +641,10 @@ class DeepgramEmulator(Service):
         token = token.strip()
         return any(hmac.compare_digest(token.encode(), key.encode()) for key in self._api_keys)
 
-    def _audio_bytes(self, exchange: _Exchange) -> bytes | _Outcome:
+    def _audio_bytes(self, exchange: _Exchange) -> bytes | Unkept | _Outcome:
         """The media: the body itself, or what the JSON body's ``url`` points at."""
+        if exchange.unkept is not None:
+            return exchange.unkept
         if exchange.content_type() != "application/json":
             # Raw upload; anything that is not audio fails in decoding, as at Deepgram.
             return exchange.body
@@ -586,15 +662,17 @@ class DeepgramEmulator(Service):
             )
         return self._fetch(exchange, url)
 
-    def _fetch(self, exchange: _Exchange, url: str) -> bytes | _Outcome:
+    def _fetch(self, exchange: _Exchange, url: str) -> bytes | Unkept | _Outcome:
         def remote_error(message: str) -> _Outcome:
             return self._error(exchange, 400, "error", err_code="REMOTE_CONTENT_ERROR", err_msg=message)
 
         if urlsplit(url).scheme not in ("http", "https"):
             return remote_error("URL for media download must be publicly routable.")
+        if _bucket_candidates(url) & self.unreachable_buckets:
+            return remote_error(FORBIDDEN_FETCH)
         try:
             # Loopback and plain-http URLs are allowed: presigned URLs of the local moto.
-            response = requests.get(url, timeout=self.url_fetch_timeout)
+            response = requests.get(url, timeout=self.url_fetch_timeout, stream=True)
         except requests.RequestException as exc:
             logger.info("fetching %s failed: %s", redact_url(url).split("?", 1)[0], type(exc).__name__)
             return remote_error("The remote server hosting the media failed to return valid data.")
@@ -606,7 +684,10 @@ class DeepgramEmulator(Service):
             kind = "client" if response.status_code < 500 else "server"
             status = f"{response.status_code} {reason}".rstrip()
             return remote_error(f"The remote server hosting the media returned a {kind} error: {status}")
-        return response.content
+        with response:
+            if int(response.headers.get("Content-Length") or 0) > self.recognition_limit_bytes:
+                return Unkept.of(response.iter_content(_CHUNK))
+            return response.content
 
     def _recognise(self, audio: bytes, options: ListenOptions) -> tuple[str, Recognition]:
         digest = hashlib.sha256(audio).hexdigest()
@@ -620,9 +701,12 @@ class DeepgramEmulator(Service):
 
         return digest, self._recognizer.recognise(key, load, options.multichannel)
 
-    def _transcribe(self, exchange: _Exchange, audio: bytes, options: ListenOptions) -> _Outcome:
+    def _transcribe(self, exchange: _Exchange, audio: bytes | Unkept, options: ListenOptions) -> _Outcome:
         try:
-            digest, recognition = self._recognise(audio, options)
+            if isinstance(audio, Unkept):
+                digest, recognition = audio.sha256, audio.recognition()
+            else:
+                digest, recognition = self._recognise(audio, options)
         except UnsupportedAudio:
             return self._error(exchange, 400, "error", err_code="Bad Request", err_msg=CORRUPT_AUDIO_MSG)
         except Exception:
@@ -636,7 +720,7 @@ class DeepgramEmulator(Service):
     # --- callback mode -----------------------------------------------------------------
 
     def _accept_callback(
-        self, exchange: _Exchange, entry: LoggedRequest, audio: bytes, options: ListenOptions
+        self, exchange: _Exchange, entry: LoggedRequest, audio: bytes | Unkept, options: ListenOptions
     ) -> bool:
         """Answer ``{"request_id"}`` now; recognise and deliver in the background.
 
@@ -653,7 +737,7 @@ class DeepgramEmulator(Service):
         self._answer(exchange, entry, _Outcome(200, accepted, "application/json", "accepted"))
         return True
 
-    def _run_callback(self, exchange: _Exchange, audio: bytes, options: ListenOptions) -> None:
+    def _run_callback(self, exchange: _Exchange, audio: bytes | Unkept, options: ListenOptions) -> None:
         try:
             outcome = self._transcribe(exchange, audio, options)
         finally:
@@ -689,6 +773,16 @@ class DeepgramEmulator(Service):
                 return
             if self._stopping.wait(self.callback_retry_delay):
                 return
+
+
+def _bucket_candidates(url: str) -> set[str]:
+    """The bucket a presigned S3 URL names: virtual-hosted (``<bucket>.s3...``) or path style."""
+    parts = urlsplit(url)
+    host, path = parts.hostname or "", parts.path.lstrip("/")
+    candidates = {path.split("/", 1)[0]} if path else set()
+    if ".s3" in host:
+        candidates.add(host.split(".s3", 1)[0])
+    return candidates
 
 
 def _json_or_none(exchange: _Exchange) -> Any:

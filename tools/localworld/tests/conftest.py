@@ -10,6 +10,7 @@ import pytest
 
 from localworld.aws import LocalAws, MotoServer
 from localworld.deepgram import DeepgramEmulator
+from localworld.deepgram.server import RECOGNITION_LIMIT_BYTES
 from localworld.template import Stack, load_stack
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -91,4 +92,6 @@ def _restore_defaults(emulator: DeepgramEmulator) -> None:
     emulator.retry_after = None
     emulator.allowed_models = None
     emulator.faults.clear()
+    emulator.recognition_limit_bytes = RECOGNITION_LIMIT_BYTES
+    emulator.unreachable_buckets = set()
     emulator.reset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -300,6 +301,61 @@ def test_url_form_reports_remote_errors(
     assert response.status_code == 400
     assert response.json()["err_code"] == "REMOTE_CONTENT_ERROR"
     assert response.json()["err_msg"] == message
+
+
+def test_url_form_refuses_the_buckets_it_cannot_reach(
+    deepgram_emulator: DeepgramEmulator, media_server: _MediaServer
+) -> None:
+    """Like Deepgram for a bucket whose policy admits only a VPC endpoint: 403 from S3, told as
+    REMOTE_CONTENT_ERROR; other buckets are fetched as before."""
+    media_server.files["/private-bucket/a.wav"] = media_server.files["/media/sample.wav"]
+    deepgram_emulator.unreachable_buckets = {"private-bucket"}
+    urls = [
+        f"{media_server.base}/private-bucket/a.wav?X-Amz-Signature=abc",
+        "https://private-bucket.s3.eu-west-1.amazonaws.com/a.wav",
+    ]
+
+    for url in urls:
+        response = listen(
+            deepgram_emulator, json.dumps({"url": url}).encode(), content_type="application/json"
+        )
+        assert response.status_code == 400
+        assert response.json()["err_code"] == "REMOTE_CONTENT_ERROR"
+        assert response.json()["err_msg"].endswith("client error: 403 Forbidden")
+    ok = listen(
+        deepgram_emulator,
+        json.dumps({"url": f"{media_server.base}/media/sample.wav"}).encode(),
+        content_type="application/json",
+    )
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("form", ["bytes", "url"])
+def test_media_over_the_recognition_limit_is_hashed_not_kept(
+    deepgram_emulator: DeepgramEmulator, media_server: _MediaServer, form: str
+) -> None:
+    """A huge body is read and hashed in chunks, never held or recognised: its sha256 and the
+    duration its WAV header gives, no words."""
+    wav = make_wav(np.zeros((16000 * 3, 2)), 16000, 2)  # 3 s of stereo silence, 192 KB of samples
+    deepgram_emulator.recognition_limit_bytes = 64 * 1024
+    media_server.files["/media/big.wav"] = wav
+    misses = deepgram_emulator.counters["cache_misses"]
+
+    if form == "bytes":
+        response = listen(deepgram_emulator, wav)
+    else:
+        url = json.dumps({"url": f"{media_server.base}/media/big.wav"}).encode()
+        response = listen(deepgram_emulator, url, content_type="application/json")
+
+    assert response.status_code == 200, response.text
+    metadata = response.json()["metadata"]
+    assert metadata["sha256"] == hashlib.sha256(wav).hexdigest()
+    assert (metadata["duration"], metadata["channels"]) == (pytest.approx(3.0), 2)
+    assert response.json()["results"]["channels"][0]["alternatives"][0]["transcript"] == ""
+    logged = deepgram_emulator.requests[-1]
+    if form == "bytes":
+        assert (logged.body, logged.body_size, logged.body_sha256) == (b"", len(wav), metadata["sha256"])
+    assert deepgram_emulator.counters["cache_misses"] == misses  # nothing went to the recogniser
 
 
 # --- refusals -------------------------------------------------------------------------
