@@ -11,11 +11,15 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localworld.delivery import LocalDelivery
 from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
+
+if TYPE_CHECKING:
+    from localworld.deepgram import DeepgramEmulator
 
 # The retry function's waits, shortened so a run takes minutes, not days (Lambda's own retry
 # delays are shortened by the delivery's time_scale).
@@ -101,15 +105,16 @@ def run(
         time_scale=0.01,
     ) as delivery:
         # A stretch of "out of credit" mid-run: longer than Lambda's own retries, so those events
-        # reach the dead-letter queue and the retry function has to bring them back.
-        window = [
-            threading.Timer(2.0, emulator.faults.set, args=({402: 1.0},), kwargs={"stall_seconds": 25}),
-            threading.Timer(
-                2.0 + payment_window_s, emulator.faults.set, args=(fault_rates,), kwargs={"stall_seconds": 25}
-            ),
-        ]
-        for timer in window:
-            timer.start()
+        # reach the dead-letter queue and the retry function has to bring them back. It opens once
+        # Deepgram has seen a tenth of the uploads, not at a fixed time, so a slow or loaded machine
+        # still sends requests into it.
+        stop_window = threading.Event()
+        window = threading.Thread(
+            target=_out_of_credit_window,
+            args=(emulator, max(1, uploads // 10), payment_window_s, fault_rates, stop_window),
+            daemon=True,
+        )
+        window.start()
         for key in keys:
             body = b"meeting notes, not audio\n" * 40 if key in bad else sample
             s3.put_object(Bucket=world.input_bucket, Key=key, Body=body)
@@ -119,8 +124,8 @@ def run(
             if len(transcripts | failures) >= uploads and delivery.is_idle():
                 break
             time.sleep(1.0)
-        for timer in window:
-            timer.cancel()
+        stop_window.set()
+        window.join()
         stats = delivery.stats()
         queued = {
             name: queue.visible + queue.not_visible + queue.delayed
@@ -182,6 +187,23 @@ def main(argv: list[str] | None = None) -> int:
     ok = not report.both and lost <= 0 and report.non_audio_failed == report.non_audio
     print("NOTHING LOST" if ok else "SOMETHING IS WRONG")
     return 0 if ok else 1
+
+
+def _out_of_credit_window(
+    emulator: DeepgramEmulator,
+    after_requests: int,
+    seconds: float,
+    fault_rates: Mapping[int | str, float],
+    stop: threading.Event,
+) -> None:
+    """Every answer 402 for ``seconds``, from when Deepgram has seen ``after_requests`` requests;
+    then the run's usual fault rates."""
+    while len(emulator.requests) < after_requests:
+        if stop.wait(0.05):
+            return
+    emulator.faults.set({402: 1.0}, stall_seconds=25)
+    stop.wait(seconds)
+    emulator.faults.set(fault_rates, stall_seconds=25)
 
 
 if __name__ == "__main__":
