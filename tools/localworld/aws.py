@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 import boto3
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
 
+from localworld.s3_presign import IssuedCredentials, PresignCheck, PresignVerifier
 from localworld.template import Stack
 from samstack import DEFAULT_ACCOUNT_ID, DEFAULT_REGION, Resource, TemplateError
 
@@ -36,10 +38,12 @@ if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
 
-# moto accepts any credentials; these only keep botocore from looking for real ones.
+# moto accepts any credentials; the local world checks these on presigned URLs (MotoServer).
 DUMMY_ACCESS_KEY_ID = "testing"
 DUMMY_SECRET_ACCESS_KEY = "testing"  # noqa: S105 - not a secret
 DUMMY_SESSION_TOKEN = "testing"  # noqa: S105 - not a secret
+# The one set of credentials the local world issues: presigned URLs must be signed with them.
+ISSUED_CREDENTIALS = IssuedCredentials(DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, DUMMY_SESSION_TOKEN)
 
 # CloudFormation AWS::SQS::Queue properties that are plain SQS queue attributes.
 _SQS_ATTRIBUTE_PROPERTIES = (
@@ -59,21 +63,35 @@ _SQS_ATTRIBUTE_PROPERTIES = (
 
 
 class MotoServer:
-    """moto's threaded server on 127.0.0.1; port 0 picks a free port."""
+    """moto's server on 127.0.0.1 (port 0 picks a free port), threaded like moto's
+    ``ThreadedMotoServer``, with S3's check of presigned URLs in front (``localworld.s3_presign``):
+    a presigned request is refused as S3 refuses it unless it is signed with the credentials the
+    local world issues (``client_env``) and has not expired. ``presign_check`` is the checker
+    (its ``verifier.clock_offset_s`` moves S3's clock; ``refusals`` lists what it refused)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True) -> None:
-        self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        self._host = host
+        self._port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
         self._endpoint_url: str | None = None
         self._quiet = quiet
+        self.presign_check = PresignCheck(
+            DomainDispatcherApplication(create_backend_app),
+            PresignVerifier([ISSUED_CREDENTIALS]),
+        )
 
     def start(self) -> str:
         werkzeug_logger = logging.getLogger("werkzeug")
         if self._quiet and werkzeug_logger.level == logging.NOTSET:
             # werkzeug logs every request to stderr unless its logger is configured.
             werkzeug_logger.setLevel(logging.WARNING)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self._endpoint_url = f"http://{host}:{port}"
+        self._server = make_server(
+            self._host, self._port, self.presign_check, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
+        self._thread.start()
+        self._endpoint_url = f"http://{self._host}:{self._server.server_port}"
         return self._endpoint_url
 
     @property
@@ -83,9 +101,14 @@ class MotoServer:
         return self._endpoint_url
 
     def stop(self) -> None:
-        if self._endpoint_url is not None:
-            self._server.stop()
-            self._endpoint_url = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._endpoint_url = None
 
     def __enter__(self) -> Self:
         self.start()
