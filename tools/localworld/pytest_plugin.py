@@ -67,6 +67,7 @@ def world(world_session: LocalWorld) -> Iterator[LocalWorld]:
     yield world_session
     world_session.emulator.faults.clear()
     world_session.emulator.unreachable_buckets = set()
+    world_session.moto.presign_check.verifier.clock_offset_s = 0.0
 
 
 @pytest.fixture(scope="session")
