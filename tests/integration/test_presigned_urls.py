@@ -62,6 +62,7 @@ def test_a_fresh_presigned_url_is_fetched_through_the_check(
     result = start_function(DELIVERY_MODE="url").invoke(event)
 
     assert result.error is None, result.logs
-    transcript = world.aws.s3().get_object(Bucket=world.output_bucket, Key=world.transcript_key("fresh/a.wav"))
+    key = world.transcript_key("fresh/a.wav")
+    transcript = world.aws.s3().get_object(Bucket=world.output_bucket, Key=key)
     assert transcript["Metadata"]["delivery"] == "url"
     assert len(world.moto.presign_check.refusals) == refused_before
