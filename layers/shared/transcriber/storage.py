@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from transcriber.archive import ArchiveState, from_refused_read
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
 from transcriber.events import has_dot_segments
 
@@ -44,6 +45,7 @@ class ObjectInfo:
     version_id: str | None
     content_type: str
     sse_customer_algorithm: str | None = None
+    archive: ArchiveState = field(default_factory=ArchiveState)
 
 
 def sse_c_refused(uri: str, http_status: int | None = None) -> PermanentError:
@@ -130,6 +132,9 @@ class Storage:
             version_id=head.get("VersionId") or obj.version_id,
             content_type=str(head.get("ContentType", "")),
             sse_customer_algorithm=head.get("SSECustomerAlgorithm"),
+            archive=ArchiveState(
+                str(head.get("StorageClass") or "STANDARD"), head.get("ArchiveStatus"), head.get("Restore")
+            ),
         )
 
     def open_stream(self, obj: S3ObjectRef) -> ObjectStream:
@@ -143,6 +148,8 @@ class Storage:
             error = exc.response.get("Error", {})
             if error.get("Code") == "InvalidRequest" and SSE_C_MESSAGE in str(error.get("Message", "")):
                 raise sse_c_refused(obj.uri, 400) from exc
+            if error.get("Code") == "InvalidObjectState":
+                raise from_refused_read(obj, error) from exc
             raise classify_s3_error(exc, "reading", obj.uri) from exc
         except BotoCoreError as exc:
             raise classify_s3_error(exc, "reading", obj.uri) from exc

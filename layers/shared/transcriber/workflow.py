@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
 )
 
+from transcriber.archive import archived_refusal
 from transcriber.clients import new_client
 from transcriber.deepgram import DeepgramClient, Transcript
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
@@ -169,7 +170,7 @@ class Transcriber:
                 ErrorDetails(reason="idempotency-store-error", message=type(exc).__name__)
             ) from exc
         except PermanentError as exc:
-            return self._failed(obj, exc, started_at)
+            return self._failed(obj, self._explained(obj, exc), started_at)
         except RetryableError as exc:
             metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
             logger.warning("Transcription will be retried", extra={"error": exc.as_record()})
@@ -194,17 +195,42 @@ class Transcriber:
         """Fill in size/ETag/version with one HEAD when the event lacks them or the extension is not
         decisive; then judge by extension, else by content type."""
         allowed = extension_of(obj.key) in self.settings.allowed_extensions
-        if allowed and obj.size is not None and (obj.etag or obj.version_id):
+        # Without a HEAD, an archived object is told by S3's refusal to read it (see _explained);
+        # only a refusal of restored copies needs a HEAD of every object.
+        if (
+            allowed
+            and obj.size is not None
+            and (obj.etag or obj.version_id)
+            and self.settings.transcribe_restored
+        ):
             return obj, None
         info = self.storage.describe(obj)
         obj = replace(obj, size=info.size, etag=info.etag or obj.etag, version_id=info.version_id)
         if info.sse_customer_algorithm:
             raise sse_c_refused(obj.uri)
+        archived = archived_refusal(obj, info.archive, transcribe_restored=self.settings.transcribe_restored)
+        if archived is not None:
+            raise archived
         if info.size == 0:
             return obj, "empty-object"
         if not allowed and not info.content_type.lower().startswith(MEDIA_CONTENT_TYPES):
             return obj, "not-media"
         return obj, None
+
+    def _explained(self, obj: S3ObjectRef, exc: PermanentError) -> PermanentError:
+        """Deepgram could not fetch the URL of an object that skipped the HEAD: one HEAD tells
+        whether it is archived (Deepgram's fetch was refused before any transcription)."""
+        if exc.reason != "deepgram-remote-content":
+            return exc
+        try:
+            state = self.storage.describe(obj).archive
+        except TranscriptionError:
+            return exc
+        archived = archived_refusal(obj, state, transcribe_restored=True)
+        if archived is None:
+            return exc
+        archived.details.extra.update(exc.details.extra)
+        return archived
 
     def _transcribe(
         self, *, identity: dict[str, Any], obj: S3ObjectRef, context: LambdaContextLike
