@@ -103,6 +103,8 @@ def prepare_event(case: dict[str, Any], world: LocalWorld, uploads: Uploads, sam
         return event
     key = object_key(case)
     extra = {"ContentType": case["content_type"]} if "content_type" in case else {}
+    if "storage_class" in case:
+        extra["StorageClass"] = case["storage_class"]
     s3 = world.aws.s3()
     if case.get("action") == "stale-version":
         event = uploads.put(key, sample)
@@ -115,6 +117,8 @@ def prepare_event(case: dict[str, Any], world: LocalWorld, uploads: Uploads, sam
     event = uploads.put(key, bodies(sample)[case["body"]], **extra)
     if case.get("action") == "delete-object":
         s3.delete_object(Bucket=world.input_bucket, Key=key)
+    if case.get("action") == "restore":
+        s3.restore_object(Bucket=world.input_bucket, Key=key, RestoreRequest={"Days": 1})
     if case.get("action") == "claim-size":
         event["Records"][0]["s3"]["object"]["size"] = case["size"]
     return event

@@ -174,6 +174,7 @@ TUNED_PARAMETERS = {
     "IdempotencyTtlSeconds": "600",
     "DeepgramMaxAttempts": "2",
     "DeliveryMode": "url",
+    "TranscribeRestoredObjects": "false",
     "LogLevel": "DEBUG",
     "RetryMaxAttempts": "3",
     "RetryBaseDelaySeconds": "1",
