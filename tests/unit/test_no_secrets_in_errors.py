@@ -35,6 +35,11 @@ PRESIGNED_URL = (
 OPTIONS = [("model", "nova-3"), ("smart_format", "true")]
 
 
+def lower_escapes(text: str) -> str:
+    """``%252F`` -> ``%252f``: what some encoders write."""
+    return re.sub(r"%(?:25)?[0-9A-F]{2}", lambda m: m.group().lower(), text)
+
+
 def registry() -> Registry:
     """The secrets of this module, as the hygiene plugin would register them."""
     known = Registry()
@@ -105,6 +110,17 @@ def test_a_secret_with_spaces_is_found_in_both_url_encodings() -> None:
         (f"two signatures glued: {SIGNATURE}{SIGNATURE[::-1]}", "verbatim"),
         (f"token: {SECURITY_TOKEN}", "verbatim"),
         (f"token: {quote(SECURITY_TOKEN, safe='')}", "url-encoded"),
+        # Doubly encoded: a URL quoted inside a query string that is quoted again (a proxy's log,
+        # an error body quoting the request line).
+        (f"url={quote(quote(PRESIGNED_URL, safe=''), safe='')}", "url-encoded twice"),
+        (f"token: {quote(quote(SECURITY_TOKEN, safe=''), safe='')}", "url-encoded twice"),
+        (f"token: {quote_plus(quote_plus(SECURITY_TOKEN))}", "url-encoded twice"),  # no space: the same text
+        (f"credential: {quote(quote(CREDENTIAL, safe=''), safe='')}", "url-encoded twice"),
+        (
+            f"credential: {lower_escapes(quote(quote(CREDENTIAL, safe=''), safe=''))}",
+            "url-encoded twice, lowercase escapes",
+        ),
+        (f"key: {quote(quote('Token ' + API_KEY, safe=''), safe='')}", "verbatim"),  # hex survives encoding
     ],
 )
 def test_the_scanner_flags_a_planted_leak(planted: str, form: str) -> None:
@@ -115,6 +131,37 @@ def test_the_scanner_flags_a_planted_leak(planted: str, form: str) -> None:
     assert leaks, planted
     assert form in {leak.form for leak in leaks}
     assert all("(line 3)" in leak.where for leak in leaks)
+
+
+SIGV2_SIGNATURE = "ySvdtP+mI6pX+ebljnIQwvCIPyo="  # base64: "+", "/" and "=" change when encoded
+SIGV2_URL = (
+    f"http://127.0.0.1:5000/b/k?AWSAccessKeyId=testing&Signature={quote(SIGV2_SIGNATURE, safe='')}&Expires=1"
+)
+
+
+@pytest.mark.parametrize(
+    ("planted", "form"),
+    [
+        (SIGV2_SIGNATURE, "verbatim"),
+        (quote(SIGV2_SIGNATURE, safe=""), "url-encoded"),
+        (quote(quote(SIGV2_SIGNATURE, safe=""), safe=""), "url-encoded twice"),
+        (
+            lower_escapes(quote(quote(SIGV2_SIGNATURE, safe=""), safe="")),
+            "url-encoded twice, lowercase escapes",
+        ),
+        (quote_plus(quote_plus(SIGV2_SIGNATURE)), "url-encoded twice"),  # no space: the same text
+        (quote(quote(SIGV2_URL, safe=""), safe=""), "url-encoded twice"),
+    ],
+)
+def test_a_planted_doubly_encoded_sigv2_signature_is_caught(planted: str, form: str) -> None:
+    """A SigV2 signature (base64) is not hex: each encoding is its own text, and each is searched."""
+    known = Registry()
+    known.add_presigned_url(SIGV2_URL, "this test")
+
+    leaks = find_leaks(known, [("failure record", f'{{"message": "Deepgram said: {planted}"}}')])
+
+    assert form in {leak.form for leak in leaks}, leak_report(leaks)
+    assert all(leak.secret.kind == "presigned-url signature" for leak in leaks)
 
 
 def test_the_report_names_kind_and_place_but_never_the_secret() -> None:
@@ -299,7 +346,7 @@ def test_error_answers_with_plain_bodies_carry_no_secret(status: int) -> None:
 
 
 def _lowercase_escapes(text: str) -> str:
-    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), text)
+    return re.sub(r"%(?:25)?[0-9A-F]{2}", lambda m: m.group().lower(), text)
 
 
 ENCODINGS: dict[str, Callable[[str], str]] = {
