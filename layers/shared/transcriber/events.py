@@ -29,6 +29,10 @@ from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventBridgeN
 from transcriber.errors import ErrorDetails, PermanentError
 from transcriber.observability import logger
 
+# An upload, or a restore of an archived object completing (its copy can now be read: see
+# transcriber.archive): both mean "this object version can be transcribed now".
+UPLOAD_EVENT_PREFIXES = ("ObjectCreated:", "ObjectRestore:Completed")
+UPLOAD_DETAIL_TYPES = frozenset({"Object Created", "Object Restore Completed"})
 ACCEPTED_SHAPES = (
     "an S3 notification {'Records': [{'eventSource': 'aws:s3', ...}]}; "
     "an EventBridge event {'source': 'aws.s3', 'detail-type': 'Object Created', 'detail': {...}}; "
@@ -196,7 +200,7 @@ def _from_sns_confirmation(event: Any) -> list[S3ObjectRef]:
 def _from_s3_notification(event: Any) -> list[S3ObjectRef]:
     objects: list[S3ObjectRef] = []
     for record in S3Event(dict(event)).records:
-        if not record.event_name.startswith("ObjectCreated:"):
+        if not record.event_name.startswith(UPLOAD_EVENT_PREFIXES):
             logger.info(
                 "Skipping S3 record that is not an upload",
                 extra={"event_name": record.event_name, "skip_reason": "not-object-created"},
@@ -218,7 +222,7 @@ def _from_s3_notification(event: Any) -> list[S3ObjectRef]:
 
 def _from_eventbridge(event: Any) -> list[S3ObjectRef]:
     bridge = EventBridgeEvent(dict(event))
-    if bridge.detail_type != "Object Created":
+    if bridge.detail_type not in UPLOAD_DETAIL_TYPES:
         logger.info(
             "Skipping EventBridge event that is not an upload",
             extra={"detail_type": bridge.detail_type, "skip_reason": "not-object-created"},
