@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from transcriber.capacity import PoolSettings
 from transcriber.errors import configuration_error
 
 DEFAULT_API_URL = "https://api.deepgram.com"
@@ -101,6 +102,7 @@ class Settings:
     deepgram_max_attempts: int = 4
     input_bucket: str | None = None
     delivery_mode: str = DEFAULT_DELIVERY_MODE
+    capacity: PoolSettings | None = None  # the Deepgram capacity pool; None: no governor
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +127,7 @@ class Settings:
             deepgram_max_attempts=reader.integer("DEEPGRAM_MAX_ATTEMPTS", default=4, minimum=1),
             input_bucket=reader.text("INPUT_BUCKET", default="") or None,
             delivery_mode=reader.choice("DELIVERY_MODE", DELIVERY_MODES, default=DEFAULT_DELIVERY_MODE),
+            capacity=pool_settings(reader),
         )
         if settings.input_bucket == settings.output_bucket:
             # Transcripts written into the bucket that triggers the function would trigger it again.
@@ -136,6 +139,20 @@ class Settings:
                 "invalid-configuration", "TRANSCRIPT_PREFIX and FAILURE_PREFIX must differ"
             )
         return settings
+
+
+def pool_settings(reader: EnvReader) -> PoolSettings | None:
+    """The capacity pool (``transcriber.capacity``): on when ``CAPACITY_TABLE`` names a table."""
+    table = reader.text("CAPACITY_TABLE", default="")
+    if not table:
+        return None
+    defaults = PoolSettings(table=table)
+    return PoolSettings(
+        table=table,
+        name=reader.text("CAPACITY_POOL", default=defaults.name),
+        size=reader.integer("CAPACITY_POOL_SIZE", default=defaults.size, minimum=1),
+        ai_ceiling=reader.integer("CAPACITY_AI_CEILING", default=defaults.ai_ceiling, minimum=1),
+    )
 
 
 class EnvReader:

@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
 )
 
+from transcriber.capacity import Unlimited
 from transcriber.clients import new_client
 from transcriber.deepgram import DeepgramClient, Transcript
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
+    from transcriber.capacity import Governor
     from transcriber.config import Settings
     from transcriber.events import S3ObjectRef
 
@@ -113,8 +115,10 @@ class Transcriber:
         http: requests.Session | None = None,
         retry: InvocationRetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        capacity: Governor | None = None,
     ) -> None:
         self.settings = settings
+        self.capacity = capacity or Unlimited()  # a slot of the Deepgram pool per request
         self.retry = retry or InvocationRetryPolicy(max_attempts=settings.deepgram_max_attempts)
         self._sleep = sleep
         # One boto3 session for every client: each session loads the endpoint and service models
@@ -245,7 +249,8 @@ class Transcriber:
         while True:
             attempt += 1
             try:
-                return self._send(delivery, obj, api_key, context), delivery
+                with self.capacity.slot(context, self.query):  # released as soon as Deepgram answers
+                    return self._send(delivery, obj, api_key, context), delivery
             except TranscriptionError as exc:
                 exc.details.extra.update(attempts=attempt, delivery=delivery)
                 if self._falls_back(exc, delivery):
