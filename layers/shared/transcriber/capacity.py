@@ -54,7 +54,11 @@ LIVE_LANE = "live"
 INTELLIGENCE_OPTIONS = ("summarize", "topics", "intents", "sentiment")
 ENTITIES_CEILING = 5
 CAPACITY_REASON = "deepgram-capacity"
-_CONFLICTS = ("ConditionalCheckFailedException", "TransactionCanceledException", "TransactionConflictException")
+_CONFLICTS = (
+    "ConditionalCheckFailedException",
+    "TransactionCanceledException",
+    "TransactionConflictException",
+)
 _rng = random.Random()  # noqa: S311 - jitter, not cryptography
 
 
@@ -249,7 +253,7 @@ class CapacityGovernor:
             if len(puts) == 1:
                 self._ddb.put_item(**puts[0])  # type: ignore[arg-type]
             else:
-                self._ddb.transact_write_items(TransactItems=[{"Put": put} for put in puts])  # type: ignore[misc]
+                self._ddb.transact_write_items(TransactItems=[{"Put": put} for put in puts])  # type: ignore[typeddict-item]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in _CONFLICTS:
                 return False
@@ -271,9 +275,9 @@ class CapacityGovernor:
                 )
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") not in _CONFLICTS:
-                    logger.warning("Could not release a capacity slot", extra={"slot": key, "error": str(exc)})
+                    _release_failed(key, exc)
             except BotoCoreError as exc:
-                logger.warning("Could not release a capacity slot", extra={"slot": key, "error": str(exc)})
+                _release_failed(key, exc)
 
     def read(self) -> PoolState:
         """One strongly consistent query of the pool's partition."""
@@ -353,6 +357,10 @@ def _state(items: list[dict[str, Any]], now: float) -> PoolState:
         hold_until=float(limit["hold_until"]["N"]),
         decreased_at=float(limit["decreased_at"]["N"]),
     )
+
+
+def _release_failed(key: str, exc: Exception) -> None:
+    logger.warning("Could not release a capacity slot", extra={"slot": key, "error": str(exc)})
 
 
 def _number(value: float) -> str:

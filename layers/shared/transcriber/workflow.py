@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
 )
 
-from transcriber.capacity import Unlimited
+from transcriber.capacity import CAPACITY_REASON, Unlimited
 from transcriber.clients import new_client
 from transcriber.deepgram import DeepgramClient, Transcript
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
@@ -282,6 +282,8 @@ class Transcriber:
     def _retry_delay(self, exc: TranscriptionError, attempt: int, context: LambdaContextLike) -> float:
         """How long to wait before trying again; raises ``exc`` when it must not be retried here."""
         if not exc.retryable or isinstance(exc, BlockedError) or attempt >= self.retry.max_attempts:
+            raise exc
+        if exc.reason == CAPACITY_REASON:  # the governor already waited as long as time allows
             raise exc
         delay = self.retry.delay(attempt, exc.details.retry_after_s)
         if self._remaining_s(context) - delay < self.retry.reserve_s + self.retry.min_request_s:
