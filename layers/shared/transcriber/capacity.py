@@ -89,8 +89,8 @@ class PoolSettings:
     size: int = 45
     ai_ceiling: int = 10
     lane_shares: Mapping[str, float] = field(default_factory=dict)  # lane -> share of the pool
-    hold_s: float = 10.0  # least time a decrease holds (longer when Retry-After says so)
-    increase_every_s: float = 5.0  # then one slot more per this many seconds
+    hold_s: float = 5.0  # least time a decrease holds (longer when Retry-After says so)
+    increase_every_s: float = 2.0  # then one slot more per this many seconds
     poll_min_s: float = 0.25
     poll_max_s: float = 2.0
     # Kept back after the wait: what the workflow needs for the request and for writing the result.
