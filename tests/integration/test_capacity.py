@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +15,14 @@ import pytest
 from transcriber.capacity import CAPACITY_REASON, CapacityGovernor, PoolSettings
 
 if TYPE_CHECKING:
+    from localworld.aws_faults import AwsFaultProxy
     from localworld.lambda_runtime import InvocationResult, LocalFunction
     from localworld.pytest_plugin import FunctionFactory, Uploads
     from localworld.world import LocalWorld
 
 POOL_SIZE = 2
 LATENCY_S = 1.0
+KILLED_TIMEOUT_S = 25.0
 
 
 def invoke_together(calls: list[tuple[LocalFunction, Any]]) -> list[InvocationResult]:
@@ -158,25 +160,52 @@ def test_a_capacity_wait_ends_as_a_retry_with_no_request_and_no_failure_record(
 
 
 def test_a_killed_invocations_lease_frees_its_slot_at_its_deadline(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
+    world: LocalWorld,
+    uploads: Uploads,
+    aws_fault_proxy: AwsFaultProxy,
+    start_function: FunctionFactory,
+    sample_audio: bytes,
 ) -> None:
-    world.emulator.latency = 40.0  # Deepgram answers after the function is killed
     first = uploads.put("killed/a.wav", sample_audio)
     second = uploads.put("killed/b.wav", sample_audio)
-    killed = start_function(timeout_s=22, CAPACITY_POOL_SIZE="1")
-    try:
-        result = killed.invoke(first)
-    finally:
-        world.emulator.latency = 0
-    assert result.error is not None
-    assert result.error["errorType"] == "Sandbox.Timedout"
-    (slot,) = pool_items(world).values()  # the dead function never released its slot
-    assert float(slot["expires_at"]["N"]) <= time.time() + 0.5
+    doomed = start_function(
+        timeout_s=KILLED_TIMEOUT_S,
+        CAPACITY_POOL_SIZE="1",
+        extra_env={"AWS_ENDPOINT_URL": aws_fault_proxy.url},
+    )
+    world.emulator.latency = 3.0
+    with ThreadPoolExecutor(1) as pool:
+        started = time.time()
+        killed = pool.submit(doomed.invoke, first)
+        wait_until(lambda: world.emulator.counters["in_flight"] >= 1 or killed.done())
+        # While Deepgram works, DynamoDB stops answering: the lease's release times out, and so
+        # does the idempotency record's update, until Lambda kills the container at its timeout.
+        hung = aws_fault_proxy.stall("POST", "/", 120)
+        result = killed.result()
+    killed_at = time.time()
+    world.emulator.latency = 0
 
-    after = start_function(CAPACITY_POOL_SIZE="1").invoke(second)
+    assert result.error is not None
+    assert result.error["errorType"] == "Sandbox.Timedout", result.error
+    assert hung.held >= 1
+    (slot,) = pool_items(world).values()  # the dead function never released its slot
+    expires_at = float(slot["expires_at"]["N"])
+    assert expires_at <= killed_at + 1  # the lease ends with the invocation's own deadline
+    assert expires_at >= started + KILLED_TIMEOUT_S - 1
+    wait_until(lambda: time.time() > expires_at)
+
+    after = start_function(timeout_s=KILLED_TIMEOUT_S, CAPACITY_POOL_SIZE="1").invoke(second)
+    aws_fault_proxy.clear()  # the hung release now arrives, too late to free another's lease
 
     assert after.error is None, after.error
     assert after.payload["transcribed"] == 1
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
 
 
 def test_a_429_that_still_arrives_lowers_the_pool_for_everyone(
