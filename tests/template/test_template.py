@@ -801,10 +801,14 @@ def _is_plain_env_value(value: Any, cfn: dict[str, Any]) -> bool:
     if key == "Fn::Sub" and isinstance(arg, str):
         variables = {v.split(".", 1)[0] for v in _SUB_VARIABLE.findall(arg)}
         return bool(variables) and variables <= names | PSEUDO_PARAMETERS
-    if key == "Fn::If" and isinstance(arg, list) and len(arg) == 3:
-        # One of two plain values by a declared condition (CAPACITY_TABLE: its own table or a shared one).
-        return arg[0] in cfn.get("Conditions", {}) and all(_is_plain_env_value(v, cfn) for v in arg[1:])
-    return False
+    # One of two plain values by a declared condition (CAPACITY_TABLE: its own table or a shared one).
+    return (
+        key == "Fn::If"
+        and isinstance(arg, list)
+        and len(arg) == 3
+        and arg[0] in cfn.get("Conditions", {})
+        and all(_is_plain_env_value(v, cfn) for v in arg[1:])
+    )
 
 
 def _function_env(stack: ResolvedStack, function_id: str) -> dict[str, str]:
