@@ -14,7 +14,7 @@ import pytest
 import requests
 import responses
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from tests.core.conftest import (
     ENV,
@@ -552,3 +552,42 @@ def test_a_store_that_fails_is_a_retryable_error_and_a_failed_release_only_a_log
 def test_no_governor_lets_every_request_through() -> None:
     with Unlimited().slot(context(), [("summarize", "v2")]) as held:
         assert held is None
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ClientError({"Error": {"Code": "InternalServerError"}}, "PutItem"),
+        EndpointConnectionError(endpoint_url="x"),
+    ],
+)
+def test_a_lease_write_that_fails_is_a_retryable_store_error_and_the_rest_is_logged(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    gov = governor(aws, sleeps, clock)
+    lease = gov.acquire(context(), ceiling=2)
+
+    def fail(**_: Any) -> None:
+        raise failure
+
+    for operation in ("put_item", "transact_write_items", "delete_item", "update_item"):
+        monkeypatch.setattr(aws.dynamodb, operation, fail)
+    for ceiling in (None, 2):
+        with pytest.raises(RetryableError) as raised:
+            gov.acquire(context(), ceiling=ceiling)
+        assert raised.value.reason == "capacity-store-error"
+    gov.release(lease)
+    gov.throttled(lease, None)
+
+
+def test_a_pool_read_follows_every_page(aws: Aws, table: str, sleeps: Waits, clock: Clock) -> None:
+    gov = governor(aws, sleeps, clock)
+    held = [gov.acquire(context()) for _ in range(2)]
+    query = aws.dynamodb.query
+
+    def one_item_per_page(**kwargs: Any) -> Any:
+        return query(**kwargs, Limit=1)
+
+    aws.dynamodb.query = one_item_per_page  # type: ignore[method-assign]
+
+    assert gov.read().held == {key for lease in held for key in lease.keys}
