@@ -29,6 +29,7 @@ from transcriber.adapters import handle_event
 from transcriber.capacity import (
     CAPACITY_REASON,
     CapacityGovernor,
+    CapacityRequeue,
     PoolSettings,
     Unlimited,
     build_governor,
@@ -591,3 +592,69 @@ def test_a_pool_read_follows_every_page(aws: Aws, table: str, sleeps: Waits, clo
     aws.dynamodb.query = one_item_per_page  # type: ignore[method-assign]
 
     assert gov.read().held == {key for lease in held for key in lease.keys}
+
+
+# -- SQS ways in: a capacity wait is requeued, not a used-up receive ------------------------------
+
+
+def sqs_event(aws: Aws, queue_url: str, key: str) -> dict[str, Any]:
+    arn = aws.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return {
+        "Records": [
+            {
+                "messageId": "msg-1",
+                "receiptHandle": "rh-1",
+                "body": json.dumps(s3_event(key)),
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {"Origin": {"stringValue": "s3", "dataType": "String"}},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": "us-east-1",
+            }
+        ]
+    }
+
+
+def test_an_sqs_message_that_waited_for_capacity_is_requeued_not_failed(
+    aws: Aws, table: str, deepgram: responses.RequestsMock, sleeps: Waits, clock: Clock
+) -> None:
+    transcriber = governed_transcriber(aws, sleeps, clock)
+    transcriber.capacity_requeue = CapacityRequeue(lambda: aws.sqs, delay_min_s=0, delay_max_s=0)
+    for _ in range(POOL.size):
+        governor(aws, sleeps, clock).acquire(context())
+    queue_url = aws.sqs.create_queue(QueueName="buffer")["QueueUrl"]
+    aws.upload("buffered.wav")
+    sleeps.context.remaining_ms = 60_000
+
+    response = handle_event(sqs_event(aws, queue_url, "buffered.wav"), sleeps.context, transcriber)
+
+    assert response == {"batchItemFailures": []}
+    (message,) = aws.sqs.receive_message(QueueUrl=queue_url, MessageAttributeNames=["All"])["Messages"]
+    assert json.loads(message["Body"]) == s3_event("buffered.wav")
+    assert message["MessageAttributes"]["CapacityDeferrals"]["StringValue"] == "1"
+    assert message["MessageAttributes"]["Origin"]["StringValue"] == "s3"
+    assert len(deepgram.calls) == 0
+
+
+def test_an_sqs_message_that_cannot_be_requeued_is_a_batch_item_failure(
+    aws: Aws, table: str, deepgram: responses.RequestsMock, sleeps: Waits, clock: Clock
+) -> None:
+    transcriber = governed_transcriber(aws, sleeps, clock)
+    denied = ClientError({"Error": {"Code": "AccessDenied"}}, "SendMessage")
+
+    def no_grant() -> Any:
+        raise denied
+
+    transcriber.capacity_requeue = CapacityRequeue(no_grant)
+    for _ in range(POOL.size):
+        governor(aws, sleeps, clock).acquire(context())
+    queue_url = aws.sqs.create_queue(QueueName="users-own")["QueueUrl"]
+    fifo_url = aws.sqs.create_queue(QueueName="ordered.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    aws.upload("own.wav")
+
+    for url in (queue_url, fifo_url):
+        sleeps.context.remaining_ms = 60_000
+        response = handle_event(sqs_event(aws, url, "own.wav"), sleeps.context, transcriber)
+        assert response == {"batchItemFailures": [{"itemIdentifier": "msg-1"}]}

@@ -116,6 +116,8 @@ SQS_GRANTS = {
         ("sqs:ReceiveMessage", UPLOAD_BUFFER_QUEUE),
         ("sqs:DeleteMessage", UPLOAD_BUFFER_QUEUE),
         ("sqs:GetQueueAttributes", UPLOAD_BUFFER_QUEUE),
+        # A capacity wait goes back as a new message, so it uses none of the message's receives.
+        ("sqs:SendMessage", UPLOAD_BUFFER_QUEUE),
     },
     RETRY_FUNCTION: {
         # The SQS event source mapping polls with the function's role.

@@ -371,6 +371,49 @@ def _store_error(exc: Exception) -> RetryableError:
     return RetryableError(ErrorDetails(reason="capacity-store-error", message=type(exc).__name__))
 
 
+class CapacityRequeue:
+    """SQS ways in: a message whose objects only waited for capacity is sent again as a new message
+    (a delay of ``delay_min_s``-``delay_max_s``, a ``CapacityDeferrals`` count) so that the wait
+    does not count towards its queue's ``maxReceiveCount``; the caller then reports it done."""
+
+    def __init__(self, sqs: Callable[[], Any], *, delay_min_s: int = 30, delay_max_s: int = 90) -> None:
+        self._make_sqs = sqs  # made on first use: most containers never requeue
+        self._sqs: Any = None
+        self.delay_min_s, self.delay_max_s = delay_min_s, delay_max_s
+
+    def requeue(self, record: Any) -> bool:
+        """True when the message was sent again; False (the caller reports a batch item failure)
+        for a FIFO queue (no per-message delay) or when the send fails (e.g. no grant on the queue)."""
+        arn = str(record.event_source_arn or "")
+        parts = arn.split(":")
+        if len(parts) != 6 or parts[5].endswith(".fifo"):
+            return False
+        _, _, _, region, account, name = parts
+        attributes = {
+            key: {"DataType": "String", "StringValue": str(value["stringValue"])}
+            for key, value in (record.get("messageAttributes") or {}).items()
+            if value.get("stringValue") is not None and key != "CapacityDeferrals"
+        }
+        previous = (record.get("messageAttributes") or {}).get("CapacityDeferrals") or {}
+        deferrals = int(previous.get("stringValue") or 0) + 1
+        attributes["CapacityDeferrals"] = {"DataType": "Number", "StringValue": str(deferrals)}
+        delay = _rng.randint(self.delay_min_s, self.delay_max_s)
+        try:
+            self._sqs = self._sqs or self._make_sqs()
+            self._sqs.send_message(
+                QueueUrl=f"https://sqs.{region}.amazonaws.com/{account}/{name}",
+                MessageBody=record.body,
+                DelaySeconds=delay,
+                MessageAttributes=attributes,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("Could not requeue a message that waited for capacity", extra={"error": str(exc)})
+            return False
+        metrics.add_metric(name="CapacityRequeues", unit=MetricUnit.Count, value=1)
+        logger.info("Waiting for Deepgram capacity; message requeued", extra={"delay_s": delay})
+        return True
+
+
 def build_governor(
     settings: Settings, dynamodb: DynamoDBClient, *, sleep: Callable[[float], None] = time.sleep
 ) -> Governor:

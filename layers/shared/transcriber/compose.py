@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import boto3
 
-from transcriber.capacity import build_governor
+from transcriber.capacity import CapacityRequeue, build_governor
 from transcriber.clients import new_client
 from transcriber.config import Settings
 from transcriber.dead_letter import DeadLetterRetrier
@@ -21,9 +21,11 @@ def build_transcriber(session: boto3.session.Session | None = None) -> Transcrib
     session = session or boto3.session.Session()
     settings = Settings.from_env()
     dynamodb = new_client(session, "dynamodb")
-    return Transcriber(
+    transcriber = Transcriber(
         settings, session=session, dynamodb=dynamodb, capacity=build_governor(settings, dynamodb)
     )
+    transcriber.capacity_requeue = CapacityRequeue(lambda: new_client(session, "sqs"))
+    return transcriber
 
 
 def build_retrier() -> DeadLetterRetrier:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
-    from transcriber.capacity import Governor
+    from transcriber.capacity import CapacityRequeue, Governor
     from transcriber.config import Settings
     from transcriber.events import S3ObjectRef
 
@@ -119,6 +119,7 @@ class Transcriber:
     ) -> None:
         self.settings = settings
         self.capacity = capacity or Unlimited()  # a slot of the Deepgram pool per request
+        self.capacity_requeue: CapacityRequeue | None = None  # SQS ways in: see transcriber.adapters
         self.retry = retry or InvocationRetryPolicy(max_attempts=settings.deepgram_max_attempts)
         self._sleep = sleep
         # One boto3 session for every client: each session loads the endpoint and service models
