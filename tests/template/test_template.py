@@ -105,6 +105,7 @@ ALLOWED_ACTIONS = {
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
+    "dynamodb:Query",  # the capacity pool's partition only
 }
 # SQS grants per function, as (action, queue logical id) pairs: nothing on other queues, nothing on "*".
 SQS_GRANTS = {
@@ -115,6 +116,8 @@ SQS_GRANTS = {
         ("sqs:ReceiveMessage", UPLOAD_BUFFER_QUEUE),
         ("sqs:DeleteMessage", UPLOAD_BUFFER_QUEUE),
         ("sqs:GetQueueAttributes", UPLOAD_BUFFER_QUEUE),
+        # A capacity wait goes back as a new message, so it uses none of the message's receives.
+        ("sqs:SendMessage", UPLOAD_BUFFER_QUEUE),
     },
     RETRY_FUNCTION: {
         # The SQS event source mapping polls with the function's role.
@@ -125,6 +128,8 @@ SQS_GRANTS = {
         ("sqs:ChangeMessageVisibility", DEAD_LETTER_QUEUE),
         # Failures no retry can fix may be parked at once.
         ("sqs:SendMessage", PARKING_QUEUE),
+        # A capacity wait goes back as a new message, so it uses none of the event's attempts.
+        ("sqs:SendMessage", DEAD_LETTER_QUEUE),
     },
 }
 BUFFER_CONSUME_GRANTS = {grant for grant in SQS_GRANTS[FUNCTION] if grant[1] == UPLOAD_BUFFER_QUEUE}
@@ -152,7 +157,13 @@ ALLOWED_MANAGED_POLICIES = {
 # Variables whose values are this stack's own (resources, the secret): the code has no defaults for
 # them. Every other variable's template default must be the code's default (see the environment tests).
 STACK_SPECIFIC_ENV = {
-    "Settings": {"OUTPUT_BUCKET", "INPUT_BUCKET", "IDEMPOTENCY_TABLE", "DEEPGRAM_SECRET_ID"},
+    "Settings": {
+        "OUTPUT_BUCKET",
+        "INPUT_BUCKET",
+        "IDEMPOTENCY_TABLE",
+        "DEEPGRAM_SECRET_ID",
+        "CAPACITY_TABLE",
+    },
     "DeadLetterRetryPolicy": {"DEAD_LETTER_QUEUE_URL", "PARKING_QUEUE_URL"},
 }
 # Parameter values other than their defaults: each must change what the functions' code reads.
@@ -180,6 +191,10 @@ TUNED_PARAMETERS = {
     "RetryBaseDelaySeconds": "1",
     "RetryMaxDelaySeconds": "2",
     "BlockedRetryDelaySeconds": "3",
+    "CapacityPoolSize": "12",
+    "CapacityAiCeiling": "4",
+    "CapacityPoolName": "project-b",
+    "CapacityTableName": "other-stack-capacity",
 }
 PER_OBJECT_POLICY = "PerObjectWorkPolicy"
 
@@ -432,6 +447,11 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
     input_bucket, output_bucket = stack.resource("InputBucket").arn, stack.resource("OutputBucket").arn
     table = stack.resource("IdempotencyTable").arn
     env = _resolved_function(stack, FUNCTION)["Environment"]["Variables"]
+    capacity_table = (
+        stack.resource("CapacityTable").arn
+        if stack.conditions["CreateCapacityTable"]
+        else f"arn:aws:dynamodb:us-east-1:123456789012:table/{env['CAPACITY_TABLE']}"
+    )
     # writes and deletes only under the output prefixes the code uses
     outputs = [f"{output_bucket}/{env[name]}*" for name in ("TRANSCRIPT_PREFIX", "FAILURE_PREFIX")]
     return {
@@ -443,6 +463,10 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
         *(
             (f"dynamodb:{action}", str(table))
             for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")
+        ),
+        *(
+            (f"dynamodb:{action}", str(capacity_table))
+            for action in ("Query", "PutItem", "UpdateItem", "DeleteItem")
         ),
     }
 
@@ -780,7 +804,14 @@ def _is_plain_env_value(value: Any, cfn: dict[str, Any]) -> bool:
     if key == "Fn::Sub" and isinstance(arg, str):
         variables = {v.split(".", 1)[0] for v in _SUB_VARIABLE.findall(arg)}
         return bool(variables) and variables <= names | PSEUDO_PARAMETERS
-    return False
+    # One of two plain values by a declared condition (CAPACITY_TABLE: its own table or a shared one).
+    return (
+        key == "Fn::If"
+        and isinstance(arg, list)
+        and len(arg) == 3
+        and arg[0] in cfn.get("Conditions", {})
+        and all(_is_plain_env_value(v, cfn) for v in arg[1:])
+    )
 
 
 def _function_env(stack: ResolvedStack, function_id: str) -> dict[str, str]:
@@ -1525,3 +1556,16 @@ def test_input_access_logs_can_go_to_a_bucket_the_user_names(stacks: dict[str, R
     }
     assert "AccessLogBucket" not in stack.resources
     assert stack.outputs["InputAccessLogBucketName"] == "my-log-bucket"
+
+
+def test_capacity_defaults_agree_with_the_pool(cfn: dict[str, Any]) -> None:
+    """The pool caps Deepgram requests for every stack that shares it; the function's reserved
+    concurrency and the buffer's MaximumConcurrency are no larger by default (more would only wait),
+    and both stay below Deepgram's pay-as-you-go limits (50 in all, 10 with audio intelligence)."""
+    parameters = cfn["Parameters"]
+    pool = int(parameters["CapacityPoolSize"]["Default"])
+    assert pool < 50
+    assert int(parameters["CapacityAiCeiling"]["Default"]) <= 10
+    assert int(parameters["ReservedConcurrency"]["Default"]) <= pool
+    assert int(parameters["BufferedMaximumConcurrency"]["Default"]) <= pool
+    assert parameters["CapacityTableName"]["Default"] == ""

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event impor
     S3BatchOperationResponseRecord,
 )
 
+from transcriber.capacity import CAPACITY_REASON
 from transcriber.errors import PermanentError, RetryableError
 from transcriber.events import Source, batch_operation_objects, detect_source, parse_event, parse_message_body
 from transcriber.observability import logger
@@ -81,7 +82,14 @@ def answer_sqs(event: Any, context: LambdaContextLike, transcriber: Transcriber)
                 extra={"message_id": record.message_id, "error": exc.as_record()},
             )
             raise
-        return process_all(objects, context, transcriber)
+        try:
+            return process_all(objects, context, transcriber)
+        except RetryableError as exc:
+            # Waiting for capacity is no failure of the message: send it again rather than use a receive.
+            requeue = transcriber.capacity_requeue
+            if exc.reason == CAPACITY_REASON and requeue is not None and requeue.requeue(record):
+                return {"deferred": CAPACITY_REASON}
+            raise
 
     response = process_partial_response(
         event=event,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import boto3
 
+from transcriber.capacity import CapacityRequeue, build_governor
 from transcriber.clients import new_client
 from transcriber.config import Settings
 from transcriber.dead_letter import DeadLetterRetrier
@@ -16,8 +17,15 @@ from transcriber.workflow import Transcriber
 
 
 def build_transcriber(session: boto3.session.Session | None = None) -> Transcriber:
-    """The transcribe function's Transcriber."""
-    return Transcriber(Settings.from_env(), session=session)
+    """The transcribe function's Transcriber, with the Deepgram capacity governor its settings ask for."""
+    session = session or boto3.session.Session()
+    settings = Settings.from_env()
+    dynamodb = new_client(session, "dynamodb")
+    transcriber = Transcriber(
+        settings, session=session, dynamodb=dynamodb, capacity=build_governor(settings, dynamodb)
+    )
+    transcriber.capacity_requeue = CapacityRequeue(lambda: new_client(session, "sqs"))
+    return transcriber
 
 
 def build_retrier() -> DeadLetterRetrier:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from transcriber.capacity import PoolSettings
 from transcriber.errors import configuration_error
 
 DEFAULT_API_URL = "https://api.deepgram.com"
@@ -102,6 +103,7 @@ class Settings:
     input_bucket: str | None = None
     delivery_mode: str = DEFAULT_DELIVERY_MODE
     transcribe_restored: bool = True  # restored copies of archived objects (see transcriber.archive)
+    capacity: PoolSettings | None = None  # the Deepgram capacity pool; None: no governor
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -127,6 +129,7 @@ class Settings:
             input_bucket=reader.text("INPUT_BUCKET", default="") or None,
             delivery_mode=reader.choice("DELIVERY_MODE", DELIVERY_MODES, default=DEFAULT_DELIVERY_MODE),
             transcribe_restored=reader.boolean("TRANSCRIBE_RESTORED_OBJECTS", default=True),
+            capacity=pool_settings(reader),
         )
         if settings.input_bucket == settings.output_bucket:
             # Transcripts written into the bucket that triggers the function would trigger it again.
@@ -138,6 +141,20 @@ class Settings:
                 "invalid-configuration", "TRANSCRIPT_PREFIX and FAILURE_PREFIX must differ"
             )
         return settings
+
+
+def pool_settings(reader: EnvReader) -> PoolSettings | None:
+    """The capacity pool (``transcriber.capacity``): on when ``CAPACITY_TABLE`` names a table."""
+    table = reader.text("CAPACITY_TABLE", default="")
+    if not table:
+        return None
+    defaults = PoolSettings(table=table)
+    return PoolSettings(
+        table=table,
+        name=reader.text("CAPACITY_POOL", default=defaults.name),
+        size=reader.integer("CAPACITY_POOL_SIZE", default=defaults.size, minimum=1),
+        ai_ceiling=reader.integer("CAPACITY_AI_CEILING", default=defaults.ai_ceiling, minimum=1),
+    )
 
 
 class EnvReader:

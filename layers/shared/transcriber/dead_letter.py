@@ -5,6 +5,11 @@ original event; it is re-run through the same per-object code (idempotent, so ob
 finish cost nothing). A retryable failure hides the message for an exponentially growing time
 (hours for blocked errors such as 402), and after the last attempt a failure record says the
 event is parked; SQS's redrive policy then moves the message to the parking queue.
+
+Waiting for Deepgram capacity (``deepgram-capacity``) is not a failure of the event: such a
+message is sent again as a new message (with the attempts it had really used, ``PriorAttempts``,
+and a ``CapacityDeferrals`` count) and the old one deleted, so SQS's receive count, which drives
+the redrive to the parking queue, never counts capacity waits.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from transcriber.adapters import handle_event
+from transcriber.capacity import CAPACITY_REASON
 from transcriber.errors import BlockedError, PermanentError, RetryableError
 from transcriber.events import parse_event
 from transcriber.observability import logger, metrics
@@ -29,6 +35,11 @@ if TYPE_CHECKING:
     from transcriber.workflow import LambdaContextLike, Transcriber
 
 
+PRIOR_ATTEMPTS = "PriorAttempts"
+CAPACITY_DEFERRALS = "CapacityDeferrals"
+MAX_DELAY_SECONDS = 900  # SQS's largest DelaySeconds
+
+
 class DeadLetterRetrier:
     def __init__(self, transcriber: Transcriber, policy: DeadLetterRetryPolicy, sqs: SQSClient) -> None:
         self.transcriber = transcriber
@@ -37,7 +48,9 @@ class DeadLetterRetrier:
 
     def process_record(self, record: SQSRecord, lambda_context: LambdaContextLike) -> dict[str, Any]:
         """Raises to keep the message (BatchProcessor reports it as a batch item failure)."""
-        attempt = int(record.attributes.approximate_receive_count or 1)
+        receives = int(record.attributes.approximate_receive_count or 1)
+        prior = int(_attribute(record, PRIOR_ATTEMPTS) or 0)  # used before a capacity requeue
+        attempt = receives + prior
         logger.append_keys(dlq_message_id=record.message_id, dlq_attempt=attempt)
         lambda_error = _attribute(record, "ErrorMessage")
         logger.info("Retrying dead-lettered event", extra={"lambda_error": lambda_error})
@@ -52,10 +65,41 @@ class DeadLetterRetrier:
             self._park(record, exc.reason, str(exc))
             return {"parked": True}
         except RetryableError as exc:
-            self._back_off(record, attempt, exc, event)
+            if exc.reason == CAPACITY_REASON:
+                self._requeue_for_capacity(record, attempt - 1)
+                return {"deferred": CAPACITY_REASON}
+            if self._back_off(record, attempt, exc, event) and receives < self.policy.max_attempts:
+                # Attempts carried over a capacity requeue ran out before SQS's receive count did.
+                self._park(record, exc.reason, str(exc))
+                return {"parked": True}
             raise
 
-    def _back_off(self, record: SQSRecord, attempt: int, exc: RetryableError, event: Any) -> None:
+    def _requeue_for_capacity(self, record: SQSRecord, used_attempts: int) -> None:
+        """Send the event again, later, as a new message that remembers the attempts it used; the
+        caller then lets the old message be deleted."""
+        attributes = {
+            name: {"DataType": "String", "StringValue": str(value["stringValue"])}
+            for name, value in (record.get("messageAttributes") or {}).items()
+            if value.get("stringValue") is not None
+        }
+        deferrals = int(_attribute(record, CAPACITY_DEFERRALS) or 0) + 1
+        attributes[PRIOR_ATTEMPTS] = {"DataType": "Number", "StringValue": str(used_attempts)}
+        attributes[CAPACITY_DEFERRALS] = {"DataType": "Number", "StringValue": str(deferrals)}
+        delay = min(MAX_DELAY_SECONDS, self.policy.delay(1))
+        self._sqs.send_message(
+            QueueUrl=self.policy.dead_letter_queue_url,
+            MessageBody=record.body,
+            DelaySeconds=delay,
+            MessageAttributes=attributes,  # type: ignore[arg-type]
+        )
+        metrics.add_metric(name="DeadLetterCapacityDeferrals", unit=MetricUnit.Count, value=1)
+        logger.info(
+            "Waiting for Deepgram capacity; event requeued without using an attempt",
+            extra={"delay_s": delay, "capacity_deferrals": deferrals, "attempts_used": used_attempts},
+        )
+
+    def _back_off(self, record: SQSRecord, attempt: int, exc: RetryableError, event: Any) -> bool:
+        """Hide the message for the backoff; True when its attempts are used up (parked)."""
         if attempt >= self.policy.max_attempts:
             self._record_parked(event, exc, attempt)
             delay = 0  # the next receive moves it to the parking queue (redrive policy)
@@ -77,6 +121,7 @@ class DeadLetterRetrier:
         except (ClientError, BotoCoreError):
             # The message still comes back after the queue's own visibility timeout.
             logger.exception("Could not extend the message's visibility")
+        return attempt >= self.policy.max_attempts
 
     def _record_parked(self, event: Any, exc: RetryableError, attempts: int) -> None:
         """Leave a failure record per object so a person sees why the event is parked."""

@@ -25,6 +25,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 
 from transcriber.archive import archived_refusal
+from transcriber.capacity import CAPACITY_REASON, Unlimited
 from transcriber.clients import new_client
 from transcriber.deepgram import DeepgramClient, Transcript
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
+    from transcriber.capacity import CapacityRequeue, Governor
     from transcriber.config import Settings
     from transcriber.events import S3ObjectRef
 
@@ -114,8 +116,11 @@ class Transcriber:
         http: requests.Session | None = None,
         retry: InvocationRetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        capacity: Governor | None = None,
     ) -> None:
         self.settings = settings
+        self.capacity = capacity or Unlimited()  # a slot of the Deepgram pool per request
+        self.capacity_requeue: CapacityRequeue | None = None  # SQS ways in: see transcriber.adapters
         self.retry = retry or InvocationRetryPolicy(max_attempts=settings.deepgram_max_attempts)
         self._sleep = sleep
         # One boto3 session for every client: each session loads the endpoint and service models
@@ -271,7 +276,8 @@ class Transcriber:
         while True:
             attempt += 1
             try:
-                return self._send(delivery, obj, api_key, context), delivery
+                with self.capacity.slot(context, self.query):  # released as soon as Deepgram answers
+                    return self._send(delivery, obj, api_key, context), delivery
             except TranscriptionError as exc:
                 exc.details.extra.update(attempts=attempt, delivery=delivery)
                 if self._falls_back(exc, delivery):
@@ -303,6 +309,8 @@ class Transcriber:
     def _retry_delay(self, exc: TranscriptionError, attempt: int, context: LambdaContextLike) -> float:
         """How long to wait before trying again; raises ``exc`` when it must not be retried here."""
         if not exc.retryable or isinstance(exc, BlockedError) or attempt >= self.retry.max_attempts:
+            raise exc
+        if exc.reason == CAPACITY_REASON:  # the governor already waited as long as time allows
             raise exc
         delay = self.retry.delay(attempt, exc.details.retry_after_s)
         if self._remaining_s(context) - delay < self.retry.reserve_s + self.retry.min_request_s:

@@ -587,24 +587,33 @@ class DeepgramEmulator(Service):
             self._answer(exchange, entry, self._error(exchange, 429, "rate_limited"))
             return
         handed_off = False
+        released = False
+
+        def release_then_answer(outcome: _Outcome) -> None:
+            # The request stops counting once its answer is ready, before the client can read it:
+            # a client that sends its next request on reading this answer is never over the limit.
+            nonlocal released
+            self._slots.release(ceiling)
+            released = True
+            self._answer(exchange, entry, outcome)
+
         try:
             if fault is not None and fault.kind == "stall":
                 self._count("stalled")
                 self._sleep(fault.stall_seconds)
                 if fault.status is not None:
-                    error = self._error(exchange, fault.status, "fault", style=fault.style)
-                    self._answer(exchange, entry, error)
+                    release_then_answer(self._error(exchange, fault.status, "fault", style=fault.style))
                     return
             self._sleep(self.latency)
             audio = self._audio_bytes(exchange)
             if isinstance(audio, _Outcome):
-                self._answer(exchange, entry, audio)
+                release_then_answer(audio)
             elif checked.callback is not None:
                 handed_off = self._accept_callback(exchange, entry, audio, checked)
             else:
-                self._answer(exchange, entry, self._transcribe(exchange, audio, checked))
+                release_then_answer(self._transcribe(exchange, audio, checked))
         finally:
-            if not handed_off:
+            if not handed_off and not released:
                 self._slots.release(ceiling)
 
     def _check(self, exchange: _Exchange) -> ListenOptions | _Outcome:

@@ -1,0 +1,423 @@
+"""The Deepgram capacity governor: a pool of concurrency slots shared through DynamoDB.
+
+Deepgram limits concurrent requests per *project* (every key, every stack that uses them) and has
+no server-side queue: above the limit it answers 429 and the request is lost time. The governor
+makes every function that sends requests take a **lease** on one slot of a named pool before each
+request, and release it as soon as Deepgram answers (also on errors):
+
+* the pool is items in one DynamoDB partition (``pk`` = the pool's name): ``slot#NNN`` for the
+  pool's slots, ``c<n>#NNN`` for the lower ceiling ``n`` of audio-intelligence requests (10 for
+  summarize, topics, intents, sentiment; 5 for detect_entities), and ``limit`` for the shared
+  AIMD state. A lease is a conditional ``PutItem`` (the slot is free or its lease has expired),
+  so two functions can never hold one slot, and no more than the pool's size can be in flight;
+  an audio-intelligence request takes both its slot and its ceiling slot in one transaction;
+* a lease expires at the invocation's own deadline, so a function that is killed (timeout, out
+  of memory) cannot leak a slot for longer than it could have held it;
+* when no slot is free the function waits, polling with jitter (no billable request is made),
+  while its time allows; then it hands the object back as retryable, reason ``deepgram-capacity``
+  (never a failure record: see ``DeadLetterRetrier`` and the adapters for how each way in keeps
+  the work without using up its retries);
+* a 429 that still arrives (another client of the same project, a limit lower than configured)
+  halves the pool's effective size for everyone (multiplicative decrease, held for ``Retry-After``
+  or at least ``hold_s``), after which it grows back by one slot every ``increase_every_s``
+  (additive increase, computed from the time of the decrease, so it costs no writes).
+
+Lanes: each lease carries a lane (``live`` by default). A lane other than ``live`` may hold at
+most its share of the effective pool (``lane_shares``), so a future backfill lane can never take
+the slots live uploads need. Only ``live`` is used today; the backfill lane is planned.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import BotoCoreError, ClientError
+
+from transcriber.errors import ErrorDetails, RetryableError, TranscriptionError
+from transcriber.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+    from transcriber.config import Settings
+
+LIVE_LANE = "live"
+# Deepgram: "if multiple services are used in one API call, the lower of the rate limits is applied".
+INTELLIGENCE_OPTIONS = ("summarize", "topics", "intents", "sentiment")
+ENTITIES_CEILING = 5
+CAPACITY_REASON = "deepgram-capacity"
+_CONFLICTS = (
+    "ConditionalCheckFailedException",
+    "TransactionCanceledException",
+    "TransactionConflictException",
+)
+_rng = random.Random()  # noqa: S311 - jitter, not cryptography
+
+
+class Clock(Protocol):
+    def __call__(self) -> float: ...
+
+
+class ContextLike(Protocol):
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+def intelligence_ceiling(query: Sequence[tuple[str, str]], ai_ceiling: int) -> int | None:
+    """The lower ceiling a request with these options is held to, or None for plain transcription."""
+    sent = dict(query)
+    if sent.get("detect_entities", "false") != "false":
+        return min(ENTITIES_CEILING, ai_ceiling)
+    if any(sent.get(name, "false") != "false" for name in INTELLIGENCE_OPTIONS):
+        return ai_ceiling
+    return None
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """One pool: its name (shared by every stack on one Deepgram project), its size and ceilings."""
+
+    table: str
+    name: str = "deepgram"
+    size: int = 45
+    ai_ceiling: int = 10
+    lane_shares: Mapping[str, float] = field(default_factory=dict)  # lane -> share of the pool
+    hold_s: float = 5.0  # least time a decrease holds (longer when Retry-After says so)
+    increase_every_s: float = 2.0  # then one slot more per this many seconds
+    poll_min_s: float = 0.25
+    poll_max_s: float = 2.0
+    # Kept back after the wait: what the workflow needs for the request and for writing the result.
+    reserve_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """What one read of the pool saw: the active leases and the AIMD state."""
+
+    now: float
+    held: frozenset[str]  # sort keys of unexpired leases
+    lanes: dict[str, int]  # unexpired slot leases per lane
+    reduced_to: int | None = None
+    hold_until: float = 0.0
+    decreased_at: float = 0.0
+
+    def effective_size(self, pool: PoolSettings) -> int:
+        """The pool's size now: full, or the AIMD decrease recovering one slot per interval."""
+        if self.reduced_to is None:
+            return pool.size
+        if self.now < self.hold_until:
+            return self.reduced_to
+        grown = int((self.now - self.hold_until) // pool.increase_every_s)
+        return min(pool.size, self.reduced_to + grown)
+
+
+@dataclass(frozen=True)
+class Lease:
+    keys: tuple[str, ...]  # sort keys held: the slot, and the ceiling slot if any
+    holder: str
+    taken_at: float
+    expires_at: float
+    seen: PoolState
+
+
+class Governor(Protocol):
+    """What the workflow asks of a governor: hold a slot for the length of one request."""
+
+    def slot(self, context: ContextLike, query: Sequence[tuple[str, str]]) -> Any: ...
+
+
+class Unlimited:
+    """No governor (no ``CAPACITY_TABLE``): every request goes straight out."""
+
+    @contextmanager
+    def slot(self, context: ContextLike, query: Sequence[tuple[str, str]]) -> Iterator[None]:
+        yield
+
+
+class CapacityGovernor:
+    def __init__(
+        self,
+        pool: PoolSettings,
+        dynamodb: DynamoDBClient,
+        *,
+        lane: str = LIVE_LANE,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Clock = time.time,
+    ) -> None:
+        self.pool = pool
+        self.lane = lane
+        self._ddb = dynamodb
+        self._sleep = sleep
+        self._clock = clock
+
+    # -- the hook the workflow uses -------------------------------------------------------------
+    @contextmanager
+    def slot(self, context: ContextLike, query: Sequence[tuple[str, str]]) -> Iterator[Lease]:
+        """Hold a slot while the body sends one request. A 429 raised from the body lowers the
+        pool's effective size for everyone before the slot is released."""
+        lease = self.acquire(context, intelligence_ceiling(query, self.pool.ai_ceiling))
+        try:
+            yield lease
+        except TranscriptionError as exc:
+            if exc.details.http_status == 429:
+                self.throttled(lease, exc.details.retry_after_s)
+            raise
+        finally:
+            self.release(lease)
+
+    # -- leases -----------------------------------------------------------------------------------
+    def acquire(self, context: ContextLike, ceiling: int | None = None) -> Lease:
+        """A lease, waiting with jittered polling while the invocation has time; else
+        ``RetryableError(deepgram-capacity)``."""
+        started = self._clock()
+        polls = 0
+        while True:
+            lease = self._try_acquire(context, ceiling)
+            if lease is not None:
+                if polls:
+                    metrics.add_metric(
+                        name="CapacityWaitSeconds", unit=MetricUnit.Seconds, value=self._clock() - started
+                    )
+                return lease
+            polls += 1
+            delay = _rng.uniform(self.pool.poll_min_s, self.pool.poll_max_s)
+            remaining = context.get_remaining_time_in_millis() / 1000
+            if remaining - delay < self.pool.reserve_s:
+                metrics.add_metric(name="CapacityWaitsExhausted", unit=MetricUnit.Count, value=1)
+                raise RetryableError(
+                    ErrorDetails(
+                        reason=CAPACITY_REASON,
+                        message=(
+                            f"no free slot in Deepgram pool {self.pool.name!r} after "
+                            f"{self._clock() - started:.1f} s; leaving the object for a retry"
+                        ),
+                        extra={"capacity_polls": polls, "ceiling": ceiling},
+                    )
+                )
+            self._sleep(delay)
+
+    def _try_acquire(self, context: ContextLike, ceiling: int | None) -> Lease | None:
+        state = self.read()
+        size = state.effective_size(self.pool)
+        share = self.pool.lane_shares.get(self.lane)
+        lane_cap = size if share is None else max(1, int(size * share))
+        if sum(state.lanes.values()) >= size or state.lanes.get(self.lane, 0) >= lane_cap:
+            return None
+        keys = [self._free_key("slot", size, state)]
+        if ceiling is not None:
+            keys.append(self._free_key(f"c{ceiling}", min(ceiling, size), state))
+        if None in keys:
+            return None
+        now = self._clock()
+        lease = Lease(
+            keys=tuple(k for k in keys if k is not None),
+            holder=uuid.uuid4().hex,
+            taken_at=now,
+            expires_at=now + context.get_remaining_time_in_millis() / 1000,
+            seen=state,
+        )
+        return lease if self._write_lease(lease) else None
+
+    @staticmethod
+    def _free_key(family: str, count: int, state: PoolState) -> str | None:
+        free = [key for key in (f"{family}#{i:03d}" for i in range(count)) if key not in state.held]
+        return _rng.choice(free) if free else None
+
+    def _write_lease(self, lease: Lease) -> bool:
+        """One conditional put per key (one transaction for two): False when another function took
+        one of the slots first."""
+        puts = [
+            {
+                "TableName": self.pool.table,
+                "Item": {
+                    "pk": {"S": self.pool.name},
+                    "sk": {"S": key},
+                    "holder": {"S": lease.holder},
+                    "lane": {"S": self.lane},
+                    "taken_at": {"N": _number(lease.taken_at)},
+                    "expires_at": {"N": _number(lease.expires_at)},
+                },
+                "ConditionExpression": "attribute_not_exists(sk) OR expires_at < :now",
+                "ExpressionAttributeValues": {":now": {"N": _number(lease.taken_at)}},
+            }
+            for key in lease.keys
+        ]
+        try:
+            if len(puts) == 1:
+                self._ddb.put_item(**puts[0])  # type: ignore[arg-type]
+            else:
+                self._ddb.transact_write_items(TransactItems=[{"Put": put} for put in puts])  # type: ignore[typeddict-item]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _CONFLICTS:
+                return False
+            raise _store_error(exc) from exc
+        except BotoCoreError as exc:
+            raise _store_error(exc) from exc
+        return True
+
+    def release(self, lease: Lease) -> None:
+        """Free the lease's slots; a slot someone took after our lease expired stays theirs. A
+        failure here is logged only: the lease still ends at the invocation's deadline."""
+        for key in lease.keys:
+            try:
+                self._ddb.delete_item(
+                    TableName=self.pool.table,
+                    Key={"pk": {"S": self.pool.name}, "sk": {"S": key}},
+                    ConditionExpression="holder = :holder",
+                    ExpressionAttributeValues={":holder": {"S": lease.holder}},
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in _CONFLICTS:
+                    _release_failed(key, exc)
+            except BotoCoreError as exc:
+                _release_failed(key, exc)
+
+    def read(self) -> PoolState:
+        """One strongly consistent query of the pool's partition."""
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.pool.table,
+            "KeyConditionExpression": "pk = :pool",
+            "ExpressionAttributeValues": {":pool": {"S": self.pool.name}},
+            "ConsistentRead": True,
+        }
+        try:
+            while True:
+                page = self._ddb.query(**kwargs)
+                items.extend(page.get("Items", []))
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except (ClientError, BotoCoreError) as exc:
+            raise _store_error(exc) from exc
+        return _state(items, self._clock())
+
+    # -- AIMD -------------------------------------------------------------------------------------
+    def throttled(self, lease: Lease, retry_after_s: float | None) -> None:
+        """Deepgram answered 429 although we held a slot: halve the effective pool, once per
+        congestion (a decrease made after this lease was taken already answered it)."""
+        now = self._clock()
+        current = lease.seen.effective_size(self.pool)
+        reduced = max(1, current // 2)
+        hold = max(self.pool.hold_s, retry_after_s or 0.0)
+        try:
+            self._ddb.update_item(
+                TableName=self.pool.table,
+                Key={"pk": {"S": self.pool.name}, "sk": {"S": "limit"}},
+                UpdateExpression="SET reduced_to = :reduced, hold_until = :until, decreased_at = :now",
+                ConditionExpression="attribute_not_exists(decreased_at) OR decreased_at < :taken",
+                ExpressionAttributeValues={
+                    ":reduced": {"N": str(reduced)},
+                    ":until": {"N": _number(now + hold)},
+                    ":now": {"N": _number(now)},
+                    ":taken": {"N": _number(lease.taken_at)},
+                },
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in _CONFLICTS:
+                logger.warning("Could not lower the capacity pool", extra={"error": str(exc)})
+            return
+        except BotoCoreError as exc:
+            logger.warning("Could not lower the capacity pool", extra={"error": str(exc)})
+            return
+        metrics.add_metric(name="CapacityDecreases", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            "Deepgram throttled a governed request; lowering the pool",
+            extra={"pool": self.pool.name, "from": current, "to": reduced, "hold_s": hold},
+        )
+
+
+def _state(items: list[dict[str, Any]], now: float) -> PoolState:
+    held: set[str] = set()
+    lanes: dict[str, int] = {}
+    limit: dict[str, Any] | None = None
+    for item in items:
+        key = item["sk"]["S"]
+        if key == "limit":
+            limit = item
+        elif float(item["expires_at"]["N"]) > now:
+            held.add(key)
+            if key.startswith("slot#"):
+                lane = item.get("lane", {}).get("S", LIVE_LANE)
+                lanes[lane] = lanes.get(lane, 0) + 1
+    if limit is None:
+        return PoolState(now=now, held=frozenset(held), lanes=lanes)
+    return PoolState(
+        now=now,
+        held=frozenset(held),
+        lanes=lanes,
+        reduced_to=int(limit["reduced_to"]["N"]),
+        hold_until=float(limit["hold_until"]["N"]),
+        decreased_at=float(limit["decreased_at"]["N"]),
+    )
+
+
+def _release_failed(key: str, exc: Exception) -> None:
+    logger.warning("Could not release a capacity slot", extra={"slot": key, "error": str(exc)})
+
+
+def _number(value: float) -> str:
+    return str(Decimal(str(round(value, 3))))
+
+
+def _store_error(exc: Exception) -> RetryableError:
+    return RetryableError(ErrorDetails(reason="capacity-store-error", message=type(exc).__name__))
+
+
+class CapacityRequeue:
+    """SQS ways in: a message whose objects only waited for capacity is sent again as a new message
+    (a delay of ``delay_min_s``-``delay_max_s``, a ``CapacityDeferrals`` count) so that the wait
+    does not count towards its queue's ``maxReceiveCount``; the caller then reports it done."""
+
+    def __init__(self, sqs: Callable[[], Any], *, delay_min_s: int = 30, delay_max_s: int = 90) -> None:
+        self._make_sqs = sqs  # made on first use: most containers never requeue
+        self._sqs: Any = None
+        self.delay_min_s, self.delay_max_s = delay_min_s, delay_max_s
+
+    def requeue(self, record: Any) -> bool:
+        """True when the message was sent again; False (the caller reports a batch item failure)
+        for a FIFO queue (no per-message delay) or when the send fails (e.g. no grant on the queue)."""
+        arn = str(record.event_source_arn or "")
+        parts = arn.split(":")
+        if len(parts) != 6 or parts[5].endswith(".fifo"):
+            return False
+        _, _, _, region, account, name = parts
+        attributes = {
+            key: {"DataType": "String", "StringValue": str(value["stringValue"])}
+            for key, value in (record.get("messageAttributes") or {}).items()
+            if value.get("stringValue") is not None and key != "CapacityDeferrals"
+        }
+        previous = (record.get("messageAttributes") or {}).get("CapacityDeferrals") or {}
+        deferrals = int(previous.get("stringValue") or 0) + 1
+        attributes["CapacityDeferrals"] = {"DataType": "Number", "StringValue": str(deferrals)}
+        delay = _rng.randint(self.delay_min_s, self.delay_max_s)
+        try:
+            self._sqs = self._sqs or self._make_sqs()
+            self._sqs.send_message(
+                QueueUrl=f"https://sqs.{region}.amazonaws.com/{account}/{name}",
+                MessageBody=record.body,
+                DelaySeconds=delay,
+                MessageAttributes=attributes,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("Could not requeue a message that waited for capacity", extra={"error": str(exc)})
+            return False
+        metrics.add_metric(name="CapacityRequeues", unit=MetricUnit.Count, value=1)
+        logger.info("Waiting for Deepgram capacity; message requeued", extra={"delay_s": delay})
+        return True
+
+
+def build_governor(
+    settings: Settings, dynamodb: DynamoDBClient, *, sleep: Callable[[float], None] = time.sleep
+) -> Governor:
+    """The governor the settings ask for: a DynamoDB pool, or none without ``CAPACITY_TABLE``."""
+    if settings.capacity is None:
+        return Unlimited()
+    return CapacityGovernor(settings.capacity, dynamodb, sleep=sleep)
