@@ -95,7 +95,9 @@ def start_backfill(s3control: S3ControlClient, backfill: Backfill, *, token: str
             "S3JobManifestGenerator": {
                 "SourceBucket": f"arn:aws:s3:::{backfill.bucket}",
                 "EnableManifestOutput": False,
-                "Filter": {"KeyNameConstraint": {"MatchAnyPrefix": [backfill.prefix]}} if backfill.prefix else {},
+                "Filter": {"KeyNameConstraint": {"MatchAnyPrefix": [backfill.prefix]}}
+                if backfill.prefix
+                else {},
             }
         },
         Report={
@@ -167,4 +169,3 @@ def _count(report: CompletionReport, *, task_status: str, message: str) -> None:
         report.skipped[message.removeprefix("skipped: ").strip()] += 1
     else:
         report.transcribed += 1
-

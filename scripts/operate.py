@@ -436,7 +436,9 @@ def _backfill_command(parser: argparse.ArgumentParser, args: argparse.Namespace)
         for dest in needed:
             output = backfill.STACK_OUTPUTS[dest]
             if output not in outputs:
-                parser.error(f"stack {args.stack} has no output {output} (deploy it with EnableBackfill=true)")
+                parser.error(
+                    f"stack {args.stack} has no output {output} (deploy it with EnableBackfill=true)"
+                )
             setattr(args, dest, outputs[output])
     job = backfill.Backfill(
         account_id=boto3.client("sts").get_caller_identity()["Account"],

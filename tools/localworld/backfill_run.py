@@ -48,6 +48,14 @@ def function_invoke(function: LocalFunction) -> Any:
     return invoke
 
 
+def backfill_role_arn(world: LocalWorld) -> str:
+    """The stack's BackfillRole (the world may have been loaded without EnableBackfill)."""
+    stack = (
+        world.stack if "BackfillRole" in world.stack.resources else world.stack_with(EnableBackfill="true")
+    )
+    return str(stack.resource("BackfillRole").arn)
+
+
 def backfill_command(world: LocalWorld, prefix: str, *, poll_s: float = 1.0) -> list[str]:
     """The operator command line, with everything the stack's outputs would give it."""
     transcribe = world.function("TranscribeFunction")
@@ -62,7 +70,7 @@ def backfill_command(world: LocalWorld, prefix: str, *, poll_s: float = 1.0) -> 
         "--function-arn",
         transcribe.function_arn,
         "--role-arn",
-        str(world.stack.resource("BackfillRole").arn),
+        backfill_role_arn(world),
         "--report-bucket",
         world.output_bucket,
         "--poll",
@@ -81,7 +89,7 @@ def run_backfill(
         )
         with engine:
             env = {**os.environ, **world.aws.env(), **engine.client_env()}
-            return subprocess.run(  # noqa: S603 - our own script, no shell
+            return subprocess.run(
                 backfill_command(world, prefix), env=env, capture_output=True, text=True, check=False
             )
 
@@ -101,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(process.stdout, end="")
         print(process.stderr, end="", file=sys.stderr)
         answered = sum(1 for r in world.emulator.requests if r.status == 200)
-        print(f"Deepgram 200 answers: {answered} for {len(keys)} objects ({answered / max(len(keys), 1):.2f} per object)")
+        per_object = answered / max(len(keys), 1)
+        print(f"Deepgram 200 answers: {answered} for {len(keys)} objects ({per_object:.2f} per object)")
         print(f"backfill took {elapsed:.1f} s")
         return process.returncode
 

@@ -49,8 +49,9 @@ from urllib.parse import quote_plus, urlsplit
 import boto3
 from botocore.config import Config
 
-from localworld.aws import DEFAULT_REGION, DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, DUMMY_SESSION_TOKEN
+from localworld.aws import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, DUMMY_SESSION_TOKEN
 from localworld.loopback import LoopbackServer, Service
+from samstack import DEFAULT_REGION
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -160,7 +161,8 @@ class LocalBatchOperations(Service):
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() first"
+        if self._server is None:
+            raise RuntimeError("start() first")
         return f"http://127.0.0.1:{self._server.server_port}"
 
     def client_env(self, no_proxy: str = "127.0.0.1,localhost") -> dict[str, str]:
@@ -197,7 +199,8 @@ class LocalBatchOperations(Service):
 
     # --- API --------------------------------------------------------------------------------
     def create_job(self, body: bytes) -> str:
-        request = _strip_namespaces(ET.fromstring(body))
+        # Loopback only, from this machine's own boto3 clients: not untrusted input.
+        request = _strip_namespaces(ET.fromstring(body))  # noqa: S314
         token = _text(request, "ClientRequestToken")
         with self._lock:
             if token in self._tokens:
@@ -224,7 +227,7 @@ class LocalBatchOperations(Service):
         job.status = "Preparing"
         try:
             manifest = list(self._manifest(job))
-        except Exception as exc:  # noqa: BLE001 - the job fails, as S3 says why
+        except Exception as exc:
             job.failure_reasons.append(f"manifest: {exc}")
             job.status = "Failed"
             return
@@ -245,16 +248,14 @@ class LocalBatchOperations(Service):
         versioned = self._s3.get_bucket_versioning(Bucket=job.source_bucket).get("Status") == "Enabled"
         for prefix in job.prefixes or [""]:
             if versioned:
-                pages = self._s3.get_paginator("list_object_versions").paginate(
-                    Bucket=job.source_bucket, Prefix=prefix
-                )
-                for page in pages:
-                    for version in page.get("Versions", []):
+                versions = self._s3.get_paginator("list_object_versions")
+                for version_page in versions.paginate(Bucket=job.source_bucket, Prefix=prefix):
+                    for version in version_page.get("Versions", []):
                         if version.get("IsLatest"):
                             yield version["Key"], version.get("VersionId")
             else:
-                pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=job.source_bucket, Prefix=prefix)
-                for page in pages:
+                listing = self._s3.get_paginator("list_objects_v2")
+                for page in listing.paginate(Bucket=job.source_bucket, Prefix=prefix):
                     for obj in page.get("Contents", []):
                         yield obj["Key"], None
 
@@ -263,7 +264,9 @@ class LocalBatchOperations(Service):
         while True:
             attempts += 1
             if self._threshold_reached(job):
-                return self._count(job, TaskResult(job.source_bucket, key, version_id, False, "JobFailed", "", attempts))
+                return self._count(
+                    job, TaskResult(job.source_bucket, key, version_id, False, "JobFailed", "", attempts)
+                )
             code, text = _invoke_task(job, invoke, key, version_id)
             if code == "TemporaryFailure" and attempts < self.temporary_failure_attempts:
                 time.sleep(self.temporary_failure_delay_s * attempts)
@@ -294,7 +297,9 @@ class LocalBatchOperations(Service):
     def _write_report(self, job: Job) -> None:
         if job.report_bucket is None:
             return
-        base = f"{job.report_prefix.rstrip('/')}/job-{job.job_id}" if job.report_prefix else f"job-{job.job_id}"
+        base = (
+            f"{job.report_prefix.rstrip('/')}/job-{job.job_id}" if job.report_prefix else f"job-{job.job_id}"
+        )
         rows: dict[bool, list[TaskResult]] = {True: [], False: []}
         for result in job.results:
             if job.report_scope == "AllTasks" or not result.succeeded:
@@ -307,8 +312,15 @@ class LocalBatchOperations(Service):
             writer = csv.writer(buffer)
             for r in results:
                 writer.writerow(
-                    [r.bucket, quote_plus(r.key, safe="/"), r.version_id or "", "succeeded" if succeeded else "failed",
-                     r.error_code, "200" if succeeded else "", r.result]
+                    [
+                        r.bucket,
+                        quote_plus(r.key, safe="/"),
+                        r.version_id or "",
+                        "succeeded" if succeeded else "failed",
+                        r.error_code,
+                        "200" if succeeded else "",
+                        r.result,
+                    ]
                 )
             body = buffer.getvalue().encode("utf-8")
             key = f"{base}/results/{uuid.uuid4().hex}.csv"
@@ -438,7 +450,11 @@ def describe_job_xml(job: Job) -> bytes:
         _add(report, "Enabled", "true")
         _add(report, "Prefix", job.report_prefix)
         _add(report, "ReportScope", job.report_scope)
-    return ET.tostring(root, xml_declaration=True, encoding="utf-8")
+    return _xml(root)
+
+
+def _xml(root: ET.Element) -> bytes:
+    return bytes(ET.tostring(root, xml_declaration=True, encoding="utf-8"))
 
 
 def _add(parent: ET.Element, tag: str, text: str) -> None:
@@ -449,7 +465,7 @@ def _result_xml(tag: str, values: Mapping[str, str]) -> bytes:
     root = ET.Element(tag, xmlns=NAMESPACE)
     for name, value in values.items():
         _add(root, name, value)
-    return ET.tostring(root, xml_declaration=True, encoding="utf-8")
+    return _xml(root)
 
 
 def _error_xml(code: str, message: str) -> bytes:
@@ -458,14 +474,14 @@ def _error_xml(code: str, message: str) -> bytes:
     _add(error, "Code", code)
     _add(error, "Message", message)
     _add(root, "RequestId", uuid.uuid4().hex)
-    return ET.tostring(root, xml_declaration=True, encoding="utf-8")
+    return _xml(root)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: LoopbackServer[LocalBatchOperations]
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
 
     def _path(self) -> str:

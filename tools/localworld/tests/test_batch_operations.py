@@ -107,7 +107,9 @@ def create_job(engine: LocalBatchOperations, prefix: str = "a/", **overrides: An
 
 def report_rows(aws: LocalAws, job_id: str) -> list[list[str]]:
     s3 = aws.s3()
-    manifest = json.loads(s3.get_object(Bucket=REPORTS, Key=f"reports/job-{job_id}/manifest.json")["Body"].read())
+    manifest = json.loads(
+        s3.get_object(Bucket=REPORTS, Key=f"reports/job-{job_id}/manifest.json")["Body"].read()
+    )
     assert manifest["Format"] == "Report_CSV_20180820"
     rows: list[list[str]] = []
     for entry in manifest["Results"]:
