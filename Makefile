@@ -15,7 +15,7 @@ PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
 TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/retry/app.py tools scripts tests bench
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
-	deploy-prod invoke emulator clean failures redrive chaos bench localworld-test sam-local
+	deploy-prod invoke emulator clean failures redrive backfill chaos bench localworld-test sam-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ failures: ## List failure records: make failures BUCKET=<OutputBucketName> (or S
 
 redrive: ## Move parked messages back to the DLQ: make redrive STACK=<stack name> (or FROM=<url> TO=<url>)
 	@$(PY) scripts/operate.py redrive $(if $(STACK),--stack "$(STACK)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)")
+
+backfill: ## Transcribe an archive with one S3 Batch Operations job: make backfill STACK=<stack> [BUCKET=<bucket>] [PREFIX=<prefix>] (no STACK: OBJECTS=200 on the local world)
+	@$(if $(STACK),$(PY) scripts/operate.py backfill --stack "$(STACK)" $(if $(BUCKET),--bucket "$(BUCKET)") $(if $(PREFIX),--prefix "$(PREFIX)"),$(PY) -m localworld.backfill_run --objects $(or $(OBJECTS),200) $(if $(PREFIX),--prefix "$(PREFIX)"))
 
 chaos: ## The nothing-lost run: UPLOADS=300 files through the local pipeline under injected faults
 	@$(PY) -m localworld.chaos --uploads $(or $(UPLOADS),300)

@@ -8,6 +8,7 @@ Usage::
     python scripts/operate.py failures --bucket OUTPUT_BUCKET [--prefix failures/] [--reason R]
         [--since ISO] [--json]
     python scripts/operate.py redrive --from PARKING_QUEUE_URL --to DLQ_URL [--max N] [--dry-run]
+    python scripts/operate.py backfill --stack STACK_NAME [--bucket BUCKET] [--prefix PREFIX] [--no-wait]
     python scripts/operate.py <command> --stack STACK_NAME ...   # bucket/queues from stack outputs
 
 Importable as ``scripts.operate``::
@@ -25,10 +26,15 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
+
+if not __package__:  # run as a script: make the project root importable, as `-m` would
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts import backfill
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -357,6 +363,23 @@ def build_parser() -> argparse.ArgumentParser:
     redrive_cmd.add_argument(
         "--dry-run", action="store_true", help="list what would move; send and delete nothing"
     )
+    backfill_cmd = commands.add_parser(
+        "backfill",
+        parents=[stack],
+        help="transcribe every object under a prefix with one S3 Batch Operations job",
+        description="Start an S3 Batch Operations job over BUCKET/PREFIX that invokes the transcribe "
+        "function per object, follow its progress, then sum up its completion report. Needs the "
+        "stack deployed with EnableBackfill=true (its BackfillRole). Objects already transcribed "
+        "cost nothing: the function answers them from its idempotency store.",
+    )
+    backfill_cmd.set_defaults(parser=backfill_cmd)
+    backfill_cmd.add_argument("--bucket", help="the bucket to backfill (default: the stack's input bucket)")
+    backfill_cmd.add_argument("--prefix", default="", help="only keys under this prefix (default: all)")
+    backfill_cmd.add_argument("--function-arn", help="default: the stack's TranscribeFunctionArn")
+    backfill_cmd.add_argument("--role-arn", help="default: the stack's BackfillRoleArn")
+    backfill_cmd.add_argument("--report-bucket", help="default: the stack's output bucket")
+    backfill_cmd.add_argument("--poll", type=float, default=10.0, metavar="S", help="seconds between polls")
+    backfill_cmd.add_argument("--no-wait", action="store_true", help="start the job and print its id")
     return parser
 
 
@@ -367,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "failures":
             _fill_from_stack(parser, args, ["bucket"])
             return _failures_command(args)
+        if args.command == "backfill":
+            return _backfill_command(parser, args)
         _fill_from_stack(parser, args, ["source", "target"])
         if args.max is not None and args.max < 1:
             parser.error("--max must be at least 1")
@@ -400,6 +425,41 @@ def _redrive_command(args: argparse.Namespace) -> int:
     verb = "would move" if args.dry_run else "moved"
     print(f"{verb} {moved} message(s) from {args.source} to {args.target}")
     return 0
+
+
+def _backfill_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    needed = [dest for dest in backfill.STACK_OUTPUTS if not getattr(args, dest)]
+    if needed:
+        if not args.stack:
+            parser.error(f"give --{' --'.join(d.replace('_', '-') for d in needed)}, or --stack")
+        outputs = stack_outputs(args.stack)
+        for dest in needed:
+            output = backfill.STACK_OUTPUTS[dest]
+            if output not in outputs:
+                parser.error(
+                    f"stack {args.stack} has no output {output} (deploy it with EnableBackfill=true)"
+                )
+            setattr(args, dest, outputs[output])
+    job = backfill.Backfill(
+        account_id=boto3.client("sts").get_caller_identity()["Account"],
+        function_arn=args.function_arn,
+        role_arn=args.role_arn,
+        bucket=args.bucket,
+        prefix=args.prefix,
+        report_bucket=args.report_bucket,
+    )
+    s3control = boto3.client("s3control")
+    job_id = backfill.start_backfill(s3control, job)
+    print(f"started job {job_id}: s3://{job.bucket}/{job.prefix}")
+    if args.no_wait:
+        return 0
+    final = backfill.follow(s3control, job.account_id, job_id, poll_s=args.poll)
+    for reason in final.get("FailureReasons", []):
+        print(f"job failure: {reason.get('FailureReason')}", file=sys.stderr)
+    report = backfill.read_completion_report(boto3.client("s3"), job.report_bucket, job.report_prefix, job_id)
+    for line in report.lines():
+        print(line)
+    return 0 if final.get("Status") == "Complete" and not report.failed else 1
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ OPTIONS_ON = {
     "BufferedMode": "true",
     "InputAccessLogBucket": "new",
     "InputKmsKeyArn": INPUT_KMS_KEY,
+    "EnableBackfill": "true",
 }
 MODES: dict[str, dict[str, str]] = {
     "off": {},
@@ -610,6 +611,36 @@ def test_existing_bucket_grant_is_read_only_and_names_only_that_bucket(
     assert re.fullmatch(pattern, "")
     for bad in ("*", "my-*", "a/b", "my?archive", "arn:aws:s3:::x"):
         assert not re.fullmatch(pattern, bad), bad
+
+
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_backfill_role_only_lists_the_input_buckets_invokes_transcribe_and_writes_reports(
+    stacks: dict[str, ResolvedStack], mode: str
+) -> None:
+    stack = stacks[mode]
+    if mode == "off":
+        assert "BackfillRole" not in stack.resources
+        assert "BackfillRoleArn" not in stack.outputs
+        return
+    role = stack.resource("BackfillRole").properties
+    [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "batchoperations.s3.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": stack.account_id}}
+    [policy] = role["Policies"]
+    function_arn = str(stack.resource("TranscribeFunction").arn)
+    input_bucket = f"arn:aws:s3:::{stack.resource('InputBucket').physical_name}"
+    output_bucket = stack.resource("OutputBucket").physical_name
+    assert _grants(policy["PolicyDocument"]["Statement"]) == {
+        ("lambda:InvokeFunction", function_arn),
+        ("lambda:InvokeFunction", f"{function_arn}:*"),
+        *(
+            (action, bucket)
+            for action in ("s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketLocation")
+            for bucket in (input_bucket, f"arn:aws:s3:::{EXISTING_BUCKET}")
+        ),
+        ("s3:PutObject", f"arn:aws:s3:::{output_bucket}/backfill-reports/*"),
+    }
+    assert stack.outputs["BackfillRoleArn"] == str(stack.resource("BackfillRole").arn)
 
 
 @pytest.mark.parametrize("mode", ["off", "on"])

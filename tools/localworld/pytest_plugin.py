@@ -16,6 +16,9 @@ names (``tests/test_boundaries.py`` holds them to that). Fixtures:
 * ``aws_fault_proxy``: an ``AwsFaultProxy`` in front of the world's moto.
 * ``fast_retry_env``: the retry function's settings shortened for tests.
 * ``chaos_run``: ``chaos_run(uploads=..., rates=...)`` is ``localworld.chaos.run`` on the world.
+* ``backfill``: ``backfill.upload(prefix, count)`` puts an archive in the input bucket;
+  ``backfill.run(prefix)`` runs ``scripts/operate.py backfill`` against the local Batch Operations
+  stand-in and the real transcribe handler (``localworld.backfill_run``).
 
 It also lets other plugins watch the world without importing it: see ``localworld.pytest_hooks``.
 """
@@ -24,13 +27,14 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import pytest
 
-from localworld import chaos, pytest_hooks
+from localworld import backfill_run, chaos, pytest_hooks
 from localworld.aws import LocalAws, MotoServer
 from localworld.aws_faults import AwsFaultProxy
 from localworld.deepgram.server import DeepgramEmulator
@@ -124,6 +128,28 @@ def start_delivery(world: LocalWorld) -> Iterator[DeliveryFactory]:
     yield start
     for delivery in started:
         delivery.close()
+
+
+class Backfill:
+    """The archive and the operator's backfill command, on the world."""
+
+    def __init__(self, world: LocalWorld) -> None:
+        self._world = world
+
+    def upload(self, prefix: str, count: int) -> list[str]:
+        return backfill_run.upload_archive(self._world, prefix, count)
+
+    def run(
+        self, prefix: str, *, concurrency: int = 4, extra_env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return backfill_run.run_backfill(
+            self._world, prefix, concurrency=concurrency, extra_env=dict(extra_env or {})
+        )
+
+
+@pytest.fixture
+def backfill(world: LocalWorld) -> Backfill:
+    return Backfill(world)
 
 
 @pytest.fixture

@@ -1,0 +1,50 @@
+"""`make backfill`'s command, end to end on the local world: `scripts/operate.py backfill` in its own
+process with plain boto3, S3 Batch Operations' job (the local stand-in) invoking the real transcribe
+handler once per object, and the completion report summed up by reason."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from localworld.pytest_plugin import Backfill
+    from localworld.world import LocalWorld
+
+PREFIX = "archive/2019/"
+
+
+def deepgram_answers(world: LocalWorld) -> int:
+    return sum(1 for request in world.emulator.requests if request.status == 200)
+
+
+def test_a_backfill_transcribes_the_archive_once_and_reports_by_reason(
+    world: LocalWorld, backfill: Backfill, sample_audio: bytes
+) -> None:
+    good = backfill.upload(PREFIX, 4)
+    s3 = world.aws.s3()
+    s3.put_object(Bucket=world.input_bucket, Key=f"{PREFIX}notes.wav", Body=b"meeting notes, not audio")
+    s3.put_object(Bucket=world.input_bucket, Key=f"{PREFIX}readme.txt", Body=b"hi", ContentType="text/plain")
+    s3.put_object(Bucket=world.input_bucket, Key="elsewhere/skip-me.wav", Body=sample_audio)
+
+    first = backfill.run(PREFIX)
+
+    assert first.returncode == 1, first.stderr  # one object failed
+    lines = first.stdout.splitlines()
+    assert lines[0].startswith("started job ")
+    assert lines[-5:] == [
+        "tasks: 6",
+        "succeeded: 5 (transcribed 4)",
+        "  skipped, not-media: 1",
+        "failed: 1",
+        "  deepgram-unsupported-audio: 1",
+    ]
+    assert any(line.startswith("Complete: 6/6 tasks done") for line in lines)
+    for key in good:
+        s3.head_object(Bucket=world.output_bucket, Key=world.transcript_key(key))
+    s3.head_object(Bucket=world.output_bucket, Key=world.failure_key(f"{PREFIX}notes.wav"))
+    assert deepgram_answers(world) == 4  # 1.00 per transcribed object; nothing outside the prefix
+
+    again = backfill.run(PREFIX)
+
+    assert again.stdout.splitlines()[-5:-3] == ["tasks: 6", "succeeded: 5 (transcribed 4)"], again.stdout
+    assert deepgram_answers(world) == 4  # already transcribed: answered by idempotency, for free
