@@ -258,7 +258,7 @@ def test_audio_intelligence_requests_are_held_to_their_ceiling_inside_the_pool(
     assert items(aws.dynamodb) == {}
 
 
-# -- lanes (the hook a backfill will use) --------------------------------------------------------
+# -- lanes (a backfill's share) --------------------------------------------------------------------
 
 
 def test_a_lane_other_than_live_holds_at_most_its_share(
@@ -418,6 +418,48 @@ def test_batch_operations_answer_temporary_failure_for_a_capacity_wait(
     assert result["resultString"].startswith(CAPACITY_REASON)
 
 
+def batch_task_event(key: str) -> dict[str, Any]:
+    return {
+        "invocationSchemaVersion": "2.0",
+        "invocationId": f"inv-{key}",
+        "job": {"id": "job-1", "userArguments": {}},
+        "tasks": [{"taskId": f"t-{key}", "s3Key": key, "s3VersionId": None, "s3Bucket": INPUT_BUCKET}],
+    }
+
+
+def test_batch_operations_tasks_lease_in_the_backfill_lane_and_leave_live_uploads_their_share(
+    aws: Aws, table: str, deepgram: responses.RequestsMock, sleeps: Waits, clock: Clock
+) -> None:
+    pool = replace(POOL, size=4, lane_shares={"backfill": 0.5})
+    transcriber = governed_transcriber(aws, sleeps, clock, pool)
+    backfill = governor(aws, sleeps, clock, pool, lane="backfill")
+    backfill.acquire(context())  # another backfill task holds one of the lane's two slots
+    for key in ("archive/1.wav", "archive/2.wav", "live.wav"):
+        aws.upload(key)
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+
+    seen: list[str] = []
+
+    def lanes_held(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.name == "PutItem" and params.get("TableName") == CAPACITY_TABLE:
+            seen.append(params["Item"]["lane"]["S"])
+
+    aws.dynamodb.meta.events.register("provide-client-params.dynamodb", lanes_held)
+    done = handle_event(batch_task_event("archive/1.wav"), sleeps.context, transcriber)
+    assert done["results"][0]["resultCode"] == "Succeeded"
+    assert seen == ["backfill"]
+
+    backfill.acquire(context())  # now the lane is full: two of four slots
+    sleeps.context.remaining_ms = 60_000
+    waits = handle_event(batch_task_event("archive/2.wav"), sleeps.context, transcriber)
+    assert waits["results"][0]["resultCode"] == "TemporaryFailure"
+    assert waits["results"][0]["resultString"].startswith(CAPACITY_REASON)
+
+    sleeps.context.remaining_ms = 600_000
+    assert transcriber.process(obj("live.wav"), sleeps.context).status == "transcribed"  # live keeps the rest
+    assert seen[-1] == "live"
+
+
 # -- the retry function: a capacity wait uses no attempt -----------------------------------------
 
 
@@ -519,7 +561,9 @@ def test_settings_turn_the_governor_on_with_a_table() -> None:
             "CAPACITY_AI_CEILING": "3",
         }
     )
-    assert settings.capacity == PoolSettings(table="t", name="p", size=7, ai_ceiling=3)
+    assert settings.capacity == PoolSettings(
+        table="t", name="p", size=7, ai_ceiling=3, lane_shares={"backfill": 0.6}
+    )
     with pytest.raises(ConfigurationError, match="CAPACITY_POOL_SIZE"):
         Settings.from_env({**ENV, "CAPACITY_TABLE": "t", "CAPACITY_POOL_SIZE": "0"})
 

@@ -7,7 +7,7 @@ objects in the event, runs each through the per-object workflow and shapes the a
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event impor
     S3BatchOperationResponseRecord,
 )
 
-from transcriber.capacity import CAPACITY_REASON
+from transcriber.capacity import BACKFILL_LANE, CAPACITY_REASON
 from transcriber.errors import PermanentError, RetryableError
 from transcriber.events import Source, batch_operation_objects, detect_source, parse_event, parse_message_body
 from transcriber.observability import logger
@@ -108,7 +108,8 @@ def answer_batch_operation(
     response = S3BatchOperationResponse(
         batch.invocation_schema_version, batch.invocation_id, "PermanentFailure"
     )
-    for task_id, obj in batch_operation_objects(batch):
+    for task_id, task_obj in batch_operation_objects(batch):
+        obj = replace(task_obj, lane=BACKFILL_LANE)  # bulk work: at most its share of the pool
         code: Literal["Succeeded", "TemporaryFailure", "PermanentFailure"]
         try:
             outcome = transcriber.process(obj, context)

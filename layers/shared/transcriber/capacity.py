@@ -23,8 +23,9 @@ request, and release it as soon as Deepgram answers (also on errors):
   (additive increase, computed from the time of the decrease, so it costs no writes).
 
 Lanes: each lease carries a lane (``live`` by default). A lane other than ``live`` may hold at
-most its share of the effective pool (``lane_shares``), so a future backfill lane can never take
-the slots live uploads need. Only ``live`` is used today; the backfill lane is planned.
+most its share of the effective pool (``lane_shares``), so a backfill can never take the slots live
+uploads need: S3 Batch Operations tasks lease in the ``backfill`` lane (``transcriber.adapters``),
+whose share is ``CAPACITY_BACKFILL_PERCENT`` of the pool.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from transcriber.config import Settings
 
 LIVE_LANE = "live"
+BACKFILL_LANE = "backfill"
 # Deepgram: "if multiple services are used in one API call, the lower of the rate limits is applied".
 INTELLIGENCE_OPTIONS = ("summarize", "topics", "intents", "sentiment")
 ENTITIES_CEILING = 5
@@ -125,19 +127,22 @@ class Lease:
     taken_at: float
     expires_at: float
     seen: PoolState
+    lane: str = LIVE_LANE
 
 
 class Governor(Protocol):
     """What the workflow asks of a governor: hold a slot for the length of one request."""
 
-    def slot(self, context: ContextLike, query: Sequence[tuple[str, str]]) -> Any: ...
+    def slot(self, context: ContextLike, query: Sequence[tuple[str, str]], lane: str = LIVE_LANE) -> Any: ...
 
 
 class Unlimited:
     """No governor (no ``CAPACITY_TABLE``): every request goes straight out."""
 
     @contextmanager
-    def slot(self, context: ContextLike, query: Sequence[tuple[str, str]]) -> Iterator[None]:
+    def slot(
+        self, context: ContextLike, query: Sequence[tuple[str, str]], lane: str = LIVE_LANE
+    ) -> Iterator[None]:
         yield
 
 
@@ -159,10 +164,12 @@ class CapacityGovernor:
 
     # -- the hook the workflow uses -------------------------------------------------------------
     @contextmanager
-    def slot(self, context: ContextLike, query: Sequence[tuple[str, str]]) -> Iterator[Lease]:
-        """Hold a slot while the body sends one request. A 429 raised from the body lowers the
-        pool's effective size for everyone before the slot is released."""
-        lease = self.acquire(context, intelligence_ceiling(query, self.pool.ai_ceiling))
+    def slot(
+        self, context: ContextLike, query: Sequence[tuple[str, str]], lane: str | None = None
+    ) -> Iterator[Lease]:
+        """Hold a slot of ``lane`` (default: the governor's) while the body sends one request. A 429
+        raised from the body lowers the pool's effective size for everyone before the slot is released."""
+        lease = self.acquire(context, intelligence_ceiling(query, self.pool.ai_ceiling), lane=lane)
         try:
             yield lease
         except TranscriptionError as exc:
@@ -173,13 +180,13 @@ class CapacityGovernor:
             self.release(lease)
 
     # -- leases -----------------------------------------------------------------------------------
-    def acquire(self, context: ContextLike, ceiling: int | None = None) -> Lease:
+    def acquire(self, context: ContextLike, ceiling: int | None = None, *, lane: str | None = None) -> Lease:
         """A lease, waiting with jittered polling while the invocation has time; else
         ``RetryableError(deepgram-capacity)``."""
         started = self._clock()
         polls = 0
         while True:
-            lease = self._try_acquire(context, ceiling)
+            lease = self._try_acquire(context, ceiling, lane or self.lane)
             if lease is not None:
                 if polls:
                     metrics.add_metric(
@@ -203,12 +210,12 @@ class CapacityGovernor:
                 )
             self._sleep(delay)
 
-    def _try_acquire(self, context: ContextLike, ceiling: int | None) -> Lease | None:
+    def _try_acquire(self, context: ContextLike, ceiling: int | None, lane: str) -> Lease | None:
         state = self.read()
         size = state.effective_size(self.pool)
-        share = self.pool.lane_shares.get(self.lane)
+        share = self.pool.lane_shares.get(lane)
         lane_cap = size if share is None else max(1, int(size * share))
-        if sum(state.lanes.values()) >= size or state.lanes.get(self.lane, 0) >= lane_cap:
+        if sum(state.lanes.values()) >= size or state.lanes.get(lane, 0) >= lane_cap:
             return None
         keys = [self._free_key("slot", size, state)]
         if ceiling is not None:
@@ -222,6 +229,7 @@ class CapacityGovernor:
             taken_at=now,
             expires_at=now + context.get_remaining_time_in_millis() / 1000,
             seen=state,
+            lane=lane,
         )
         return lease if self._write_lease(lease) else None
 
@@ -240,7 +248,7 @@ class CapacityGovernor:
                     "pk": {"S": self.pool.name},
                     "sk": {"S": key},
                     "holder": {"S": lease.holder},
-                    "lane": {"S": self.lane},
+                    "lane": {"S": lease.lane},
                     "taken_at": {"N": _number(lease.taken_at)},
                     "expires_at": {"N": _number(lease.expires_at)},
                 },

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from transcriber.capacity import PoolSettings
+from transcriber.capacity import BACKFILL_LANE, PoolSettings
 from transcriber.errors import configuration_error
 
+DEFAULT_BACKFILL_PERCENT = 60  # of the pool a backfill may hold; the rest is kept for live uploads
 DEFAULT_API_URL = "https://api.deepgram.com"
 DEFAULT_EXTENSIONS = (
     "wav,mp3,m4a,mp4,flac,ogg,opus,webm,aac,amr,mov,mkv,wma,aiff,mpeg,mpga"  # as in template.yaml
@@ -154,6 +155,12 @@ def pool_settings(reader: EnvReader) -> PoolSettings | None:
         name=reader.text("CAPACITY_POOL", default=defaults.name),
         size=reader.integer("CAPACITY_POOL_SIZE", default=defaults.size, minimum=1),
         ai_ceiling=reader.integer("CAPACITY_AI_CEILING", default=defaults.ai_ceiling, minimum=1),
+        lane_shares={
+            BACKFILL_LANE: reader.integer(
+                "CAPACITY_BACKFILL_PERCENT", default=DEFAULT_BACKFILL_PERCENT, minimum=1
+            )
+            / 100
+        },
     )
 
 

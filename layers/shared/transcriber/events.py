@@ -63,6 +63,7 @@ class S3ObjectRef:
     version_id: str | None = None
     size: int | None = None
     etag: str | None = None
+    lane: str = "live"  # the capacity pool's lane: "backfill" for S3 Batch Operations tasks
 
     @property
     def uri(self) -> str:

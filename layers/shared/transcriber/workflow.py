@@ -276,7 +276,9 @@ class Transcriber:
         while True:
             attempt += 1
             try:
-                with self.capacity.slot(context, self.query):  # released as soon as Deepgram answers
+                with self.capacity.slot(
+                    context, self.query, obj.lane
+                ):  # released as soon as Deepgram answers
                     return self._send(delivery, obj, api_key, context), delivery
             except TranscriptionError as exc:
                 exc.details.extra.update(attempts=attempt, delivery=delivery)
