@@ -24,8 +24,10 @@ import json
 import logging
 import os
 import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -79,6 +81,8 @@ class _Container:
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, memory_mb: int | None = None) -> None:
         self.container_id = uuid.uuid4().hex
+        # Its own temporary directory, as each Lambda sandbox has its own /tmp (gone with it).
+        self.tmp_dir = env.get("TMPDIR")
         self.memory_mb = memory_mb
         # Set (to the memory seen, MiB) when the watchdog killed the worker for passing memory_mb.
         self.out_of_memory_mb: int | None = None
@@ -187,6 +191,7 @@ class _Container:
             self.process.kill()
         self.process.wait()
         self.close_requests()
+        self._remove_tmp()
 
     def stop(self, grace_s: float = 1.0) -> None:
         """Close the request pipe (the worker's loop ends), then kill if it lingers."""
@@ -195,6 +200,11 @@ class _Container:
             self.process.wait(grace_s)
         except subprocess.TimeoutExpired:
             self.kill()
+        self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        if self.tmp_dir and not self.alive:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def close_requests(self) -> None:
         with contextlib.suppress(OSError):  # the worker is already gone
@@ -244,8 +254,10 @@ def build_environment(
     *,
     log_stream_name: str,
     python: str = sys.executable,
+    tmp_dir: str | None = None,
 ) -> dict[str, str]:
-    """The complete environment of one container, nothing inherited from this process."""
+    """The complete environment of one container, nothing inherited from this process.
+    ``tmp_dir`` stands in for the sandbox's own /tmp (``TMPDIR``, which Python's tempfile uses)."""
     undeclared = sorted(set(env_overrides) - set(spec.environment))
     if undeclared:
         # Same rule as `sam local invoke --env-vars`: only declared variables can be overridden.
@@ -273,6 +285,8 @@ def build_environment(
         "LAMBDA_TASK_ROOT": str(spec.code_uri),
         "LAMBDA_RUNTIME_DIR": str(_WORKER_SCRIPT.parent),
     }
+    if tmp_dir is not None:
+        reserved["TMPDIR"] = tmp_dir
     return {**runtime_defaults, **spec.environment, **env_overrides, **extra_env, **reserved}
 
 
@@ -343,7 +357,12 @@ class LocalFunction:
         try:
             stream = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
             env = build_environment(
-                self.spec, self._env_overrides, self._extra_env, log_stream_name=stream, python=self._python
+                self.spec,
+                self._env_overrides,
+                self._extra_env,
+                log_stream_name=stream,
+                python=self._python,
+                tmp_dir=tempfile.mkdtemp(prefix="localworld-sandbox-tmp-"),
             )
             argv = [self._python, "-I", "-u", str(_WORKER_SCRIPT)]
             layer_args = [str(layer) for layer in self.spec.layers]

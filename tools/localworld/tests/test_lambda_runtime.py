@@ -38,7 +38,11 @@ def test_environment_is_exactly_template_overrides_extra_and_lambda(
     trace_id = env.pop("_X_AMZN_TRACE_ID")
     assert trace_id.startswith("Root=1-")
     stream = env["AWS_LAMBDA_LOG_STREAM_NAME"]
-    assert env == build_environment(echo, {"LOG_LEVEL": "ERROR"}, EXTRA_ENV, log_stream_name=stream)
+    tmp_dir = env["TMPDIR"]
+    assert env == build_environment(
+        echo, {"LOG_LEVEL": "ERROR"}, EXTRA_ENV, log_stream_name=stream, tmp_dir=tmp_dir
+    )
+    assert not os.path.exists(tmp_dir)  # each container's /tmp goes with it
     assert "HOST_ONLY_VARIABLE" not in env
     assert env["LOG_LEVEL"] == "ERROR"
     assert env["OUTPUT_BUCKET"] == "transcriber-local-outputbucket"
@@ -284,3 +288,14 @@ def test_memory_under_memorysize_is_reported_not_killed(echo: FunctionSpec) -> N
     assert over.ok  # measurements may switch enforcement off
     assert over.max_memory_mb is not None
     assert over.max_memory_mb > 200
+
+
+def test_each_container_has_its_own_tmp(echo: FunctionSpec) -> None:
+    # Each Lambda sandbox has its own /tmp: what one container keeps there, another never sees.
+    with LocalFunction(with_handler(echo, "misc.tmp_dir"), max_concurrency=None) as function:
+        results = _invoke_in_parallel(function, [{"sleep": 0.5}] * 2)
+        dirs = {r.payload for r in results}
+        assert all(os.path.isfile(os.path.join(d, "kept")) for d in dirs)
+
+    assert len(dirs) == 2
+    assert not any(os.path.exists(d) for d in dirs)  # gone with the containers
