@@ -328,11 +328,12 @@ def test_an_error_body_echoing_a_secret_in_any_encoding_is_scrubbed(what: str, e
 
     def answer(request: requests.PreparedRequest) -> requests.Response:
         response: requests.Response = responding(400, "legacy")(request)
-        response.raw = io.BytesIO(
-            json.dumps(
-                {"err_code": "REMOTE_CONTENT_ERROR", "err_msg": f"could not fetch {echoed}", "request_id": "r1"}
-            ).encode()
-        )
+        error = {
+            "err_code": "REMOTE_CONTENT_ERROR",
+            "err_msg": f"could not fetch {echoed}",
+            "request_id": "r1",
+        }
+        response.raw = io.BytesIO(json.dumps(error).encode())
         return response
 
     exc = transcribe(answer)

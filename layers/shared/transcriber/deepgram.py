@@ -265,7 +265,8 @@ class DeepgramClient:
     ) -> Transcript:
         url = f"{self._listen_url}?{urlencode(list(options))}"
         started = time.perf_counter()
-        deadline = time.monotonic() + (timeout.total or 0)
+        total = timeout.total  # the budget also covers reading the answer
+        deadline = time.monotonic() + (float(total) if isinstance(total, int | float) else float("inf"))
         try:
             response = self._session.post(
                 url,
