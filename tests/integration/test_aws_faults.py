@@ -109,9 +109,9 @@ def test_throttled_transcript_write_is_retried_and_a_later_invocation_succeeds(
     assert first.error["errorMessage"].startswith("s3-throttled")
     assert len(world.emulator.requests) == 1
     # Tried again within the invocation while time allowed (each try is botocore's own attempts).
-    assert [r.status for r in aws_fault_proxy.requests_to("PUT", world.transcript_prefix)] == [
-        503
-    ] * (MAX_ATTEMPTS * OUTPUT_WRITE_ATTEMPTS)
+    assert [r.status for r in aws_fault_proxy.requests_to("PUT", world.transcript_prefix)] == [503] * (
+        MAX_ATTEMPTS * OUTPUT_WRITE_ATTEMPTS
+    )
     assert output_keys(world) == []
 
     aws_fault_proxy.clear()
