@@ -182,7 +182,7 @@ def _utterances(words: tuple[Word, ...], channel: int, options: ListenOptions) -
     return out
 
 
-# What a long recording's answer is made of when the audio itself held no words.
+# What a long recording's answer is made of: everyday words, in sentences and paragraphs.
 _FILLER = (
     "so",
     "the",
@@ -199,11 +199,12 @@ _FILLER = (
 )
 _WORDS_PER_SENTENCE = 12
 _SENTENCES_PER_PARAGRAPH = 6
+_long_results_cache: dict[tuple[int, int, bool], tuple[bytes, float]] = {}
+_long_results_lock = threading.Lock()
 
 
-def _long_words(heard: tuple[Word, ...], count: int) -> tuple[Word, ...]:
-    """``count`` words in sentences and paragraphs, cycling through what was heard."""
-    texts = [w.word for w in heard] or list(_FILLER)
+def _long_words(count: int) -> tuple[Word, ...]:
+    """``count`` words in sentences (pauses of 1 s) and paragraphs (pauses of 2.5 s)."""
     words: list[Word] = []
     clock = 0.0
     for index in range(count):
@@ -211,67 +212,61 @@ def _long_words(heard: tuple[Word, ...], count: int) -> tuple[Word, ...]:
             sentence = index // _WORDS_PER_SENTENCE
             clock += PARAGRAPH_GAP_S + 0.5 if sentence % _SENTENCES_PER_PARAGRAPH == 0 else 1.0
         confidence = 0.8 + (index % 19) / 100
-        words.append(Word(texts[index % len(texts)], round(clock, 3), round(clock + 0.3, 3), confidence))
+        words.append(Word(_FILLER[index % len(_FILLER)], round(clock, 3), round(clock + 0.3, 3), confidence))
         clock += 0.4
     return tuple(words)
 
 
-_REQUEST_ID_SLOT = "00000000-0000-4000-8000-000000000000"
-_SHA256_SLOT = "f" * 64
-_CREATED_SLOT = "1970-01-01T00:00:00.000Z"
-_long_answers: dict[tuple[Any, ...], bytes] = {}
-_long_answers_lock = threading.Lock()
+def _long_options(detect_language: bool) -> ListenOptions:
+    return ListenOptions(
+        punctuate=True, diarize=True, utterances=True, paragraphs=True, detect_language=detect_language
+    )
+
+
+def long_results(least_bytes: int, channels: int = 1, detect_language: bool = False) -> tuple[bytes, float]:
+    """The ``results`` of a long recording's answer, serialised, at least ``least_bytes`` long, and
+    its duration: hours of words in every channel, punctuated and diarized, with utterances and
+    paragraphs (each word twice: in its channel and in its utterance). Built once per size (seconds
+    for 60 MB on 2 cores; call it ahead to have it ready) and kept (only the last one)."""
+    key = (least_bytes, channels, detect_language)
+    with _long_results_lock:
+        cached = _long_results_cache.get(key)
+        if cached is None:
+            cached = _render_long_results(least_bytes, channels, _long_options(detect_language))
+            _long_results_cache.clear()  # they are large: keep one
+            _long_results_cache[key] = cached
+    return cached
+
+
+def _render_long_results(least_bytes: int, channels: int, options: ListenOptions) -> tuple[bytes, float]:
+    def render(count: int) -> tuple[bytes, float]:
+        words = _long_words(count)
+        recognition = Recognition(duration=words[-1].end, channels=channels, results=(words,) * channels)
+        body = build_response(request_id="", sha256="", recognition=recognition, options=options)
+        return json.dumps(body["results"]).encode(), recognition.duration
+
+    sample = 2000
+    per_word = len(render(sample)[0]) / sample
+    count = int(least_bytes / per_word * 1.01) + 1
+    while True:
+        results, duration = render(count)
+        if len(results) >= least_bytes:
+            return results, duration
+        count = int(count * 1.05) + 1
 
 
 def long_answer(
     *, request_id: str, sha256: str, recognition: Recognition, options: ListenOptions, least_bytes: int
 ) -> bytes:
-    """A valid 200 body of at least ``least_bytes``, as a long recording gives: the words heard,
-    repeated over hours of speech, in every channel, with punctuation, diarization, utterances and
-    paragraphs (each word is in the answer twice: in its channel and in its utterance). Built once
-    per size, words and options (seconds for 60 MB), then only the request's own values change."""
-    heard = recognition.results[0] if recognition.results else ()
-    key = (
-        least_bytes,
-        tuple(w.word for w in heard),
-        len(recognition.results),
-        recognition.channels,
-        options.pairs,
-    )
-    with _long_answers_lock:
-        template = _long_answers.get(key)
-        if template is None:
-            template = _render_long_answer(heard, recognition, options, least_bytes)
-            _long_answers.clear()  # keep one: they are large
-            _long_answers[key] = template
-    return (
-        template.replace(_REQUEST_ID_SLOT.encode(), request_id.encode(), 1)
-        .replace(_SHA256_SLOT.encode(), sha256.encode(), 1)
-        .replace(_CREATED_SLOT.encode(), iso_now().encode(), 1)
-    )
-
-
-def _render_long_answer(
-    heard: tuple[Word, ...], recognition: Recognition, options: ListenOptions, least_bytes: int
-) -> bytes:
-    options = dataclasses.replace(options, punctuate=True, diarize=True, utterances=True, paragraphs=True)
+    """A valid 200 body of at least ``least_bytes``, as a long recording gives: this request's
+    metadata (its request id, the audio's hash, the model, tags, extra) and ``long_results``."""
     channels = max(1, len(recognition.results))
-
-    def render(count: int) -> bytes:
-        words = _long_words(heard, count)
-        duration = words[-1].end if words else recognition.duration
-        stretched = Recognition(duration=duration, channels=recognition.channels, results=(words,) * channels)
-        body = build_response(
-            request_id=_REQUEST_ID_SLOT, sha256=_SHA256_SLOT, recognition=stretched, options=options
-        )
-        body["metadata"]["created"] = _CREATED_SLOT
-        return json.dumps(body).encode()
-
-    sample = 2000
-    per_word = len(render(sample)) / sample
-    count = int(least_bytes / per_word * 1.01) + 1
-    while True:
-        body = render(count)
-        if len(body) >= least_bytes:
-            return body
-        count = int(count * 1.05) + 1
+    results, duration = long_results(least_bytes, channels, options.detect_language)
+    stretched = Recognition(duration=duration, channels=recognition.channels, results=())
+    long_options = dataclasses.replace(
+        options, punctuate=True, diarize=True, utterances=True, paragraphs=True
+    )
+    metadata = build_response(
+        request_id=request_id, sha256=sha256, recognition=stretched, options=long_options
+    )["metadata"]
+    return b'{"metadata": ' + json.dumps(metadata).encode() + b', "results": ' + results + b"}"
