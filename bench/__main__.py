@@ -1,7 +1,7 @@
 """``python -m bench``: the benchmarks, against the local world, in one run, as one table.
 
     python -m bench                      # every section (under 10 minutes on 2 cores)
-    python -m bench --only cold,warm     # some sections: cold, warm, calls, burst, size, bytes
+    python -m bench --only cold,warm     # some sections: cold, warm, calls, burst, size, bytes, answer
     python -m bench --quick              # fewer repetitions, a smaller burst (a smoke run)
 
 Prints the table and writes it, with the machine's details, to bench/results.md (--output).
@@ -29,7 +29,7 @@ from bench.common import (
     say,
 )
 
-SECTIONS = ("cold", "warm", "calls", "burst", "size", "bytes")
+SECTIONS = ("cold", "warm", "calls", "burst", "size", "bytes", "answer")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +132,12 @@ def run_bytes(quick: bool) -> SectionResult:
     return _in_world(lambda world: bytes_section.run(world, quick=quick))
 
 
+def run_answer(quick: bool) -> SectionResult:
+    from bench import answer
+
+    return _in_world(lambda world: answer.run(world, quick=quick))
+
+
 def run_size(quick: bool) -> SectionResult:
     from bench import size
 
@@ -145,6 +151,7 @@ RUNNERS: dict[str, Callable[[bool], SectionResult]] = {
     "burst": run_burst,
     "size": run_size,
     "bytes": run_bytes,
+    "answer": run_answer,
 }
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -17,6 +18,7 @@ import requests
 import responses
 from moto import mock_aws
 
+from transcriber.answers import KeptAnswers
 from transcriber.clients import AWS_CLIENT_CONFIG
 from transcriber.config import Settings
 from transcriber.retry import DeadLetterRetryPolicy
@@ -182,7 +184,7 @@ TranscriberFactory = Callable[..., Transcriber]
 
 
 @pytest.fixture
-def make_transcriber(aws: Aws, sleeps: Sleeps) -> TranscriberFactory:
+def make_transcriber(aws: Aws, sleeps: Sleeps, tmp_path: Path) -> TranscriberFactory:
     """A Transcriber on the injected clients; keyword arguments override environment variables."""
 
     def make(**env: str) -> Transcriber:
@@ -194,6 +196,8 @@ def make_transcriber(aws: Aws, sleeps: Sleeps) -> TranscriberFactory:
             secretsmanager=aws.secretsmanager,
             http=requests.Session(),
             sleep=sleeps,
+            # The container's /tmp: one per test, as each test is a new container.
+            kept_answers=KeptAnswers(tmp_path / "kept-answers"),
         )
 
     return make

@@ -100,6 +100,7 @@ def test_under_random_faults_every_upload_ends_as_exactly_one_transcript_or_fail
         payment_window_s=3.0,
         concurrency=4,
         timeout_s=240,
+        long_answer_mb=8,
     )
 
     assert report.unaccounted == [], report.lines()
@@ -109,3 +110,4 @@ def test_under_random_faults_every_upload_ends_as_exactly_one_transcript_or_fail
     assert report.non_audio_failed == 3
     assert report.deepgram_statuses["402"] > 0
     assert report.deepgram_requests > report.uploads  # faults were really injected and retried
+    assert report.extra["long answer"] == "8 MiB, transcript, Deepgram 200s for it: 1"

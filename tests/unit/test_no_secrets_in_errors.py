@@ -3,6 +3,7 @@ exceptions raised from the Deepgram client never carry the API key or the presig
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import traceback
@@ -234,7 +235,7 @@ def responding(status: int, style: str) -> Any:
         }
         response = requests.Response()
         response.status_code = status
-        response._content = bodies[style].encode()
+        response.raw = io.BytesIO(bodies[style].encode())  # read as a stream, like urllib3's
         response.headers["Content-Type"] = "application/json"
         response.headers["X-Echo-Authorization"] = request.headers["Authorization"]
         response.url = request.url or ""
@@ -333,7 +334,7 @@ def test_error_answers_that_echo_the_request_carry_no_secret(status: int, style:
 def test_error_answers_with_plain_bodies_carry_no_secret(status: int) -> None:
     def answer(request: requests.PreparedRequest) -> requests.Response:
         response: requests.Response = responding(status, "legacy")(request)
-        response._content = b'{"err_code": "SOMETHING", "err_msg": "went wrong", "request_id": "r1"}'
+        response.raw = io.BytesIO(b'{"err_code": "SOMETHING", "err_msg": "went wrong", "request_id": "r1"}')
         return response
 
     exc = transcribe(answer)
@@ -374,9 +375,12 @@ def test_an_error_body_echoing_a_secret_in_any_encoding_is_scrubbed(what: str, e
 
     def answer(request: requests.PreparedRequest) -> requests.Response:
         response: requests.Response = responding(400, "legacy")(request)
-        response._content = json.dumps(
-            {"err_code": "REMOTE_CONTENT_ERROR", "err_msg": f"could not fetch {echoed}", "request_id": "r1"}
-        ).encode()
+        error = {
+            "err_code": "REMOTE_CONTENT_ERROR",
+            "err_msg": f"could not fetch {echoed}",
+            "request_id": "r1",
+        }
+        response.raw = io.BytesIO(json.dumps(error).encode())
         return response
 
     exc = transcribe(answer)
@@ -389,7 +393,7 @@ def test_an_error_body_echoing_a_secret_in_any_encoding_is_scrubbed(what: str, e
 def test_a_secret_past_the_kept_message_length_is_scrubbed_before_truncation() -> None:
     def answer(request: requests.PreparedRequest) -> requests.Response:
         response: requests.Response = responding(502, "text")(request)
-        response._content = ("x" * 480 + quote(quote(PRESIGNED_URL, safe=""), safe="")).encode()
+        response.raw = io.BytesIO(("x" * 480 + quote(quote(PRESIGNED_URL, safe=""), safe="")).encode())
         return response
 
     exc = transcribe(answer)

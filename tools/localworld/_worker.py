@@ -76,6 +76,21 @@ def _log_exception(error: dict[str, Any], request_id: str | None) -> None:
         sys.stderr.write(f"RequestId: {request_id}\n")
 
 
+def _peak_memory_mb() -> int:
+    """The REPORT line's "Max Memory Used": this process's peak resident set, rounded up.
+
+    Read from ``VmHWM``, not ``ru_maxrss``: Linux carries ``ru_maxrss`` over ``execve``, so it
+    would count the peak of the process that started this worker."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return -(-int(line.split()[1]) // 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # ru_maxrss is KiB on Linux
+
+
 def _marker(kind: str) -> None:
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         if stream is not None:
@@ -157,8 +172,7 @@ def main() -> None:
             _log_exception(error, request_id)
             message = {"type": "error", "error": error}
         message["duration_ms"] = (time.monotonic() - started) * 1000
-        # ru_maxrss is KiB on Linux: the REPORT line's "Max Memory Used".
-        message["max_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        message["max_memory_mb"] = _peak_memory_mb()
         message["request_id"] = request_id
         _marker(f"end:{request_id}")
         respond(message)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from localworld.deepgram.response import long_results
 from localworld.delivery import LocalDelivery
 from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
 
@@ -38,6 +39,8 @@ DEFAULT_RATES: dict[int | str, float] = {
     "drop": 0.03,
     "stall": 0.01,
 }
+# The first upload gets an answer this long (MiB): a long recording, within the 30 s timeout here.
+LONG_ANSWER_MB = 32
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Report:
             f"Deepgram answers           {dict(sorted(self.deepgram_statuses.items()))}",
             f"dead-letter sends          {self.dlq_sends}",
             f"wall time                  {self.elapsed_s:.1f} s",
+            *(f"{name:<27}{value}" for name, value in self.extra.items()),
         ]
 
 
@@ -86,8 +90,11 @@ def run(
     payment_window_s: float = 12.0,
     concurrency: int = 8,
     timeout_s: float = 900.0,
+    long_answer_mb: int = LONG_ANSWER_MB,
 ) -> Report:
-    """Upload, inject faults, wait until everything has landed (or the timeout), count."""
+    """Upload, inject faults, wait until everything has landed (or the timeout), count.
+    With ``long_answer_mb``, the first upload's answer is that long (a long recording's), under
+    the function's enforced MemorySize."""
     s3 = world.aws.s3()
     emulator = world.emulator
     fault_rates = DEFAULT_RATES if rates is None else rates
@@ -115,9 +122,11 @@ def run(
             daemon=True,
         )
         window.start()
+        long_key = _start_long_answer(world, keys, bad, long_answer_mb)
         for key in keys:
             body = b"meeting notes, not audio\n" * 40 if key in bad else sample
-            s3.put_object(Bucket=world.input_bucket, Key=key, Body=body)
+            if key != long_key:
+                s3.put_object(Bucket=world.input_bucket, Key=key, Body=body)
         deadline = started + timeout_s
         while time.monotonic() < deadline:
             transcripts, failures = _outputs(world, keys)
@@ -140,6 +149,11 @@ def run(
         record = s3.get_object(Bucket=world.output_bucket, Key=world.failure_key(key))["Body"].read()
         reasons[_reason(record)] += 1
     requests = emulator.requests
+    extra: dict[str, Any] = {}
+    if long_key:
+        answers = sum(1 for r in requests if r.status == 200 and long_key in json.dumps(r.json))
+        outcome = "transcript" if long_key in transcripts else "failure" if long_key in failures else "none"
+        extra["long answer"] = f"{long_answer_mb} MiB, {outcome}, Deepgram 200s for it: {answers}"
     return Report(
         uploads=uploads,
         transcripts=len(transcripts),
@@ -153,7 +167,27 @@ def run(
         elapsed_s=time.monotonic() - started,
         non_audio_failed=len(bad & failures),
         non_audio=len(bad),
+        extra=extra,
     )
+
+
+def _start_long_answer(world: LocalWorld, keys: list[str], bad: set[str], mb: int) -> str | None:
+    """Upload the first audio key alone with a long answer queued for the next request (so that
+    answer is that object's), and wait until it has its transcript (or a minute) before the others
+    come: on 2 shared cores, the moto server, the emulator and eight handlers at once can make the
+    function's 30 s here too short for a 32 MiB answer, and its client timeout would pay again."""
+    key = next((k for k in keys if k not in bad), None)
+    if not mb or key is None:
+        return None
+    # Built before the run (seconds on a loaded machine), so the emulator answers it at once: a
+    # client timeout would make the retry pay again, which this run counts.
+    long_results(mb * 1024 * 1024)
+    world.emulator.faults.next(1, kind="long_answer", answer_bytes=mb * 1024 * 1024)
+    world.aws.s3().put_object(Bucket=world.input_bucket, Key=key, Body=SAMPLE_AUDIO.read_bytes())
+    deadline = time.monotonic() + 60
+    while key not in _outputs(world, [key])[0] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return key
 
 
 def _reason(record: bytes) -> str:
@@ -178,10 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uploads", type=int, default=300)
     parser.add_argument("--non-audio", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--long-answer-mb", type=int, default=LONG_ANSWER_MB)
     args = parser.parse_args(argv)
     print(f"Uploading {args.uploads} files into a faulty world (this takes a few minutes)...", flush=True)
     with local_world(parameter_overrides=SHORT_TIMEOUT, emulator_options={"preload_asr": True}) as world:
-        report = run(world, uploads=args.uploads, non_audio=args.non_audio, concurrency=args.concurrency)
+        report = run(
+            world,
+            uploads=args.uploads,
+            non_audio=args.non_audio,
+            concurrency=args.concurrency,
+            long_answer_mb=args.long_answer_mb,
+        )
     print("\n".join(report.lines()))
     lost = len(report.unaccounted) - sum(report.queued.values())
     ok = not report.both and lost <= 0 and report.non_audio_failed == report.non_audio

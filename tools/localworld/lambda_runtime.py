@@ -5,7 +5,12 @@ started with the project's interpreter and exactly the environment Lambda would 
 function, imports the handler once (the cold start) and then serves invocations one at a
 time. `LocalFunction.invoke` reuses an idle container, starts a new one when all are
 busy, and waits when `max_concurrency` containers are busy (synchronous invocation). A
-handler that runs past the function's Timeout gets its container killed, as on Lambda.
+handler that runs past the function's Timeout gets its container killed, as on Lambda, and so
+does a container whose memory passes the function's MemorySize (`Runtime.OutOfMemory`): a
+watchdog thread polls the worker's peak resident set (`VmHWM` in /proc, which no spike between
+two polls can hide) plus the resident memory of any process it started, and the worker's own
+peak is checked again when an invocation ends, so a handler that finishes quickly after a spike
+is still reported as killed, as Lambda's sandbox-wide cgroup limit would have killed it.
 
 Worker protocol (see `localworld._worker`): JSON lines over two dedicated pipes, one per
 direction, so the handler's stdout and stderr remain its log streams; marker lines on
@@ -19,8 +24,10 @@ import json
 import logging
 import os
 import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -41,6 +48,10 @@ _WORKER_SCRIPT: Final = Path(__file__).with_name("_worker.py")
 INIT_TIMEOUT_S: Final = 10.0
 # How long to wait for the last log lines once a result is in (they were written before it).
 _LOG_DRAIN_S: Final = 2.0
+# How often the memory watchdog reads /proc (VmHWM is a peak, so a poll misses no spike, it can
+# only see it late).
+MEMORY_POLL_S: Final = 0.02
+_MIB: Final = 1024 * 1024
 
 FROM_SPEC: Final = "reserved"
 """Default for `max_concurrency`: the function's ReservedConcurrentExecutions (else no cap)."""
@@ -68,8 +79,13 @@ class InvocationResult:
 class _Container:
     """One worker process with its pipes and the readers that collect its output."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, memory_mb: int | None = None) -> None:
         self.container_id = uuid.uuid4().hex
+        # Its own temporary directory, as each Lambda sandbox has its own /tmp (gone with it).
+        self.tmp_dir = env.get("TMPDIR")
+        self.memory_mb = memory_mb
+        # Set (to the memory seen, MiB) when the watchdog killed the worker for passing memory_mb.
+        self.out_of_memory_mb: int | None = None
         request_read, request_write = os.pipe()
         response_read, response_write = os.pipe()
         try:
@@ -99,8 +115,22 @@ class _Container:
             threading.Thread(target=self._read_log, args=(self.process.stderr,), daemon=True),
             threading.Thread(target=self._read_responses, args=(response_read,), daemon=True),
         ]
+        if memory_mb is not None:
+            self._threads.append(threading.Thread(target=self._watch_memory, args=(memory_mb,), daemon=True))
         for thread in self._threads:
             thread.start()
+
+    def _watch_memory(self, limit_mb: int) -> None:
+        """Kill the worker, as Lambda's cgroup would, once its memory passes ``limit_mb``."""
+        pid = self.process.pid
+        while self.process.poll() is None:
+            used = sandbox_memory_bytes(pid)
+            if used is not None and used > limit_mb * _MIB:
+                self.out_of_memory_mb = -(-used // _MIB)
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                return
+            time.sleep(MEMORY_POLL_S)
 
     def _read_log(self, stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):
@@ -161,6 +191,7 @@ class _Container:
             self.process.kill()
         self.process.wait()
         self.close_requests()
+        self._remove_tmp()
 
     def stop(self, grace_s: float = 1.0) -> None:
         """Close the request pipe (the worker's loop ends), then kill if it lingers."""
@@ -169,10 +200,51 @@ class _Container:
             self.process.wait(grace_s)
         except subprocess.TimeoutExpired:
             self.kill()
+        self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        if self.tmp_dir and not self.alive:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def close_requests(self) -> None:
         with contextlib.suppress(OSError):  # the worker is already gone
             self._requests.close()
+
+
+def _status_kib(pid: int, field_name: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field_name):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children", encoding="ascii") as children:
+                kids = [int(child) for child in children.read().split()]
+        except (OSError, ValueError):
+            kids = []
+        found += kids
+        pending += kids
+    return found
+
+
+def sandbox_memory_bytes(pid: int) -> int | None:
+    """What a Lambda sandbox's memory limit sees, at least: the worker's peak resident set
+    (``VmHWM``) plus the current resident set of every process it started. None once it is gone."""
+    peak = _status_kib(pid, "VmHWM:")
+    if peak is None:
+        return None
+    children = sum(_status_kib(child, "VmRSS:") or 0 for child in _descendants(pid))
+    return (peak + children) * 1024
 
 
 def build_environment(
@@ -182,8 +254,10 @@ def build_environment(
     *,
     log_stream_name: str,
     python: str = sys.executable,
+    tmp_dir: str | None = None,
 ) -> dict[str, str]:
-    """The complete environment of one container, nothing inherited from this process."""
+    """The complete environment of one container, nothing inherited from this process.
+    ``tmp_dir`` stands in for the sandbox's own /tmp (``TMPDIR``, which Python's tempfile uses)."""
     undeclared = sorted(set(env_overrides) - set(spec.environment))
     if undeclared:
         # Same rule as `sam local invoke --env-vars`: only declared variables can be overridden.
@@ -211,6 +285,8 @@ def build_environment(
         "LAMBDA_TASK_ROOT": str(spec.code_uri),
         "LAMBDA_RUNTIME_DIR": str(_WORKER_SCRIPT.parent),
     }
+    if tmp_dir is not None:
+        reserved["TMPDIR"] = tmp_dir
     return {**runtime_defaults, **spec.environment, **env_overrides, **extra_env, **reserved}
 
 
@@ -226,12 +302,16 @@ class LocalFunction:
         *,
         python: str = sys.executable,
         timeout_s: float | None = None,
+        enforce_memory: bool = True,
     ) -> None:
         self.spec = spec
         self._env_overrides = dict(env_overrides or {})
         self._extra_env = dict(extra_env or {})
         self._python = python
         self.timeout_s = float(spec.timeout if timeout_s is None else timeout_s)
+        # MemorySize is enforced like Lambda's (the container is killed: Runtime.OutOfMemory);
+        # enforce_memory=False only for measurements that must see how far a handler would go.
+        self.memory_mb: int | None = spec.memory_mb if enforce_memory else None
         self.max_concurrency = spec.reserved_concurrency if max_concurrency == FROM_SPEC else max_concurrency
         # Fail now, not in the first worker, if the overrides name undeclared variables.
         build_environment(spec, self._env_overrides, self._extra_env, log_stream_name="", python=python)
@@ -277,11 +357,21 @@ class LocalFunction:
         try:
             stream = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
             env = build_environment(
-                self.spec, self._env_overrides, self._extra_env, log_stream_name=stream, python=self._python
+                self.spec,
+                self._env_overrides,
+                self._extra_env,
+                log_stream_name=stream,
+                python=self._python,
+                tmp_dir=tempfile.mkdtemp(prefix="localworld-sandbox-tmp-"),
             )
             argv = [self._python, "-I", "-u", str(_WORKER_SCRIPT)]
             layer_args = [str(layer) for layer in self.spec.layers]
-            container = _Container([*argv, str(self.spec.code_uri), *layer_args], env, self.spec.code_uri)
+            container = _Container(
+                [*argv, str(self.spec.code_uri), *layer_args],
+                env,
+                self.spec.code_uri,
+                memory_mb=self.memory_mb,
+            )
         except BaseException:
             with self._pool:
                 self._starting -= 1
@@ -345,7 +435,7 @@ class LocalFunction:
                 error = ready["error"] if ready else self._exit_error(container, request_id)
                 container.kill()
                 logs += [f"START RequestId: {request_id} Version: $LATEST", *container.take_lines()]
-                logs += self._end_lines(request_id, 0.0, None, None, status="error")
+                logs += self._end_lines(request_id, 0.0, None, *self._error_report(container, error))
                 return InvocationResult(
                     request_id, None, error, logs, 0.0, cold, None, None, container.container_id
                 )
@@ -388,15 +478,35 @@ class LocalFunction:
         if response is None:
             error = self._exit_error(container, request_id)
             logs += container.take_lines()
-            logs += self._end_lines(request_id, elapsed, init_duration_s, None, status="error")
+            memory, status = self._error_report(container, error)
+            logs += self._end_lines(request_id, elapsed, init_duration_s, memory, status)
             return InvocationResult(
-                request_id, None, error, logs, elapsed, cold, init_duration_s, None, container.container_id
+                request_id, None, error, logs, elapsed, cold, init_duration_s, memory, container.container_id
             )
 
         container.wait_for_marker(f"end:{request_id}", _LOG_DRAIN_S)
         logs += container.take_lines()
         duration_s = float(response["duration_ms"]) / 1000
         memory = int(response["max_memory_mb"])
+        if self.memory_mb is not None and memory > self.memory_mb:
+            # The peak passed the limit between two polls and the handler finished first: on
+            # Lambda the sandbox would have been killed at that peak.
+            container.out_of_memory_mb = memory
+            container.kill()
+            error = self._exit_error(container, request_id)
+            memory, status = self._error_report(container, error)
+            logs += self._end_lines(request_id, duration_s, init_duration_s, memory, status)
+            return InvocationResult(
+                request_id,
+                None,
+                error,
+                logs,
+                duration_s,
+                cold,
+                init_duration_s,
+                memory,
+                container.container_id,
+            )
         logs += self._end_lines(request_id, duration_s, init_duration_s, memory, status=None)
         payload = json.loads(response["payload"]) if response["type"] == "result" else None
         error = response.get("error") if response["type"] == "error" else None
@@ -419,10 +529,24 @@ class LocalFunction:
         except queue.Empty:
             return None
 
+    def _error_report(self, container: _Container, error: dict[str, Any]) -> tuple[int | None, str]:
+        """The REPORT line's Max Memory Used and Status for an invocation that ended in ``error``."""
+        if container.out_of_memory_mb is None:
+            return None, "error"
+        # Lambda reports the limit it enforced as the memory used, and the error type.
+        return self.memory_mb, f"error\tError Type: {error['errorType']}"
+
     @staticmethod
     def _exit_error(container: _Container, request_id: str) -> dict[str, Any]:
         code = container.wait_for_exit(_LOG_DRAIN_S)
         status = f"signal: {-code}" if code is not None and code < 0 else f"exit status {code}"
+        if container.out_of_memory_mb is not None:
+            # What Lambda answers when the sandbox passes its memory: the runtime was SIGKILLed.
+            return {
+                "errorType": "Runtime.OutOfMemory",
+                "errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: signal: killed",
+                "stackTrace": [],
+            }
         return {
             "errorType": "Runtime.ExitError",
             "errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: {status}",

@@ -3,17 +3,25 @@ and the local-file form (the media's bytes streamed in the request body).
 
 Every failure leaves here already classified (see ``transcriber.errors``). Exceptions never carry
 the API key or the presigned URL: the URL travels only in the request body.
+
+A 200's body is never held whole in memory: it streams into a spool (memory up to
+``SPOOL_MEMORY_BYTES``, then a file in the temporary directory, /tmp on Lambda), and is validated
+and summarised (request id, duration, channels) by a streaming JSON parser (ijson's C backend)
+that never builds the document. A long recording's answer (tens of MB) costs about the spool's
+memory, not several copies of the answer.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
+import ijson
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InvalidHeader
@@ -42,6 +50,13 @@ MEDIA_TYPES = ("audio/", "video/")
 OCTET_STREAM = "application/octet-stream"
 # Bytes read from the source per write to Deepgram: memory held per request is about this much.
 UPLOAD_CHUNK_BYTES = 256 * 1024
+# A 200's body: read this much at a time; up to SPOOL_MEMORY_BYTES stays in memory, more goes to
+# a file in the temporary directory (Lambda's /tmp: 512 MB unless EphemeralStorage says more).
+ANSWER_CHUNK_BYTES = 64 * 1024
+SPOOL_MEMORY_BYTES = 1024 * 1024
+# Deepgram's answer is a few levels deep; anything deeper is not a transcript (and a parser that
+# tracked it would spend memory on it).
+MAX_ANSWER_DEPTH = 64
 
 
 class Readable(Protocol):
@@ -50,17 +65,30 @@ class Readable(Protocol):
 
 @dataclass(frozen=True)
 class Transcript:
-    """Deepgram's 200 answer: the raw bytes (stored unchanged) and the parsed document."""
+    """Deepgram's 200 answer: its bytes, unchanged, in a spool (``body``: a seekable binary file,
+    in memory when small, else in the temporary directory), validated as a transcript, and what
+    the workflow needs from it. Whoever receives one closes it (``close``: the spool's file goes)."""
 
-    body: bytes
-    document: dict[str, Any]
+    body: IO[bytes]
+    size: int
     request_id: str | None
+    duration_s: float | None
+    channels: int | None
     latency_s: float
 
-    @property
-    def duration_s(self) -> float | None:
-        value = self.document.get("metadata", {}).get("duration")
-        return float(value) if isinstance(value, int | float) else None
+    def rewind(self) -> IO[bytes]:
+        """The body, positioned at its first byte (for a parser, or an upload)."""
+        self.body.seek(0)
+        return self.body
+
+    def close(self) -> None:
+        self.body.close()
+
+    def __enter__(self) -> Transcript:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -237,6 +265,8 @@ class DeepgramClient:
     ) -> Transcript:
         url = f"{self._listen_url}?{urlencode(list(options))}"
         started = time.perf_counter()
+        total = timeout.total  # the budget also covers reading the answer
+        deadline = time.monotonic() + (float(total) if isinstance(total, int | float) else float("inf"))
         try:
             response = self._session.post(
                 url,
@@ -244,14 +274,10 @@ class DeepgramClient:
                 headers={"Authorization": f"Token {api_key}", "Content-Type": content_type},
                 timeout=timeout,  # type: ignore[arg-type]  # requests passes a urllib3 Timeout through
                 allow_redirects=False,
+                stream=True,  # the body is read here, a chunk at a time
             )
         except requests.Timeout as exc:
-            raise RetryableError(
-                ErrorDetails(
-                    reason="deepgram-timeout",
-                    message=f"no answer from Deepgram in {timeout.total or 0:.0f} s ({type(exc).__name__})",
-                )
-            ) from None
+            raise _timed_out(timeout, type(exc).__name__) from None
         except requests.ConnectionError as exc:
             # Also an upload cut short: the stream was consumed, so the caller re-opens the object.
             raise RetryableError(
@@ -259,24 +285,90 @@ class DeepgramClient:
                     reason="deepgram-connection", message=f"connection failed ({type(exc).__name__})"
                 )
             ) from None
+        with response:
+            if response.status_code != 200:
+                raise _error_answer(response, secrets)
+            spool, size = _spool(response, deadline, timeout)
         latency = time.perf_counter() - started
-        if response.status_code != 200:
-            # The body may quote our request back (proxies do): never carry the key or the URL on.
-            # Scrubbed before parsing (so truncation can't cut a secret out of reach) and after
-            # (JSON escapes hide a form until it is decoded).
-            raw = scrub(response.content[:MAX_ERROR_BODY].decode("utf-8", errors="replace"), secrets)
-            error = parse_error_body(raw.encode("utf-8"))
-            error = replace(error, message=scrub(error.message, secrets))
-            raise classify_status(response.status_code, error, _retry_after(response))
-        document = _parse_transcript(response.content)
-        metadata = document.get("metadata")
-        request_id = metadata.get("request_id") if isinstance(metadata, dict) else None
+        try:
+            summary = _summarise(spool)
+        except BaseException:
+            spool.close()
+            raise
+        request_id = summary.get("request_id") or response.headers.get("dg-request-id")
         return Transcript(
-            body=response.content,
-            document=document,
-            request_id=str(request_id) if request_id else response.headers.get("dg-request-id"),
+            body=spool,
+            size=size,
+            request_id=str(request_id) if request_id else None,
+            duration_s=summary.get("duration"),
+            channels=summary.get("channels"),
             latency_s=latency,
         )
+
+
+def _timed_out(timeout: Timeout, cause: str) -> RetryableError:
+    return RetryableError(
+        ErrorDetails(
+            reason="deepgram-timeout",
+            message=f"no answer from Deepgram in {timeout.total or 0:.0f} s ({cause})",
+        )
+    )
+
+
+def _error_answer(response: requests.Response, secrets: tuple[str, ...]) -> TranscriptionError:
+    """An error answer, classified; at most ``MAX_ERROR_BODY`` bytes of its body are read."""
+    received = bytearray()
+    try:
+        for chunk in response.iter_content(ANSWER_CHUNK_BYTES):
+            received += chunk
+            if len(received) >= MAX_ERROR_BODY:
+                break
+    except requests.RequestException:
+        pass  # the status says what happened; a body cut short only shortens the message
+    # The body may quote our request back (proxies do): never carry the key or the URL on.
+    # Scrubbed before parsing (so truncation can't cut a secret out of reach) and after
+    # (JSON escapes hide a form until it is decoded).
+    raw = scrub(bytes(received[:MAX_ERROR_BODY]).decode("utf-8", errors="replace"), secrets)
+    error = parse_error_body(raw.encode("utf-8"))
+    error = replace(error, message=scrub(error.message, secrets))
+    return classify_status(response.status_code, error, _retry_after(response))
+
+
+def _spool(response: requests.Response, deadline: float, timeout: Timeout) -> tuple[IO[bytes], int]:
+    """The 200's body, streamed into a spool: memory up to SPOOL_MEMORY_BYTES, then a file."""
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - handed on open, closed by the owner
+        max_size=SPOOL_MEMORY_BYTES, mode="w+b", prefix="deepgram-answer-"
+    )
+    size = 0
+    try:
+        for chunk in response.iter_content(ANSWER_CHUNK_BYTES):
+            spool.write(chunk)
+            size += len(chunk)
+            if time.monotonic() > deadline:  # a trickling body: the budget covers reading it too
+                raise _timed_out(timeout, "the answer was still arriving")
+    except requests.RequestException as exc:
+        spool.close()
+        raise RetryableError(
+            ErrorDetails(
+                reason="deepgram-connection",
+                message=f"the answer was cut off after {size} bytes ({type(exc).__name__})",
+                http_status=200,
+            )
+        ) from None
+    except OSError as exc:
+        spool.close()
+        raise RetryableError(
+            ErrorDetails(
+                reason="answer-spool-failed",
+                message=f"could not keep Deepgram's answer in {tempfile.gettempdir()} ({type(exc).__name__}: "
+                f"{exc.strerror or exc}); give the function more ephemeral storage",
+                http_status=200,
+            )
+        ) from None
+    except BaseException:
+        spool.close()
+        raise
+    return spool, size
 
 
 def media_type(content_type: str) -> str:
@@ -333,16 +425,58 @@ def _invalid_response(message: str) -> RetryableError:
     return RetryableError(ErrorDetails(reason="deepgram-invalid-response", message=message, http_status=200))
 
 
-def _parse_transcript(body: bytes) -> dict[str, Any]:
+# What is read out of the answer while it is validated: metadata scalars by their key.
+_NUMBER = frozenset({"number", "integer", "double"})
+_SUMMARY_FIELDS = {"request_id": frozenset({"string"}), "duration": _NUMBER, "channels": _NUMBER}
+_OPEN = {"start_map": True, "start_array": False}
+_CLOSE = frozenset({"end_map", "end_array"})
+
+
+def _summarise(spool: IO[bytes]) -> dict[str, Any]:
+    """Validate the spooled answer as a transcript in one streaming pass (ijson's C parser, no
+    document built, no recursion) and read out ``metadata.request_id``, ``duration``, ``channels``.
+    A body that is not JSON, is nested deeper than a transcript, is not an object or has no
+    ``results.channels`` is a retryable ``deepgram-invalid-response``."""
+    spool.seek(0)
+    reader = _AnswerReader()
     try:
-        document: Any = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
+        for event, value in ijson.basic_parse(spool, use_float=True, buf_size=ANSWER_CHUNK_BYTES):
+            reader.feed(event, value)
+    except (ijson.JSONError, ValueError, UnicodeDecodeError):
         raise _invalid_response("Deepgram answered 200 with a body that is not readable JSON") from None
-    if not isinstance(document, dict):
-        raise _invalid_response("Deepgram answered 200 with JSON that is not an object")
-    channels = (
-        document.get("results", {}).get("channels") if isinstance(document.get("results"), dict) else None
-    )
-    if not isinstance(channels, list) or not channels:
+    if reader.channels == 0:
         raise _invalid_response("Deepgram answered 200 without results.channels")
-    return document
+    summary = reader.fields
+    if "duration" in summary:
+        summary["duration"] = float(summary["duration"])
+    if "channels" in summary:
+        summary["channels"] = int(summary["channels"])
+    return summary
+
+
+class _AnswerReader:
+    """Follows the parser's events: where it is (per open container, the key being read, or "[]"
+    in an array), the metadata fields wanted, and how many items ``results.channels`` has."""
+
+    def __init__(self) -> None:
+        self.path: list[str] = []
+        self.fields: dict[str, Any] = {}
+        self.channels = 0
+
+    def feed(self, event: str, value: Any) -> None:
+        path = self.path
+        if not path and event != "start_map":
+            raise _invalid_response("Deepgram answered 200 with JSON that is not an object")
+        if event == "map_key":
+            path[-1] = value
+            return
+        if len(path) == 3 and path[0] == "results" and path[1] == "channels" and path[2] == "[]":
+            self.channels += event not in _CLOSE
+        if event in _OPEN:
+            if len(path) >= MAX_ANSWER_DEPTH:
+                raise _invalid_response("Deepgram answered 200 with JSON nested deeper than a transcript")
+            path.append("" if _OPEN[event] else "[]")
+        elif event in _CLOSE:
+            path.pop()
+        elif len(path) == 2 and path[0] == "metadata" and event in _SUMMARY_FIELDS.get(path[1], ()):
+            self.fields[path[1]] = value

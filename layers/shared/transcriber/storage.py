@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -179,7 +179,8 @@ class Storage:
             "deepgram-request-id": transcript.request_id or "",
             "delivery": delivery,
         }
-        self._put(key, transcript.body, metadata)
+        # From the spool: botocore reads a file body a chunk at a time (and seeks back to retry).
+        self._put(key, transcript.rewind(), metadata)
         return key
 
     def write_failure(self, obj: S3ObjectRef, record: dict[str, Any]) -> str:
@@ -198,7 +199,7 @@ class Storage:
         except (ClientError, BotoCoreError) as exc:
             raise _output_error(exc, "deleting", f"s3://{self.output_bucket}/{key}") from exc
 
-    def _put(self, key: str, body: bytes, metadata: dict[str, str]) -> None:
+    def _put(self, key: str, body: bytes | IO[bytes], metadata: dict[str, str]) -> None:
         try:
             self._s3.put_object(
                 Bucket=self.output_bucket,

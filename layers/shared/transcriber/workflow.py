@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
 )
 
+from transcriber.answers import KeptAnswers
 from transcriber.archive import archived_refusal
 from transcriber.capacity import CAPACITY_REASON, Unlimited
 from transcriber.clients import new_client
@@ -50,6 +51,8 @@ IDEMPOTENCY_KEY_PREFIX = "transcription"
 MEDIA_CONTENT_TYPES = ("audio/", "video/")
 MAX_MEDIA_BYTES = 2 * 1024**3  # Deepgram refuses files over 2 GB: don't pay for the attempt
 DELIVERY_METRICS = {"url": "DeliveredByUrl", "bytes": "DeliveredByBytes"}
+# Writes of one transcript within an invocation (each is botocore's own 2 attempts), while time allows.
+OUTPUT_WRITE_ATTEMPTS = 3
 
 
 class LambdaContextLike(Protocol):
@@ -117,10 +120,13 @@ class Transcriber:
         retry: InvocationRetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         capacity: Governor | None = None,
+        kept_answers: KeptAnswers | None = None,
     ) -> None:
         self.settings = settings
         self.capacity = capacity or Unlimited()  # a slot of the Deepgram pool per request
         self.capacity_requeue: CapacityRequeue | None = None  # SQS ways in: see transcriber.adapters
+        # Answers paid for whose write failed, for the next attempt in this container.
+        self.kept_answers = kept_answers or KeptAnswers()
         self.retry = retry or InvocationRetryPolicy(max_attempts=settings.deepgram_max_attempts)
         self._sleep = sleep
         # One boto3 session for every client: each session loads the endpoint and service models
@@ -240,9 +246,20 @@ class Transcriber:
     def _transcribe(
         self, *, identity: dict[str, Any], obj: S3ObjectRef, context: LambdaContextLike
     ) -> dict[str, Any]:
-        transcript, delivery = self._call_deepgram(obj, context)
-        key = self.storage.write_transcript(obj, transcript, delivery)
-        self.storage.delete_failure(obj)
+        kept = self.kept_answers.take(identity)
+        if kept is not None:
+            logger.info("Writing the answer kept from an earlier attempt; no new Deepgram request")
+        transcript, delivery = kept or self._call_deepgram(obj, context)
+        with transcript:
+            try:
+                key = self._write_transcript(obj, transcript, delivery, context)
+                self.storage.delete_failure(obj)
+            except Exception:
+                # Deepgram was paid for this answer: keep it, so the retry writes it without paying again.
+                if kept is None:
+                    self._keep(identity, transcript, delivery)
+                raise
+        self.kept_answers.forget(identity)
         metrics.add_metric(name="TranscriptionsSucceeded", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name=DELIVERY_METRICS[delivery], unit=MetricUnit.Count, value=1)
         metrics.add_metric(
@@ -265,6 +282,40 @@ class Transcriber:
             "duration_s": transcript.duration_s,
             "delivery": delivery,
         }
+
+    def _write_transcript(
+        self, obj: S3ObjectRef, transcript: Transcript, delivery: str, context: LambdaContextLike
+    ) -> str:
+        """Write the answer; a retryable failure is tried again while one more write fits in the
+        time left (the answer is already paid for: a retry of the invocation would cost more)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self.storage.write_transcript(obj, transcript, delivery)
+            except TranscriptionError as exc:
+                if not exc.retryable or isinstance(exc, BlockedError) or attempt >= OUTPUT_WRITE_ATTEMPTS:
+                    raise
+                delay = self.retry.delay(attempt, None)
+                if self._remaining_s(context) - delay < self.retry.reserve_s:
+                    raise
+                logger.warning(
+                    "Writing the transcript failed; retrying",
+                    extra={"attempt": attempt, "delay_s": round(delay, 3), "error": exc.as_record()},
+                )
+                self._sleep(delay)
+
+    def _keep(self, identity: dict[str, Any], transcript: Transcript, delivery: str) -> None:
+        try:
+            kept = self.kept_answers.keep(identity, transcript, delivery)
+        except OSError as exc:
+            kept = False
+            logger.warning("Could not keep Deepgram's answer", extra={"error": type(exc).__name__})
+        if kept:
+            logger.warning(
+                "Deepgram's answer is kept for the next attempt in this container",
+                extra={"deepgram_request_id": transcript.request_id, "size": transcript.size},
+            )
 
     def _call_deepgram(self, obj: S3ObjectRef, context: LambdaContextLike) -> tuple[Transcript, str]:
         """The Deepgram request with in-invocation retries; in auto mode, the bytes once after

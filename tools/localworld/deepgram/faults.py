@@ -8,8 +8,11 @@ Two sources of faults, checked in this order for every ``POST /v1/listen``:
    soak and load tests.
 
 Fault kinds: ``status`` (answer that status with a Deepgram-shaped body in the chosen
-style), ``drop`` (close the connection without an answer) and ``stall`` (hold the request
-``stall_seconds`` and then carry on normally, or answer ``status`` if one is given).
+style), ``drop`` (close the connection without an answer), ``stall`` (hold the request
+``stall_seconds`` and then carry on normally, or answer ``status`` if one is given) and
+``long_answer`` (transcribe normally, then answer as a long recording would: a valid
+Deepgram-shaped 200 of at least ``answer_bytes`` bytes, with words, utterances and paragraphs,
+diarized and punctuated; see ``response.long_answer``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Literal, get_args
 
 from localworld.deepgram.errors import BODY_STYLES, BodyStyle
 
-FaultKind = Literal["status", "drop", "stall"]
+FaultKind = Literal["status", "drop", "stall", "long_answer"]
+LONG_ANSWER_BYTES = 64 * 1024 * 1024
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 
@@ -35,6 +39,7 @@ class Fault:
     status: int | None = None  # required for "status"; optional for "stall"
     style: BodyStyle = "legacy"
     stall_seconds: float = 0.0
+    answer_bytes: int = LONG_ANSWER_BYTES  # for "long_answer": the least size of the 200's body
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -91,9 +96,12 @@ class Faults:
         kind: FaultKind = "status",
         style: BodyStyle = "legacy",
         stall_seconds: float = 0.0,
+        answer_bytes: int = LONG_ANSWER_BYTES,
     ) -> None:
         """Make the next ``count`` requests (after those already queued) hit this fault."""
-        fault = Fault(kind=kind, status=status, style=style, stall_seconds=stall_seconds)
+        fault = Fault(
+            kind=kind, status=status, style=style, stall_seconds=stall_seconds, answer_bytes=answer_bytes
+        )
         with self._lock:
             self._queue.extend([fault] * count)
 

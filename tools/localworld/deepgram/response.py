@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import threading
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -177,3 +180,93 @@ def _utterances(words: tuple[Word, ...], channel: int, options: ListenOptions) -
             }
         )
     return out
+
+
+# What a long recording's answer is made of: everyday words, in sentences and paragraphs.
+_FILLER = (
+    "so",
+    "the",
+    "quarterly",
+    "numbers",
+    "look",
+    "good",
+    "and",
+    "we",
+    "expect",
+    "growth",
+    "next",
+    "year",
+)
+_WORDS_PER_SENTENCE = 12
+_SENTENCES_PER_PARAGRAPH = 6
+_long_results_cache: dict[tuple[int, int, bool], tuple[bytes, float]] = {}
+_long_results_lock = threading.Lock()
+
+
+def _long_words(count: int) -> tuple[Word, ...]:
+    """``count`` words in sentences (pauses of 1 s) and paragraphs (pauses of 2.5 s)."""
+    words: list[Word] = []
+    clock = 0.0
+    for index in range(count):
+        if index and index % _WORDS_PER_SENTENCE == 0:
+            sentence = index // _WORDS_PER_SENTENCE
+            clock += PARAGRAPH_GAP_S + 0.5 if sentence % _SENTENCES_PER_PARAGRAPH == 0 else 1.0
+        confidence = 0.8 + (index % 19) / 100
+        words.append(Word(_FILLER[index % len(_FILLER)], round(clock, 3), round(clock + 0.3, 3), confidence))
+        clock += 0.4
+    return tuple(words)
+
+
+def _long_options(detect_language: bool) -> ListenOptions:
+    return ListenOptions(
+        punctuate=True, diarize=True, utterances=True, paragraphs=True, detect_language=detect_language
+    )
+
+
+def long_results(least_bytes: int, channels: int = 1, detect_language: bool = False) -> tuple[bytes, float]:
+    """The ``results`` of a long recording's answer, serialised, at least ``least_bytes`` long, and
+    its duration: hours of words in every channel, punctuated and diarized, with utterances and
+    paragraphs (each word twice: in its channel and in its utterance). Built once per size (seconds
+    for 60 MB on 2 cores; call it ahead to have it ready) and kept (only the last one)."""
+    key = (least_bytes, channels, detect_language)
+    with _long_results_lock:
+        cached = _long_results_cache.get(key)
+        if cached is None:
+            cached = _render_long_results(least_bytes, channels, _long_options(detect_language))
+            _long_results_cache.clear()  # they are large: keep one
+            _long_results_cache[key] = cached
+    return cached
+
+
+def _render_long_results(least_bytes: int, channels: int, options: ListenOptions) -> tuple[bytes, float]:
+    def render(count: int) -> tuple[bytes, float]:
+        words = _long_words(count)
+        recognition = Recognition(duration=words[-1].end, channels=channels, results=(words,) * channels)
+        body = build_response(request_id="", sha256="", recognition=recognition, options=options)
+        return json.dumps(body["results"]).encode(), recognition.duration
+
+    sample = 2000
+    per_word = len(render(sample)[0]) / sample
+    count = int(least_bytes / per_word * 1.01) + 1
+    while True:
+        results, duration = render(count)
+        if len(results) >= least_bytes:
+            return results, duration
+        count = int(count * 1.05) + 1
+
+
+def long_answer(
+    *, request_id: str, sha256: str, recognition: Recognition, options: ListenOptions, least_bytes: int
+) -> bytes:
+    """A valid 200 body of at least ``least_bytes``, as a long recording gives: this request's
+    metadata (its request id, the audio's hash, the model, tags, extra) and ``long_results``."""
+    channels = max(1, len(recognition.results))
+    results, duration = long_results(least_bytes, channels, options.detect_language)
+    stretched = Recognition(duration=duration, channels=recognition.channels, results=())
+    long_options = dataclasses.replace(
+        options, punctuate=True, diarize=True, utterances=True, paragraphs=True
+    )
+    metadata = build_response(
+        request_id=request_id, sha256=sha256, recognition=stretched, options=long_options
+    )["metadata"]
+    return b'{"metadata": ' + json.dumps(metadata).encode() + b', "results": ' + results + b"}"

@@ -44,7 +44,7 @@ from localworld.deepgram.audio import UnsupportedAudio, decode
 from localworld.deepgram.errors import CORRUPT_AUDIO_MSG, BodyStyle, render_error, spec_for
 from localworld.deepgram.faults import Fault, Faults
 from localworld.deepgram.options import InvalidOption, ListenOptions, parse_options
-from localworld.deepgram.response import build_response
+from localworld.deepgram.response import build_response, long_answer
 from localworld.deepgram.tls import prepare_tls
 from localworld.loopback import LoopbackServer, Service
 
@@ -611,7 +611,10 @@ class DeepgramEmulator(Service):
             elif checked.callback is not None:
                 handed_off = self._accept_callback(exchange, entry, audio, checked)
             else:
-                release_then_answer(self._transcribe(exchange, audio, checked))
+                long_answer = (
+                    fault.answer_bytes if fault is not None and fault.kind == "long_answer" else None
+                )
+                release_then_answer(self._transcribe(exchange, audio, checked, long_answer))
         finally:
             if not handed_off and not released:
                 self._slots.release(ceiling)
@@ -710,7 +713,13 @@ class DeepgramEmulator(Service):
 
         return digest, self._recognizer.recognise(key, load, options.multichannel)
 
-    def _transcribe(self, exchange: _Exchange, audio: bytes | Unkept, options: ListenOptions) -> _Outcome:
+    def _transcribe(
+        self,
+        exchange: _Exchange,
+        audio: bytes | Unkept,
+        options: ListenOptions,
+        long_answer_bytes: int | None = None,
+    ) -> _Outcome:
         try:
             if isinstance(audio, Unkept):
                 digest, recognition = audio.sha256, audio.recognition()
@@ -721,6 +730,16 @@ class DeepgramEmulator(Service):
         except Exception:
             logger.exception("recognition failed for request_id=%s", exchange.request_id)
             return self._error(exchange, 500, "error")
+        if long_answer_bytes is not None:
+            self._count("long_answers")
+            raw = long_answer(
+                request_id=exchange.request_id,
+                sha256=digest,
+                recognition=recognition,
+                options=options,
+                least_bytes=long_answer_bytes,
+            )
+            return _Outcome(200, raw, "application/json", "ok")
         body = build_response(
             request_id=exchange.request_id, sha256=digest, recognition=recognition, options=options
         )

@@ -795,3 +795,46 @@ def test_stopped_emulator_refuses_connections(tmp_path: Path, sample_wav: bytes)
 def test_audio_decoder_refuses_unknown_containers() -> None:
     with pytest.raises(UnsupportedAudio):
         decode(b"\x1aE\xdf\xa3 webm-ish bytes")
+
+
+def test_a_long_answer_on_demand(deepgram_emulator: DeepgramEmulator, sample_wav: bytes) -> None:
+    deepgram_emulator.faults.next(1, kind="long_answer", answer_bytes=60 * 1024 * 1024)
+
+    response = listen(deepgram_emulator, sample_wav, query="model=nova-3")
+
+    assert response.status_code == 200
+    assert len(response.content) >= 60 * 1024 * 1024
+    document = response.json()
+    metadata, results = document["metadata"], document["results"]
+    assert metadata["request_id"] == deepgram_emulator.requests[-1].request_id
+    alternative = results["channels"][0]["alternatives"][0]
+    words = alternative["words"]
+    assert len(words) > 100_000
+    assert {"word", "start", "end", "confidence", "punctuated_word", "speaker"} <= set(words[0])
+    assert sum(len(u["words"]) for u in results["utterances"]) == len(words)
+    assert sum(p["num_words"] for p in alternative["paragraphs"]["paragraphs"]) == len(words)
+    assert metadata["duration"] == pytest.approx(words[-1]["end"])
+    assert metadata["duration"] > 10 * 3600  # hours of speech, as such an answer needs
+    assert len(listen(deepgram_emulator, sample_wav).content) < 1024 * 1024  # only the next one
+
+
+def test_a_long_answer_validates_against_deepgram_openapi(
+    deepgram_emulator: DeepgramEmulator, sample_wav: bytes
+) -> None:
+    if not OPENAPI_SPEC.is_file():
+        pytest.skip(f"Deepgram's OpenAPI spec is not at {OPENAPI_SPEC} (a clone outside the workplace)")
+    import jsonschema
+    import yaml
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
+    spec = yaml.safe_load(OPENAPI_SPEC.read_text())
+    registry = Registry().with_resource("urn:deepgram-openapi", DRAFT202012.create_resource(spec))
+    schema = {"$ref": "urn:deepgram-openapi#/components/schemas/listen_v1_media_transcribe_Response_200"}
+    validator = jsonschema.Draft202012Validator(schema, registry=registry)
+    deepgram_emulator.faults.next(1, kind="long_answer", answer_bytes=2 * 1024 * 1024)
+
+    response = listen(deepgram_emulator, sample_wav, query="model=nova-3")
+
+    assert len(response.content) >= 2 * 1024 * 1024
+    validator.validate(response.json())

@@ -152,6 +152,27 @@ def test_failing_event_is_retried_then_sent_to_the_dlq(
     assert attributes["ErrorMessage"] == {"StringValue": "cannot process in/fail-1.wav", "DataType": "String"}
 
 
+def test_an_event_killed_out_of_memory_is_retried_then_sent_to_the_dlq(
+    make_delivery: DeliveryFactory, local_aws: LocalAws
+) -> None:
+    seen: list[InvocationRecord] = []
+    delivery = make_delivery(functions=["UploadFunction"], on_result=seen.append)
+    stack = delivery.stack
+    local_aws.s3().put_object(Bucket=bucket(stack, "InputBucket"), Key="in/hungry.wav", Body=b"x")
+    dead_letters = queue_url(local_aws, stack, "UploadDeadLetterQueue")
+    deadline = time.monotonic() + 60
+    messages: list[Any] = []
+    while not messages and time.monotonic() < deadline:
+        messages = receive_all(local_aws, dead_letters)
+
+    assert [r.attempt for r in seen] == [1, 2, 3]  # as any function error: Lambda's 2 retries
+    assert all((r.result.error or {}).get("errorType") == "Runtime.OutOfMemory" for r in seen)
+    assert all(r.result.cold_start for r in seen)  # each kill cost the container
+    assert len(messages) == 1
+    message = messages[0]["MessageAttributes"]["ErrorMessage"]["StringValue"]
+    assert message.endswith("Error: Runtime exited with error: signal: killed")
+
+
 def test_expired_and_dropped_events(
     make_delivery: DeliveryFactory, local_aws: LocalAws, caplog: pytest.LogCaptureFixture
 ) -> None:

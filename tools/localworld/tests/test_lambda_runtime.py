@@ -38,7 +38,11 @@ def test_environment_is_exactly_template_overrides_extra_and_lambda(
     trace_id = env.pop("_X_AMZN_TRACE_ID")
     assert trace_id.startswith("Root=1-")
     stream = env["AWS_LAMBDA_LOG_STREAM_NAME"]
-    assert env == build_environment(echo, {"LOG_LEVEL": "ERROR"}, EXTRA_ENV, log_stream_name=stream)
+    tmp_dir = env["TMPDIR"]
+    assert env == build_environment(
+        echo, {"LOG_LEVEL": "ERROR"}, EXTRA_ENV, log_stream_name=stream, tmp_dir=tmp_dir
+    )
+    assert not os.path.exists(tmp_dir)  # each container's /tmp goes with it
     assert "HOST_ONLY_VARIABLE" not in env
     assert env["LOG_LEVEL"] == "ERROR"
     assert env["OUTPUT_BUCKET"] == "transcriber-local-outputbucket"
@@ -225,3 +229,73 @@ def test_close_stops_all_workers(echo: FunctionSpec) -> None:
         os.kill(pid, 0)
     with pytest.raises(RuntimeError, match="closed"):
         function.invoke({})
+
+
+def report_line(result: InvocationResult) -> str:
+    return next(line for line in result.logs if line.startswith(f"REPORT RequestId: {result.request_id}"))
+
+
+def test_memory_over_memorysize_kills_the_container_like_lambda(echo: FunctionSpec) -> None:
+    spec = with_handler(echo, "hungry.handler", memory_mb=128)
+    with LocalFunction(spec) as function:
+        killed = function.invoke({"mb": 300})
+        next_one = function.invoke({"mb": 10})
+
+    assert killed.error == {
+        "errorType": "Runtime.OutOfMemory",
+        "errorMessage": f"RequestId: {killed.request_id} Error: Runtime exited with error: signal: killed",
+        "stackTrace": [],
+    }
+    assert "allocated" not in killed.logs  # killed while allocating, not after
+    report = report_line(killed)
+    assert "Memory Size: 128 MB\tMax Memory Used: 128 MB" in report
+    assert report.endswith("Status: error\tError Type: Runtime.OutOfMemory")
+    assert killed.max_memory_mb == 128
+    assert next_one.ok
+    assert next_one.cold_start  # the killed container is gone
+
+
+def test_a_spike_freed_before_returning_is_still_out_of_memory(echo: FunctionSpec) -> None:
+    spec = with_handler(echo, "hungry.handler", memory_mb=128)
+    with LocalFunction(spec) as function:
+        spiked = function.invoke({"mb": 200, "free": True})
+
+    assert spiked.error is not None
+    assert spiked.error["errorType"] == "Runtime.OutOfMemory"
+
+
+def test_a_child_process_counts_against_the_sandbox(echo: FunctionSpec) -> None:
+    spec = with_handler(echo, "hungry.handler", memory_mb=128)
+    with LocalFunction(spec) as function:
+        result = function.invoke({"mb": 0, "child_mb": 200})
+
+    assert result.error is not None
+    assert result.error["errorType"] == "Runtime.OutOfMemory"
+
+
+def test_memory_under_memorysize_is_reported_not_killed(echo: FunctionSpec) -> None:
+    spec = with_handler(echo, "hungry.handler", memory_mb=256)
+    with LocalFunction(spec) as function:
+        result = function.invoke({"mb": 64})
+        unenforced = LocalFunction(with_handler(echo, "hungry.handler", memory_mb=128), enforce_memory=False)
+        with unenforced:
+            over = unenforced.invoke({"mb": 200})
+
+    assert result.ok, result.error
+    assert result.max_memory_mb is not None
+    assert 64 < result.max_memory_mb <= 256
+    assert f"Max Memory Used: {result.max_memory_mb} MB" in report_line(result)
+    assert over.ok  # measurements may switch enforcement off
+    assert over.max_memory_mb is not None
+    assert over.max_memory_mb > 200
+
+
+def test_each_container_has_its_own_tmp(echo: FunctionSpec) -> None:
+    # Each Lambda sandbox has its own /tmp: what one container keeps there, another never sees.
+    with LocalFunction(with_handler(echo, "misc.tmp_dir"), max_concurrency=None) as function:
+        results = _invoke_in_parallel(function, [{"sleep": 0.5}] * 2)
+        dirs = {r.payload for r in results}
+        assert all(os.path.isfile(os.path.join(d, "kept")) for d in dirs)
+
+    assert len(dirs) == 2
+    assert not any(os.path.exists(d) for d in dirs)  # gone with the containers

@@ -1,0 +1,391 @@
+"""Deepgram's 200 answer in bounded memory (spooled, validated as a stream) and kept when its write
+fails, so the retry writes it without paying Deepgram again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import responses
+from botocore.exceptions import ClientError
+
+from tests.core.conftest import LISTEN_URL, OUTPUT_BUCKET, transcript_body, transcript_key
+from transcriber.answers import KeptAnswers
+from transcriber.deepgram import MAX_ANSWER_DEPTH, SPOOL_MEMORY_BYTES, DeepgramClient, Transcript
+from transcriber.errors import BlockedError, RetryableError
+from transcriber.events import S3ObjectRef
+from transcriber.workflow import OUTPUT_WRITE_ATTEMPTS
+
+if TYPE_CHECKING:
+    from tests.core.conftest import Aws, FakeLambdaContext, Sleeps, TranscriberFactory
+    from transcriber.workflow import Transcriber
+
+
+def client() -> DeepgramClient:
+    return DeepgramClient("https://api.deepgram.test")
+
+
+def call() -> Transcript:
+    return client().transcribe_url(
+        api_key="k", media_url="https://bucket/x.wav", options=[], connect_timeout_s=1, read_timeout_s=2
+    )
+
+
+def long_body(words: int) -> bytes:
+    document = transcript_body(" ".join(f"word{i}" for i in range(words)), request_id="req-long")
+    document["metadata"]["duration"] = 3600.5
+    document["metadata"]["channels"] = 2
+    return json.dumps(document).encode()
+
+
+# -- the client: spooled, validated, summarised -----------------------------------------------
+
+
+def test_a_large_answer_is_spooled_to_a_file_unchanged_and_summarised() -> None:
+    body = long_body(40_000)
+    assert len(body) > 2 * SPOOL_MEMORY_BYTES
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, LISTEN_URL, body=body, status=200)
+        transcript = call()
+
+    with transcript:
+        assert transcript.body._rolled  # type: ignore[attr-defined]  # on disk, not in memory
+        assert transcript.size == len(body)
+        assert transcript.rewind().read() == body
+        assert (transcript.request_id, transcript.duration_s, transcript.channels) == ("req-long", 3600.5, 2)
+    assert transcript.body.closed
+
+
+def test_a_small_answer_stays_in_memory() -> None:
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, LISTEN_URL, json=transcript_body(), status=200)
+        transcript = call()
+
+    assert not transcript.body._rolled  # type: ignore[attr-defined]
+    assert json.loads(transcript.rewind().read()) == transcript_body()
+    assert (transcript.request_id, transcript.duration_s, transcript.channels) == ("req-1", 2.5, 1)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b'"just a string"',
+        json.dumps({"metadata": {}, "results": {"channels": {"0": {}}}}).encode(),  # not a list
+        json.dumps(transcript_body()).encode() + b" trailing",
+        json.dumps(transcript_body()).encode()[:-5],  # cut short, framing intact
+        b'{"metadata": {"request_id": "r"}, "results": {"channels": [' + b"[" * MAX_ANSWER_DEPTH + b"]}}",
+        b"\xff\xfe not utf-8",
+    ],
+)
+def test_a_200_that_is_not_a_whole_transcript_is_an_invalid_response(body: bytes) -> None:
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, LISTEN_URL, body=body, status=200)
+        with pytest.raises(RetryableError) as raised:
+            call()
+
+    assert raised.value.reason == "deepgram-invalid-response"
+    assert raised.value.details.http_status == 200
+
+
+def test_an_answer_shorter_than_its_content_length_is_a_dropped_connection() -> None:
+    body = json.dumps(transcript_body()).encode()
+    with responses.RequestsMock() as mock:
+        mock.add(
+            responses.POST,
+            LISTEN_URL,
+            body=body[:20],
+            status=200,
+            headers={"Content-Length": str(len(body))},
+            auto_calculate_content_length=False,
+        )
+        with pytest.raises(RetryableError) as raised:
+            call()
+
+    assert raised.value.reason == "deepgram-connection"
+    assert "cut off" in raised.value.details.message
+
+
+def test_an_answer_still_arriving_after_the_budget_is_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([0.0, 100.0, 200.0, 300.0])
+    monkeypatch.setattr("transcriber.deepgram.time.monotonic", lambda: next(clock))
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, LISTEN_URL, json=transcript_body(), status=200)
+        with pytest.raises(RetryableError) as raised:
+            call()
+
+    assert raised.value.reason == "deepgram-timeout"
+    assert "still arriving" in raised.value.details.message
+
+
+def test_a_temporary_directory_that_refuses_the_answer_is_retryable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("tempfile.SpooledTemporaryFile.write", full)
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, LISTEN_URL, json=transcript_body(), status=200)
+        with pytest.raises(RetryableError) as raised:
+            call()
+
+    assert raised.value.reason == "answer-spool-failed"
+    assert "No space left on device" in raised.value.details.message
+
+
+# -- the workflow: the answer is kept when its write fails --------------------------------------
+
+
+def obj(key: str = "talks/a.wav") -> S3ObjectRef:
+    return S3ObjectRef(bucket="core-input", key=key, size=1000, etag="etag-1")
+
+
+class FailingPuts:
+    """Makes the output bucket's PutObject of transcripts fail ``times`` times with ``code``."""
+
+    def __init__(self, transcriber: Transcriber, code: str, times: int) -> None:
+        self.s3 = transcriber.storage._s3
+        self.real = self.s3.put_object
+        self.code, self.left, self.calls = code, times, 0
+
+    def __call__(self, **params: Any) -> Any:
+        if params["Key"].startswith("transcripts/") and self.left > 0:
+            self.left -= 1
+            self.calls += 1
+            status = 403 if self.code == "AccessDenied" else 503
+            error = {
+                "Error": {"Code": self.code, "Message": "x"},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            }
+            raise ClientError(error, "PutObject")  # type: ignore[arg-type]
+        return self.real(**params)
+
+
+def failing_puts(
+    monkeypatch: pytest.MonkeyPatch, transcriber: Transcriber, code: str, times: int
+) -> FailingPuts:
+    puts = FailingPuts(transcriber, code, times)
+    monkeypatch.setattr(puts.s3, "put_object", puts)
+    return puts
+
+
+def test_a_failed_write_is_tried_again_in_the_invocation(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    transcriber: Transcriber,
+    lambda_context: FakeLambdaContext,
+    sleeps: Sleeps,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+    puts = failing_puts(monkeypatch, transcriber, "SlowDown", OUTPUT_WRITE_ATTEMPTS - 1)
+
+    outcome = transcriber.process(obj(), lambda_context)
+
+    assert outcome.status == "transcribed"
+    assert puts.calls == OUTPUT_WRITE_ATTEMPTS - 1
+    assert len(sleeps.delays) == OUTPUT_WRITE_ATTEMPTS - 1
+    assert len(deepgram.calls) == 1
+    assert aws.output(transcript_key("talks/a.wav")) == transcript_body()
+
+
+def test_an_answer_whose_write_failed_is_written_by_the_next_attempt_without_a_request(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    transcriber: Transcriber,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())  # the only answer there is
+    puts = failing_puts(monkeypatch, transcriber, "SlowDown", OUTPUT_WRITE_ATTEMPTS)
+
+    with pytest.raises(RetryableError) as raised:
+        transcriber.process(obj(), lambda_context)
+
+    assert raised.value.reason == "s3-throttled"
+    assert puts.calls == OUTPUT_WRITE_ATTEMPTS
+
+    outcome = transcriber.process(obj(), lambda_context)  # Lambda's retry, same container
+
+    assert (outcome.status, outcome.request_id, outcome.replayed) == ("transcribed", "req-1", False)
+    assert len(deepgram.calls) == 1
+    assert aws.output(transcript_key("talks/a.wav")) == transcript_body()
+    assert list(transcriber.kept_answers.directory.iterdir()) == []  # forgotten once written
+    again = transcriber.process(obj(), lambda_context)
+    assert again.replayed
+
+
+def test_a_denied_write_is_not_retried_in_the_invocation_but_kept(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    transcriber: Transcriber,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+    puts = failing_puts(monkeypatch, transcriber, "AccessDenied", 1)
+
+    with pytest.raises(BlockedError) as raised:
+        transcriber.process(obj(), lambda_context)
+
+    assert raised.value.reason == "output-bucket-unwritable"
+    assert puts.calls == 1
+    assert transcriber.process(obj(), lambda_context).status == "transcribed"
+    assert len(deepgram.calls) == 1
+
+
+def test_no_write_retry_when_it_would_eat_the_time_kept_for_outputs(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    transcriber: Transcriber,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+    puts = failing_puts(monkeypatch, transcriber, "SlowDown", 5)
+    real_call = transcriber.deepgram.transcribe_url
+
+    def slow_call(**kwargs: Any) -> Transcript:
+        transcript = real_call(**kwargs)
+        lambda_context.remaining_ms = int(transcriber.retry.reserve_s * 1000) - 1  # Deepgram took the rest
+        return transcript
+
+    monkeypatch.setattr(transcriber.deepgram, "transcribe_url", slow_call)
+
+    with pytest.raises(RetryableError):
+        transcriber.process(obj(), lambda_context)
+
+    assert puts.calls == 1
+
+
+def test_a_failed_failure_record_delete_keeps_the_written_answer_too(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    transcriber: Transcriber,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+    s3 = transcriber.storage._s3
+    real_delete = s3.delete_object
+    failures = iter([True, True])
+
+    def delete(**params: Any) -> Any:
+        if next(failures, False):
+            error = {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}
+            raise ClientError(error, "DeleteObject")  # type: ignore[arg-type]
+        return real_delete(**params)
+
+    monkeypatch.setattr(s3, "delete_object", delete)
+
+    with pytest.raises(RetryableError):
+        transcriber.process(obj(), lambda_context)
+    with pytest.raises(RetryableError):  # the kept answer is used, and still kept when it fails again
+        transcriber.process(obj(), lambda_context)
+    outcome = transcriber.process(obj(), lambda_context)
+
+    assert outcome.status == "transcribed"
+    assert len(deepgram.calls) == 1
+
+
+def test_an_answer_that_cannot_be_kept_still_raises_the_write_error(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+    transcriber = make_transcriber()
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    transcriber.kept_answers = KeptAnswers(blocker / "kept")
+    failing_puts(monkeypatch, transcriber, "AccessDenied", 1)
+
+    with pytest.raises(BlockedError):
+        transcriber.process(obj(), lambda_context)
+
+
+# -- the kept answers' own rules -------------------------------------------------------------
+
+
+def spooled(body: bytes, request_id: str = "r") -> Transcript:
+    import io
+
+    return Transcript(
+        body=io.BytesIO(body),
+        size=len(body),
+        request_id=request_id,
+        duration_s=1.5,
+        channels=1,
+        latency_s=0.2,
+    )
+
+
+def test_kept_answers_are_found_by_identity_and_forgotten(tmp_path: Path) -> None:
+    kept = KeptAnswers(tmp_path)
+    identity = {"bucket": "b", "key": "k", "version": "v1"}
+
+    assert kept.keep(identity, spooled(b'{"a": 1}'), "bytes")
+    assert kept.take({"bucket": "b", "key": "k", "version": "v2"}) is None
+    found = kept.take(identity)
+    assert found is not None
+    transcript, delivery = found
+    with transcript:
+        assert transcript.rewind().read() == b'{"a": 1}'
+        assert (transcript.request_id, transcript.duration_s, transcript.size, delivery) == (
+            "r",
+            1.5,
+            8,
+            "bytes",
+        )
+    kept.forget(identity)
+    assert kept.take(identity) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kept_answers_stay_within_their_budget_oldest_first(tmp_path: Path) -> None:
+    kept = KeptAnswers(tmp_path, max_bytes=25)
+    first, second, third = ({"key": name} for name in ("first", "second", "third"))
+
+    assert kept.keep(first, spooled(b"x" * 10), "url")
+    assert kept.keep(second, spooled(b"y" * 10), "url")
+    assert kept.keep(third, spooled(b"z" * 10), "url")  # the first makes room
+    assert not kept.keep({"key": "huge"}, spooled(b"h" * 26), "url")  # never fits
+
+    assert kept.take(first) is None
+    assert kept.take(second) is not None
+    assert kept.take(third) is not None
+    assert kept.take({"key": "huge"}) is None
+
+
+def test_the_default_place_is_the_containers_temporary_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tempfile.tempdir", "/sandbox-tmp")
+
+    assert KeptAnswers().directory == Path("/sandbox-tmp/transcriber-kept-answers")
+
+
+def test_s3_receives_the_answer_unchanged(aws: Aws) -> None:
+    from transcriber.storage import Storage
+
+    storage = Storage(aws.s3, OUTPUT_BUCKET, "transcripts/", "failures/")
+    body = long_body(30_000)
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, LISTEN_URL, body=body, status=200)
+        mock.add_passthru("https://")
+        transcript = call()
+
+    with transcript:
+        key = storage.write_transcript(obj(), transcript, "url")
+
+    stored = aws.s3.get_object(Bucket=OUTPUT_BUCKET, Key=key)
+    assert stored["Body"].read() == body
+    assert stored["Metadata"]["deepgram-request-id"] == "req-long"

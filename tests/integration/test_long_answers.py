@@ -1,0 +1,115 @@
+"""Never pay twice for one answer: a long recording's answer (tens of MB) fits the default memory,
+and an answer whose write failed is written by the retry without a second Deepgram request.
+
+The real transcribe handler runs in the Docker-free runtime, which kills a container over its
+``MemorySize`` (256 MB, the template's default) as Lambda does; the emulator answers with a valid
+Deepgram 200 of at least 60 MiB on demand; output writes fail through the AWS fault proxy."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from transcriber.clients import MAX_ATTEMPTS
+from transcriber.workflow import OUTPUT_WRITE_ATTEMPTS
+
+if TYPE_CHECKING:
+    from localworld.aws_faults import AwsFaultProxy
+    from localworld.pytest_plugin import FunctionFactory, Uploads
+    from localworld.world import LocalWorld
+
+LONG_ANSWER_BYTES = 60 * 1024 * 1024
+DEFAULT_MEMORY_MB = 256
+
+
+def answers_of(world: LocalWorld, status: int = 200) -> int:
+    """Deepgram's answers with ``status`` (a 200 is a billed transcription)."""
+    return sum(1 for request in world.emulator.requests if request.status == status)
+
+
+def test_a_60_mb_answer_is_transcribed_within_the_default_memory(
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
+) -> None:
+    function = start_function()
+    assert function.memory_mb == DEFAULT_MEMORY_MB  # the template's default, enforced
+    event = uploads.put("long/meeting.wav", sample_audio)
+    world.emulator.faults.next(1, kind="long_answer", answer_bytes=LONG_ANSWER_BYTES)
+
+    result = function.invoke(event)
+
+    assert result.error is None, result.error
+    assert result.max_memory_mb is not None
+    assert result.max_memory_mb <= DEFAULT_MEMORY_MB
+    assert answers_of(world) == 1
+    stored = world.aws.s3().get_object(
+        Bucket=world.output_bucket, Key=world.transcript_key("long/meeting.wav")
+    )
+    body = stored["Body"].read()
+    assert len(body) >= LONG_ANSWER_BYTES
+    request_id = world.emulator.requests[-1].request_id
+    assert stored["Metadata"]["deepgram-request-id"] == request_id
+    assert body.startswith(
+        b'{"metadata": {"transaction_key": "deprecated", "request_id": "' + request_id.encode()
+    )
+    assert body.rstrip().endswith(b"}")  # whole, as Deepgram sent it
+
+
+def test_an_answer_whose_write_failed_is_written_by_the_retry_without_paying_again(
+    world: LocalWorld,
+    uploads: Uploads,
+    aws_fault_proxy: AwsFaultProxy,
+    start_function: FunctionFactory,
+    sample_audio: bytes,
+) -> None:
+    event = uploads.put("write-fails/a.wav", sample_audio)
+    transcript = world.transcript_key("write-fails/a.wav")
+    aws_fault_proxy.fail("PUT", transcript, 503, "SlowDown")
+    function = start_function(extra_env={"AWS_ENDPOINT_URL": aws_fault_proxy.url})
+
+    first = function.invoke(event)
+
+    assert first.error is not None
+    assert first.error["errorMessage"].startswith("s3-throttled")
+    # The write was tried again within the invocation (each try is botocore's own attempts).
+    puts = aws_fault_proxy.requests_to("PUT", world.transcript_prefix)
+    assert [r.status for r in puts] == [503] * (MAX_ATTEMPTS * OUTPUT_WRITE_ATTEMPTS)
+    assert "Deepgram's answer is kept for the next attempt in this container" in "\n".join(first.logs)
+
+    aws_fault_proxy.clear()
+    second = function.invoke(event, request_id=first.request_id)  # Lambda's retry of the event
+
+    assert second.error is None, second.logs
+    assert not second.cold_start  # the same container, which kept the answer
+    assert answers_of(world) == 1  # Deepgram answered (and billed) once
+    assert len(world.emulator.requests) == 1
+    stored = world.aws.s3().get_object(Bucket=world.output_bucket, Key=transcript)
+    assert stored["Metadata"]["deepgram-request-id"] == world.emulator.requests[0].request_id
+
+
+def test_a_long_answer_whose_write_failed_is_kept_and_written_by_the_retry(
+    world: LocalWorld,
+    uploads: Uploads,
+    aws_fault_proxy: AwsFaultProxy,
+    start_function: FunctionFactory,
+    sample_audio: bytes,
+) -> None:
+    event = uploads.put("write-fails/long.wav", sample_audio)
+    transcript = world.transcript_key("write-fails/long.wav")
+    aws_fault_proxy.fail("PUT", transcript, 403, "AccessDenied")  # a bucket policy, fixed later
+    function = start_function(extra_env={"AWS_ENDPOINT_URL": aws_fault_proxy.url})
+    world.emulator.faults.next(1, kind="long_answer", answer_bytes=LONG_ANSWER_BYTES)
+
+    first = function.invoke(event)
+
+    assert first.error is not None
+    assert first.error["errorType"] == "BlockedError"
+    assert first.error["errorMessage"].startswith("output-bucket-unwritable")
+    assert first.max_memory_mb is not None
+    assert first.max_memory_mb <= DEFAULT_MEMORY_MB
+
+    aws_fault_proxy.clear()
+    second = function.invoke(event, request_id=first.request_id)
+
+    assert second.error is None, second.error
+    assert answers_of(world) == 1
+    head = world.aws.s3().head_object(Bucket=world.output_bucket, Key=transcript)
+    assert head["ContentLength"] >= LONG_ANSWER_BYTES
