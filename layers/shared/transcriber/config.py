@@ -11,7 +11,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from transcriber.cost import Pricing
 from transcriber.errors import configuration_error
+from transcriber.upload_options import UploadOptionPolicy
 
 DEFAULT_API_URL = "https://api.deepgram.com"
 DEFAULT_EXTENSIONS = (
@@ -101,6 +103,8 @@ class Settings:
     deepgram_max_attempts: int = 4
     input_bucket: str | None = None
     delivery_mode: str = DEFAULT_DELIVERY_MODE
+    upload_options: UploadOptionPolicy = field(default_factory=UploadOptionPolicy)
+    pricing: Pricing = field(default_factory=Pricing)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +129,8 @@ class Settings:
             deepgram_max_attempts=reader.integer("DEEPGRAM_MAX_ATTEMPTS", default=4, minimum=1),
             input_bucket=reader.text("INPUT_BUCKET", default="") or None,
             delivery_mode=reader.choice("DELIVERY_MODE", DELIVERY_MODES, default=DEFAULT_DELIVERY_MODE),
+            upload_options=UploadOptionPolicy.from_env(reader),
+            pricing=Pricing.from_env(reader),
         )
         if settings.input_bucket == settings.output_bucket:
             # Transcripts written into the bucket that triggers the function would trigger it again.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -44,6 +45,7 @@ class ObjectInfo:
     version_id: str | None
     content_type: str
     sse_customer_algorithm: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)  # user metadata, without x-amz-meta-
 
 
 def sse_c_refused(uri: str, http_status: int | None = None) -> PermanentError:
@@ -130,6 +132,7 @@ class Storage:
             version_id=head.get("VersionId") or obj.version_id,
             content_type=str(head.get("ContentType", "")),
             sse_customer_algorithm=head.get("SSECustomerAlgorithm"),
+            metadata=dict(head.get("Metadata") or {}),
         )
 
     def open_stream(self, obj: S3ObjectRef) -> ObjectStream:
@@ -166,12 +169,19 @@ class Storage:
     def failure_key(self, source_key: str) -> str:
         return output_key(self.failure_prefix, source_key)
 
-    def write_transcript(self, obj: S3ObjectRef, transcript: Transcript, delivery: str) -> str:
+    def write_transcript(
+        self,
+        obj: S3ObjectRef,
+        transcript: Transcript,
+        delivery: str,
+        extra_metadata: Mapping[str, str] | None = None,
+    ) -> str:
         key = self.transcript_key(obj.key)
-        metadata = _source_metadata(obj) | {
-            "deepgram-request-id": transcript.request_id or "",
-            "delivery": delivery,
-        }
+        metadata = (
+            _source_metadata(obj)
+            | {"deepgram-request-id": transcript.request_id or "", "delivery": delivery}
+            | dict(extra_metadata or {})
+        )
         self._put(key, transcript.body, metadata)
         return key
 

@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
 )
 
+from transcriber import cost, upload_options
 from transcriber.clients import new_client
 from transcriber.deepgram import DeepgramClient, Transcript
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
@@ -32,6 +33,7 @@ from transcriber.observability import logger, metrics, redact_url
 from transcriber.retry import InvocationRetryPolicy
 from transcriber.secrets import ApiKeyProvider
 from transcriber.storage import Storage, sse_c_refused, utc_now
+from transcriber.usage import record_cost, record_deepgram_error, record_failure_reason
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
@@ -64,6 +66,8 @@ class Outcome:
     request_id: str | None = None
     replayed: bool = False
     delivery: str | None = None  # url | bytes: how the media reached Deepgram
+    options: dict[str, str] | None = None  # the Deepgram options in force (transcribed)
+    estimated_cost_usd: float | None = None  # transcribed: see transcriber.cost
 
 
 def skip_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
@@ -156,7 +160,9 @@ class Transcriber:
             if reason is not None:
                 return self._skipped(obj, reason)
             refuse_too_large(obj.size)
+            obj = replace(obj, options=self.settings.upload_options.validate(obj.options or ()))
             identity = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or obj.etag}
+            identity |= upload_options.identity_part(obj.options or ())
             result = self._transcribe_once(identity=identity, obj=obj, context=context)
         except IdempotencyAlreadyInProgressError:
             metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
@@ -188,16 +194,21 @@ class Transcriber:
             request_id=result.get("request_id"),
             replayed=replayed,
             delivery=result.get("delivery"),
+            options=result.get("options"),
+            estimated_cost_usd=result.get("estimated_cost_usd"),
         )
 
     def _resolve(self, obj: S3ObjectRef) -> tuple[S3ObjectRef, str | None]:
         """Fill in size/ETag/version with one HEAD when the event lacks them or the extension is not
         decisive; then judge by extension, else by content type."""
         allowed = extension_of(obj.key) in self.settings.allowed_extensions
-        if allowed and obj.size is not None and (obj.etag or obj.version_id):
+        reads_metadata = self.settings.upload_options.reads_metadata(obj.options)  # per-upload options
+        if allowed and obj.size is not None and (obj.etag or obj.version_id) and not reads_metadata:
             return obj, None
         info = self.storage.describe(obj)
         obj = replace(obj, size=info.size, etag=info.etag or obj.etag, version_id=info.version_id)
+        if reads_metadata:
+            obj = replace(obj, options=upload_options.from_metadata(info.metadata))
         if info.sse_customer_algorithm:
             raise sse_c_refused(obj.uri)
         if info.size == 0:
@@ -210,7 +221,11 @@ class Transcriber:
         self, *, identity: dict[str, Any], obj: S3ObjectRef, context: LambdaContextLike
     ) -> dict[str, Any]:
         transcript, delivery = self._call_deepgram(obj, context)
-        key = self.storage.write_transcript(obj, transcript, delivery)
+        query = self._query(obj)
+        usd = cost.estimate_transcript_usd(self.settings.pricing, transcript.document, query)
+        more_metadata = upload_options.metadata(query) | cost.metadata(transcript.duration_s, usd)
+        key = self.storage.write_transcript(obj, transcript, delivery, more_metadata)
+        record_cost(usd)
         self.storage.delete_failure(obj)
         metrics.add_metric(name="TranscriptionsSucceeded", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name=DELIVERY_METRICS[delivery], unit=MetricUnit.Count, value=1)
@@ -233,7 +248,13 @@ class Transcriber:
             "request_id": transcript.request_id,
             "duration_s": transcript.duration_s,
             "delivery": delivery,
+            "options": upload_options.in_force(query),
+            "estimated_cost_usd": usd,
         }
+
+    def _query(self, obj: S3ObjectRef) -> list[tuple[str, str]]:
+        """The Deepgram query for this object: the stack's options with its own laid over them."""
+        return upload_options.overlay(self.settings.deepgram, obj.options or ()).query()
 
     def _call_deepgram(self, obj: S3ObjectRef, context: LambdaContextLike) -> tuple[Transcript, str]:
         """The Deepgram request with in-invocation retries; in auto mode, the bytes once after
@@ -248,6 +269,7 @@ class Transcriber:
                 return self._send(delivery, obj, api_key, context), delivery
             except TranscriptionError as exc:
                 exc.details.extra.update(attempts=attempt, delivery=delivery)
+                record_deepgram_error(exc)
                 if self._falls_back(exc, delivery):
                     delivery = "bytes"
                     continue
@@ -295,7 +317,7 @@ class Transcriber:
             return self.deepgram.transcribe_url(
                 api_key=api_key,
                 media_url=media_url,
-                options=self.query,
+                options=self._query(obj),
                 connect_timeout_s=connect_s,
                 read_timeout_s=read_s,
             )
@@ -310,7 +332,7 @@ class Transcriber:
                 stream=stream,
                 length=stream.length,
                 content_type=stream.content_type,
-                options=self.query,
+                options=self._query(obj),
                 connect_timeout_s=connect_s,
                 read_timeout_s=read_s,
             )
@@ -348,6 +370,7 @@ class Transcriber:
         }
         key = self.storage.write_failure(obj, record)
         metrics.add_metric(name="TranscriptionsFailed", unit=MetricUnit.Count, value=1)
+        record_failure_reason(exc.reason)
         logger.error("Transcription failed permanently", extra={"failure_key": key, "error": exc.as_record()})
         return Outcome(
             "failed",
