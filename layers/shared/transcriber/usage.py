@@ -3,10 +3,10 @@ reason, Deepgram's 429s. Names are checked against template.yaml's dashboard by 
 
 from __future__ import annotations
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit, SchemaValidationError, single_metric
 
 from transcriber.errors import TranscriptionError
-from transcriber.observability import metrics
+from transcriber.observability import logger, metrics
 
 COST_METRIC = "EstimatedCostUSD"
 FAILED_BY_REASON_METRIC = "TranscriptionsFailedByReason"
@@ -22,13 +22,17 @@ def record_cost(usd: float) -> None:
 def record_failure_reason(reason: str) -> None:
     """A permanent failure, with its reason as a dimension (beside the service's), so the dashboard
     can show failures by reason. Reasons are a closed set of short names: few metric streams."""
-    with single_metric(
-        name=FAILED_BY_REASON_METRIC,
-        unit=MetricUnit.Count,
-        value=1,
-        default_dimensions=metrics.default_dimensions,
-    ) as metric:
-        metric.add_dimension(name=REASON_DIMENSION, value=reason[:250])
+    try:
+        with single_metric(
+            name=FAILED_BY_REASON_METRIC,
+            unit=MetricUnit.Count,
+            value=1,
+            namespace=metrics.namespace,
+            default_dimensions=metrics.default_dimensions,
+        ) as metric:
+            metric.add_dimension(name=REASON_DIMENSION, value=reason[:250])
+    except SchemaValidationError as exc:  # no namespace configured: a metric never fails the work
+        logger.warning("Metric not emitted", extra={"metric": FAILED_BY_REASON_METRIC, "error": str(exc)})
 
 
 def record_deepgram_error(exc: TranscriptionError) -> None:

@@ -156,6 +156,7 @@ class Transcriber:
             refuse_invalid_name(obj)
             reason = skip_reason(obj, self.settings)
             if reason is None:
+                refuse_too_large(obj.size)  # from the event's size, before any AWS call
                 obj, reason = self._resolve(obj)
             if reason is not None:
                 return self._skipped(obj, reason)
