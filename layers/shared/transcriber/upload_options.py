@@ -190,7 +190,7 @@ class UploadOptionPolicy:
             counts[name] = counts.get(name, 0) + 1
             if counts[name] > (MAX_VALUES if name in _REPEATED_OPTIONS else 1):
                 raise refused(name, "given too many times")
-        return tuple(sorted(accepted))
+        return tuple(sorted(accepted, key=lambda pair: pair[0]))  # values keep their order
 
     def _value(self, name: str, value: str) -> str:
         """The value, normalised, of an allowed option; ``option-refused`` otherwise."""
