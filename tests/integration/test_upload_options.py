@@ -49,7 +49,8 @@ def test_metadata_options_change_the_request_deepgram_receives(
     assert float(metadata["estimated-cost-usd"]) == outcome["estimated_cost_usd"]
     # diarization turned on by diarize_model: the emulator's words carry speakers
     words = document["results"]["channels"][0]["alternatives"][0]["words"]
-    assert words and all("speaker" in word for word in words)
+    assert words
+    assert all("speaker" in word for word in words)
 
 
 def test_a_refused_option_is_a_failure_record_and_reaches_no_deepgram(

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from samstack import ResolvedStack, resolve_stack
 
+from samstack import ResolvedStack, resolve_stack
 from transcriber import usage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +19,6 @@ LAYER = REPO_ROOT / "layers" / "shared" / "transcriber"
 REQUIRED = {"DeepgramSecretId": "deepgram/dev/api-key"}
 DATA_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 _LITERAL_METRIC = re.compile(r"add_metric\(\s*name=\"(\w+)\"")
-_SEARCH_METRIC = re.compile(r"MetricName=\"(\w+)\"")
 _SEARCH_SCHEMA = re.compile(r"\{([^}]*)\}")
 
 
@@ -39,32 +38,36 @@ def emitted_metrics() -> set[str]:
     return names | {usage.COST_METRIC, usage.FAILED_BY_REASON_METRIC, usage.THROTTLED_METRIC}
 
 
-def dashboard_metrics(stack: ResolvedStack) -> list[tuple[str, str, dict[str, str]]]:
-    """(namespace, metric, dimensions) of every metric the dashboard draws, SEARCH expressions included."""
+Drawn = tuple[str, str, dict[str, str]]  # namespace, metric name, dimensions ("*": any value)
+
+
+def _searched(expression: str) -> list[Drawn]:
+    """The metrics a ``SEARCH('{Namespace,dim,...} MetricName="X" dim="v"', ...)`` draws."""
+    pinned = dict(re.findall(r"(\w+)=\"(\w+)\"", expression))
+    name = pinned.pop("MetricName")
+    [schema] = _SEARCH_SCHEMA.findall(expression)
+    namespace, *dimension_names = schema.split(",")
+    return [(namespace, name, dict.fromkeys(dimension_names, "*") | pinned)]
+
+
+def _spelled_out(row: list[Any]) -> Drawn:
+    values = [item for item in row if not isinstance(item, dict)]
+    assert "..." not in values, "spell every metric out, so it can be checked"
+    namespace, name, *pairs = values
+    return namespace, name, dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+
+def dashboard_metrics(stack: ResolvedStack) -> list[Drawn]:
+    """Every metric the dashboard draws, SEARCH expressions included (other expressions are math
+    over metrics listed on their own rows)."""
     body = json.loads(stack.resource("Dashboard").properties["DashboardBody"])
-    found: list[tuple[str, str, dict[str, str]]] = []
+    found: list[Drawn] = []
     for widget in body["widgets"]:
         for row in widget["properties"]["metrics"]:
-            if isinstance(row[0], dict):
-                expression = row[0]["expression"]
-                for schema, name in zip(
-                    _SEARCH_SCHEMA.findall(expression), _SEARCH_METRIC.findall(expression), strict=True
-                ):
-                    namespace, *dimension_names = schema.split(",")
-                    service = re.search(r"service=\"(\w+)\"", expression)
-                    found.append(
-                        (
-                            namespace,
-                            name,
-                            {d: "*" for d in dimension_names}
-                            | ({"service": service.group(1)} if service else {}),
-                        )
-                    )
-                continue
-            values = [item for item in row if not isinstance(item, dict)]
-            assert "..." not in values, "spell every metric out, so it can be checked"
-            namespace, name, *pairs = values
-            found.append((namespace, name, dict(zip(pairs[::2], pairs[1::2], strict=True))))
+            if not isinstance(row[0], dict):
+                found.append(_spelled_out(row))
+            elif "SEARCH(" in row[0]["expression"]:
+                found.extend(_searched(row[0]["expression"]))
     return found
 
 
