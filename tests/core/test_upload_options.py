@@ -87,6 +87,7 @@ def test_a_refused_option_is_a_failure_record_naming_it_and_no_request(
     assert record["reason"] == "option-refused"
     assert record["option"] == "callback"
     assert "'callback'" in record["message"]
+    assert record["upload_options"] == {"callback": "https://evil.example/x", "language": "es"}
 
 
 def test_event_options_are_used_without_reading_the_metadata(

@@ -60,6 +60,11 @@ def test_metadata_options_are_the_dg_names_with_dashes_as_underscores() -> None:
     )
 
 
+def test_non_ascii_metadata_arrives_as_encoded_words_and_is_decoded() -> None:
+    assert from_metadata({"dg-keyterm": "=?UTF-8?B?Q2Fmw6kgTcO8bmNoZW4=?="}) == (("keyterm", "Café München"),)
+    assert from_metadata({"dg-keyterm": "=?bogus-charset?Q?x?="}) == (("keyterm", "=?bogus-charset?Q?x?="),)
+
+
 def test_event_options_take_objects_lists_booleans_and_query_strings() -> None:
     assert from_event({"language": "es", "keyterm": ["a b", "c"], "diarize": True, "multichannel": 1}) == (
         ("language", "es"),

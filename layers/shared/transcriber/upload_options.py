@@ -14,10 +14,12 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
+from email.header import decode_header, make_header
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from transcriber.errors import ErrorDetails, PermanentError, configuration_error
+from transcriber.observability import redact_url
 
 if TYPE_CHECKING:
     from transcriber.config import DeepgramOptions, EnvReader
@@ -106,12 +108,20 @@ def option_name(raw: str) -> str:
 
 def from_metadata(metadata: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The ``dg-*`` user metadata of an object (boto3 gives names without ``x-amz-meta-``),
-    as raw (option, value) pairs; a comma-separated value of a repeated option is split."""
+    as raw (option, value) pairs; a comma-separated value of a repeated option is split. S3
+    metadata is ASCII: non-ASCII values arrive as RFC 2047 encoded words, which are decoded."""
     pairs: list[tuple[str, str]] = []
     for key, value in sorted(metadata.items()):
         if key.lower().startswith(METADATA_PREFIX):
-            pairs.extend(_split(option_name(key[len(METADATA_PREFIX) :]), value))
+            pairs.extend(_split(option_name(key[len(METADATA_PREFIX) :]), _decoded(value)))
     return tuple(pairs)
+
+
+def _decoded(value: str) -> str:
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError):  # malformed encoded word, unknown charset: take it as sent
+        return value
 
 
 def from_event(value: Any) -> tuple[tuple[str, str], ...]:
@@ -199,7 +209,7 @@ class UploadOptionPolicy:
             raise refused(name, f"not in this stack's allow-list ({listed})")
         normalised = value.lower() if name in _BOOLEAN_OPTIONS else value
         if not _VALUE_CHECKS.get(name, _check_name)(normalised):
-            raise refused(name, f"{value[:40]!r} is not a valid value")
+            raise refused(name, f"{redact_url(value)[:40]!r} is not a valid value")
         return normalised
 
 

@@ -369,6 +369,10 @@ class Transcriber:
             "first_attempt_at": started_at,
             "failed_at": utc_now(),
         }
+        if obj.options:  # the per-upload options asked for (as read, when they were refused)
+            record["upload_options"] = {
+                k: redact_url(v) for k, v in upload_options.in_force(obj.options).items()
+            }
         key = self.storage.write_failure(obj, record)
         metrics.add_metric(name="TranscriptionsFailed", unit=MetricUnit.Count, value=1)
         record_failure_reason(exc.reason)
