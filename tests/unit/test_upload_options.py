@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import S3BatchOperationEvent
 
 from transcriber.config import DeepgramOptions, EnvReader, Settings
 from transcriber.cost import (
@@ -16,6 +17,7 @@ from transcriber.cost import (
     estimate_usd,
 )
 from transcriber.errors import ConfigurationError, PermanentError
+from transcriber.events import batch_operation_objects, parse_event
 from transcriber.upload_options import (
     DEFAULT_ALLOWED,
     MAX_METADATA_CHARS,
@@ -224,3 +226,28 @@ def test_prices_are_read_and_checked() -> None:
         with pytest.raises(ConfigurationError, match=variable):
             Pricing.from_env(EnvReader({variable: value}))
     assert not math.isnan(Pricing().per_minute)
+
+
+# -- the events that carry options ------------------------------------------------------------
+
+
+def test_direct_payloads_and_batch_jobs_carry_their_options() -> None:
+    [direct] = parse_event({"bucket": "b1b", "key": "k.wav", "options": {"language": "es"}})
+    assert direct.options == (("language", "es"),)
+    [plain] = parse_event({"bucket": "b1b", "key": "k.wav"})
+    assert plain.options is None  # not given: the metadata decides
+    task = {"taskId": "t", "s3Bucket": "b1b", "s3Key": "k.wav", "s3VersionId": None}
+    job = {"id": "j", "userArguments": {"options": "language=es&keyterm=a"}}
+    batch = {"invocationSchemaVersion": "2.0", "invocationId": "i", "job": job, "tasks": [task]}
+    [(_, obj)] = batch_operation_objects(S3BatchOperationEvent(batch))
+    assert obj.options == (("language", "es"), ("keyterm", "a"))
+    no_job = {"invocationSchemaVersion": "2.0", "invocationId": "i", "tasks": [task]}
+    [(_, obj)] = batch_operation_objects(S3BatchOperationEvent(no_job))
+    assert obj.options is None
+
+
+def test_a_malformed_options_field_makes_the_event_unrecognised() -> None:
+    with pytest.raises(PermanentError) as caught:
+        parse_event({"bucket": "b1b", "key": "k.wav", "options": ["language=es"]})
+    assert caught.value.reason == "unrecognised-event"
+    assert "options" in str(caught.value)
