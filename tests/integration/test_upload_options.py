@@ -125,3 +125,17 @@ def test_a_batch_operations_job_sets_options_in_its_user_arguments(
     assert answer["resultCode"] == "PermanentFailure"
     assert answer["resultString"].startswith("option-refused")
     assert len(world.emulator.requests) == 1
+
+
+def test_the_metadata_head_finds_a_deleted_object_before_any_deepgram_request(
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
+) -> None:
+    event = uploads.put("gone/a.wav", sample_audio)
+    world.aws.s3().delete_object(Bucket=world.input_bucket, Key="gone/a.wav")
+
+    result = start_function(DELIVERY_MODE="url").invoke(event)
+
+    assert result.error is None, result.logs
+    _, record = read_output(world, world.failure_key("gone/a.wav"))
+    assert record["reason"] == "s3-object-missing"
+    assert world.emulator.requests == []
