@@ -111,6 +111,9 @@ def test_an_option_off_the_list_is_refused_by_name() -> None:
 
     assert "'summarize'" in message
     assert "allow-list" in message
+    long = refusal([("x" * 300, "1")])
+    assert "x" * 64 in long
+    assert "x" * 65 not in long
 
 
 @pytest.mark.parametrize(

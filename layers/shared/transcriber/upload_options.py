@@ -67,6 +67,7 @@ _REPEATED_OPTIONS = frozenset({"keyterm", "redact", "language_hint", "detect_lan
 
 
 def refused(option: str, why: str) -> PermanentError:
+    option = option[:64]  # an uploader's name: bounded in the record
     message = f"option {option!r} refused: {why}"
     return PermanentError(ErrorDetails(reason="option-refused", message=message, extra={"option": option}))
 
