@@ -15,7 +15,7 @@ PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
 TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/retry/app.py tools scripts tests bench
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
-	deploy-prod invoke emulator clean failures redrive backfill chaos bench localworld-test sam-local
+	deploy-prod invoke emulator clean failures report redrive backfill chaos bench localworld-test sam-local
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ clean: ## Remove build and cache folders (the venv lives outside the clone)
 
 failures: ## List failure records: make failures BUCKET=<OutputBucketName> (or STACK=<stack name>)
 	@$(PY) scripts/operate.py failures $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)")
+
+report: ## Transcripts, audio hours, estimated cost, failures by reason: make report STACK=<stack> (or BUCKET=...; SINCE=/UNTIL= ISO)
+	@$(PY) scripts/operate.py report $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)") $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)")
 
 redrive: ## Move parked messages back to the DLQ: make redrive STACK=<stack name> (or FROM=<url> TO=<url>)
 	@$(PY) scripts/operate.py redrive $(if $(STACK),--stack "$(STACK)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)")

@@ -9,11 +9,12 @@ Usage::
         [--since ISO] [--json]
     python scripts/operate.py redrive --from PARKING_QUEUE_URL --to DLQ_URL [--max N] [--dry-run]
     python scripts/operate.py backfill --stack STACK_NAME [--bucket BUCKET] [--prefix PREFIX] [--no-wait]
+    python scripts/operate.py report --bucket OUTPUT_BUCKET [--since ISO] [--until ISO] [--json]
     python scripts/operate.py <command> --stack STACK_NAME ...   # bucket/queues from stack outputs
 
 Importable as ``scripts.operate``::
 
-    from scripts.operate import list_failures, redrive
+    from scripts.operate import list_failures, redrive, usage_report
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,11 @@ if TYPE_CHECKING:
     )
 
 DEFAULT_PREFIX = "failures/"
+TRANSCRIPT_PREFIX = "transcripts/"
+# What the transcribe function writes in each transcript's S3 metadata (transcriber.cost.metadata).
+AUDIO_SECONDS_METADATA = "audio-seconds"
+COST_METADATA = "estimated-cost-usd"
+DEFAULT_REPORT_DAYS = 30
 MESSAGE_WIDTH = 60
 READ_THREADS = 16
 RECEIVE_WAIT_S = 1  # long polling: an empty answer then means the queue really is empty
@@ -53,7 +59,7 @@ HOLD_VISIBILITY_S = 120  # how long a received message stays hidden while we mov
 RESERVED_ATTRIBUTE_PREFIXES = ("aws.", "amazon.")  # send_message refuses these names
 MAX_MESSAGE_ATTRIBUTES = 10
 
-STACK_OUTPUTS = {
+STACK_OUTPUTS = {  # argument -> the stack output that fills it
     "bucket": "OutputBucketName",
     "source": "ParkingQueueUrl",
     "target": "DeadLetterQueueUrl",
@@ -170,6 +176,87 @@ def format_counts(records: Sequence[Mapping[str, Any]]) -> list[str]:
     lines.extend(
         f"  {count:>6}  {reason}" for reason, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     )
+    return lines
+
+
+# --- usage report ------------------------------------------------------------------------------
+
+
+def _transcript_objects(
+    s3: S3Client, bucket: str, prefix: str, since: datetime, until: datetime
+) -> list[str]:
+    """Deepgram's JSON transcripts (``.json``; other formats beside them are not counted) written
+    in [since, until)."""
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith(".json") and since <= item["LastModified"] < until:
+                keys.append(item["Key"])
+    return keys
+
+
+def _number(metadata: Mapping[str, str], name: str) -> float | None:
+    try:
+        return float(metadata[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _transcript_usage(s3: S3Client, bucket: str, key: str) -> tuple[float | None, float | None] | None:
+    """(audio seconds, estimated USD) from a transcript's metadata (one HEAD); None if it is gone."""
+    try:
+        metadata = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {})
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+            return None
+        raise
+    return _number(metadata, AUDIO_SECONDS_METADATA), _number(metadata, COST_METADATA)
+
+
+def usage_report(
+    s3: S3Client,
+    bucket: str,
+    since: datetime,
+    until: datetime,
+    *,
+    transcript_prefix: str = TRANSCRIPT_PREFIX,
+    failure_prefix: str = DEFAULT_PREFIX,
+) -> dict[str, Any]:
+    """Transcripts, audio hours, estimated cost and failures by reason for [since, until), from the
+    output bucket: each transcript's metadata (one HEAD each) and the failure records. Transcripts
+    written before the metadata existed count as transcripts without audio or cost."""
+    keys = _transcript_objects(s3, bucket, transcript_prefix, since, until)
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        usage = [u for u in pool.map(lambda key: _transcript_usage(s3, bucket, key), keys) if u is not None]
+    failures = [
+        r
+        for r in list_failures(s3, bucket, failure_prefix, since=since)
+        if (at := _failed_at(r)) is None or at < until
+    ]
+    by_reason = Counter(str(r.get("reason")) for r in failures)
+    return {
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "transcripts": len(usage),
+        "audio_hours": round(sum(seconds or 0.0 for seconds, _ in usage) / 3600, 4),
+        "estimated_cost_usd": round(sum(usd or 0.0 for _, usd in usage), 6),
+        "transcripts_without_estimate": sum(usd is None for _, usd in usage),
+        "failures": len(failures),
+        "failures_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }
+
+
+def format_report(report: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"from {report['since']} to {report['until']}",
+        f"  transcripts           {report['transcripts']}",
+        f"  audio hours           {report['audio_hours']:.2f}",
+        f"  estimated cost (USD)  {report['estimated_cost_usd']:.2f}   (from the stack's prices: not a bill)",
+    ]
+    if report["transcripts_without_estimate"]:
+        lines.append(f"  without an estimate   {report['transcripts_without_estimate']} (older transcripts)")
+    lines.append(f"  failures              {report['failures']}")
+    lines.extend(f"  {count:>6}  {reason}" for reason, count in report["failures_by_reason"].items())
     return lines
 
 
@@ -356,6 +443,21 @@ def build_parser() -> argparse.ArgumentParser:
         "the same (see the stack output RedriveCommand); this command also works where that API "
         "is missing (e.g. moto, the local world).",
     )
+    report = commands.add_parser(
+        "report",
+        parents=[stack],
+        help="transcripts, audio hours, estimated cost and failures by reason for a period",
+        description="Usage for a period, from the output bucket: transcripts (each one's metadata: "
+        "audio seconds, estimated cost), and failure records counted by reason.",
+    )
+    report.set_defaults(parser=report)
+    report.add_argument("--bucket", metavar="OUTPUT_BUCKET", help="the output bucket")
+    report.add_argument(
+        "--since", metavar="ISO", type=parse_time, help=f"start (default: {DEFAULT_REPORT_DAYS} days ago)"
+    )
+    report.add_argument("--until", metavar="ISO", type=parse_time, help="end, exclusive (default: now)")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
+
     redrive_cmd.set_defaults(parser=redrive_cmd)
     redrive_cmd.add_argument("--from", dest="source", metavar="PARKING_QUEUE_URL", help="source queue URL")
     redrive_cmd.add_argument("--to", dest="target", metavar="DLQ_URL", help="target queue URL")
@@ -392,6 +494,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _failures_command(args)
         if args.command == "backfill":
             return _backfill_command(parser, args)
+        if args.command == "report":
+            _fill_from_stack(parser, args, ["bucket"])
+            return _report_command(args)
         _fill_from_stack(parser, args, ["source", "target"])
         if args.max is not None and args.max < 1:
             parser.error("--max must be at least 1")
@@ -411,6 +516,19 @@ def _failures_command(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
     else:
         for line in format_failures(records):
+            print(line)
+    return 0
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    s3: S3Client = boto3.client("s3")
+    until = args.until or datetime.now(UTC)
+    since = args.since or until - timedelta(days=DEFAULT_REPORT_DAYS)
+    report = usage_report(s3, args.bucket, since, until)
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        for line in format_report(report):
             print(line)
     return 0
 

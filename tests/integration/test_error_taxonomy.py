@@ -266,11 +266,13 @@ def test_an_object_deleted_before_processing_is_a_permanent_failure(
     mode: str,
     reason: str,
 ) -> None:
-    """In url mode only Deepgram's fetch tells; auto's own GET then says exactly what happened."""
+    """Without the per-upload options' HEAD (UploadOptions=none; with it, the HEAD tells first: see
+    test_upload_options.py), in url mode only Deepgram's fetch tells; auto's own GET then says
+    exactly what happened."""
     event = uploads.put("gone/a.wav", sample_audio)
     world.aws.s3().delete_object(Bucket=world.input_bucket, Key="gone/a.wav")
 
-    result = start_function(DELIVERY_MODE=mode).invoke(event)
+    result = start_function(DELIVERY_MODE=mode, UPLOAD_OPTIONS="none").invoke(event)
 
     assert result.error is None
     record = failure_record(world, "gone/a.wav")

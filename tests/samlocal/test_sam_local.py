@@ -149,9 +149,8 @@ def test_sam_local_invoke_transcribes_every_sample_event(
 def test_sam_local_invoke_leaves_a_failure_record_for_a_missing_object(
     sam_local: SamLocal, world: LocalWorld
 ) -> None:
-    # events/s3-put.json names an object that was never uploaded. The event carries the size, so the
-    # function asks Deepgram straight away; Deepgram cannot fetch the presigned URL, so (DeliveryMode
-    # auto) the function GETs it itself: missing, permanent, recorded.
+    # events/s3-put.json names an object that was never uploaded. The HEAD that reads per-upload
+    # options (UploadOptions' default) finds it missing before any Deepgram request: permanent, recorded.
     invocation = sam_local.invoke("TranscribeFunction", EVENTS / "s3-put.json")
 
     assert invocation.error_type is None, project.explain(invocation.result)
@@ -160,8 +159,7 @@ def test_sam_local_invoke_leaves_a_failure_record_for_a_missing_object(
     record = json.loads(world.aws.s3().get_object(Bucket=world.output_bucket, Key=key)["Body"].read())
     assert record["reason"] == "s3-object-missing", record
     assert output_keys(world, world.transcript_prefix) == set()
-    [request] = world.emulator.requests
-    assert request.err_code == "REMOTE_CONTENT_ERROR"
+    assert world.emulator.requests == []
 
 
 def test_sam_local_invoke_reports_a_raised_error_in_the_payload(

@@ -64,6 +64,7 @@ FOURTEEN_DAYS = 14 * 24 * 3600
 # Deployment modes, as parameter overrides. "off" and "on" are linted (cfn-lint, sam validate);
 # every mode is checked structurally on the translated template with its conditions evaluated.
 INPUT_KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+DATA_KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/5678abcd-12ab-34cd-56ef-1234567890ab"
 OPTIONS_ON = {
     "ExistingBucketName": "my-archive",
     "ExistingBucketPrefix": "calls/",
@@ -71,6 +72,11 @@ OPTIONS_ON = {
     "InputAccessLogBucket": "new",
     "InputKmsKeyArn": INPUT_KMS_KEY,
     "EnableBackfill": "true",
+    # The privacy profile (tests/template/test_dashboard_and_privacy.py): its own key, retention.
+    "DataKmsKeyArn": DATA_KMS_KEY,
+    "InputRetentionDays": "30",
+    "TranscriptRetentionDays": "365",
+    "FailureRetentionDays": "90",
 }
 MODES: dict[str, dict[str, str]] = {
     "off": {},
@@ -96,7 +102,8 @@ SQS_MAX_VISIBILITY_SECONDS = 43200
 # Every action the functions' per-object work may grant (both run it). Adding one is a reviewed change.
 ALLOWED_ACTIONS = {
     "s3:ListBucket",  # input bucket only: tells a deleted upload (404) from a denied one (403)
-    "kms:Decrypt",  # only the named InputKmsKeyArn, only through S3
+    "kms:Decrypt",  # only the named InputKmsKeyArn or DataKmsKeyArn, only through S3
+    "kms:GenerateDataKey",  # only the named DataKmsKeyArn (writes to the buckets it encrypts), through S3
     "s3:GetObject",
     "s3:GetObjectVersion",
     "s3:PutObject",
@@ -196,6 +203,9 @@ TUNED_PARAMETERS = {
     "CapacityAiCeiling": "4",
     "CapacityPoolName": "project-b",
     "CapacityTableName": "other-stack-capacity",
+    "UploadOptions": "language",
+    "DeepgramPricePerMinuteUsd": "0.01",
+    "DeepgramAddOnPricesUsd": "diarize=0.5",
 }
 PER_OBJECT_POLICY = "PerObjectWorkPolicy"
 
@@ -474,7 +484,11 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
 
 def _optional_resources(stack: ResolvedStack) -> set[str]:
     """Resources granted only when their option is on: an existing bucket's objects, the input's KMS key."""
-    optional = {"UseExistingBucket": EXISTING_BUCKET_OBJECTS, "HasInputKmsKey": INPUT_KMS_KEY}
+    optional = {
+        "UseExistingBucket": EXISTING_BUCKET_OBJECTS,
+        "HasInputKmsKey": INPUT_KMS_KEY,
+        "HasDataKmsKey": DATA_KMS_KEY,
+    }
     return {resource for condition, resource in optional.items() if stack.conditions[condition]}
 
 
@@ -581,6 +595,7 @@ def test_function_role_is_least_privilege(
     # The optional grants exist exactly when their option is on.
     assert (EXISTING_BUCKET_OBJECTS in granted_resources) == existing_bucket
     assert (INPUT_KMS_KEY in granted_resources) == kms_key
+    assert (DATA_KMS_KEY in granted_resources) == stack.conditions["HasDataKmsKey"]
     assert bool(sqs_granted & BUFFER_CONSUME_GRANTS) == (buffered and function_id == FUNCTION)
 
 
@@ -652,7 +667,7 @@ def test_kms_grant_is_decrypt_on_the_named_key_through_s3_only(
         (function_id, s)
         for function_id in FUNCTIONS
         for s in _role_statements(stack, function_id)
-        if any(action.startswith("kms:") for action in _actions(s))
+        if any(action.startswith("kms:") for action in _actions(s)) and s["Resource"] != DATA_KMS_KEY
     ]
     if mode == "off":
         assert not grants
@@ -720,10 +735,10 @@ def test_bucket_is_private_encrypted_and_tls_only(
     }
     encryption = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     assert encryption
-    assert all(
-        rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms", "aws:kms:dsse"}
-        for rule in encryption
-    )
+    # DataKmsKeyArn chooses between SSE-KMS and SSE-S3 (Fn::If): every choice encrypts.
+    defaults = [rule["ServerSideEncryptionByDefault"] for rule in encryption]
+    choices = [c for d in defaults for c in (d["Fn::If"][1:] if "Fn::If" in d else [d])]
+    assert all(c["SSEAlgorithm"] in {"AES256", "aws:kms", "aws:kms:dsse"} for c in choices)
     assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     assert props["VersioningConfiguration"]["Status"] == "Enabled"
 

@@ -12,7 +12,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from transcriber.capacity import BACKFILL_LANE, PoolSettings
+from transcriber.cost import Pricing
 from transcriber.errors import configuration_error
+from transcriber.upload_options import UploadOptionPolicy
 
 DEFAULT_BACKFILL_PERCENT = 60  # of the pool a backfill may hold; the rest is kept for live uploads
 DEFAULT_API_URL = "https://api.deepgram.com"
@@ -105,6 +107,8 @@ class Settings:
     delivery_mode: str = DEFAULT_DELIVERY_MODE
     transcribe_restored: bool = True  # restored copies of archived objects (see transcriber.archive)
     capacity: PoolSettings | None = None  # the Deepgram capacity pool; None: no governor
+    upload_options: UploadOptionPolicy = field(default_factory=UploadOptionPolicy)
+    pricing: Pricing = field(default_factory=Pricing)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -131,6 +135,8 @@ class Settings:
             delivery_mode=reader.choice("DELIVERY_MODE", DELIVERY_MODES, default=DEFAULT_DELIVERY_MODE),
             transcribe_restored=reader.boolean("TRANSCRIBE_RESTORED_OBJECTS", default=True),
             capacity=pool_settings(reader),
+            upload_options=UploadOptionPolicy.from_env(reader),
+            pricing=Pricing.from_env(reader),
         )
         if settings.input_bucket == settings.output_bucket:
             # Transcripts written into the bucket that triggers the function would trigger it again.

@@ -28,6 +28,7 @@ from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventBridgeN
 
 from transcriber.errors import ErrorDetails, PermanentError
 from transcriber.observability import logger
+from transcriber.upload_options import from_event as options_from_event
 
 # An upload, or a restore of an archived object completing (its copy can now be read: see
 # transcriber.archive): both mean "this object version can be transcribed now".
@@ -64,6 +65,9 @@ class S3ObjectRef:
     size: int | None = None
     etag: str | None = None
     lane: str = "live"  # the capacity pool's lane: "backfill" for S3 Batch Operations tasks
+    # Per-upload Deepgram options as (option, value) pairs: from the event (direct, Batch
+    # Operations) or the object's metadata; None: not read yet (see transcriber.upload_options).
+    options: tuple[tuple[str, str], ...] | None = None
 
     @property
     def uri(self) -> str:
@@ -281,15 +285,31 @@ def _from_direct(event: Any) -> list[S3ObjectRef]:
                 bucket=_text(item.get("bucket"), "bucket"),
                 key=_text(item.get("key"), "key"),  # as stored: direct callers don't URL-encode
                 version_id=version or None,
+                options=_options(item),
             )
         )
     return objects
+
+
+def _options(fields: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    """The raw per-upload options of a direct payload or Batch Operations job (validated later,
+    per object, so a refused option is that object's failure record)."""
+    if fields.get("options") is None:
+        return None
+    try:
+        return options_from_event(fields["options"])
+    except ValueError as exc:
+        raise unrecognised_event(str(exc)) from None
 
 
 def batch_operation_objects(event: S3BatchOperationEvent) -> list[tuple[str, S3ObjectRef]]:
     """(task id, object) per Batch Operations task; keys arrive URL-encoded in both schemas."""
     if event.invocation_schema_version not in {"1.0", "2.0"}:
         raise unrecognised_event(f"unsupported invocationSchemaVersion {event.invocation_schema_version!r}")
+    # Schema 2.0: the job's userArguments may carry "options" (a query string) for every task.
+    job = event.get("job") or {}
+    user_arguments = job.get("userArguments") if isinstance(job, Mapping) else None
+    options = _options(user_arguments) if isinstance(user_arguments, Mapping) else None
     return [
         (
             _text(task.task_id, "taskId"),
@@ -297,6 +317,7 @@ def batch_operation_objects(event: S3BatchOperationEvent) -> list[tuple[str, S3O
                 bucket=_text(task.s3_bucket, "s3Bucket"),
                 key=_text(task.s3_key, "s3Key"),
                 version_id=task.s3_version_id or None,
+                options=options,
             ),
         )
         for task in event.tasks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ class ObjectInfo:
     content_type: str
     sse_customer_algorithm: str | None = None
     archive: ArchiveState = field(default_factory=ArchiveState)
+    metadata: dict[str, str] = field(default_factory=dict)  # user metadata, without x-amz-meta-
 
 
 def sse_c_refused(uri: str, http_status: int | None = None) -> PermanentError:
@@ -135,6 +137,7 @@ class Storage:
             archive=ArchiveState(
                 str(head.get("StorageClass") or "STANDARD"), head.get("ArchiveStatus"), head.get("Restore")
             ),
+            metadata=dict(head.get("Metadata") or {}),
         )
 
     def open_stream(self, obj: S3ObjectRef) -> ObjectStream:
@@ -173,12 +176,19 @@ class Storage:
     def failure_key(self, source_key: str) -> str:
         return output_key(self.failure_prefix, source_key)
 
-    def write_transcript(self, obj: S3ObjectRef, transcript: Transcript, delivery: str) -> str:
+    def write_transcript(
+        self,
+        obj: S3ObjectRef,
+        transcript: Transcript,
+        delivery: str,
+        extra_metadata: Mapping[str, str] | None = None,
+    ) -> str:
         key = self.transcript_key(obj.key)
-        metadata = _source_metadata(obj) | {
-            "deepgram-request-id": transcript.request_id or "",
-            "delivery": delivery,
-        }
+        metadata = (
+            _source_metadata(obj)
+            | {"deepgram-request-id": transcript.request_id or "", "delivery": delivery}
+            | dict(extra_metadata or {})
+        )
         # From the spool: botocore reads a file body a chunk at a time (and seeks back to retry).
         self._put(key, transcript.rewind(), metadata)
         return key

@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
 )
 
+from transcriber import cost, upload_options
 from transcriber.answers import KeptAnswers
 from transcriber.archive import archived_refusal
 from transcriber.capacity import CAPACITY_REASON, Unlimited
@@ -35,6 +36,7 @@ from transcriber.observability import logger, metrics, redact_url
 from transcriber.retry import InvocationRetryPolicy
 from transcriber.secrets import ApiKeyProvider
 from transcriber.storage import Storage, sse_c_refused, utc_now
+from transcriber.usage import record_cost, record_deepgram_error, record_failure_reason
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
@@ -70,6 +72,8 @@ class Outcome:
     request_id: str | None = None
     replayed: bool = False
     delivery: str | None = None  # url | bytes: how the media reached Deepgram
+    options: dict[str, str] | None = None  # the Deepgram options in force (transcribed)
+    estimated_cost_usd: float | None = None  # transcribed: see transcriber.cost
 
 
 def skip_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
@@ -140,7 +144,6 @@ class Transcriber:
         )
         self.api_keys = ApiKeyProvider(settings.deepgram_secret_id, settings.secret_max_age_s, secretsmanager)
         self.deepgram = DeepgramClient(settings.deepgram_api_url, http)
-        self.query = settings.deepgram.query()
         self.idempotency = IdempotencyConfig(
             expires_after_seconds=settings.idempotency_ttl_s, response_hook=_mark_replayed
         )
@@ -164,11 +167,14 @@ class Transcriber:
             refuse_invalid_name(obj)
             reason = skip_reason(obj, self.settings)
             if reason is None:
+                refuse_too_large(obj.size)  # from the event's size, before any AWS call
                 obj, reason = self._resolve(obj)
             if reason is not None:
                 return self._skipped(obj, reason)
             refuse_too_large(obj.size)
+            obj = replace(obj, options=self.settings.upload_options.validate(obj.options or ()))
             identity = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or obj.etag}
+            identity |= upload_options.identity_part(obj.options or ())
             result = self._transcribe_once(identity=identity, obj=obj, context=context)
         except IdempotencyAlreadyInProgressError:
             metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
@@ -200,12 +206,15 @@ class Transcriber:
             request_id=result.get("request_id"),
             replayed=replayed,
             delivery=result.get("delivery"),
+            options=result.get("options"),
+            estimated_cost_usd=result.get("estimated_cost_usd"),
         )
 
     def _resolve(self, obj: S3ObjectRef) -> tuple[S3ObjectRef, str | None]:
         """Fill in size/ETag/version with one HEAD when the event lacks them or the extension is not
         decisive; then judge by extension, else by content type."""
         allowed = extension_of(obj.key) in self.settings.allowed_extensions
+        reads_metadata = self.settings.upload_options.reads_metadata(obj.options)  # per-upload options
         # Without a HEAD, an archived object is told by S3's refusal to read it (see _explained);
         # only a refusal of restored copies needs a HEAD of every object.
         if (
@@ -213,10 +222,13 @@ class Transcriber:
             and obj.size is not None
             and (obj.etag or obj.version_id)
             and self.settings.transcribe_restored
+            and not reads_metadata
         ):
             return obj, None
         info = self.storage.describe(obj)
         obj = replace(obj, size=info.size, etag=info.etag or obj.etag, version_id=info.version_id)
+        if reads_metadata:
+            obj = replace(obj, options=upload_options.from_metadata(info.metadata))
         if info.sse_customer_algorithm:
             raise sse_c_refused(obj.uri)
         archived = archived_refusal(obj, info.archive, transcribe_restored=self.settings.transcribe_restored)
@@ -250,9 +262,12 @@ class Transcriber:
         if kept is not None:
             logger.info("Writing the answer kept from an earlier attempt; no new Deepgram request")
         transcript, delivery = kept or self._call_deepgram(obj, context)
+        query = self._query(obj)
+        usd = cost.estimate_usd(self.settings.pricing, transcript.duration_s, transcript.channels, query)
+        more_metadata = upload_options.metadata(query) | cost.metadata(transcript.duration_s, usd)
         with transcript:
             try:
-                key = self._write_transcript(obj, transcript, delivery, context)
+                key = self._write_transcript(obj, transcript, delivery, context, more_metadata)
                 self.storage.delete_failure(obj)
             except Exception:
                 # Deepgram was paid for this answer: keep it, so the retry writes it without paying again.
@@ -260,6 +275,7 @@ class Transcriber:
                     self._keep(identity, transcript, delivery)
                 raise
         self.kept_answers.forget(identity)
+        record_cost(usd)
         metrics.add_metric(name="TranscriptionsSucceeded", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name=DELIVERY_METRICS[delivery], unit=MetricUnit.Count, value=1)
         metrics.add_metric(
@@ -281,10 +297,17 @@ class Transcriber:
             "request_id": transcript.request_id,
             "duration_s": transcript.duration_s,
             "delivery": delivery,
+            "options": upload_options.in_force(query),
+            "estimated_cost_usd": usd,
         }
 
     def _write_transcript(
-        self, obj: S3ObjectRef, transcript: Transcript, delivery: str, context: LambdaContextLike
+        self,
+        obj: S3ObjectRef,
+        transcript: Transcript,
+        delivery: str,
+        context: LambdaContextLike,
+        extra_metadata: dict[str, str],
     ) -> str:
         """Write the answer; a retryable failure is tried again while one more write fits in the
         time left (the answer is already paid for: a retry of the invocation would cost more)."""
@@ -292,7 +315,7 @@ class Transcriber:
         while True:
             attempt += 1
             try:
-                return self.storage.write_transcript(obj, transcript, delivery)
+                return self.storage.write_transcript(obj, transcript, delivery, extra_metadata)
             except TranscriptionError as exc:
                 if not exc.retryable or isinstance(exc, BlockedError) or attempt >= OUTPUT_WRITE_ATTEMPTS:
                     raise
@@ -317,6 +340,10 @@ class Transcriber:
                 extra={"deepgram_request_id": transcript.request_id, "size": transcript.size},
             )
 
+    def _query(self, obj: S3ObjectRef) -> list[tuple[str, str]]:
+        """The Deepgram query for this object: the stack's options with its own laid over them."""
+        return upload_options.overlay(self.settings.deepgram, obj.options or ()).query()
+
     def _call_deepgram(self, obj: S3ObjectRef, context: LambdaContextLike) -> tuple[Transcript, str]:
         """The Deepgram request with in-invocation retries; in auto mode, the bytes once after
         Deepgram could not fetch the URL. Returns the transcript and how the media was delivered."""
@@ -327,12 +354,12 @@ class Transcriber:
         while True:
             attempt += 1
             try:
-                with self.capacity.slot(
-                    context, self.query, obj.lane
-                ):  # released as soon as Deepgram answers
+                # A slot of the Deepgram pool, released as soon as Deepgram answers.
+                with self.capacity.slot(context, self._query(obj), obj.lane):
                     return self._send(delivery, obj, api_key, context), delivery
             except TranscriptionError as exc:
                 exc.details.extra.update(attempts=attempt, delivery=delivery)
+                record_deepgram_error(exc)
                 if self._falls_back(exc, delivery):
                     delivery = "bytes"
                     continue
@@ -382,7 +409,7 @@ class Transcriber:
             return self.deepgram.transcribe_url(
                 api_key=api_key,
                 media_url=media_url,
-                options=self.query,
+                options=self._query(obj),
                 connect_timeout_s=connect_s,
                 read_timeout_s=read_s,
             )
@@ -397,7 +424,7 @@ class Transcriber:
                 stream=stream,
                 length=stream.length,
                 content_type=stream.content_type,
-                options=self.query,
+                options=self._query(obj),
                 connect_timeout_s=connect_s,
                 read_timeout_s=read_s,
             )
@@ -433,8 +460,13 @@ class Transcriber:
             "first_attempt_at": started_at,
             "failed_at": utc_now(),
         }
+        if obj.options:  # the per-upload options asked for (as read, when they were refused)
+            record["upload_options"] = {
+                k: redact_url(v) for k, v in upload_options.in_force(obj.options).items()
+            }
         key = self.storage.write_failure(obj, record)
         metrics.add_metric(name="TranscriptionsFailed", unit=MetricUnit.Count, value=1)
+        record_failure_reason(exc.reason)
         logger.error("Transcription failed permanently", extra={"failure_key": key, "error": exc.as_record()})
         return Outcome(
             "failed",

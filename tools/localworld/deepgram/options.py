@@ -40,6 +40,7 @@ REPEATABLE_OPTIONS = frozenset(
         "extra",
         "keyterm",
         "keywords",
+        "language_hint",
         "redact",
         "replace",
         "search",

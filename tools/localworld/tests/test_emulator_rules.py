@@ -6,6 +6,7 @@ import pytest
 import requests
 
 from localworld.deepgram import DeepgramEmulator
+from localworld.deepgram.options import InvalidOption, parse_options
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +114,11 @@ def test_malformed_callback_is_refused_before_any_work(
     assert "request_id" not in error or error["request_id"] == deepgram_emulator.requests[-1].request_id
     assert deepgram_emulator.callbacks == []
     assert deepgram_emulator.counters.get("status_200", 0) == 0
+
+
+def test_language_hint_is_a_repeatable_option_and_near_misses_are_refused() -> None:
+    """Nova-3 multilingual takes ``language_hint`` (repeated), as Deepgram's 2026 changelog says."""
+    options = parse_options([("language", "multi"), ("language_hint", "es"), ("language_hint", "en")])
+    assert [v for k, v in options.pairs if k == "language_hint"] == ["es", "en"]
+    with pytest.raises(InvalidOption, match="unknown field `language_hints`"):
+        parse_options([("language_hints", "es")])

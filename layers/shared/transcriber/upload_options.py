@@ -1,0 +1,258 @@
+"""Deepgram options per upload: from the object's S3 metadata (``x-amz-meta-dg-language: es``) or,
+for direct invokes and S3 Batch Operations, from the event's ``options`` field.
+
+The stack sets an allow-list (``UPLOAD_OPTIONS``); an option off the list, one the pipeline never
+lets an uploader set (``callback``, ``tag``, ``extra``...) or a value of the wrong shape is a
+permanent ``option-refused`` failure that names the option. Accepted options are laid over the
+stack's ``DeepgramOptions`` (the same query building: lowercase booleans, repeated keys), are part
+of the idempotency identity, and are reported with the transcript (metadata and result).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from email.header import decode_header, make_header
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
+
+from transcriber.errors import ErrorDetails, PermanentError, configuration_error
+from transcriber.observability import redact_url
+
+if TYPE_CHECKING:
+    from transcriber.config import DeepgramOptions, EnvReader
+
+# S3 user metadata names that carry options: ``x-amz-meta-dg-<option, '_' written '-'>``.
+METADATA_PREFIX = "dg-"
+DEFAULT_ALLOWED = (
+    "language",
+    "model",
+    "keyterm",
+    "diarize",
+    "diarize_model",
+    "detect_language",
+    "multichannel",
+    "redact",
+)  # as in template.yaml's UploadOptions
+# Never settable per upload, whatever the allow-list says: a callback sends the transcript
+# elsewhere, tags and extras are the stack's usage accounting.
+NEVER_ALLOWED = frozenset({"callback", "callback_method", "tag", "extra"})
+MAX_VALUES = 100  # Deepgram's own ceiling for keyterm (100 terms)
+MAX_VALUE_CHARS = 100
+# The options as they go in the transcript's S3 metadata (ASCII, and S3 allows 2 KB in all).
+MAX_METADATA_CHARS = 512
+
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*|multi")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # model names, diarize_model, redact entities
+_TERM = re.compile(r"[^\x00-\x1f\x7f]{1,100}")  # a key term: printable, no control characters
+_BOOLEAN_OPTIONS = frozenset(
+    {
+        "diarize",
+        "multichannel",
+        "mip_opt_out",
+        "numerals",
+        "profanity_filter",
+        "filler_words",
+        "dictation",
+        "measurements",
+        "smart_format",
+        "punctuate",
+        "paragraphs",
+        "utterances",
+    }
+)
+_REPEATED_OPTIONS = frozenset({"keyterm", "redact", "language_hint", "detect_language"})
+
+
+def refused(option: str, why: str) -> PermanentError:
+    option = option[:64]  # an uploader's name: bounded in the record
+    message = f"option {option!r} refused: {why}"
+    return PermanentError(ErrorDetails(reason="option-refused", message=message, extra={"option": option}))
+
+
+def _is_bool(value: str) -> bool:
+    return value in {"true", "false"}
+
+
+def _check_language(value: str) -> bool:
+    return bool(_LANGUAGE.fullmatch(value))
+
+
+def _check_detect_language(value: str) -> bool:
+    return _is_bool(value) or _check_language(value)
+
+
+def _check_name(value: str) -> bool:
+    return bool(_NAME.fullmatch(value))
+
+
+def _check_term(value: str) -> bool:
+    return bool(_TERM.fullmatch(value)) and value == value.strip()
+
+
+# What a value of each option may look like; an allowed option not listed here takes a name.
+_VALUE_CHECKS: dict[str, Callable[[str], bool]] = dict.fromkeys(_BOOLEAN_OPTIONS, _is_bool)
+_VALUE_CHECKS |= {
+    "language": _check_language,
+    "language_hint": _check_language,
+    "detect_language": _check_detect_language,
+    "keyterm": _check_term,
+}
+
+
+def option_name(raw: str) -> str:
+    """``diarize-model`` (metadata style) and ``diarize_model`` are the same option."""
+    return raw.strip().lower().replace("-", "_")
+
+
+def from_metadata(metadata: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The ``dg-*`` user metadata of an object (boto3 gives names without ``x-amz-meta-``),
+    as raw (option, value) pairs; a comma-separated value of a repeated option is split. S3
+    metadata is ASCII: non-ASCII values arrive as RFC 2047 encoded words, which are decoded."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in sorted(metadata.items()):
+        if key.lower().startswith(METADATA_PREFIX):
+            pairs.extend(_split(option_name(key[len(METADATA_PREFIX) :]), _decoded(value)))
+    return tuple(pairs)
+
+
+def _decoded(value: str) -> str:
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError):  # malformed encoded word, unknown charset: take it as sent
+        return value
+
+
+def from_event(value: Any) -> tuple[tuple[str, str], ...]:
+    """The ``options`` of a direct payload (``{"language": "es", "keyterm": ["a", "b"]}``) or of a
+    Batch Operations job's ``userArguments`` (a query string, ``language=es&keyterm=a``), as raw
+    pairs; ``ValueError`` when the field itself is malformed (the event is, then)."""
+    if isinstance(value, str):
+        try:
+            return tuple(
+                pair
+                for name, text in parse_qsl(value, keep_blank_values=True, strict_parsing=bool(value))
+                for pair in _split(option_name(name), text)
+            )
+        except ValueError:
+            raise ValueError("options must be a query string such as 'language=es&keyterm=acme'") from None
+    if not isinstance(value, Mapping):
+        raise ValueError("options must be an object of option names to values")
+    pairs: list[tuple[str, str]] = []
+    for name, item in value.items():
+        for one in item if isinstance(item, list) else [item]:
+            pairs.extend(_split(option_name(str(name)), _text(str(name), one)))
+    return tuple(pairs)
+
+
+def _text(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, str | int | float):
+        raise ValueError(f"options.{name}: values must be strings, numbers, booleans or lists of them")
+    return str(value)
+
+
+def _split(name: str, value: str) -> list[tuple[str, str]]:
+    """One (option, value) pair, or one per comma-separated value of a repeated option (key terms
+    may hold spaces; a comma separates them)."""
+    if name in _REPEATED_OPTIONS:
+        return [(name, part.strip()) for part in value.split(",") if part.strip()] or [(name, "")]
+    return [(name, value.strip())]
+
+
+@dataclass(frozen=True)
+class UploadOptionPolicy:
+    """Which options uploaders may set (``UPLOAD_OPTIONS``); empty turns the feature off, and then
+    the object's metadata is not even read (no HEAD request for it)."""
+
+    allowed: frozenset[str] = frozenset(DEFAULT_ALLOWED)
+
+    @classmethod
+    def from_env(cls, reader: EnvReader, name: str = "UPLOAD_OPTIONS") -> UploadOptionPolicy:
+        text = reader.text(name, default=",".join(DEFAULT_ALLOWED))
+        allowed = frozenset(option_name(part) for part in text.split(",") if part.strip())
+        if text.strip().lower() == "none":
+            allowed = frozenset()
+        forbidden = sorted(allowed & NEVER_ALLOWED)
+        if forbidden:
+            raise configuration_error(
+                "invalid-configuration", f"{name} lists {', '.join(forbidden)}, which uploaders may never set"
+            )
+        return cls(allowed)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allowed)
+
+    def reads_metadata(self, event_options: tuple[tuple[str, str], ...] | None) -> bool:
+        """Whether the object's metadata must be read (one HEAD): options are allowed and the
+        event did not carry its own."""
+        return self.enabled and event_options is None
+
+    def validate(self, pairs: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        """The accepted pairs, normalised (booleans lowercase), in a stable order; raises
+        ``option-refused`` naming the first option that is not allowed or not well formed."""
+        accepted = [(name, self._value(name, value)) for name, value in pairs]
+        counts: dict[str, int] = {}
+        for name, _ in accepted:
+            counts[name] = counts.get(name, 0) + 1
+            if counts[name] > (MAX_VALUES if name in _REPEATED_OPTIONS else 1):
+                raise refused(name, "given too many times")
+        return tuple(sorted(accepted, key=lambda pair: pair[0]))  # values keep their order
+
+    def _value(self, name: str, value: str) -> str:
+        """The value, normalised, of an allowed option; ``option-refused`` otherwise."""
+        if name in NEVER_ALLOWED or name not in self.allowed:
+            listed = ", ".join(sorted(self.allowed)) or "empty"
+            raise refused(name, f"not in this stack's allow-list ({listed})")
+        normalised = value.lower() if name in _BOOLEAN_OPTIONS else value
+        if not _VALUE_CHECKS.get(name, _check_name)(normalised):
+            raise refused(name, f"{redact_url(value)[:40]!r} is not a valid value")
+        return normalised
+
+
+def overlay(stack: DeepgramOptions, upload: tuple[tuple[str, str], ...]) -> DeepgramOptions:
+    """The stack's options with the upload's laid over them: an option that is a field of
+    ``DeepgramOptions`` replaces it (a boolean read as one); any other replaces the stack's
+    ``DEEPGRAM_EXTRA_OPTIONS`` pairs of that name."""
+    if not upload:
+        return stack
+    kinds = {f.name: f.default for f in fields(stack) if f.name != "extra"}
+    changes: dict[str, Any] = {}
+    extra: list[tuple[str, str]] = []
+    for name, value in upload:
+        if name not in kinds:
+            extra.append((name, value))
+        elif isinstance(kinds[name], bool):
+            changes[name] = value == "true"
+        else:
+            changes[name] = value
+    upload_names = {name for name, _ in extra}
+    kept = [pair for pair in stack.extra if pair[0] not in upload_names]
+    return replace(stack, **changes, extra=(*kept, *extra))
+
+
+def in_force(query: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The query as ``{option: value}``; repeated options' values joined with commas."""
+    options: dict[str, str] = {}
+    for name, value in query:
+        options[name] = f"{options[name]},{value}" if name in options else value
+    return options
+
+
+def identity_part(upload: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """What the upload's options add to the idempotency identity: nothing without any (so an
+    object's identity is what it was before per-upload options existed), else their query."""
+    return {"options": urlencode(upload)} if upload else {}
+
+
+def metadata(query: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The options in force as S3 user metadata: a percent-encoded query string (ASCII), or its
+    SHA-256 when longer than ``MAX_METADATA_CHARS`` (S3 user metadata is 2 KB in all)."""
+    text = urlencode(list(query))
+    if len(text) <= MAX_METADATA_CHARS:
+        return {"deepgram-options": text}
+    return {"deepgram-options-sha256": hashlib.sha256(text.encode("ascii")).hexdigest()}
