@@ -1,7 +1,7 @@
 """``python -m bench``: the benchmarks, against the local world, in one run, as one table.
 
     python -m bench                      # every section (under 10 minutes on 2 cores)
-    python -m bench --only cold,warm     # some sections: cold, warm, calls, burst, size, bytes, answer
+    python -m bench --only cold,warm     # some sections (see SECTIONS)
     python -m bench --quick              # fewer repetitions, a smaller burst (a smoke run)
 
 Prints the table and writes it, with the machine's details, to bench/results.md (--output).
@@ -29,7 +29,7 @@ from bench.common import (
     say,
 )
 
-SECTIONS = ("cold", "warm", "calls", "burst", "size", "bytes", "answer")
+SECTIONS = ("cold", "warm", "calls", "burst", "capacity", "size", "bytes", "answer")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,13 +123,19 @@ def run_calls(quick: bool) -> SectionResult:
 def run_burst(quick: bool) -> SectionResult:
     from bench import burst
 
-    return _in_world(lambda world: burst.run(world, uploads=60 if quick else 500))
+    return _in_world(lambda world: burst.run(world, uploads=60 if quick else 300))
 
 
 def run_bytes(quick: bool) -> SectionResult:
     from bench import bytes as bytes_section
 
     return _in_world(lambda world: bytes_section.run(world, quick=quick))
+
+
+def run_capacity(quick: bool) -> SectionResult:
+    from bench import capacity
+
+    return _in_world(lambda world: capacity.run(world, quick=quick))
 
 
 def run_answer(quick: bool) -> SectionResult:
@@ -151,6 +157,7 @@ RUNNERS: dict[str, Callable[[bool], SectionResult]] = {
     "burst": run_burst,
     "size": run_size,
     "bytes": run_bytes,
+    "capacity": run_capacity,
     "answer": run_answer,
 }
 

@@ -1,0 +1,292 @@
+"""Capacity: the governor's pool against an emulator that enforces Deepgram's limits itself.
+
+Three runs, each counted by the emulator (its own in-flight high-water marks and status codes):
+
+* two stacks, one pool: two groups of transcribe functions (their own containers and settings, as
+  two deployments would have) invoked directly at once, 20 each, sharing one DynamoDB pool of 20
+  slots in front of one emulator capped at 20 with 3 s of latency;
+* half with ``summarize=v2``: the same, one group sending an audio-intelligence option, which the
+  emulator (like Deepgram) holds to 10 in flight;
+* a backfill of an archive (``BACKFILL_OBJECTS``) through the local S3 Batch Operations stand-in
+  while live uploads arrive through S3 notifications: nothing lost, Deepgram requests per object,
+  and the live uploads' median time to transcript against the same uploads with no backfill.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from bench.burst import RuntimeDelivery
+from bench.common import FUNCTION, Row, SectionResult, Uploader, median, prime_emulator, runtime_python, say
+from localworld.backfill_run import function_invoke
+from localworld.batch_operations import LocalBatchOperations
+from localworld.lambda_runtime import InvocationResult, LocalFunction
+
+if TYPE_CHECKING:
+    from localworld.world import LocalWorld
+
+POOL = 20  # the pool's size and the emulator's own limit: one 429 means the governor let one over
+AI_CEILING = 10
+LATENCY_S = 3.0
+PER_STACK = 100
+BACKFILL_OBJECTS = 2000
+BACKFILL_LATENCY_S = 1.0
+BACKFILL_CONCURRENCY = 24  # tasks S3 runs at once (it would run more: the pool is what limits)
+BACKFILL_PERCENT = 60
+LIVE_UPLOADS = 30
+LIVE_SPACING_S = 1.5
+LIVE_CONCURRENCY = 10
+POOL_ENV = {"CAPACITY_POOL_SIZE": str(POOL), "CAPACITY_BACKFILL_PERCENT": str(BACKFILL_PERCENT)}
+
+
+def _group(world: LocalWorld, python: str, concurrency: int, **env: str) -> LocalFunction:
+    return LocalFunction(
+        world.function(FUNCTION),
+        {**POOL_ENV, **env},
+        world.function_env(),
+        max_concurrency=concurrency,
+        python=python,
+    )
+
+
+def _invoke_all(calls: list[tuple[LocalFunction, dict[str, Any]]]) -> list[InvocationResult]:
+    """Every call at once; a container that died in a slow init (Lambda's 10 s limit on 2 busy
+    cores) is invoked again, as Lambda's caller would retry it."""
+
+    def call(item: tuple[LocalFunction, dict[str, Any]]) -> InvocationResult:
+        result = item[0].invoke(item[1])
+        for _ in range(3):
+            if result.ok:
+                break
+            result = item[0].invoke(item[1])
+        return result
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(call, calls))
+
+
+def _shared_pool_run(
+    world: LocalWorld, python: str, label: str, second_env: dict[str, str]
+) -> tuple[list[Row], dict[str, int]]:
+    world.emulator.reset()
+    uploader = Uploader(world, f"bench/capacity-{label}")
+    groups = [_group(world, python, POOL, DEEPGRAM_TAG="stack-a"), _group(world, python, POOL, **second_env)]
+    calls = []
+    for index in range(PER_STACK * 2):
+        key = uploader.next_key()
+        uploader.upload(key)
+        calls.append((groups[index % 2], {"bucket": world.input_bucket, "key": key}))
+    say(f"capacity ({label}): {len(calls)} objects, two function groups sharing a pool of {POOL}")
+    started = time.monotonic()
+    try:
+        results = _invoke_all(calls)
+    finally:
+        for group in groups:
+            group.close()
+    wall_s = time.monotonic() - started
+    counters = world.emulator.counters
+    listen = [r for r in world.emulator.requests if r.path.startswith("/v1/listen")]
+    statuses = Counter(str(r.status) for r in listen)
+    ok = statuses.get("200", 0)
+    ideal_s = len(calls) / POOL * LATENCY_S
+    failed = sum(not r.ok for r in results)
+    rows = [
+        Row(
+            "capacity",
+            f"{label}: 429s / Deepgram requests per object",
+            f"{statuses.get('429', 0)} / {len(listen) / len(calls):.2f}",
+            "0 / 1.00",
+            None,
+            "0 x 429, 1.00",
+            statuses.get("429", 0) == 0 and len(listen) == len(calls),
+        ),
+        Row(
+            "capacity",
+            f"{label}: most requests in flight (emulator's count)",
+            str(counters.get("max_in_flight", 0)),
+            f"{POOL} (the pool)",
+            None,
+            f"<= {POOL}",
+            counters.get("max_in_flight", 0) <= POOL,
+        ),
+        Row(
+            "capacity",
+            f"{label}: wall for {len(calls)} objects",
+            f"{wall_s:.1f} s ({ok} x 200, {failed} failed invocations)",
+            f"{ideal_s:.1f} s (ideal)",
+            wall_s / ideal_s,
+        ),
+    ]
+    return rows, counters
+
+
+def _time_to_transcript(world: LocalWorld, uploader: Uploader, count: int, spacing_s: float) -> list[float]:
+    """Upload ``count`` objects ``spacing_s`` apart; seconds from each upload to its transcript."""
+    s3 = world.aws.s3()
+    waits: list[float] = []
+    lock = threading.Lock()
+
+    def watch(key: str, uploaded_at: float) -> None:
+        deadline = uploaded_at + 300
+        while time.monotonic() < deadline:
+            try:
+                s3.head_object(Bucket=world.output_bucket, Key=world.transcript_key(key))
+            except s3.exceptions.ClientError:
+                time.sleep(0.2)
+                continue
+            with lock:
+                waits.append(time.monotonic() - uploaded_at)
+            return
+
+    watchers = []
+    for _ in range(count):
+        key = uploader.next_key()
+        uploader.upload(key)
+        thread = threading.Thread(target=watch, args=(key, time.monotonic()), daemon=True)
+        thread.start()
+        watchers.append(thread)
+        time.sleep(spacing_s)
+    for thread in watchers:
+        thread.join()
+    return waits
+
+
+def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
+    world.emulator.reset()
+    world.emulator.latency = BACKFILL_LATENCY_S
+    archive = Uploader(world, "bench/archive")
+    s3 = world.aws.s3()
+    keys = [archive.next_key() for _ in range(objects)]
+    say(f"capacity (backfill): uploading an archive of {objects} objects")
+    with ThreadPoolExecutor(16) as pool:  # before any delivery runs: no notification is routed
+        list(
+            pool.map(lambda key: s3.put_object(Bucket=world.input_bucket, Key=key, Body=archive.audio), keys)
+        )
+    live = Uploader(world, "bench/live")
+    with RuntimeDelivery(
+        world.stack,
+        world.aws,
+        world.function_env(),
+        python=python,
+        concurrency={FUNCTION: LIVE_CONCURRENCY},
+        functions=[FUNCTION],
+        env_overrides={FUNCTION: POOL_ENV},
+    ):
+        say(f"capacity (backfill): {LIVE_UPLOADS} live uploads, no backfill")
+        alone = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S)
+        before = len(world.emulator.requests)
+        spec = world.function(FUNCTION)
+        with _group(world, python, BACKFILL_CONCURRENCY) as function:
+            engine = LocalBatchOperations(
+                s3, {spec.function_arn: function_invoke(function)}, concurrency=BACKFILL_CONCURRENCY
+            )
+            with engine:
+                job_id = engine.client().create_job(**_job_request(world, spec.function_arn))["JobId"]
+                say(f"capacity (backfill): job {job_id} started; {LIVE_UPLOADS} live uploads meanwhile")
+                started = time.monotonic()
+                during = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S)
+                job = engine.wait(job_id, timeout_s=1800)
+                backfill_s = time.monotonic() - started
+    listen = [r for r in world.emulator.requests[before:] if r.path.startswith("/v1/listen")]
+    statuses = Counter(str(r.status) for r in listen)
+    transcribed = sum(1 for key in keys if _exists(world, world.transcript_key(key)))
+    total = objects + LIVE_UPLOADS
+    share = max(1, POOL * BACKFILL_PERCENT // 100)
+    ideal_s = objects / share * BACKFILL_LATENCY_S
+    return [
+        Row(
+            "capacity",
+            f"backfill of {objects} while live uploads arrive: archive objects without a transcript",
+            f"{objects - transcribed} (job: {job.succeeded} succeeded, {job.failed} failed)",
+            "0",
+            None,
+            "0 lost",
+            transcribed == objects and len(during) == LIVE_UPLOADS,
+        ),
+        Row(
+            "capacity",
+            "backfill: Deepgram requests per object, 429s",
+            f"{len(listen) / total:.2f}, {statuses.get('429', 0)} x 429",
+            "1.00, 0",
+            None,
+            "1.00",
+            len(listen) == total,
+        ),
+        Row(
+            "capacity",
+            "backfill: wall for the archive",
+            f"{backfill_s:.1f} s",
+            f"{ideal_s:.1f} s (its {share} slots x {BACKFILL_LATENCY_S:.0f} s latency)",
+            backfill_s / ideal_s,
+        ),
+        Row(
+            "capacity",
+            "live uploads' median time to transcript, during a backfill vs alone",
+            f"{median(during):.2f} s",
+            f"{median(alone):.2f} s (no backfill)",
+            median(during) / median(alone),
+        ),
+    ]
+
+
+def _job_request(world: LocalWorld, function_arn: str) -> dict[str, Any]:
+    return {
+        "AccountId": world.stack.account_id,
+        "ConfirmationRequired": False,
+        "ClientRequestToken": "bench-backfill",
+        "Priority": 10,
+        "RoleArn": f"arn:aws:iam::{world.stack.account_id}:role/backfill",
+        "Operation": {"LambdaInvoke": {"FunctionArn": function_arn, "InvocationSchemaVersion": "2.0"}},
+        "ManifestGenerator": {
+            "S3JobManifestGenerator": {
+                "SourceBucket": f"arn:aws:s3:::{world.input_bucket}",
+                "EnableManifestOutput": False,
+                "Filter": {"KeyNameConstraint": {"MatchAnyPrefix": ["bench/archive/"]}},
+            }
+        },
+        "Report": {"Enabled": False},
+    }
+
+
+def _exists(world: LocalWorld, key: str) -> bool:
+    s3 = world.aws.s3()
+    try:
+        s3.head_object(Bucket=world.output_bucket, Key=key)
+    except s3.exceptions.ClientError:
+        return False
+    return True
+
+
+def run(world: LocalWorld, *, quick: bool = False) -> SectionResult:
+    section = SectionResult("capacity")
+    python = runtime_python()
+    prime_emulator(world, Uploader(world, "bench/prime"))
+    world.emulator.max_concurrency = POOL
+    world.emulator.latency = LATENCY_S
+    rows, _ = _shared_pool_run(world, python, "two stacks, one pool", {"DEEPGRAM_TAG": "stack-b"})
+    section.rows += rows
+    rows, counters = _shared_pool_run(
+        world,
+        python,
+        "half summarize=v2",
+        {"DEEPGRAM_TAG": "stack-b", "DEEPGRAM_EXTRA_OPTIONS": "summarize=v2"},
+    )
+    section.rows += rows
+    most_ai = counters.get(f"max_in_flight_{AI_CEILING}", 0)
+    section.rows.append(
+        Row(
+            "capacity",
+            "half summarize=v2: most summarize requests in flight",
+            str(most_ai),
+            f"{AI_CEILING} (Deepgram's ceiling)",
+            None,
+            f"<= {AI_CEILING}",
+            0 < most_ai <= AI_CEILING,
+        )
+    )
+    section.rows += _backfill_run(world, python, 200 if quick else BACKFILL_OBJECTS)
+    return section
