@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -101,6 +101,9 @@ class Settings:
     deepgram_max_attempts: int = 4
     input_bucket: str | None = None
     delivery_mode: str = DEFAULT_DELIVERY_MODE
+    # The buckets whose objects this stack transcribes: INPUT_BUCKET plus ALLOWED_BUCKETS (the
+    # template puts ExistingBucketName there). Any other bucket an event names is refused.
+    allowed_buckets: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,7 +128,20 @@ class Settings:
             deepgram_max_attempts=reader.integer("DEEPGRAM_MAX_ATTEMPTS", default=4, minimum=1),
             input_bucket=reader.text("INPUT_BUCKET", default="") or None,
             delivery_mode=reader.choice("DELIVERY_MODE", DELIVERY_MODES, default=DEFAULT_DELIVERY_MODE),
+            allowed_buckets=frozenset(reader.csv("ALLOWED_BUCKETS")),
         )
+        if settings.input_bucket:
+            settings = replace(settings, allowed_buckets=settings.allowed_buckets | {settings.input_bucket})
+        if not settings.allowed_buckets:
+            raise configuration_error(
+                "missing-configuration",
+                "environment variable INPUT_BUCKET (or ALLOWED_BUCKETS) is not set: "
+                "the function must know which buckets it transcribes",
+            )
+        if settings.output_bucket in settings.allowed_buckets - {settings.input_bucket}:
+            raise configuration_error(
+                "invalid-configuration", "ALLOWED_BUCKETS must not name OUTPUT_BUCKET: it would loop"
+            )
         if settings.input_bucket == settings.output_bucket:
             # Transcripts written into the bucket that triggers the function would trigger it again.
             raise configuration_error(

@@ -79,7 +79,8 @@ class DeadLetterRetrier:
             logger.exception("Could not extend the message's visibility")
 
     def _record_parked(self, event: Any, exc: RetryableError, attempts: int) -> None:
-        """Leave a failure record per object so a person sees why the event is parked."""
+        """Leave a failure record per object still failing, so a person sees why the event is
+        parked; objects of the event that have their transcript (of that version) keep it alone."""
         record = {
             **exc.as_record(),
             "class": "parked",
@@ -91,8 +92,13 @@ class DeadLetterRetrier:
             "parking_queue": self.policy.parking_queue_url,
             "failed_at": utc_now(),
         }
+        storage = self.transcriber.storage
         for obj in parse_event(event):
-            self.transcriber.storage.write_failure(obj, record)
+            if obj.bucket not in self.transcriber.settings.allowed_buckets:
+                continue  # refused before any call: its own failure record says so
+            if storage.transcript_of(obj):
+                continue  # this object of the event did succeed: it is not parked
+            storage.write_failure(obj, record)
         metrics.add_metric(name="DeadLetterEventsParked", unit=MetricUnit.Count, value=1)
 
     def _park(self, record: SQSRecord, reason: str, message: str) -> None:
