@@ -152,7 +152,13 @@ ALLOWED_MANAGED_POLICIES = {
 # Variables whose values are this stack's own (resources, the secret): the code has no defaults for
 # them. Every other variable's template default must be the code's default (see the environment tests).
 STACK_SPECIFIC_ENV = {
-    "Settings": {"OUTPUT_BUCKET", "INPUT_BUCKET", "IDEMPOTENCY_TABLE", "DEEPGRAM_SECRET_ID"},
+    "Settings": {
+        "OUTPUT_BUCKET",
+        "INPUT_BUCKET",
+        "ALLOWED_BUCKETS",
+        "IDEMPOTENCY_TABLE",
+        "DEEPGRAM_SECRET_ID",
+    },
     "DeadLetterRetryPolicy": {"DEAD_LETTER_QUEUE_URL", "PARKING_QUEUE_URL"},
 }
 # Parameter values other than their defaults: each must change what the functions' code reads.
@@ -837,6 +843,15 @@ def test_stack_specific_environment_names_this_stacks_resources(stacks: dict[str
     retry = _function_env(stack, RETRY_FUNCTION)
     assert retry["DEAD_LETTER_QUEUE_URL"] == stack.resource(DEAD_LETTER_QUEUE).ref
     assert retry["PARKING_QUEUE_URL"] == stack.resource(PARKING_QUEUE).ref
+
+
+def test_the_functions_transcribe_the_input_bucket_and_the_existing_bucket_only() -> None:
+    """ALLOWED_BUCKETS follows ExistingBucketName, the one other bucket the read policy grants."""
+    for overrides, expected in (({}, set()), ({"ExistingBucketName": "my-archive"}, {"my-archive"})):
+        stack = _resolve(overrides)
+        for function_id in FUNCTIONS:
+            settings = Settings.from_env(_function_env(stack, function_id))
+            assert settings.allowed_buckets == {stack.resource("InputBucket").physical_name, *expected}
 
 
 def test_every_deepgram_option_has_its_variable_in_globals(source: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ import boto3
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
+from localworld import s3_notifications
 from localworld.template import Stack
 from samstack import DEFAULT_ACCOUNT_ID, DEFAULT_REGION, Resource, TemplateError
 
@@ -67,6 +68,7 @@ class MotoServer:
         self._quiet = quiet
 
     def start(self) -> str:
+        s3_notifications.install()  # versionId and sequencer, as real S3 sends them
         werkzeug_logger = logging.getLogger("werkzeug")
         if self._quiet and werkzeug_logger.level == logging.NOTSET:
             # werkzeug logs every request to stderr unless its logger is configured.
