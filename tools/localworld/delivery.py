@@ -703,6 +703,11 @@ class LocalDelivery:
         if self.duplicate_s3_events:
             self._accept(logical_id, event, body)
 
+    def hold(self) -> None:
+        """From now on, keep S3 events back until ``release_held()`` (as ``hold_s3_events``)."""
+        with self._lock:
+            self._holding = True
+
     def held(self) -> int:
         """How many S3 events are held back (``hold_s3_events``)."""
         with self._lock:
