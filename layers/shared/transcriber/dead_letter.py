@@ -16,7 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from transcriber.adapters import handle_event
-from transcriber.errors import BlockedError, PermanentError, RetryableError
+from transcriber.errors import BlockedError, PermanentError, RetryableError, TranscriptionError
 from transcriber.events import parse_event
 from transcriber.observability import logger, metrics
 from transcriber.storage import utc_now
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from mypy_boto3_sqs import SQSClient
 
+    from transcriber.events import S3ObjectRef
     from transcriber.retry import DeadLetterRetryPolicy
     from transcriber.workflow import LambdaContextLike, Transcriber
 
@@ -96,10 +97,16 @@ class DeadLetterRetrier:
         for obj in parse_event(event):
             if obj.bucket not in self.transcriber.settings.allowed_buckets:
                 continue  # refused before any call: its own failure record says so
-            if storage.transcript_of(obj):
+            if self._succeeded(obj):
                 continue  # this object of the event did succeed: it is not parked
             storage.write_failure(obj, record)
         metrics.add_metric(name="DeadLetterEventsParked", unit=MetricUnit.Count, value=1)
+
+    def _succeeded(self, obj: S3ObjectRef) -> bool:
+        try:
+            return self.transcriber.storage.transcript_of(obj)
+        except TranscriptionError:
+            return False  # can't tell: a parked record too many beats a failing object without one
 
     def _park(self, record: SQSRecord, reason: str, message: str) -> None:
         """An event that can never succeed goes straight to the parking queue, with the reason."""

@@ -269,7 +269,10 @@ class Storage:
         if ours is None:
             return False  # nothing to compare: the newest event is the one that writes last
         for key in (self.transcript_key(obj.key, obj.bucket), self.failure_key(obj.key, obj.bucket)):
-            metadata = self._output_metadata(key) or {}
+            try:
+                metadata = self._output_metadata(key) or {}
+            except TranscriptionError:
+                continue  # can't tell: never lose an answer already paid for over an order check
             theirs = sequencer_value(metadata.get("source-sequencer"))
             if theirs is not None and theirs > ours:
                 return True
