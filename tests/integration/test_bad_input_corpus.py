@@ -113,7 +113,10 @@ def prepare_event(case: dict[str, Any], world: LocalWorld, uploads: Uploads, sam
         event["Records"][0]["s3"]["object"]["versionId"] = version
         return event
     event = uploads.put(key, bodies(sample)[case["body"]], **extra)
-    if case.get("action") == "delete-object":
+    if case.get("action") == "delete-object":  # gone for good: the version the event names too
+        version = event["Records"][0]["s3"]["object"].get("versionId")
+        s3.delete_object(Bucket=world.input_bucket, Key=key, **({"VersionId": version} if version else {}))
+    if case.get("action") == "delete-marker":  # deleted as S3 does by default: the version stays
         s3.delete_object(Bucket=world.input_bucket, Key=key)
     if case.get("action") == "claim-size":
         event["Records"][0]["s3"]["object"]["size"] = case["size"]

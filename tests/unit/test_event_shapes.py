@@ -59,8 +59,8 @@ def test_eventbridge_carries_bucket_size_etag_and_sequencer() -> None:
         "my-existing-archive",
         "calls/archive/interview 2019.wav",
         None,
-        95278,
-        "0f4d4c6b1c7b0e4e4f6c1c8e1d8a9b77",
+        94924,
+        "4b078d957ea643e82e25a159bff3a35d",  # the sample recording's size and ETag
         "00617F08299329D189",
     )
 
