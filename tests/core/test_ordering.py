@@ -222,6 +222,22 @@ def test_a_replay_overwritten_by_a_newer_version_is_superseded_without_paying_ag
     assert len(deepgram.calls) == 2
 
 
+def test_bytes_uploaded_again_after_another_version_are_the_latest_again(
+    aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
+) -> None:
+    aws.upload("k.wav", V1)
+    aws.upload("k.wav", V2)
+    answer(deepgram)
+    assert transcriber.process(ref(body=V1), lambda_context).reason == "superseded"  # stored as such
+    aws.upload("k.wav", V1)  # V1's bytes again: the latest version, with V1's identity
+    answer(deepgram, json=transcript_body(request_id="req-2"))
+
+    outcome = transcriber.process(ref(body=V1), lambda_context)
+
+    assert (outcome.status, outcome.request_id) == ("transcribed", "req-2")
+    assert aws.output_keys() == [transcript_key("k.wav")]
+
+
 def test_a_null_version_from_head_is_no_version(
     aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
 ) -> None:

@@ -229,10 +229,11 @@ class Transcriber:
         object done again, unless a newer version has superseded it meanwhile)."""
         identity = object_identity(obj)
         result: dict[str, Any] = self._transcribe_once(identity=identity, obj=obj, context=context)
-        if not result.get("replayed") or result.get("superseded") or self.storage.transcript_of(obj):
+        if not result.get("replayed") or self._replay_holds(obj, result):
             return result
         logger.warning(
-            "The stored result's transcript is gone or belongs to another version; doing it again",
+            "The stored result is stale (its transcript is gone or another version's, or the version "
+            "it was superseded by is gone); doing it again",
             extra={"transcript_key": result.get("key")},
         )
         self._persistence.delete_record(data=identity, exception=RuntimeError("stale idempotency record"))
@@ -240,6 +241,14 @@ class Transcriber:
             return {"superseded": True}
         again: dict[str, Any] = self._transcribe_once(identity=identity, obj=obj, context=context)
         return again
+
+    def _replay_holds(self, obj: S3ObjectRef, result: dict[str, Any]) -> bool:
+        """A stored result still answers for ``obj``: its transcript exists and is this version's,
+        or (a superseded result) a newer object still replaces it: the same bytes uploaded again
+        after another version are the latest version again, with the same identity."""
+        if result.get("superseded"):
+            return self.storage.superseded(obj)
+        return self.storage.transcript_of(obj)
 
     def _resolve(self, obj: S3ObjectRef) -> tuple[S3ObjectRef, str | None]:
         """Fill in size/ETag/version with one HEAD when the event lacks them or the extension is not
