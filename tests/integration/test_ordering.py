@@ -5,6 +5,7 @@ arrive in, the identity of a version resolved once, and stale idempotency record
 from __future__ import annotations
 
 import io
+import json
 import time
 import wave
 from typing import TYPE_CHECKING, Any
@@ -246,3 +247,49 @@ def test_a_replay_whose_transcript_is_gone_or_foreign_transcribes_again(
     assert only_object(again.payload)["status"] == "transcribed", again.logs
     assert listen_requests(world) == 2
     assert output_metadata(world, key)["source-version-id"] == record_of(event)["versionId"]
+
+
+# -- parking -------------------------------------------------------------------------------------
+
+
+def test_parking_an_event_records_only_its_objects_that_still_fail(
+    world: LocalWorld,
+    uploads: Uploads,
+    start_function: FunctionFactory,
+    sample_audio: bytes,
+    fast_retry_env: dict[str, str],
+) -> None:
+    done = uploads.put("parked/done.wav", sample_audio)
+    stuck = uploads.put("parked/stuck.wav", sample_audio)
+    assert only_object(start_function().invoke(done).payload)["status"] == "transcribed"
+    event = {"Records": done["Records"] + stuck["Records"]}  # one event naming both
+    dead_lettered = {
+        "Records": [
+            {
+                "messageId": "m-parked",
+                "receiptHandle": "not-a-real-handle",
+                "body": json.dumps(event),
+                "attributes": {"ApproximateReceiveCount": "2", "SentTimestamp": "1795435200000"},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:dead-letter",
+                "awsRegion": "us-east-1",
+            }
+        ]
+    }
+    world.emulator.faults.next(1, status=503)  # the stuck object's last try fails again
+    settings = {**fast_retry_env, "RETRY_MAX_ATTEMPTS": "2", "DEEPGRAM_MAX_ATTEMPTS": "1"}
+    retry = start_function("RetryFunction", timeout_s=None, extra_env=None, **settings)
+
+    result = retry.invoke(dead_lettered)
+
+    assert result.payload == {"batchItemFailures": [{"itemIdentifier": "m-parked"}]}, result.logs
+    assert output_keys(world) == sorted(
+        [world.transcript_key("parked/done.wav"), world.failure_key("parked/stuck.wav")]
+    )
+    record = json.loads(
+        world.aws.s3()
+        .get_object(Bucket=world.output_bucket, Key=world.failure_key("parked/stuck.wav"))["Body"]
+        .read()
+    )
+    assert record["class"] == "parked"
