@@ -94,7 +94,7 @@ SQS_MAX_VISIBILITY_SECONDS = 43200
 
 # Every action the functions' per-object work may grant (both run it). Adding one is a reviewed change.
 ALLOWED_ACTIONS = {
-    "s3:ListBucket",  # input bucket only: tells a deleted upload (404) from a denied one (403)
+    "s3:ListBucket",  # input and output buckets: a deleted object or output reads as 404, not 403
     "kms:Decrypt",  # only the named InputKmsKeyArn, only through S3
     "s3:GetObject",
     "s3:GetObjectVersion",
@@ -443,7 +443,12 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
         ("s3:GetObject", f"{input_bucket}/*"),
         ("s3:GetObjectVersion", f"{input_bucket}/*"),
         ("s3:ListBucket", str(input_bucket)),
-        *((action, resource) for action in ("s3:PutObject", "s3:DeleteObject") for resource in outputs),
+        *(
+            (action, resource)
+            for action in ("s3:PutObject", "s3:DeleteObject", "s3:GetObject")
+            for resource in outputs
+        ),
+        ("s3:ListBucket", str(output_bucket)),  # a missing output reads as 404 (the ordering checks)
         ("secretsmanager:GetSecretValue", _secret_arn(stack)),
         *(
             (f"dynamodb:{action}", str(table))
@@ -1432,13 +1437,17 @@ def test_mode_outputs(stacks: dict[str, ResolvedStack], mode: str) -> None:
     assert outputs["IngestionMode"] in ("direct", "buffered")
 
 
-def test_list_bucket_is_granted_on_the_input_bucket_only(stacks: dict[str, ResolvedStack]) -> None:
+def test_list_bucket_is_granted_on_the_input_and_output_buckets_only(
+    stacks: dict[str, ResolvedStack],
+) -> None:
     stack = stacks["off"]
     for function_id in FUNCTIONS:
         listing = [s for s in _role_statements(stack, function_id) if "s3:ListBucket" in _actions(s)]
-        assert len(listing) == 1, function_id
-        assert _actions(listing[0]) == ["s3:ListBucket"]
-        assert listing[0]["Resource"] == stack.resource("InputBucket").arn
+        assert len(listing) == 2, function_id
+        assert all(_actions(s) == ["s3:ListBucket"] for s in listing)
+        assert sorted(str(s["Resource"]) for s in listing) == sorted(
+            [stack.resource("InputBucket").arn, stack.resource("OutputBucket").arn]
+        )
 
 
 # Who may invoke the functions, per mode: AWS services, each scoped to this stack's source.

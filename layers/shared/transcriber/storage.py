@@ -242,7 +242,11 @@ class Storage:
         """The latest version failed: a transcript of an older version of the key must not sit
         beside its failure record (the object's content is no longer what it transcribes)."""
         key = self.transcript_key(obj.key, obj.bucket)
-        metadata = self._output_metadata(key)
+        try:
+            metadata = self._output_metadata(key)
+        except TranscriptionError as exc:  # the failure record is written: that outcome stands
+            logger.warning("Can't check for an older version's transcript", extra={"error": exc.as_record()})
+            return
         if metadata is not None and not _same_source(obj, metadata):
             self._delete(key)
 

@@ -248,7 +248,11 @@ class Transcriber:
         after another version are the latest version again, with the same identity."""
         if result.get("superseded"):
             return self.storage.superseded(obj)
-        return self.storage.transcript_of(obj)
+        try:
+            return self.storage.transcript_of(obj)
+        except TranscriptionError as exc:  # can't read the output: trust the record, never pay twice
+            logger.warning("Can't check the stored result's transcript", extra={"error": exc.as_record()})
+            return True
 
     def _resolve(self, obj: S3ObjectRef) -> tuple[S3ObjectRef, str | None]:
         """Fill in size/ETag/version with one HEAD when the event lacks them or the extension is not
