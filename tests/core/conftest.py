@@ -6,6 +6,7 @@ no subprocess, so these tests are fast and their coverage of the layer is measur
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,16 +52,25 @@ ENV = {
 
 
 SETTINGS = Settings.from_env(ENV)
+UPLOAD_BODY = b"RIFF....WAVEfmt "  # what ``Aws.upload`` puts unless told otherwise
 
 
-def transcript_key(source_key: str) -> str:
-    """Where the transcript of ``source_key`` lands (the product's own mapping)."""
-    return output_key(SETTINGS.transcript_prefix, source_key)
+def etag_of(body: bytes) -> str:
+    """The ETag S3 gives a single-part upload of ``body`` (as events carry it, unquoted)."""
+    return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
-def failure_key(source_key: str) -> str:
+UPLOAD_ETAG = etag_of(UPLOAD_BODY)
+
+
+def transcript_key(source_key: str, bucket: str | None = None) -> str:
+    """Where the transcript of ``source_key`` (in ``bucket``, default the input bucket) lands."""
+    return output_key(SETTINGS.transcript_prefix, source_key, bucket=bucket, home_bucket=INPUT_BUCKET)
+
+
+def failure_key(source_key: str, bucket: str | None = None) -> str:
     """Where the failure record of ``source_key`` lands."""
-    return output_key(SETTINGS.failure_prefix, source_key)
+    return output_key(SETTINGS.failure_prefix, source_key, bucket=bucket, home_bucket=INPUT_BUCKET)
 
 
 def transcript_body(text: str = "the quick brown fox", request_id: str = "req-1") -> dict[str, Any]:
@@ -106,7 +116,7 @@ class Aws:
     dead_letter_queue_url: str
     parking_queue_url: str
 
-    def upload(self, key: str, body: bytes = b"RIFF....WAVEfmt ", **extra: Any) -> dict[str, Any]:
+    def upload(self, key: str, body: bytes = UPLOAD_BODY, **extra: Any) -> dict[str, Any]:
         return dict(self.s3.put_object(Bucket=INPUT_BUCKET, Key=key, Body=body, **extra))
 
     def output(self, key: str) -> dict[str, Any] | None:
@@ -222,7 +232,9 @@ def dead_letter_policy(aws: Aws) -> DeadLetterRetryPolicy:
     )
 
 
-def s3_event(*keys: str, bucket: str = INPUT_BUCKET, size: int = 16) -> dict[str, Any]:
+def s3_event(
+    *keys: str, bucket: str = INPUT_BUCKET, size: int = 16, etag: str = UPLOAD_ETAG
+) -> dict[str, Any]:
     """An S3 notification as S3 sends it (keys URL-encoded)."""
     from urllib.parse import quote_plus
 
@@ -240,7 +252,7 @@ def s3_event(*keys: str, bucket: str = INPUT_BUCKET, size: int = 16) -> dict[str
                     "object": {
                         "key": quote_plus(key),
                         "size": size,
-                        "eTag": f"etag-{i}",
+                        "eTag": etag,
                         "sequencer": f"{i:016X}",
                     },
                 },

@@ -184,3 +184,37 @@ def test_an_event_that_can_never_succeed_is_parked_with_its_reason(
     ]
     assert [m["Body"] for m in parked] == [body]
     assert parked[0]["MessageAttributes"]["ParkedReason"]["StringValue"] == reason
+
+
+def test_parking_writes_records_only_for_the_objects_still_failing(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    retrier: DeadLetterRetrier,
+    lambda_context: FakeLambdaContext,
+    delays: list[int],
+) -> None:
+    aws.upload("done.wav")
+    aws.upload("stuck.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+    deepgram.add(responses.POST, LISTEN_URL, status=503, json={"err_code": "E", "err_msg": "still"})
+    event = s3_event("done.wav", "stuck.wav")
+    foreign = s3_event("elsewhere.wav", bucket="not-our-bucket")["Records"]
+    event["Records"].extend(foreign)
+
+    with pytest.raises(RetryableError):
+        retrier.process_record(dead_lettered(aws, json.dumps(event), 3), lambda_context)
+
+    assert delays == [0]
+    assert aws.output_keys() == sorted(
+        [
+            transcript_key("done.wav"),
+            failure_key("stuck.wav"),
+            failure_key("elsewhere.wav", "not-our-bucket"),
+        ]
+    )
+    parked = aws.output(failure_key("stuck.wav"))
+    assert parked is not None
+    assert parked["class"] == "parked"
+    refused = aws.output(failure_key("elsewhere.wav", "not-our-bucket"))
+    assert refused is not None
+    assert refused["reason"] == "foreign-bucket"  # not overwritten by the parked record

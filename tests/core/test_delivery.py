@@ -13,7 +13,7 @@ import pytest
 import requests
 import responses
 
-from tests.core.conftest import INPUT_BUCKET, LISTEN_URL, OUTPUT_BUCKET, transcript_body
+from tests.core.conftest import INPUT_BUCKET, LISTEN_URL, OUTPUT_BUCKET, etag_of, transcript_body
 from transcriber.config import Settings
 from transcriber.deepgram import UPLOAD_CHUNK_BYTES, _Upload
 from transcriber.errors import ConfigurationError, RetryableError
@@ -38,7 +38,7 @@ FETCH_FLAKED = {
 
 
 def obj(key: str = "talks/a.wav") -> S3ObjectRef:
-    return S3ObjectRef(bucket=INPUT_BUCKET, key=key, size=len(AUDIO), etag="etag-1")
+    return S3ObjectRef(bucket=INPUT_BUCKET, key=key, size=len(AUDIO), etag=etag_of(AUDIO))
 
 
 @dataclass
@@ -372,7 +372,7 @@ def test_one_billable_request_per_object_version_across_modes(
 
 
 def test_delivery_mode_is_auto_unless_set_and_refuses_unknown_modes() -> None:
-    env = {"OUTPUT_BUCKET": "o", "DEEPGRAM_SECRET_ID": "s", "IDEMPOTENCY_TABLE": "t"}
+    env = {"OUTPUT_BUCKET": "o", "INPUT_BUCKET": "i", "DEEPGRAM_SECRET_ID": "s", "IDEMPOTENCY_TABLE": "t"}
     assert Settings.from_env(env).delivery_mode == "auto"
     assert Settings.from_env({**env, "DELIVERY_MODE": "Bytes"}).delivery_mode == "bytes"
     with pytest.raises(ConfigurationError, match="DELIVERY_MODE must be one of url, bytes, auto"):

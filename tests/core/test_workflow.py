@@ -14,6 +14,8 @@ from tests.core.conftest import (
     LISTEN_URL,
     OUTPUT_BUCKET,
     SECRET_ID,
+    UPLOAD_ETAG,
+    etag_of,
     failure_key,
     transcript_body,
     transcript_key,
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from transcriber.workflow import Transcriber
 
 
-def obj(key: str = "talks/a.wav", size: int | None = 16, etag: str | None = "etag-1") -> S3ObjectRef:
+def obj(key: str = "talks/a.wav", size: int | None = 16, etag: str | None = UPLOAD_ETAG) -> S3ObjectRef:
     return S3ObjectRef(bucket=INPUT_BUCKET, key=key, size=size, etag=etag)
 
 
@@ -70,14 +72,15 @@ def test_a_transcript_is_written_from_one_authorised_remote_file_request(
 def test_a_success_removes_the_objects_earlier_failure_record(
     aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
 ) -> None:
-    aws.upload("talks/a.wav")
+    aws.upload("talks/a.wav", b"v1 bytes")
     answer(deepgram, 400, json=error("Bad Request", "failed to process audio: corrupt or unsupported data"))
-    first = transcriber.process(obj(etag="v1"), lambda_context)
+    first = transcriber.process(obj(etag=etag_of(b"v1 bytes")), lambda_context)
     assert first.status == "failed"
     assert aws.output_keys() == [failure_key("talks/a.wav")]
 
+    aws.upload("talks/a.wav", b"v2 bytes")  # a new version of the object
     answer(deepgram)
-    second = transcriber.process(obj(etag="v2"), lambda_context)  # a new version of the object
+    second = transcriber.process(obj(etag=etag_of(b"v2 bytes")), lambda_context)
 
     assert second.status == "transcribed"
     assert aws.output_keys() == [transcript_key("talks/a.wav")]
@@ -431,6 +434,6 @@ def test_a_name_that_cannot_name_an_object_fails_before_any_other_call(
     assert (outcome.status, outcome.reason) == ("failed", "invalid-object-name")
     assert calls == ["PutObject"]  # the failure record, and nothing else
     assert len(deepgram.calls) == 0
-    record = aws.output(failure_key(key))
+    record = aws.output(failure_key(key, bucket))
     assert record is not None
     assert record["source"]["key"] == key

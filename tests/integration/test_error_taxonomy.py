@@ -270,7 +270,8 @@ def test_an_object_deleted_before_processing_is_a_permanent_failure(
     test_upload_options.py), in url mode only Deepgram's fetch tells; auto's own GET then says
     exactly what happened."""
     event = uploads.put("gone/a.wav", sample_audio)
-    world.aws.s3().delete_object(Bucket=world.input_bucket, Key="gone/a.wav")
+    version = event["Records"][0]["s3"]["object"]["versionId"]  # gone for good: that version too
+    world.aws.s3().delete_object(Bucket=world.input_bucket, Key="gone/a.wav", VersionId=version)
 
     result = start_function(DELIVERY_MODE=mode, UPLOAD_OPTIONS="none").invoke(event)
 
@@ -286,7 +287,8 @@ def test_a_missing_object_found_by_head_is_an_s3_failure(
     world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     event = uploads.put("gone/no-extension", sample_audio, ContentType="audio/wav")
-    world.aws.s3().delete_object(Bucket=world.input_bucket, Key="gone/no-extension")
+    version = event["Records"][0]["s3"]["object"]["versionId"]
+    world.aws.s3().delete_object(Bucket=world.input_bucket, Key="gone/no-extension", VersionId=version)
 
     result = start_function().invoke(event)
 

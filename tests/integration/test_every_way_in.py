@@ -27,7 +27,7 @@ def test_every_sample_event_becomes_transcripts(
     world: LocalWorld, start_function: FunctionFactory, path: Path
 ) -> None:
     event: Any = json.loads(path.read_text(encoding="utf-8"))
-    expected = {world.transcript_key(obj.key) for obj in world.seed_objects(event)}
+    expected = {world.transcript_key(obj.key, obj.bucket) for obj in world.seed_objects(event)}
 
     result = start_function().invoke(event)
 

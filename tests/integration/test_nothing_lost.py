@@ -101,11 +101,15 @@ def test_under_random_faults_every_upload_ends_as_exactly_one_transcript_or_fail
         concurrency=4,
         timeout_s=240,
         long_answer_mb=8,
+        reuploads=4,  # each uploaded 3 times, delivered newest first
+        duplicates=8,  # the first 8 uploads delivered twice
     )
 
     assert report.unaccounted == [], report.lines()
     assert report.both == []
-    assert report.transcripts == 37
+    assert report.stale == [], report.lines()  # the latest version's outcome only
+    assert report.uploads == 44
+    assert report.transcripts == 41
     assert report.failures == {"deepgram-unsupported-audio": 3}
     assert report.non_audio_failed == 3
     assert report.deepgram_statuses["402"] > 0

@@ -101,7 +101,7 @@ SQS_MAX_VISIBILITY_SECONDS = 43200
 
 # Every action the functions' per-object work may grant (both run it). Adding one is a reviewed change.
 ALLOWED_ACTIONS = {
-    "s3:ListBucket",  # input bucket only: tells a deleted upload (404) from a denied one (403)
+    "s3:ListBucket",  # input and output buckets: a deleted object or output reads as 404, not 403
     "kms:Decrypt",  # only the named InputKmsKeyArn or DataKmsKeyArn, only through S3
     "kms:GenerateDataKey",  # only the named DataKmsKeyArn (writes to the buckets it encrypts), through S3
     "s3:GetObject",
@@ -168,6 +168,7 @@ STACK_SPECIFIC_ENV = {
     "Settings": {
         "OUTPUT_BUCKET",
         "INPUT_BUCKET",
+        "ALLOWED_BUCKETS",
         "IDEMPOTENCY_TABLE",
         "DEEPGRAM_SECRET_ID",
         "CAPACITY_TABLE",
@@ -469,7 +470,12 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
         ("s3:GetObject", f"{input_bucket}/*"),
         ("s3:GetObjectVersion", f"{input_bucket}/*"),
         ("s3:ListBucket", str(input_bucket)),
-        *((action, resource) for action in ("s3:PutObject", "s3:DeleteObject") for resource in outputs),
+        *(
+            (action, resource)
+            for action in ("s3:PutObject", "s3:DeleteObject", "s3:GetObject")
+            for resource in outputs
+        ),
+        ("s3:ListBucket", str(output_bucket)),  # a missing output reads as 404 (the ordering checks)
         ("secretsmanager:GetSecretValue", _secret_arn(stack)),
         *(
             (f"dynamodb:{action}", str(table))
@@ -915,6 +921,15 @@ def test_stack_specific_environment_names_this_stacks_resources(stacks: dict[str
     retry = _function_env(stack, RETRY_FUNCTION)
     assert retry["DEAD_LETTER_QUEUE_URL"] == stack.resource(DEAD_LETTER_QUEUE).ref
     assert retry["PARKING_QUEUE_URL"] == stack.resource(PARKING_QUEUE).ref
+
+
+def test_the_functions_transcribe_the_input_bucket_and_the_existing_bucket_only() -> None:
+    """ALLOWED_BUCKETS follows ExistingBucketName, the one other bucket the read policy grants."""
+    for overrides, expected in (({}, set()), ({"ExistingBucketName": "my-archive"}, {"my-archive"})):
+        stack = _resolve(overrides)
+        for function_id in FUNCTIONS:
+            settings = Settings.from_env(_function_env(stack, function_id))
+            assert settings.allowed_buckets == {stack.resource("InputBucket").physical_name, *expected}
 
 
 def test_every_deepgram_option_has_its_variable_in_globals(source: dict[str, Any]) -> None:
@@ -1495,13 +1510,16 @@ def test_mode_outputs(stacks: dict[str, ResolvedStack], mode: str) -> None:
     assert outputs["IngestionMode"] in ("direct", "buffered")
 
 
-def test_list_bucket_is_granted_on_the_input_bucket_only(stacks: dict[str, ResolvedStack]) -> None:
+def test_list_bucket_is_granted_on_the_input_and_output_buckets_only(
+    stacks: dict[str, ResolvedStack],
+) -> None:
     stack = stacks["off"]
     for function_id in FUNCTIONS:
         listing = [s for s in _role_statements(stack, function_id) if "s3:ListBucket" in _actions(s)]
-        assert len(listing) == 1, function_id
-        assert _actions(listing[0]) == ["s3:ListBucket"]
-        assert listing[0]["Resource"] == stack.resource("InputBucket").arn
+        assert len(listing) == 2, function_id
+        assert all(_actions(s) == ["s3:ListBucket"] for s in listing)
+        buckets = {str(stack.resource(name).arn) for name in ("InputBucket", "OutputBucket")}
+        assert {str(s["Resource"]) for s in listing} == buckets
 
 
 # Who may invoke the functions, per mode: AWS services, each scoped to this stack's source.

@@ -7,6 +7,7 @@ from transcriber.errors import ConfigurationError
 
 BASE = {
     "OUTPUT_BUCKET": "out",
+    "INPUT_BUCKET": "in",
     "DEEPGRAM_SECRET_ID": "deepgram/dev/api-key",
     "IDEMPOTENCY_TABLE": "idem",
 }
@@ -87,3 +88,19 @@ def test_an_output_bucket_equal_to_the_input_bucket_is_refused() -> None:
         Settings.from_env({**BASE, "INPUT_BUCKET": "out"})
 
     assert Settings.from_env({**BASE, "INPUT_BUCKET": "in"}).input_bucket == "in"
+
+
+def test_the_allowed_buckets_are_the_input_bucket_and_allowed_buckets() -> None:
+    settings = Settings.from_env({**BASE, "ALLOWED_BUCKETS": "archive, backfill-2019"})
+
+    assert settings.allowed_buckets == frozenset({"in", "archive", "backfill-2019"})
+    assert Settings.from_env(BASE).allowed_buckets == frozenset({"in"})
+
+
+def test_a_function_that_knows_no_bucket_or_would_loop_is_refused() -> None:
+    without_input = {k: v for k, v in BASE.items() if k != "INPUT_BUCKET"}
+    with pytest.raises(ConfigurationError, match="INPUT_BUCKET"):
+        Settings.from_env(without_input)
+    assert Settings.from_env({**without_input, "ALLOWED_BUCKETS": "a"}).allowed_buckets == {"a"}
+    with pytest.raises(ConfigurationError, match="ALLOWED_BUCKETS must not name OUTPUT_BUCKET"):
+        Settings.from_env({**BASE, "ALLOWED_BUCKETS": "out"})

@@ -14,6 +14,7 @@ from transcriber.events import (
     invalid_name,
     parse_event,
     parse_message_body,
+    sequencer_value,
 )
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -51,16 +52,32 @@ def test_every_sample_parses_to_its_objects(name: str, source: Source, keys: lis
     assert [obj.key for obj in parse_event(event)] == keys
 
 
-def test_eventbridge_carries_bucket_size_and_etag() -> None:
+def test_eventbridge_carries_bucket_size_etag_and_sequencer() -> None:
     [obj] = parse_event(sample("eventbridge-object-created.json"))
 
     assert obj == S3ObjectRef(
         "my-existing-archive",
         "calls/archive/interview 2019.wav",
         None,
-        95278,
-        "0f4d4c6b1c7b0e4e4f6c1c8e1d8a9b77",
+        94924,
+        "4b078d957ea643e82e25a159bff3a35d",  # the sample recording's size and ETag
+        "00617F08299329D189",
     )
+
+
+def test_s3_notifications_carry_the_sequencer_and_null_versions_are_no_version() -> None:
+    event = sample("s3-put.json")
+    record = event["Records"][0]["s3"]["object"]
+    record.update(versionId="null", sequencer="0055AED6DCD90281E5")
+
+    [obj] = parse_event(event)
+
+    assert (obj.version_id, obj.sequencer) == (None, "0055AED6DCD90281E5")
+    assert parse_event({"bucket": "b", "key": "k.wav", "version_id": "null"})[0].version_id is None
+    assert sequencer_value("00FF") == sequencer_value("FF") == 255
+    assert sequencer_value("0055AED6DCD90281E5") > sequencer_value("0055AED6DCD90281E4")  # type: ignore[operator]
+    assert sequencer_value("not hex") is None
+    assert sequencer_value(None) is None
 
 
 def test_direct_payloads_keep_keys_verbatim_and_pin_versions() -> None:

@@ -47,7 +47,7 @@ def test_an_output_bucket_that_refuses_writes_blocks_instead_of_failing_the_obje
     from transcriber.events import S3ObjectRef
     from transcriber.storage import Storage
 
-    storage = Storage(RefusingS3(), "out", "transcripts/", "failures/")  # type: ignore[arg-type]
+    storage = Storage(RefusingS3(), "out", "transcripts/", "failures/", home_bucket="in")  # type: ignore[arg-type]
     obj = S3ObjectRef("in", "a.wav")
     calls: dict[str, Callable[[], object]] = {
         "write_failure": lambda: storage.write_failure(obj, {"reason": "x"}),
@@ -59,3 +59,45 @@ def test_an_output_bucket_that_refuses_writes_blocks_instead_of_failing_the_obje
 
     assert caught.value.reason == "output-bucket-unwritable"
     assert "s3://out/failures/a.wav.json" in caught.value.details.message
+
+
+class HeadRefusingS3:
+    """S3 whose HEADs of outputs fail (denied, or the network) and of sources say 'not found'."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def head_object(self, **_: object) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [client_error("AccessDenied", 403), client_error("SlowDown", 503)])
+def test_an_unreadable_output_is_raised_when_asked_and_ignored_when_ordering(error: Exception) -> None:
+    from transcriber.errors import TranscriptionError
+    from transcriber.events import S3ObjectRef
+    from transcriber.storage import Storage
+
+    storage = Storage(HeadRefusingS3(error), "out", "transcripts/", "failures/", home_bucket="in")  # type: ignore[arg-type]
+    obj = S3ObjectRef("in", "a.wav", etag="e", sequencer="01")
+
+    with pytest.raises(TranscriptionError):
+        storage.transcript_of(obj)
+    assert storage.superseded(obj) is False  # the source HEAD failed too: nothing says it is older
+
+
+def test_a_broken_connection_reading_an_output_is_an_output_error() -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    from transcriber.errors import RetryableError
+    from transcriber.events import S3ObjectRef
+    from transcriber.storage import Storage
+
+    storage = Storage(
+        HeadRefusingS3(EndpointConnectionError(endpoint_url="https://s3")),  # type: ignore[arg-type]
+        "out",
+        "transcripts/",
+        "failures/",
+    )
+
+    with pytest.raises(RetryableError):
+        storage.transcript_of(S3ObjectRef("in", "a.wav"))

@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from localworld import s3_notifications
 from localworld.s3_presign import IssuedCredentials, PresignCheck, PresignVerifier
 from localworld.template import Stack
 from samstack import DEFAULT_ACCOUNT_ID, DEFAULT_REGION, Resource, TemplateError
@@ -82,6 +83,7 @@ class MotoServer:
         )
 
     def start(self) -> str:
+        s3_notifications.install()  # versionId and sequencer, as real S3 sends them
         werkzeug_logger = logging.getLogger("werkzeug")
         if self._quiet and werkzeug_logger.level == logging.NOTSET:
             # werkzeug logs every request to stderr unless its logger is configured.

@@ -1,15 +1,22 @@
 """``make chaos``: the nothing-lost run. Hundreds of uploads through the whole local pipeline while
 the Deepgram emulator throttles, fails, stalls, drops connections and runs out of credit for a
 while; then every upload is accounted for: a transcript, a failure record, or a queued message.
+
+S3 delivers at least once and in no order, and so does this run: the first tenth of the uploads
+have each S3 event delivered twice, and some keys are uploaded several times (different bytes)
+with their events held back and then delivered newest first. Each such key must end with the
+latest version's outcome only (``stale outcomes``: an outcome from an older version).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import threading
 import time
+import wave
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,6 +65,10 @@ class Report:
     non_audio_failed: int
     non_audio: int
     extra: dict[str, Any] = field(default_factory=dict)
+    stale: list[str] = field(default_factory=list)  # keys whose outcome is not the latest version's
+    reuploaded: int = 0
+    versions_per_key: int = 0
+    duplicated: int = 0
 
     @property
     def requests_per_object(self) -> float:
@@ -72,6 +83,9 @@ class Report:
             f"both transcript and failure {len(self.both)}",
             f"still in a queue           {sum(self.queued.values())} {self.queued}",
             f"unaccounted for            {len(self.unaccounted)}",
+            f"re-uploaded out of order   {self.reuploaded} keys x {self.versions_per_key} versions,"
+            f" newest delivered first; {self.duplicated} uploads delivered twice",
+            f"stale outcomes             {len(self.stale)} (an older version's outcome)",
             f"Deepgram requests          {self.deepgram_requests}"
             f" ({self.requests_per_object:.2f} per object)",
             f"Deepgram answers           {dict(sorted(self.deepgram_statuses.items()))}",
@@ -91,10 +105,16 @@ def run(
     concurrency: int = 8,
     timeout_s: float = 900.0,
     long_answer_mb: int = LONG_ANSWER_MB,
+    reuploads: int = 10,
+    versions: int = 3,
+    duplicates: int | None = None,
 ) -> Report:
     """Upload, inject faults, wait until everything has landed (or the timeout), count.
+
     With ``long_answer_mb``, the first upload's answer is that long (a long recording's), under
-    the function's enforced MemorySize."""
+    the function's enforced MemorySize. ``reuploads`` keys get ``versions`` versions each,
+    delivered newest first; the first ``duplicates`` uploads (default: a tenth) have their S3
+    events delivered twice."""
     s3 = world.aws.s3()
     emulator = world.emulator
     fault_rates = DEFAULT_RATES if rates is None else rates
@@ -102,6 +122,9 @@ def run(
     keys = [f"chaos/{i:04d}.wav" for i in range(uploads)]
     bad = set(keys[:: max(1, uploads // non_audio)][:non_audio]) if non_audio else set()
     sample = SAMPLE_AUDIO.read_bytes()
+    duplicated = uploads // 10 if duplicates is None else duplicates
+    reuploaded = [f"chaos/reupload-{i:03d}.wav" for i in range(reuploads)]
+    latest: dict[str, str] = {}
     started = time.monotonic()
     with LocalDelivery(
         world.stack,
@@ -123,14 +146,19 @@ def run(
         )
         window.start()
         long_key = _start_long_answer(world, keys, bad, long_answer_mb)
-        for key in keys:
+        latest = _upload_out_of_order(world, delivery, reuploaded, versions, sample)
+        for index, key in enumerate(keys):
+            delivery.duplicate_s3_events = index < duplicated
             body = b"meeting notes, not audio\n" * 40 if key in bad else sample
             if key != long_key:
                 s3.put_object(Bucket=world.input_bucket, Key=key, Body=body)
+        _wait_for_events(world, delivery, keys[-1])
+        delivery.duplicate_s3_events = False
+        keys += reuploaded
         deadline = started + timeout_s
         while time.monotonic() < deadline:
             transcripts, failures = _outputs(world, keys)
-            if len(transcripts | failures) >= uploads and delivery.is_idle():
+            if len(transcripts | failures) >= len(keys) and delivery.is_idle():
                 break
             time.sleep(1.0)
         stop_window.set()
@@ -155,7 +183,7 @@ def run(
         outcome = "transcript" if long_key in transcripts else "failure" if long_key in failures else "none"
         extra["long answer"] = f"{long_answer_mb} MiB, {outcome}, Deepgram 200s for it: {answers}"
     return Report(
-        uploads=uploads,
+        uploads=len(keys),
         transcripts=len(transcripts),
         failures=reasons,
         both=sorted(transcripts & failures),
@@ -168,6 +196,10 @@ def run(
         non_audio_failed=len(bad & failures),
         non_audio=len(bad),
         extra=extra,
+        stale=_stale(world, latest, transcripts, failures),
+        reuploaded=len(reuploaded),
+        versions_per_key=versions,
+        duplicated=duplicated,
     )
 
 
@@ -188,6 +220,69 @@ def _start_long_answer(world: LocalWorld, keys: list[str], bad: set[str], mb: in
     while key not in _outputs(world, [key])[0] and time.monotonic() < deadline:
         time.sleep(0.2)
     return key
+
+
+def _variant(audio: bytes, index: int) -> bytes:
+    """The recording with ``index`` tenths of a second of silence after it: other bytes, same speech."""
+    with wave.open(io.BytesIO(audio)) as source:
+        params = source.getparams()
+        frames = source.readframes(source.getnframes())
+    out = io.BytesIO()
+    with wave.open(out, "wb") as target:
+        target.setparams(params)
+        target.writeframes(
+            frames + b"\0" * (params.framerate // 10) * index * params.sampwidth * params.nchannels
+        )
+    return out.getvalue()
+
+
+def _upload_out_of_order(
+    world: LocalWorld, delivery: LocalDelivery, keys: list[str], versions: int, sample: bytes
+) -> dict[str, str]:
+    """Upload ``versions`` versions of each key with their S3 events held, then deliver them newest
+    first. Returns each key's latest version id."""
+    if not keys:
+        return {}
+    s3 = world.aws.s3()
+    delivery.hold()
+    latest = {}
+    for key in keys:
+        for index in range(versions):
+            latest[key] = s3.put_object(Bucket=world.input_bucket, Key=key, Body=_variant(sample, index))[
+                "VersionId"
+            ]
+    deadline = time.monotonic() + 60
+    while delivery.held() < len(keys) * versions and time.monotonic() < deadline:
+        time.sleep(0.1)
+    delivery.release_held(reverse=True)
+    return latest
+
+
+def _wait_for_events(world: LocalWorld, delivery: LocalDelivery, key: str, timeout_s: float = 60) -> None:
+    """Until S3's events for the uploads so far have left the routing queue (so the duplicate
+    setting applied to them); best effort."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        queued = {
+            name: q.visible + q.delayed for name, q in delivery.stats().queues.items() if "s3-events" in name
+        }
+        if not any(queued.values()):
+            return
+        time.sleep(0.2)
+
+
+def _stale(world: LocalWorld, latest: dict[str, str], transcripts: set[str], failures: set[str]) -> list[str]:
+    """Keys re-uploaded out of order whose outcome was not made from their latest version."""
+    s3 = world.aws.s3()
+    stale = []
+    for key, version in latest.items():
+        outputs = [world.transcript_key(key)] if key in transcripts else []
+        outputs += [world.failure_key(key)] if key in failures else []
+        for output in outputs:
+            metadata = s3.head_object(Bucket=world.output_bucket, Key=output)["Metadata"]
+            if metadata.get("source-version-id") != version:
+                stale.append(key)
+    return sorted(set(stale))
 
 
 def _reason(record: bytes) -> str:
@@ -225,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("\n".join(report.lines()))
     lost = len(report.unaccounted) - sum(report.queued.values())
-    ok = not report.both and lost <= 0 and report.non_audio_failed == report.non_audio
+    ok = not report.both and not report.stale and lost <= 0 and report.non_audio_failed == report.non_audio
     print("NOTHING LOST" if ok else "SOMETHING IS WRONG")
     return 0 if ok else 1
 

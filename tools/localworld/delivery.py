@@ -352,8 +352,16 @@ class LocalDelivery:
         default_concurrency: int = DEFAULT_CONCURRENCY,
         poll_interval_s: float = 0.05,
         on_result: Callable[[InvocationRecord], None] | None = None,
+        duplicate_s3_events: bool = False,
+        hold_s3_events: bool = False,
     ) -> None:
         """`functions` limits which functions get event sources wired (default: all).
+
+        S3 delivers notifications at least once and in no guaranteed order; on demand, so do we:
+        `duplicate_s3_events` accepts every S3 event twice (two invocations of one event, as
+        S3 does now and then); `hold_s3_events` keeps S3 events back until `release_held()`
+        hands them over, last first (out of order) unless told otherwise. Held events are not
+        "in flight" for `is_idle`.
 
         `concurrency` overrides a function's ReservedConcurrentExecutions (None: the
         `default_concurrency`); it caps the function's containers, and so its async
@@ -401,6 +409,9 @@ class LocalDelivery:
         self._queue_urls: dict[str, str] = {}  # queue ARN -> URL
         self._logs: list[str] = []
         self._records: list[InvocationRecord] = []
+        self.duplicate_s3_events = duplicate_s3_events
+        self._holding = hold_s3_events
+        self._held: list[tuple[str, Any, str]] = []  # (function, event, body), in arrival order
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -672,7 +683,7 @@ class LocalDelivery:
                             except ValueError:
                                 logger.error("%s: discarding a non-JSON S3 notification", source.function)
                             else:
-                                self._accept(source.function, event, body)
+                                self._route_s3_event(source.function, event, body)
                                 accepted += 1
                         # Accepted into the async queue (or not an event): S3 is done with it.
                         self._sqs.delete_message(QueueUrl=source.url, ReceiptHandle=message["ReceiptHandle"])
@@ -682,6 +693,37 @@ class LocalDelivery:
                 logger.exception("%s: S3 event routing failed; retrying", source.function)
             if not accepted:
                 self._stop.wait(self.poll_interval_s)
+
+    def _route_s3_event(self, logical_id: str, event: Any, body: str) -> None:
+        with self._lock:
+            if self._holding:
+                self._held.append((logical_id, event, body))
+                return
+        self._accept(logical_id, event, body)
+        if self.duplicate_s3_events:
+            self._accept(logical_id, event, body)
+
+    def hold(self) -> None:
+        """From now on, keep S3 events back until ``release_held()`` (as ``hold_s3_events``)."""
+        with self._lock:
+            self._holding = True
+
+    def held(self) -> int:
+        """How many S3 events are held back (``hold_s3_events``)."""
+        with self._lock:
+            return len(self._held)
+
+    def release_held(self, *, reverse: bool = True, keep_holding: bool = False) -> int:
+        """Hand the held S3 events to their functions, the newest first unless ``reverse`` is
+        False; then stop holding (unless ``keep_holding``). Returns how many were released."""
+        with self._lock:
+            held, self._held = self._held, []
+            self._holding = keep_holding
+        for logical_id, event, body in reversed(held) if reverse else held:
+            self._accept(logical_id, event, body)
+            if self.duplicate_s3_events:
+                self._accept(logical_id, event, body)
+        return len(held)
 
     # --- SQS event source mappings ---------------------------------------------------------
 

@@ -12,7 +12,11 @@ names (``tests/test_boundaries.py`` holds them to that). Fixtures:
 * ``start_function``: ``start_function("TranscribeFunction", timeout_s=..., extra_env=..., **env)``
   starts a function of the template in a fresh Docker-free container (closed after the test).
 * ``start_delivery``: ``start_delivery(**options)`` runs ``LocalDelivery`` (S3 notifications,
-  async invocation with Lambda's retries, DLQ, SQS event sources) for the world's stack.
+  async invocation with Lambda's retries, DLQ, SQS event sources) for the world's stack;
+  ``duplicate_s3_events=True`` delivers each S3 event twice, ``hold_s3_events=True`` keeps them
+  until ``delivery.release_held()`` hands them over newest first (out of order).
+* S3 notifications carry ``versionId`` (versioned buckets) and ``sequencer`` as real S3's do
+  (``localworld.s3_notifications``).
 * ``aws_fault_proxy``: an ``AwsFaultProxy`` in front of the world's moto.
 * ``fast_retry_env``: the retry function's settings shortened for tests.
 * ``chaos_run``: ``chaos_run(uploads=..., rates=...)`` is ``localworld.chaos.run`` on the world.

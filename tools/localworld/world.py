@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SAMPLE_AUDIO = Path(__file__).resolve().parent / "samples" / "sample.wav"
 LOCAL_SECRET_ID = "deepgram/local/api-key"  # noqa: S105 - a secret name, not a secret
+# The existing bucket the sample events (events/eventbridge-*.json) name: the local stack is
+# configured for it (ExistingBucketName), as a deployment that receives those events would be.
+SAMPLE_EXISTING_BUCKET = "my-existing-archive"
 
 
 def new_api_key() -> str:
@@ -68,13 +71,14 @@ class LocalWorld:
     def failure_prefix(self) -> str:
         return self.function("TranscribeFunction").environment["FAILURE_PREFIX"]
 
-    def transcript_key(self, source_key: str) -> str:
-        """Where the stack writes the transcript of ``source_key`` (long keys hashed, as the product does)."""
-        return output_key(self.transcript_prefix, source_key)
+    def transcript_key(self, source_key: str, bucket: str | None = None) -> str:
+        """Where the stack writes the transcript of ``source_key`` in ``bucket`` (default: the input
+        bucket; other buckets under ``_buckets/<bucket>/``; long keys hashed, as the product does)."""
+        return output_key(self.transcript_prefix, source_key, bucket=bucket, home_bucket=self.input_bucket)
 
-    def failure_key(self, source_key: str) -> str:
-        """Where the stack writes the failure record of ``source_key``."""
-        return output_key(self.failure_prefix, source_key)
+    def failure_key(self, source_key: str, bucket: str | None = None) -> str:
+        """Where the stack writes the failure record of ``source_key`` in ``bucket``."""
+        return output_key(self.failure_prefix, source_key, bucket=bucket, home_bucket=self.input_bucket)
 
     def stack_with(self, **parameter_overrides: str) -> Stack:
         """The same template loaded with more parameter overrides (nothing is provisioned)."""
@@ -138,6 +142,7 @@ def local_world(
             "DeepgramSecretId": LOCAL_SECRET_ID,
             "DeepgramApiUrl": emulator.url,
             "EnvironmentName": "local",
+            "ExistingBucketName": SAMPLE_EXISTING_BUCKET,
             **dict(parameter_overrides or {}),
         }
         stack = load_stack(template, overrides, endpoint_url=moto.endpoint_url)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -109,6 +109,9 @@ class Settings:
     capacity: PoolSettings | None = None  # the Deepgram capacity pool; None: no governor
     upload_options: UploadOptionPolicy = field(default_factory=UploadOptionPolicy)
     pricing: Pricing = field(default_factory=Pricing)
+    # The buckets whose objects this stack transcribes: INPUT_BUCKET plus ALLOWED_BUCKETS (the
+    # template puts ExistingBucketName there). Any other bucket an event names is refused.
+    allowed_buckets: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -137,7 +140,20 @@ class Settings:
             capacity=pool_settings(reader),
             upload_options=UploadOptionPolicy.from_env(reader),
             pricing=Pricing.from_env(reader),
+            allowed_buckets=frozenset(reader.csv("ALLOWED_BUCKETS")),
         )
+        if settings.input_bucket:
+            settings = replace(settings, allowed_buckets=settings.allowed_buckets | {settings.input_bucket})
+        if not settings.allowed_buckets:
+            raise configuration_error(
+                "missing-configuration",
+                "environment variable INPUT_BUCKET (or ALLOWED_BUCKETS) is not set: "
+                "the function must know which buckets it transcribes",
+            )
+        if settings.output_bucket in settings.allowed_buckets - {settings.input_bucket}:
+            raise configuration_error(
+                "invalid-configuration", "ALLOWED_BUCKETS must not name OUTPUT_BUCKET: it would loop"
+            )
         if settings.input_bucket == settings.output_bucket:
             # Transcripts written into the bucket that triggers the function would trigger it again.
             raise configuration_error(

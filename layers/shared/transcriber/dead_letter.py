@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from transcriber.adapters import handle_event
 from transcriber.capacity import CAPACITY_REASON
-from transcriber.errors import BlockedError, PermanentError, RetryableError
+from transcriber.errors import BlockedError, PermanentError, RetryableError, TranscriptionError
 from transcriber.events import parse_event
 from transcriber.observability import logger, metrics
 from transcriber.storage import utc_now
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from mypy_boto3_sqs import SQSClient
 
+    from transcriber.events import S3ObjectRef
     from transcriber.retry import DeadLetterRetryPolicy
     from transcriber.workflow import LambdaContextLike, Transcriber
 
@@ -124,7 +125,8 @@ class DeadLetterRetrier:
         return attempt >= self.policy.max_attempts
 
     def _record_parked(self, event: Any, exc: RetryableError, attempts: int) -> None:
-        """Leave a failure record per object so a person sees why the event is parked."""
+        """Leave a failure record per object still failing, so a person sees why the event is
+        parked; objects of the event that have their transcript (of that version) keep it alone."""
         record = {
             **exc.as_record(),
             "class": "parked",
@@ -136,9 +138,20 @@ class DeadLetterRetrier:
             "parking_queue": self.policy.parking_queue_url,
             "failed_at": utc_now(),
         }
+        storage = self.transcriber.storage
         for obj in parse_event(event):
-            self.transcriber.storage.write_failure(obj, record)
+            if obj.bucket not in self.transcriber.settings.allowed_buckets:
+                continue  # refused before any call: its own failure record says so
+            if self._succeeded(obj):
+                continue  # this object of the event did succeed: it is not parked
+            storage.write_failure(obj, record)
         metrics.add_metric(name="DeadLetterEventsParked", unit=MetricUnit.Count, value=1)
+
+    def _succeeded(self, obj: S3ObjectRef) -> bool:
+        try:
+            return self.transcriber.storage.transcript_of(obj)
+        except TranscriptionError:
+            return False  # can't tell: a parked record too many beats a failing object without one
 
     def _park(self, record: SQSRecord, reason: str, message: str) -> None:
         """An event that can never succeed goes straight to the parking queue, with the reason."""

@@ -68,6 +68,8 @@ class S3ObjectRef:
     # Per-upload Deepgram options as (option, value) pairs: from the event (direct, Batch
     # Operations) or the object's metadata; None: not read yet (see transcriber.upload_options).
     options: tuple[tuple[str, str], ...] | None = None
+    # S3's order of events for one key (hex; compare as numbers): notifications and EventBridge.
+    sequencer: str | None = None
 
     @property
     def uri(self) -> str:
@@ -101,6 +103,24 @@ def invalid_name(obj: S3ObjectRef) -> str | None:
     if has_dot_segments(key):
         return "the key has '.' or '..' path segments, which URLs rewrite into another key"
     return None
+
+
+def version_or_none(value: Any) -> str | None:
+    """An event's version id; S3's literal ``null`` (an unversioned or versioning-suspended
+    bucket, or an object older than versioning) means there is none."""
+    if value is None or value in {"", "null"}:
+        return None
+    return str(value)
+
+
+def sequencer_value(sequencer: str | None) -> int | None:
+    """S3's sequencer as a number (hex strings of different lengths compare left-padded), or None."""
+    if not sequencer:
+        return None
+    try:
+        return int(sequencer, 16)
+    except ValueError:
+        return None
 
 
 def has_dot_segments(key: str) -> bool:
@@ -217,9 +237,10 @@ def _from_s3_notification(event: Any) -> list[S3ObjectRef]:
                 bucket=_text(record.s3.bucket.name, "bucket name"),
                 # get_object.key is still URL-encoded: 'a+b%C3%A9.wav' is 'a bé.wav'.
                 key=unquote_plus(_text(s3_object.key, "object key")),
-                version_id=s3_object.version_id or None,
+                version_id=version_or_none(s3_object.version_id),
                 size=_size(s3_object.get("size")),
                 etag=s3_object.etag or None,
+                sequencer=_optional_text(s3_object.get("sequencer")),
             )
         )
     return objects
@@ -238,9 +259,10 @@ def _from_eventbridge(event: Any) -> list[S3ObjectRef]:
         S3ObjectRef(
             bucket=_text(detail.bucket.name, "detail.bucket.name"),
             key=_text(detail.object.key, "detail.object.key"),  # the data class decodes it
-            version_id=detail.object.get("version-id") or None,
+            version_id=version_or_none(detail.object.get("version-id")),
             size=_size(detail.object.size),
             etag=detail.object.etag or None,
+            sequencer=_optional_text(detail.object.get("sequencer")),
         )
     ]
 
@@ -284,7 +306,7 @@ def _from_direct(event: Any) -> list[S3ObjectRef]:
             S3ObjectRef(
                 bucket=_text(item.get("bucket"), "bucket"),
                 key=_text(item.get("key"), "key"),  # as stored: direct callers don't URL-encode
-                version_id=version or None,
+                version_id=version_or_none(version),
                 options=_options(item),
             )
         )
@@ -316,7 +338,7 @@ def batch_operation_objects(event: S3BatchOperationEvent) -> list[tuple[str, S3O
             S3ObjectRef(
                 bucket=_text(task.s3_bucket, "s3Bucket"),
                 key=_text(task.s3_key, "s3Key"),
-                version_id=task.s3_version_id or None,
+                version_id=version_or_none(task.s3_version_id),
                 options=options,
             ),
         )
@@ -328,6 +350,10 @@ def _text(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise unrecognised_event(f"{what} must be a non-empty string")
     return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _size(value: Any) -> int | None:

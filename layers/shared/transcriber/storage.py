@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +15,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from transcriber.archive import ArchiveState, from_refused_read
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
-from transcriber.events import has_dot_segments
+from transcriber.events import has_dot_segments, sequencer_value, version_or_none
+from transcriber.observability import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -25,6 +27,12 @@ if TYPE_CHECKING:
 MAX_KEY_BYTES = 1024
 LONG_KEY_FOLDER = "_long-keys/"
 UNSAFE_KEY_FOLDER = "_unsafe-keys/"
+BUCKETS_FOLDER = "_buckets/"
+_RESERVED_FOLDERS = (LONG_KEY_FOLDER, UNSAFE_KEY_FOLDER, BUCKETS_FOLDER)
+# S3 user metadata is ASCII and at most 2 KB (names and values); we keep well inside it.
+METADATA_BUDGET = 1800
+_METADATA_SAFE = "-_.~:=+/"
+_SAFE_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound", "NoSuchBucket"})
 _DENIED_CODES = frozenset({"403", "AccessDenied", "Forbidden", "KMS.AccessDeniedException"})
 _THROTTLE_CODES = frozenset({"503", "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"})
@@ -83,17 +91,38 @@ class ObjectStream:
         self._body.close()
 
 
-def output_key(prefix: str, source_key: str, suffix: str = ".json") -> str:
-    """``<prefix><source key>.json``; a key too long for S3 goes under ``_long-keys/<sha256>``, and
-    a key with ``.``/``..`` segments (URLs would rewrite it into another key) under
+def output_key(
+    prefix: str,
+    source_key: str,
+    suffix: str = ".json",
+    *,
+    bucket: str | None = None,
+    home_bucket: str | None = None,
+) -> str:
+    """The one output key mapping. For the stack's input bucket (``bucket`` None or ``home_bucket``):
+    ``<prefix><source key>.json``; for any other allowed bucket:
+    ``<prefix>_buckets/<bucket>/<source key>.json``, so one key in two buckets never shares an output.
+    A key too long for S3 goes under ``_long-keys/<sha256>``, and a key with ``.``/``..`` segments
+    (URLs would rewrite it into another key) or one that starts with a folder of this mapping
+    (``_buckets/``, ``_long-keys/``, ``_unsafe-keys/``: it could collide with a mapped key) under
     ``_unsafe-keys/<sha256>`` (the full source key is inside the object and in its metadata)."""
+    if bucket is not None and bucket != home_bucket:
+        prefix = f"{prefix}{BUCKETS_FOLDER}{_bucket_folder(bucket)}/"
     digest = hashlib.sha256(source_key.encode("utf-8")).hexdigest()
-    if has_dot_segments(source_key):
+    if has_dot_segments(source_key) or source_key.startswith(_RESERVED_FOLDERS):
         return f"{prefix}{UNSAFE_KEY_FOLDER}{digest}{suffix}"
     key = f"{prefix}{source_key}{suffix}"
     if len(key.encode("utf-8")) <= MAX_KEY_BYTES:
         return key
     return f"{prefix}{LONG_KEY_FOLDER}{digest}{suffix}"
+
+
+def _bucket_folder(bucket: str) -> str:
+    """A bucket's folder under ``_buckets/``: its name; a name that could not be an S3 bucket
+    (refused, but its failure record still lands somewhere) by its hash."""
+    if _SAFE_BUCKET.fullmatch(bucket) and ".." not in bucket:
+        return bucket
+    return "_invalid-" + hashlib.sha256(bucket.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def classify_s3_error(exc: ClientError | BotoCoreError, action: str, uri: str) -> TranscriptionError:
@@ -114,11 +143,19 @@ def classify_s3_error(exc: ClientError | BotoCoreError, action: str, uri: str) -
 
 
 class Storage:
-    def __init__(self, s3: S3Client, output_bucket: str, transcript_prefix: str, failure_prefix: str) -> None:
+    def __init__(
+        self,
+        s3: S3Client,
+        output_bucket: str,
+        transcript_prefix: str,
+        failure_prefix: str,
+        home_bucket: str | None = None,
+    ) -> None:
         self._s3 = s3
         self.output_bucket = output_bucket
         self.transcript_prefix = transcript_prefix
         self.failure_prefix = failure_prefix
+        self.home_bucket = home_bucket  # the stack's input bucket: its outputs keep the plain keys
 
     def describe(self, obj: S3ObjectRef) -> ObjectInfo:
         params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
@@ -131,7 +168,7 @@ class Storage:
         return ObjectInfo(
             size=int(head.get("ContentLength", 0)),
             etag=str(head.get("ETag", "")).strip('"'),
-            version_id=head.get("VersionId") or obj.version_id,
+            version_id=version_or_none(head.get("VersionId")) or obj.version_id,
             content_type=str(head.get("ContentType", "")),
             sse_customer_algorithm=head.get("SSECustomerAlgorithm"),
             archive=ArchiveState(
@@ -170,11 +207,11 @@ class Storage:
             params["VersionId"] = obj.version_id  # exactly the version the event announced
         return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expiry_s)
 
-    def transcript_key(self, source_key: str) -> str:
-        return output_key(self.transcript_prefix, source_key)
+    def transcript_key(self, source_key: str, bucket: str | None = None) -> str:
+        return output_key(self.transcript_prefix, source_key, bucket=bucket, home_bucket=self.home_bucket)
 
-    def failure_key(self, source_key: str) -> str:
-        return output_key(self.failure_prefix, source_key)
+    def failure_key(self, source_key: str, bucket: str | None = None) -> str:
+        return output_key(self.failure_prefix, source_key, bucket=bucket, home_bucket=self.home_bucket)
 
     def write_transcript(
         self,
@@ -183,27 +220,100 @@ class Storage:
         delivery: str,
         extra_metadata: Mapping[str, str] | None = None,
     ) -> str:
-        key = self.transcript_key(obj.key)
-        metadata = (
-            _source_metadata(obj)
-            | {"deepgram-request-id": transcript.request_id or "", "delivery": delivery}
-            | dict(extra_metadata or {})
-        )
+        """``extra_metadata``: ASCII values its makers bounded (options in force, the cost estimate)."""
+        key = self.transcript_key(obj.key, obj.bucket)
+        own = {
+            "deepgram-request-id": metadata_value(transcript.request_id, 128),
+            "delivery": metadata_value(delivery, 16),
+        } | dict(extra_metadata or {})
+        metadata = _source_metadata(obj, reserved=_metadata_size(own)) | own
         # From the spool: botocore reads a file body a chunk at a time (and seeks back to retry).
         self._put(key, transcript.rewind(), metadata)
         return key
 
     def write_failure(self, obj: S3ObjectRef, record: dict[str, Any]) -> str:
         """The failure record: which object (``source``), then what went wrong (``record``)."""
-        key = self.failure_key(obj.key)
-        source = {"bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id, "etag": obj.etag}
+        key = self.failure_key(obj.key, obj.bucket)
+        source = {
+            "bucket": obj.bucket,
+            "key": obj.key,
+            "version_id": obj.version_id,
+            "etag": obj.etag,
+            "sequencer": obj.sequencer,
+        }
         body = json.dumps({"source": source, **record}, ensure_ascii=False, indent=2).encode("utf-8")
-        self._put(key, body, _source_metadata(obj) | {"failure-reason": str(record.get("reason", ""))})
+        reason = metadata_value(str(record.get("reason", "")), 64)
+        self._put(key, body, _source_metadata(obj) | {"failure-reason": reason})
         return key
 
     def delete_failure(self, obj: S3ObjectRef) -> None:
-        """A success supersedes an earlier failure record (deleting a missing key is a no-op)."""
-        key = self.failure_key(obj.key)
+        """A success supersedes its own object's earlier failure record (that bucket's key; deleting
+        a missing key is a no-op)."""
+        self._delete(self.failure_key(obj.key, obj.bucket))
+
+    # -- which version an output belongs to ---------------------------------------------------
+    def transcript_of(self, obj: S3ObjectRef) -> bool:
+        """True when the transcript of ``obj``'s key exists and was made from this version of it."""
+        metadata = self._output_metadata(self.transcript_key(obj.key, obj.bucket))
+        return metadata is not None and _same_source(obj, metadata)
+
+    def delete_stale_transcript(self, obj: S3ObjectRef) -> None:
+        """The latest version failed: a transcript of an older version of the key must not sit
+        beside its failure record (the object's content is no longer what it transcribes)."""
+        key = self.transcript_key(obj.key, obj.bucket)
+        try:
+            metadata = self._output_metadata(key)
+        except TranscriptionError as exc:  # the failure record is written: that outcome stands
+            logger.warning("Can't check for an older version's transcript", extra={"error": exc.as_record()})
+            return
+        if metadata is not None and not _same_source(obj, metadata):
+            self._delete(key)
+
+    def superseded(self, obj: S3ObjectRef) -> bool:
+        """True when a newer version of the object's key exists, so ``obj``'s outcome must not be
+        written. S3 decides (a HEAD of the key: its current version, else its ETag); where it can't
+        (the key is deleted, or no version or ETag to compare, or the HEAD fails), the event's
+        sequencer is compared with the one stored with the key's existing outputs."""
+        try:
+            head = self._s3.head_object(Bucket=obj.bucket, Key=obj.key)
+        except (ClientError, BotoCoreError) as exc:
+            logger.info("Can't read the source's current version", extra={"error": type(exc).__name__})
+            return self._older_than_outputs(obj)
+        current_version = version_or_none(head.get("VersionId"))
+        current_etag = str(head.get("ETag", "")).strip('"')
+        if obj.version_id and current_version:
+            return current_version != obj.version_id
+        if obj.etag and current_etag:
+            return current_etag != obj.etag
+        return self._older_than_outputs(obj)
+
+    def _older_than_outputs(self, obj: S3ObjectRef) -> bool:
+        ours = sequencer_value(obj.sequencer)
+        if ours is None:
+            return False  # nothing to compare: the newest event is the one that writes last
+        for key in (self.transcript_key(obj.key, obj.bucket), self.failure_key(obj.key, obj.bucket)):
+            try:
+                metadata = self._output_metadata(key) or {}
+            except TranscriptionError:
+                continue  # can't tell: never lose an answer already paid for over an order check
+            theirs = sequencer_value(metadata.get("source-sequencer"))
+            if theirs is not None and theirs > ours:
+                return True
+        return False
+
+    def _output_metadata(self, key: str) -> dict[str, str] | None:
+        """An output's user metadata; None when it does not exist."""
+        try:
+            head = self._s3.head_object(Bucket=self.output_bucket, Key=key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in _MISSING_CODES:
+                return None
+            raise _output_error(exc, "reading", f"s3://{self.output_bucket}/{key}") from exc
+        except BotoCoreError as exc:
+            raise _output_error(exc, "reading", f"s3://{self.output_bucket}/{key}") from exc
+        return dict(head.get("Metadata", {}))
+
+    def _delete(self, key: str) -> None:
         try:
             self._s3.delete_object(Bucket=self.output_bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
@@ -222,6 +332,15 @@ class Storage:
             raise _output_error(exc, "writing", f"s3://{self.output_bucket}/{key}") from exc
 
 
+def _same_source(obj: S3ObjectRef, metadata: dict[str, str]) -> bool:
+    """Whether an output's metadata names ``obj``'s version (by version id, else by ETag)."""
+    if obj.version_id and metadata.get("source-version-id"):
+        return metadata["source-version-id"] == metadata_value(obj.version_id, 128)
+    if obj.etag and metadata.get("source-etag"):
+        return metadata["source-etag"] == metadata_value(obj.etag, 128)
+    return True  # nothing tells them apart
+
+
 def _output_error(exc: ClientError | BotoCoreError, action: str, uri: str) -> TranscriptionError:
     """Our own bucket refusing a write is never the object's fault: keep the work waiting
     (blocked) until the bucket, its policy or the role is fixed, instead of failing it."""
@@ -237,19 +356,39 @@ def _output_error(exc: ClientError | BotoCoreError, action: str, uri: str) -> Tr
     )
 
 
-def _source_metadata(obj: S3ObjectRef) -> dict[str, str]:
-    # S3 metadata is ASCII and at most 2 KB in all: percent-encode the key, and hash it if too long.
-    encoded_key = quote(obj.key, safe="/")
+def metadata_value(value: str | None, limit: int) -> str:
+    """A value that S3 accepts as user metadata whatever it holds: percent-encoded to ASCII
+    (unchanged for what S3 itself writes: hex ETags, version ids, UUIDs) and cut to ``limit``
+    characters (never inside an escape)."""
+    if not value:
+        return ""
+    encoded = quote(value, safe=_METADATA_SAFE)
+    if len(encoded) <= limit:
+        return encoded
+    cut = encoded[:limit]
+    escape = cut.rfind("%", max(0, limit - 2))
+    return cut[:escape] if escape != -1 else cut
+
+
+def _source_metadata(obj: S3ObjectRef, reserved: int = 200) -> dict[str, str]:
+    # S3 metadata is ASCII and at most 2 KB in all: every value is encoded and bounded, and the key
+    # (percent-encoded) gives way to its hash when it would not fit.
     metadata = {
-        "source-bucket": quote(obj.bucket, safe="")[:255],  # unchanged for a valid name
-        "source-version-id": obj.version_id or "",
-        "source-etag": obj.etag or "",
+        "source-bucket": metadata_value(obj.bucket, 255),  # unchanged for a valid name
+        "source-version-id": metadata_value(obj.version_id, 128),
+        "source-etag": metadata_value(obj.etag, 128),
+        "source-sequencer": metadata_value(obj.sequencer, 64),
     }
-    if len(encoded_key) <= 1024:
+    encoded_key = quote(obj.key, safe="/")
+    if len(encoded_key) <= METADATA_BUDGET - _metadata_size(metadata) - reserved:  # reserved: added later
         metadata["source-key"] = encoded_key
     else:
-        metadata["source-key-sha256"] = hashlib.sha256(obj.key.encode("utf-8")).hexdigest()
+        metadata["source-key-sha256"] = hashlib.sha256(obj.key.encode("utf-8", "surrogatepass")).hexdigest()
     return metadata
+
+
+def _metadata_size(metadata: dict[str, str]) -> int:
+    return sum(len(name) + len(value) for name, value in metadata.items())
 
 
 def utc_now() -> str:

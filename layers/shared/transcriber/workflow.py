@@ -96,6 +96,32 @@ def refuse_invalid_name(obj: S3ObjectRef) -> None:
         raise PermanentError(ErrorDetails(reason="invalid-object-name", message=problem))
 
 
+def refuse_foreign_bucket(obj: S3ObjectRef, settings: Settings) -> None:
+    """Only the buckets the stack is configured for (INPUT_BUCKET, ALLOWED_BUCKETS) are read: any
+    other bucket an event names is permanent, before any AWS or Deepgram call."""
+    if obj.bucket not in settings.allowed_buckets:
+        raise PermanentError(
+            ErrorDetails(
+                reason="foreign-bucket",
+                message=(
+                    f"{obj.bucket[:80]!r} is not a bucket this stack transcribes "
+                    f"(INPUT_BUCKET, ALLOWED_BUCKETS: {', '.join(sorted(settings.allowed_buckets))})"
+                ),
+            )
+        )
+
+
+def object_identity(obj: S3ObjectRef) -> dict[str, Any]:
+    """The idempotency identity of one object version: bucket, key and the content's ETag, known
+    whether or not the event carried a version id (``_resolve`` makes sure of the ETag)."""
+    identity = {"bucket": obj.bucket, "key": obj.key, "etag": obj.etag or obj.version_id}
+    return identity | upload_options.identity_part(obj.options or ())
+
+
+# Failures decided from the event alone: no S3 call is made for them, not even to order them.
+EVENT_ONLY_FAILURES = frozenset({"foreign-bucket", "invalid-object-name"})
+
+
 def refuse_too_large(size: int | None) -> None:
     """Deepgram refuses files over 2 GB: fail before paying for the attempt."""
     if size is not None and size > MAX_MEDIA_BYTES:
@@ -140,7 +166,11 @@ class Transcriber:
         secretsmanager = secretsmanager or new_client(session, "secretsmanager")
         dynamodb = dynamodb or new_client(session, "dynamodb")
         self.storage = Storage(
-            s3_client, settings.output_bucket, settings.transcript_prefix, settings.failure_prefix
+            s3_client,
+            settings.output_bucket,
+            settings.transcript_prefix,
+            settings.failure_prefix,
+            home_bucket=settings.input_bucket,
         )
         self.api_keys = ApiKeyProvider(settings.deepgram_secret_id, settings.secret_max_age_s, secretsmanager)
         self.deepgram = DeepgramClient(settings.deepgram_api_url, http)
@@ -148,6 +178,7 @@ class Transcriber:
             expires_after_seconds=settings.idempotency_ttl_s, response_hook=_mark_replayed
         )
         persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=dynamodb)
+        self._persistence = persistence
         self._transcribe_once = idempotent_function(
             data_keyword_argument="identity",
             persistence_store=persistence,
@@ -166,6 +197,8 @@ class Transcriber:
         try:
             refuse_invalid_name(obj)
             reason = skip_reason(obj, self.settings)
+            if reason != "own-output":
+                refuse_foreign_bucket(obj, self.settings)
             if reason is None:
                 refuse_too_large(obj.size)  # from the event's size, before any AWS call
                 obj, reason = self._resolve(obj)
@@ -173,9 +206,7 @@ class Transcriber:
                 return self._skipped(obj, reason)
             refuse_too_large(obj.size)
             obj = replace(obj, options=self.settings.upload_options.validate(obj.options or ()))
-            identity = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or obj.etag}
-            identity |= upload_options.identity_part(obj.options or ())
-            result = self._transcribe_once(identity=identity, obj=obj, context=context)
+            result = self._transcribe_current(obj, context)
         except IdempotencyAlreadyInProgressError:
             metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
             raise RetryableError(
@@ -193,6 +224,8 @@ class Transcriber:
             logger.warning("Transcription will be retried", extra={"error": exc.as_record()})
             raise
         replayed = bool(result.pop("replayed", False))
+        if result.get("superseded"):
+            return self._skipped(obj, "superseded")
         if replayed:
             logger.info(
                 "Already transcribed; no new Deepgram request", extra={"transcript_key": result["key"]}
@@ -210,9 +243,42 @@ class Transcriber:
             estimated_cost_usd=result.get("estimated_cost_usd"),
         )
 
+    def _transcribe_current(self, obj: S3ObjectRef, context: LambdaContextLike) -> dict[str, Any]:
+        """The idempotent transcription; a replay is trusted only while the transcript it names
+        still exists and was made from this version (else the stale record is dropped and the
+        object done again, unless a newer version has superseded it meanwhile)."""
+        identity = object_identity(obj)
+        result: dict[str, Any] = self._transcribe_once(identity=identity, obj=obj, context=context)
+        if not result.get("replayed") or self._replay_holds(obj, result):
+            return result
+        logger.warning(
+            "The stored result is stale (its transcript is gone or another version's, or the version "
+            "it was superseded by is gone); doing it again",
+            extra={"transcript_key": result.get("key")},
+        )
+        self._persistence.delete_record(data=identity, exception=RuntimeError("stale idempotency record"))
+        if self.storage.superseded(obj):
+            return {"superseded": True}
+        again: dict[str, Any] = self._transcribe_once(identity=identity, obj=obj, context=context)
+        return again
+
+    def _replay_holds(self, obj: S3ObjectRef, result: dict[str, Any]) -> bool:
+        """A stored result still answers for ``obj``: its transcript exists and is this version's,
+        or (a superseded result) a newer object still replaces it: the same bytes uploaded again
+        after another version are the latest version again, with the same identity."""
+        if result.get("superseded"):
+            return self.storage.superseded(obj)
+        try:
+            return self.storage.transcript_of(obj)
+        except TranscriptionError as exc:  # can't read the output: trust the record, never pay twice
+            logger.warning("Can't check the stored result's transcript", extra={"error": exc.as_record()})
+            return True
+
     def _resolve(self, obj: S3ObjectRef) -> tuple[S3ObjectRef, str | None]:
         """Fill in size/ETag/version with one HEAD when the event lacks them or the extension is not
-        decisive; then judge by extension, else by content type."""
+        decisive; then judge by extension, else by content type. When that HEAD reads the key's
+        current object (the event names no version) and its ETag is not the event's, a newer
+        upload has replaced this one: superseded, before paying Deepgram."""
         allowed = extension_of(obj.key) in self.settings.allowed_extensions
         reads_metadata = self.settings.upload_options.reads_metadata(obj.options)  # per-upload options
         # Without a HEAD, an archived object is told by S3's refusal to read it (see _explained);
@@ -220,12 +286,14 @@ class Transcriber:
         if (
             allowed
             and obj.size is not None
-            and (obj.etag or obj.version_id)
+            and obj.etag
             and self.settings.transcribe_restored
             and not reads_metadata
         ):
             return obj, None
         info = self.storage.describe(obj)
+        if obj.version_id is None and obj.etag and info.etag and info.etag != obj.etag:
+            return obj, "superseded"
         obj = replace(obj, size=info.size, etag=info.etag or obj.etag, version_id=info.version_id)
         if reads_metadata:
             obj = replace(obj, options=upload_options.from_metadata(info.metadata))
@@ -267,6 +335,11 @@ class Transcriber:
         more_metadata = upload_options.metadata(query) | cost.metadata(transcript.duration_s, usd)
         with transcript:
             try:
+                if self.storage.superseded(obj):
+                    # A newer version of the key exists: its outcome wins; ours is not written.
+                    logger.info("A newer version replaced the object; not writing its transcript")
+                    self.kept_answers.forget(identity)
+                    return {"superseded": True, "request_id": transcript.request_id}
                 key = self._write_transcript(obj, transcript, delivery, context, more_metadata)
                 self.storage.delete_failure(obj)
             except Exception:
@@ -454,6 +527,9 @@ class Transcriber:
         return Outcome("skipped", obj.bucket, obj.key, obj.version_id or obj.etag, reason=reason)
 
     def _failed(self, obj: S3ObjectRef, exc: PermanentError, started_at: str) -> Outcome:
+        event_only = exc.reason in EVENT_ONLY_FAILURES
+        if not event_only and self.storage.superseded(obj):
+            return self._skipped(obj, "superseded")  # the newer version's outcome stands alone
         record = {
             **exc.as_record(),
             "attempts": exc.details.extra.get("attempts", 0),
@@ -465,6 +541,8 @@ class Transcriber:
                 k: redact_url(v) for k, v in upload_options.in_force(obj.options).items()
             }
         key = self.storage.write_failure(obj, record)
+        if not event_only:
+            self.storage.delete_stale_transcript(obj)
         metrics.add_metric(name="TranscriptionsFailed", unit=MetricUnit.Count, value=1)
         record_failure_reason(exc.reason)
         logger.error("Transcription failed permanently", extra={"failure_key": key, "error": exc.as_record()})

@@ -112,6 +112,37 @@ def test_upload_invokes_the_function_with_the_s3_event(
     assert any(line.startswith("REPORT RequestId: ") for line in logs)
 
 
+def test_s3_events_can_be_delivered_twice_and_held_then_released_newest_first(
+    make_delivery: DeliveryFactory, local_aws: LocalAws
+) -> None:
+    seen: list[InvocationRecord] = []
+    delivery = make_delivery(
+        functions=["UploadFunction"],
+        on_result=seen.append,
+        concurrency={"UploadFunction": 1},
+        hold_s3_events=True,
+        duplicate_s3_events=True,
+    )
+    input_bucket = bucket(delivery.stack, "InputBucket")
+    for name in ("in/first.wav", "in/second.wav"):
+        local_aws.s3().put_object(Bucket=input_bucket, Key=name, Body=b"RIFF")
+    deadline = time.monotonic() + 10
+    while delivery.held() < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert delivery.wait_until_idle(1)  # held events are not in flight
+    assert seen == []
+
+    assert delivery.release_held() == 2
+    assert delivery.wait_until_idle(15)
+
+    order = [urllib.parse.unquote_plus(r.event["Records"][0]["s3"]["object"]["key"]) for r in seen]
+    assert order == ["in/second.wav", "in/second.wav", "in/first.wav", "in/first.wav"]
+    sequencers = [r.event["Records"][0]["s3"]["object"]["sequencer"] for r in seen]
+    assert int(sequencers[0], 16) > int(sequencers[2], 16)  # S3's order: the first upload's is lower
+    assert delivery.held() == 0
+
+
 def test_failing_event_is_retried_then_sent_to_the_dlq(
     make_delivery: DeliveryFactory, local_aws: LocalAws
 ) -> None:

@@ -83,6 +83,27 @@ def test_bucket_notifications_follow_the_function_s3_event(local_aws: LocalAws, 
     assert bodies[0]["Records"][0]["s3"]["configurationId"] == "EchoFunction-InputBucketNotification0"
 
 
+def test_notifications_carry_version_id_and_sequencer_like_s3s(
+    local_aws: LocalAws, fixture_stack: Stack
+) -> None:
+    local_aws.provision(fixture_stack)
+    queue_url = local_aws.route_bucket_notifications(fixture_stack, "EchoFunction")
+    s3, sqs = local_aws.s3(), local_aws.sqs()
+
+    versions = [
+        s3.put_object(Bucket=INPUT_BUCKET, Key="uploads/v.wav", Body=b)["VersionId"] for b in (b"1", b"2")
+    ]
+    s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Suspended"})
+    s3.put_object(Bucket=INPUT_BUCKET, Key="uploads/v.wav", Body=b"3")
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+
+    records = [json.loads(m["Body"])["Records"][0]["s3"]["object"] for m in messages]
+    assert [r["versionId"] for r in records] == [*versions, "null"]
+    sequencers = [int(r["sequencer"], 16) for r in records]
+    assert sequencers == sorted(sequencers)
+    assert len(set(sequencers)) == 3
+
+
 def test_routing_twice_keeps_one_configuration(local_aws: LocalAws, fixture_stack: Stack) -> None:
     local_aws.provision(fixture_stack)
     local_aws.route_bucket_notifications(fixture_stack, "EchoFunction")
