@@ -23,6 +23,11 @@ UNSUPPORTED_OPTIONS = frozenset({"callback", "callback_method"})
 # streamed from S3 in the request body), "auto" (the URL, then the bytes once if Deepgram can't fetch it).
 DELIVERY_MODES = ("url", "bytes", "auto")
 DEFAULT_DELIVERY_MODE = "auto"
+# Outputs beside Deepgram's JSON (always written), made from the stored JSON (transcriber.formats).
+OUTPUT_FORMATS = ("json", "txt", "srt", "vtt")
+DEFAULT_OUTPUT_FORMATS = "json,txt,srt,vtt"  # as in template.yaml
+DEFAULT_CAPTION_WORDS_PER_CUE = 8
+DEFAULT_EVENT_BUS = "default"
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,10 @@ class Settings:
     deepgram_max_attempts: int = 4
     input_bucket: str | None = None
     delivery_mode: str = DEFAULT_DELIVERY_MODE
+    output_formats: tuple[str, ...] = OUTPUT_FORMATS
+    caption_words_per_cue: int = DEFAULT_CAPTION_WORDS_PER_CUE
+    completion_events: bool = True
+    event_bus_name: str = DEFAULT_EVENT_BUS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +134,12 @@ class Settings:
             deepgram_max_attempts=reader.integer("DEEPGRAM_MAX_ATTEMPTS", default=4, minimum=1),
             input_bucket=reader.text("INPUT_BUCKET", default="") or None,
             delivery_mode=reader.choice("DELIVERY_MODE", DELIVERY_MODES, default=DEFAULT_DELIVERY_MODE),
+            output_formats=reader.choices("OUTPUT_FORMATS", OUTPUT_FORMATS, default=DEFAULT_OUTPUT_FORMATS),
+            caption_words_per_cue=reader.integer(
+                "CAPTION_WORDS_PER_CUE", default=DEFAULT_CAPTION_WORDS_PER_CUE, minimum=1
+            ),
+            completion_events=reader.boolean("COMPLETION_EVENTS", default=True),
+            event_bus_name=reader.text("EVENT_BUS_NAME", default=DEFAULT_EVENT_BUS),
         )
         if settings.input_bucket == settings.output_bucket:
             # Transcripts written into the bucket that triggers the function would trigger it again.
@@ -162,6 +177,16 @@ class EnvReader:
         if value not in choices:
             raise configuration_error("invalid-configuration", f"{name} must be one of {', '.join(choices)}")
         return value
+
+    def choices(self, name: str, choices: tuple[str, ...], default: str) -> tuple[str, ...]:
+        """A comma-separated subset of ``choices``, in their order; the first choice always included."""
+        values = {value.lower() for value in self.csv(name, default)}
+        unknown = sorted(values - set(choices))
+        if unknown:
+            raise configuration_error(
+                "invalid-configuration", f"{name} lists {', '.join(unknown)}; allowed: {', '.join(choices)}"
+            )
+        return tuple(choice for choice in choices if choice in values or choice == choices[0])
 
     def csv(self, name: str, default: str = "") -> tuple[str, ...]:
         value = self._raw(name) or default

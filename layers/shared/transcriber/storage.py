@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from transcriber.events import S3ObjectRef
 
 MAX_KEY_BYTES = 1024
+COPY_CHUNK_BYTES = 1024 * 1024  # reading a stored output back: memory held is about this much
 LONG_KEY_FOLDER = "_long-keys/"
 UNSAFE_KEY_FOLDER = "_unsafe-keys/"
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound", "NoSuchBucket"})
@@ -186,6 +187,51 @@ class Storage:
     def delete_failure(self, obj: S3ObjectRef) -> None:
         """A success supersedes an earlier failure record (deleting a missing key is a no-op)."""
         key = self.failure_key(obj.key)
+        try:
+            self._s3.delete_object(Bucket=self.output_bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise _output_error(exc, "deleting", f"s3://{self.output_bucket}/{key}") from exc
+
+    # -- derived formats (transcriber.formats, transcriber.completion) ------------------------
+    def format_key(self, source_key: str, extension: str) -> str:
+        """Where one format of a transcript lands: the transcripts' key mapping with the format's
+        extension instead of ``.json`` (long and unsafe keys included)."""
+        return output_key(self.transcript_prefix, source_key, f".{extension}")
+
+    def read_output(self, key: str, into: IO[bytes]) -> None:
+        """Copy one stored output into ``into``, a chunk at a time (never whole in memory)."""
+        uri = f"s3://{self.output_bucket}/{key}"
+        try:
+            body = self._s3.get_object(Bucket=self.output_bucket, Key=key)["Body"]
+            try:
+                for chunk in body.iter_chunks(COPY_CHUNK_BYTES):
+                    into.write(chunk)
+            finally:
+                body.close()
+        except (ClientError, BotoCoreError) as exc:
+            raise classify_s3_error(exc, "reading", uri) from exc
+
+    def write_format(
+        self, obj: S3ObjectRef, extension: str, body: IO[bytes], content_type: str, request_id: str | None
+    ) -> str:
+        """One derived format of ``obj``'s transcript, from a file (streamed, not read into memory)."""
+        key = self.format_key(obj.key, extension)
+        metadata = _source_metadata(obj) | {"deepgram-request-id": request_id or ""}
+        try:
+            self._s3.put_object(
+                Bucket=self.output_bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                Metadata={k: v for k, v in metadata.items() if v},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _output_error(exc, "writing", f"s3://{self.output_bucket}/{key}") from exc
+        return key
+
+    def delete_format(self, obj: S3ObjectRef, extension: str) -> None:
+        """Remove a format an earlier version of the object had (a no-op when there is none)."""
+        key = self.format_key(obj.key, extension)
         try:
             self._s3.delete_object(Bucket=self.output_bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:

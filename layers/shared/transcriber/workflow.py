@@ -25,6 +25,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 
 from transcriber.clients import new_client
+from transcriber.completion import Completion
 from transcriber.deepgram import DeepgramClient, Transcript
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
 from transcriber.events import invalid_name
@@ -36,6 +37,7 @@ from transcriber.storage import Storage, sse_c_refused, utc_now
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
@@ -64,6 +66,7 @@ class Outcome:
     request_id: str | None = None
     replayed: bool = False
     delivery: str | None = None  # url | bytes: how the media reached Deepgram
+    outputs: dict[str, str] | None = None  # format -> key in the output bucket (transcriber.formats)
 
 
 def skip_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
@@ -111,6 +114,7 @@ class Transcriber:
         secretsmanager: SecretsManagerClient | None = None,
         dynamodb: DynamoDBClient | None = None,
         http: requests.Session | None = None,
+        events: EventBridgeClient | None = None,
         retry: InvocationRetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -125,6 +129,10 @@ class Transcriber:
         dynamodb = dynamodb or new_client(session, "dynamodb")
         self.storage = Storage(
             s3_client, settings.output_bucket, settings.transcript_prefix, settings.failure_prefix
+        )
+        # Derived formats and completion events; the EventBridge client is made on first use.
+        self.completion = Completion(
+            settings, self.storage, (lambda: events) if events else (lambda: new_client(session, "events"))
         )
         self.api_keys = ApiKeyProvider(settings.deepgram_secret_id, settings.secret_max_age_s, secretsmanager)
         self.deepgram = DeepgramClient(settings.deepgram_api_url, http)
@@ -158,6 +166,7 @@ class Transcriber:
             refuse_too_large(obj.size)
             identity = {"bucket": obj.bucket, "key": obj.key, "version": obj.version_id or obj.etag}
             result = self._transcribe_once(identity=identity, obj=obj, context=context)
+            outputs = self.completion.finish(obj, result, started_at)
         except IdempotencyAlreadyInProgressError:
             metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
             raise RetryableError(
@@ -188,6 +197,7 @@ class Transcriber:
             request_id=result.get("request_id"),
             replayed=replayed,
             delivery=result.get("delivery"),
+            outputs=outputs,
         )
 
     def _resolve(self, obj: S3ObjectRef) -> tuple[S3ObjectRef, str | None]:
@@ -233,6 +243,8 @@ class Transcriber:
             "request_id": transcript.request_id,
             "duration_s": transcript.duration_s,
             "delivery": delivery,
+            "deepgram_latency_s": round(transcript.latency_s, 3),
+            "transcribed_at": utc_now(),
         }
 
     def _call_deepgram(self, obj: S3ObjectRef, context: LambdaContextLike) -> tuple[Transcript, str]:
@@ -349,6 +361,7 @@ class Transcriber:
         key = self.storage.write_failure(obj, record)
         metrics.add_metric(name="TranscriptionsFailed", unit=MetricUnit.Count, value=1)
         logger.error("Transcription failed permanently", extra={"failure_key": key, "error": exc.as_record()})
+        self.completion.failed(obj, record, key)
         return Outcome(
             "failed",
             obj.bucket,
