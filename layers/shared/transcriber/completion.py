@@ -71,11 +71,9 @@ class EventPublisher:
             raise _publish_error(exc, self.bus_name) from exc
         if response.get("FailedEntryCount"):
             failed = response["Entries"][0]
+            why = f"{failed.get('ErrorCode')} {failed.get('ErrorMessage')}"
             raise RetryableError(
-                ErrorDetails(
-                    reason="event-publish-failed",
-                    message=f"{detail_type} on {self.bus_name}: {failed.get('ErrorCode')} {failed.get('ErrorMessage')}",
-                )
+                ErrorDetails(reason="event-publish-failed", message=f"{detail_type} on {self.bus_name}: {why}")
             )
 
 
@@ -96,9 +94,7 @@ def _publish_error(exc: ClientError | BotoCoreError, bus_name: str) -> Transcrip
 
 
 class Completion:
-    def __init__(
-        self, settings: Settings, storage: Storage, events: Callable[[], EventBridgeClient]
-    ) -> None:
+    def __init__(self, settings: Settings, storage: Storage, events: Callable[[], EventBridgeClient]) -> None:
         self.settings = settings
         self.storage = storage
         self.publisher = EventPublisher(events, settings.event_bus_name)
@@ -135,7 +131,9 @@ class Completion:
         for name in self.derived:
             file = rendered.files.get(name)
             if file is not None:
-                keys[name] = self.storage.write_format(obj, name, file, formats.CONTENT_TYPES[name], request_id)
+                keys[name] = self.storage.write_format(
+                    obj, name, file, formats.CONTENT_TYPES[name], request_id
+                )
                 continue
             reason = rendered.skipped.get(name, "not-made")
             logger.info("No %s file: %s", name, reason, extra={"format": name, "skip_reason": reason})
@@ -197,7 +195,14 @@ class Completion:
             "outputs": {"bucket": self.storage.output_bucket, "keys": {"failure": failure_key}},
             "error": {
                 key: record.get(key)
-                for key in ("reason", "message", "http_status", "deepgram_error_code", "deepgram_request_id", "attempts")
+                for key in (
+                    "reason",
+                    "message",
+                    "http_status",
+                    "deepgram_error_code",
+                    "deepgram_request_id",
+                    "attempts",
+                )
             },
             "timings": {"started_at": record.get("first_attempt_at"), "failed_at": record.get("failed_at")},
         }

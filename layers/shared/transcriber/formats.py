@@ -190,7 +190,7 @@ def _word_text(word: dict[str, Any]) -> str:
 
 
 def _spool() -> IO[bytes]:
-    return tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
+    return tempfile.TemporaryFile()  # handed to the caller, who closes it
 
 
 class _Text:
@@ -343,45 +343,69 @@ def write_vtt(cues: Iterator[Cue], out: IO[bytes], multichannel: bool, summary: 
         out.write(f"{chr(10) if index else ''}{times}\n{voice}{_vtt_escape(cue.text)}\n".encode())
 
 
-def render(source: IO[bytes], formats: Collection[str], words_per_cue: int = DEFAULT_WORDS_PER_CUE) -> Rendered:
+class _Collector:
+    """Everything one pass over the items feeds: both texts and the caption spools."""
+
+    def __init__(self, summary: TranscriptSummary, words_per_cue: int) -> None:
+        multichannel = summary.channels > 1
+        self.summary = summary
+        self.words, self.paragraphs = _Text(multichannel), _Text(multichannel)
+        self.captions = _Captions(words_per_cue)
+
+    def add(self, item: Item) -> None:
+        if item.kind == "paragraph":
+            self.summary.paragraphs += 1
+            self.paragraphs.paragraph(item.channel, item.value)
+        else:
+            self.summary.words += 1
+            self.words.word(item.channel, item.value)
+            self.captions.word(item.channel, item.value)
+
+    def text(self) -> IO[bytes]:
+        """The paragraphs when Deepgram returned any, else the words (the other is dropped)."""
+        self.words.end_line()
+        text, unused = (
+            (self.paragraphs, self.words) if self.summary.paragraphs else (self.words, self.paragraphs)
+        )
+        unused.file.close()
+        return text.file
+
+    def caption(self, name: str) -> IO[bytes]:
+        out = _spool()
+        multichannel = self.summary.channels > 1
+        if name == "srt":
+            write_srt(self.captions.cues(), out, multichannel)
+        else:
+            write_vtt(self.captions.cues(), out, multichannel, self.summary)
+        return out
+
+    def close(self) -> None:
+        self.words.file.close()
+        self.paragraphs.file.close()
+        self.captions.close()
+
+
+def render(
+    source: IO[bytes], formats: Collection[str], words_per_cue: int = DEFAULT_WORDS_PER_CUE
+) -> Rendered:
     """Make the requested derived formats from the stored JSON in ``source`` (seekable)."""
     summary = read_summary(source)
     rendered = Rendered(summary)
-    multichannel = summary.channels > 1
-    word_text, paragraph_text = _Text(multichannel), _Text(multichannel)
-    captions = _Captions(words_per_cue)
+    collector = _Collector(summary, words_per_cue)
     try:
         for item in iter_items(source, summary):
-            if item.kind == "paragraph":
-                summary.paragraphs += 1
-                paragraph_text.paragraph(item.channel, item.value)
-                continue
-            summary.words += 1
-            word_text.word(item.channel, item.value)
-            captions.word(item.channel, item.value)
-        word_text.end_line()
-        text, unused = (paragraph_text, word_text) if summary.paragraphs else (word_text, paragraph_text)
-        unused.file.close()
-        _keep(rendered, "txt", text.file, formats)
-        for name in CAPTION_FORMATS:
-            if name not in formats:
-                continue
+            collector.add(item)
+        _keep(rendered, "txt", collector.text(), formats)
+        for name in (f for f in CAPTION_FORMATS if f in formats):
             if summary.empty:
                 rendered.skipped[name] = EMPTY_TRANSCRIPT
-                continue
-            out = _spool()
-            if name == "srt":
-                write_srt(captions.cues(), out, multichannel)
             else:
-                write_vtt(captions.cues(), out, multichannel, summary)
-            _keep(rendered, name, out, formats)
+                _keep(rendered, name, collector.caption(name), formats)
     except BaseException:
         rendered.close()
-        word_text.file.close()
-        paragraph_text.file.close()
         raise
     finally:
-        captions.close()
+        collector.close()
     return rendered
 
 
