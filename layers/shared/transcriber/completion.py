@@ -71,10 +71,8 @@ class EventPublisher:
             raise _publish_error(exc, self.bus_name) from exc
         if response.get("FailedEntryCount"):
             failed = response["Entries"][0]
-            why = f"{failed.get('ErrorCode')} {failed.get('ErrorMessage')}"
-            raise RetryableError(
-                ErrorDetails(reason="event-publish-failed", message=f"{detail_type} on {self.bus_name}: {why}")
-            )
+            why = f"{detail_type} on {self.bus_name}: {failed.get('ErrorCode')} {failed.get('ErrorMessage')}"
+            raise RetryableError(ErrorDetails(reason="event-publish-failed", message=why))
 
 
 def _publish_error(exc: ClientError | BotoCoreError, bus_name: str) -> TranscriptionError:
