@@ -351,6 +351,7 @@ class _Collector:
         self.summary = summary
         self.words, self.paragraphs = _Text(multichannel), _Text(multichannel)
         self.captions = _Captions(words_per_cue)
+        self._texts_handed_over = False
 
     def add(self, item: Item) -> None:
         if item.kind == "paragraph":
@@ -368,6 +369,7 @@ class _Collector:
             (self.paragraphs, self.words) if self.summary.paragraphs else (self.words, self.paragraphs)
         )
         unused.file.close()
+        self._texts_handed_over = True
         return text.file
 
     def caption(self, name: str) -> IO[bytes]:
@@ -380,8 +382,9 @@ class _Collector:
         return out
 
     def close(self) -> None:
-        self.words.file.close()
-        self.paragraphs.file.close()
+        if not self._texts_handed_over:
+            self.words.file.close()
+            self.paragraphs.file.close()
         self.captions.close()
 
 
