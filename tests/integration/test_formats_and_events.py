@@ -191,7 +191,8 @@ def test_multichannel_gives_a_section_per_channel_and_cues_merged_in_time(
     document = json.loads(body)
     assert document["metadata"]["channels"] == 2
     left, right = words_of(document, 0), words_of(document, 1)
-    assert left and right
+    assert left
+    assert right
     _, text = get(world, format_key(world, "calls/stereo.wav", "txt"))
     assert text == (
         "[Channel 0]\n"
