@@ -13,7 +13,25 @@ from deepgram_captions import DeepgramConverter, srt, webvtt
 
 from transcriber import formats
 
-WORDS = "the quick brown fox jumps over the lazy dog and then some more words follow".split()
+WORDS = tuple(
+    [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "the",
+        "lazy",
+        "dog",
+        "and",
+        "then",
+        "some",
+        "more",
+        "words",
+        "follow",
+    ]
+)
 
 
 def word(text: str, start: float, speaker: int | None = None, punctuated: bool = True) -> dict[str, Any]:
@@ -218,7 +236,7 @@ def test_metadata_that_is_missing_or_odd_is_tolerated() -> None:
 
 def _big_answer(words_per_channel: int, channels: int) -> IO[bytes]:
     """A Deepgram-shaped answer of many megabytes, written without holding it in memory."""
-    out = tempfile.TemporaryFile()
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
     out.write(
         b'{"metadata": {"request_id": "big", "duration": 1.0, "channels": %d}, "results": {"channels": ['
         % channels
