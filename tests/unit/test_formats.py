@@ -13,24 +13,22 @@ from deepgram_captions import DeepgramConverter, srt, webvtt
 
 from transcriber import formats
 
-WORDS = tuple(
-    [
-        "the",
-        "quick",
-        "brown",
-        "fox",
-        "jumps",
-        "over",
-        "the",
-        "lazy",
-        "dog",
-        "and",
-        "then",
-        "some",
-        "more",
-        "words",
-        "follow",
-    ]
+WORDS = (
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "the",
+    "lazy",
+    "dog",
+    "and",
+    "then",
+    "some",
+    "more",
+    "words",
+    "follow",
 )
 
 
