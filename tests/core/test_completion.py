@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ import boto3
 import pytest
 import responses
 
+from samstack import resolve_stack
 from tests.core.conftest import (
     ENV,
     INPUT_BUCKET,
@@ -30,6 +32,7 @@ from transcriber.completion import (
     Completion,
     EventPublisher,
 )
+from transcriber.config import Settings
 from transcriber.errors import BlockedError, PermanentError, RetryableError
 from transcriber.events import S3ObjectRef
 from transcriber.storage import Storage, output_key
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
 
 ALL_ON = {"OUTPUT_FORMATS": "json,txt,srt,vtt", "COMPLETION_EVENTS": "true"}
 KEY = "talks/a.wav"
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
 def obj(key: str = KEY, etag: str = "etag-1") -> S3ObjectRef:
@@ -410,7 +414,7 @@ def test_an_empty_transcript_writes_empty_text_and_removes_stale_captions(
 
 
 def test_the_event_carries_the_options_and_cost_when_the_result_has_them(aws: Aws, bus: Bus) -> None:
-    settings = SETTINGS.__class__.from_env({**ENV, **ALL_ON, "OUTPUT_FORMATS": "json"})
+    settings = Settings.from_env({**ENV, **ALL_ON, "OUTPUT_FORMATS": "json"})
     storage = Storage(aws.s3, OUTPUT_BUCKET, settings.transcript_prefix, settings.failure_prefix)
     aws.s3.put_object(Bucket=OUTPUT_BUCKET, Key=key_of("json"), Body=json.dumps(transcript_body()).encode())
     completion = Completion(settings, storage, lambda: bus.client)
@@ -435,7 +439,7 @@ def test_the_event_carries_the_options_and_cost_when_the_result_has_them(aws: Aw
 
 
 def test_a_stored_transcript_that_is_not_json_is_a_permanent_failure(aws: Aws, bus: Bus) -> None:
-    settings = SETTINGS.__class__.from_env({**ENV, **ALL_ON})
+    settings = Settings.from_env({**ENV, **ALL_ON})
     storage = Storage(aws.s3, OUTPUT_BUCKET, settings.transcript_prefix, settings.failure_prefix)
     aws.s3.put_object(Bucket=OUTPUT_BUCKET, Key=key_of("json"), Body=b"<html>")
 
@@ -452,3 +456,61 @@ def test_reading_a_missing_stored_transcript_is_classified(aws: Aws) -> None:
         storage.read_output("transcripts/gone.json", io.BytesIO())
 
     assert raised.value.reason == "s3-object-missing"
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "events" / "completion"
+
+
+def shape(value: Any) -> Any:
+    """The keys of nested objects (what a consumer relies on), not the values; ``options`` holds
+    whatever Deepgram options were in force, so only its presence counts."""
+    if isinstance(value, dict):
+        return {key: None if key == "options" else shape(item) for key, item in value.items()}
+    return None
+
+
+def test_the_event_samples_have_the_published_shape_and_match_the_sample_rule(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    bus: Bus,
+) -> None:
+    created = json.loads((SAMPLES / "transcript-created.json").read_text(encoding="utf-8"))
+    failed = json.loads((SAMPLES / "transcription-failed.json").read_text(encoding="utf-8"))
+    # What the code publishes: a success whose result carries options and a cost, then a failure.
+    settings = Settings.from_env({**ENV, **ALL_ON})
+    storage = Storage(aws.s3, OUTPUT_BUCKET, settings.transcript_prefix, settings.failure_prefix)
+    aws.s3.put_object(Bucket=OUTPUT_BUCKET, Key=key_of("json"), Body=json.dumps(transcript_body()).encode())
+    result = {"key": key_of("json"), "options": {"model": "nova-3"}, "estimated_cost_usd": 0.01}
+    Completion(settings, storage, lambda: bus.client).finish(obj(), result, "2026-11-26T00:00:00.000Z")
+    aws.upload(KEY)
+    deepgram.add(
+        responses.POST, LISTEN_URL, status=400, json={"err_code": "Bad Request", "err_msg": "corrupt"}
+    )
+    make(make_transcriber).process(obj(), lambda_context)
+    published = {event["detail-type"]: event for event in bus.events()}
+
+    for sample, event in (
+        (created, published[TRANSCRIPT_CREATED]),
+        (failed, published[TRANSCRIPTION_FAILED]),
+    ):
+        assert shape(sample["detail"]) == shape(event["detail"])
+        # EventBridge's envelope (moto's leaves out "account", which AWS sends)
+        assert set(event) - {"detail"} <= set(sample) - {"detail"}
+        assert (sample["source"], sample["detail-type"]) == (event["source"], event["detail-type"])
+    # The template's sample rule receives both samples, and nothing of another environment.
+    stack = resolve_stack(
+        TEMPLATE, {"DeepgramSecretId": "deepgram/local/api-key", "EnvironmentName": "local"}
+    )
+    pattern = stack.resource("CompletionEventsSampleRule").properties["EventPattern"]
+    bus.client.put_rule(Name="completion", EventPattern=json.dumps(pattern))
+    other_environment = {**created, "detail": {**created["detail"], "environment": "prod"}}
+    entries = [
+        {"Source": e["source"], "DetailType": e["detail-type"], "Detail": json.dumps(e["detail"])}
+        for e in (created, failed, other_environment)
+    ]
+    assert bus.client.put_events(Entries=entries)["FailedEntryCount"] == 0  # type: ignore[arg-type]
+    received = bus.events()
+    assert sorted(e["detail-type"] for e in received) == [TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED]
+    assert {e["detail"]["environment"] for e in received} == {"local"}
