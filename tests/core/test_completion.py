@@ -514,3 +514,43 @@ def test_the_event_samples_have_the_published_shape_and_match_the_sample_rule(
     received = bus.events()
     assert sorted(e["detail-type"] for e in received) == [TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED]
     assert {e["detail"]["environment"] for e in received} == {"local"}
+
+
+def test_formats_without_events_publish_nothing(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    bus: Bus,
+) -> None:
+    aws.upload(KEY)
+    answer(deepgram)
+    deepgram.add(
+        responses.POST, LISTEN_URL, status=400, json={"err_code": "Bad Request", "err_msg": "corrupt"}
+    )
+    transcriber = make(make_transcriber, COMPLETION_EVENTS="false")
+
+    outcome = transcriber.process(obj(), lambda_context)
+    failed = transcriber.process(obj(key=KEY, etag="etag-2"), lambda_context)
+
+    assert set(outcome.outputs or {}) == {"json", "txt", "srt", "vtt"}
+    assert failed.status == "failed"
+    assert bus.events() == []
+
+
+def test_a_stale_caption_that_cannot_be_deleted_blocks_the_work(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    fail_calls: FailCalls,
+) -> None:
+    aws.upload(KEY)
+    answer(deepgram, transcript_body(""))
+    fail_calls(aws.s3, "DeleteObject", lambda p: p["url_path"].endswith(".srt"), 403, "AccessDenied")
+
+    with pytest.raises(BlockedError) as raised:
+        make(make_transcriber).process(obj(), lambda_context)
+
+    assert raised.value.reason == "output-bucket-unwritable"
+    assert "deleting" in raised.value.details.message

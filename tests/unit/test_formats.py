@@ -12,6 +12,8 @@ import pytest
 from deepgram_captions import DeepgramConverter, srt, webvtt
 
 from transcriber import formats
+from transcriber.config import Settings
+from transcriber.errors import ConfigurationError
 
 WORDS = (
     "the",
@@ -268,3 +270,44 @@ def test_memory_stays_bounded_for_a_huge_answer() -> None:
     # What rendering holds at once does not grow with the answer (over 4 MB here; 60 MB answers
     # are the ones that matter): a word or paragraph, a cue, the I/O buffers.
     assert peak < 2 * 1024 * 1024, peak
+
+
+# -- settings ------------------------------------------------------------------------------
+BASE_ENV = {"OUTPUT_BUCKET": "out", "DEEPGRAM_SECRET_ID": "s", "IDEMPOTENCY_TABLE": "t"}
+
+
+def test_output_settings_default_to_every_format_and_events_on_the_default_bus() -> None:
+    settings = Settings.from_env(BASE_ENV)
+
+    assert settings.output_formats == ("json", "txt", "srt", "vtt") == formats.FORMATS
+    assert (settings.caption_words_per_cue, settings.completion_events, settings.event_bus_name) == (
+        8,
+        True,
+        "default",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("json", ("json",)),
+        ("TXT", ("json", "txt")),
+        ("vtt, srt", ("json", "srt", "vtt")),
+        (" ", formats.FORMATS),
+    ],
+)
+def test_output_formats_always_include_the_json(value: str, expected: tuple[str, ...]) -> None:
+    assert Settings.from_env({**BASE_ENV, "OUTPUT_FORMATS": value}).output_formats == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("OUTPUT_FORMATS", "json,docx", "OUTPUT_FORMATS lists docx; allowed: json, txt, srt, vtt"),
+        ("CAPTION_WORDS_PER_CUE", "0", "CAPTION_WORDS_PER_CUE must be at least 1"),
+        ("COMPLETION_EVENTS", "maybe", "COMPLETION_EVENTS must be true or false"),
+    ],
+)
+def test_bad_output_settings_name_their_variable(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.from_env({**BASE_ENV, variable: value})
