@@ -14,6 +14,7 @@ from deepgram_captions import DeepgramConverter, srt, webvtt
 from transcriber import formats
 from transcriber.config import Settings
 from transcriber.errors import ConfigurationError
+from transcriber.storage import Storage
 
 WORDS = (
     "the",
@@ -311,3 +312,15 @@ def test_output_formats_always_include_the_json(value: str, expected: tuple[str,
 def test_bad_output_settings_name_their_variable(variable: str, value: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         Settings.from_env({**BASE_ENV, variable: value})
+
+
+def test_every_format_of_a_long_key_lands_under_the_same_long_key_name() -> None:
+    storage = Storage(None, "out", "transcripts/", "failures/")  # type: ignore[arg-type]  # no S3 call
+    long_key = "calls/" + "a" * 1100 + ".wav"
+
+    keys = {ext: storage.format_key(long_key, ext) for ext in formats.FORMATS}
+
+    digest = keys["json"].removeprefix("transcripts/_long-keys/").removesuffix(".json")
+    assert keys["json"] == storage.transcript_key(long_key)
+    assert keys == {ext: f"transcripts/_long-keys/{digest}.{ext}" for ext in formats.FORMATS}
+    assert storage.format_key("calls/a b.wav", "srt") == "transcripts/calls/a b.wav.srt"
