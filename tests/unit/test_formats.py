@@ -324,3 +324,24 @@ def test_every_format_of_a_long_key_lands_under_the_same_long_key_name() -> None
     assert keys["json"] == storage.transcript_key(long_key)
     assert keys == {ext: f"transcripts/_long-keys/{digest}.{ext}" for ext in formats.FORMATS}
     assert storage.format_key("calls/a b.wav", "srt") == "transcripts/calls/a b.wav.srt"
+
+
+def test_the_layout_follows_the_channels_in_the_results_not_the_audios() -> None:
+    # Stereo audio sent without multichannel: one channel of results, so no sections or labels.
+    doc = document([word("hello", 0.0, speaker=0)])
+    doc["metadata"]["channels"] = 2
+
+    out = render(doc)
+    rendered = formats.render(io.BytesIO(json.dumps(doc).encode()), ())
+
+    assert out["txt"] == "Speaker 0: Hello\n"
+    assert "[channel" not in out["srt"]
+    assert "<v Speaker 0>Hello" in out["vtt"]
+    assert rendered.summary.channels == 2  # the event reports the audio's channels
+
+
+def test_a_silent_channel_still_has_its_section() -> None:
+    out = render(document([word("hello", 0.0)], []))
+
+    assert out["txt"] == "[Channel 0]\nHello\n\n[Channel 1]\n"
+    assert out["srt"] == "1\n00:00:00,000 --> 00:00:00,250\n[channel 0]\nHello\n"

@@ -7,8 +7,9 @@ of a multichannel answer are spooled per channel and merged by start time (``hea
 they are bounded too.
 
 * ``txt``: the paragraphs when Deepgram returned them (``paragraphs=true``), else the words; when
-  diarized, one ``Speaker N:`` turn per line (per paragraph); when multichannel, one section per
-  channel headed ``[Channel N]``. Speaker and channel numbers are Deepgram's (from 0).
+  diarized, one ``Speaker N:`` turn per line (per paragraph); when the results hold several
+  channels (``multichannel=true``), one section per channel headed ``[Channel N]``, spooled per
+  channel and joined at the end. Speaker and channel numbers are Deepgram's (from 0).
 * ``srt`` / ``vtt``: cues of at most ``words_per_cue`` words, timed to the first word's start and
   the last word's end; a new cue at every speaker change. The cue layout is deepgram-captions'
   (the tests check that for a single-channel answer the output is exactly what
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import shutil
 import tempfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
@@ -124,7 +126,7 @@ def read_summary(source: IO[bytes]) -> TranscriptSummary:
 
 @dataclass(frozen=True)
 class Item:
-    kind: str  # word | paragraph
+    kind: str  # channel (its start) | word | paragraph
     channel: int
     value: dict[str, Any]
 
@@ -149,21 +151,23 @@ class _Walker:
                 return item
             return None
         if event == "start_map":
-            self._start_map(prefix)
-        elif prefix == _LANGUAGE and event == "string":
+            return self._start_map(prefix)
+        if prefix == _LANGUAGE and event == "string":
             self.summary.detected_languages.append(value)
         return None
 
-    def _start_map(self, prefix: str) -> None:
+    def _start_map(self, prefix: str) -> Item | None:
         if prefix == _CHANNEL:
             self.channel += 1
             self.alternative = -1
-        elif prefix == _ALTERNATIVE:
+            return Item("channel", self.channel, {})
+        if prefix == _ALTERNATIVE:
             self.alternative += 1
         elif self.alternative == 0 and prefix in _ITEMS:
             self._builder = ijson.ObjectBuilder()
             self._builder.event("start_map", None)
             self._kind, self._prefix = _ITEMS[prefix], prefix
+        return None
 
 
 def iter_items(source: IO[bytes], summary: TranscriptSummary) -> Iterator[Item]:
@@ -194,26 +198,23 @@ def _spool() -> IO[bytes]:
 
 
 class _Text:
-    """Plain text of one source (words or paragraphs), a section per channel when multichannel."""
+    """Plain text of one source (words or paragraphs), spooled per channel; ``assemble`` joins the
+    channels, each headed ``[Channel N]`` when the answer has more than one."""
 
-    def __init__(self, multichannel: bool) -> None:
-        self.file = _spool()
-        self.multichannel = multichannel
+    def __init__(self) -> None:
+        self.files: dict[int, IO[bytes]] = {}
         self.channel = -1
         self.speaker: int | None = None
         self.line_open = False
-        self.written = False
 
     def _write(self, text: str) -> None:
-        self.file.write(text.encode("utf-8"))
-        self.written = True
+        self.files[self.channel].write(text.encode("utf-8"))
 
-    def _enter(self, channel: int) -> None:
+    def enter(self, channel: int) -> None:
         if channel == self.channel:
             return
         self.end_line()
-        if self.multichannel:
-            self._write(f"{chr(10) if self.written else ''}[Channel {channel}]\n")
+        self.files[channel] = _spool()
         self.channel, self.speaker = channel, None
 
     def end_line(self) -> None:
@@ -222,7 +223,7 @@ class _Text:
             self.line_open = False
 
     def word(self, channel: int, word: dict[str, Any]) -> None:
-        self._enter(channel)
+        self.enter(channel)
         speaker, text = _speaker(word), _word_text(word)
         if speaker is not None and speaker != self.speaker:
             self.end_line()
@@ -232,13 +233,30 @@ class _Text:
         self.speaker, self.line_open = speaker, True
 
     def paragraph(self, channel: int, paragraph: dict[str, Any]) -> None:
-        first = channel != self.channel
-        self._enter(channel)
+        self.enter(channel)
         sentences = paragraph.get("sentences") or []
         body = " ".join(str(s.get("text", "")) for s in sentences if isinstance(s, dict))
         speaker = _speaker(paragraph)
         label = f"Speaker {speaker}: " if speaker is not None else ""
+        first = self.files[channel].tell() == 0
         self._write(f"{'' if first else chr(10)}{label}{body}\n")
+
+    def assemble(self) -> IO[bytes]:
+        self.end_line()
+        out = _spool()
+        multichannel = len(self.files) > 1
+        for index, channel in enumerate(sorted(self.files)):
+            if multichannel:
+                out.write(f"{chr(10) if index else ''}[Channel {channel}]\n".encode())
+            file = self.files[channel]
+            file.seek(0)
+            shutil.copyfileobj(file, out)
+        self.close()
+        return out
+
+    def close(self) -> None:
+        for file in self.files.values():
+            file.close()
 
 
 class _Cues:
@@ -347,14 +365,17 @@ class _Collector:
     """Everything one pass over the items feeds: both texts and the caption spools."""
 
     def __init__(self, summary: TranscriptSummary, words_per_cue: int) -> None:
-        multichannel = summary.channels > 1
         self.summary = summary
-        self.words, self.paragraphs = _Text(multichannel), _Text(multichannel)
+        self.words, self.paragraphs = _Text(), _Text()
         self.captions = _Captions(words_per_cue)
-        self._texts_handed_over = False
+        self.channels = 0  # in the results (the layout's), whatever the metadata says of the audio
 
     def add(self, item: Item) -> None:
-        if item.kind == "paragraph":
+        if item.kind == "channel":
+            self.channels += 1
+            self.words.enter(item.channel)
+            self.paragraphs.enter(item.channel)
+        elif item.kind == "paragraph":
             self.summary.paragraphs += 1
             self.paragraphs.paragraph(item.channel, item.value)
         else:
@@ -363,18 +384,12 @@ class _Collector:
             self.captions.word(item.channel, item.value)
 
     def text(self) -> IO[bytes]:
-        """The paragraphs when Deepgram returned any, else the words (the other is dropped)."""
-        self.words.end_line()
-        text, unused = (
-            (self.paragraphs, self.words) if self.summary.paragraphs else (self.words, self.paragraphs)
-        )
-        unused.file.close()
-        self._texts_handed_over = True
-        return text.file
+        """The paragraphs when Deepgram returned any, else the words."""
+        return self.paragraphs.assemble() if self.summary.paragraphs else self.words.assemble()
 
     def caption(self, name: str) -> IO[bytes]:
         out = _spool()
-        multichannel = self.summary.channels > 1
+        multichannel = self.channels > 1
         if name == "srt":
             write_srt(self.captions.cues(), out, multichannel)
         else:
@@ -382,9 +397,8 @@ class _Collector:
         return out
 
     def close(self) -> None:
-        if not self._texts_handed_over:
-            self.words.file.close()
-            self.paragraphs.file.close()
+        self.words.close()
+        self.paragraphs.close()
         self.captions.close()
 
 
@@ -398,7 +412,8 @@ def render(
     try:
         for item in iter_items(source, summary):
             collector.add(item)
-        _keep(rendered, "txt", collector.text(), formats)
+        if "txt" in formats:
+            _keep(rendered, "txt", collector.text(), formats)
         for name in (f for f in CAPTION_FORMATS if f in formats):
             if summary.empty:
                 rendered.skipped[name] = EMPTY_TRANSCRIPT
