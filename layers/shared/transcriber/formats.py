@@ -413,12 +413,12 @@ def render(
         for item in iter_items(source, summary):
             collector.add(item)
         if "txt" in formats:
-            _keep(rendered, "txt", collector.text(), formats)
+            _keep(rendered, "txt", collector.text())
         for name in (f for f in CAPTION_FORMATS if f in formats):
             if summary.empty:
                 rendered.skipped[name] = EMPTY_TRANSCRIPT
             else:
-                _keep(rendered, name, collector.caption(name), formats)
+                _keep(rendered, name, collector.caption(name))
     except BaseException:
         rendered.close()
         raise
@@ -427,9 +427,6 @@ def render(
     return rendered
 
 
-def _keep(rendered: Rendered, name: str, file: IO[bytes], formats: Collection[str]) -> None:
-    if name in formats:
-        file.seek(0)
-        rendered.files[name] = file
-    else:
-        file.close()
+def _keep(rendered: Rendered, name: str, file: IO[bytes]) -> None:
+    file.seek(0)
+    rendered.files[name] = file
