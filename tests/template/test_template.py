@@ -447,6 +447,8 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
         ("s3:GetObjectVersion", f"{input_bucket}/*"),
         ("s3:ListBucket", str(input_bucket)),
         *((action, resource) for action in ("s3:PutObject", "s3:DeleteObject") for resource in outputs),
+        # the derived formats are made from the stored transcript JSON, read back (transcripts only)
+        ("s3:GetObject", f"{output_bucket}/{env['TRANSCRIPT_PREFIX']}*"),
         ("secretsmanager:GetSecretValue", _secret_arn(stack)),
         *(
             (f"dynamodb:{action}", str(table))
