@@ -57,7 +57,7 @@ def _transcripts(world: LocalWorld, client: Any, prefix: str) -> int:
     found = 0
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=world.output_bucket, Prefix=f"{world.transcript_prefix}{prefix}/"):
-        found += len(page.get("Contents", []))
+        found += sum(1 for item in page.get("Contents", []) if item["Key"].endswith(".json"))
     return found
 
 

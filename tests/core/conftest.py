@@ -48,6 +48,10 @@ ENV = {
     "DEEPGRAM_SECRET_ID": SECRET_ID,
     "DEEPGRAM_API_URL": API_URL,
     "IDEMPOTENCY_TABLE": TABLE,
+    # The workflow's tests look at the transcript JSON alone; tests/core/test_completion.py turns the
+    # derived formats and the completion events (both on by default) back on.
+    "OUTPUT_FORMATS": "json",
+    "COMPLETION_EVENTS": "false",
 }
 
 

@@ -42,7 +42,7 @@ def failure_record(world: LocalWorld, key: str) -> dict[str, object]:
 
 def output_keys(world: LocalWorld) -> list[str]:
     listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket)
-    return [item["Key"] for item in listing.get("Contents", [])]
+    return [item["Key"] for item in listing.get("Contents", []) if item["Key"].endswith(".json")]
 
 
 def test_access_denied_on_head_leaves_a_failure_record(

@@ -94,7 +94,7 @@ def object_key(case: dict[str, Any]) -> str:
 
 def output_keys(world: LocalWorld) -> list[str]:
     listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket)
-    return sorted(item["Key"] for item in listing.get("Contents", []))
+    return sorted(item["Key"] for item in listing.get("Contents", []) if item["Key"].endswith(".json"))
 
 
 def prepare_event(case: dict[str, Any], world: LocalWorld, uploads: Uploads, sample: bytes) -> dict[str, Any]:

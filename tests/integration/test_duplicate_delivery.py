@@ -27,7 +27,7 @@ SHORT_TIMEOUT_S = 25.0
 
 def output_keys(world: LocalWorld) -> list[str]:
     listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket)
-    return sorted(item["Key"] for item in listing.get("Contents", []))
+    return sorted(item["Key"] for item in listing.get("Contents", []) if item["Key"].endswith(".json"))
 
 
 def listen_requests(world: LocalWorld) -> list[Any]:

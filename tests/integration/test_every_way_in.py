@@ -19,7 +19,7 @@ EVENT_FILES = sorted(p for p in EVENTS.glob("*.json") if p.name != "env.json")
 
 def transcript_keys(world: LocalWorld) -> set[str]:
     listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket, Prefix=world.transcript_prefix)
-    return {item["Key"] for item in listing.get("Contents", [])}
+    return {item["Key"] for item in listing.get("Contents", []) if item["Key"].endswith(".json")}
 
 
 @pytest.mark.parametrize("path", EVENT_FILES, ids=lambda p: p.name)

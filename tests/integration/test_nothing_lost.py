@@ -28,7 +28,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> bool:
 
 def output_keys(world: LocalWorld) -> set[str]:
     listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket)
-    return {item["Key"] for item in listing.get("Contents", [])}
+    return {item["Key"] for item in listing.get("Contents", []) if item["Key"].endswith(".json")}
 
 
 @pytest.fixture

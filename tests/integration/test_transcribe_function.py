@@ -29,7 +29,7 @@ def read_output(world: LocalWorld, key: str) -> tuple[Any, Any]:
 
 def output_keys(world: LocalWorld) -> list[str]:
     listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket)
-    return sorted(item["Key"] for item in listing.get("Contents", []))
+    return sorted(item["Key"] for item in listing.get("Contents", []) if item["Key"].endswith(".json"))
 
 
 def test_an_upload_becomes_a_transcript_with_the_request_deepgram_expects(

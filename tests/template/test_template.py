@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from samstack import ResolvedStack, TemplateError, load_template, resolve_stack, translate
+from transcriber.completion import EVENT_SOURCE, TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED
 from transcriber.config import DeepgramOptions, Settings, option_variable
 from transcriber.retry import DeadLetterRetryPolicy
 
@@ -56,6 +57,9 @@ QUEUES = (DEAD_LETTER_QUEUE, PARKING_QUEUE)
 ALARM_TOPIC = "AlarmTopic"
 UPLOAD_BUFFER_QUEUE = "UploadBufferQueue"
 UPLOAD_BUFFER_DLQ = "UploadBufferDeadLetterQueue"
+COMPLETION_EVENTS_QUEUE = "CompletionEventsSampleQueue"
+COMPLETION_EVENTS_RULE = "CompletionEventsSampleRule"
+DEFAULT_EVENT_BUS = "arn:aws:events:us-east-1:123456789012:event-bus/default"
 EXISTING_BUCKET_RULE = "ExistingBucketRule"
 # Roles by function (TranscribeFunctionRole is SAM's; RetryFunctionRole is declared in the template).
 FUNCTION_ROLES = {FUNCTION: "TranscribeFunctionRole", RETRY_FUNCTION: "RetryFunctionRole"}
@@ -114,6 +118,7 @@ ALLOWED_ACTIONS = {
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:Query",  # the capacity pool's partition only
+    "events:PutEvents",  # only the named bus, only when CompletionEvents is on
 }
 # SQS grants per function, as (action, queue logical id) pairs: nothing on other queues, nothing on "*".
 SQS_GRANTS = {
@@ -207,6 +212,10 @@ TUNED_PARAMETERS = {
     "UploadOptions": "language",
     "DeepgramPricePerMinuteUsd": "0.01",
     "DeepgramAddOnPricesUsd": "diarize=0.5",
+    "OutputFormats": "json,txt",
+    "CaptionWordsPerCue": "5",
+    "CompletionEvents": "false",
+    "EventBusName": "transcripts",
 }
 PER_OBJECT_POLICY = "PerObjectWorkPolicy"
 
@@ -484,6 +493,12 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
         *(
             (f"dynamodb:{action}", str(capacity_table))
             for action in ("Query", "PutItem", "UpdateItem", "DeleteItem")
+        ),
+        # completion events: only on the bus the code publishes to, only when they are on
+        *(
+            [("events:PutEvents", f"{DEFAULT_EVENT_BUS.rsplit('/', 1)[0]}/{env['EVENT_BUS_NAME']}")]
+            if stack.conditions["HasCompletionEvents"]
+            else []
         ),
     }
 
@@ -1018,10 +1033,14 @@ def test_queues_are_the_known_ones(stacks: dict[str, ResolvedStack]) -> None:
     for mode, stack in stacks.items():
         queues = {q.logical_id for q in stack.of_type("AWS::SQS::Queue")}
         buffer_queues = {UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ}
-        assert queues == set(QUEUES) | (buffer_queues if stack.conditions["UseBufferedMode"] else set()), mode
+        assert queues == set(QUEUES) | (buffer_queues if stack.conditions["UseBufferedMode"] else set()) | (
+            {COMPLETION_EVENTS_QUEUE} if stack.conditions["HasCompletionEvents"] else set()
+        ), mode
 
 
-@pytest.mark.parametrize("queue_id", [*QUEUES, UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ])
+@pytest.mark.parametrize(
+    "queue_id", [*QUEUES, UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ, COMPLETION_EVENTS_QUEUE]
+)
 def test_queue_is_encrypted_and_keeps_messages(stacks: dict[str, ResolvedStack], queue_id: str) -> None:
     queue = stacks["on"].resource(queue_id)
     assert queue.type == "AWS::SQS::Queue"
@@ -1442,7 +1461,8 @@ def test_existing_bucket_rule_wiring(stacks: dict[str, ResolvedStack], mode: str
     on = stack.conditions["UseExistingBucket"]
     function = stack.resource(FUNCTION)
     dead_letter_queue = stack.resource(DEAD_LETTER_QUEUE)
-    rules = {r.logical_id for r in stack.of_type("AWS::Events::Rule")}
+    # The completion events' sample rule is checked in its own test.
+    rules = {r.logical_id for r in stack.of_type("AWS::Events::Rule")} - {COMPLETION_EVENTS_RULE}
     events_permissions = {
         r.logical_id: r.properties
         for r in stack.of_type("AWS::Lambda::Permission")
@@ -1633,3 +1653,37 @@ def test_capacity_defaults_agree_with_the_pool(cfn: dict[str, Any]) -> None:
     assert int(parameters["ReservedConcurrency"]["Default"]) <= pool
     assert int(parameters["BufferedMaximumConcurrency"]["Default"]) <= pool
     assert parameters["CapacityTableName"]["Default"] == ""
+
+
+@pytest.mark.parametrize("overrides", [{}, {"EventBusName": "transcripts"}, {"CompletionEvents": "false"}])
+def test_completion_events_sample_rule_is_a_disabled_consumer_of_this_environment(
+    overrides: dict[str, str],
+) -> None:
+    """The sample rule (disabled) matches what the code publishes, on the bus it publishes to, and
+    sends it to its own queue, which only that rule may write to; nothing exists with events off."""
+    stack = _resolve(overrides)
+    env = _resolved_function(stack, FUNCTION)["Environment"]["Variables"]
+    rules = {r.logical_id for r in stack.of_type("AWS::Events::Rule")}
+    if overrides.get("CompletionEvents") == "false":
+        assert env["COMPLETION_EVENTS"] == "false"
+        assert COMPLETION_EVENTS_RULE not in rules
+        assert not [g for g in _per_object_grants(stack) if g[0].startswith("events:")]
+        return
+    rule = stack.resource(COMPLETION_EVENTS_RULE).properties
+    assert rule["State"] == "DISABLED"
+    assert rule["EventBusName"] == env["EVENT_BUS_NAME"] == overrides.get("EventBusName", "default")
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == [EVENT_SOURCE]
+    assert pattern["detail-type"] == [TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED]
+    assert pattern["detail"] == {"environment": [env["ENVIRONMENT_NAME"]]}
+    queue = stack.resource(COMPLETION_EVENTS_QUEUE)
+    (target,) = rule["Targets"]
+    assert target["Arn"] == queue.arn
+    (policy,) = [
+        p.properties for p in stack.of_type("AWS::SQS::QueuePolicy") if queue.ref in p.properties["Queues"]
+    ]
+    (allow,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+    assert allow["Condition"]["ArnEquals"]["aws:SourceArn"] == stack.resource(COMPLETION_EVENTS_RULE).arn
+    bus = f"arn:aws:events:us-east-1:123456789012:event-bus/{env['EVENT_BUS_NAME']}"
+    assert ("events:PutEvents", bus) in _per_object_grants(stack)

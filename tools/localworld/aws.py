@@ -34,6 +34,7 @@ from samstack import DEFAULT_ACCOUNT_ID, DEFAULT_REGION, Resource, TemplateError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sns import SNSClient
@@ -194,6 +195,9 @@ class LocalAws:
     def secretsmanager(self) -> SecretsManagerClient:
         return cast("SecretsManagerClient", self._client("secretsmanager"))
 
+    def events(self) -> EventBridgeClient:
+        return cast("EventBridgeClient", self._client("events"))
+
     def logs(self) -> Any:  # no mypy-boto3-logs stubs in the lock
         return self._client("logs")
 
@@ -235,6 +239,7 @@ class LocalAws:
             "AWS::SNS::Topic": self._create_topic,
             "AWS::SNS::Subscription": self._create_subscription,
             "AWS::Logs::LogGroup": self._create_log_group,
+            "AWS::Events::Rule": self._create_rule,
         }
         result = ProvisionResult()
         for spec in _dependency_order(stack.resources.values()):
@@ -349,6 +354,35 @@ class LocalAws:
             TopicArn=topic_arn, Protocol=protocol, Endpoint=endpoint, Attributes=attributes
         )
         return response["SubscriptionArn"]
+
+    def _create_rule(self, spec: Resource) -> str:
+        """An EventBridge rule, in its template state, with its SQS targets. Targets moto would have to
+        run itself (a Lambda function: it needs Docker) are left to the local delivery."""
+        props = spec.properties
+        bus = str(props.get("EventBusName") or "default")
+        if bus != "default":
+            try:
+                self.events().create_event_bus(Name=bus)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ResourceAlreadyExistsException":
+                    raise
+        kwargs: dict[str, Any] = {
+            "Name": spec.physical_name,
+            "EventBusName": bus,
+            "State": str(props.get("State", "ENABLED")),
+        }
+        if "EventPattern" in props:
+            pattern = props["EventPattern"]
+            kwargs["EventPattern"] = pattern if isinstance(pattern, str) else json.dumps(pattern)
+        arn = self.events().put_rule(**kwargs)["RuleArn"]
+        targets = [
+            {"Id": str(t["Id"]), "Arn": str(t["Arn"])}
+            for t in props.get("Targets", [])
+            if str(t["Arn"]).split(":")[2:3] == ["sqs"]
+        ]
+        if targets:
+            self.events().put_targets(Rule=spec.physical_name, EventBusName=bus, Targets=targets)  # type: ignore[arg-type]
+        return arn
 
     def _create_log_group(self, spec: Resource) -> str:
         client = self.logs()

@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             world.upload(audio, key)
             say(f"Uploaded {audio.name} to s3://{world.input_bucket}/{key}")
             outcome = wait_for_output(world, key, started + TIMEOUT_S)
+            # The JSON comes first; the derived formats and the completion event follow it.
+            delivery.wait_until_idle(timeout_s=60.0)
             stats = delivery.stats().functions
         if args.outage:
             say(
@@ -112,8 +114,32 @@ def report(world: LocalWorld, outcome: tuple[str, dict[str, Any]] | None, elapse
         f"{metadata.get('duration', 0):.2f} s of audio, Deepgram request {metadata.get('request_id')}"
     )
     say(f"  JSON written to {location}")
+    show_formats(world, found["key"])
     say(f"Done in {elapsed:.1f} s; the local world is shut down.")
     return 0
+
+
+FORMATS = (("txt", "plain text"), ("srt", "SRT captions"), ("vtt", "WebVTT captions"))
+TEXT_LINES = 5
+
+
+def show_formats(world: LocalWorld, json_key: str) -> None:
+    """Where each derived format landed (beside the JSON), and the first lines of the text."""
+    s3 = world.aws.s3()
+    stem = json_key.removesuffix(".json")
+    for extension, label in FORMATS:
+        key = f"{stem}.{extension}"
+        try:
+            head = s3.head_object(Bucket=world.output_bucket, Key=key)
+        except s3.exceptions.ClientError:
+            say(f"  {label:<16} not written (see OutputFormats, or the transcript is empty)")
+            continue
+        size = f"{head['ContentType']}, {head['ContentLength']} bytes"
+        say(f"  {label:<16} s3://{world.output_bucket}/{key} ({size})")
+        if extension == "txt":
+            text = s3.get_object(Bucket=world.output_bucket, Key=key)["Body"].read().decode("utf-8")
+            for line in text.splitlines()[:TEXT_LINES]:
+                say(f"      | {line}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ names (``tests/test_boundaries.py`` holds them to that). Fixtures:
 * ``backfill``: ``backfill.upload(prefix, count)`` puts an archive in the input bucket;
   ``backfill.run(prefix)`` runs ``scripts/operate.py backfill`` against the local Batch Operations
   stand-in and the real transcribe handler (``localworld.backfill_run``).
+* ``completion_events``: the template's sample rule for the completion events, enabled on moto's
+  EventBridge; ``completion_events.wait(count)`` returns the events its queue received.
 
 It also lets other plugins watch the world without importing it: see ``localworld.pytest_hooks``.
 """
@@ -195,6 +197,45 @@ class Uploads:
 @pytest.fixture
 def uploads(world: LocalWorld) -> Uploads:
     return Uploads(world)
+
+
+COMPLETION_EVENTS_RULE = "CompletionEventsSampleRule"
+COMPLETION_EVENTS_QUEUE = "CompletionEventsSampleQueue"
+
+
+class CompletionEvents:
+    """What the template's sample rule (provisioned DISABLED, enabled here) sends to its queue."""
+
+    def __init__(self, world: LocalWorld) -> None:
+        self.world = world
+        rule = world.stack.resource(COMPLETION_EVENTS_RULE)
+        bus = str(rule.properties.get("EventBusName") or "default")
+        world.aws.events().enable_rule(Name=rule.physical_name, EventBusName=bus)
+        queue = world.stack.resource(COMPLETION_EVENTS_QUEUE)
+        self.queue_url = world.aws.sqs().get_queue_url(QueueName=queue.physical_name)["QueueUrl"]
+
+    def wait(self, count: int = 1, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """The next ``count`` events (EventBridge's envelope, ``detail`` parsed), oldest first."""
+        sqs = self.world.aws.sqs()
+        received: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        while len(received) < count and time.monotonic() < deadline:
+            messages = sqs.receive_message(
+                QueueUrl=self.queue_url, WaitTimeSeconds=1, MaxNumberOfMessages=10
+            ).get("Messages", [])
+            for message in messages:
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+                received.append(json.loads(message["Body"]))
+        return sorted(received, key=lambda event: str(event.get("time", "")))
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Whatever is queued now (waits at most about a second)."""
+        return self.wait(count=10**6, timeout_s=1.0)
+
+
+@pytest.fixture
+def completion_events(world: LocalWorld) -> CompletionEvents:
+    return CompletionEvents(world)
 
 
 # --- hooks for watchers (see localworld.pytest_hooks) ---------------------------------------

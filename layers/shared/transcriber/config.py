@@ -27,6 +27,11 @@ UNSUPPORTED_OPTIONS = frozenset({"callback", "callback_method"})
 # streamed from S3 in the request body), "auto" (the URL, then the bytes once if Deepgram can't fetch it).
 DELIVERY_MODES = ("url", "bytes", "auto")
 DEFAULT_DELIVERY_MODE = "auto"
+# Outputs beside Deepgram's JSON (always written), made from the stored JSON (transcriber.formats).
+OUTPUT_FORMATS = ("json", "txt", "srt", "vtt")
+DEFAULT_OUTPUT_FORMATS = "json,txt,srt,vtt"  # as in template.yaml
+DEFAULT_CAPTION_WORDS_PER_CUE = 8
+DEFAULT_EVENT_BUS = "default"
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,10 @@ class Settings:
     # The buckets whose objects this stack transcribes: INPUT_BUCKET plus ALLOWED_BUCKETS (the
     # template puts ExistingBucketName there). Any other bucket an event names is refused.
     allowed_buckets: frozenset[str] = frozenset()
+    output_formats: tuple[str, ...] = OUTPUT_FORMATS
+    caption_words_per_cue: int = DEFAULT_CAPTION_WORDS_PER_CUE
+    completion_events: bool = True
+    event_bus_name: str = DEFAULT_EVENT_BUS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -141,6 +150,12 @@ class Settings:
             upload_options=UploadOptionPolicy.from_env(reader),
             pricing=Pricing.from_env(reader),
             allowed_buckets=frozenset(reader.csv("ALLOWED_BUCKETS")),
+            output_formats=reader.choices("OUTPUT_FORMATS", OUTPUT_FORMATS, default=DEFAULT_OUTPUT_FORMATS),
+            caption_words_per_cue=reader.integer(
+                "CAPTION_WORDS_PER_CUE", default=DEFAULT_CAPTION_WORDS_PER_CUE, minimum=1
+            ),
+            completion_events=reader.boolean("COMPLETION_EVENTS", default=True),
+            event_bus_name=reader.text("EVENT_BUS_NAME", default=DEFAULT_EVENT_BUS),
         )
         if settings.input_bucket:
             settings = replace(settings, allowed_buckets=settings.allowed_buckets | {settings.input_bucket})
@@ -210,6 +225,16 @@ class EnvReader:
         if value not in choices:
             raise configuration_error("invalid-configuration", f"{name} must be one of {', '.join(choices)}")
         return value
+
+    def choices(self, name: str, choices: tuple[str, ...], default: str) -> tuple[str, ...]:
+        """A comma-separated subset of ``choices``, in their order; the first choice always included."""
+        values = {value.lower() for value in self.csv(name, default)}
+        unknown = sorted(values - set(choices))
+        if unknown:
+            raise configuration_error(
+                "invalid-configuration", f"{name} lists {', '.join(unknown)}; allowed: {', '.join(choices)}"
+            )
+        return tuple(choice for choice in choices if choice in values or choice == choices[0])
 
     def csv(self, name: str, default: str = "") -> tuple[str, ...]:
         value = self._raw(name) or default

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from transcriber.events import S3ObjectRef
 
 MAX_KEY_BYTES = 1024
+COPY_CHUNK_BYTES = 1024 * 1024  # reading a stored output back: memory held is about this much
 LONG_KEY_FOLDER = "_long-keys/"
 UNSAFE_KEY_FOLDER = "_unsafe-keys/"
 BUCKETS_FOLDER = "_buckets/"
@@ -314,6 +315,53 @@ class Storage:
         return dict(head.get("Metadata", {}))
 
     def _delete(self, key: str) -> None:
+        try:
+            self._s3.delete_object(Bucket=self.output_bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise _output_error(exc, "deleting", f"s3://{self.output_bucket}/{key}") from exc
+
+    # -- derived formats (transcriber.formats, transcriber.completion) ------------------------
+    def format_key(self, source_key: str, extension: str, bucket: str | None = None) -> str:
+        """Where one format of a transcript lands: the transcripts' key mapping with the format's
+        extension instead of ``.json`` (other buckets, long and unsafe keys included)."""
+        return output_key(
+            self.transcript_prefix, source_key, f".{extension}", bucket=bucket, home_bucket=self.home_bucket
+        )
+
+    def read_output(self, key: str, into: IO[bytes]) -> None:
+        """Copy one stored output into ``into``, a chunk at a time (never whole in memory)."""
+        uri = f"s3://{self.output_bucket}/{key}"
+        try:
+            body = self._s3.get_object(Bucket=self.output_bucket, Key=key)["Body"]
+            try:
+                for chunk in body.iter_chunks(COPY_CHUNK_BYTES):
+                    into.write(chunk)
+            finally:
+                body.close()
+        except (ClientError, BotoCoreError) as exc:
+            raise classify_s3_error(exc, "reading", uri) from exc
+
+    def write_format(
+        self, obj: S3ObjectRef, extension: str, body: IO[bytes], content_type: str, request_id: str | None
+    ) -> str:
+        """One derived format of ``obj``'s transcript, from a file (streamed, not read into memory)."""
+        key = self.format_key(obj.key, extension, obj.bucket)
+        metadata = _source_metadata(obj) | {"deepgram-request-id": metadata_value(request_id, 128)}
+        try:
+            self._s3.put_object(
+                Bucket=self.output_bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                Metadata={k: v for k, v in metadata.items() if v},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _output_error(exc, "writing", f"s3://{self.output_bucket}/{key}") from exc
+        return key
+
+    def delete_format(self, obj: S3ObjectRef, extension: str) -> None:
+        """Remove a format an earlier version of the object had (a no-op when there is none)."""
+        key = self.format_key(obj.key, extension, obj.bucket)
         try:
             self._s3.delete_object(Bucket=self.output_bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:

@@ -29,6 +29,7 @@ from transcriber.answers import KeptAnswers
 from transcriber.archive import archived_refusal
 from transcriber.capacity import CAPACITY_REASON, Unlimited
 from transcriber.clients import new_client
+from transcriber.completion import Completion
 from transcriber.deepgram import DeepgramClient, Transcript
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
 from transcriber.events import invalid_name
@@ -41,6 +42,7 @@ from transcriber.usage import record_cost, record_deepgram_error, record_failure
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
@@ -74,6 +76,7 @@ class Outcome:
     delivery: str | None = None  # url | bytes: how the media reached Deepgram
     options: dict[str, str] | None = None  # the Deepgram options in force (transcribed)
     estimated_cost_usd: float | None = None  # transcribed: see transcriber.cost
+    outputs: dict[str, str] | None = None  # format -> key in the output bucket (transcriber.formats)
 
 
 def skip_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
@@ -147,6 +150,7 @@ class Transcriber:
         secretsmanager: SecretsManagerClient | None = None,
         dynamodb: DynamoDBClient | None = None,
         http: requests.Session | None = None,
+        events: EventBridgeClient | None = None,
         retry: InvocationRetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         capacity: Governor | None = None,
@@ -171,6 +175,10 @@ class Transcriber:
             settings.transcript_prefix,
             settings.failure_prefix,
             home_bucket=settings.input_bucket,
+        )
+        # Derived formats and completion events; the EventBridge client is made on first use.
+        self.completion = Completion(
+            settings, self.storage, (lambda: events) if events else (lambda: new_client(session, "events"))
         )
         self.api_keys = ApiKeyProvider(settings.deepgram_secret_id, settings.secret_max_age_s, secretsmanager)
         self.deepgram = DeepgramClient(settings.deepgram_api_url, http)
@@ -207,6 +215,8 @@ class Transcriber:
             refuse_too_large(obj.size)
             obj = replace(obj, options=self.settings.upload_options.validate(obj.options or ()))
             result = self._transcribe_current(obj, context)
+            superseded = bool(result.get("superseded"))
+            outputs = None if superseded else self.completion.finish(obj, result, started_at)
         except IdempotencyAlreadyInProgressError:
             metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
             raise RetryableError(
@@ -241,6 +251,7 @@ class Transcriber:
             delivery=result.get("delivery"),
             options=result.get("options"),
             estimated_cost_usd=result.get("estimated_cost_usd"),
+            outputs=outputs,
         )
 
     def _transcribe_current(self, obj: S3ObjectRef, context: LambdaContextLike) -> dict[str, Any]:
@@ -372,6 +383,8 @@ class Transcriber:
             "delivery": delivery,
             "options": upload_options.in_force(query),
             "estimated_cost_usd": usd,
+            "deepgram_latency_s": round(transcript.latency_s, 3),
+            "transcribed_at": utc_now(),
         }
 
     def _write_transcript(
@@ -546,6 +559,7 @@ class Transcriber:
         metrics.add_metric(name="TranscriptionsFailed", unit=MetricUnit.Count, value=1)
         record_failure_reason(exc.reason)
         logger.error("Transcription failed permanently", extra={"failure_key": key, "error": exc.as_record()})
+        self.completion.failed(obj, record, key)
         return Outcome(
             "failed",
             obj.bucket,

@@ -159,6 +159,48 @@ def test_real_template_provisions_buckets_table_and_log_group(
     assert queue_url.endswith("transcriber-local-TranscribeFunction-s3-events")
 
 
+def test_real_template_provisions_the_completion_events_rule_as_declared(
+    local_aws: LocalAws, real_template: Path
+) -> None:
+    """EventBridge rules that target queues are created in their template state, with their targets;
+    the sample consumer of the completion events stays disabled until a test enables it."""
+    stack = load_stack(real_template, {"DeepgramSecretId": "deepgram/local/api-key"})
+    local_aws.provision(stack)
+    rule = stack.resource("CompletionEventsSampleRule")
+    events = local_aws.events()
+
+    described = events.describe_rule(Name=rule.physical_name, EventBusName="default")
+
+    assert described["State"] == "DISABLED"
+    assert json.loads(described["EventPattern"]) == rule.properties["EventPattern"]
+    [target] = events.list_targets_by_rule(Rule=rule.physical_name, EventBusName="default")["Targets"]
+    assert target["Arn"] == stack.resource("CompletionEventsSampleQueue").arn
+    events.enable_rule(Name=rule.physical_name, EventBusName="default")
+    detail = {"environment": stack.parameters["EnvironmentName"]}
+    entry = {
+        "Source": "deepgram-s3-transcriber",
+        "DetailType": "Transcript Created",
+        "Detail": json.dumps(detail),
+    }
+    events.put_events(Entries=[entry])  # type: ignore[list-item]
+    queue_url = local_aws.sqs().get_queue_url(
+        QueueName=stack.resource("CompletionEventsSampleQueue").physical_name
+    )
+    [message] = local_aws.sqs().receive_message(QueueUrl=queue_url["QueueUrl"], WaitTimeSeconds=2)["Messages"]
+    assert json.loads(message["Body"])["detail"] == detail
+
+
+def test_rules_on_a_named_bus_create_the_bus(local_aws: LocalAws, real_template: Path) -> None:
+    stack = load_stack(
+        real_template, {"DeepgramSecretId": "deepgram/local/api-key", "EventBusName": "transcripts"}
+    )
+    local_aws.events().create_event_bus(Name="transcripts")  # a bus that exists already is used
+    local_aws.provision(stack)
+
+    rule = stack.resource("CompletionEventsSampleRule")
+    assert local_aws.events().describe_rule(Name=rule.physical_name, EventBusName="transcripts")["Arn"]
+
+
 # --- invoke CLI ----------------------------------------------------------------------------
 
 

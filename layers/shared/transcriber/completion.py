@@ -1,0 +1,217 @@
+"""After the transcript JSON is stored: the derived formats, then the completion event.
+
+``Completion.finish`` runs on every successful processing of an object, the first one and every
+replay (a retry, a duplicate delivery): it reads the stored JSON back from the output bucket (so no
+second Deepgram request is ever needed), writes every derived format again (same content), and
+publishes ``Transcript Created``. A failed write or publish raises, the object is retried, and the
+replay completes what is missing. So the event is delivered at least once: a consumer de-duplicates
+on ``detail.deepgram.request_id`` (``detail.replayed`` is true on a replay).
+
+``Completion.failed`` publishes ``Transcription Failed`` after the failure record is written; a
+publish failure there is logged and counted (``CompletionEventsFailed``), not raised: the failure
+record in the output bucket stays the source of truth, and retrying the object would pay Deepgram
+again for a permanent failure.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import BotoCoreError, ClientError
+
+from transcriber import formats
+from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
+from transcriber.observability import logger, metrics
+from transcriber.storage import utc_now
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+
+    from transcriber.config import Settings
+    from transcriber.events import S3ObjectRef
+    from transcriber.storage import Storage
+
+EVENT_SOURCE = "deepgram-s3-transcriber"
+TRANSCRIPT_CREATED = "Transcript Created"
+TRANSCRIPTION_FAILED = "Transcription Failed"
+DETAIL_VERSION = "1"
+# A bus that does not exist or a role without events:PutEvents: every object alike, until fixed.
+_DEPLOYMENT_FAULTS = frozenset({"AccessDeniedException", "AccessDenied", "ResourceNotFoundException"})
+
+
+class EventPublisher:
+    """``events:PutEvents`` of one event; every failure leaves here classified."""
+
+    def __init__(self, client: Callable[[], EventBridgeClient], bus_name: str) -> None:
+        self._client_factory = client
+        self._client: EventBridgeClient | None = None
+        self.bus_name = bus_name
+
+    @property
+    def client(self) -> EventBridgeClient:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
+        entry = {
+            "Source": EVENT_SOURCE,
+            "DetailType": detail_type,
+            "Detail": json.dumps(detail, ensure_ascii=False),
+            "EventBusName": self.bus_name,
+        }
+        try:
+            response = self.client.put_events(Entries=[entry])  # type: ignore[list-item]
+        except (ClientError, BotoCoreError) as exc:
+            raise _publish_error(exc, self.bus_name) from exc
+        if response.get("FailedEntryCount"):
+            failed = response["Entries"][0]
+            why = f"{detail_type} on {self.bus_name}: {failed.get('ErrorCode')} {failed.get('ErrorMessage')}"
+            raise RetryableError(ErrorDetails(reason="event-publish-failed", message=why))
+
+
+def _publish_error(exc: ClientError | BotoCoreError, bus_name: str) -> TranscriptionError:
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _DEPLOYMENT_FAULTS:
+            return BlockedError(
+                ErrorDetails(
+                    reason="event-bus-unusable",
+                    message=f"event bus {bus_name}: {code}; check EventBusName and the function's role",
+                )
+            )
+        message = f"event bus {bus_name}: {code}"
+    else:
+        message = f"event bus {bus_name}: {type(exc).__name__}"
+    return RetryableError(ErrorDetails(reason="event-publish-failed", message=message))
+
+
+class Completion:
+    def __init__(self, settings: Settings, storage: Storage, events: Callable[[], EventBridgeClient]) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.publisher = EventPublisher(events, settings.event_bus_name)
+        self.derived = tuple(f for f in settings.output_formats if f in formats.DERIVED_FORMATS)
+
+    def finish(self, obj: S3ObjectRef, result: dict[str, Any], started_at: str) -> dict[str, str]:
+        """Derived formats and the ``Transcript Created`` event; returns the output key per format."""
+        keys = {"json": str(result["key"])}
+        if not self.derived and not self.settings.completion_events:
+            return keys
+        begun = time.monotonic()
+        with tempfile.TemporaryFile() as stored:
+            self.storage.read_output(keys["json"], stored)
+            try:
+                rendered = formats.render(stored, self.derived, self.settings.caption_words_per_cue)
+            except formats.TranscriptFormatError as exc:
+                raise PermanentError(ErrorDetails(reason="transcript-unreadable", message=str(exc))) from exc
+        try:
+            keys |= self._write(obj, rendered)
+        finally:
+            rendered.close()
+        metrics.add_metric(
+            name="FormatsLatency", unit=MetricUnit.Milliseconds, value=(time.monotonic() - begun) * 1000
+        )
+        if self.settings.completion_events:
+            detail = self._created_detail(obj, result, rendered.summary, keys, started_at)
+            self.publisher.publish(TRANSCRIPT_CREATED, detail)
+            metrics.add_metric(name="CompletionEventsPublished", unit=MetricUnit.Count, value=1)
+        return keys
+
+    def _write(self, obj: S3ObjectRef, rendered: formats.Rendered) -> dict[str, str]:
+        keys: dict[str, str] = {}
+        request_id = rendered.summary.request_id
+        for name in self.derived:
+            file = rendered.files.get(name)
+            if file is not None:
+                keys[name] = self.storage.write_format(
+                    obj, name, file, formats.CONTENT_TYPES[name], request_id
+                )
+                continue
+            reason = rendered.skipped.get(name, "not-made")
+            logger.info("No %s file: %s", name, reason, extra={"format": name, "skip_reason": reason})
+            metrics.add_metric(name="CaptionsSkipped", unit=MetricUnit.Count, value=1)
+            # An earlier version of the object may have left one: it would contradict this transcript.
+            self.storage.delete_format(obj, name)
+        return keys
+
+    def _created_detail(
+        self,
+        obj: S3ObjectRef,
+        result: dict[str, Any],
+        summary: formats.TranscriptSummary,
+        keys: dict[str, str],
+        started_at: str,
+    ) -> dict[str, Any]:
+        options = result.get("options")
+        model = (options or {}).get("model") or self.settings.deepgram.model
+        detail: dict[str, Any] = {
+            "version": DETAIL_VERSION,
+            "environment": self.settings.environment_name,
+            "source": _source(obj),
+            "outputs": {"bucket": self.storage.output_bucket, "keys": keys},
+            "audio": {
+                "duration_s": summary.duration_s,
+                "channels": summary.channels,
+                "detected_language": summary.detected_languages[0] if summary.detected_languages else None,
+                "detected_languages": summary.detected_languages,
+                "words": summary.words,
+            },
+            "deepgram": {
+                "request_id": summary.request_id or result.get("request_id"),
+                "model": model,
+                "model_names": summary.model_names,
+                "delivery": result.get("delivery"),
+            },
+            "replayed": bool(result.get("replayed")),
+            "timings": {
+                "started_at": started_at,
+                "transcribed_at": result.get("transcribed_at"),
+                "completed_at": utc_now(),
+                "deepgram_latency_s": result.get("deepgram_latency_s"),
+            },
+        }
+        if options is not None:
+            detail["deepgram"]["options"] = options
+        if result.get("estimated_cost_usd") is not None:
+            detail["estimated_cost_usd"] = result["estimated_cost_usd"]
+        return detail
+
+    def failed(self, obj: S3ObjectRef, record: dict[str, Any], failure_key: str) -> None:
+        """``Transcription Failed``, best effort (see the module's docstring)."""
+        if not self.settings.completion_events:
+            return
+        detail = {
+            "version": DETAIL_VERSION,
+            "environment": self.settings.environment_name,
+            "source": _source(obj),
+            "outputs": {"bucket": self.storage.output_bucket, "keys": {"failure": failure_key}},
+            "error": {
+                key: record.get(key)
+                for key in (
+                    "reason",
+                    "message",
+                    "http_status",
+                    "deepgram_error_code",
+                    "deepgram_request_id",
+                    "attempts",
+                )
+            },
+            "timings": {"started_at": record.get("first_attempt_at"), "failed_at": record.get("failed_at")},
+        }
+        try:
+            self.publisher.publish(TRANSCRIPTION_FAILED, detail)
+        except TranscriptionError as exc:
+            metrics.add_metric(name="CompletionEventsFailed", unit=MetricUnit.Count, value=1)
+            logger.error("Could not publish the failure event", extra={"error": exc.as_record()})
+            return
+        metrics.add_metric(name="CompletionEventsPublished", unit=MetricUnit.Count, value=1)
+
+
+def _source(obj: S3ObjectRef) -> dict[str, Any]:
+    return {"bucket": obj.bucket, "key": obj.key, "version_id": obj.version_id, "etag": obj.etag}
