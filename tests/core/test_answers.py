@@ -11,7 +11,7 @@ import pytest
 import responses
 from botocore.exceptions import ClientError
 
-from tests.core.conftest import LISTEN_URL, OUTPUT_BUCKET, transcript_body, transcript_key
+from tests.core.conftest import LISTEN_URL, OUTPUT_BUCKET, UPLOAD_ETAG, transcript_body, transcript_key
 from transcriber.answers import KeptAnswers
 from transcriber.deepgram import MAX_ANSWER_DEPTH, SPOOL_MEMORY_BYTES, DeepgramClient, Transcript
 from transcriber.errors import BlockedError, RetryableError
@@ -138,7 +138,7 @@ def test_a_temporary_directory_that_refuses_the_answer_is_retryable(monkeypatch:
 
 
 def obj(key: str = "talks/a.wav") -> S3ObjectRef:
-    return S3ObjectRef(bucket="core-input", key=key, size=1000, etag="etag-1")
+    return S3ObjectRef(bucket="core-input", key=key, size=1000, etag=UPLOAD_ETAG)
 
 
 class FailingPuts:

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import responses
 
-from tests.core.conftest import INPUT_BUCKET, LISTEN_URL, failure_key, transcript_body, transcript_key
+from tests.core.conftest import (
+    INPUT_BUCKET,
+    LISTEN_URL,
+    etag_of,
+    failure_key,
+    transcript_body,
+    transcript_key,
+)
 from transcriber.events import S3ObjectRef
 
 if TYPE_CHECKING:
@@ -23,9 +30,14 @@ CANT_FETCH = {
 }
 
 
+# The event path's tests turn the per-upload options off: their metadata HEAD (on by default) would
+# judge every object before Deepgram, and these tests are about what happens without one.
+NO_METADATA_HEAD = {"UPLOAD_OPTIONS": "none"}
+
+
 def from_event(key: str) -> S3ObjectRef:
     """As an S3 notification names it: size and ETag known, so no HEAD is needed to judge it."""
-    return S3ObjectRef(bucket=INPUT_BUCKET, key=key, size=len(AUDIO), etag="etag-1")
+    return S3ObjectRef(bucket=INPUT_BUCKET, key=key, size=len(AUDIO), etag=etag_of(AUDIO))
 
 
 def from_batch(key: str) -> S3ObjectRef:
@@ -33,11 +45,14 @@ def from_batch(key: str) -> S3ObjectRef:
     return S3ObjectRef(bucket=INPUT_BUCKET, key=key)
 
 
-def count_heads(aws: Aws) -> list[str]:
-    heads: list[str] = []
+def count_heads(aws: Aws, deepgram: responses.RequestsMock) -> list[tuple[str, int]]:
+    """Each HEAD of an input object: its key and how many Deepgram requests were made before it.
+    (The ordering rule HEADs the source once more before an outcome is written.)"""
+    heads: list[tuple[str, int]] = []
 
     def seen(params: dict[str, Any], **_: Any) -> None:
-        heads.append(params["Key"])
+        if params["Bucket"] == INPUT_BUCKET:
+            heads.append((params["Key"], len(deepgram.calls)))
 
     aws.s3.meta.events.register("provide-client-params.s3.HeadObject", seen)
     return heads
@@ -106,14 +121,15 @@ def test_restored_copies_are_refused_when_the_parameter_says_so_even_from_an_eve
     """Refusing restored copies needs a HEAD of every object: the event alone can't tell."""
     aws.upload("archive/a.wav", AUDIO, StorageClass="GLACIER")
     aws.s3.restore_object(Bucket=INPUT_BUCKET, Key="archive/a.wav", RestoreRequest={"Days": 1})
-    heads = count_heads(aws)
+    heads = count_heads(aws, deepgram)
 
-    outcome = make_transcriber(TRANSCRIBE_RESTORED_OBJECTS="false").process(
+    outcome = make_transcriber(TRANSCRIBE_RESTORED_OBJECTS="false", **NO_METADATA_HEAD).process(
         from_event("archive/a.wav"), lambda_context
     )
 
     assert (outcome.status, outcome.reason) == ("failed", "archived-object")
-    assert heads == ["archive/a.wav"]
+    # The HEAD that judges it, then the ordering rule's before the failure record is written.
+    assert heads == [("archive/a.wav", 0), ("archive/a.wav", 0)]
     assert len(deepgram.calls) == 0
     message = record(aws, "archive/a.wav")["message"]
     assert "a restored copy can be read" in message
@@ -128,10 +144,30 @@ def test_a_standard_object_from_an_event_costs_no_head(
 ) -> None:
     aws.upload("talks/a.wav", AUDIO)
     deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
-    heads = count_heads(aws)
+    heads = count_heads(aws, deepgram)
 
-    assert make_transcriber().process(from_event("talks/a.wav"), lambda_context).status == "transcribed"
-    assert heads == []
+    outcome = make_transcriber(**NO_METADATA_HEAD).process(from_event("talks/a.wav"), lambda_context)
+
+    assert outcome.status == "transcribed"
+    assert heads == [("talks/a.wav", 1)]  # none before Deepgram: only the ordering rule's, after it
+
+
+def test_from_an_event_the_per_upload_options_head_tells_it_before_deepgram(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    """With per-upload options on (the default), their metadata HEAD is also the archive check."""
+    aws.upload("archive/h.wav", AUDIO, StorageClass="GLACIER")
+    heads = count_heads(aws, deepgram)
+
+    outcome = make_transcriber(DELIVERY_MODE="url").process(from_event("archive/h.wav"), lambda_context)
+
+    assert (outcome.status, outcome.reason) == ("failed", "archived-object")
+    assert len(deepgram.calls) == 0
+    assert heads == [("archive/h.wav", 0), ("archive/h.wav", 0)]  # the metadata HEAD, the ordering rule's
+    assert "restore-object" in record(aws, "archive/h.wav")["message"]
 
 
 def test_from_an_event_in_bytes_mode_s3s_refusal_to_read_tells_it_before_deepgram(
@@ -142,7 +178,9 @@ def test_from_an_event_in_bytes_mode_s3s_refusal_to_read_tells_it_before_deepgra
 ) -> None:
     aws.upload("archive/b.wav", AUDIO, StorageClass="DEEP_ARCHIVE")
 
-    outcome = make_transcriber(DELIVERY_MODE="bytes").process(from_event("archive/b.wav"), lambda_context)
+    outcome = make_transcriber(DELIVERY_MODE="bytes", **NO_METADATA_HEAD).process(
+        from_event("archive/b.wav"), lambda_context
+    )
 
     assert (outcome.status, outcome.reason) == ("failed", "archived-object")
     assert len(deepgram.calls) == 0
@@ -158,12 +196,15 @@ def test_from_an_event_in_url_mode_deepgrams_failed_fetch_is_explained_by_one_he
     """Deepgram could not fetch the URL (refused before any transcription): one HEAD says why."""
     aws.upload("archive/c.wav", AUDIO, StorageClass="GLACIER")
     deepgram.add(responses.POST, LISTEN_URL, status=400, json=CANT_FETCH)
-    heads = count_heads(aws)
+    heads = count_heads(aws, deepgram)
 
-    outcome = make_transcriber(DELIVERY_MODE="url").process(from_event("archive/c.wav"), lambda_context)
+    outcome = make_transcriber(DELIVERY_MODE="url", **NO_METADATA_HEAD).process(
+        from_event("archive/c.wav"), lambda_context
+    )
 
     assert (outcome.status, outcome.reason) == ("failed", "archived-object")
-    assert heads == ["archive/c.wav"]
+    # After Deepgram's refused fetch: the HEAD that explains it, then the ordering rule's.
+    assert heads == [("archive/c.wav", 1), ("archive/c.wav", 1)]
     failure = record(aws, "archive/c.wav")
     assert "restore-object" in failure["message"]
     assert (failure["attempts"], failure["delivery"]) == (1, "url")
@@ -178,7 +219,9 @@ def test_from_an_event_in_auto_mode_the_fallback_read_tells_it(
     aws.upload("archive/d.wav", AUDIO, StorageClass="GLACIER")
     deepgram.add(responses.POST, LISTEN_URL, status=400, json=CANT_FETCH)
 
-    outcome = make_transcriber(DELIVERY_MODE="auto").process(from_event("archive/d.wav"), lambda_context)
+    outcome = make_transcriber(DELIVERY_MODE="auto", **NO_METADATA_HEAD).process(
+        from_event("archive/d.wav"), lambda_context
+    )
 
     assert (outcome.status, outcome.reason) == ("failed", "archived-object")
     assert len(deepgram.calls) == 1  # the URL only: the bytes could not be read
@@ -193,7 +236,9 @@ def test_a_failed_fetch_of_a_readable_object_keeps_its_reason(
     aws.upload("talks/e.wav", AUDIO)
     deepgram.add(responses.POST, LISTEN_URL, status=400, json=CANT_FETCH)
 
-    outcome = make_transcriber(DELIVERY_MODE="url").process(from_event("talks/e.wav"), lambda_context)
+    outcome = make_transcriber(DELIVERY_MODE="url", **NO_METADATA_HEAD).process(
+        from_event("talks/e.wav"), lambda_context
+    )
 
     assert (outcome.status, outcome.reason) == ("failed", "deepgram-remote-content")
 
@@ -206,7 +251,9 @@ def test_a_failed_fetch_of_a_deleted_object_keeps_its_reason(
 ) -> None:
     deepgram.add(responses.POST, LISTEN_URL, status=400, json=CANT_FETCH)
 
-    outcome = make_transcriber(DELIVERY_MODE="url").process(from_event("gone/e.wav"), lambda_context)
+    outcome = make_transcriber(DELIVERY_MODE="url", **NO_METADATA_HEAD).process(
+        from_event("gone/e.wav"), lambda_context
+    )
 
     assert (outcome.status, outcome.reason) == ("failed", "deepgram-remote-content")
 

@@ -20,6 +20,7 @@ from tests.core.conftest import (
     ENV,
     INPUT_BUCKET,
     LISTEN_URL,
+    UPLOAD_ETAG,
     FakeLambdaContext,
     s3_event,
     transcript_body,
@@ -348,7 +349,7 @@ def governed_transcriber(aws: Aws, sleeps: Waits, clock: Clock, pool: PoolSettin
 
 
 def obj(key: str) -> S3ObjectRef:
-    return S3ObjectRef(bucket=INPUT_BUCKET, key=key, size=16, etag=f"etag-{key}")
+    return S3ObjectRef(bucket=INPUT_BUCKET, key=key, size=16, etag=UPLOAD_ETAG)
 
 
 def test_the_governor_costs_three_dynamodb_calls_per_object(

@@ -22,6 +22,8 @@ from tests.core.conftest import (
     OUTPUT_BUCKET,
     REGION,
     SETTINGS,
+    UPLOAD_ETAG,
+    etag_of,
     transcript_body,
 )
 from transcriber.clients import AWS_CLIENT_CONFIG
@@ -33,6 +35,7 @@ from transcriber.completion import (
     EventPublisher,
 )
 from transcriber.config import Settings
+from transcriber.cost import DEFAULT_PRICE_PER_MINUTE
 from transcriber.errors import BlockedError, PermanentError, RetryableError
 from transcriber.events import S3ObjectRef
 from transcriber.storage import Storage, output_key
@@ -48,7 +51,7 @@ KEY = "talks/a.wav"
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
-def obj(key: str = KEY, etag: str = "etag-1") -> S3ObjectRef:
+def obj(key: str = KEY, etag: str = UPLOAD_ETAG) -> S3ObjectRef:
     return S3ObjectRef(bucket=INPUT_BUCKET, key=key, size=16, etag=etag)
 
 
@@ -156,7 +159,7 @@ def test_every_format_lands_beside_the_json_and_one_created_event_names_them(
     [event] = bus.events()
     assert (event["source"], event["detail-type"]) == (EVENT_SOURCE, TRANSCRIPT_CREATED)
     detail = event["detail"]
-    assert detail["source"] == {"bucket": INPUT_BUCKET, "key": KEY, "version_id": None, "etag": "etag-1"}
+    assert detail["source"] == {"bucket": INPUT_BUCKET, "key": KEY, "version_id": None, "etag": UPLOAD_ETAG}
     assert detail["outputs"] == {"bucket": OUTPUT_BUCKET, "keys": keys}
     assert detail["audio"] == {
         "duration_s": 2.5,
@@ -168,7 +171,12 @@ def test_every_format_lands_beside_the_json_and_one_created_event_names_them(
     assert detail["deepgram"]["request_id"] == "req-7"
     assert detail["deepgram"]["model"] == "nova-3"
     assert detail["deepgram"]["delivery"] == "url"
-    assert "estimated_cost_usd" not in detail
+    # The cost estimate (transcriber.cost, on by default): 2.5 s of audio at the base price per minute.
+    assert (
+        detail["estimated_cost_usd"]
+        == outcome.estimated_cost_usd
+        == round(2.5 / 60 * DEFAULT_PRICE_PER_MINUTE, 6)
+    )
     assert detail["replayed"] is False
     assert detail["environment"] == "test"
 
@@ -531,7 +539,10 @@ def test_formats_without_events_publish_nothing(
     transcriber = make(make_transcriber, COMPLETION_EVENTS="false")
 
     outcome = transcriber.process(obj(), lambda_context)
-    failed = transcriber.process(obj(key=KEY, etag="etag-2"), lambda_context)
+    # Other bytes uploaded over it: the latest version (its own ETag), whose transcription fails.
+    newer = b"RIFF....WAVEfmt2"
+    aws.upload(KEY, newer)
+    failed = transcriber.process(obj(key=KEY, etag=etag_of(newer)), lambda_context)
 
     assert set(outcome.outputs or {}) == {"json", "txt", "srt", "vtt"}
     assert failed.status == "failed"
@@ -554,3 +565,27 @@ def test_a_stale_caption_that_cannot_be_deleted_blocks_the_work(
 
     assert raised.value.reason == "output-bucket-unwritable"
     assert "deleting" in raised.value.details.message
+
+
+def test_the_latest_versions_failure_removes_an_older_versions_formats_too(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    aws.upload(KEY)
+    answer(deepgram)
+    transcriber = make(make_transcriber, COMPLETION_EVENTS="false")
+    assert set(transcriber.process(obj(), lambda_context).outputs or {}) == {"json", "txt", "srt", "vtt"}
+    newer = b"RIFF....WAVEfmt2"
+    aws.upload(KEY, newer)
+    deepgram.add(
+        responses.POST, LISTEN_URL, status=400, json={"err_code": "Bad Request", "err_msg": "corrupt"}
+    )
+
+    failed = transcriber.process(obj(etag=etag_of(newer)), lambda_context)
+
+    # The older version's text and captions no more stand beside the newer version's failure
+    # than its JSON does.
+    assert failed.status == "failed"
+    assert aws.output_keys() == [failed.output_key]

@@ -45,6 +45,12 @@ def s3_calls(aws: Aws) -> list[str]:
     return calls
 
 
+def no_metadata_head(make_transcriber: TranscriberFactory) -> Transcriber:
+    """A transcriber that makes no HEAD before Deepgram for an event with a media extension, size
+    and ETag: per-upload options are off (they read the object's metadata with a HEAD first)."""
+    return make_transcriber(UPLOAD_OPTIONS="none")
+
+
 def versioned(aws: Aws) -> None:
     aws.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
 
@@ -87,15 +93,21 @@ def test_an_allowed_other_bucket_gets_its_own_output_keys(
 
 
 def test_an_older_etag_pays_but_never_writes_over_the_newer_version(
-    aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
 ) -> None:
     aws.upload("k.wav", V1)
     aws.upload("k.wav", V2)
     answer(deepgram)
 
-    outcome = transcriber.process(ref(body=V1), lambda_context)
+    # The event is decisive (media extension, size, ETag; no metadata to read): no HEAD before
+    # Deepgram, so only the check at write time stands between the older answer and the newer version.
+    outcome = no_metadata_head(make_transcriber).process(ref(body=V1), lambda_context)
 
     assert (outcome.status, outcome.reason) == ("skipped", "superseded")
+    assert len(deepgram.calls) == 1
     assert aws.output_keys() == []
 
 
@@ -162,7 +174,10 @@ def test_the_latest_versions_failure_removes_an_older_versions_transcript(
 
 
 def test_a_source_head_that_fails_falls_back_to_the_sequencer(
-    aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
 ) -> None:
     aws.upload("k.wav", V1)
     answer(deepgram)
@@ -177,7 +192,8 @@ def test_a_source_head_that_fails_falls_back_to_the_sequencer(
 
     aws.s3.meta.events.register("before-parameter-build.s3.HeadObject", deny_source_heads)
 
-    outcome = transcriber.process(ref(), lambda_context)
+    # No HEAD before Deepgram (see no_metadata_head): the one refused is the check at write time.
+    outcome = no_metadata_head(make_transcriber).process(ref(), lambda_context)
 
     assert outcome.status == "transcribed"
     assert refused["head"] == 1
@@ -223,12 +239,17 @@ def test_a_replay_overwritten_by_a_newer_version_is_superseded_without_paying_ag
 
 
 def test_bytes_uploaded_again_after_another_version_are_the_latest_again(
-    aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
 ) -> None:
+    transcriber = no_metadata_head(make_transcriber)  # Deepgram is paid, then the answer is superseded
     aws.upload("k.wav", V1)
     aws.upload("k.wav", V2)
     answer(deepgram)
     assert transcriber.process(ref(body=V1), lambda_context).reason == "superseded"  # stored as such
+    assert len(deepgram.calls) == 1
     aws.upload("k.wav", V1)  # V1's bytes again: the latest version, with V1's identity
     answer(deepgram, json=transcript_body(request_id="req-2"))
 

@@ -10,7 +10,14 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import responses
 
-from tests.core.conftest import INPUT_BUCKET, LISTEN_URL, OUTPUT_BUCKET, failure_key, transcript_key
+from tests.core.conftest import (
+    INPUT_BUCKET,
+    LISTEN_URL,
+    OUTPUT_BUCKET,
+    UPLOAD_ETAG,
+    failure_key,
+    transcript_key,
+)
 from transcriber.events import S3ObjectRef
 from transcriber.observability import metrics
 
@@ -20,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def obj(key: str = "calls/es.wav", options: tuple[tuple[str, str], ...] | None = None) -> S3ObjectRef:
-    return S3ObjectRef(bucket=INPUT_BUCKET, key=key, size=16, etag="etag-1", options=options)
+    return S3ObjectRef(bucket=INPUT_BUCKET, key=key, size=16, etag=UPLOAD_ETAG, options=options)
 
 
 def answer(deepgram: responses.RequestsMock, duration: float = 120.0, channels: int = 1) -> None:
@@ -35,9 +42,16 @@ def sent_query(deepgram: responses.RequestsMock, index: int = 0) -> list[tuple[s
     return parse_qsl(urlsplit(str(deepgram.calls[index].request.url)).query)
 
 
-def heads(aws: Aws) -> list[dict[str, Any]]:
-    calls: list[dict[str, Any]] = []
-    aws.s3.meta.events.register("before-call.s3.HeadObject", lambda params, **_: calls.append(params))
+def heads(aws: Aws, deepgram: responses.RequestsMock) -> list[int]:
+    """For each HEAD of an input object, how many Deepgram requests were made before it: the
+    metadata HEAD comes before the request, the ordering rule's HEAD (before the write) after it."""
+    calls: list[int] = []
+
+    def seen(params: dict[str, Any], **_: Any) -> None:
+        if params["Bucket"] == INPUT_BUCKET:
+            calls.append(len(deepgram.calls))
+
+    aws.s3.meta.events.register("provide-client-params.s3.HeadObject", seen)
     return calls
 
 
@@ -48,14 +62,14 @@ def test_metadata_options_reach_deepgram_and_the_transcript(
         "calls/es.wav",
         Metadata={"dg-language": "es", "dg-keyterm": "Acme Widget,Zorblax", "dg-diarize": "true"},
     )
-    seen = heads(aws)
+    seen = heads(aws, deepgram)
     answer(deepgram, duration=120.0)
     metrics.clear_metrics()
 
     outcome = transcriber.process(obj(), lambda_context)
 
     assert outcome.status == "transcribed"
-    assert len(seen) == 1  # the one HEAD that reads the metadata
+    assert seen == [0, 1]  # the one HEAD that reads the metadata, then the ordering rule's
     query = sent_query(deepgram)
     assert ("language", "es") in query
     assert ("diarize", "true") in query
@@ -94,13 +108,13 @@ def test_event_options_are_used_without_reading_the_metadata(
     aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
 ) -> None:
     aws.upload("calls/es.wav", Metadata={"dg-language": "de"})
-    seen = heads(aws)
+    seen = heads(aws, deepgram)
     answer(deepgram)
 
     outcome = transcriber.process(obj(options=(("language", "es"),)), lambda_context)
 
     assert outcome.status == "transcribed"
-    assert not seen
+    assert seen == [1]  # none before Deepgram: only the ordering rule's, after it
     assert ("language", "es") in sent_query(deepgram)
 
 
@@ -112,11 +126,11 @@ def test_without_an_allow_list_no_head_is_made_and_event_options_are_refused(
 ) -> None:
     transcriber = make_transcriber(UPLOAD_OPTIONS="none")
     aws.upload("calls/es.wav", Metadata={"dg-language": "es"})
-    seen = heads(aws)
+    seen = heads(aws, deepgram)
     answer(deepgram)
 
     assert transcriber.process(obj(), lambda_context).status == "transcribed"
-    assert not seen
+    assert seen == [1]  # none before Deepgram: only the ordering rule's, after it
     assert ("language", "en") in sent_query(deepgram)
     refused = transcriber.process(obj("calls/other.wav", options=(("language", "es"),)), lambda_context)
     assert (refused.status, refused.reason) == ("failed", "option-refused")

@@ -4,6 +4,8 @@ requests in flight itself (one limit for every key, like a Deepgram project)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +17,6 @@ import pytest
 from transcriber.capacity import CAPACITY_REASON, CapacityGovernor, PoolSettings
 
 if TYPE_CHECKING:
-    from localworld.aws_faults import AwsFaultProxy
     from localworld.lambda_runtime import InvocationResult, LocalFunction
     from localworld.pytest_plugin import FunctionFactory, Uploads
     from localworld.world import LocalWorld
@@ -162,40 +163,32 @@ def test_a_capacity_wait_ends_as_a_retry_with_no_request_and_no_failure_record(
 def test_a_killed_invocations_lease_frees_its_slot_at_its_deadline(
     world: LocalWorld,
     uploads: Uploads,
-    aws_fault_proxy: AwsFaultProxy,
     start_function: FunctionFactory,
     sample_audio: bytes,
 ) -> None:
     first = uploads.put("killed/a.wav", sample_audio)
     second = uploads.put("killed/b.wav", sample_audio)
-    doomed = start_function(
-        timeout_s=KILLED_TIMEOUT_S,
-        CAPACITY_POOL_SIZE="1",
-        extra_env={"AWS_ENDPOINT_URL": aws_fault_proxy.url},
-    )
+    doomed = start_function(timeout_s=KILLED_TIMEOUT_S, CAPACITY_POOL_SIZE="1")
     world.emulator.latency = 3.0
     with ThreadPoolExecutor(1) as pool:
         started = time.time()
         killed = pool.submit(doomed.invoke, first)
         wait_until(lambda: world.emulator.counters["in_flight"] >= 1 or killed.done())
-        # While Deepgram works, DynamoDB stops answering: the lease's release times out, and so
-        # does the idempotency record's update, until Lambda kills the container at its timeout.
-        hung = aws_fault_proxy.stall("POST", "/", 120)
+        # Killed while Deepgram works, as Lambda kills a sandbox (out of memory, a crash): the
+        # function never gets to release its lease.
+        for pid in doomed.worker_pids:
+            os.kill(pid, signal.SIGKILL)
         result = killed.result()
-    killed_at = time.time()
     world.emulator.latency = 0
 
     assert result.error is not None
-    assert result.error["errorType"] == "Sandbox.Timedout", result.error
-    assert hung.held >= 1
     (slot,) = pool_items(world).values()  # the dead function never released its slot
     expires_at = float(slot["expires_at"]["N"])
-    assert expires_at <= killed_at + 1  # the lease ends with the invocation's own deadline
-    assert expires_at >= started + KILLED_TIMEOUT_S - 1
-    wait_until(lambda: time.time() > expires_at)
+    # The lease ends with the invocation's own deadline, not later.
+    assert started + KILLED_TIMEOUT_S - 2 <= expires_at <= started + KILLED_TIMEOUT_S + 1
+    wait_until(lambda: time.time() > expires_at, timeout_s=KILLED_TIMEOUT_S + 5)
 
     after = start_function(timeout_s=KILLED_TIMEOUT_S, CAPACITY_POOL_SIZE="1").invoke(second)
-    aws_fault_proxy.clear()  # the hung release now arrives, too late to free another's lease
 
     assert after.error is None, after.error
     assert after.payload["transcribed"] == 1

@@ -108,6 +108,7 @@ def test_under_random_faults_every_upload_ends_as_exactly_one_transcript_or_fail
     assert report.unaccounted == [], report.lines()
     assert report.both == []
     assert report.stale == [], report.lines()  # the latest version's outcome only
+    assert report.unexplained_billable == 0, report.lines()  # one billable answer per version
     assert report.uploads == 44
     assert report.transcripts == 41
     assert report.failures == {"deepgram-unsupported-audio": 3}

@@ -33,8 +33,9 @@ def padded(audio: bytes, seconds: float = 0.25) -> bytes:
 
 
 def output_keys(world: LocalWorld) -> list[str]:
+    """The JSON outputs (transcripts, failure records); the derived formats sit beside a transcript."""
     listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket)
-    return sorted(item["Key"] for item in listing.get("Contents", []))
+    return sorted(item["Key"] for item in listing.get("Contents", []) if item["Key"].endswith(".json"))
 
 
 def output_metadata(world: LocalWorld, key: str) -> dict[str, str]:

@@ -131,7 +131,8 @@ def test_the_metadata_head_finds_a_deleted_object_before_any_deepgram_request(
     world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
 ) -> None:
     event = uploads.put("gone/a.wav", sample_audio)
-    world.aws.s3().delete_object(Bucket=world.input_bucket, Key="gone/a.wav")
+    version = event["Records"][0]["s3"]["object"]["versionId"]  # the version itself, not a marker
+    world.aws.s3().delete_object(Bucket=world.input_bucket, Key="gone/a.wav", VersionId=version)
 
     result = start_function(DELIVERY_MODE="url").invoke(event)
 

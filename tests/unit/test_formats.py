@@ -274,7 +274,7 @@ def test_memory_stays_bounded_for_a_huge_answer() -> None:
 
 
 # -- settings ------------------------------------------------------------------------------
-BASE_ENV = {"OUTPUT_BUCKET": "out", "DEEPGRAM_SECRET_ID": "s", "IDEMPOTENCY_TABLE": "t"}
+BASE_ENV = {"OUTPUT_BUCKET": "out", "DEEPGRAM_SECRET_ID": "s", "IDEMPOTENCY_TABLE": "t", "INPUT_BUCKET": "in"}
 
 
 def test_output_settings_default_to_every_format_and_events_on_the_default_bus() -> None:

@@ -18,8 +18,9 @@ def test_an_s3_restore_completed_record_names_the_restored_object() -> None:
         S3ObjectRef(
             bucket="transcriber-local-input-123456789012-us-east-1",
             key="archive/old call.wav",
-            size=1024,
-            etag="d41d8cd98f00b204e9800998ecf8427e",
+            size=94924,
+            etag="4b078d957ea643e82e25a159bff3a35d",
+            sequencer="0055AED6DCD90281E5",
         )
     ]
 

@@ -30,7 +30,7 @@ from transcriber.upload_options import (
     overlay,
 )
 
-ENV = {"OUTPUT_BUCKET": "out", "DEEPGRAM_SECRET_ID": "s", "IDEMPOTENCY_TABLE": "t"}
+ENV = {"OUTPUT_BUCKET": "out", "DEEPGRAM_SECRET_ID": "s", "IDEMPOTENCY_TABLE": "t", "INPUT_BUCKET": "in"}
 POLICY = UploadOptionPolicy()
 
 

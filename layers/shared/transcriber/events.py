@@ -64,12 +64,12 @@ class S3ObjectRef:
     version_id: str | None = None
     size: int | None = None
     etag: str | None = None
-    lane: str = "live"  # the capacity pool's lane: "backfill" for S3 Batch Operations tasks
+    # S3's order of events for one key (hex; compare as numbers): notifications and EventBridge.
+    sequencer: str | None = None
     # Per-upload Deepgram options as (option, value) pairs: from the event (direct, Batch
     # Operations) or the object's metadata; None: not read yet (see transcriber.upload_options).
     options: tuple[tuple[str, str], ...] | None = None
-    # S3's order of events for one key (hex; compare as numbers): notifications and EventBridge.
-    sequencer: str | None = None
+    lane: str = "live"  # the capacity pool's lane: "backfill" for S3 Batch Operations tasks
 
     @property
     def uri(self) -> str:

@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from transcriber.archive import ArchiveState, from_refused_read
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
 from transcriber.events import has_dot_segments, sequencer_value, version_or_none
+from transcriber.formats import DERIVED_FORMATS
 from transcriber.observability import logger
 
 if TYPE_CHECKING:
@@ -260,7 +261,8 @@ class Storage:
 
     def delete_stale_transcript(self, obj: S3ObjectRef) -> None:
         """The latest version failed: a transcript of an older version of the key must not sit
-        beside its failure record (the object's content is no longer what it transcribes)."""
+        beside its failure record (the object's content is no longer what it transcribes), nor
+        must the formats derived from it."""
         key = self.transcript_key(obj.key, obj.bucket)
         try:
             metadata = self._output_metadata(key)
@@ -269,6 +271,8 @@ class Storage:
             return
         if metadata is not None and not _same_source(obj, metadata):
             self._delete(key)
+            for extension in DERIVED_FORMATS:  # made from that transcript: just as stale
+                self._delete(self.format_key(obj.key, extension, obj.bucket))
 
     def superseded(self, obj: S3ObjectRef) -> bool:
         """True when a newer version of the object's key exists, so ``obj``'s outcome must not be
