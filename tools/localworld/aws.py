@@ -64,6 +64,22 @@ _SQS_ATTRIBUTE_PROPERTIES = (
 )
 
 
+class AtomicDynamoDB:
+    """WSGI middleware: one DynamoDB request at a time. DynamoDB applies a conditional write
+    atomically; moto checks the condition and writes in two steps, so two threads could both take
+    one capacity slot. Serialising its DynamoDB requests gives back DynamoDB's guarantee."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            return self._app(environ, start_response)
+        with self._lock:
+            return list(self._app(environ, start_response))
+
+
 class MotoServer:
     """moto's server on 127.0.0.1 (port 0 picks a free port), threaded like moto's
     ``ThreadedMotoServer``, with S3's check of presigned URLs in front (``localworld.s3_presign``):
@@ -79,7 +95,7 @@ class MotoServer:
         self._endpoint_url: str | None = None
         self._quiet = quiet
         self.presign_check = PresignCheck(
-            DomainDispatcherApplication(create_backend_app),
+            AtomicDynamoDB(DomainDispatcherApplication(create_backend_app)),
             PresignVerifier([ISSUED_CREDENTIALS]),
         )
 
