@@ -109,8 +109,9 @@ def world(sam_local: SamLocal) -> LocalWorld:
 
 
 def output_keys(world: LocalWorld, prefix: str) -> set[str]:
+    """The JSON outputs (transcripts, failure records); the derived formats sit beside a transcript."""
     listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket, Prefix=prefix)
-    return {item["Key"] for item in listing.get("Contents", [])}
+    return {item["Key"] for item in listing.get("Contents", []) if item["Key"].endswith(".json")}
 
 
 def transcript_text(world: LocalWorld, key: str) -> str:
@@ -129,7 +130,7 @@ def test_sam_local_invoke_transcribes_every_sample_event(
     sam_local: SamLocal, world: LocalWorld, path: Path
 ) -> None:
     event: Any = json.loads(path.read_text(encoding="utf-8"))
-    expected = {world.transcript_key(obj.key) for obj in world.seed_objects(event)}
+    expected = {world.transcript_key(obj.key, obj.bucket) for obj in world.seed_objects(event)}
 
     invocation = sam_local.invoke("TranscribeFunction", path)
 
