@@ -17,6 +17,7 @@ import boto3
 import pytest
 import requests
 import responses
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from moto import mock_aws
 
 from transcriber.answers import KeptAnswers
@@ -264,3 +265,20 @@ def s3_event(
             for i, key in enumerate(keys)
         ]
     }
+
+
+def sqs_record(message: Any) -> SQSRecord:
+    """A message from ReceiveMessage as Lambda's SQS event carries it to the handler."""
+    return SQSRecord(
+        {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message["Attributes"],
+            "messageAttributes": {
+                name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
+                for name, value in message.get("MessageAttributes", {}).items()
+            },
+            "eventSource": "aws:sqs",
+        }
+    )

@@ -23,6 +23,7 @@ from tests.core.conftest import (
     UPLOAD_ETAG,
     FakeLambdaContext,
     s3_event,
+    sqs_record,
     transcript_body,
     transcript_key,
 )
@@ -471,19 +472,7 @@ def receive(aws: Aws) -> SQSRecord:
         MessageAttributeNames=["All"],
         VisibilityTimeout=0,
     )["Messages"][0]
-    return SQSRecord(
-        {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "attributes": message["Attributes"],
-            "messageAttributes": {
-                name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
-                for name, value in message.get("MessageAttributes", {}).items()
-            },
-            "eventSource": "aws:sqs",
-        }
-    )
+    return sqs_record(message)
 
 
 def test_the_retry_function_requeues_a_capacity_wait_without_using_an_attempt(

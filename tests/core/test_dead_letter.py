@@ -10,7 +10,7 @@ import responses
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.exceptions import ClientError
 
-from tests.core.conftest import LISTEN_URL, failure_key, s3_event, transcript_body, transcript_key
+from tests.core.conftest import LISTEN_URL, failure_key, s3_event, sqs_record, transcript_body, transcript_key
 from transcriber.dead_letter import DeadLetterRetrier
 from transcriber.errors import RetryableError
 
@@ -42,19 +42,7 @@ def dead_lettered(aws: Aws, body: str, receives: int) -> SQSRecord:
             VisibilityTimeout=0,
         )
         message = received["Messages"][0]
-    return SQSRecord(
-        {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "attributes": message["Attributes"],
-            "messageAttributes": {
-                name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
-                for name, value in message.get("MessageAttributes", {}).items()
-            },
-            "eventSource": "aws:sqs",
-        }
-    )
+    return sqs_record(message)
 
 
 def test_a_recovered_event_is_transcribed(
