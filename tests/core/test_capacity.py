@@ -160,8 +160,27 @@ def test_never_more_leases_than_the_pool_and_the_full_pool_ends_as_a_capacity_re
     # It polled (with jitter) while the invocation had time, and kept what the request needs.
     assert sleeps.delays
     assert all(POOL.poll_min_s <= d <= POOL.poll_max_s for d in sleeps.delays)
+    # The first polls come quickly, later ones spread out (the bound doubles up to poll_max_s).
+    bounds = [min(POOL.poll_max_s, POOL.poll_min_s * 2**n) for n in range(1, len(sleeps.delays) + 1)]
+    assert all(d <= bound for d, bound in zip(sleeps.delays, bounds, strict=True))
+    assert max(sleeps.delays) > 2 * POOL.poll_min_s
     assert len(set(sleeps.delays)) > 1
     assert sleeps.context.remaining_ms / 1000 >= POOL.reserve_s
+    assert len(items(aws.dynamodb)) == POOL.size
+
+
+def test_a_lost_race_for_a_slot_tries_another_free_slot_before_waiting(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gov = governor(aws, sleeps, clock)
+    before = gov.read()  # every slot free, as another waiter also saw it
+    taken = {gov.acquire(context()).keys for _ in range(POOL.size - 1)}  # they won the race
+    monkeypatch.setattr(gov, "read", lambda: before)
+
+    lease = gov.acquire(context())
+
+    assert sleeps.delays == []  # no poll: the slot still free was tried at once
+    assert lease.keys not in taken
     assert len(items(aws.dynamodb)) == POOL.size
 
 

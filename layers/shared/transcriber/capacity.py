@@ -56,6 +56,7 @@ BACKFILL_LANE = "backfill"
 INTELLIGENCE_OPTIONS = ("summarize", "topics", "intents", "sentiment")
 ENTITIES_CEILING = 5
 CAPACITY_REASON = "deepgram-capacity"
+_TRIES_PER_READ = 3  # conditional writes on slots one read saw free, before the next poll
 _CONFLICTS = (
     "ConditionalCheckFailedException",
     "TransactionCanceledException",
@@ -93,8 +94,11 @@ class PoolSettings:
     lane_shares: Mapping[str, float] = field(default_factory=dict)  # lane -> share of the pool
     hold_s: float = 5.0  # least time a decrease holds (longer when Retry-After says so)
     increase_every_s: float = 2.0  # then one slot more per this many seconds
+    # A waiter's polls spread out (full jitter, the bound doubling up to poll_max_s): a freed slot
+    # is still found within about poll_max_s / waiters, and a long queue of waiters does not turn
+    # into a storm of reads on the pool's partition.
     poll_min_s: float = 0.25
-    poll_max_s: float = 2.0
+    poll_max_s: float = 4.0
     # Kept back after the wait: what the workflow needs for the request and for writing the result.
     reserve_s: float = 20.0
 
@@ -194,7 +198,8 @@ class CapacityGovernor:
                     )
                 return lease
             polls += 1
-            delay = _rng.uniform(self.pool.poll_min_s, self.pool.poll_max_s)
+            bound = min(self.pool.poll_max_s, self.pool.poll_min_s * 2**polls)
+            delay = _rng.uniform(self.pool.poll_min_s, bound)
             remaining = context.get_remaining_time_in_millis() / 1000
             if remaining - delay < self.pool.reserve_s:
                 metrics.add_metric(name="CapacityWaitsExhausted", unit=MetricUnit.Count, value=1)
@@ -217,26 +222,32 @@ class CapacityGovernor:
         lane_cap = size if share is None else max(1, int(size * share))
         if sum(state.lanes.values()) >= size or state.lanes.get(lane, 0) >= lane_cap:
             return None
-        keys = [self._free_key("slot", size, state)]
+        slots = self._free_keys("slot", size, state)
+        pairs: list[tuple[str, str | None]] = [(slot, None) for slot in slots]
         if ceiling is not None:
-            keys.append(self._free_key(f"c{ceiling}", min(ceiling, size), state))
-        if None in keys:
-            return None
-        now = self._clock()
-        lease = Lease(
-            keys=tuple(k for k in keys if k is not None),
-            holder=uuid.uuid4().hex,
-            taken_at=now,
-            expires_at=now + context.get_remaining_time_in_millis() / 1000,
-            seen=state,
-            lane=lane,
-        )
-        return lease if self._write_lease(lease) else None
+            pairs = list(zip(slots, self._free_keys(f"c{ceiling}", min(ceiling, size), state), strict=False))
+        # Waiters that read the same state race for the same free slots: the loser tries another
+        # slot it saw free (each write is conditional) rather than waiting a whole poll for it.
+        for slot, ceiling_slot in pairs[:_TRIES_PER_READ]:
+            now = self._clock()
+            lease = Lease(
+                keys=(slot,) if ceiling_slot is None else (slot, ceiling_slot),
+                holder=uuid.uuid4().hex,
+                taken_at=now,
+                expires_at=now + context.get_remaining_time_in_millis() / 1000,
+                seen=state,
+                lane=lane,
+            )
+            if self._write_lease(lease):
+                return lease
+        return None
 
     @staticmethod
-    def _free_key(family: str, count: int, state: PoolState) -> str | None:
+    def _free_keys(family: str, count: int, state: PoolState) -> list[str]:
+        """The family's slots no unexpired lease holds, in random order."""
         free = [key for key in (f"{family}#{i:03d}" for i in range(count)) if key not in state.held]
-        return _rng.choice(free) if free else None
+        _rng.shuffle(free)
+        return free
 
     def _write_lease(self, lease: Lease) -> bool:
         """One conditional put per key (one transaction for two): False when another function took
