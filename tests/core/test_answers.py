@@ -12,7 +12,7 @@ import responses
 from botocore.exceptions import ClientError
 
 from tests.core.conftest import LISTEN_URL, OUTPUT_BUCKET, UPLOAD_ETAG, transcript_body, transcript_key
-from transcriber.answers import KeptAnswers
+from transcriber.answers import AnswerKeeper, KeptAnswers
 from transcriber.deepgram import MAX_ANSWER_DEPTH, SPOOL_MEMORY_BYTES, DeepgramClient, Transcript
 from transcriber.errors import BlockedError, RetryableError
 from transcriber.events import S3ObjectRef
@@ -144,13 +144,15 @@ def obj(key: str = "talks/a.wav") -> S3ObjectRef:
 class FailingPuts:
     """Makes the output bucket's PutObject of transcripts fail ``times`` times with ``code``."""
 
-    def __init__(self, transcriber: Transcriber, code: str, times: int) -> None:
+    def __init__(
+        self, transcriber: Transcriber, code: str, times: int, prefixes: tuple[str, ...] = ("transcripts/",)
+    ) -> None:
         self.s3 = transcriber.storage._s3
         self.real = self.s3.put_object
-        self.code, self.left, self.calls = code, times, 0
+        self.code, self.left, self.calls, self.prefixes = code, times, 0, prefixes
 
     def __call__(self, **params: Any) -> Any:
-        if params["Key"].startswith("transcripts/") and self.left > 0:
+        if params["Key"].startswith(self.prefixes) and self.left > 0:
             self.left -= 1
             self.calls += 1
             status = 403 if self.code == "AccessDenied" else 503
@@ -163,9 +165,13 @@ class FailingPuts:
 
 
 def failing_puts(
-    monkeypatch: pytest.MonkeyPatch, transcriber: Transcriber, code: str, times: int
+    monkeypatch: pytest.MonkeyPatch,
+    transcriber: Transcriber,
+    code: str,
+    times: int,
+    prefixes: tuple[str, ...] = ("transcripts/",),
 ) -> FailingPuts:
-    puts = FailingPuts(transcriber, code, times)
+    puts = FailingPuts(transcriber, code, times, prefixes)
     monkeypatch.setattr(puts.s3, "put_object", puts)
     return puts
 
@@ -213,9 +219,119 @@ def test_an_answer_whose_write_failed_is_written_by_the_next_attempt_without_a_r
     assert (outcome.status, outcome.request_id, outcome.replayed) == ("transcribed", "req-1", False)
     assert len(deepgram.calls) == 1
     assert aws.output(transcript_key("talks/a.wav")) == transcript_body()
-    assert list(transcriber.kept_answers.directory.iterdir()) == []  # forgotten once written
+    assert not transcriber.keeper.container.directory.exists()  # kept in the record, not in /tmp
     again = transcriber.process(obj(), lambda_context)
-    assert again.replayed
+    assert again.replayed  # the record now says written
+
+
+def another_container(make_transcriber: TranscriberFactory, tmp_path: Path, name: str) -> Transcriber:
+    """A Transcriber with its own /tmp: a cold container, or the retry function."""
+    other = make_transcriber()
+    other.keeper = AnswerKeeper(other.storage, KeptAnswers(tmp_path / name))
+    return other
+
+
+def test_another_container_writes_a_kept_answer_from_the_idempotency_record(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    transcriber: Transcriber,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+    failing_puts(monkeypatch, transcriber, "AccessDenied", 1)
+
+    with pytest.raises(BlockedError) as raised:
+        transcriber.process(obj(), lambda_context)
+
+    assert raised.value.details.extra["answer_kept_in"] == "record"
+    outcome = another_container(make_transcriber, tmp_path, "cold").process(obj(), lambda_context)
+
+    assert (outcome.status, outcome.request_id) == ("transcribed", "req-1")
+    assert len(deepgram.calls) == 1
+    assert aws.output(transcript_key("talks/a.wav")) == transcript_body()
+
+
+def test_a_long_kept_answer_waits_in_the_output_bucket_for_another_container(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    aws.upload("talks/a.wav")
+    body = long_body(20_000)
+    deepgram.add(responses.POST, LISTEN_URL, body=body, status=200)
+    transcriber = make_transcriber()
+    transcriber.keeper.max_record_bytes = 1024  # too long for the record
+    failing_puts(monkeypatch, transcriber, "SlowDown", OUTPUT_WRITE_ATTEMPTS)
+
+    with pytest.raises(RetryableError) as raised:
+        transcriber.process(obj(), lambda_context)
+
+    assert raised.value.details.extra["answer_kept_in"] == "s3"
+    staged = aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/").get("Contents", [])
+    assert len(staged) == 1
+    outcome = another_container(make_transcriber, tmp_path, "cold").process(obj(), lambda_context)
+
+    assert outcome.status == "transcribed"
+    assert len(deepgram.calls) == 1
+    stored = aws.s3.get_object(Bucket=OUTPUT_BUCKET, Key=transcript_key("talks/a.wav"))
+    assert stored["Body"].read() == body
+    assert stored["Metadata"]["deepgram-request-id"] == "req-long"
+    assert aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/").get("KeyCount") == 0
+
+
+def test_an_answer_only_the_container_kept_is_paid_again_elsewhere(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The weakest place: the output bucket refused the staging object too, so only this
+    container's /tmp has it; the same container writes it free, another one pays again."""
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body(request_id="req-2"))
+    transcriber = make_transcriber()
+    transcriber.keeper.max_record_bytes = 0
+    failing_puts(monkeypatch, transcriber, "AccessDenied", 2, prefixes=("transcripts/", "kept-answers/"))
+
+    with pytest.raises(BlockedError) as raised:
+        transcriber.process(obj(), lambda_context)
+    assert raised.value.details.extra["answer_kept_in"] == "container"
+
+    outcome = another_container(make_transcriber, tmp_path, "cold").process(obj(), lambda_context)
+
+    assert (outcome.status, outcome.request_id) == ("transcribed", "req-2")
+    assert len(deepgram.calls) == 2
+
+
+def test_a_superseded_object_forgets_its_kept_answer(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    transcriber: Transcriber,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+    failing_puts(monkeypatch, transcriber, "AccessDenied", 1)
+    with pytest.raises(BlockedError):
+        transcriber.process(obj(), lambda_context)
+    aws.upload("talks/a.wav", b"a newer recording")  # a new upload replaces the object
+
+    outcome = transcriber.process(obj(), lambda_context)
+
+    assert (outcome.status, outcome.reason) == ("skipped", "superseded")
+    assert len(deepgram.calls) == 1
+    assert aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="transcripts/").get("KeyCount") == 0
 
 
 def test_a_denied_write_is_not_retried_in_the_invocation_but_kept(
@@ -307,11 +423,15 @@ def test_an_answer_that_cannot_be_kept_still_raises_the_write_error(
     transcriber = make_transcriber()
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("x")
-    transcriber.kept_answers = KeptAnswers(blocker / "kept")
-    failing_puts(monkeypatch, transcriber, "AccessDenied", 1)
+    transcriber.keeper = AnswerKeeper(transcriber.storage, KeptAnswers(blocker / "kept"), max_record_bytes=0)
+    failing_puts(monkeypatch, transcriber, "AccessDenied", 2, prefixes=("transcripts/", "kept-answers/"))
 
-    with pytest.raises(BlockedError):
+    with pytest.raises(BlockedError) as raised:
         transcriber.process(obj(), lambda_context)
+
+    assert "answer_kept_in" not in raised.value.details.extra
+    assert transcriber.process(obj(), lambda_context).status == "transcribed"  # pays again
+    assert len(deepgram.calls) == 2
 
 
 # -- the kept answers' own rules -------------------------------------------------------------

@@ -7,6 +7,7 @@ Deepgram 200 of at least 60 MiB on demand; output writes fail through the AWS fa
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from transcriber.clients import MAX_ATTEMPTS
@@ -72,7 +73,7 @@ def test_an_answer_whose_write_failed_is_written_by_the_retry_without_paying_aga
     # The write was tried again within the invocation (each try is botocore's own attempts).
     puts = aws_fault_proxy.requests_to("PUT", world.transcript_prefix)
     assert [r.status for r in puts] == [503] * (MAX_ATTEMPTS * OUTPUT_WRITE_ATTEMPTS)
-    assert "Deepgram's answer is kept for the next attempt in this container" in "\n".join(first.logs)
+    assert "Deepgram's answer is kept for the retry" in "\n".join(first.logs)
 
     aws_fault_proxy.clear()
     second = function.invoke(event, request_id=first.request_id)  # Lambda's retry of the event
@@ -113,3 +114,61 @@ def test_a_long_answer_whose_write_failed_is_kept_and_written_by_the_retry(
     assert answers_of(world) == 1
     head = world.aws.s3().head_object(Bucket=world.output_bucket, Key=transcript)
     assert head["ContentLength"] >= LONG_ANSWER_BYTES
+
+
+def test_a_long_answer_whose_write_failed_is_written_by_the_retry_function_without_paying_again(
+    world: LocalWorld,
+    uploads: Uploads,
+    aws_fault_proxy: AwsFaultProxy,
+    start_function: FunctionFactory,
+    sample_audio: bytes,
+    fast_retry_env: dict[str, str],
+) -> None:
+    """Another function, in another container: the kept answer is durable (too long for the
+    idempotency record, so a staging object in the output bucket), not only the first container's."""
+    event = uploads.put("write-fails/elsewhere.wav", sample_audio)
+    transcript = world.transcript_key("write-fails/elsewhere.wav")
+    aws_fault_proxy.fail("PUT", transcript, 403, "AccessDenied")
+    function = start_function(extra_env={"AWS_ENDPOINT_URL": aws_fault_proxy.url})
+    world.emulator.faults.next(1, kind="long_answer", answer_bytes=LONG_ANSWER_BYTES)
+
+    first = function.invoke(event)
+
+    assert first.error is not None
+    assert first.error["errorMessage"].startswith("output-bucket-unwritable")
+    staged = world.aws.s3().list_objects_v2(Bucket=world.output_bucket, Prefix="kept-answers/")
+    assert [item["Size"] for item in staged.get("Contents", [])] >= [LONG_ANSWER_BYTES]
+    function.close()  # the container that kept nothing of its own is gone
+
+    aws_fault_proxy.clear()
+    retry = start_function("RetryFunction", timeout_s=None, extra_env=None, **fast_retry_env)
+    result = retry.invoke(dead_lettered(event, first.request_id))
+
+    assert result.payload == {"batchItemFailures": []}, result.logs
+    assert answers_of(world) == 1  # Deepgram answered (and billed) once
+    head = world.aws.s3().head_object(Bucket=world.output_bucket, Key=transcript)
+    assert head["ContentLength"] >= LONG_ANSWER_BYTES
+    assert head["Metadata"]["deepgram-request-id"] == world.emulator.requests[0].request_id
+    left = world.aws.s3().list_objects_v2(Bucket=world.output_bucket, Prefix="kept-answers/")
+    assert left["KeyCount"] == 0  # the staging copy goes once the transcript is written
+
+
+def dead_lettered(event: dict[str, object], request_id: str) -> dict[str, object]:
+    """The SQS record the retry function receives for an event Lambda gave up on."""
+    return {
+        "Records": [
+            {
+                "messageId": "m-kept",
+                "receiptHandle": "not-a-real-handle",
+                "body": json.dumps(event),
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795435200000"},
+                "messageAttributes": {
+                    "RequestID": {"stringValue": request_id, "dataType": "String"},
+                    "ErrorCode": {"stringValue": "200", "dataType": "Number"},
+                },
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:dead-letter",
+                "awsRegion": "us-east-1",
+            }
+        ]
+    }

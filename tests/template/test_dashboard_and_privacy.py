@@ -148,16 +148,18 @@ def _expirations(stack: ResolvedStack, bucket: str) -> dict[str, tuple[str | Non
 
 def test_retention_is_off_by_default_and_each_parameter_expires_its_own_objects(stack: ResolvedStack) -> None:
     assert _expirations(stack, "InputBucket") == {}
-    assert _expirations(stack, "OutputBucket") == {}
+    variables = stack.resource("TranscribeFunction").properties["Environment"]["Variables"]
+    kept = {"ExpireKeptAnswers": (variables["KEPT_ANSWER_PREFIX"], 30)}
+    assert _expirations(stack, "OutputBucket") == kept  # paid answers waiting for a retry: always
     tuned = _resolve(InputRetentionDays="7", TranscriptRetentionDays="365", FailureRetentionDays="90")
     assert _expirations(tuned, "InputBucket") == {"ExpireUploadedMedia": (None, 7)}
     env = tuned.resource("TranscribeFunction").properties["Environment"]["Variables"]
-    assert _expirations(tuned, "OutputBucket") == {
+    assert _expirations(tuned, "OutputBucket") == kept | {
         "ExpireTranscripts": (env["TRANSCRIPT_PREFIX"], 365),
         "ExpireFailureRecords": (env["FAILURE_PREFIX"], 90),
     }
     only = _resolve(FailureRetentionDays="30")
-    assert _expirations(only, "OutputBucket") == {"ExpireFailureRecords": (env["FAILURE_PREFIX"], 30)}
+    assert _expirations(only, "OutputBucket") == kept | {"ExpireFailureRecords": (env["FAILURE_PREFIX"], 30)}
 
 
 def test_the_upload_allow_list_parameter_refuses_what_uploaders_may_never_set() -> None:

@@ -462,6 +462,10 @@ def _secret_arn(stack: ResolvedStack) -> str:
     return f"arn:aws:secretsmanager:{stack.region}:{stack.account_id}:secret:{secret_id}-??????"
 
 
+# The output bucket's prefixes the functions write, read back and delete.
+OUTPUT_PREFIXES = ("TRANSCRIPT_PREFIX", "FAILURE_PREFIX", "KEPT_ANSWER_PREFIX")
+
+
 def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
     """(action, resource) pairs the per-object work needs - no more: read the upload (and tell a deleted
     one from a denied one), write the transcript or failure record, read the key, keep idempotency records."""
@@ -474,7 +478,7 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
         else f"arn:aws:dynamodb:us-east-1:123456789012:table/{env['CAPACITY_TABLE']}"
     )
     # writes and deletes only under the output prefixes the code uses
-    outputs = [f"{output_bucket}/{env[name]}*" for name in ("TRANSCRIPT_PREFIX", "FAILURE_PREFIX")]
+    outputs = [f"{output_bucket}/{env[name]}*" for name in OUTPUT_PREFIXES]
     return {
         ("s3:GetObject", f"{input_bucket}/*"),
         ("s3:GetObjectVersion", f"{input_bucket}/*"),
@@ -1570,7 +1574,7 @@ def test_output_writes_and_deletes_are_scoped_to_the_output_prefixes(
     stack = stacks[mode]
     output_bucket = stack.resource("OutputBucket").arn
     env = _resolved_function(stack, FUNCTION)["Environment"]["Variables"]
-    prefixes = {f"{output_bucket}/{env['TRANSCRIPT_PREFIX']}*", f"{output_bucket}/{env['FAILURE_PREFIX']}*"}
+    prefixes = {f"{output_bucket}/{env[name]}*" for name in OUTPUT_PREFIXES}
     for function_id in FUNCTIONS:
         writes = {
             resource

@@ -1,35 +1,56 @@
-"""Deepgram answers that were paid for but could not be written yet, kept in the container's
-temporary directory (Lambda's /tmp) by object identity, so that the next attempt in the same
-container writes them without a second, billable Deepgram request.
+"""Deepgram answers that were paid for but could not be written yet, kept so that the retry
+writes them without a second, billable Deepgram request.
 
-What survives what: a kept answer lives as long as the execution environment ("container") that
-received it. Lambda's asynchronous retries and the dead-letter queue's redeliveries usually run
-in a warm container of the same function, but nothing guarantees it: a cold container, the other
-function (the retry function has its own /tmp), or a container killed (out of memory, timeout)
-has no kept answer, and that attempt pays Deepgram again.
+Where an answer is kept, most durable first (``AnswerKeeper.keep``):
+
+1. ``record``: gzip-compressed inside the idempotency record (DynamoDB), when it fits. It
+   survives any container, and the retry function reads it too; S3 is not needed to keep it.
+2. ``s3``: a staging object in the output bucket (``kept-answers/``, expired by a lifecycle
+   rule), for a long answer: it survives too, when S3 takes it (the output write may have failed
+   on one key, a prefix's throttling or a metadata value, not the whole bucket).
+3. ``container``: the container's temporary directory (Lambda's /tmp), when neither took it. It
+   lives as long as the execution environment: another container, the retry function, or a
+   container killed (out of memory, timeout) has no copy, and that attempt pays Deepgram again.
+
+The idempotency record says where (its result's ``kept``), so every attempt finds the answer.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from transcriber.deepgram import Transcript
+from transcriber.deepgram import SPOOL_MEMORY_BYTES, Transcript
+from transcriber.errors import TranscriptionError
+from transcriber.observability import logger
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from transcriber.storage import Storage
 
 KEPT_FOLDER = "transcriber-kept-answers"
 # At most this much of the temporary directory (512 MB on Lambda by default) holds kept answers;
 # the oldest go first. An answer on its way (its spool) needs as much again while it is kept.
 MAX_KEPT_BYTES = 192 * 1024 * 1024
 _COPY_CHUNK = 1024 * 1024
+# An answer kept inside the idempotency record: at most this much, compressed (DynamoDB's items
+# are at most 400 KB, and base64 adds a third).
+MAX_RECORD_BYTES = 192 * 1024
+
+
+def identity_name(identity: Mapping[str, Any]) -> str:
+    """A file or object name for an identity (bucket, key, ETag, options): its SHA-256."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class KeptAnswers:
@@ -46,7 +67,7 @@ class KeptAnswers:
         return self._directory or Path(tempfile.gettempdir()) / KEPT_FOLDER
 
     def _paths(self, identity: Mapping[str, Any]) -> tuple[Path, Path]:
-        name = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+        name = identity_name(identity)
         return self.directory / f"{name}.json", self.directory / f"{name}.meta.json"
 
     def keep(self, identity: Mapping[str, Any], transcript: Transcript, delivery: str) -> bool:
@@ -117,3 +138,97 @@ class KeptAnswers:
             for path in (oldest, oldest.with_name(oldest.name.removesuffix(".json") + ".meta.json")):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+
+
+class AnswerKeeper:
+    """Keeps a paid answer whose write failed where the next attempt, in any container or function,
+    finds it (see the module's docstring), and gives it back."""
+
+    def __init__(
+        self, storage: Storage, container: KeptAnswers, max_record_bytes: int = MAX_RECORD_BYTES
+    ) -> None:
+        self.storage = storage
+        self.container = container
+        self.max_record_bytes = max_record_bytes
+
+    def keep(
+        self, identity: Mapping[str, Any], transcript: Transcript, delivery: str
+    ) -> dict[str, Any] | None:
+        """Where the answer now is (for the idempotency record), or None when nothing took it."""
+        described = {
+            "size": transcript.size,
+            "request_id": transcript.request_id,
+            "duration_s": transcript.duration_s,
+            "channels": transcript.channels,
+            "latency_s": transcript.latency_s,
+            "delivery": delivery,
+        }
+        compressed = _compressed(transcript, self.max_record_bytes)
+        if compressed is not None:
+            return described | {
+                "where": "record",
+                "gzip_base64": base64.b64encode(compressed).decode("ascii"),
+            }
+        try:
+            key = self.storage.write_kept_answer(identity_name(identity), transcript)
+            return described | {"where": "s3", "key": key}
+        except TranscriptionError as exc:
+            logger.warning("The output bucket refused the kept answer too", extra={"error": exc.as_record()})
+        try:
+            if self.container.keep(identity, transcript, delivery):
+                return described | {"where": "container"}
+        except OSError as exc:
+            logger.warning("Could not keep Deepgram's answer", extra={"error": type(exc).__name__})
+        return None
+
+    def take(self, identity: Mapping[str, Any], kept: Mapping[str, Any]) -> Transcript | None:
+        """The kept answer, opened for reading; None when its copy is gone (another container's
+        temporary directory, an expired staging object). Raises TranscriptionError when S3 can't
+        be read now."""
+        where = kept.get("where")
+        if where == "container":
+            found = self.container.take(identity)
+            return found[0] if found else None
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - handed on in the Transcript
+            max_size=SPOOL_MEMORY_BYTES, mode="w+b", prefix="kept-answer-"
+        )
+        try:
+            if where == "record":
+                with gzip.GzipFile(fileobj=io.BytesIO(base64.b64decode(kept["gzip_base64"]))) as unzipped:
+                    shutil.copyfileobj(unzipped, spool, _COPY_CHUNK)
+            elif not (where == "s3" and self.storage.read_kept_answer(str(kept["key"]), spool)):
+                spool.close()
+                return None
+        except BaseException:
+            spool.close()
+            raise
+        return Transcript(
+            body=spool,
+            size=int(kept["size"]),
+            request_id=kept.get("request_id"),
+            duration_s=kept.get("duration_s"),
+            channels=kept.get("channels"),
+            latency_s=float(kept.get("latency_s") or 0.0),
+        )
+
+    def forget(self, identity: Mapping[str, Any], kept: Mapping[str, Any]) -> None:
+        """Drop the copy once the answer is written (a staging object left behind expires)."""
+        if kept.get("where") == "container":
+            self.container.forget(identity)
+        elif kept.get("where") == "s3":
+            try:
+                self.storage.delete_kept_answer(str(kept["key"]))
+            except TranscriptionError as exc:
+                logger.warning("Could not delete the kept answer", extra={"error": exc.as_record()})
+
+
+def _compressed(transcript: Transcript, limit: int) -> bytes | None:
+    """The answer gzip-compressed, or None as soon as it grows past ``limit`` (memory stays bounded)."""
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as zipper:
+        source = transcript.rewind()
+        while chunk := source.read(_COPY_CHUNK):
+            zipper.write(chunk)
+            if packed.tell() > limit:
+                return None
+    return packed.getvalue() if packed.tell() <= limit else None

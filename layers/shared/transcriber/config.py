@@ -107,6 +107,7 @@ class Settings:
     idempotency_ttl_s: int
     transcript_prefix: str
     failure_prefix: str
+    kept_answer_prefix: str  # paid answers whose write failed, waiting for the retry
     deepgram_max_attempts: int = 4
     input_bucket: str | None = None
     delivery_mode: str = DEFAULT_DELIVERY_MODE
@@ -142,6 +143,7 @@ class Settings:
             idempotency_ttl_s=reader.integer("IDEMPOTENCY_TTL_SECONDS", default=30 * 86400, minimum=60),
             transcript_prefix=reader.prefix("TRANSCRIPT_PREFIX", default="transcripts/"),
             failure_prefix=reader.prefix("FAILURE_PREFIX", default="failures/"),
+            kept_answer_prefix=reader.prefix("KEPT_ANSWER_PREFIX", default="kept-answers/"),
             deepgram_max_attempts=reader.integer("DEEPGRAM_MAX_ATTEMPTS", default=4, minimum=1),
             input_bucket=reader.text("INPUT_BUCKET", default="") or None,
             delivery_mode=reader.choice("DELIVERY_MODE", DELIVERY_MODES, default=DEFAULT_DELIVERY_MODE),
@@ -174,9 +176,11 @@ class Settings:
             raise configuration_error(
                 "invalid-configuration", "INPUT_BUCKET and OUTPUT_BUCKET must differ: the pipeline would loop"
             )
-        if settings.transcript_prefix == settings.failure_prefix:
+        prefixes = (settings.transcript_prefix, settings.failure_prefix, settings.kept_answer_prefix)
+        if len(set(prefixes)) < len(prefixes):
             raise configuration_error(
-                "invalid-configuration", "TRANSCRIPT_PREFIX and FAILURE_PREFIX must differ"
+                "invalid-configuration",
+                "TRANSCRIPT_PREFIX, FAILURE_PREFIX and KEPT_ANSWER_PREFIX must differ",
             )
         return settings
 

@@ -79,3 +79,23 @@ class ConfigurationError(BlockedError):
 
 def configuration_error(reason: str, message: str) -> ConfigurationError:
     return ConfigurationError(ErrorDetails(reason=reason, message=message))
+
+
+_CLASSES: dict[str, type[TranscriptionError]] = {
+    cls.error_class: cls for cls in (RetryableError, BlockedError, PermanentError, ConfigurationError)
+}
+
+
+def error_from_record(record: dict[str, Any], **extra: Any) -> TranscriptionError:
+    """The error ``as_record`` described (stored in an idempotency record), raised again."""
+    known = {"class", "retryable", "reason", "message", "http_status"}
+    known |= {"deepgram_error_code", "deepgram_request_id"}
+    details = ErrorDetails(
+        reason=str(record["reason"]),
+        message=str(record["message"]),
+        http_status=record.get("http_status"),
+        deepgram_code=record.get("deepgram_error_code"),
+        request_id=record.get("deepgram_request_id"),
+        extra={k: v for k, v in record.items() if k not in known} | extra,
+    )
+    return _CLASSES.get(str(record.get("class")), RetryableError)(details)

@@ -151,12 +151,15 @@ class Storage:
         output_bucket: str,
         transcript_prefix: str,
         failure_prefix: str,
+        *,
         home_bucket: str | None = None,
+        kept_answer_prefix: str = "kept-answers/",
     ) -> None:
         self._s3 = s3
         self.output_bucket = output_bucket
         self.transcript_prefix = transcript_prefix
         self.failure_prefix = failure_prefix
+        self.kept_answer_prefix = kept_answer_prefix  # paid answers whose write failed (transcriber.answers)
         self.home_bucket = home_bucket  # the stack's input bucket: its outputs keep the plain keys
 
     def describe(self, obj: S3ObjectRef) -> ObjectInfo:
@@ -370,6 +373,26 @@ class Storage:
             self._s3.delete_object(Bucket=self.output_bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             raise _output_error(exc, "deleting", f"s3://{self.output_bucket}/{key}") from exc
+
+    # -- paid answers waiting to be written (transcriber.answers) -------------------------------
+    def write_kept_answer(self, name: str, transcript: Transcript) -> str:
+        key = f"{self.kept_answer_prefix}{name}.json"
+        metadata = {"deepgram-request-id": metadata_value(transcript.request_id, 128)}
+        self._put(key, transcript.rewind(), metadata)
+        return key
+
+    def read_kept_answer(self, key: str, into: IO[bytes]) -> bool:
+        """Copy a kept answer into ``into``; False when it is gone (expired, or already written)."""
+        try:
+            self.read_output(key, into)
+        except PermanentError as exc:
+            if exc.reason == "s3-object-missing":
+                return False
+            raise
+        return True
+
+    def delete_kept_answer(self, key: str) -> None:
+        self._delete(key)
 
     def _put(self, key: str, body: bytes | IO[bytes], metadata: dict[str, str]) -> None:
         try:

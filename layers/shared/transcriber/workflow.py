@@ -25,13 +25,20 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 
 from transcriber import cost, upload_options
-from transcriber.answers import KeptAnswers
+from transcriber.answers import AnswerKeeper, KeptAnswers
 from transcriber.archive import archived_refusal
 from transcriber.capacity import CAPACITY_REASON, Unlimited
 from transcriber.clients import new_client
 from transcriber.completion import Completion
 from transcriber.deepgram import DeepgramClient, Transcript
-from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
+from transcriber.errors import (
+    BlockedError,
+    ErrorDetails,
+    PermanentError,
+    RetryableError,
+    TranscriptionError,
+    error_from_record,
+)
 from transcriber.events import invalid_name
 from transcriber.observability import logger, metrics, redact_url
 from transcriber.retry import InvocationRetryPolicy
@@ -86,7 +93,7 @@ def skip_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
     if obj.size == 0:
         return "empty-object"
     if obj.bucket == settings.output_bucket and obj.key.startswith(
-        (settings.transcript_prefix, settings.failure_prefix)
+        (settings.transcript_prefix, settings.failure_prefix, settings.kept_answer_prefix)
     ):
         return "own-output"  # never transcribe our own transcripts: that would loop
     return None
@@ -159,8 +166,6 @@ class Transcriber:
         self.settings = settings
         self.capacity = capacity or Unlimited()  # a slot of the Deepgram pool per request
         self.capacity_requeue: CapacityRequeue | None = None  # SQS ways in: see transcriber.adapters
-        # Answers paid for whose write failed, for the next attempt in this container.
-        self.kept_answers = kept_answers or KeptAnswers()
         self.retry = retry or InvocationRetryPolicy(max_attempts=settings.deepgram_max_attempts)
         self._sleep = sleep
         # One boto3 session for every client: each session loads the endpoint and service models
@@ -175,11 +180,14 @@ class Transcriber:
             settings.transcript_prefix,
             settings.failure_prefix,
             home_bucket=settings.input_bucket,
+            kept_answer_prefix=settings.kept_answer_prefix,
         )
         # Derived formats and completion events; the EventBridge client is made on first use.
         self.completion = Completion(
             settings, self.storage, (lambda: events) if events else (lambda: new_client(session, "events"))
         )
+        # Answers paid for whose write failed, kept for the retry (transcriber.answers).
+        self.keeper = AnswerKeeper(self.storage, kept_answers or KeptAnswers())
         self.api_keys = ApiKeyProvider(settings.deepgram_secret_id, settings.secret_max_age_s, secretsmanager)
         self.deepgram = DeepgramClient(settings.deepgram_api_url, http)
         self.idempotency = IdempotencyConfig(
@@ -260,11 +268,18 @@ class Transcriber:
         object done again, unless a newer version has superseded it meanwhile)."""
         identity = object_identity(obj)
         result: dict[str, Any] = self._transcribe_once(identity=identity, obj=obj, context=context)
-        if not result.get("replayed") or self._replay_holds(obj, result):
+        if "kept" in result:
+            if not result.get("replayed"):
+                # This invocation paid for the answer and could not write it: the record keeps it.
+                raise error_from_record(result["write_error"], answer_kept_in=result["kept"]["where"])
+            written = self._write_kept(obj, identity, result, context)
+            if written is not None:
+                return written
+        elif not result.get("replayed") or self._replay_holds(obj, result):
             return result
         logger.warning(
-            "The stored result is stale (its transcript is gone or another version's, or the version "
-            "it was superseded by is gone); doing it again",
+            "The stored result is stale (its transcript is gone or another version's, the version "
+            "it was superseded by is gone, or its kept answer is gone); doing it again",
             extra={"transcript_key": result.get("key")},
         )
         self._persistence.delete_record(data=identity, exception=RuntimeError("stale idempotency record"))
@@ -337,28 +352,52 @@ class Transcriber:
     def _transcribe(
         self, *, identity: dict[str, Any], obj: S3ObjectRef, context: LambdaContextLike
     ) -> dict[str, Any]:
-        kept = self.kept_answers.take(identity)
-        if kept is not None:
-            logger.info("Writing the answer kept from an earlier attempt; no new Deepgram request")
-        transcript, delivery = kept or self._call_deepgram(obj, context)
+        transcript, delivery = self._call_deepgram(obj, context)
+        with transcript:
+            return self._write_answer(obj, identity, transcript, delivery, context=context, kept=None)
+
+    def _write_answer(
+        self,
+        obj: S3ObjectRef,
+        identity: dict[str, Any],
+        transcript: Transcript,
+        delivery: str,
+        *,
+        context: LambdaContextLike,
+        kept: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Write a paid answer (fresh, or ``kept`` by an earlier attempt). A fresh answer whose
+        write fails is kept and the result says where, so the idempotency record holds it for the
+        retry (which comes back through ``_write_kept``) instead of the retry paying again."""
         query = self._query(obj)
         usd = cost.estimate_usd(self.settings.pricing, transcript.duration_s, transcript.channels, query)
         more_metadata = upload_options.metadata(query) | cost.metadata(transcript.duration_s, usd)
-        with transcript:
-            try:
-                if self.storage.superseded(obj):
-                    # A newer version of the key exists: its outcome wins; ours is not written.
-                    logger.info("A newer version replaced the object; not writing its transcript")
-                    self.kept_answers.forget(identity)
-                    return {"superseded": True, "request_id": transcript.request_id}
-                key = self._write_transcript(obj, transcript, delivery, context, more_metadata)
-                self.storage.delete_failure(obj)
-            except Exception:
-                # Deepgram was paid for this answer: keep it, so the retry writes it without paying again.
-                if kept is None:
-                    self._keep(identity, transcript, delivery)
+        answer = {
+            "request_id": transcript.request_id,
+            "duration_s": transcript.duration_s,
+            "delivery": delivery,
+            "options": upload_options.in_force(query),
+            "estimated_cost_usd": usd,
+            "deepgram_latency_s": round(transcript.latency_s, 3),
+        }
+        try:
+            if self.storage.superseded(obj):
+                # A newer version of the key exists: its outcome wins; ours is not written.
+                logger.info("A newer version replaced the object; not writing its transcript")
+                return {"superseded": True, "request_id": transcript.request_id}
+            key = self._write_transcript(obj, transcript, delivery, context, more_metadata)
+            self.storage.delete_failure(obj)
+        except TranscriptionError as exc:
+            if kept is not None or not exc.retryable:
                 raise
-        self.kept_answers.forget(identity)
+            where = self.keeper.keep(identity, transcript, delivery)
+            if where is None:
+                raise
+            logger.warning(
+                "Writing the transcript failed; Deepgram's answer is kept for the retry",
+                extra={"kept_in": where["where"], "deepgram_request_id": transcript.request_id},
+            )
+            return answer | {"kept": where, "write_error": exc.as_record()}
         record_cost(usd)
         metrics.add_metric(name="TranscriptionsSucceeded", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name=DELIVERY_METRICS[delivery], unit=MetricUnit.Count, value=1)
@@ -376,16 +415,29 @@ class Transcriber:
                 "delivery": delivery,
             },
         )
-        return {
-            "key": key,
-            "request_id": transcript.request_id,
-            "duration_s": transcript.duration_s,
-            "delivery": delivery,
-            "options": upload_options.in_force(query),
-            "estimated_cost_usd": usd,
-            "deepgram_latency_s": round(transcript.latency_s, 3),
-            "transcribed_at": utc_now(),
-        }
+        return answer | {"key": key, "transcribed_at": utc_now()}
+
+    def _write_kept(
+        self, obj: S3ObjectRef, identity: dict[str, Any], result: dict[str, Any], context: LambdaContextLike
+    ) -> dict[str, Any] | None:
+        """A stored result whose answer was paid for but not written: write it now, with no
+        Deepgram request, and make the record say so. None when the kept copy is gone."""
+        kept: dict[str, Any] = result["kept"]
+        transcript = self.keeper.take(identity, kept)
+        if transcript is None:
+            return None
+        logger.info(
+            "Writing the answer kept by an earlier attempt; no new Deepgram request",
+            extra={"kept_in": kept["where"], "deepgram_request_id": transcript.request_id},
+        )
+        with transcript:
+            written = self._write_answer(
+                obj, identity, transcript, str(kept.get("delivery") or "url"), context=context, kept=kept
+            )
+        # The record first: until it says written, the kept copy must stay (a replay writes it again).
+        self._persistence.save_success(data=identity, result=written)
+        self.keeper.forget(identity, kept)
+        return written
 
     def _write_transcript(
         self,
@@ -413,18 +465,6 @@ class Transcriber:
                     extra={"attempt": attempt, "delay_s": round(delay, 3), "error": exc.as_record()},
                 )
                 self._sleep(delay)
-
-    def _keep(self, identity: dict[str, Any], transcript: Transcript, delivery: str) -> None:
-        try:
-            kept = self.kept_answers.keep(identity, transcript, delivery)
-        except OSError as exc:
-            kept = False
-            logger.warning("Could not keep Deepgram's answer", extra={"error": type(exc).__name__})
-        if kept:
-            logger.warning(
-                "Deepgram's answer is kept for the next attempt in this container",
-                extra={"deepgram_request_id": transcript.request_id, "size": transcript.size},
-            )
 
     def _query(self, obj: S3ObjectRef) -> list[tuple[str, str]]:
         """The Deepgram query for this object: the stack's options with its own laid over them."""
