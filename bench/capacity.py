@@ -20,7 +20,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from bench.burst import RuntimeDelivery
+from bench.burst import LEAN_OUTPUTS, RuntimeDelivery
 from bench.common import FUNCTION, Row, SectionResult, Uploader, median, prime_emulator, runtime_python, say
 from localworld.backfill_run import function_invoke
 from localworld.batch_operations import LocalBatchOperations
@@ -40,7 +40,11 @@ BACKFILL_PERCENT = 60
 LIVE_UPLOADS = 30
 LIVE_SPACING_S = 1.5
 LIVE_CONCURRENCY = 10
-POOL_ENV = {"CAPACITY_POOL_SIZE": str(POOL), "CAPACITY_BACKFILL_PERCENT": str(BACKFILL_PERCENT)}
+POOL_ENV = {
+    "CAPACITY_POOL_SIZE": str(POOL),
+    "CAPACITY_BACKFILL_PERCENT": str(BACKFILL_PERCENT),
+    **LEAN_OUTPUTS,
+}
 
 
 def _group(world: LocalWorld, python: str, concurrency: int, **env: str) -> LocalFunction:
