@@ -211,9 +211,15 @@ def bench_spec(world: LocalWorld, code_dir: Path, name: str) -> FunctionSpec:
 
 
 def new_function(
-    spec: FunctionSpec, extra_env: dict[str, str], *, python: str = sys.executable, concurrency: int = 1
+    spec: FunctionSpec,
+    extra_env: dict[str, str],
+    *,
+    python: str = sys.executable,
+    concurrency: int = 1,
+    env_overrides: dict[str, str] | None = None,
 ) -> LocalFunction:
-    return LocalFunction(spec, extra_env=extra_env, max_concurrency=concurrency, python=python)
+    """``env_overrides``: the function's own declared variables, as ``sam local --env-vars``."""
+    return LocalFunction(spec, env_overrides, extra_env=extra_env, max_concurrency=concurrency, python=python)
 
 
 def check(result: InvocationResult, what: str) -> InvocationResult:
