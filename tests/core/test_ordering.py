@@ -19,6 +19,7 @@ from tests.core.conftest import (
     transcript_key,
 )
 from transcriber.events import S3ObjectRef
+from transcriber.observability import metrics
 from transcriber.workflow import object_identity
 
 if TYPE_CHECKING:
@@ -248,8 +249,10 @@ def test_bytes_uploaded_again_after_another_version_are_the_latest_again(
     aws.upload("k.wav", V1)
     aws.upload("k.wav", V2)
     answer(deepgram)
+    metrics.clear_metrics()
     assert transcriber.process(ref(body=V1), lambda_context).reason == "superseded"  # stored as such
     assert len(deepgram.calls) == 1
+    assert len(metrics.metric_set["EstimatedCostUSD"]["Value"]) == 1  # paid for, so counted
     aws.upload("k.wav", V1)  # V1's bytes again: the latest version, with V1's identity
     answer(deepgram, json=transcript_body(request_id="req-2"))
 

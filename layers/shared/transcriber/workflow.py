@@ -382,8 +382,10 @@ class Transcriber:
         }
         try:
             if self.storage.superseded(obj):
-                # A newer version of the key exists: its outcome wins; ours is not written.
+                # A newer version of the key exists: its outcome wins; ours is not written (but
+                # Deepgram was paid for it, so its cost counts).
                 logger.info("A newer version replaced the object; not writing its transcript")
+                record_cost(usd)
                 return {"superseded": True, "request_id": transcript.request_id}
             key = self._write_transcript(obj, transcript, delivery, context, more_metadata)
             self.storage.delete_failure(obj)
