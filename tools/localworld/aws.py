@@ -28,6 +28,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from localworld import s3_notifications
+from localworld.s3_limits import S3MetadataLimit
 from localworld.s3_presign import IssuedCredentials, PresignCheck, PresignVerifier
 from localworld.template import Stack
 from samstack import DEFAULT_ACCOUNT_ID, DEFAULT_REGION, Resource, TemplateError
@@ -94,10 +95,9 @@ class MotoServer:
         self._thread: threading.Thread | None = None
         self._endpoint_url: str | None = None
         self._quiet = quiet
-        self.presign_check = PresignCheck(
-            AtomicDynamoDB(DomainDispatcherApplication(create_backend_app)),
-            PresignVerifier([ISSUED_CREDENTIALS]),
-        )
+        # S3's user-metadata limit, which moto does not enforce (localworld.s3_limits).
+        self.metadata_limit = S3MetadataLimit(AtomicDynamoDB(DomainDispatcherApplication(create_backend_app)))
+        self.presign_check = PresignCheck(self.metadata_limit, PresignVerifier([ISSUED_CREDENTIALS]))
 
     def start(self) -> str:
         s3_notifications.install()  # versionId and sequencer, as real S3 sends them
