@@ -101,3 +101,53 @@ def test_a_broken_connection_reading_an_output_is_an_output_error() -> None:
 
     with pytest.raises(RetryableError):
         storage.transcript_of(S3ObjectRef("in", "a.wav"))
+
+
+class BareHead400S3:
+    """S3 whose HEAD answers a bare 400 and whose one-byte GET answers ``get_error`` (or works)."""
+
+    def __init__(self, get_error: Exception | None) -> None:
+        self.get_error = get_error
+        self.gets: list[dict[str, object]] = []
+
+    def head_object(self, **_: object) -> None:
+        raise client_error("400", 400)
+
+    def get_object(self, **params: object) -> dict[str, object]:
+        self.gets.append(params)
+        if self.get_error is not None:
+            raise self.get_error
+
+        class Body:
+            def close(self) -> None: ...
+
+        return {"Body": Body()}
+
+
+def test_a_bare_400_head_is_told_as_sse_c_by_a_one_byte_get() -> None:
+    from transcriber.errors import PermanentError
+    from transcriber.events import S3ObjectRef
+    from transcriber.storage import SSE_C_REASON, Storage
+
+    refusing = client_error("InvalidRequest", 400)
+    refusing.response["Error"]["Message"] = "The object was stored using a form of Server Side Encryption."
+    s3 = BareHead400S3(refusing)
+
+    with pytest.raises(PermanentError) as caught:
+        Storage(s3, "out", "transcripts/", "failures/").describe(S3ObjectRef("in", "a.wav", version_id="v1"))  # type: ignore[arg-type]
+
+    assert caught.value.reason == SSE_C_REASON
+    assert s3.gets == [{"Bucket": "in", "Key": "a.wav", "VersionId": "v1", "Range": "bytes=0-0"}]
+
+
+@pytest.mark.parametrize("get_error", [None, client_error("InvalidArgument", 400)])
+def test_a_bare_400_head_that_is_not_sse_c_stays_an_s3_error(get_error: Exception | None) -> None:
+    from transcriber.errors import PermanentError
+    from transcriber.events import S3ObjectRef
+    from transcriber.storage import Storage
+
+    storage = Storage(BareHead400S3(get_error), "out", "transcripts/", "failures/")  # type: ignore[arg-type]
+    with pytest.raises(PermanentError) as caught:
+        storage.describe(S3ObjectRef("in", "a.wav"))
+
+    assert caught.value.reason == "s3-error"

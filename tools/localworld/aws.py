@@ -28,7 +28,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from localworld import s3_notifications
-from localworld.s3_limits import S3MetadataLimit
+from localworld.s3_limits import S3CustomerKeys, S3MetadataLimit
 from localworld.s3_presign import IssuedCredentials, PresignCheck, PresignVerifier
 from localworld.template import Stack
 from samstack import DEFAULT_ACCOUNT_ID, DEFAULT_REGION, Resource, TemplateError
@@ -95,8 +95,10 @@ class MotoServer:
         self._thread: threading.Thread | None = None
         self._endpoint_url: str | None = None
         self._quiet = quiet
-        # S3's user-metadata limit, which moto does not enforce (localworld.s3_limits).
-        self.metadata_limit = S3MetadataLimit(AtomicDynamoDB(DomainDispatcherApplication(create_backend_app)))
+        # S3's user-metadata limit and SSE-C refusals, which moto lacks (localworld.s3_limits).
+        self.metadata_limit = S3MetadataLimit(
+            S3CustomerKeys(AtomicDynamoDB(DomainDispatcherApplication(create_backend_app)))
+        )
         self.presign_check = PresignCheck(self.metadata_limit, PresignVerifier([ISSUED_CREDENTIALS]))
 
     def start(self) -> str:

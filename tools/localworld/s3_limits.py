@@ -1,12 +1,19 @@
-"""S3's limit on user metadata, which moto does not enforce: a PUT (or a multipart upload's
-start, or a copy that replaces metadata) whose ``x-amz-meta-*`` headers add up to more than 2 KB
-(the UTF-8 bytes of every name, without the prefix, and value) is refused with
-``400 MetadataTooLarge``, as S3 refuses it. Without this, a write that fails on AWS after a paid
-Deepgram answer would pass here."""
+"""What S3 refuses and moto does not, where a promise of the product depends on it.
+
+* ``S3MetadataLimit``: a PUT (or a multipart upload's start, or a copy that replaces metadata)
+  whose ``x-amz-meta-*`` headers add up to more than 2 KB (the UTF-8 bytes of every name, without
+  the prefix, and value) is refused with ``400 MetadataTooLarge``. Without it, a write that fails on
+  AWS after a paid Deepgram answer would pass here.
+* ``S3CustomerKeys``: an object stored with a customer-provided key (SSE-C) can't be read or
+  HEADed without that key's headers: S3 answers a GET (presigned too) ``400 InvalidRequest`` and a
+  HEAD a bare ``400``. moto stores such objects in the clear and serves them to anyone, so a
+  product that can't read SSE-C objects (a presigned URL can't carry the key) would look fine here.
+"""
 
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,6 +21,13 @@ from localworld.s3_presign import Refusal, error_document
 
 MAX_USER_METADATA_BYTES = 2048
 _META_PREFIX = "HTTP_X_AMZ_META_"
+_SSE_C_ALGORITHM = "HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_CUSTOMER_ALGORITHM"
+_SSE_C_REFUSAL = Refusal(
+    400,
+    "InvalidRequest",
+    "The object was stored using a form of Server Side Encryption. The correct parameters must be "
+    "provided to retrieve the object.",
+)
 _TOO_LARGE = Refusal(
     400, "MetadataTooLarge", "Your metadata headers exceed the maximum allowed metadata size."
 )
@@ -32,8 +46,12 @@ def user_metadata_bytes(environ: dict[str, Any]) -> int:
 
 
 def _is_s3(environ: dict[str, Any]) -> bool:
-    credential = str(environ.get("HTTP_AUTHORIZATION", "")) + str(environ.get("QUERY_STRING", ""))
-    return "/s3/aws4_request" in credential or "%2Fs3%2Faws4_request" in credential
+    """A request for S3: signed (header or query) for the s3 service, or with SigV2, which only
+    S3 still takes (boto3's default presigned URLs)."""
+    auth = str(environ.get("HTTP_AUTHORIZATION", ""))
+    query = str(environ.get("QUERY_STRING", ""))
+    sigv4 = "/s3/aws4_request" in auth or "%2Fs3%2Faws4_request" in query
+    return sigv4 or auth.startswith("AWS ") or "AWSAccessKeyId=" in query
 
 
 class S3MetadataLimit:
@@ -73,3 +91,41 @@ def _drain(environ: dict[str, Any]) -> None:
         if not chunk:
             break
         left -= len(chunk)
+
+
+class S3CustomerKeys:
+    """WSGI middleware in front of moto: remembers which keys were last written with SSE-C and
+    refuses GET and HEAD of them without the customer key's headers, as S3 does. (The last PUT
+    decides for the key, whatever version a read names: enough for the product's reads.)"""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+        self._encrypted: set[str] = set()  # PATH_INFO of keys stored with SSE-C
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET"))
+        path = str(environ.get("PATH_INFO", "/"))
+        if not _is_s3(environ) or path.count("/") < 2:  # bucket-level requests pass
+            return self._app(environ, start_response)
+        with self._lock:
+            if method == "PUT" and "HTTP_X_AMZ_COPY_SOURCE" not in environ:
+                (self._encrypted.add if environ.get(_SSE_C_ALGORITHM) else self._encrypted.discard)(path)
+            elif method == "DELETE":
+                self._encrypted.discard(path)
+            refused = (
+                method in {"GET", "HEAD"} and path in self._encrypted and not environ.get(_SSE_C_ALGORITHM)
+            )
+        if not refused:
+            return self._app(environ, start_response)
+        request_id = secrets.token_hex(8).upper()
+        body = error_document(_SSE_C_REFUSAL, request_id)
+        start_response(
+            "400 Bad Request",
+            [
+                ("Content-Type", "application/xml"),
+                ("Content-Length", str(len(body))),
+                ("x-amz-request-id", request_id),
+            ],
+        )
+        return [] if method == "HEAD" else [body]

@@ -60,11 +60,12 @@ class ObjectInfo:
     metadata: dict[str, str] = field(default_factory=dict)  # user metadata, without x-amz-meta-
 
 
+SSE_C_REASON = "s3-sse-c-unsupported"
+
+
 def sse_c_refused(uri: str, http_status: int | None = None) -> PermanentError:
     return PermanentError(
-        ErrorDetails(
-            reason="s3-sse-c-unsupported", message=f"{uri}: {SSE_C_REFUSAL}", http_status=http_status
-        )
+        ErrorDetails(reason=SSE_C_REASON, message=f"{uri}: {SSE_C_REFUSAL}", http_status=http_status)
     )
 
 
@@ -168,7 +169,13 @@ class Storage:
             params["VersionId"] = obj.version_id
         try:
             head = self._s3.head_object(**params)
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 400:
+                refusal = self._customer_key_refusal(params, obj.uri)
+                if refusal is not None:
+                    raise refusal from exc
+            raise classify_s3_error(exc, "reading", obj.uri) from exc
+        except BotoCoreError as exc:
             raise classify_s3_error(exc, "reading", obj.uri) from exc
         return ObjectInfo(
             size=int(head.get("ContentLength", 0)),
@@ -181,6 +188,19 @@ class Storage:
             ),
             metadata=dict(head.get("Metadata") or {}),
         )
+
+    def _customer_key_refusal(self, params: dict[str, Any], uri: str) -> PermanentError | None:
+        """A HEAD answered a bare 400: what S3 answers for an object stored with a customer-provided
+        key (SSE-C) read without it, and a HEAD has no body to say so. A one-byte GET says it in words."""
+        try:
+            self._s3.get_object(**params, Range="bytes=0-0")["Body"].close()
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "InvalidRequest" and SSE_C_MESSAGE in str(error.get("Message", "")):
+                return sse_c_refused(uri, 400)
+        except BotoCoreError:
+            pass
+        return None
 
     def open_stream(self, obj: S3ObjectRef) -> ObjectStream:
         """GET the object (the event's version) for streaming; the caller reads and closes it."""

@@ -43,7 +43,7 @@ from transcriber.events import invalid_name
 from transcriber.observability import logger, metrics, redact_url
 from transcriber.retry import InvocationRetryPolicy
 from transcriber.secrets import ApiKeyProvider
-from transcriber.storage import Storage, sse_c_refused, utc_now
+from transcriber.storage import SSE_C_REASON, Storage, sse_c_refused, utc_now
 from transcriber.usage import record_cost, record_deepgram_error, record_failure_reason
 
 if TYPE_CHECKING:
@@ -336,11 +336,17 @@ class Transcriber:
 
     def _explained(self, obj: S3ObjectRef, exc: PermanentError) -> PermanentError:
         """Deepgram could not fetch the URL of an object that skipped the HEAD: one HEAD tells
-        whether it is archived (Deepgram's fetch was refused before any transcription)."""
+        whether it is archived, or stored with a customer-provided key (SSE-C) that a presigned
+        URL can't carry (Deepgram's fetch was refused before any transcription)."""
         if exc.reason != "deepgram-remote-content":
             return exc
         try:
             state = self.storage.describe(obj).archive
+        except PermanentError as refused:
+            if refused.reason != SSE_C_REASON:
+                return exc
+            refused.details.extra.update(exc.details.extra)
+            return refused
         except TranscriptionError:
             return exc
         archived = archived_refusal(obj, state, transcribe_restored=True)
