@@ -313,6 +313,46 @@ def test_an_answer_only_the_container_kept_is_paid_again_elsewhere(
     assert len(deepgram.calls) == 2
 
 
+def test_a_record_that_cannot_say_written_keeps_the_copy_and_the_replay_writes_it_again(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, body=long_body(20_000), status=200)
+    transcriber = make_transcriber()
+    transcriber.keeper.max_record_bytes = 1024  # a staging object, so forgetting it shows
+    failing_puts(monkeypatch, transcriber, "SlowDown", OUTPUT_WRITE_ATTEMPTS)
+    with pytest.raises(RetryableError):
+        transcriber.process(obj(), lambda_context)
+    retry = another_container(make_transcriber, tmp_path, "retry")
+    real_save = retry._persistence.save_success
+    refusals = iter(
+        [ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "UpdateItem")]
+    )
+
+    def save_success(**kwargs: Any) -> None:
+        refusal = next(refusals, None)
+        if refusal is not None:
+            raise refusal
+        real_save(**kwargs)
+
+    monkeypatch.setattr(retry._persistence, "save_success", save_success)
+
+    assert retry.process(obj(), lambda_context).status == "transcribed"
+    staged = aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/")
+    assert staged["KeyCount"] == 1  # still kept: the record still points at it
+    again = retry.process(obj(), lambda_context)  # a duplicate delivery: written again, not paid
+
+    assert again.status == "transcribed"
+    assert len(deepgram.calls) == 1
+    assert aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/")["KeyCount"] == 0
+    assert retry.process(obj(), lambda_context).replayed  # now the record says written
+
+
 def test_a_superseded_object_forgets_its_kept_answer(
     aws: Aws,
     deepgram: responses.RequestsMock,

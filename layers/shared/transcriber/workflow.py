@@ -23,6 +23,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyPersistenceLayerError,
 )
+from botocore.exceptions import BotoCoreError, ClientError
 
 from transcriber import cost, upload_options
 from transcriber.answers import AnswerKeeper, KeptAnswers
@@ -443,7 +444,14 @@ class Transcriber:
                 obj, identity, transcript, str(kept.get("delivery") or "url"), context=context, kept=kept
             )
         # The record first: until it says written, the kept copy must stay (a replay writes it again).
-        self._persistence.save_success(data=identity, result=written)
+        try:
+            self._persistence.save_success(data=identity, result=written)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "The transcript is written but its record still says kept; a replay writes it again",
+                extra={"error": type(exc).__name__},
+            )
+            return written
         self.keeper.forget(identity, kept)
         return written
 
