@@ -63,7 +63,10 @@ def pool_items(world: LocalWorld) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def limited_deepgram(world: LocalWorld) -> Iterator[None]:
-    """The emulator's own limit is the pool's size: any request over it would be a 429."""
+    """The emulator's own limit is the pool's size: any request over it would be a 429. A request
+    an earlier test's client gave up on (a stalled answer) still holds an emulator slot, as it
+    would at Deepgram: wait for those to finish, so every request counted is this test's."""
+    wait_until(lambda: world.emulator.counters["in_flight"] == 0, timeout_s=90)
     previous = (world.emulator.latency, world.emulator.max_concurrency)
     world.emulator.latency, world.emulator.max_concurrency = LATENCY_S, POOL_SIZE
     yield
