@@ -13,6 +13,7 @@ events (no derived formats, no PutEvents), and the same with the capacity govern
 
 from __future__ import annotations
 
+from bench.burst import LEAN_OUTPUTS
 from bench.common import (
     FLOOR_DIR,
     Row,
@@ -32,8 +33,7 @@ from localworld.world import LocalWorld
 
 GOAL_RATIO = 1.15
 WARMUP = 3
-LEAN = {"OUTPUT_FORMATS": "json", "COMPLETION_EVENTS": "false"}
-UNGOVERNED = {**LEAN, "CAPACITY_TABLE": ""}
+UNGOVERNED = {**LEAN_OUTPUTS, "CAPACITY_TABLE": ""}
 
 
 def run(world: LocalWorld, objects: int = 50) -> SectionResult:
@@ -43,7 +43,7 @@ def run(world: LocalWorld, objects: int = 50) -> SectionResult:
     prime_emulator(world, uploader)
     env = world.function_env()
     ours = new_function(product_spec(world), env, python=python)
-    lean = new_function(product_spec(world), env, python=python, env_overrides=LEAN)
+    lean = new_function(product_spec(world), env, python=python, env_overrides=LEAN_OUTPUTS)
     ungoverned = new_function(product_spec(world), env, python=python, env_overrides=UNGOVERNED)
     floor = new_function(bench_spec(world, FLOOR_DIR, "Floor"), env, python=python)
     contenders = [("ours", ours), ("lean", lean), ("ungoverned", ungoverned), ("floor", floor)]
