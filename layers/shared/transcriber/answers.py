@@ -53,6 +53,30 @@ def identity_name(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def described(transcript: Transcript, delivery: str) -> dict[str, Any]:
+    """What a kept answer's body needs beside it to be a Transcript again (JSON-safe)."""
+    return {
+        "size": transcript.size,
+        "request_id": transcript.request_id,
+        "duration_s": transcript.duration_s,
+        "channels": transcript.channels,
+        "latency_s": transcript.latency_s,
+        "delivery": delivery,
+    }
+
+
+def described_transcript(body: IO[bytes], meta: Mapping[str, Any]) -> Transcript:
+    """The Transcript a kept body and its ``described`` metadata make."""
+    return Transcript(
+        body=body,
+        size=int(meta["size"]),
+        request_id=meta.get("request_id"),
+        duration_s=meta.get("duration_s"),
+        channels=meta.get("channels"),
+        latency_s=float(meta.get("latency_s") or 0.0),
+    )
+
+
 class KeptAnswers:
     """Answers kept by identity: ``<sha256 of identity>.json`` (the body, unchanged) and
     ``.meta.json`` beside it (request id, duration, channels, delivery)."""
@@ -78,14 +102,7 @@ class KeptAnswers:
         body_path, meta_path = self._paths(identity)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._make_room(transcript.size, body_path)
-        meta = {
-            "size": transcript.size,
-            "request_id": transcript.request_id,
-            "duration_s": transcript.duration_s,
-            "channels": transcript.channels,
-            "latency_s": transcript.latency_s,
-            "delivery": delivery,
-        }
+        meta = described(transcript, delivery)
         handle, part = tempfile.mkstemp(dir=self.directory, suffix=".part")
         try:
             with os.fdopen(handle, "wb") as out:
@@ -106,15 +123,7 @@ class KeptAnswers:
             body = body_path.open("rb")
         except (OSError, ValueError):
             return None
-        transcript = Transcript(
-            body=body,
-            size=int(meta["size"]),
-            request_id=meta.get("request_id"),
-            duration_s=meta.get("duration_s"),
-            channels=meta.get("channels"),
-            latency_s=float(meta.get("latency_s") or 0.0),
-        )
-        return transcript, str(meta.get("delivery") or "url")
+        return described_transcript(body, meta), str(meta.get("delivery") or "url")
 
     def forget(self, identity: Mapping[str, Any]) -> None:
         for path in self._paths(identity):
@@ -155,28 +164,21 @@ class AnswerKeeper:
         self, identity: Mapping[str, Any], transcript: Transcript, delivery: str
     ) -> dict[str, Any] | None:
         """Where the answer now is (for the idempotency record), or None when nothing took it."""
-        described = {
-            "size": transcript.size,
-            "request_id": transcript.request_id,
-            "duration_s": transcript.duration_s,
-            "channels": transcript.channels,
-            "latency_s": transcript.latency_s,
-            "delivery": delivery,
-        }
+        meta = described(transcript, delivery)
         compressed = _compressed(transcript, self.max_record_bytes)
         if compressed is not None:
-            return described | {
+            return meta | {
                 "where": "record",
                 "gzip_base64": base64.b64encode(compressed).decode("ascii"),
             }
         try:
             key = self.storage.write_kept_answer(identity_name(identity), transcript)
-            return described | {"where": "s3", "key": key}
+            return meta | {"where": "s3", "key": key}
         except TranscriptionError as exc:
             logger.warning("The output bucket refused the kept answer too", extra={"error": exc.as_record()})
         try:
             if self.container.keep(identity, transcript, delivery):
-                return described | {"where": "container"}
+                return meta | {"where": "container"}
         except OSError as exc:
             logger.warning("Could not keep Deepgram's answer", extra={"error": type(exc).__name__})
         return None
@@ -202,14 +204,7 @@ class AnswerKeeper:
         except BaseException:
             spool.close()
             raise
-        return Transcript(
-            body=spool,
-            size=int(kept["size"]),
-            request_id=kept.get("request_id"),
-            duration_s=kept.get("duration_s"),
-            channels=kept.get("channels"),
-            latency_s=float(kept.get("latency_s") or 0.0),
-        )
+        return described_transcript(spool, kept)
 
     def forget(self, identity: Mapping[str, Any], kept: Mapping[str, Any]) -> None:
         """Drop the copy once the answer is written (a staging object left behind expires)."""
