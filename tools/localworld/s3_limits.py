@@ -12,12 +12,11 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from localworld.s3_presign import Refusal, error_document
+from localworld.s3_presign import Refusal, refuse
 
 MAX_USER_METADATA_BYTES = 2048
 _META_PREFIX = "HTTP_X_AMZ_META_"
@@ -70,17 +69,7 @@ class S3MetadataLimit:
             return self._app(environ, start_response)
         self.refusals.append((method, str(environ.get("PATH_INFO", "/")), size))
         _drain(environ)  # the connection stays usable for the client's next request
-        request_id = secrets.token_hex(8).upper()
-        body = error_document(_TOO_LARGE, request_id)
-        start_response(
-            "400 Bad Request",
-            [
-                ("Content-Type", "application/xml"),
-                ("Content-Length", str(len(body))),
-                ("x-amz-request-id", request_id),
-            ],
-        )
-        return [body]
+        return refuse(start_response, _TOO_LARGE, method)
 
 
 def _drain(environ: dict[str, Any]) -> None:
@@ -118,14 +107,4 @@ class S3CustomerKeys:
             )
         if not refused:
             return self._app(environ, start_response)
-        request_id = secrets.token_hex(8).upper()
-        body = error_document(_SSE_C_REFUSAL, request_id)
-        start_response(
-            "400 Bad Request",
-            [
-                ("Content-Type", "application/xml"),
-                ("Content-Length", str(len(body))),
-                ("x-amz-request-id", request_id),
-            ],
-        )
-        return [] if method == "HEAD" else [body]
+        return refuse(start_response, _SSE_C_REFUSAL, method)

@@ -324,21 +324,26 @@ class PresignCheck:
             return self._app(environ, start_response)
         self.refusals.append((method, unquote(raw_path), refusal.code))
         logger.info("presigned %s %s refused: %s", method, unquote(raw_path), refusal.code)
-        request_id = secrets.token_hex(8).upper()
-        body = error_document(refusal, request_id)
-        start_response(
-            f"{refusal.status} {_REASONS[refusal.status]}",
-            [
-                ("Content-Type", "application/xml"),
-                ("Content-Length", str(len(body))),
-                ("x-amz-request-id", request_id),
-                ("x-amz-id-2", request_id),
-            ],
-        )
-        return [] if method == "HEAD" else [body]
+        return refuse(start_response, refusal, method)
 
 
 _REASONS = {400: "Bad Request", 403: "Forbidden"}
+
+
+def refuse(start_response: Callable[..., Any], refusal: Refusal, method: str) -> list[bytes]:
+    """Answer a request as S3 refuses it: its ``<Error>`` XML and request id (no body for a HEAD)."""
+    request_id = secrets.token_hex(8).upper()
+    body = error_document(refusal, request_id)
+    start_response(
+        f"{refusal.status} {_REASONS[refusal.status]}",
+        [
+            ("Content-Type", "application/xml"),
+            ("Content-Length", str(len(body))),
+            ("x-amz-request-id", request_id),
+            ("x-amz-id-2", request_id),
+        ],
+    )
+    return [] if method == "HEAD" else [body]
 
 
 def _headers(environ: Mapping[str, Any]) -> dict[str, str]:
