@@ -20,6 +20,7 @@ from localworld.s3_presign import Refusal, refuse
 
 MAX_USER_METADATA_BYTES = 2048
 _META_PREFIX = "HTTP_X_AMZ_META_"
+_MOTO_RESET = "/moto-api/reset"
 _SSE_C_ALGORITHM = "HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_CUSTOMER_ALGORITHM"
 _SSE_C_REFUSAL = Refusal(
     400,
@@ -95,6 +96,9 @@ class S3CustomerKeys:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET"))
         path = str(environ.get("PATH_INFO", "/"))
+        if path == _MOTO_RESET:  # every object is gone, so is what was known of them
+            with self._lock:
+                self._encrypted.clear()
         if not _is_s3(environ) or path.count("/") < 2:  # bucket-level requests pass
             return self._app(environ, start_response)
         with self._lock:

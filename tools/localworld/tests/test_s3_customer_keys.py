@@ -64,3 +64,13 @@ def test_a_later_upload_without_a_customer_key_is_readable_again(aws: LocalAws) 
     s3.put_object(Bucket=BUCKET, Key=KEY, Body=b"RIFF-plain")
 
     assert s3.head_object(Bucket=BUCKET, Key=KEY)["ContentLength"] == len(b"RIFF-plain")
+
+
+def test_a_reset_world_forgets_which_keys_were_encrypted(aws: LocalAws) -> None:
+    aws.reset()
+    s3 = aws.s3()
+    s3.create_bucket(Bucket=BUCKET)
+
+    with pytest.raises(ClientError) as gone:
+        s3.get_object(Bucket=BUCKET, Key=KEY)
+    assert gone.value.response["Error"]["Code"] == "NoSuchKey"  # gone, not "encrypted"
