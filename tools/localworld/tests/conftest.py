@@ -19,9 +19,15 @@ REAL_TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
+def moto() -> Iterator[MotoServer]:
+    """The session's moto server, with the local S3's checks in front (presign, limits)."""
     with MotoServer() as server:
-        yield server.endpoint_url
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(moto: MotoServer) -> str:
+    return moto.endpoint_url
 
 
 @pytest.fixture(scope="session")

@@ -18,12 +18,6 @@ CUSTOMER_KEY = os.urandom(32)
 WITH_KEY = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": CUSTOMER_KEY}
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
-
-
 @pytest.fixture
 def aws(moto: MotoServer) -> Iterator[LocalAws]:
     aws = LocalAws(moto.endpoint_url)

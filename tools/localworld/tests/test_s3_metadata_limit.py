@@ -16,12 +16,6 @@ from localworld.s3_limits import MAX_USER_METADATA_BYTES
 BUCKET = "metadata-limit-bucket"
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
-
-
 @pytest.fixture
 def aws(moto: MotoServer) -> Iterator[LocalAws]:
     aws = LocalAws(moto.endpoint_url)

@@ -32,12 +32,6 @@ KEY = "talks/a b+é.wav"
 BODY = b"RIFF-not-really-audio"
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
-
-
 @pytest.fixture
 def aws(moto: MotoServer) -> Iterator[LocalAws]:
     aws = LocalAws(moto.endpoint_url)
