@@ -9,6 +9,7 @@ script reads it with the same Markdown parser the rest of the tooling uses (mark
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import subprocess
@@ -38,11 +39,11 @@ def heading_anchors(markdown: str) -> set[str]:
     tokens = MarkdownIt("commonmark").enable("table").parse(markdown)
     seen: dict[str, int] = {}
     anchors = set()
-    for opening, inline in zip(tokens, tokens[1:], strict=False):
+    for opening, inline in itertools.pairwise(tokens):
         if opening.type != "heading_open":
             continue
-        text = "".join(child.content for child in inline.children or [] if child.type in {"text", "code_inline"})
-        slug = github_slug(text)
+        words = [child.content for child in inline.children or [] if child.type in {"text", "code_inline"}]
+        slug = github_slug("".join(words))
         anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
         seen[slug] = seen.get(slug, 0) + 1
     return anchors
@@ -82,7 +83,7 @@ def site_problems(config: Path) -> list[str]:
     """A strict MkDocs build of the site into a throw-away folder: its warnings, or nothing."""
     with tempfile.TemporaryDirectory() as site:
         built = subprocess.run(
-            [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-f", str(config), "-d", site],
+            [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", site],
             capture_output=True,
             text=True,
             check=False,
