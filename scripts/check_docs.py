@@ -92,7 +92,8 @@ def site_problems(config: Path) -> list[str]:
     if built.returncode == 0:
         return []
     lines = [line for line in (built.stdout + built.stderr).splitlines() if line.strip()]
-    return lines or [f"mkdocs build --strict exited {built.returncode}"]
+    warnings = [line for line in lines if line.startswith(("WARNING", "ERROR"))]
+    return warnings or lines or [f"mkdocs build --strict exited {built.returncode}"]
 
 
 def main(argv: list[str] | None = None) -> int:
