@@ -15,7 +15,8 @@ PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
 TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/retry/app.py tools scripts tests bench
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
-	deploy-prod invoke emulator clean failures report redrive backfill chaos bench localworld-test sam-local
+	deploy-prod invoke emulator clean failures report redrive backfill chaos bench localworld-test sam-local \
+	docs diagram
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -23,13 +24,20 @@ help: ## List the targets
 demo: ## Transcribe the sample (or AUDIO=path: wav, mp3, m4a, ...) end to end on the local world (OUTAGE=10: recover via the DLQ)
 	@$(PY) -m localworld.demo $(if $(AUDIO),--audio "$(AUDIO)") $(if $(OUTAGE),--outage "$(OUTAGE)")
 
-test: lint typecheck ## Everything: ruff, mypy, all tests with the layer's branch-coverage gate, then sam-local
+test: lint typecheck ## Everything: ruff, mypy, the docs' links, all tests with the layer's branch-coverage gate, then sam-local
+	@$(PY) scripts/check_docs.py
 	@$(PY) -m coverage run -m pytest -m "not samlocal"
 	@$(PY) -m coverage report
 	@$(MAKE) --no-print-directory sam-local
 
 sam-local: ## sam build + sam local invoke/start-lambda in containers (installs and starts Docker, builds the base image if absent)
 	@$(PY) -m pytest -m samlocal tests/samlocal
+
+docs: ## Build the documentation site (MkDocs, Material theme) in strict mode into site/
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+diagram: ## Render the README's architecture picture (docs/img/architecture.svg) from scripts/architecture_diagram.py
+	@$(PY) scripts/architecture_diagram.py
 
 lint: ## ruff lint and format check
 	@$(VENV)/bin/ruff check $(PYTHON_SOURCES)

@@ -1,17 +1,16 @@
-"""The README's deployment recipes keep least privilege: a recipe people copy is part of the stack."""
+"""The documentation's deployment recipes keep least privilege: a recipe people copy is part of the stack."""
 
 from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+from tests.docs import documentation
 
 
 def _commands(name: str) -> list[list[str]]:
-    """Every ``aws ...`` command of the README whose words start with ``name``, line continuations joined."""
-    text = README.read_text(encoding="utf-8").replace("\\\n", " ")
+    """Every ``aws ...`` command of the docs whose words start with ``name``, line continuations joined."""
+    text = documentation().replace("\\\n", " ")
     found = []
     for line in text.splitlines():
         if line.strip().startswith(name):
