@@ -117,7 +117,7 @@ def test_waiting_finds_the_messages_and_leaves_them_in_their_queues(
     dlq = str(world.stack.outputs["DeadLetterQueueUrl"])
     parking = str(world.stack.outputs["ParkingQueueUrl"])
     sqs = world.aws.sqs()
-    error = {
+    error: dict[str, Any] = {
         "ErrorMessage": {"DataType": "String", "StringValue": "RetryableError: deepgram-payment-required"}
     }
     sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(event), MessageAttributes=error)
