@@ -20,7 +20,7 @@ TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-demo: ## Transcribe the sample (or AUDIO=path: wav, mp3, m4a, ...) end to end on the local world (OUTAGE=10: recover via the DLQ)
+demo: ## Transcribe the sample (or AUDIO=file or AUDIO=folder/) end to end on the local world; outputs kept in demo-output/ (OUTAGE=10: recover via the DLQ)
 	@$(PY) -m localworld.demo $(if $(AUDIO),--audio "$(AUDIO)") $(if $(OUTAGE),--outage "$(OUTAGE)")
 
 test: lint typecheck ## Everything: ruff, mypy, all tests with the layer's branch-coverage gate, then sam-local
