@@ -28,6 +28,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -207,7 +208,7 @@ def _record_states(item: Mapping[str, Any] | None, staged_key: str | None, now: 
         found["idempotency_record"] = record
         if status == "INPROGRESS":
             until_ms = item.get("in_progress_expiration", {}).get("N")
-            record["in_progress_until"] = float(until_ms) / 1000 if until_ms else None
+            record["in_progress_until"] = _iso(float(until_ms) / 1000) if until_ms else None
             if until_ms is None or float(until_ms) / 1000 > now:
                 found["in_flight"] = {
                     "idempotency_record": record["id"],
@@ -226,6 +227,10 @@ def _record_states(item: Mapping[str, Any] | None, staged_key: str | None, now: 
     if staged_key is not None and "answer_kept" not in found:
         found["answer_kept"] = {"where": "s3", "staging_key": staged_key}
     return found
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
 
 
 def _json(text: str | None) -> Any:
@@ -311,6 +316,6 @@ def peek_queue(sqs: SQSClient, name: str, url: str, bucket: str, key: str) -> li
     return found
 
 
-def _sent_at(message: MessageTypeDef) -> float | None:
+def _sent_at(message: MessageTypeDef) -> str | None:
     sent = message.get("Attributes", {}).get("SentTimestamp")
-    return int(sent) / 1000 if sent else None
+    return _iso(int(sent) / 1000) if sent else None
