@@ -15,13 +15,13 @@ PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
 TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/retry/app.py tools scripts tests bench
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
-	deploy-prod invoke emulator clean failures report redrive backfill chaos bench localworld-test sam-local \
+	deploy-prod invoke emulator clean failures report redrive backfill status upload chaos bench localworld-test sam-local \
 	docs diagram
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-demo: ## Transcribe the sample (or AUDIO=path: wav, mp3, m4a, ...) end to end on the local world (OUTAGE=10: recover via the DLQ)
+demo: ## Transcribe the sample (or AUDIO=file or AUDIO=folder/) end to end on the local world; outputs kept in demo-output/ (OUTAGE=10: recover via the DLQ)
 	@$(PY) -m localworld.demo $(if $(AUDIO),--audio "$(AUDIO)") $(if $(OUTAGE),--outage "$(OUTAGE)")
 
 test: lint typecheck ## Everything: ruff, mypy, the docs' links, all tests with the layer's branch-coverage gate, then sam-local
@@ -91,6 +91,12 @@ report: ## Transcripts, audio hours, estimated cost, failures by reason: make re
 
 redrive: ## Move parked messages back to the DLQ: make redrive STACK=<stack name> (or FROM=<url> TO=<url>)
 	@$(PY) scripts/operate.py redrive $(if $(STACK),--stack "$(STACK)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)")
+
+status: ## Where one object is, as JSON: make status STACK=<stack> KEY=<key> [BUCKET=<its bucket>]
+	@$(PY) scripts/operate.py status --key "$(KEY)" $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)")
+
+upload: ## Upload a recording to the input bucket, prints JSON: make upload STACK=<stack> FILE=<path> [KEY=<key>]
+	@$(PY) scripts/operate.py upload --file "$(FILE)" $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)") $(if $(KEY),--key "$(KEY)")
 
 backfill: ## Transcribe an archive with one S3 Batch Operations job: make backfill STACK=<stack> [BUCKET=<bucket>] [PREFIX=<prefix>] (no STACK: OBJECTS=200 on the local world)
 	@$(if $(STACK),$(PY) scripts/operate.py backfill --stack "$(STACK)" $(if $(BUCKET),--bucket "$(BUCKET)") $(if $(PREFIX),--prefix "$(PREFIX)"),$(PY) -m localworld.backfill_run --objects $(or $(OBJECTS),200) $(if $(PREFIX),--prefix "$(PREFIX)"))

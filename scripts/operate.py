@@ -1,20 +1,26 @@
-"""Operator tools for a deployed transcriber: read failure records, redrive parked messages.
+"""Operator tools for a deployed transcriber: failure records, the usage report, parked messages,
+backfills, where one object is, and uploads.
 
-Plain boto3 only, so it runs against real AWS and (through the standard ``AWS_ENDPOINT_URL``)
-against the local world's moto server.
+Plain boto3 (``status`` also reads the product's key mapping and event parsing from the layer), so
+it runs against real AWS and (through the standard ``AWS_ENDPOINT_URL``) against the local world's
+moto server. Every command prints its result on stdout as one JSON document (``--text`` gives the
+tables for people where there are some) and its progress and logs on stderr; exit status 0 on
+success, 1 when the command failed (stdout then holds ``{"error": ...}``), 2 for wrong flags.
 
 Usage::
 
     python scripts/operate.py failures --bucket OUTPUT_BUCKET [--prefix failures/] [--reason R]
-        [--since ISO] [--json]
+        [--since ISO] [--text]
     python scripts/operate.py redrive --from PARKING_QUEUE_URL --to DLQ_URL [--max N] [--dry-run]
     python scripts/operate.py backfill --stack STACK_NAME [--bucket BUCKET] [--prefix PREFIX] [--no-wait]
-    python scripts/operate.py report --bucket OUTPUT_BUCKET [--since ISO] [--until ISO] [--json]
-    python scripts/operate.py <command> --stack STACK_NAME ...   # bucket/queues from stack outputs
+    python scripts/operate.py report --bucket OUTPUT_BUCKET [--since ISO] [--until ISO] [--text]
+    python scripts/operate.py status --stack STACK_NAME --key KEY [--bucket INPUT_BUCKET]
+    python scripts/operate.py upload --stack STACK_NAME --file PATH [--key KEY]
+    python scripts/operate.py <command> --stack STACK_NAME ...   # buckets/queues from stack outputs
 
 Importable as ``scripts.operate``::
 
-    from scripts.operate import list_failures, redrive, usage_report
+    from scripts.operate import list_failures, redrive, upload, usage_report
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import mimetypes
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,8 +41,9 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-if not __package__:  # run as a script: make the project root importable, as `-m` would
+if not __package__:  # run as a script: make the project root and the layer importable, as make does
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "layers" / "shared"))
 from scripts import backfill
 
 if TYPE_CHECKING:
@@ -64,6 +73,7 @@ STACK_OUTPUTS = {  # argument -> the stack output that fills it
     "source": "ParkingQueueUrl",
     "target": "DeadLetterQueueUrl",
 }
+FLAGS = {"bucket": "--bucket", "source": "--from", "target": "--to"}
 
 
 # --- failure records ---------------------------------------------------------------------------
@@ -380,59 +390,128 @@ def _move(sqs: SQSClient, message: MessageTypeDef, source_url: str, target_url: 
         ) from exc
 
 
+# --- upload ------------------------------------------------------------------------------------
+
+
+def upload(s3: S3Client, source: Path, bucket: str, key: str) -> dict[str, Any]:
+    """Put ``source`` at ``bucket``/``key`` as ``aws s3 cp`` would (boto3's managed transfer:
+    multipart when large), with a content type guessed from the name; what S3 then holds."""
+    content_type = mimetypes.guess_type(source.name)[0]
+    extra = {"ContentType": content_type} if content_type else {}
+    s3.upload_file(str(source), bucket, key, ExtraArgs=extra)
+    head = s3.head_object(Bucket=bucket, Key=key)
+    version = head.get("VersionId")
+    return {
+        "bucket": bucket,
+        "key": key,
+        "size": head.get("ContentLength"),
+        "etag": str(head.get("ETag", "")).strip('"'),
+        "version_id": None if version in (None, "null") else version,
+        "content_type": head.get("ContentType"),
+    }
+
+
 # --- command line ------------------------------------------------------------------------------
+
+
+def emit(result: Any) -> None:
+    """The command's result: one JSON document on stdout."""
+    print(json.dumps(result, ensure_ascii=False, sort_keys=True, default=str), flush=True)
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def describe_stack(stack_name: str) -> Mapping[str, Any]:
+    [stack] = boto3.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+    return stack
 
 
 def stack_outputs(stack_name: str) -> dict[str, str]:
     """The CloudFormation outputs of ``stack_name`` (OutputKey -> OutputValue)."""
-    [stack] = boto3.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+    stack = describe_stack(stack_name)
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) if "OutputKey" in o}
 
 
+def stack_parameters(stack_name: str) -> dict[str, str]:
+    """The parameters ``stack_name`` was deployed with (ParameterKey -> ParameterValue)."""
+    stack = describe_stack(stack_name)
+    return {
+        p["ParameterKey"]: p.get("ParameterValue", "")
+        for p in stack.get("Parameters", [])
+        if "ParameterKey" in p
+    }
+
+
 def _fill_from_stack(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, needed: Sequence[str]
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    needed: Sequence[str],
+    outputs_by_dest: Mapping[str, str] = STACK_OUTPUTS,
+    *,
+    optional: Sequence[str] = (),
 ) -> None:
-    missing = [dest for dest in needed if not getattr(args, dest)]
+    """Fill the missing ``needed`` (and ``optional``) arguments from the stack's outputs; a missing
+    needed one without ``--stack`` is a usage error."""
+    missing = [dest for dest in [*needed, *optional] if not getattr(args, dest)]
     if not missing:
         return
     if not args.stack:
-        flags = {"bucket": "--bucket", "source": "--from", "target": "--to"}
-        parser.error(f"give {' and '.join(flags[d] for d in missing)}, or --stack")
+        required = [dest for dest in missing if dest in needed]
+        if required:
+            parser.error(
+                f"give {' and '.join(FLAGS.get(d, '--' + d.replace('_', '-')) for d in required)}, or --stack"
+            )
+        return
     outputs = stack_outputs(args.stack)
     for dest in missing:
-        output = STACK_OUTPUTS[dest]
-        if output not in outputs:
+        output = outputs_by_dest[dest]
+        if output in outputs:
+            setattr(args, dest, outputs[output])
+        elif dest in needed:
             parser.error(f"stack {args.stack} has no output {output}")
-        setattr(args, dest, outputs[output])
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="operate.py",
-        description="Operator tools for the transcriber: failure records and parked messages.",
+        description="Operator tools for the transcriber. Results are JSON on stdout; logs go to stderr.",
     )
     stack = argparse.ArgumentParser(add_help=False)
     stack.add_argument(
         "--stack",
         metavar="NAME",
-        help="read missing bucket/queue URLs from this CloudFormation stack's outputs "
-        "(OutputBucketName, ParkingQueueUrl, DeadLetterQueueUrl)",
+        help="read missing buckets, queues and tables from this CloudFormation stack's outputs",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    _failures_parser(commands, stack)
+    _redrive_parser(commands, stack)
+    _report_parser(commands, stack)
+    _backfill_parser(commands, stack)
+    _status_parser(commands, stack)
+    _upload_parser(commands, stack)
+    return parser
 
+
+def _failures_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
     failures = commands.add_parser(
         "failures",
         parents=[stack],
         help="list failure records from the output bucket",
-        description="List failure records (failures/<input key>.json) with a count per reason.",
+        description="List failure records (failures/<input key>.json) with a count per reason: "
+        '{"bucket", "prefix", "count", "by_reason", "records": [...]} (--text: a table).',
     )
-    failures.set_defaults(parser=failures)
+    failures.set_defaults(parser=failures, run=_failures_command, needs=["bucket"])
     failures.add_argument("--bucket", metavar="OUTPUT_BUCKET", help="the output bucket")
     failures.add_argument("--prefix", default=DEFAULT_PREFIX, help="record prefix (default: %(default)s)")
     failures.add_argument("--reason", metavar="R", help="only records with this reason")
     failures.add_argument("--since", metavar="ISO", type=parse_time, help="only failed at or after this time")
-    failures.add_argument("--json", action="store_true", help="print JSON lines (counts go to stderr)")
+    failures.add_argument("--text", action="store_true", help="a table and counts for people, not JSON")
+    failures.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the default now
 
+
+def _redrive_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
     redrive_cmd = commands.add_parser(
         "redrive",
         parents=[stack],
@@ -441,40 +520,46 @@ def build_parser() -> argparse.ArgumentParser:
         "retry function picks them up again: same body and message attributes, deleted from the "
         "source only after the send succeeded. On real AWS `aws sqs start-message-move-task` does "
         "the same (see the stack output RedriveCommand); this command also works where that API "
-        "is missing (e.g. moto, the local world).",
+        'is missing (e.g. moto, the local world). Prints {"from", "to", "dry_run", "moved"}.',
     )
+    redrive_cmd.set_defaults(parser=redrive_cmd, run=_redrive_command, needs=["source", "target"])
+    redrive_cmd.add_argument("--from", dest="source", metavar="PARKING_QUEUE_URL", help="source queue URL")
+    redrive_cmd.add_argument("--to", dest="target", metavar="DLQ_URL", help="target queue URL")
+    redrive_cmd.add_argument("--max", type=int, metavar="N", help="move at most N messages")
+    redrive_cmd.add_argument(
+        "--dry-run", action="store_true", help="list what would move (on stderr); send and delete nothing"
+    )
+
+
+def _report_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
     report = commands.add_parser(
         "report",
         parents=[stack],
         help="transcripts, audio hours, estimated cost and failures by reason for a period",
         description="Usage for a period, from the output bucket: transcripts (each one's metadata: "
-        "audio seconds, estimated cost), and failure records counted by reason.",
+        "audio seconds, estimated cost), and failure records counted by reason (--text: for people).",
     )
-    report.set_defaults(parser=report)
+    report.set_defaults(parser=report, run=_report_command, needs=["bucket"])
     report.add_argument("--bucket", metavar="OUTPUT_BUCKET", help="the output bucket")
     report.add_argument(
         "--since", metavar="ISO", type=parse_time, help=f"start (default: {DEFAULT_REPORT_DAYS} days ago)"
     )
     report.add_argument("--until", metavar="ISO", type=parse_time, help="end, exclusive (default: now)")
-    report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.add_argument("--text", action="store_true", help="lines for people, not JSON")
+    report.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # the default now
 
-    redrive_cmd.set_defaults(parser=redrive_cmd)
-    redrive_cmd.add_argument("--from", dest="source", metavar="PARKING_QUEUE_URL", help="source queue URL")
-    redrive_cmd.add_argument("--to", dest="target", metavar="DLQ_URL", help="target queue URL")
-    redrive_cmd.add_argument("--max", type=int, metavar="N", help="move at most N messages")
-    redrive_cmd.add_argument(
-        "--dry-run", action="store_true", help="list what would move; send and delete nothing"
-    )
+
+def _backfill_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
     backfill_cmd = commands.add_parser(
         "backfill",
         parents=[stack],
         help="transcribe every object under a prefix with one S3 Batch Operations job",
         description="Start an S3 Batch Operations job over BUCKET/PREFIX that invokes the transcribe "
-        "function per object, follow its progress, then sum up its completion report. Needs the "
-        "stack deployed with EnableBackfill=true (its BackfillRole). Objects already transcribed "
-        "cost nothing: the function answers them from its idempotency store.",
+        "function per object, follow its progress (on stderr), then sum up its completion report "
+        "(JSON on stdout). Needs the stack deployed with EnableBackfill=true (its BackfillRole). "
+        "Objects already transcribed cost nothing: the function answers them from its idempotency store.",
     )
-    backfill_cmd.set_defaults(parser=backfill_cmd)
+    backfill_cmd.set_defaults(parser=backfill_cmd, run=_backfill_command, needs=[])
     backfill_cmd.add_argument("--bucket", help="the bucket to backfill (default: the stack's input bucket)")
     backfill_cmd.add_argument("--prefix", default="", help="only keys under this prefix (default: all)")
     backfill_cmd.add_argument("--function-arn", help="default: the stack's TranscribeFunctionArn")
@@ -482,70 +567,154 @@ def build_parser() -> argparse.ArgumentParser:
     backfill_cmd.add_argument("--report-bucket", help="default: the stack's output bucket")
     backfill_cmd.add_argument("--poll", type=float, default=10.0, metavar="S", help="seconds between polls")
     backfill_cmd.add_argument("--no-wait", action="store_true", help="start the job and print its id")
-    return parser
+
+
+STATUS_OUTPUTS = {  # status argument -> the stack output that fills it
+    "bucket": "InputBucketName",
+    "input_bucket": "InputBucketName",
+    "output_bucket": "OutputBucketName",
+    "table": "IdempotencyTableName",
+    "dlq": "DeadLetterQueueUrl",
+    "parking": "ParkingQueueUrl",
+    "buffer": "UploadBufferQueueUrl",
+    "buffer_dlq": "UploadBufferDeadLetterQueueUrl",
+    "transcript_prefix": "TranscriptPrefix",
+    "failure_prefix": "FailurePrefix",
+}
+QUEUE_NAMES = {  # status argument -> the queue's name in the answer
+    "dlq": "dead-letter",
+    "parking": "parking",
+    "buffer": "upload-buffer",
+    "buffer_dlq": "upload-buffer-dead-letter",
+}
+
+
+def _status_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
+    status = commands.add_parser(
+        "status",
+        parents=[stack],
+        help="where one object is: transcribed, failed, waiting in a queue, in flight, answer kept",
+        description="Where one object is, as JSON: its states (in_flight, answer_kept, waiting, "
+        "failed, transcribed), the most current as `state` (`unknown` when nothing names it), and "
+        "the evidence of each. Queue messages are peeked: received with a short visibility timeout "
+        "and made visible again at once (each peek counts as a receive).",
+    )
+    status.set_defaults(parser=status, run=_status_command, needs=["bucket", "output_bucket"])
+    status.add_argument("--key", required=True, help="the object's key, as stored (not URL-encoded)")
+    status.add_argument("--bucket", help="the object's bucket (default: the stack's input bucket)")
+    status.add_argument(
+        "--input-bucket", help="the stack's input bucket (default: from the stack, or --bucket)"
+    )
+    status.add_argument("--output-bucket", help="the stack's output bucket")
+    status.add_argument("--table", metavar="IDEMPOTENCY_TABLE", help="the idempotency table")
+    for dest, name in QUEUE_NAMES.items():
+        status.add_argument(f"--{dest.replace('_', '-')}", dest=dest, metavar="URL", help=f"the {name} queue")
+    status.add_argument("--transcript-prefix", help="default: transcripts/ (or the stack's)")
+    status.add_argument("--failure-prefix", help="default: failures/ (or the stack's)")
+    status.add_argument("--kept-prefix", default="kept-answers/", help="kept answers' staging prefix")
+
+
+def _upload_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
+    upload = commands.add_parser(
+        "upload",
+        parents=[stack],
+        help="upload a recording to the stack's input bucket (what `aws s3 cp` would do)",
+        description="Upload FILE to the input bucket with boto3 (multipart when large); prints "
+        '{"bucket", "key", "size", "etag", "version_id"}.',
+    )
+    upload.set_defaults(parser=upload, run=_upload_command, needs=["bucket"])
+    upload.add_argument("--file", required=True, type=Path, help="the recording to upload")
+    upload.add_argument("--bucket", help="default: the stack's input bucket")
+    upload.add_argument("--key", help="default: the stack's input prefix (InputPrefix) + the file's name")
+
+
+@dataclass
+class Result:
+    """What a command prints on stdout: a JSON document, or ``text`` lines when asked for them."""
+
+    document: Any = None
+    text: list[str] | None = None
+    exit_code: int = 0
+
+
+class CommandError(Exception):
+    """The command could not finish; ``details`` say how far it got."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    parser: argparse.ArgumentParser = args.parser
+    command: argparse.ArgumentParser = args.parser
     try:
-        if args.command == "failures":
-            _fill_from_stack(parser, args, ["bucket"])
-            return _failures_command(args)
-        if args.command == "backfill":
-            return _backfill_command(parser, args)
-        if args.command == "report":
-            _fill_from_stack(parser, args, ["bucket"])
-            return _report_command(args)
-        _fill_from_stack(parser, args, ["source", "target"])
-        if args.max is not None and args.max < 1:
-            parser.error("--max must be at least 1")
-        return _redrive_command(args)
-    except (ClientError, BotoCoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if args.command == "status":
+            optional = [dest for dest in STATUS_OUTPUTS if dest not in {"bucket", "output_bucket"}]
+            _fill_from_stack(command, args, ["bucket", "output_bucket"], STATUS_OUTPUTS, optional=optional)
+        elif args.command == "upload":
+            _fill_from_stack(command, args, ["bucket"], {"bucket": "InputBucketName"})
+        else:
+            _fill_from_stack(command, args, args.needs)
+        result: Result = args.run(command, args)
+    except CommandError as exc:
+        log(f"error: {exc}")
+        emit({"error": str(exc), **exc.details})
         return 1
+    except (ClientError, BotoCoreError) as exc:
+        log(f"error: {exc}")
+        emit({"error": str(exc)})
+        return 1
+    if result.text is not None:
+        print("\n".join(result.text), flush=True)
+    else:
+        emit(result.document)
+    return result.exit_code
 
 
-def _failures_command(args: argparse.Namespace) -> int:
+def _failures_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Result:
+    del parser
     s3: S3Client = boto3.client("s3")
     records = list_failures(s3, args.bucket, args.prefix, reason=args.reason, since=args.since)
-    if args.json:
-        for record in records:
-            print(json.dumps(record, ensure_ascii=False, sort_keys=True))
-        for line in format_counts(records):
-            print(line, file=sys.stderr)
-    else:
-        for line in format_failures(records):
-            print(line)
-    return 0
+    if args.text:
+        return Result(text=format_failures(records))
+    for line in format_counts(records):
+        log(line)
+    counts = Counter(str(r.get("reason")) for r in records)
+    return Result(
+        {
+            "bucket": args.bucket,
+            "prefix": args.prefix,
+            "count": len(records),
+            "by_reason": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "records": records,
+        }
+    )
 
 
-def _report_command(args: argparse.Namespace) -> int:
+def _report_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Result:
+    del parser
     s3: S3Client = boto3.client("s3")
     until = args.until or datetime.now(UTC)
     since = args.since or until - timedelta(days=DEFAULT_REPORT_DAYS)
     report = usage_report(s3, args.bucket, since, until)
-    if args.json:
-        print(json.dumps(report, sort_keys=True))
-    else:
-        for line in format_report(report):
-            print(line)
-    return 0
+    return Result(text=format_report(report)) if args.text else Result(report)
 
 
-def _redrive_command(args: argparse.Namespace) -> int:
+def _redrive_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Result:
+    if args.max is not None and args.max < 1:
+        parser.error("--max must be at least 1")
     sqs: SQSClient = boto3.client("sqs")
+    where = {"from": args.source, "to": args.target, "dry_run": args.dry_run}
     try:
         moved = redrive(sqs, args.source, args.target, max_messages=args.max, dry_run=args.dry_run)
     except RedriveError as exc:
-        print(f"error after moving {exc.moved} message(s): {exc}", file=sys.stderr)
-        return 1
-    verb = "would move" if args.dry_run else "moved"
-    print(f"{verb} {moved} message(s) from {args.source} to {args.target}")
-    return 0
+        raise CommandError(str(exc), **where, moved=exc.moved) from exc
+    log(f"{'would move' if args.dry_run else 'moved'} {moved} message(s) from {args.source} to {args.target}")
+    return Result({**where, "moved": moved})
 
 
-def _backfill_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _backfill_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Result:
     needed = [dest for dest in backfill.STACK_OUTPUTS if not getattr(args, dest)]
     if needed:
         if not args.stack:
@@ -568,16 +737,57 @@ def _backfill_command(parser: argparse.ArgumentParser, args: argparse.Namespace)
     )
     s3control = boto3.client("s3control")
     job_id = backfill.start_backfill(s3control, job)
-    print(f"started job {job_id}: s3://{job.bucket}/{job.prefix}")
+    log(f"started job {job_id}: s3://{job.bucket}/{job.prefix}")
+    started = {"job_id": job_id, "bucket": job.bucket, "prefix": job.prefix}
     if args.no_wait:
-        return 0
-    final = backfill.follow(s3control, job.account_id, job_id, poll_s=args.poll)
-    for reason in final.get("FailureReasons", []):
-        print(f"job failure: {reason.get('FailureReason')}", file=sys.stderr)
+        return Result({**started, "status": "started"})
+    final = backfill.follow(s3control, job.account_id, job_id, poll_s=args.poll, report=log)
+    reasons = [str(reason.get("FailureReason")) for reason in final.get("FailureReasons", [])]
+    for reason in reasons:
+        log(f"job failure: {reason}")
     report = backfill.read_completion_report(boto3.client("s3"), job.report_bucket, job.report_prefix, job_id)
     for line in report.lines():
-        print(line)
-    return 0 if final.get("Status") == "Complete" and not report.failed else 1
+        log(line)
+    summary = {
+        **started,
+        "status": final.get("Status"),
+        "job_failure_reasons": reasons,
+        "tasks": report.rows,
+        "succeeded": report.succeeded,
+        "transcribed": report.transcribed,
+        "skipped": dict(sorted(report.skipped.items())),
+        "failed": dict(sorted(report.failed.items())),
+    }
+    ok = final.get("Status") == "Complete" and not report.failed
+    return Result(summary, exit_code=0 if ok else 1)
+
+
+def _status_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Result:
+    del parser
+    from scripts import status  # noqa: PLC0415 - the layer's imports cost a second: only here
+
+    places = status.Places(
+        input_bucket=args.input_bucket or args.bucket,
+        output_bucket=args.output_bucket,
+        idempotency_table=args.table,
+        queues={name: getattr(args, dest) for dest, name in QUEUE_NAMES.items() if getattr(args, dest)},
+        transcript_prefix=args.transcript_prefix or status.Places.transcript_prefix,
+        failure_prefix=args.failure_prefix or status.Places.failure_prefix,
+        kept_answer_prefix=args.kept_prefix,
+    )
+    clients = status.Clients(boto3.client("s3"), boto3.client("sqs"), boto3.client("dynamodb"))
+    return Result(status.object_status(clients, places, args.bucket, args.key))
+
+
+def _upload_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Result:
+    source: Path = args.file
+    if not source.is_file():
+        parser.error(f"no such file: {source}")
+    key = args.key
+    if not key:
+        prefix = stack_parameters(args.stack).get("InputPrefix", "") if args.stack else ""
+        key = f"{prefix}{source.name}"
+    return Result(upload(boto3.client("s3"), source, args.bucket, key))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ handler once per object, and the completion report summed up by reason."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,15 +30,19 @@ def test_a_backfill_transcribes_the_archive_once_and_reports_by_reason(
     first = backfill.run(PREFIX)
 
     assert first.returncode == 1, first.stderr  # one object failed
-    lines = first.stdout.splitlines()
+    result = json.loads(first.stdout)  # the result on stdout, progress on stderr
+    assert result["job_id"]
+    assert {k: result[k] for k in ("bucket", "prefix", "status", "tasks", "succeeded", "transcribed")} == {
+        "bucket": world.input_bucket,
+        "prefix": PREFIX,
+        "status": "Complete",
+        "tasks": 6,
+        "succeeded": 5,
+        "transcribed": 4,
+    }
+    assert (result["skipped"], result["failed"]) == ({"not-media": 1}, {"deepgram-unsupported-audio": 1})
+    lines = first.stderr.splitlines()
     assert lines[0].startswith("started job ")
-    assert lines[-5:] == [
-        "tasks: 6",
-        "succeeded: 5 (transcribed 4)",
-        "  skipped, not-media: 1",
-        "failed: 1",
-        "  deepgram-unsupported-audio: 1",
-    ]
     assert any(line.startswith("Complete: 6/6 tasks done") for line in lines)
     for key in good:
         s3.head_object(Bucket=world.output_bucket, Key=world.transcript_key(key))
@@ -46,5 +51,7 @@ def test_a_backfill_transcribes_the_archive_once_and_reports_by_reason(
 
     again = backfill.run(PREFIX)
 
-    assert again.stdout.splitlines()[-5:-3] == ["tasks: 6", "succeeded: 5 (transcribed 4)"], again.stdout
+    assert (json.loads(again.stdout)["tasks"], json.loads(again.stdout)["transcribed"]) == (6, 4), (
+        again.stdout
+    )
     assert deepgram_answers(world) == 4  # already transcribed: answered by idempotency, for free

@@ -88,7 +88,7 @@ def test_failures_command_prints_a_table_and_counts(
     for name, value in world.aws.env().items():
         monkeypatch.setenv(name, value)
 
-    assert main(["failures", "--bucket", world.output_bucket]) == 0
+    assert main(["failures", "--bucket", world.output_bucket, "--text"]) == 0
 
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["FAILED_AT", "REASON", "HTTP", "SOURCE_KEY", "ATTEMPTS", "MESSAGE"]
@@ -103,7 +103,7 @@ def test_failures_command_prints_a_table_and_counts(
     assert lines[-3:] == ["3 failure record(s)", "       2  unsupported-media", "       1  deepgram-rejected"]
 
 
-def test_failures_command_json_lines_with_filters(
+def test_failures_command_prints_one_json_document_with_filters(
     world: LocalWorld,
     records: dict[str, dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
@@ -113,13 +113,21 @@ def test_failures_command_json_lines_with_filters(
         monkeypatch.setenv(name, value)
 
     argv = ["failures", "--bucket", world.output_bucket, "--reason", "unsupported-media"]
-    assert main([*argv, "--since", "2025-01-03", "--json"]) == 0
+    assert main([*argv, "--since", "2025-01-03"]) == 0
 
     captured = capsys.readouterr()
-    [line] = captured.out.splitlines()
-    assert json.loads(line)["source"]["key"] == "c.ogg"
-    assert json.loads(line)["record_key"] == world.failure_key("c.ogg")
+    result = json.loads(captured.out)
+    assert (result["bucket"], result["count"], result["by_reason"]) == (
+        world.output_bucket,
+        1,
+        {"unsupported-media": 1},
+    )
+    [record] = result["records"]
+    assert record["source"]["key"] == "c.ogg"
+    assert record["record_key"] == world.failure_key("c.ogg")
     assert "1 failure record(s)" in captured.err
+    assert main([*argv, "--json"]) == 0  # the old flag still works: JSON is the default now
+    assert json.loads(capsys.readouterr().out)["count"] == 2
 
 
 def dlq_message(key: str, request_id: str) -> dict[str, Any]:
@@ -205,11 +213,12 @@ def test_redrive_command_reports_what_moved(
     assert main(["redrive", "--from", parking, "--to", dlq, "--dry-run"]) == 0
     assert main(["redrive", "--from", parking, "--to", dlq]) == 0
 
-    out = capsys.readouterr().out.splitlines()
-    assert out == [
-        f"would move 3 message(s) from {parking} to {dlq}",
-        f"moved 3 message(s) from {parking} to {dlq}",
+    captured = capsys.readouterr()
+    assert [json.loads(line) for line in captured.out.splitlines()] == [
+        {"from": parking, "to": dlq, "dry_run": True, "moved": 3},
+        {"from": parking, "to": dlq, "dry_run": False, "moved": 3},
     ]
+    assert f"moved 3 message(s) from {parking} to {dlq}" in captured.err
     assert queue_depth(world, parking) == 0
     assert queue_depth(world, dlq) == 3
 

@@ -78,10 +78,11 @@ def test_the_report_reads_what_the_function_writes(
 
     for name, value in world.aws.env().items():
         monkeypatch.setenv(name, value)
-    assert main(["report", "--bucket", world.output_bucket]) == 0
+    assert main(["report", "--bucket", world.output_bucket, "--text"]) == 0
     printed = capsys.readouterr().out
     assert "transcripts           4" in printed
     assert "option-refused" in printed
-    assert main(["report", "--bucket", world.output_bucket, "--since", "2020-01-01", "--json"]) == 0
-    as_json = json.loads(capsys.readouterr().out)
+    assert main(["report", "--bucket", world.output_bucket, "--since", "2020-01-01"]) == 0
+    as_json = json.loads(capsys.readouterr().out)  # JSON is the default: the whole stdout parses
     assert as_json["failures"] == 4
+    assert as_json["transcripts"] == 4

@@ -1,8 +1,10 @@
-"""``make demo``: one real transcription, end to end, on the local world.
+"""``make demo``: real transcriptions, end to end, on the local world.
 
 Starts moto (AWS) and the Deepgram emulator, provisions template.yaml's resources, uploads a
-recording to the input bucket, lets S3's notification invoke the real transcribe handler in a
-local Lambda container, and prints the transcript it wrote to the output bucket.
+recording (or every recording of a folder) to the input bucket, lets S3's notification invoke the
+real transcribe handler in a local Lambda container, prints the transcript it wrote to the output
+bucket, and copies every output (``.json``, ``.txt``, ``.srt``, ``.vtt``, or the failure record) to
+a local folder (``demo-output/``, ignored by git) before the local world shuts down.
 """
 
 from __future__ import annotations
@@ -12,22 +14,56 @@ import json
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from localworld.chaos import FAST_RETRY_FUNCTION
 from localworld.delivery import LocalDelivery
-from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
+from localworld.world import ROOT, SAMPLE_AUDIO, LocalWorld, local_world
+from transcriber.config import DEFAULT_EXTENSIONS
 
-TIMEOUT_S = 300.0
+TIMEOUT_S = 300.0  # per recording
+OUTPUT_DIR = ROOT / "demo-output"
+KEY_PREFIX = "uploads/"
+MEDIA_EXTENSIONS = DEFAULT_EXTENSIONS.split(",")  # what the function transcribes; others it skips
+
+
+@dataclass(frozen=True)
+class Upload:
+    audio: Path
+    key: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # transcript | failure
+    key: str  # in the output bucket
+    body: bytes  # as stored
+
+    @property
+    def document(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.body)
+        return document
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--audio", type=Path, default=SAMPLE_AUDIO, help="recording to upload (default: sample)"
+        "--audio",
+        type=Path,
+        default=SAMPLE_AUDIO,
+        help="a recording, or a folder: every recording in it (default: the sample)",
     )
-    parser.add_argument("--key", default=None, help="object key (default: uploads/<file name>)")
+    parser.add_argument(
+        "--key", default=None, help="object key of a single recording (default: uploads/<name>)"
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=OUTPUT_DIR,
+        help="where the outputs are kept (default: demo-output/)",
+    )
     parser.add_argument(
         "--outage",
         type=float,
@@ -36,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         help="Deepgram answers 402 (out of credit) this long first: watch the dead-letter queue recover it",
     )
     args = parser.parse_args(argv)
-    audio: Path = args.audio
-    if not audio.is_file():
-        print(f"error: no such file: {audio}", file=sys.stderr)
+    try:
+        uploads = planned_uploads(args.audio, args.key)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    key = args.key or f"uploads/{audio.name}"
 
     started = time.monotonic()
     say("Starting the local world: moto server (AWS) and the Deepgram emulator (HTTPS, pocketsphinx)")
@@ -58,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             world.function_env(),
             env_overrides={"RetryFunction": FAST_RETRY_FUNCTION},
         ) as delivery:
-            world.upload(audio, key)
-            say(f"Uploaded {audio.name} to s3://{world.input_bucket}/{key}")
-            outcome = wait_for_output(world, key, started + TIMEOUT_S)
+            for upload in uploads:
+                world.upload(upload.audio, upload.key)
+                say(f"Uploaded {upload.audio.name} to s3://{world.input_bucket}/{upload.key}")
+            deadline = started + TIMEOUT_S * len(uploads)
+            outcomes = [wait_for_output(world, upload.key, deadline) for upload in uploads]
             # The JSON comes first; the derived formats and the completion event follow it.
             delivery.wait_until_idle(timeout_s=60.0)
             stats = delivery.stats().functions
@@ -70,15 +108,42 @@ def main(argv: list[str] | None = None) -> int:
                 f"{stats['TranscribeFunction'].dlq_sends} sent to the dead-letter queue; "
                 f"retry function: {stats['RetryFunction'].invocations} invocations"
             )
-        elapsed = time.monotonic() - started
-        return report(world, outcome, elapsed)
+        failed = 0
+        for upload, outcome in zip(uploads, outcomes, strict=True):
+            failed += report(world, upload, outcome, args.output_dir)
+        say(f"Done in {time.monotonic() - started:.1f} s; the outputs are in {shown(args.output_dir)}/")
+        say("The local world is shut down.")
+        return 1 if failed else 0
+
+
+def planned_uploads(audio: Path, key: str | None) -> list[Upload]:
+    """One recording, or every recording of a folder (by extension, as the function judges them)."""
+    if audio.is_file():
+        return [Upload(audio, key or f"{KEY_PREFIX}{audio.name}")]
+    if not audio.is_dir():
+        raise ValueError(f"no such file or folder: {audio}")
+    if key:
+        raise ValueError("--key names one recording's object: give a file, not a folder")
+    extensions = {f".{ext}" for ext in MEDIA_EXTENSIONS}
+    files = sorted(p for p in audio.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+    if not files:
+        raise ValueError(f"no recording ({', '.join(MEDIA_EXTENSIONS)}) in {audio}")
+    return [Upload(path, f"{KEY_PREFIX}{path.name}") for path in files]
 
 
 def say(message: str) -> None:
     print(message, flush=True)
 
 
-def wait_for_output(world: LocalWorld, key: str, deadline: float) -> tuple[str, dict[str, Any]] | None:
+def shown(path: Path) -> str:
+    """A path as the user would type it: relative to the clone when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def wait_for_output(world: LocalWorld, key: str, deadline: float) -> Outcome | None:
     """Poll the output bucket the way a user would, for the transcript or the failure record."""
     s3 = world.aws.s3()
     candidates = [("transcript", world.transcript_key(key)), ("failure", world.failure_key(key))]
@@ -88,25 +153,27 @@ def wait_for_output(world: LocalWorld, key: str, deadline: float) -> tuple[str, 
                 body = s3.get_object(Bucket=world.output_bucket, Key=output_key)["Body"].read()
             except s3.exceptions.NoSuchKey:
                 continue
-            return kind, {"key": output_key, "document": json.loads(body)}
+            return Outcome(kind, output_key, body)
         time.sleep(0.2)
     return None
 
 
-def report(world: LocalWorld, outcome: tuple[str, dict[str, Any]] | None, elapsed: float) -> int:
+def report(world: LocalWorld, upload: Upload, outcome: Outcome | None, output_dir: Path) -> int:
+    """Print what became of one recording and keep its outputs; 1 if it did not become a transcript."""
+    say("")
     if outcome is None:
-        say(f"No transcript or failure record after {TIMEOUT_S:.0f} s: something is stuck.")
+        say(f"{upload.audio.name}: nothing written after {TIMEOUT_S:.0f} s: something is stuck.")
         return 1
-    kind, found = outcome
-    location = f"s3://{world.output_bucket}/{found['key']}"
-    document = found["document"]
-    if kind == "failure":
+    location = f"s3://{world.output_bucket}/{outcome.key}"
+    document = outcome.document
+    if outcome.kind == "failure":
         say(f"Transcription failed ({document.get('reason')}): {document.get('message')}")
         say(f"Failure record: {location}")
+        kept = keep(output_dir, f"{upload.audio.name}.failure.json", outcome.body)
+        say(f"  kept as          {kept}")
         return 1
     alternative = document["results"]["channels"][0]["alternatives"][0]
     metadata = document["metadata"]
-    say("")
     say(f"Transcript: {alternative['transcript']}")
     say("")
     say(
@@ -114,8 +181,9 @@ def report(world: LocalWorld, outcome: tuple[str, dict[str, Any]] | None, elapse
         f"{metadata.get('duration', 0):.2f} s of audio, Deepgram request {metadata.get('request_id')}"
     )
     say(f"  JSON written to {location}")
-    show_formats(world, found["key"])
-    say(f"Done in {elapsed:.1f} s; the local world is shut down.")
+    kept = keep(output_dir, f"{upload.audio.name}.json", outcome.body)
+    say(f"  kept as          {kept}")
+    show_formats(world, outcome.key, upload, output_dir)
     return 0
 
 
@@ -123,23 +191,33 @@ FORMATS = (("txt", "plain text"), ("srt", "SRT captions"), ("vtt", "WebVTT capti
 TEXT_LINES = 5
 
 
-def show_formats(world: LocalWorld, json_key: str) -> None:
-    """Where each derived format landed (beside the JSON), and the first lines of the text."""
+def show_formats(world: LocalWorld, json_key: str, upload: Upload, output_dir: Path) -> None:
+    """Where each derived format landed (beside the JSON), a copy of each in ``output_dir``, and
+    the first lines of the text."""
     s3 = world.aws.s3()
     stem = json_key.removesuffix(".json")
     for extension, label in FORMATS:
         key = f"{stem}.{extension}"
         try:
-            head = s3.head_object(Bucket=world.output_bucket, Key=key)
-        except s3.exceptions.ClientError:
+            obj = s3.get_object(Bucket=world.output_bucket, Key=key)
+        except s3.exceptions.NoSuchKey:
             say(f"  {label:<16} not written (see OutputFormats, or the transcript is empty)")
             continue
-        size = f"{head['ContentType']}, {head['ContentLength']} bytes"
+        body = obj["Body"].read()
+        size = f"{obj['ContentType']}, {obj['ContentLength']} bytes"
         say(f"  {label:<16} s3://{world.output_bucket}/{key} ({size})")
+        say(f"  {'kept as':<16} {keep(output_dir, f'{upload.audio.name}.{extension}', body)}")
         if extension == "txt":
-            text = s3.get_object(Bucket=world.output_bucket, Key=key)["Body"].read().decode("utf-8")
-            for line in text.splitlines()[:TEXT_LINES]:
+            for line in body.decode("utf-8").splitlines()[:TEXT_LINES]:
                 say(f"      | {line}")
+
+
+def keep(output_dir: Path, name: str, body: bytes) -> str:
+    """Write one output into the local folder; the path as shown to the user."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / name
+    path.write_bytes(body)
+    return shown(path)
 
 
 if __name__ == "__main__":

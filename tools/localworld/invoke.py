@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from localworld.aws import LocalAws, MotoServer
 from localworld.lambda_runtime import InvocationResult, LocalFunction
@@ -156,7 +157,21 @@ def _read_json(path: str) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def main(argv: Sequence[str] | None = None, worlds: Mapping[str, InvokeEnvironmentFactory] = WORLDS) -> int:
+def stdout_for_the_result() -> TextIO:
+    """The process's stdout, kept for the result alone; from now on whatever else writes to stdout
+    (the product's logger in this process, which parses the event to seed its objects; a library's
+    print) lands on stderr, so `make invoke ... | jq .` always reads one JSON document."""
+    sys.stdout.flush()
+    result = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return result
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    worlds: Mapping[str, InvokeEnvironmentFactory] = WORLDS,
+    result_out: TextIO | None = None,
+) -> int:
     parser = argparse.ArgumentParser(prog="python -m localworld.invoke", description=__doc__.split("\n")[0])
     parser.add_argument("--function", "-f", required=True, help="logical id, e.g. TranscribeFunction")
     parser.add_argument("--event", "-e", default=None, help="event JSON file ('-' for stdin; default {})")
@@ -188,9 +203,10 @@ def main(argv: Sequence[str] | None = None, worlds: Mapping[str, InvokeEnvironme
     for line in result.logs:
         print(line, file=sys.stderr)
     sys.stderr.flush()
-    print(json.dumps(result.error if result.error else result.payload, indent=2))
+    out = result_out or sys.stdout
+    print(json.dumps(result.error if result.error else result.payload, indent=2), file=out, flush=True)
     return 0 if result.ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(result_out=stdout_for_the_result()))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Collection, Iterator
@@ -41,6 +42,10 @@ CONTENT_TYPES = {
 }
 DEFAULT_WORDS_PER_CUE = 8  # deepgram-captions' default line length
 EMPTY_TRANSCRIPT = "empty-transcript"
+DEEPGRAM = "Deepgram"
+# Deepgram names its models with slugs ("general-nova-3", "2-general-nova"). A model name in words is
+# an engine answering in Deepgram's shape that says what it is: the transcript credits it instead.
+_MODEL_SLUG = re.compile(r"[\w.:-]+")
 
 _CHANNEL = "results.channels.item"
 _ALTERNATIVE = f"{_CHANNEL}.alternatives.item"
@@ -69,6 +74,13 @@ class TranscriptSummary:
     @property
     def empty(self) -> bool:
         return self.words == 0
+
+    @property
+    def maker(self) -> str:
+        """Who made the transcript, as the answer's ``model_info`` says: Deepgram, unless a model
+        is named in words rather than a slug (an engine saying what it is)."""
+        stated = [name for name in self.model_names if not _MODEL_SLUG.fullmatch(name)]
+        return "; ".join(dict.fromkeys(stated)) or DEEPGRAM
 
 
 @dataclass
@@ -344,8 +356,9 @@ def _vtt_escape(text: str) -> str:
 
 
 def write_vtt(cues: Iterator[Cue], out: IO[bytes], multichannel: bool, summary: TranscriptSummary) -> None:
-    """WebVTT with deepgram-captions' NOTE header; a ``<v Speaker N>`` voice per cue when labelled."""
-    note = ["NOTE", "Transcription provided by Deepgram"]
+    """WebVTT with deepgram-captions' NOTE header (crediting the answer's maker); a ``<v Speaker N>``
+    voice per cue when labelled."""
+    note = ["NOTE", f"Transcription provided by {summary.maker}"]
     facts = (
         ("Request Id", summary.request_id),
         ("Created", summary.created),

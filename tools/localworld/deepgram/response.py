@@ -20,12 +20,16 @@ _MODEL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://localworld.invalid/de
 JSONDict = dict[str, Any]
 
 
+# What made the words: said where Deepgram names its model (``model_info``'s ``name``), so whatever
+# signs the transcript (caption notes, completion events) credits the emulator, never Deepgram.
+ENGINE_NAME = "local Deepgram emulator (pocketsphinx), not Deepgram"
+
+
 def model_entry(model: str) -> tuple[str, JSONDict]:
-    """A stable uuid and the ``model_info`` entry for a requested model name."""
+    """A stable uuid and the ``model_info`` entry for a requested model name: the emulator's name,
+    and the architecture (``arch``) of the model it stands in for."""
     arch = next((a for a in _ARCHES if model == a or model.startswith(a + "-")), model)
-    tier = model[len(arch) + 1 :] if model.startswith(arch + "-") else "general"
-    name = tier if arch == "base" else f"{tier}-{arch}"
-    info: JSONDict = {"name": name, "version": "2024-01-01.emulator", "arch": arch}
+    info: JSONDict = {"name": ENGINE_NAME, "version": "2024-01-01.emulator", "arch": arch}
     return str(uuid.uuid5(_MODEL_NAMESPACE, model)), info
 
 

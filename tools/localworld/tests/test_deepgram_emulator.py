@@ -195,7 +195,7 @@ def test_model_defaults_to_base(deepgram_emulator: DeepgramEmulator, sample_wav:
     metadata = listen(deepgram_emulator, sample_wav, query="").json()["metadata"]
 
     assert metadata["model_info"][metadata["models"][0]] | {"version": "x"} == {
-        "name": "general",
+        "name": "local Deepgram emulator (pocketsphinx), not Deepgram",
         "arch": "base",
         "version": "x",
     }
