@@ -83,14 +83,14 @@ emulator: ## Run the Deepgram emulator on its own (https://127.0.0.1:8443)
 clean: ## Remove build and cache folders (the venv lives outside the clone)
 	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache
 
-failures: ## List failure records: make failures BUCKET=<OutputBucketName> (or STACK=<stack name>)
-	@$(PY) scripts/operate.py failures $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)")
+failures: ## List failure records: make failures BUCKET=<OutputBucketName> (or STACK=<stack name>) [REASON=r SINCE=iso TEXT=1]
+	@$(PY) scripts/operate.py failures $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)") $(if $(REASON),--reason "$(REASON)") $(if $(SINCE),--since "$(SINCE)") $(if $(TEXT),--text)
 
 report: ## Transcripts, audio hours, estimated cost, failures by reason: make report STACK=<stack> (or BUCKET=...; SINCE=/UNTIL= ISO)
-	@$(PY) scripts/operate.py report $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)") $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)")
+	@$(PY) scripts/operate.py report $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)") $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)") $(if $(TEXT),--text)
 
-redrive: ## Move parked messages back to the DLQ: make redrive STACK=<stack name> (or FROM=<url> TO=<url>)
-	@$(PY) scripts/operate.py redrive $(if $(STACK),--stack "$(STACK)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)")
+redrive: ## Move parked messages back to the DLQ: make redrive STACK=<stack name> (or FROM=<url> TO=<url>) [DRY_RUN=1]
+	@$(PY) scripts/operate.py redrive $(if $(STACK),--stack "$(STACK)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)") $(if $(DRY_RUN),--dry-run)
 
 status: ## Where one object is, as JSON: make status STACK=<stack> KEY=<key> [BUCKET=<its bucket>]
 	@$(PY) scripts/operate.py status --key "$(KEY)" $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)")
