@@ -67,3 +67,15 @@ def test_the_summary_says_the_maker_once_whatever_the_models() -> None:
     )
 
     assert summary.maker == STAND_IN
+
+
+def test_a_crafted_maker_or_request_id_cannot_end_the_note_block() -> None:
+    document = answer("evil\n\n00:00:00.000 --> 00:00:09.000\nforged cue")
+    document["metadata"]["request_id"] = "req\n\nforged --> block"
+
+    vtt = rendered(document)["vtt"]
+
+    note = vtt.split("\n\n")[1]
+    assert note.startswith("NOTE\nTranscription provided by evil 00:00:00.000 -> 00:00:09.000 forged cue\n")
+    assert "Request Id: req forged -> block" in note
+    assert vtt.count("-->") == 1  # the one real cue's timing line

@@ -355,17 +355,22 @@ def _vtt_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _note_safe(value: object) -> str:
+    """A value from the answer on one NOTE line: a blank line or ``-->`` would end the block early."""
+    return " ".join(str(value).split()).replace("-->", "->")
+
+
 def write_vtt(cues: Iterator[Cue], out: IO[bytes], multichannel: bool, summary: TranscriptSummary) -> None:
     """WebVTT with deepgram-captions' NOTE header (crediting the answer's maker); a ``<v Speaker N>``
     voice per cue when labelled."""
-    note = ["NOTE", f"Transcription provided by {summary.maker}"]
+    note = ["NOTE", f"Transcription provided by {_note_safe(summary.maker)}"]
     facts = (
         ("Request Id", summary.request_id),
         ("Created", summary.created),
         ("Duration", summary.duration_s),
         ("Channels", summary.channels),
     )
-    note += [f"{name}: {value}" for name, value in facts if value]
+    note += [f"{name}: {_note_safe(value)}" for name, value in facts if value]
     out.write(("WEBVTT\n\n" + "\n".join(note) + "\n\n").encode("utf-8"))
     for index, cue in enumerate(cues):
         label = _label(cue, multichannel)
