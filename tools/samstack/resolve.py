@@ -300,9 +300,11 @@ class _Resolver:
         map_name, top_key, key = (_to_text(self.resolve(part)) for part in arg)
         mappings = self.template.get("Mappings") or {}
         try:
-            return mappings[map_name][top_key][key]
+            value = mappings[map_name][top_key][key]
         except (KeyError, TypeError):
             raise TemplateError(f"Fn::FindInMap: no {map_name}.{top_key}.{key} in Mappings") from None
+        # CloudFormation's mapping values are strings or lists of strings, whatever the YAML said.
+        return [_to_text(item) for item in value] if isinstance(value, list) else _to_text(value)
 
     def _sub(self, arg: Any) -> str:
         if isinstance(arg, list) and len(arg) == 2 and isinstance(arg[1], dict):
