@@ -471,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="transcribe every object under a prefix with one S3 Batch Operations job",
         description="Start an S3 Batch Operations job over BUCKET/PREFIX that invokes the transcribe "
         "function per object, follow its progress, then sum up its completion report. Needs the "
-        "stack deployed with EnableBackfill=true (its BackfillRole). Objects already transcribed "
+        "stack deployed with the EnableBackfill setting true (its BackfillRole). Objects already transcribed "
         "cost nothing: the function answers them from its idempotency store.",
     )
     backfill_cmd.set_defaults(parser=backfill_cmd)
@@ -555,7 +555,8 @@ def _backfill_command(parser: argparse.ArgumentParser, args: argparse.Namespace)
             output = backfill.STACK_OUTPUTS[dest]
             if output not in outputs:
                 parser.error(
-                    f"stack {args.stack} has no output {output} (deploy it with EnableBackfill=true)"
+                    f"stack {args.stack} has no output {output} "
+                    "(set EnableBackfill in template.yaml's Settings, then deploy)"
                 )
             setattr(args, dest, outputs[output])
     job = backfill.Backfill(

@@ -74,7 +74,10 @@ def test_accepting_every_default_deploys_a_stack_that_reads_the_environments_sec
 def _samconfig_overrides() -> dict[str, dict[str, str]]:
     config = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text(encoding="utf-8"))
     return {
-        env: dict(item.split("=", 1) for item in shlex.split(sections["deploy"]["parameters"]["parameter_overrides"]))
+        env: dict(
+            item.split("=", 1)
+            for item in shlex.split(sections["deploy"]["parameters"]["parameter_overrides"])
+        )
         for env, sections in config.items()
         if isinstance(sections, dict) and "deploy" in sections
     }
@@ -114,7 +117,7 @@ def test_a_setting_edit_is_checked_like_a_template_edit() -> None:
 
 # What the functions ran with before the settings moved out of the parameters (61 of them): the local
 # world must give them the same, now through Fn::FindInMap.
-BEFORE = {
+BEFORE: dict[str, dict[str, int | None]] = {
     "TranscribeFunction": {"timeout": 900, "memory_mb": 256, "reserved_concurrency": 45},
     "RetryFunction": {"timeout": 900, "memory_mb": 256, "reserved_concurrency": None},
 }
@@ -137,7 +140,11 @@ def test_the_local_world_runs_the_functions_as_before() -> None:
         assert {key: getattr(spec, key) for key in expected} == expected, function_id
         settings = Settings.from_env(spec.environment)
         assert settings.deepgram.query() == DEFAULT_QUERY
-        assert (settings.secret_max_age_s, settings.presign_expiry_s, settings.deepgram_max_attempts) == (300, 3600, 4)
+        assert (settings.secret_max_age_s, settings.presign_expiry_s, settings.deepgram_max_attempts) == (
+            300,
+            3600,
+            4,
+        )
         assert settings.output_formats == ("json", "txt", "srt", "vtt")
         assert settings.capacity is not None
         assert (settings.capacity.size, settings.capacity.ai_ceiling) == (45, 10)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from samstack import (
     translate,
     with_mapping_values,
 )
+from tests.template.setting_rules import SETTING_RULES, satisfies
 from transcriber.completion import EVENT_SOURCE, TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED
 from transcriber.config import DeepgramOptions, Settings, option_variable
 from transcriber.retry import DeadLetterRetryPolicy
@@ -227,62 +228,6 @@ def setting(group: str, key: str) -> dict[str, Any]:
     """How the translated template reads one entry of ``Mappings: Settings:``."""
     return {"Fn::FindInMap": ["Settings", group, key]}
 
-
-# What each Settings value may be (the settings were parameters once; these were their constraints).
-# A value outside its rule fails here, before CloudFormation or a cold start refuses it.
-KMS_KEY_ARN = r"(arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/[a-f0-9-]+)?"
-NO_WILDCARD = r"[^*\\]*"
-SETTING_RULES: dict[str, str | tuple[int, int]] = {
-    "Functions.MemorySize": (128, 10240),
-    "Functions.FunctionTimeout": (30, 900),
-    "Functions.RetryFunctionTimeout": (30, 900),
-    "Functions.LogRetentionDays": r"1|3|5|7|14|30|60|90|120|150|180|365|400|545|731|1096|1827|2192|2557|2922|3288|3653",
-    "Uploads.InputPrefix": r"[^*]*",
-    "Uploads.InputSuffix": r"[^*]*",
-    "Uploads.MediaExtensions": r"[a-z0-9]+(,[a-z0-9]+)*",
-    "Uploads.ExistingBucketSuffix": NO_WILDCARD,
-    "Uploads.UploadOptions": r"none|[a-z_]+(,[a-z_]+)*",
-    "Uploads.TranscribeRestoredObjects": r"true|false",
-    "Uploads.InputKmsKeyArn": KMS_KEY_ARN,
-    "Deepgram.DeliveryMode": r"url|bytes|auto",
-    "Deepgram.PresignExpirySeconds": (60, 43200),
-    "Deepgram.SecretMaxAgeSeconds": (0, 86400),
-    "Deepgram.DeepgramMaxAttempts": (1, 10),
-    "Deepgram.IdempotencyTtlSeconds": (60, 31536000),
-    "Capacity.CapacityAiCeiling": (1, 1000),
-    "Capacity.CapacityPoolName": r"[A-Za-z0-9._-]{1,64}",
-    "Capacity.CapacityTableName": r"|[A-Za-z0-9._-]{3,255}",
-    "Capacity.EnableBackfill": r"true|false",
-    "Capacity.BackfillPoolPercent": (1, 100),
-    "Capacity.BufferedMaximumConcurrency": (2, 1000),
-    "Capacity.BufferedBatchSize": (1, 10),
-    "Failures.AsyncRetryAttempts": (0, 2),
-    "Failures.MaximumEventAgeSeconds": (60, 21600),
-    "Failures.RetryMaxAttempts": (2, 50),
-    # The retry function delays with ChangeMessageVisibility, which stops at 12 hours.
-    "Failures.RetryBaseDelaySeconds": (0, 43200),
-    "Failures.RetryMaxDelaySeconds": (0, 43200),
-    "Failures.BlockedRetryDelaySeconds": (0, 43200),
-    "Failures.DeadLetterAgeAlarmSeconds": (300, 1209600),
-    "Outputs.OutputFormats": r"(json|txt|srt|vtt)(,(json|txt|srt|vtt))*",
-    "Outputs.CaptionWordsPerCue": (1, 50),
-    "Outputs.CompletionEvents": r"true|false",
-    "Outputs.EventBusName": r"[A-Za-z0-9._/-]{1,256}",
-    "Outputs.DeepgramPricePerMinuteUsd": r"[0-9]+([.][0-9]+)?",
-    "Outputs.DeepgramAddOnPricesUsd": r"([a-z_]+(:[A-Za-z0-9_.-]+)?=[0-9]+([.][0-9]+)?"
-    r"(,[a-z_]+(:[A-Za-z0-9_.-]+)?=[0-9]+([.][0-9]+)?)*)?",
-    "Privacy.InputRetentionDays": (0, 36500),
-    "Privacy.TranscriptRetentionDays": (0, 36500),
-    "Privacy.FailureRetentionDays": (0, 36500),
-    "Privacy.InputAccessLogBucket": r"|new|[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
-    "Privacy.InputAccessLogPrefix": r"[A-Za-z0-9!_.*'()/-]*",
-}
-
-
-def _satisfies(rule: str | tuple[int, int], value: Any) -> bool:
-    if isinstance(rule, tuple):
-        return rule[0] <= int(value) <= rule[1]
-    return re.fullmatch(rule, str(value)) is not None
 
 _SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
 PSEUDO_PARAMETERS = {"AWS::AccountId", "AWS::Partition", "AWS::Region", "AWS::StackName", "AWS::URLSuffix"}
@@ -932,24 +877,23 @@ def _is_plain_env_value(value: Any, cfn: dict[str, Any]) -> bool:
     if not isinstance(value, dict) or len(value) != 1:
         return False
     ((key, arg),) = value.items()
-    if key == "Ref":
-        return arg in names and arg != "AWS::NoValue"
-    if key == "Fn::GetAtt":
-        return isinstance(arg, list) and arg[0] in cfn["Resources"]
-    if key == "Fn::FindInMap":
-        map_name, group, name = arg
-        return name in cfn["Mappings"][map_name][group]
     if key == "Fn::Sub" and isinstance(arg, str):
         variables = {v.split(".", 1)[0] for v in _SUB_VARIABLE.findall(arg)}
         return bool(variables) and variables <= names | PSEUDO_PARAMETERS
-    # One of two plain values by a declared condition (CAPACITY_TABLE: its own table or a shared one).
-    return (
-        key == "Fn::If"
-        and isinstance(arg, list)
-        and len(arg) == 3
-        and arg[0] in cfn.get("Conditions", {})
-        and all(_is_plain_env_value(v, cfn) for v in arg[1:])
-    )
+    plain: dict[str, Callable[[], bool]] = {
+        "Ref": lambda: arg in names and arg != "AWS::NoValue",
+        "Fn::GetAtt": lambda: isinstance(arg, list) and arg[0] in cfn["Resources"],
+        # A setting (Mappings: Settings:) that exists.
+        "Fn::FindInMap": lambda: arg[2] in cfn["Mappings"][arg[0]][arg[1]],
+        # One of two plain values by a declared condition (CAPACITY_TABLE: its own table or a shared one).
+        "Fn::If": lambda: (
+            isinstance(arg, list)
+            and len(arg) == 3
+            and arg[0] in cfn.get("Conditions", {})
+            and all(_is_plain_env_value(v, cfn) for v in arg[1:])
+        ),
+    }
+    return key in plain and bool(plain[key]())
 
 
 def _function_env(stack: ResolvedStack, function_id: str) -> dict[str, str]:
@@ -969,7 +913,9 @@ def _what_the_code_reads(env: dict[str, str]) -> tuple[Any, ...]:
 def test_function_environment(cfn: dict[str, Any], resources: dict[str, Any], function_id: str) -> None:
     variables: dict[str, Any] = _function_props(resources, function_id)["Environment"]["Variables"]
     for name, value in variables.items():
-        assert _is_plain_env_value(value, cfn), f"{name}: {value!r} must be a literal, Ref, GetAtt, Sub or setting"
+        assert _is_plain_env_value(value, cfn), (
+            f"{name}: {value!r} must be a literal, Ref, GetAtt, Sub or setting"
+        )
 
 
 @pytest.mark.parametrize(
@@ -1320,7 +1266,7 @@ def test_every_setting_has_a_rule_and_keeps_it(cfn: dict[str, Any]) -> None:
         for key, value in entries.items()
     }
     assert values.keys() == SETTING_RULES.keys()
-    broken = {name: value for name, value in values.items() if not _satisfies(SETTING_RULES[name], value)}
+    broken = {name: value for name, value in values.items() if not satisfies(SETTING_RULES[name], value)}
     assert broken == {}
 
 
@@ -1435,7 +1381,11 @@ def test_exactly_one_upload_path(stacks: dict[str, ResolvedStack], mode: str) ->
 def test_input_key_filter_applies_in_both_modes() -> None:
     for buffered in ("false", "true"):
         stack = _resolve(
-            {"BufferedMode": buffered, "Settings.Uploads.InputPrefix": "in/", "Settings.Uploads.InputSuffix": ".wav"}
+            {
+                "BufferedMode": buffered,
+                "Settings.Uploads.InputPrefix": "in/",
+                "Settings.Uploads.InputSuffix": ".wav",
+            }
         )
         notification = stack.resource("InputBucket").properties["NotificationConfiguration"]
         ((_, (configuration,)),) = notification.items()

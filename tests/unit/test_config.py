@@ -67,7 +67,7 @@ def test_a_non_https_api_url_is_refused(url: str) -> None:
         ("DEEPGRAM_PUNCTUATE", "maybe", "DEEPGRAM_PUNCTUATE must be true or false"),
         ("PRESIGN_EXPIRY_SECONDS", "soon", "PRESIGN_EXPIRY_SECONDS must be an integer"),
         ("PRESIGN_EXPIRY_SECONDS", "5", "PRESIGN_EXPIRY_SECONDS must be at least 60"),
-        ("DEEPGRAM_EXTRA_OPTIONS", "model=base", "use its own variable .DEEPGRAM_MODEL. or DEEPGRAM_OPTIONS"),
+        ("DEEPGRAM_EXTRA_OPTIONS", "model=base", "use DEEPGRAM_OPTIONS or its own variable .DEEPGRAM_MODEL."),
         ("DEEPGRAM_EXTRA_OPTIONS", "callback=https://x", "does not support"),
         ("DEEPGRAM_EXTRA_OPTIONS", "no-equals-sign", "must be a query string"),
     ],
@@ -127,7 +127,12 @@ def test_the_options_string_fills_the_typed_fields_and_keeps_other_options_in_or
         }
     ).deepgram
 
-    assert (options.model, options.diarize, options.punctuate, options.language) == ("nova-2", True, False, "en")
+    assert (options.model, options.diarize, options.punctuate, options.language) == (
+        "nova-2",
+        True,
+        False,
+        "en",
+    )
     assert options.tag == ("a", "b")
     assert options.extra == (("keyterm", "acme"), ("redact", "pii"))
     query = options.query()
@@ -150,7 +155,12 @@ def test_a_dedicated_variable_overrides_its_option_in_the_string_and_extra_optio
         }
     ).deepgram
 
-    assert (options.model, options.diarize, options.tag, options.language) == ("nova-2", False, ("batch",), "en")
+    assert (options.model, options.diarize, options.tag, options.language) == (
+        "nova-2",
+        False,
+        ("batch",),
+        "en",
+    )
     assert options.extra == (("keyterm", "acme"), ("numerals", "true"))
 
 

@@ -8,10 +8,10 @@ translates offline once local ``CodeUri``/``ContentUri`` paths are ``s3://`` URI
 so the translated ``Code``/``Content`` still says where the code is: ``local_path`` reads it back.
 
 Mappings edits: template.yaml keeps its settings in ``Mappings: Settings:`` (read with
-``!FindInMap``) and asks only a dozen questions through Parameters. CloudFormation has no way to override a mapping at deploy
-time: a person edits the file. ``with_mapping_values`` does the same edit on a copy, so the local
-world, ``make invoke --parameter-overrides`` and the template tests can try a setting without a
-second template. Only existing entries can be replaced: a typo is an error, not a new setting.
+``!FindInMap``) and asks only a dozen questions through Parameters. CloudFormation cannot override
+a mapping at deploy time: a person edits the file. ``with_mapping_values`` makes the same edit on a
+copy, so the local world, ``make invoke --parameter-overrides`` and the template tests can try a
+setting without a second template. Only existing entries can be replaced: a typo is an error.
 """
 
 from __future__ import annotations

@@ -335,8 +335,9 @@ class EnvReader:
         pairs = self.query_string(name)
         for key, _ in pairs:
             if key in DEDICATED_OPTIONS:
+                own = option_variable(key)
                 raise configuration_error(
                     "invalid-configuration",
-                    f"{name} sets {key!r}; use its own variable ({option_variable(key)}) or {OPTIONS_VARIABLE}",
+                    f"{name} sets {key!r}; use {OPTIONS_VARIABLE} or its own variable ({own})",
                 )
         return pairs
