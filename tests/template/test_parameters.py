@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from localworld.template import load_stack
 from samstack import TemplateError, load_template, resolve_stack, translate
 from transcriber.config import Settings
 
@@ -115,8 +114,9 @@ def test_a_setting_edit_is_checked_like_a_template_edit() -> None:
         resolve_stack(TEMPLATE, {"FunctionTimeout": "30"})
 
 
-# What the functions ran with before the settings moved out of the parameters (61 of them): the local
-# world must give them the same, now through Fn::FindInMap.
+# What the functions ran with before the settings moved out of the parameters (61 of them): the stack
+# must give them the same, now through Fn::FindInMap. samstack is the local world's reading of the
+# template (localworld.template builds each function's runtime from these resolved properties).
 BEFORE: dict[str, dict[str, int | None]] = {
     "TranscribeFunction": {"timeout": 900, "memory_mb": 256, "reserved_concurrency": 45},
     "RetryFunction": {"timeout": 900, "memory_mb": 256, "reserved_concurrency": None},
@@ -133,12 +133,16 @@ DEFAULT_QUERY = [
 ]
 
 
-def test_the_local_world_runs_the_functions_as_before() -> None:
-    stack = load_stack(TEMPLATE, {"DeepgramSecretId": "deepgram/dev/api-key"})
+def test_the_functions_run_as_before_in_the_resolved_stack() -> None:
+    stack = resolve_stack(TEMPLATE, {"DeepgramSecretId": "deepgram/dev/api-key"})
     for function_id, expected in BEFORE.items():
-        spec = stack.function(function_id)
-        assert {key: getattr(spec, key) for key in expected} == expected, function_id
-        settings = Settings.from_env(spec.environment)
+        props = stack.resource(function_id).properties
+        assert int(props["Timeout"]) == expected["timeout"], function_id
+        assert int(props["MemorySize"]) == expected["memory_mb"], function_id
+        reserved = props.get("ReservedConcurrentExecutions")
+        assert (None if reserved is None else int(reserved)) == expected["reserved_concurrency"], function_id
+        env = {name: str(value) for name, value in props["Environment"]["Variables"].items()}
+        settings = Settings.from_env(env)
         assert settings.deepgram.query() == DEFAULT_QUERY
         assert (settings.secret_max_age_s, settings.presign_expiry_s, settings.deepgram_max_attempts) == (
             300,
@@ -148,8 +152,6 @@ def test_the_local_world_runs_the_functions_as_before() -> None:
         assert settings.output_formats == ("json", "txt", "srt", "vtt")
         assert settings.capacity is not None
         assert (settings.capacity.size, settings.capacity.ai_ceiling) == (45, 10)
-    transcribe = stack.function("TranscribeFunction")
-    assert {k: int(v) for k, v in (transcribe.event_invoke_config or {}).items()} == {
-        "MaximumRetryAttempts": 2,
-        "MaximumEventAgeInSeconds": 21600,
-    }
+    (config,) = stack.of_type("AWS::Lambda::EventInvokeConfig")
+    retries = {key: int(value) for key, value in config.properties.items() if key.startswith("Maximum")}
+    assert retries == {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 21600}
