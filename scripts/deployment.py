@@ -156,6 +156,17 @@ def secret_exists(client: Any, secret_id: str) -> bool:
     return "DeletedDate" not in description
 
 
+def stack_exists(client: Any, stack_name: str) -> bool:
+    """True while CloudFormation still has the stack (not yet deleted, or deletion declined)."""
+    try:
+        stacks = client.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            return False
+        raise
+    return any(stack["StackStatus"] != "DELETE_COMPLETE" for stack in stacks)
+
+
 def this_script() -> str:
     """How to run this script again, with the interpreter that has boto3."""
     return f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).resolve()))}"
@@ -163,9 +174,12 @@ def this_script() -> str:
 
 def command_kept(deployment: Deployment) -> int:
     session = boto3.session.Session(region_name=deployment.region)
+    region = deployment.region
+    if stack_exists(session.client("cloudformation"), deployment.stack_name):
+        print(f"Stack {deployment.stack_name} ({region}) still exists: nothing was deleted.")
+        return 0
     account_id = session.client("sts").get_caller_identity()["Account"]
     s3 = session.client("s3")
-    region = deployment.region
     print(f"Kept after deleting stack {deployment.stack_name} ({region}), and how to remove each:")
     found = 0
     for bucket, held in kept_bucket_names(deployment.stack_name, account_id, region).items():

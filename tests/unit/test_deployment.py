@@ -124,6 +124,24 @@ def test_kept_lists_the_retained_buckets_and_the_secret_with_commands_that_remov
     assert "nothing: no bucket or secret of this stack is left" in capsys.readouterr().out
 
 
+def test_kept_says_nothing_was_deleted_while_the_stack_exists(
+    aws: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sam delete` answered "no": the stack is still there, and so is everything in it."""
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    cloudformation.create_stack(
+        StackName="dg-transcriber-dev",
+        TemplateBody='{"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}',
+    )
+    assert main(["kept"]) == 0
+    assert (
+        capsys.readouterr().out == "Stack dg-transcriber-dev (us-east-1) still exists: nothing was deleted.\n"
+    )
+    cloudformation.delete_stack(StackName="dg-transcriber-dev")
+    assert main(["kept"]) == 0
+    assert "Kept after deleting stack dg-transcriber-dev" in capsys.readouterr().out
+
+
 def test_remove_bucket_asks_first(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket="kept-bucket")
