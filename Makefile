@@ -65,8 +65,9 @@ validate: ## sam validate --lint
 deploy: build ## sam deploy the ENV environment of samconfig.toml (default: dev; ENV=prod; GUIDED=1 asks the questions)
 	@PATH="$(VENV)/bin:$$PATH" sam deploy --config-env "$(ENV)" $(if $(GUIDED),--guided)
 
-deploy-prod: ## make deploy ENV=prod
-	@$(MAKE) --no-print-directory deploy ENV=prod
+# An alias: the prod environment for deploy and, through it, for build.
+deploy-prod: ENV = prod
+deploy-prod: deploy ## make deploy ENV=prod
 
 delete: ## sam delete the ENV stack, then list what it keeps (buckets, the secret) and how to remove each
 	@PATH="$(VENV)/bin:$$PATH" sam delete --config-env "$(ENV)"

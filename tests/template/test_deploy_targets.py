@@ -82,9 +82,12 @@ def test_sam_is_not_on_the_clean_path(tmp_path: Path) -> None:
     assert shutil.which("sam", path=_clean_env(tmp_path)["PATH"]) is None
 
 
-def test_make_deploy_builds_then_deploys_the_chosen_environment(clone: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("args", [("deploy", "ENV=prod"), ("deploy-prod",)])
+def test_make_deploy_builds_then_deploys_the_chosen_environment(
+    clone: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
     plan = subprocess.run(
-        ["make", "--no-print-directory", "-n", "deploy", "ENV=prod"],
+        ["make", "--no-print-directory", "-n", *args],
         cwd=clone,
         env=_clean_env(tmp_path),
         capture_output=True,
@@ -100,6 +103,7 @@ def test_make_deploy_gets_as_far_as_aws_credentials(
     clone: Path, tmp_path: Path, args: tuple[str, ...]
 ) -> None:
     _assert_stopped_at_credentials(_make(clone, tmp_path, *args))
+    assert not (clone / ".aws-sam").exists(), "nothing was built: the run needed no package registry"
 
 
 def test_make_deploy_guided_asks_at_most_a_dozen_parameters(clone: Path, tmp_path: Path) -> None:
