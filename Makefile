@@ -11,12 +11,14 @@ AUDIO ?=
 FUNCTION ?= TranscribeFunction
 EVENT ?= events/s3-put.json
 ENV_VARS ?=
+# The samconfig.toml environment of deploy, delete and secret ("default" is dev).
+ENV ?= default
 PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
 TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/retry/app.py tools scripts tests bench
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
-	deploy-prod invoke emulator clean failures report redrive backfill status upload chaos bench localworld-test sam-local \
-	docs diagram
+	deploy-prod delete secret invoke emulator clean failures report redrive backfill status upload chaos bench localworld-test \
+	sam-local docs diagram
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -68,11 +70,19 @@ build: ## sam build (needs python3.13 first on PATH: the venv provides it)
 validate: ## sam validate --lint
 	@PATH="$(VENV)/bin:$$PATH" sam validate --lint
 
-deploy: build ## sam deploy to the default (dev) environment of samconfig.toml
-	@PATH="$(VENV)/bin:$$PATH" sam deploy
+deploy: build ## sam deploy the ENV environment of samconfig.toml (default: dev; ENV=prod; GUIDED=1 asks the questions)
+	@PATH="$(VENV)/bin:$$PATH" sam deploy --config-env "$(ENV)" $(if $(GUIDED),--guided)
 
-deploy-prod: build ## sam deploy to the prod environment of samconfig.toml
-	@PATH="$(VENV)/bin:$$PATH" sam deploy --config-env prod
+# An alias: the prod environment for deploy and, through it, for build.
+deploy-prod: ENV = prod
+deploy-prod: deploy ## make deploy ENV=prod
+
+delete: ## sam delete the ENV stack, then list what it keeps (buckets, the secret) and how to remove each
+	@PATH="$(VENV)/bin:$$PATH" sam delete --config-env "$(ENV)"
+	@$(PY) scripts/deployment.py kept --config-env "$(ENV)"
+
+secret: ## Store the Deepgram API key (DEEPGRAM_API_KEY, or asked for) in the secret the ENV stack reads
+	@$(PY) scripts/deployment.py secret --config-env "$(ENV)"
 
 invoke: ## Run FUNCTION on EVENT against the local world, without Docker (ENV_VARS=file.json optional)
 	@$(PY) -m localworld.invoke --function "$(FUNCTION)" --event "$(EVENT)" $(if $(ENV_VARS),--env-vars "$(ENV_VARS)")

@@ -556,7 +556,7 @@ def _backfill_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
         help="transcribe every object under a prefix with one S3 Batch Operations job",
         description="Start an S3 Batch Operations job over BUCKET/PREFIX that invokes the transcribe "
         "function per object, follow its progress (on stderr), then sum up its completion report "
-        "(JSON on stdout). Needs the stack deployed with EnableBackfill=true (its BackfillRole). "
+        "(JSON on stdout). Needs the stack deployed with the EnableBackfill setting true (its BackfillRole). "
         "Objects already transcribed cost nothing: the function answers them from its idempotency store.",
     )
     backfill_cmd.set_defaults(parser=backfill_cmd, run=_backfill_command, needs=[])
@@ -724,7 +724,8 @@ def _backfill_command(parser: argparse.ArgumentParser, args: argparse.Namespace)
             output = backfill.STACK_OUTPUTS[dest]
             if output not in outputs:
                 parser.error(
-                    f"stack {args.stack} has no output {output} (deploy it with EnableBackfill=true)"
+                    f"stack {args.stack} has no output {output} "
+                    "(set EnableBackfill in template.yaml's Settings, then deploy)"
                 )
             setattr(args, dest, outputs[output])
     job = backfill.Backfill(

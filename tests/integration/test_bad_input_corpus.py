@@ -202,7 +202,7 @@ def test_objects_outside_the_filter_never_reach_the_function(
     case: dict[str, Any], world: LocalWorld, sample_audio: bytes
 ) -> None:
     prefix = case["expect"]["prefix"]
-    filtered = world.stack_with(InputPrefix=prefix)
+    filtered = world.stack_with(**{"Settings.Uploads.InputPrefix": prefix})
     queue_url = world.aws.route_bucket_notifications(filtered, "TranscribeFunction")
     s3, sqs = world.aws.s3(), world.aws.sqs()
 

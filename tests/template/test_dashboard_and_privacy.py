@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 
 from samstack import ResolvedStack, resolve_stack
+from tests.template.setting_rules import SETTING_RULES
 from transcriber import usage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO_ROOT / "template.yaml"
 LAYER = REPO_ROOT / "layers" / "shared" / "transcriber"
 REQUIRED = {"DeepgramSecretId": "deepgram/dev/api-key"}
+PRIVACY = "Settings.Privacy"  # the Settings group of the retention and access-log settings
 DATA_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 _LITERAL_METRIC = re.compile(r"add_metric\(\s*name=\"(\w+)\"")
 _SEARCH_SCHEMA = re.compile(r"\{([^}]*)\}")
@@ -137,7 +139,7 @@ def test_a_data_key_encrypts_both_buckets_and_both_roles_use_it_through_s3_only(
     assert statement["Resource"] == DATA_KEY
     assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
     # The access log bucket stays SSE-S3: S3 server access logging cannot write with SSE-KMS.
-    logs = _resolve(DataKmsKeyArn=DATA_KEY, InputAccessLogBucket="new")
+    logs = _resolve(DataKmsKeyArn=DATA_KEY, **{f"{PRIVACY}.InputAccessLogBucket": "new"})
     assert _encryption(logs, "AccessLogBucket")["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
 
 
@@ -151,19 +153,25 @@ def test_retention_is_off_by_default_and_each_parameter_expires_its_own_objects(
     variables = stack.resource("TranscribeFunction").properties["Environment"]["Variables"]
     kept = {"ExpireKeptAnswers": (variables["KEPT_ANSWER_PREFIX"], 30)}
     assert _expirations(stack, "OutputBucket") == kept  # paid answers waiting for a retry: always
-    tuned = _resolve(InputRetentionDays="7", TranscriptRetentionDays="365", FailureRetentionDays="90")
+    tuned = _resolve(
+        **{
+            f"{PRIVACY}.InputRetentionDays": "7",
+            f"{PRIVACY}.TranscriptRetentionDays": "365",
+            f"{PRIVACY}.FailureRetentionDays": "90",
+        }
+    )
     assert _expirations(tuned, "InputBucket") == {"ExpireUploadedMedia": (None, 7)}
     env = tuned.resource("TranscribeFunction").properties["Environment"]["Variables"]
     assert _expirations(tuned, "OutputBucket") == kept | {
         "ExpireTranscripts": (env["TRANSCRIPT_PREFIX"], 365),
         "ExpireFailureRecords": (env["FAILURE_PREFIX"], 90),
     }
-    only = _resolve(FailureRetentionDays="30")
+    only = _resolve(**{f"{PRIVACY}.FailureRetentionDays": "30"})
     assert _expirations(only, "OutputBucket") == kept | {"ExpireFailureRecords": (env["FAILURE_PREFIX"], 30)}
 
 
-def test_the_upload_allow_list_parameter_refuses_what_uploaders_may_never_set() -> None:
-    pattern = _resolve().template["Parameters"]["UploadOptions"]["AllowedPattern"]
+def test_the_upload_allow_list_setting_refuses_what_uploaders_may_never_set() -> None:
+    pattern = str(SETTING_RULES["Uploads.UploadOptions"])
     assert re.fullmatch(pattern, "none")
     assert re.fullmatch(pattern, "language,model")
     for bad in ("", "language,", "lang uage", "callback=x"):

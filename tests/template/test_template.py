@@ -22,14 +22,23 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from samstack import ResolvedStack, TemplateError, load_template, resolve_stack, translate
+from samstack import (
+    ResolvedStack,
+    TemplateError,
+    load_template,
+    resolve_stack,
+    split_overrides,
+    translate,
+    with_mapping_values,
+)
+from tests.template.setting_rules import SETTING_RULES, satisfies
 from transcriber.completion import EVENT_SOURCE, TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED
 from transcriber.config import DeepgramOptions, Settings, option_variable
 from transcriber.retry import DeadLetterRetryPolicy
@@ -65,40 +74,42 @@ EXISTING_BUCKET_RULE = "ExistingBucketRule"
 FUNCTION_ROLES = {FUNCTION: "TranscribeFunctionRole", RETRY_FUNCTION: "RetryFunctionRole"}
 FOURTEEN_DAYS = 14 * 24 * 3600
 
-# Deployment modes, as parameter overrides. "off" and "on" are linted (cfn-lint, sam validate);
-# every mode is checked structurally on the translated template with its conditions evaluated.
+# Deployment modes, as parameter overrides and Settings edits ("Settings.<Group>.<Key>", as editing the
+# template's Mappings would do). "off" and "on" are linted (cfn-lint, sam validate); every mode is
+# checked structurally on the translated template with its conditions evaluated.
 INPUT_KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 DATA_KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/5678abcd-12ab-34cd-56ef-1234567890ab"
 OPTIONS_ON = {
     "ExistingBucketName": "my-archive",
     "ExistingBucketPrefix": "calls/",
     "BufferedMode": "true",
-    "InputAccessLogBucket": "new",
-    "InputKmsKeyArn": INPUT_KMS_KEY,
-    "EnableBackfill": "true",
+    "Settings.Privacy.InputAccessLogBucket": "new",
+    "Settings.Uploads.InputKmsKeyArn": INPUT_KMS_KEY,
+    "Settings.Capacity.EnableBackfill": "true",
     # The privacy profile (tests/template/test_dashboard_and_privacy.py): its own key, retention.
     "DataKmsKeyArn": DATA_KMS_KEY,
-    "InputRetentionDays": "30",
-    "TranscriptRetentionDays": "365",
-    "FailureRetentionDays": "90",
+    "Settings.Privacy.InputRetentionDays": "30",
+    "Settings.Privacy.TranscriptRetentionDays": "365",
+    "Settings.Privacy.FailureRetentionDays": "90",
 }
+EXISTING_SUFFIX = "Settings.Uploads.ExistingBucketSuffix"
 MODES: dict[str, dict[str, str]] = {
     "off": {},
     "on": OPTIONS_ON,
     "buffered": {"BufferedMode": "true"},
-    "existing-direct": {"ExistingBucketName": "my-archive", "ExistingBucketSuffix": ".wav"},
+    "existing-direct": {"ExistingBucketName": "my-archive", EXISTING_SUFFIX: ".wav"},
     "existing-both-filters": {
         "ExistingBucketName": "my-archive",
         "ExistingBucketPrefix": "calls/",
-        "ExistingBucketSuffix": ".wav",
+        EXISTING_SUFFIX: ".wav",
     },
     "access-logs-to-an-existing-bucket": {
-        "InputAccessLogBucket": "my-log-bucket",
-        "InputAccessLogPrefix": "s3/",
+        "Settings.Privacy.InputAccessLogBucket": "my-log-bucket",
+        "Settings.Privacy.InputAccessLogPrefix": "s3/",
     },
 }
 LINTED_MODES = ("off", "on")
-# Parameters without a Default, for evaluating conditions.
+# The tests name the secret; with none, the template derives deepgram/<EnvironmentName>/api-key.
 REQUIRED_PARAMETERS = {"DeepgramSecretId": "deepgram/dev/api-key"}
 MIN_RETENTION_SECONDS = 4 * 24 * 3600  # survives a long weekend
 SQS_MAX_VISIBILITY_SECONDS = 43200
@@ -180,48 +191,43 @@ STACK_SPECIFIC_ENV = {
     },
     "DeadLetterRetryPolicy": {"DEAD_LETTER_QUEUE_URL", "PARKING_QUEUE_URL"},
 }
-# Parameter values other than their defaults: each must change what the functions' code reads.
+# Parameter values and Settings other than their defaults: each must change what the functions' code reads.
 TUNED_PARAMETERS = {
     "EnvironmentName": "prod",
     "DeepgramApiUrl": "https://deepgram.example.com",
-    "DeepgramModel": "nova-2",
-    "DeepgramLanguage": "de",
-    "DeepgramSmartFormat": "false",
-    "DeepgramPunctuate": "false",
-    "DeepgramDiarize": "true",
-    "DeepgramUtterances": "true",
-    "DeepgramParagraphs": "true",
-    "DeepgramTag": "team-a",
-    "DeepgramExtraOptions": "keyterm=acme",
-    "MediaExtensions": "wav",
-    "SecretMaxAgeSeconds": "5",
-    "PresignExpirySeconds": "600",
-    "IdempotencyTtlSeconds": "600",
-    "DeepgramMaxAttempts": "2",
-    "DeliveryMode": "url",
-    "TranscribeRestoredObjects": "false",
+    "DeepgramOptions": "model=nova-2&language=de&diarize=true&tag=team-a&keyterm=acme",
+    "Settings.Uploads.MediaExtensions": "wav",
+    "Settings.Deepgram.SecretMaxAgeSeconds": "5",
+    "Settings.Deepgram.PresignExpirySeconds": "600",
+    "Settings.Deepgram.IdempotencyTtlSeconds": "600",
+    "Settings.Deepgram.DeepgramMaxAttempts": "2",
+    "Settings.Deepgram.DeliveryMode": "url",
+    "Settings.Uploads.TranscribeRestoredObjects": "false",
     "LogLevel": "DEBUG",
-    "RetryMaxAttempts": "3",
-    "RetryBaseDelaySeconds": "1",
-    "RetryMaxDelaySeconds": "2",
-    "BlockedRetryDelaySeconds": "3",
+    "Settings.Failures.RetryMaxAttempts": "3",
+    "Settings.Failures.RetryBaseDelaySeconds": "1",
+    "Settings.Failures.RetryMaxDelaySeconds": "2",
+    "Settings.Failures.BlockedRetryDelaySeconds": "3",
     "CapacityPoolSize": "12",
-    "CapacityAiCeiling": "4",
-    "CapacityPoolName": "project-b",
-    "CapacityTableName": "other-stack-capacity",
-    "UploadOptions": "language",
-    "DeepgramPricePerMinuteUsd": "0.01",
-    "DeepgramAddOnPricesUsd": "diarize=0.5",
-    "OutputFormats": "json,txt",
-    "CaptionWordsPerCue": "5",
-    "CompletionEvents": "false",
-    "EventBusName": "transcripts",
+    "Settings.Capacity.CapacityAiCeiling": "4",
+    "Settings.Capacity.CapacityPoolName": "project-b",
+    "Settings.Capacity.CapacityTableName": "other-stack-capacity",
+    "Settings.Capacity.BackfillPoolPercent": "30",
+    "Settings.Uploads.UploadOptions": "language",
+    "Settings.Outputs.DeepgramPricePerMinuteUsd": "0.01",
+    "Settings.Outputs.DeepgramAddOnPricesUsd": "diarize=0.5",
+    "Settings.Outputs.OutputFormats": "json,txt",
+    "Settings.Outputs.CaptionWordsPerCue": "5",
+    "Settings.Outputs.CompletionEvents": "false",
+    "Settings.Outputs.EventBusName": "transcripts",
 }
 PER_OBJECT_POLICY = "PerObjectWorkPolicy"
 
-# The SAM transform resolves EventInvokeConfig's parameter Refs to their values (samtranslator
-# resolve_parameter_refs), so the translated template no longer uses these parameters (W2001).
-TRANSFORM_RESOLVED_PARAMETERS = {"AsyncRetryAttempts", "MaximumEventAgeSeconds"}
+
+def setting(group: str, key: str) -> dict[str, Any]:
+    """How the translated template reads one entry of ``Mappings: Settings:``."""
+    return {"Fn::FindInMap": ["Settings", group, key]}
+
 
 _SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
 PSEUDO_PARAMETERS = {"AWS::AccountId", "AWS::Partition", "AWS::Region", "AWS::StackName", "AWS::URLSuffix"}
@@ -309,10 +315,20 @@ def mode_templates(
 
 
 def _with_defaults(template: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(json.dumps(template))
-    for name, value in overrides.items():
+    """The template as if it were written for these values: parameter defaults, Settings edited."""
+    parameters, edits = split_overrides(overrides)
+    result = with_mapping_values(template, edits)
+    for name, value in parameters.items():
         result["Parameters"][name]["Default"] = value
     return result
+
+
+def _default(template: dict[str, Any], name: str) -> Any:
+    """A parameter's default, or a ``Settings.<Group>.<Key>`` value, as the template says."""
+    if "." not in name:
+        return template["Parameters"][name].get("Default")
+    map_name, group, key = name.split(".")
+    return template["Mappings"][map_name][group][key]
 
 
 def _resolve(overrides: dict[str, str] | None = None) -> ResolvedStack:
@@ -349,8 +365,10 @@ def test_cfn_lint_passes_on_sam_template(mode_templates: dict[str, tuple[Path, P
 
 
 def test_translation_does_not_depend_on_the_mode(translations: dict[str, dict[str, Any]]) -> None:
-    """Conditions, not the SAM transform, select the optional parts: one translation serves every mode."""
-    assert translations["on"] == translations["off"]
+    """Conditions, not the SAM transform, select the optional parts: one translation serves every mode
+    (only the Settings values the mode edits differ)."""
+    on, off = ({k: v for k, v in translations[m].items() if k != "Mappings"} for m in ("on", "off"))
+    assert on == off
 
 
 @pytest.mark.parametrize("mode", LINTED_MODES)
@@ -360,16 +378,7 @@ def test_cfn_lint_passes_on_translated_template(
     result = _run([*CFN_LINT[:-1], "--format", "json", "--", str(mode_templates[mode][1])])
     # cfn-lint's exit code is a bit mask (2 error, 4 warning, 8 informational); 1 means it failed.
     assert not result.returncode & 1, _explain(result)
-    findings = [
-        f
-        for f in json.loads(result.stdout or "[]")
-        # Not a fault: see TRANSFORM_RESOLVED_PARAMETERS.
-        if not (
-            f["Rule"]["Id"] == "W2001"
-            and f["Location"]["Path"][:1] == ["Parameters"]
-            and f["Location"]["Path"][1] in TRANSFORM_RESOLVED_PARAMETERS
-        )
-    ]
+    findings = json.loads(result.stdout or "[]")
     assert not findings, json.dumps(findings, indent=2)
 
 
@@ -703,7 +712,7 @@ def test_kms_grant_is_decrypt_on_the_named_key_through_s3_only(
         assert _actions(statement) == ["kms:Decrypt"]
         assert statement["Resource"] == INPUT_KMS_KEY
         assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
-    pattern = stack.template["Parameters"]["InputKmsKeyArn"]["AllowedPattern"]
+    pattern = str(SETTING_RULES["Uploads.InputKmsKeyArn"])
     assert re.fullmatch(pattern, INPUT_KMS_KEY)
     for bad in ("*", "arn:aws:kms:us-east-1:123456789012:key/*", "alias/mine", "arn:aws:kms:*:*:key/a"):
         assert not re.fullmatch(pattern, bad), bad
@@ -807,7 +816,7 @@ def test_function_has_log_group_with_retention(
         and r["Properties"].get("LogGroupName") == {"Fn::Sub": f"/aws/lambda/${{{function_id}}}"}
     ]
     assert len(groups) == 1
-    assert groups[0]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert groups[0]["RetentionInDays"] == setting("Functions", "LogRetentionDays")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -868,21 +877,23 @@ def _is_plain_env_value(value: Any, cfn: dict[str, Any]) -> bool:
     if not isinstance(value, dict) or len(value) != 1:
         return False
     ((key, arg),) = value.items()
-    if key == "Ref":
-        return arg in names and arg != "AWS::NoValue"
-    if key == "Fn::GetAtt":
-        return isinstance(arg, list) and arg[0] in cfn["Resources"]
     if key == "Fn::Sub" and isinstance(arg, str):
         variables = {v.split(".", 1)[0] for v in _SUB_VARIABLE.findall(arg)}
         return bool(variables) and variables <= names | PSEUDO_PARAMETERS
-    # One of two plain values by a declared condition (CAPACITY_TABLE: its own table or a shared one).
-    return (
-        key == "Fn::If"
-        and isinstance(arg, list)
-        and len(arg) == 3
-        and arg[0] in cfn.get("Conditions", {})
-        and all(_is_plain_env_value(v, cfn) for v in arg[1:])
-    )
+    plain: dict[str, Callable[[], bool]] = {
+        "Ref": lambda: arg in names and arg != "AWS::NoValue",
+        "Fn::GetAtt": lambda: isinstance(arg, list) and arg[0] in cfn["Resources"],
+        # A setting (Mappings: Settings:) that exists.
+        "Fn::FindInMap": lambda: arg[2] in cfn["Mappings"][arg[0]][arg[1]],
+        # One of two plain values by a declared condition (CAPACITY_TABLE: its own table or a shared one).
+        "Fn::If": lambda: (
+            isinstance(arg, list)
+            and len(arg) == 3
+            and arg[0] in cfn.get("Conditions", {})
+            and all(_is_plain_env_value(v, cfn) for v in arg[1:])
+        ),
+    }
+    return key in plain and bool(plain[key]())
 
 
 def _function_env(stack: ResolvedStack, function_id: str) -> dict[str, str]:
@@ -902,7 +913,9 @@ def _what_the_code_reads(env: dict[str, str]) -> tuple[Any, ...]:
 def test_function_environment(cfn: dict[str, Any], resources: dict[str, Any], function_id: str) -> None:
     variables: dict[str, Any] = _function_props(resources, function_id)["Environment"]["Variables"]
     for name, value in variables.items():
-        assert _is_plain_env_value(value, cfn), f"{name}: {value!r} must be a literal, Ref, GetAtt or Sub"
+        assert _is_plain_env_value(value, cfn), (
+            f"{name}: {value!r} must be a literal, Ref, GetAtt, Sub or setting"
+        )
 
 
 @pytest.mark.parametrize(
@@ -923,7 +936,7 @@ def test_template_defaults_are_the_code_defaults(
 def test_every_tuning_parameter_reaches_the_code(
     stacks: dict[str, ResolvedStack], parameter: str, value: str
 ) -> None:
-    default = stacks["off"].template["Parameters"][parameter].get("Default")
+    default = _default(stacks["off"].template, parameter)
     assert str(default) != value, f"pick a {parameter} value other than its default"
     tuned = _function_env(_resolve({parameter: value}), RETRY_FUNCTION)
     assert _what_the_code_reads(tuned) != _what_the_code_reads(_function_env(stacks["off"], RETRY_FUNCTION))
@@ -952,10 +965,13 @@ def test_the_functions_transcribe_the_input_bucket_and_the_existing_bucket_only(
 
 
 def test_every_deepgram_option_has_its_variable_in_globals(source: dict[str, Any]) -> None:
-    """A Deepgram option declared in the code (a ``DeepgramOptions`` field) is settable per stack."""
+    """A Deepgram option declared in the code (a ``DeepgramOptions`` field) is settable per stack, in
+    the DeepgramOptions string; its own variable stays declared (empty) so one function can override it."""
     shared = source["Globals"]["Function"]["Environment"]["Variables"]
+    assert shared["DEEPGRAM_OPTIONS"] == {"Ref": "DeepgramOptions"}
     missing = [f.name for f in fields(DeepgramOptions) if option_variable(f.name) not in shared]
-    assert missing == [], f"add a template parameter and a Globals variable for {missing}"
+    assert missing == [], f"declare a Globals variable for {missing}"
+    assert all(shared[option_variable(f.name)] == "" for f in fields(DeepgramOptions))
 
 
 def test_shared_environment_lives_in_globals(
@@ -979,8 +995,8 @@ def test_function_runtime_and_wiring(
     assert function_props["Handler"] == "app.lambda_handler"
     assert function_props["Architectures"] == ["arm64"]
     assert function_props["TracingConfig"] == {"Mode": "Active"}
-    assert function_props["MemorySize"] == {"Ref": "MemorySize"}
-    assert function_props["Timeout"] == {"Ref": "FunctionTimeout"}
+    assert function_props["MemorySize"] == setting("Functions", "MemorySize")
+    assert function_props["Timeout"] == setting("Functions", "FunctionTimeout")
     (layer,) = function_props["Layers"]
     layer_resource = resources[layer["Ref"]]
     assert layer_resource["Type"] == "AWS::Lambda::LayerVersion"
@@ -994,7 +1010,7 @@ def test_retry_function_wiring(resources: dict[str, dict[str, Any]]) -> None:
     assert retry["Handler"] == "app.lambda_handler"
     for key in ("Runtime", "Architectures", "TracingConfig", "MemorySize", "Layers"):
         assert retry[key] == transcribe[key], key
-    assert retry["Timeout"] == {"Ref": "RetryFunctionTimeout"}
+    assert retry["Timeout"] == setting("Functions", "RetryFunctionTimeout")
     assert "ReservedConcurrentExecutions" not in retry, "the event source's MaximumConcurrency caps it"
 
     (mapping,) = [
@@ -1021,15 +1037,14 @@ def test_transcribe_function_async_failure_handling(
         "MaximumRetryAttempts": "AsyncRetryAttempts",
         "MaximumEventAgeInSeconds": "MaximumEventAgeSeconds",
     }
-    assert props["EventInvokeConfig"] == {key: {"Ref": name} for key, name in refs.items()}
-    assert set(refs.values()) == TRANSFORM_RESOLVED_PARAMETERS
+    assert props["EventInvokeConfig"] == {key: setting("Failures", name) for key, name in refs.items()}
 
     (config,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"]
     assert config["FunctionName"] == {"Ref": FUNCTION}
     assert config["Qualifier"] == "$LATEST"
     for key, name in refs.items():
-        # Resolved by the transform (CloudFormation passes the stack's values to it).
-        assert config[key] == int(cfn["Parameters"][name]["Default"]), key
+        # The transform passes FindInMap through; CloudFormation resolves it.
+        assert config[key] == setting("Failures", name), key
 
 
 def test_queues_are_the_known_ones(stacks: dict[str, ResolvedStack]) -> None:
@@ -1079,32 +1094,27 @@ def test_queues_are_tls_only(stacks: dict[str, ResolvedStack], mode: str) -> Non
 
 
 def test_dead_letter_queue_feeds_retry_function_then_parking_queue(cfn: dict[str, Any]) -> None:
-    resources, parameters = cfn["Resources"], cfn["Parameters"]
+    resources, failures = cfn["Resources"], cfn["Mappings"]["Settings"]["Failures"]
     dlq = resources[DEAD_LETTER_QUEUE]["Properties"]
     # Lambda's advice for SQS event sources: visibility timeout >= 6 x the function timeout.
-    max_retry_timeout = int(parameters["RetryFunctionTimeout"]["MaxValue"])
-    assert 6 * max_retry_timeout <= int(dlq["VisibilityTimeout"]) <= SQS_MAX_VISIBILITY_SECONDS
+    max_retry_timeout = SETTING_RULES["Functions.RetryFunctionTimeout"][1]
+    assert 6 * int(max_retry_timeout) <= int(dlq["VisibilityTimeout"]) <= SQS_MAX_VISIBILITY_SECONDS
     assert dlq["RedrivePolicy"] == {
         "deadLetterTargetArn": {"Fn::GetAtt": [PARKING_QUEUE, "Arn"]},
-        "maxReceiveCount": {"Ref": "RetryMaxAttempts"},
+        "maxReceiveCount": setting("Failures", "RetryMaxAttempts"),
     }
     parking = resources[PARKING_QUEUE]["Properties"]
     assert "RedrivePolicy" not in parking, "the parking queue is the end of the line"
     assert int(parking["MessageRetentionPeriod"]) >= int(dlq["MessageRetentionPeriod"])
 
-    attempts = parameters["RetryMaxAttempts"]
-    assert int(attempts["Default"]) == 8
-    assert int(attempts["MinValue"]) >= 2
-    assert int(attempts["MaxValue"]) <= 50
+    assert int(failures["RetryMaxAttempts"]) == 8
     for name in ("RetryBaseDelaySeconds", "RetryMaxDelaySeconds", "BlockedRetryDelaySeconds"):
         # The retry function delays with ChangeMessageVisibility, which stops at 12 hours.
-        assert int(parameters[name]["MaxValue"]) <= SQS_MAX_VISIBILITY_SECONDS, name
+        assert SETTING_RULES[f"Failures.{name}"][1] <= SQS_MAX_VISIBILITY_SECONDS, name  # type: ignore[operator]
     # With the defaults, the last retry happens long before the first enqueue's retention ends
     # (for standard queues, a redriven message keeps its original enqueue time).
-    longest_delay = max(
-        int(parameters[n]["Default"]) for n in ("RetryMaxDelaySeconds", "BlockedRetryDelaySeconds")
-    )
-    assert int(attempts["Default"]) * longest_delay <= int(dlq["MessageRetentionPeriod"]) // 4
+    longest_delay = max(int(failures[n]) for n in ("RetryMaxDelaySeconds", "BlockedRetryDelaySeconds"))
+    assert int(failures["RetryMaxAttempts"]) * longest_delay <= int(dlq["MessageRetentionPeriod"]) // 4
 
 
 def _alarms(resources: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -1124,7 +1134,7 @@ def test_alarms_notify_the_alarm_topic(resources: dict[str, dict[str, Any]]) -> 
         {"Name": "QueueName", "Value": {"Fn::GetAtt": [DEAD_LETTER_QUEUE, "QueueName"]}}
     ]
     assert age["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
-    assert age["Threshold"] == {"Ref": "DeadLetterAgeAlarmSeconds"}
+    assert age["Threshold"] == setting("Failures", "DeadLetterAgeAlarmSeconds")
     assert (age["Period"], age["EvaluationPeriods"]) == (300, 1)
 
     depth = alarms["ParkingQueueDepthAlarm"]
@@ -1195,21 +1205,20 @@ def test_key_filter_rules_never_have_empty_values(cfn: dict[str, Any], resources
     for rule in rules:
         condition, value, otherwise = rule["Fn::If"]
         assert otherwise == {"Ref": "AWS::NoValue"}
-        parameter = value["Value"]["Ref"]
-        assert parameter in {"InputPrefix", "InputSuffix"}
-        assert cfn["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]}
+        source = value["Value"]
+        assert source in (setting("Uploads", "InputPrefix"), setting("Uploads", "InputSuffix"))
+        assert cfn["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [source, ""]}]}
         guarded.add(condition)
     assert cfn["Conditions"][condition_name] == {"Fn::Or": [{"Condition": c} for c in sorted(guarded)]}
 
 
 def test_parameters_and_outputs(cfn: dict[str, Any]) -> None:
     parameters = cfn["Parameters"]
-    assert "Default" not in parameters["DeepgramSecretId"]
+    assert parameters["DeepgramSecretId"]["Default"] == "", "empty: deepgram/<EnvironmentName>/api-key"
     assert all(p.get("Description") for p in parameters.values())
     assert int(parameters["ReservedConcurrency"]["MaxValue"]) < 100, "stay below Deepgram's concurrency limit"
-    assert int(parameters["FunctionTimeout"]["MaxValue"]) <= 900
     assert parameters["EnvironmentName"]["Default"] == "dev"
-    assert parameters["DeepgramModel"]["Default"] == "nova-3"
+    assert parameters["DeepgramOptions"]["Default"].startswith("model=nova-3&")
     assert cfn["Outputs"].keys() >= {
         "InputBucketName",
         "OutputBucketName",
@@ -1235,23 +1244,30 @@ def test_parameters_and_outputs(cfn: dict[str, Any]) -> None:
     assert cfn["Outputs"]["AlarmTopicArn"]["Value"] == {"Ref": ALARM_TOPIC}
 
     expected = {
-        "AsyncRetryAttempts": (2, 0, 2),
-        "MaximumEventAgeSeconds": (21600, 60, 21600),
-        "RetryFunctionTimeout": (900, 30, 900),
-        "RetryMaxAttempts": (8, 2, 50),
-        "RetryBaseDelaySeconds": (60, None, None),
-        "RetryMaxDelaySeconds": (3600, None, SQS_MAX_VISIBILITY_SECONDS),
-        "BlockedRetryDelaySeconds": (3600, None, SQS_MAX_VISIBILITY_SECONDS),
-        "DeadLetterAgeAlarmSeconds": (3600, None, None),
+        "Failures.AsyncRetryAttempts": 2,
+        "Failures.MaximumEventAgeSeconds": 21600,
+        "Functions.RetryFunctionTimeout": 900,
+        "Failures.RetryMaxAttempts": 8,
+        "Failures.RetryBaseDelaySeconds": 60,
+        "Failures.RetryMaxDelaySeconds": 3600,
+        "Failures.BlockedRetryDelaySeconds": 3600,
+        "Failures.DeadLetterAgeAlarmSeconds": 3600,
     }
-    for name, (default, minimum, maximum) in expected.items():
-        parameter = parameters[name]
-        assert parameter["Type"] == "Number", name
-        assert int(parameter["Default"]) == default, name
-        if minimum is not None:
-            assert int(parameter["MinValue"]) == minimum, name
-        if maximum is not None:
-            assert int(parameter["MaxValue"]) == maximum, name
+    for name, default in expected.items():
+        assert int(_default(cfn, f"Settings.{name}")) == default, name
+
+
+def test_every_setting_has_a_rule_and_keeps_it(cfn: dict[str, Any]) -> None:
+    """Settings are not parameters, so CloudFormation checks none of their values: these rules do
+    (the constraints the parameters had), and a new setting needs its rule."""
+    values = {
+        f"{group}.{key}": value
+        for group, entries in cfn["Mappings"]["Settings"].items()
+        for key, value in entries.items()
+    }
+    assert values.keys() == SETTING_RULES.keys()
+    broken = {name: value for name, value in values.items() if not satisfies(SETTING_RULES[name], value)}
+    assert broken == {}
 
 
 def test_idempotency_table_matches_powertools_defaults(resources: dict[str, dict[str, Any]]) -> None:
@@ -1364,7 +1380,13 @@ def test_exactly_one_upload_path(stacks: dict[str, ResolvedStack], mode: str) ->
 
 def test_input_key_filter_applies_in_both_modes() -> None:
     for buffered in ("false", "true"):
-        stack = _resolve({"BufferedMode": buffered, "InputPrefix": "in/", "InputSuffix": ".wav"})
+        stack = _resolve(
+            {
+                "BufferedMode": buffered,
+                "Settings.Uploads.InputPrefix": "in/",
+                "Settings.Uploads.InputSuffix": ".wav",
+            }
+        )
         notification = stack.resource("InputBucket").properties["NotificationConfiguration"]
         ((_, (configuration,)),) = notification.items()
         assert configuration["Filter"] == {
@@ -1380,14 +1402,17 @@ def test_buffered_mode_queues_and_event_source(stacks: dict[str, ResolvedStack])
     for props in (queue.properties, dlq.properties):
         assert props["SqsManagedSseEnabled"] is True
         assert int(props["MessageRetentionPeriod"]) == FOURTEEN_DAYS
-    max_timeout = int(parameters["FunctionTimeout"]["MaxValue"])
+    max_timeout = int(SETTING_RULES["Functions.FunctionTimeout"][1])
     assert 6 * max_timeout <= int(queue.properties["VisibilityTimeout"]) <= SQS_MAX_VISIBILITY_SECONDS
     assert queue.properties["RedrivePolicy"] == {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": 5}
     assert "RedrivePolicy" not in dlq.properties, "the buffer's dead-letter queue is the end of the line"
 
     mapping = stack.template["Resources"]["UploadBufferEventSource"]
     assert mapping["DependsOn"] == "UploadBufferConsumePolicy", "Lambda checks the role when mapping"
-    tuned = _resolve(OPTIONS_ON | {"BufferedBatchSize": "7", "BufferedMaximumConcurrency": "11"})
+    tuned = _resolve(
+        OPTIONS_ON
+        | {"Settings.Capacity.BufferedBatchSize": "7", "Settings.Capacity.BufferedMaximumConcurrency": "11"}
+    )
     assert tuned.resource("UploadBufferEventSource").properties == {
         "FunctionName": tuned.resource(FUNCTION).physical_name,
         "EventSourceArn": tuned.resource(UPLOAD_BUFFER_QUEUE).arn,
@@ -1424,11 +1449,8 @@ def test_buffered_mode_queues_and_event_source(stacks: dict[str, ResolvedStack])
 
     expected = {"BufferedMaximumConcurrency": (20, 2, 1000), "BufferedBatchSize": (5, 1, 10)}
     for name, (default, minimum, maximum) in expected.items():
-        assert (
-            int(parameters[name]["Default"]),
-            int(parameters[name]["MinValue"]),
-            int(parameters[name]["MaxValue"]),
-        ) == (default, minimum, maximum), name
+        assert int(_default(stack.template, f"Settings.Capacity.{name}")) == default, name
+        assert SETTING_RULES[f"Capacity.{name}"] == (minimum, maximum), name
     assert parameters["BufferedMode"]["Default"] == "false"
     assert sorted(parameters["BufferedMode"]["AllowedValues"]) == ["false", "true"]
 
@@ -1443,7 +1465,7 @@ def test_existing_bucket_event_pattern(cfn: dict[str, Any]) -> None:
     }
     for (prefix, suffix), key in expected_keys.items():
         overrides = {"ExistingBucketName": EXISTING_BUCKET, "ExistingBucketPrefix": prefix}
-        overrides["ExistingBucketSuffix"] = suffix
+        overrides[EXISTING_SUFFIX] = suffix
         pattern = _resolve(overrides).resource(EXISTING_BUCKET_RULE).properties["EventPattern"]
         detail: dict[str, Any] = {"bucket": {"name": [EXISTING_BUCKET]}}
         if key is not None:
@@ -1452,8 +1474,10 @@ def test_existing_bucket_event_pattern(cfn: dict[str, Any]) -> None:
             overrides
         )
     # A "*" or "\\" in the prefix or suffix would be wildcard syntax.
-    for name in ("ExistingBucketPrefix", "ExistingBucketSuffix"):
-        allowed = cfn["Parameters"][name]["AllowedPattern"]
+    for allowed in (
+        cfn["Parameters"]["ExistingBucketPrefix"]["AllowedPattern"],
+        str(SETTING_RULES["Uploads.ExistingBucketSuffix"]),
+    ):
         assert re.fullmatch(allowed, "calls/2024 (x).wav")
         assert not re.fullmatch(allowed, "calls/*")
         assert not re.fullmatch(allowed, "calls\\")
@@ -1650,16 +1674,20 @@ def test_capacity_defaults_agree_with_the_pool(cfn: dict[str, Any]) -> None:
     """The pool caps Deepgram requests for every stack that shares it; the function's reserved
     concurrency and the buffer's MaximumConcurrency are no larger by default (more would only wait),
     and both stay below Deepgram's pay-as-you-go limits (50 in all, 10 with audio intelligence)."""
-    parameters = cfn["Parameters"]
+    parameters, capacity = cfn["Parameters"], cfn["Mappings"]["Settings"]["Capacity"]
     pool = int(parameters["CapacityPoolSize"]["Default"])
     assert pool < 50
-    assert int(parameters["CapacityAiCeiling"]["Default"]) <= 10
+    assert int(capacity["CapacityAiCeiling"]) <= 10
     assert int(parameters["ReservedConcurrency"]["Default"]) <= pool
-    assert int(parameters["BufferedMaximumConcurrency"]["Default"]) <= pool
-    assert parameters["CapacityTableName"]["Default"] == ""
+    assert int(capacity["BufferedMaximumConcurrency"]) <= pool
+    assert capacity["CapacityTableName"] == ""
 
 
-@pytest.mark.parametrize("overrides", [{}, {"EventBusName": "transcripts"}, {"CompletionEvents": "false"}])
+EVENT_BUS = "Settings.Outputs.EventBusName"
+COMPLETION_EVENTS = "Settings.Outputs.CompletionEvents"
+
+
+@pytest.mark.parametrize("overrides", [{}, {EVENT_BUS: "transcripts"}, {COMPLETION_EVENTS: "false"}])
 def test_completion_events_sample_rule_is_a_disabled_consumer_of_this_environment(
     overrides: dict[str, str],
 ) -> None:
@@ -1668,14 +1696,14 @@ def test_completion_events_sample_rule_is_a_disabled_consumer_of_this_environmen
     stack = _resolve(overrides)
     env = _resolved_function(stack, FUNCTION)["Environment"]["Variables"]
     rules = {r.logical_id for r in stack.of_type("AWS::Events::Rule")}
-    if overrides.get("CompletionEvents") == "false":
+    if overrides.get(COMPLETION_EVENTS) == "false":
         assert env["COMPLETION_EVENTS"] == "false"
         assert COMPLETION_EVENTS_RULE not in rules
         assert not [g for g in _per_object_grants(stack) if g[0].startswith("events:")]
         return
     rule = stack.resource(COMPLETION_EVENTS_RULE).properties
     assert rule["State"] == "DISABLED"
-    assert rule["EventBusName"] == env["EVENT_BUS_NAME"] == overrides.get("EventBusName", "default")
+    assert rule["EventBusName"] == env["EVENT_BUS_NAME"] == overrides.get(EVENT_BUS, "default")
     pattern = rule["EventPattern"]
     assert pattern["source"] == [EVENT_SOURCE]
     assert pattern["detail-type"] == [TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED]

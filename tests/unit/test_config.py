@@ -67,7 +67,7 @@ def test_a_non_https_api_url_is_refused(url: str) -> None:
         ("DEEPGRAM_PUNCTUATE", "maybe", "DEEPGRAM_PUNCTUATE must be true or false"),
         ("PRESIGN_EXPIRY_SECONDS", "soon", "PRESIGN_EXPIRY_SECONDS must be an integer"),
         ("PRESIGN_EXPIRY_SECONDS", "5", "PRESIGN_EXPIRY_SECONDS must be at least 60"),
-        ("DEEPGRAM_EXTRA_OPTIONS", "model=base", "use its own variable"),
+        ("DEEPGRAM_EXTRA_OPTIONS", "model=base", "use DEEPGRAM_OPTIONS or its own variable .DEEPGRAM_MODEL."),
         ("DEEPGRAM_EXTRA_OPTIONS", "callback=https://x", "does not support"),
         ("DEEPGRAM_EXTRA_OPTIONS", "no-equals-sign", "must be a query string"),
     ],
@@ -104,3 +104,75 @@ def test_a_function_that_knows_no_bucket_or_would_loop_is_refused() -> None:
     assert Settings.from_env({**without_input, "ALLOWED_BUCKETS": "a"}).allowed_buckets == {"a"}
     with pytest.raises(ConfigurationError, match="ALLOWED_BUCKETS must not name OUTPUT_BUCKET"):
         Settings.from_env({**BASE, "ALLOWED_BUCKETS": "out"})
+
+
+# --- DEEPGRAM_OPTIONS: the template's one options string (its DeepgramOptions parameter)
+
+TEMPLATE_DEFAULT_OPTIONS = "model=nova-3&language=en&smart_format=true&punctuate=true"
+
+
+def test_the_template_default_options_string_sends_what_the_field_defaults_send() -> None:
+    """The string the template passes by default changes nothing: same query, same order."""
+    with_string = Settings.from_env({**BASE, "DEEPGRAM_OPTIONS": TEMPLATE_DEFAULT_OPTIONS})
+
+    assert with_string.deepgram == Settings.from_env(BASE).deepgram
+
+
+def test_the_options_string_fills_the_typed_fields_and_keeps_other_options_in_order() -> None:
+    options = Settings.from_env(
+        {
+            **BASE,
+            "ENVIRONMENT_NAME": "prod",
+            "DEEPGRAM_OPTIONS": "model=nova-2&diarize=TRUE&punctuate=0&keyterm=acme&tag=a&redact=pii&tag=b",
+        }
+    ).deepgram
+
+    assert (options.model, options.diarize, options.punctuate, options.language) == (
+        "nova-2",
+        True,
+        False,
+        "en",
+    )
+    assert options.tag == ("a", "b")
+    assert options.extra == (("keyterm", "acme"), ("redact", "pii"))
+    query = options.query()
+    assert ("diarize", "true") in query
+    assert ("punctuate", "false") in query
+    assert query[-2:] == [("keyterm", "acme"), ("redact", "pii")]
+
+
+def test_a_dedicated_variable_overrides_its_option_in_the_string_and_extra_options_add() -> None:
+    options = Settings.from_env(
+        {
+            **BASE,
+            "DEEPGRAM_OPTIONS": "model=nova-3&diarize=true&tag=team&keyterm=acme",
+            "DEEPGRAM_MODEL": "nova-2",
+            "DEEPGRAM_DIARIZE": "false",
+            "DEEPGRAM_TAG": "batch",
+            "DEEPGRAM_EXTRA_OPTIONS": "numerals=true",
+            # Declared but empty, as the template declares them: the string decides.
+            "DEEPGRAM_LANGUAGE": "",
+        }
+    ).deepgram
+
+    assert (options.model, options.diarize, options.tag, options.language) == (
+        "nova-2",
+        False,
+        ("batch",),
+        "en",
+    )
+    assert options.extra == (("keyterm", "acme"), ("numerals", "true"))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("diarize=maybe", "DEEPGRAM_OPTIONS's diarize must be true or false"),
+        ("model=nova-3&model=nova-2", "DEEPGRAM_OPTIONS sets 'model' more than once"),
+        ("callback=https://example.com/hook", "does not support"),
+        ("model", "must be a query string"),
+    ],
+)
+def test_a_bad_options_string_is_refused_with_the_variable_named(value: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.from_env({**BASE, "DEEPGRAM_OPTIONS": value})

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 DEFAULT_PREFIX = "archive/"
+# The template's setting that creates BackfillRole (Mappings: Settings:), edited as a deploy would.
+BACKFILL_ON = {"Settings.Capacity.EnableBackfill": "true"}
 
 
 def upload_archive(world: LocalWorld, prefix: str, count: int) -> list[str]:
@@ -49,10 +51,8 @@ def function_invoke(function: LocalFunction) -> Any:
 
 
 def backfill_role_arn(world: LocalWorld) -> str:
-    """The stack's BackfillRole (the world may have been loaded without EnableBackfill)."""
-    stack = (
-        world.stack if "BackfillRole" in world.stack.resources else world.stack_with(EnableBackfill="true")
-    )
+    """The stack's BackfillRole (the world may have been loaded without the EnableBackfill setting)."""
+    stack = world.stack if "BackfillRole" in world.stack.resources else world.stack_with(**BACKFILL_ON)
     return str(stack.resource("BackfillRole").arn)
 
 
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="archive prefix (default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=8, help="tasks S3 runs at once locally")
     args = parser.parse_args(argv)
-    with local_world(parameter_overrides={"EnableBackfill": "true"}) as world:
+    with local_world(parameter_overrides=BACKFILL_ON) as world:
         keys = upload_archive(world, args.prefix, args.objects)
         print(f"archive: {len(keys)} recordings under s3://{world.input_bucket}/{args.prefix}")
         started = time.monotonic()

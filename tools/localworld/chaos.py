@@ -39,7 +39,7 @@ FAST_RETRY_FUNCTION = {
     "BLOCKED_RETRY_DELAY_SECONDS": "3",
 }
 # A short function timeout, so a stalled Deepgram request times out within the run.
-SHORT_TIMEOUT = {"FunctionTimeout": "30"}
+SHORT_TIMEOUT = {"Settings.Functions.FunctionTimeout": "30"}
 DEFAULT_RATES: dict[int | str, float] = {
     429: 0.08,
     500: 0.05,

@@ -12,7 +12,9 @@ from samstack.transform import (
     TemplateError,
     TranslationError,
     load_template,
+    split_overrides,
     translate,
+    with_mapping_values,
 )
 
 __all__ = [
@@ -26,5 +28,7 @@ __all__ = [
     "TranslationError",
     "load_template",
     "resolve_stack",
+    "split_overrides",
     "translate",
+    "with_mapping_values",
 ]

@@ -4,8 +4,12 @@
 evaluates the result the way CloudFormation does for one stack name, region, account and set of
 parameter values: parameter defaults, overrides and their constraints; Conditions; resources and
 outputs whose Condition is false dropped; and the intrinsics the project's templates use (Ref,
-Fn::GetAtt, Fn::Sub, Fn::If, Fn::Join, Fn::Select, Fn::Split, Fn::Equals/Not/And/Or, Condition)
-replaced by values. Any other intrinsic is an error, not a guess.
+Fn::GetAtt, Fn::Sub, Fn::If, Fn::Join, Fn::Select, Fn::Split, Fn::FindInMap, Fn::Equals/Not/And/Or,
+Condition) replaced by values. Any other intrinsic is an error, not a guess.
+
+An override named ``Map.TopKey.Key`` (``Settings.Functions.FunctionTimeout=30``) replaces that
+Mappings value before anything is read, exactly as editing the template would: the local world's
+way to try a setting that is not a parameter (``samstack.transform.with_mapping_values``).
 
 It refuses what CloudFormation refuses before creating anything: a reference (Ref, GetAtt, Sub,
 DependsOn, also in Metadata) to a resource whose Condition is false or that does not exist.
@@ -25,7 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, cast
 
-from samstack.transform import DEFAULT_REGION, TemplateError, load_template, local_path, translate
+from samstack.transform import (
+    DEFAULT_REGION,
+    TemplateError,
+    load_template,
+    local_path,
+    split_overrides,
+    translate,
+    with_mapping_values,
+)
 
 DEFAULT_STACK_NAME: Final = "transcriber-local"
 DEFAULT_ACCOUNT_ID: Final = "123456789012"
@@ -270,6 +282,7 @@ class _Resolver:
             "Fn::Select": self._select,
             "Fn::Split": self._split,
             "Fn::If": self._if,
+            "Fn::FindInMap": self._find_in_map,
             "Fn::Equals": self._equals,
             "Fn::And": lambda a: all(self._bool(x) for x in a),
             "Fn::Or": lambda a: any(self._bool(x) for x in a),
@@ -283,15 +296,31 @@ class _Resolver:
         logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
         return self.get_att(str(logical_id), str(attribute))
 
-    def _sub(self, text: Any) -> str:
+    def _find_in_map(self, arg: Any) -> Any:
+        map_name, top_key, key = (_to_text(self.resolve(part)) for part in arg)
+        mappings = self.template.get("Mappings") or {}
+        try:
+            value = mappings[map_name][top_key][key]
+        except (KeyError, TypeError):
+            raise TemplateError(f"Fn::FindInMap: no {map_name}.{top_key}.{key} in Mappings") from None
+        # CloudFormation's mapping values are strings or lists of strings, whatever the YAML said.
+        return [_to_text(item) for item in value] if isinstance(value, list) else _to_text(value)
+
+    def _sub(self, arg: Any) -> str:
+        if isinstance(arg, list) and len(arg) == 2 and isinstance(arg[1], dict):
+            text, variables = arg[0], {name: self.resolve(value) for name, value in arg[1].items()}
+        else:
+            text, variables = arg, {}
         if not isinstance(text, str):
-            raise TemplateError(f"Fn::Sub takes a string here, got {text!r}")
+            raise TemplateError(f"Fn::Sub takes a string or [string, variables], got {arg!r}")
 
         def replace(match: re.Match[str]) -> str:
             expression = match.group(1)
             if expression.startswith("!"):  # ${!Literal} stays literal, without the "!"
                 return "${" + expression[1:] + "}"
             expression = expression.strip()
+            if expression in variables:
+                return _to_text(variables[expression])
             if "." in expression and expression not in self.pseudo:
                 logical_id, attribute = expression.split(".", 1)
                 return _to_text(self.get_att(logical_id, attribute))
@@ -395,7 +424,9 @@ def resolve_stack(
     endpoint_url: str | None = None,
     base_dir: Path | None = None,
 ) -> ResolvedStack:
-    """Transform ``template`` (a path, or parsed data with ``base_dir``) and resolve it for one stack."""
+    """Transform ``template`` (a path, or parsed data with ``base_dir``) and resolve it for one stack.
+
+    ``overrides`` are parameter values, and ``Map.TopKey.Key`` entries that edit the Mappings."""
     if isinstance(template, Mapping):
         source = dict(template)
         directory = (base_dir or Path.cwd()).resolve()
@@ -403,7 +434,8 @@ def resolve_stack(
         path = Path(template).resolve()
         source = load_template(path)
         directory = path.parent
-    overrides = dict(overrides or {})
+    overrides, edits = split_overrides(overrides or {})
+    source = with_mapping_values(source, edits)
     parameters = _resolve_parameters(source, overrides)  # before translating: clear errors first
     cfn = translate(source, region=region, parameter_overrides=overrides)
     partition = "aws-cn" if region.startswith("cn-") else "aws"

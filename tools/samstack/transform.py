@@ -6,6 +6,12 @@ both take it from ``samtranslator``, the library the AWS::Serverless transform r
 translates offline once local ``CodeUri``/``ContentUri`` paths are ``s3://`` URIs (as cfn-lint
 0.x and ``sam validate`` do). Here a local path becomes ``s3://samstack-local-code/rel/<path>``,
 so the translated ``Code``/``Content`` still says where the code is: ``local_path`` reads it back.
+
+Mappings edits: template.yaml keeps its settings in ``Mappings: Settings:`` (read with
+``!FindInMap``) and asks only a dozen questions through Parameters. CloudFormation cannot override
+a mapping at deploy time: a person edits the file. ``with_mapping_values`` makes the same edit on a
+copy, so the local world, ``make invoke --parameter-overrides`` and the template tests can try a
+setting without a second template. Only existing entries can be replaced: a typo is an error.
 """
 
 from __future__ import annotations
@@ -48,6 +54,29 @@ class TranslationError(TemplateError):
     def __init__(self, causes: Sequence[str]) -> None:
         self.causes = list(causes)
         super().__init__("SAM translation failed: " + "; ".join(self.causes))
+
+
+def split_overrides(overrides: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(parameter values, mapping edits): parameter names have no dots, mapping paths have two."""
+    parameters = {name: value for name, value in overrides.items() if "." not in name}
+    edits = {name: value for name, value in overrides.items() if "." in name}
+    return parameters, edits
+
+
+def with_mapping_values(template: Mapping[str, Any], edits: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of ``template`` whose ``Map.TopKey.Key`` entries hold the given values."""
+    result = copy.deepcopy(dict(template))
+    mappings = result.get("Mappings") or {}
+    for path, value in edits.items():
+        parts = path.split(".")
+        if len(parts) != 3:
+            raise TemplateError(f"{path!r}: a mapping entry is named Map.TopKey.Key")
+        map_name, top_key, key = parts
+        entries = mappings.get(map_name, {}).get(top_key)
+        if not isinstance(entries, dict) or key not in entries:
+            raise TemplateError(f"{path!r}: no such entry in the template's Mappings")
+        entries[key] = value
+    return result
 
 
 def load_template(path: Path) -> dict[str, Any]:
@@ -99,10 +128,13 @@ def translate(
     """The plain CloudFormation template the SAM transform makes of ``template``.
 
     ``parameter_overrides`` only matter where SAM resolves parameters at translation time (here:
-    EventInvokeConfig); everything else keeps its ``Ref``. Raises ``TranslationError`` listing the
+    EventInvokeConfig); everything else keeps its ``Ref``. ``Map.TopKey.Key`` entries among them edit
+    the Mappings first (``with_mapping_values``). Raises ``TranslationError`` listing the
     translator's causes when the template is invalid.
     """
     source = load_template(template) if isinstance(template, Path) else dict(template)
+    parameter_overrides, edits = split_overrides(parameter_overrides or {})
+    source = with_mapping_values(source, edits)
     if SAM_TRANSFORM not in _transforms(source):
         return copy.deepcopy(source)  # plain CloudFormation already
     sam_template = replace_local_uris(source)

@@ -37,8 +37,12 @@ DEFAULT_EVENT_BUS = "default"
 @dataclass(frozen=True)
 class DeepgramOptions:
     """Deepgram query options, one field each: the field's name is the option's name, its
-    variable is ``DEEPGRAM_<NAME>`` and its type says how both are read and sent. Adding a
-    boolean option is one line here plus its template parameter."""
+    variable is ``DEEPGRAM_<NAME>`` and its type says how both are read and sent.
+
+    The template sets them all in one query string, ``DEEPGRAM_OPTIONS`` (its DeepgramOptions
+    parameter): a field's option there is read with the field's type, any other option goes to
+    ``extra``. A non-empty ``DEEPGRAM_<NAME>`` overrides that one option (sam local --env-vars,
+    one function's override); ``DEEPGRAM_EXTRA_OPTIONS`` adds options that have no field."""
 
     model: str = "nova-3"  # always sent: Deepgram's own default is the old base model
     language: str = "en"
@@ -68,19 +72,54 @@ class DeepgramOptions:
 
     @classmethod
     def from_env(cls, reader: EnvReader, environment_name: str) -> DeepgramOptions:
+        base = options_string(reader, OPTIONS_VARIABLE)
         values: dict[str, Any] = {}
         for option in fields(cls):
             name = option_variable(option.name)
+            default = base.get(option.name, option.default)
             if option.name == "extra":
-                values[option.name] = reader.extra_options(name)
+                values[option.name] = (*default, *reader.extra_options(name))
             elif isinstance(option.default, bool):
-                values[option.name] = reader.boolean(name, default=option.default)
+                values[option.name] = reader.boolean(name, default=default)
             elif isinstance(option.default, tuple):
-                values[option.name] = reader.csv(name)
+                values[option.name] = reader.csv(name) or default
             else:
-                values[option.name] = reader.text(name, default=str(option.default))
+                values[option.name] = reader.text(name, default=str(default))
         values["tag"] = values["tag"] or (environment_name,)
         return cls(**values)
+
+
+# The template's one Deepgram options string (the DeepgramOptions parameter).
+OPTIONS_VARIABLE = "DEEPGRAM_OPTIONS"
+
+
+def options_string(reader: EnvReader, name: str) -> dict[str, Any]:
+    """``DeepgramOptions`` field values from a query string: each field's option read with its type
+    (booleans true/false, ``tag`` repeatable), every other option in ``extra``, in order."""
+    typed = {f.name: f.default for f in fields(DeepgramOptions) if f.name != "extra"}
+    values: dict[str, Any] = {}
+    extra: list[tuple[str, str]] = []
+    for key, value in reader.query_string(name):
+        if key not in typed:
+            extra.append((key, value))
+        elif isinstance(typed[key], tuple):
+            values[key] = (*values.get(key, ()), value)
+        elif key in values:
+            raise configuration_error("invalid-configuration", f"{name} sets {key!r} more than once")
+        elif isinstance(typed[key], bool):
+            values[key] = parse_boolean(value, f"{name}'s {key}")
+        else:
+            values[key] = value
+    return {**values, "extra": tuple(extra)}
+
+
+def parse_boolean(value: str, what: str) -> bool:
+    """Deepgram's lowercase booleans, and the spellings people write in configuration."""
+    if value.lower() in {"true", "1", "yes"}:
+        return True
+    if value.lower() in {"false", "0", "no"}:
+        return False
+    raise configuration_error("invalid-configuration", f"{what} must be true or false, got {value!r}")
 
 
 def option_variable(option: str) -> str:
@@ -246,13 +285,7 @@ class EnvReader:
 
     def boolean(self, name: str, default: bool) -> bool:
         value = self._raw(name)
-        if value is None:
-            return default
-        if value.lower() in {"true", "1", "yes"}:
-            return True
-        if value.lower() in {"false", "0", "no"}:
-            return False
-        raise configuration_error("invalid-configuration", f"{name} must be true or false, got {value!r}")
+        return default if value is None else parse_boolean(value, name)
 
     def integer(self, name: str, default: int, minimum: int) -> int:
         value = self._raw(name)
@@ -280,7 +313,8 @@ class EnvReader:
             raise configuration_error("insecure-api-url", f"{name} must be an https:// URL")
         return value
 
-    def extra_options(self, name: str) -> tuple[tuple[str, str], ...]:
+    def query_string(self, name: str) -> tuple[tuple[str, str], ...]:
+        """Deepgram options as a URL query string; the options this pipeline can't honour refused."""
         value = self._raw(name)
         if value is None:
             return ()
@@ -291,13 +325,19 @@ class EnvReader:
                 "invalid-configuration", f"{name} must be a query string such as 'keyterm=acme&redact=pii'"
             ) from None
         for key, _ in pairs:
-            if key in DEDICATED_OPTIONS:
-                raise configuration_error(
-                    "invalid-configuration",
-                    f"{name} sets {key!r}; use its own variable ({option_variable(key)})",
-                )
             if key in UNSUPPORTED_OPTIONS:
                 raise configuration_error(
                     "invalid-configuration", f"{name} sets {key!r}, which this pipeline does not support"
                 )
         return tuple(pairs)
+
+    def extra_options(self, name: str) -> tuple[tuple[str, str], ...]:
+        pairs = self.query_string(name)
+        for key, _ in pairs:
+            if key in DEDICATED_OPTIONS:
+                own = option_variable(key)
+                raise configuration_error(
+                    "invalid-configuration",
+                    f"{name} sets {key!r}; use {OPTIONS_VARIABLE} or its own variable ({own})",
+                )
+        return pairs

@@ -192,7 +192,8 @@ def test_real_template_provisions_the_completion_events_rule_as_declared(
 
 def test_rules_on_a_named_bus_create_the_bus(local_aws: LocalAws, real_template: Path) -> None:
     stack = load_stack(
-        real_template, {"DeepgramSecretId": "deepgram/local/api-key", "EventBusName": "transcripts"}
+        real_template,
+        {"DeepgramSecretId": "deepgram/local/api-key", "Settings.Outputs.EventBusName": "transcripts"},
     )
     local_aws.events().create_event_bus(Name="transcripts")  # a bus that exists already is used
     local_aws.provision(stack)

@@ -124,9 +124,9 @@ def test_bad_parameter_overrides_are_rejected(overrides: dict[str, str], message
         load_stack(FIXTURE_TEMPLATE, overrides)
 
 
-def test_real_template_requires_the_secret_parameter(real_template: Path) -> None:
-    with pytest.raises(TemplateError, match="DeepgramSecretId"):
-        load_stack(real_template)
+def test_real_template_derives_the_secret_from_the_environment(real_template: Path) -> None:
+    env = load_stack(real_template, {"EnvironmentName": "qa"}).function("TranscribeFunction").environment
+    assert env["DEEPGRAM_SECRET_ID"] == "deepgram/qa/api-key"
 
 
 def test_unknown_reference_and_function_are_reported(tmp_path: Path) -> None:

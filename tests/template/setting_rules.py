@@ -1,0 +1,67 @@
+"""What each value of template.yaml's ``Mappings: Settings:`` may be.
+
+The settings were template parameters once, and these were their constraints (AllowedPattern,
+MinValue/MaxValue). CloudFormation checks no mapping value, so the template tests check them here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# What each Settings value may be (the settings were parameters once; these were their constraints).
+# A value outside its rule fails here, before CloudFormation or a cold start refuses it.
+KMS_KEY_ARN = r"(arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/[a-f0-9-]+)?"
+NO_WILDCARD = r"[^*\\]*"
+SETTING_RULES: dict[str, str | tuple[int, int]] = {
+    "Functions.MemorySize": (128, 10240),
+    "Functions.FunctionTimeout": (30, 900),
+    "Functions.RetryFunctionTimeout": (30, 900),
+    "Functions.LogRetentionDays": r"1|3|5|7|14|30|60|90|120|150|180|365|400|545|731|1096|1827|2192|2557|2922"
+    r"|3288|3653",
+    "Uploads.InputPrefix": r"[^*]*",
+    "Uploads.InputSuffix": r"[^*]*",
+    "Uploads.MediaExtensions": r"[a-z0-9]+(,[a-z0-9]+)*",
+    "Uploads.ExistingBucketSuffix": NO_WILDCARD,
+    "Uploads.UploadOptions": r"none|[a-z_]+(,[a-z_]+)*",
+    "Uploads.TranscribeRestoredObjects": r"true|false",
+    "Uploads.InputKmsKeyArn": KMS_KEY_ARN,
+    "Deepgram.DeliveryMode": r"url|bytes|auto",
+    "Deepgram.PresignExpirySeconds": (60, 43200),
+    "Deepgram.SecretMaxAgeSeconds": (0, 86400),
+    "Deepgram.DeepgramMaxAttempts": (1, 10),
+    "Deepgram.IdempotencyTtlSeconds": (60, 31536000),
+    "Capacity.CapacityAiCeiling": (1, 1000),
+    "Capacity.CapacityPoolName": r"[A-Za-z0-9._-]{1,64}",
+    "Capacity.CapacityTableName": r"|[A-Za-z0-9._-]{3,255}",
+    "Capacity.EnableBackfill": r"true|false",
+    "Capacity.BackfillPoolPercent": (1, 100),
+    "Capacity.BufferedMaximumConcurrency": (2, 1000),
+    "Capacity.BufferedBatchSize": (1, 10),
+    "Failures.AsyncRetryAttempts": (0, 2),
+    "Failures.MaximumEventAgeSeconds": (60, 21600),
+    "Failures.RetryMaxAttempts": (2, 50),
+    # The retry function delays with ChangeMessageVisibility, which stops at 12 hours.
+    "Failures.RetryBaseDelaySeconds": (0, 43200),
+    "Failures.RetryMaxDelaySeconds": (0, 43200),
+    "Failures.BlockedRetryDelaySeconds": (0, 43200),
+    "Failures.DeadLetterAgeAlarmSeconds": (300, 1209600),
+    "Outputs.OutputFormats": r"(json|txt|srt|vtt)(,(json|txt|srt|vtt))*",
+    "Outputs.CaptionWordsPerCue": (1, 50),
+    "Outputs.CompletionEvents": r"true|false",
+    "Outputs.EventBusName": r"[A-Za-z0-9._/-]{1,256}",
+    "Outputs.DeepgramPricePerMinuteUsd": r"[0-9]+([.][0-9]+)?",
+    "Outputs.DeepgramAddOnPricesUsd": r"([a-z_]+(:[A-Za-z0-9_.-]+)?=[0-9]+([.][0-9]+)?"
+    r"(,[a-z_]+(:[A-Za-z0-9_.-]+)?=[0-9]+([.][0-9]+)?)*)?",
+    "Privacy.InputRetentionDays": (0, 36500),
+    "Privacy.TranscriptRetentionDays": (0, 36500),
+    "Privacy.FailureRetentionDays": (0, 36500),
+    "Privacy.InputAccessLogBucket": r"|new|[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
+    "Privacy.InputAccessLogPrefix": r"[A-Za-z0-9!_.*'()/-]*",
+}
+
+
+def satisfies(rule: str | tuple[int, int], value: Any) -> bool:
+    if isinstance(rule, tuple):
+        return rule[0] <= int(value) <= rule[1]
+    return re.fullmatch(rule, str(value)) is not None
