@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from samstack import ResolvedStack, load_template, resolve_stack
+from tests.docs import make_target_variables
 
 pytestmark = pytest.mark.template
 
@@ -26,26 +27,13 @@ def _stack(overrides: dict[str, str]) -> ResolvedStack:
     return resolve_stack(TEMPLATE, REQUIRED | overrides, stack_name="dg-transcriber-dev")
 
 
-def _target_variables() -> dict[str, set[str]]:
-    """Each Makefile target's recipe variables, ``$(NAME)``, as written on its recipe lines."""
-    variables: dict[str, set[str]] = {}
-    target = None
-    for line in (ROOT / "Makefile").read_text(encoding="utf-8").splitlines():
-        if match := re.match(r"^([a-z][a-z0-9-]*):", line):
-            target = match.group(1)
-            variables.setdefault(target, set())
-        elif line.startswith("\t") and target:
-            variables[target] |= set(re.findall(r"\$\(([A-Z][A-Z0-9_]*)\)", line))
-    return variables
-
-
 def _commands(stack: ResolvedStack) -> dict[str, str]:
     return {name: value for name, value in stack.outputs.items() if name.endswith("Command")}
 
 
 def test_every_command_output_is_a_make_target_with_variables_it_reads() -> None:
     commands = _commands(_stack(EVERYTHING_ON | {"Settings.Capacity.EnableBackfill": "true"}))
-    targets = _target_variables()
+    targets = make_target_variables()
 
     assert commands.keys() >= {"UploadCommand", "RedriveCommand", "UploadBufferRedriveCommand", "BackfillCommand"}
     for name, command in commands.items():
