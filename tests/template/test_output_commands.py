@@ -35,7 +35,12 @@ def test_every_command_output_is_a_make_target_with_variables_it_reads() -> None
     commands = _commands(_stack(EVERYTHING_ON | {"Settings.Capacity.EnableBackfill": "true"}))
     targets = make_target_variables()
 
-    assert commands.keys() >= {"UploadCommand", "RedriveCommand", "UploadBufferRedriveCommand", "BackfillCommand"}
+    assert commands.keys() >= {
+        "UploadCommand",
+        "RedriveCommand",
+        "UploadBufferRedriveCommand",
+        "BackfillCommand",
+    }
     for name, command in commands.items():
         if name in AWS_CLI_OUTPUTS:
             continue
@@ -43,7 +48,9 @@ def test_every_command_output_is_a_make_target_with_variables_it_reads() -> None
         assert words[0] == "make", f"{name}: {command}"
         assert words[1] in targets, f"{name}: no make target {words[1]}"
         given = {word.split("=", 1)[0] for word in words[2:]}
-        assert given <= targets[words[1]], f"{name}: make {words[1]} does not read {given - targets[words[1]]}"
+        assert given <= targets[words[1]], (
+            f"{name}: make {words[1]} does not read {given - targets[words[1]]}"
+        )
 
 
 def test_the_commands_name_this_stack_and_its_queues() -> None:

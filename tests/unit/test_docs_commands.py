@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import re
 
+import boto3
 import pytest
 from markdown_it import MarkdownIt
 
+from samstack import load_template
 from tests.docs import README, ROOT, documentation, make_target_variables
 
 ALLOWED_COMMANDS = {"make", "git", "export"}
@@ -75,7 +77,7 @@ def test_the_readme_asks_only_for_make_git_and_aws_exports() -> None:
         ("```bash\naws s3 cp a.wav s3://bucket/\n```", "aws is not"),
         ("```\npython scripts/operate.py status --key k\n```", "python is not"),
         ("```bash\nexport DEEPGRAM_API_KEY=secret\n```", "export only AWS_*"),
-        ("`\"$(scripts/bootstrap)/bin/sam\" list stack-outputs`", None),  # a path, not a bare word: not caught
+        ('`"$(scripts/bootstrap)/bin/sam" list stack-outputs`', None),  # a path, not a bare word: not caught
     ],
 )
 def test_a_command_that_is_not_installed_is_reported(markdown: str, problem: str | None) -> None:
@@ -84,13 +86,15 @@ def test_a_command_that_is_not_installed_is_reported(markdown: str, problem: str
     if problem is None:
         assert problems == []
     else:
-        assert len(problems) == 1 and problem in problems[0], problems
+        [reported] = problems
+        assert problem in reported
 
 
 def test_what_the_readme_may_ask_passes() -> None:
     markdown = (
         "```bash\nexport AWS_PROFILE=p AWS_REGION=us-east-1  # creds\nmake deploy GUIDED=1\n```\n"
-        "`make status STACK=s KEY=k`, `git clone`, `s3://<input bucket>/<key>`, `Transcript Created`, `python3.13`"
+        "`make status STACK=s KEY=k`, `git clone`, `s3://<input bucket>/<key>`, "
+        "`Transcript Created`, `python3.13`"
     )
 
     assert command_problems(markdown) == []
@@ -106,7 +110,9 @@ def test_every_make_command_passes_only_variables_its_target_reads() -> None:
 
 
 def test_an_unread_make_variable_is_reported() -> None:
-    assert make_commands("`make status BUCKET=b KEY=k` and make upload STACK=<stack name> [KEY=k] FILE=f") == [
+    assert make_commands(
+        "`make status BUCKET=b KEY=k` and make upload STACK=<stack name> [KEY=k] FILE=f"
+    ) == [
         ("status", {"BUCKET", "KEY"}),
         ("upload", {"STACK", "KEY", "FILE"}),
     ]
@@ -121,3 +127,72 @@ def test_the_readme_deploys_with_the_guides_commands() -> None:
 
     assert {"secret", "deploy", "upload", "status", "delete"} <= {target for target, _ in readme_steps}
     assert readme_steps - guide_steps == set()
+
+
+# The make targets that run scripts/operate.py against a deployed stack (backfill only with STACK).
+OPERATOR_TARGETS = {"upload", "status", "failures", "report", "redrive", "backfill"}
+
+
+def operate_argv(target: str, given: set[str], recipe: str, existing_file: str) -> list[str]:
+    """The scripts/operate.py arguments a make target's recipe builds from the given variables."""
+    argv = [target]
+    for flag, name in re.findall(r'(--[a-z-]+) "\$\(([A-Z_]+)\)"', recipe):
+        if name in given or f"$(if $({name})" not in recipe:
+            argv += [
+                flag,
+                {"FILE": existing_file, "SINCE": "2026-01-01", "UNTIL": "2026-02-01"}.get(name, "x"),
+            ]
+    argv += [
+        flag for name, flag in re.findall(r"\$\(if \$\(([A-Z_]+)\),(--[a-z-]+)\)", recipe) if name in given
+    ]
+    return argv
+
+
+def _recipe(target: str) -> str:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    return makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+
+
+def test_every_operator_command_the_documentation_shows_has_what_it_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Run each shown command's arguments through scripts/operate.py: a usage error (exit 2, such as
+    `make status` without STACK: nothing then names the output bucket) fails; AWS is never reached."""
+    from botocore.exceptions import NoCredentialsError
+
+    from scripts import operate
+
+    # A stack with every output the template can give (BackfillRoleArn, the buffered queues, ...).
+    outputs = dict.fromkeys(load_template(ROOT / "template.yaml")["Outputs"], "x")
+    monkeypatch.setattr(operate, "stack_outputs", lambda stack: outputs)
+
+    def no_aws(*args: object, **kwargs: object) -> None:
+        raise NoCredentialsError
+
+    monkeypatch.setattr(boto3, "client", no_aws)
+    shown = {
+        (target, frozenset(given))
+        for target, given in make_commands(documentation())
+        # a bare `make failures` in prose names the command; one with variables shows a use of it
+        if target in OPERATOR_TARGETS and given and (target != "backfill" or "STACK" in given)
+    }
+    assert {"status", "upload", "redrive"} <= {target for target, _ in shown}
+    unusable = []
+    for target, given in sorted(shown, key=str):
+        argv = operate_argv(target, set(given), _recipe(target), str(README))
+        try:
+            operate.main(argv)
+        except SystemExit as exit_:
+            unusable.append((target, sorted(given), exit_.code))
+    assert unusable == []
+
+
+def test_a_command_missing_what_it_needs_exits_with_a_usage_error() -> None:
+    from scripts import operate
+
+    argv = operate_argv("status", {"BUCKET", "KEY"}, _recipe("status"), str(README))
+
+    assert argv == ["status", "--key", "x", "--bucket", "x"]
+    with pytest.raises(SystemExit) as exit_:
+        operate.main(argv)
+    assert exit_.value.code == 2

@@ -166,7 +166,11 @@ def test_the_page_names_parameters_and_settings_as_the_template_has_them(page: P
 @pytest.mark.parametrize("page", pages(), ids=lambda page: page.name)
 def test_every_camelcase_name_in_the_page_exists_in_the_repository(page: Path) -> None:
     repository = repository_text()
-    named = [name for snippet in snippets(page.read_text(encoding="utf-8")) for name in unknown_names(snippet, repository)]
+    named = [
+        name
+        for snippet in snippets(page.read_text(encoding="utf-8"))
+        for name in unknown_names(snippet, repository)
+    ]
 
     assert named == []
 
@@ -174,14 +178,19 @@ def test_every_camelcase_name_in_the_page_exists_in_the_repository(page: Path) -
 def test_the_name_lists_come_from_the_template() -> None:
     names = template()
 
-    assert "DeepgramOptions" in names.parameters and len(names.parameters) <= 12
+    assert "DeepgramOptions" in names.parameters
+    assert len(names.parameters) <= 12
     assert "DeliveryMode" in names.settings["Deepgram"]
-    assert "InputPrefix" in names.setting_keys and "InputPrefix" not in names.parameters
+    assert "InputPrefix" in names.setting_keys
+    assert "InputPrefix" not in names.parameters
 
 
 SAMPLE = Template(
     parameters=frozenset({"EnvironmentName", "DeepgramOptions", "BufferedMode"}),
-    settings={"Capacity": frozenset({"EnableBackfill"}), "Outputs": frozenset({"OutputFormats", "EventBusName"})},
+    settings={
+        "Capacity": frozenset({"EnableBackfill"}),
+        "Outputs": frozenset({"OutputFormats", "EventBusName"}),
+    },
     other_names=frozenset({"EventBusName", "BackfillRole"}),
 )
 
@@ -189,18 +198,41 @@ SAMPLE = Template(
 @pytest.mark.parametrize(
     ("markdown", "expected"),
     [
-        ("`sam deploy --parameter-overrides EnableBackfill=true`", ["EnableBackfill=: passed to a deployment"]),
-        ('```toml\nparameter_overrides = "EnvironmentName=prod DeepgramModel=nova-2"\n```', ["DeepgramModel=: passed"]),
+        (
+            "`sam deploy --parameter-overrides EnableBackfill=true`",
+            ["EnableBackfill=: passed to a deployment"],
+        ),
+        (
+            '```toml\nparameter_overrides = "EnvironmentName=prod DeepgramModel=nova-2"\n```',
+            ["DeepgramModel=: passed"],
+        ),
         ("`make deploy` with `Settings.Capacity.EnableBackfill=true`", []),
-        ("`sam deploy --parameter-overrides Settings.Capacity.EnableBackfill=true`", ["a setting can't be passed"]),
+        (
+            "`sam deploy --parameter-overrides Settings.Capacity.EnableBackfill=true`",
+            ["a setting can't be passed"],
+        ),
         ("set `OutputFormats=json`", ["OutputFormats=: a setting, not a parameter"]),
-        ("`--parameter-overrides Settings.Outputs.OutputFormat=json`", ["Settings.Outputs.OutputFormat: no such"]),
+        (
+            "`--parameter-overrides Settings.Outputs.OutputFormat=json`",
+            ["Settings.Outputs.OutputFormat: no such"],
+        ),
         ("`Settings.Privacy.InputRetentionDays`", ["Settings.Privacy: no such group"]),
-        ("the `OutputFormats` pattern", ["`OutputFormats`: a setting, write `Settings.Outputs.OutputFormats`"]),
+        (
+            "the `OutputFormats` pattern",
+            ["`OutputFormats`: a setting, write `Settings.Outputs.OutputFormats`"],
+        ),
         ("the `UploadOptions` parameter", ["`UploadOptions` is called a parameter"]),
         ("the setting `DeliveryMode`", ["`DeliveryMode` is called a setting"]),
-        ("the `EventBusName` output and `BackfillRole`; `BufferedMode=true`; the `DeepgramOptions` parameter", []),
-        ("the setting `Settings.Capacity.EnableBackfill`; `sam deploy --parameter-overrides EnvironmentName=prod`", []),
+        (
+            "the `EventBusName` output and `BackfillRole`; `BufferedMode=true`; "
+            "the `DeepgramOptions` parameter",
+            [],
+        ),
+        (
+            "the setting `Settings.Capacity.EnableBackfill`; "
+            "`sam deploy --parameter-overrides EnvironmentName=prod`",
+            [],
+        ),
     ],
 )
 def test_a_name_the_template_does_not_have_is_reported(markdown: str, expected: list[str]) -> None:
@@ -215,6 +247,6 @@ def test_a_name_the_template_does_not_have_is_reported(markdown: str, expected: 
 def test_a_removed_parameter_named_in_code_is_unknown() -> None:
     repository = "DEEPGRAM_MODEL = 1\ndef transact_write_items(): ...\nclass ParkingQueue: ..."
 
-    assert unknown_names("another `DeepgramModel` or TransactWriteItems, ParkingQueue, Settings", repository) == [
-        "`DeepgramModel`: named nowhere in the repository (a removed parameter?)"
-    ]
+    assert unknown_names(
+        "another `DeepgramModel` or TransactWriteItems, ParkingQueue, Settings", repository
+    ) == ["`DeepgramModel`: named nowhere in the repository (a removed parameter?)"]
