@@ -434,16 +434,6 @@ def stack_outputs(stack_name: str) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) if "OutputKey" in o}
 
 
-def stack_parameters(stack_name: str) -> dict[str, str]:
-    """The parameters ``stack_name`` was deployed with (ParameterKey -> ParameterValue)."""
-    stack = describe_stack(stack_name)
-    return {
-        p["ParameterKey"]: p.get("ParameterValue", "")
-        for p in stack.get("Parameters", [])
-        if "ParameterKey" in p
-    }
-
-
 def _fill_from_stack(
     parser: argparse.ArgumentParser,
     args: argparse.Namespace,
@@ -625,7 +615,7 @@ def _upload_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
     upload.set_defaults(parser=upload, run=_upload_command, needs=["bucket"])
     upload.add_argument("--file", required=True, type=Path, help="the recording to upload")
     upload.add_argument("--bucket", help="default: the stack's input bucket")
-    upload.add_argument("--key", help="default: the stack's input prefix (InputPrefix) + the file's name")
+    upload.add_argument("--key", help="default: the stack's InputPrefix output (if any) + the file's name")
 
 
 @dataclass
@@ -786,7 +776,8 @@ def _upload_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error(f"no such file: {source}")
     key = args.key
     if not key:
-        prefix = stack_parameters(args.stack).get("InputPrefix", "") if args.stack else ""
+        # the InputPrefix output exists only when Settings.Uploads.InputPrefix is not empty
+        prefix = stack_outputs(args.stack).get("InputPrefix", "") if args.stack else ""
         key = f"{prefix}{source.name}"
     return Result(upload(boto3.client("s3"), source, args.bucket, key))
 

@@ -6,6 +6,7 @@ or a name the documentation gives reads ``documentation()`` and keeps checking i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,3 +22,16 @@ def pages() -> list[Path]:
 def documentation() -> str:
     """The text of the README and every docs page, one after the other."""
     return "\n\n".join(page.read_text(encoding="utf-8") for page in pages())
+
+
+def make_target_variables() -> dict[str, set[str]]:
+    """Each Makefile target and the variables its recipe reads (``$(NAME)`` on its recipe lines)."""
+    variables: dict[str, set[str]] = {}
+    target = None
+    for line in (ROOT / "Makefile").read_text(encoding="utf-8").splitlines():
+        if match := re.match(r"^([a-z][a-z0-9-]*):", line):
+            target = match.group(1)
+            variables.setdefault(target, set())
+        elif line.startswith("\t") and target:
+            variables[target] |= set(re.findall(r"\$\(([A-Z][A-Z0-9_]*)\)", line))
+    return variables

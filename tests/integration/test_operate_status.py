@@ -32,23 +32,20 @@ STACK = "transcriber-status-test"
 
 @pytest.fixture
 def stack(world: LocalWorld, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The stack as ``describe_stacks`` shows it once deployed: the template's resolved outputs, and
-    its InputPrefix parameter (a marker queue stands for the resources)."""
+    """The stack as ``describe_stacks`` shows it once deployed: the template's resolved outputs, with
+    the InputPrefix output a non-empty Settings.Uploads.InputPrefix gives (a marker queue stands for
+    the resources)."""
     for name, value in world.aws.env().items():
         monkeypatch.setenv(name, value)
     outputs = {
         name: {"Value": value} for name, value in world.stack.outputs.items() if isinstance(value, str)
     }
+    outputs["InputPrefix"] = {"Value": "uploads/"}
     template = {
-        "Parameters": {"InputPrefix": {"Type": "String", "Default": ""}},
         "Resources": {"Marker": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": f"{STACK}-marker"}}},
         "Outputs": outputs,
     }
-    boto3.client("cloudformation").create_stack(
-        StackName=STACK,
-        TemplateBody=json.dumps(template),
-        Parameters=[{"ParameterKey": "InputPrefix", "ParameterValue": "uploads/"}],
-    )
+    boto3.client("cloudformation").create_stack(StackName=STACK, TemplateBody=json.dumps(template))
     return STACK
 
 

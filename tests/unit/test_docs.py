@@ -140,3 +140,13 @@ def test_a_broken_link_in_a_docs_page_fails_the_strict_build(tmp_path: Path) -> 
     problems = check_docs.site_problems(tmp_path / "mkdocs.yml")
 
     assert any("no-such-heading" in problem for problem in problems), problems
+
+
+def test_every_path_where_to_change_what_names_exists() -> None:
+    architecture = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = architecture[architecture.index("## Where to change what") :]
+    spans = re.findall(r"`([^`\s]+)`", section)
+    paths = [span for span in spans if "/" in span or re.search(r"\.(py|yaml|yml|json|txt|toml)$", span)]
+
+    assert len(paths) > 15
+    assert [path for path in paths if not (ROOT / path).exists()] == []
