@@ -170,7 +170,10 @@ def _settings(overrides: dict[str, str]) -> list[Settings]:
     stack = resolve_stack(TEMPLATE, overrides)
     return [
         Settings.from_env(
-            {name: str(value) for name, value in stack.resource(f).properties["Environment"]["Variables"].items()}
+            {
+                name: str(value)
+                for name, value in stack.resource(f).properties["Environment"]["Variables"].items()
+            }
         )
         for f in FUNCTIONS
     ]

@@ -886,7 +886,9 @@ def _is_plain_env_value(value: Any, cfn: dict[str, Any]) -> bool:
         "Fn::GetAtt": lambda: isinstance(arg, list) and arg[0] in cfn["Resources"],
         # A setting (Mappings: Settings:) that exists, or a mapping entry for every allowed value of
         # the parameter that picks it (DeepgramRegions by DeepgramRegion).
-        "Fn::FindInMap": lambda: all(arg[2] in cfn["Mappings"][arg[0]][top] for top in _map_keys(arg[1], cfn)),
+        "Fn::FindInMap": lambda: all(
+            arg[2] in cfn["Mappings"][arg[0]][top] for top in _map_keys(arg[1], cfn)
+        ),
         # One of two plain values by a declared condition (CAPACITY_TABLE: its own table or a shared one).
         "Fn::If": lambda: (
             isinstance(arg, list)

@@ -70,9 +70,7 @@ class Profiles:
         return stack if profile is None else profile.apply(stack)
 
     @classmethod
-    def from_env(
-        cls, reader: EnvReader, stack: DeepgramOptions, unsupported: frozenset[str]
-    ) -> Profiles:
+    def from_env(cls, reader: EnvReader, stack: DeepgramOptions, unsupported: frozenset[str]) -> Profiles:
         named = reader.text(PROFILES_VARIABLE, default="")
         path = Path(named) if named else SHIPPED_FILE
         if not named and not path.is_file():
@@ -93,11 +91,14 @@ class Profiles:
         extra = sorted(set(document) - {TABLE})
         if extra:
             raise configuration_error(
-                "invalid-configuration", f"{where}: unknown top-level entries {', '.join(extra)}; use [{TABLE}.\"prefix/\"]"
+                "invalid-configuration",
+                f'{where}: unknown top-level entries {", ".join(extra)}; use [{TABLE}."prefix/"]',
             )
         table = document.get(TABLE, {})
         if not isinstance(table, dict):
-            raise configuration_error("invalid-configuration", f"{where}: {TABLE} must be a table of prefixes")
+            raise configuration_error(
+                "invalid-configuration", f"{where}: {TABLE} must be a table of prefixes"
+            )
         profiles = [_profile(where, prefix, options, unsupported) for prefix, options in table.items()]
         for profile in profiles:
             problem = KeytermCount.of(profile.apply(stack).query()).problem()
@@ -121,14 +122,18 @@ def _profile(where: str, prefix: str, options: Any, unsupported: frozenset[str])
     pairs: list[tuple[str, str]] = []
     for name, value in options.items():
         if name in unsupported:
-            raise configuration_error("invalid-configuration", f"{at} sets {name!r}, which this pipeline does not support")
+            raise configuration_error(
+                "invalid-configuration", f"{at} sets {name!r}, which this pipeline does not support"
+            )
         values = value if isinstance(value, list) else [value]
         if not values:
             raise configuration_error("invalid-configuration", f"{at}: {name} is an empty list")
         for item in values:
             text = _text(item)
             if text is None or not _well_formed(name, text):
-                raise configuration_error("invalid-configuration", f"{at}: {name} = {str(item)[:40]!r} is not a valid value")
+                raise configuration_error(
+                    "invalid-configuration", f"{at}: {name} = {str(item)[:40]!r} is not a valid value"
+                )
             pairs.append((name, text))
     return Profile(prefix, tuple(pairs))
 

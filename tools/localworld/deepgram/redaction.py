@@ -17,19 +17,23 @@ from collections.abc import Iterable
 
 from localworld.deepgram.asr import Word
 
-_NUMBER_WORDS = frozenset(
-    "zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
-    " sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred"
-    " thousand million billion".split()
-)
-_NAMES = frozenset(
-    "john mary james robert michael william david richard joseph thomas linda patricia jennifer"
-    " elizabeth susan sarah karen nancy lisa alice bob anna maria peter paul".split()
-)
-_CONDITIONS = frozenset(
-    "asthma diabetes cancer flu influenza pneumonia hypertension arthritis migraine depression"
-    " insulin aspirin ibuprofen penicillin morphine".split()
-)
+# fmt: off
+_NUMBER_WORDS = frozenset({
+    "zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    "hundred", "thousand", "million", "billion",
+})
+_NAMES = frozenset({
+    "john", "mary", "james", "robert", "michael", "william", "david", "richard", "joseph", "thomas",
+    "linda", "patricia", "jennifer", "elizabeth", "susan", "sarah", "karen", "nancy", "lisa",
+    "alice", "bob", "anna", "maria", "peter", "paul",
+})
+_CONDITIONS = frozenset({
+    "asthma", "diabetes", "cancer", "flu", "influenza", "pneumonia", "hypertension", "arthritis",
+    "migraine", "depression", "insulin", "aspirin", "ibuprofen", "penicillin", "morphine",
+})
+# fmt: on
 # What each redact value finds: (kind, the shortest run of number words it redacts or None).
 _NUMBER_RUNS = {"numbers": 3, "true": 3, "aggressive_numbers": 1, "pci": 3, "pii": 3, "ssn": 3}
 

@@ -33,7 +33,10 @@ def spoken(words: tuple[Word, ...]) -> str:
         (["true"], "my name is john and my account number is [NUMBER_1] and i have asthma"),
         (["pci"], "my name is john and my account number is [NUMBER_1] and i have asthma"),
         (["pii"], "my name is [NAME_1] and my account number is [NUMBER_1] and i have asthma"),
-        (["phi"], "my name is john and my account number is four five six seven eight and i have [CONDITION_1]"),
+        (
+            ["phi"],
+            "my name is john and my account number is four five six seven eight and i have [CONDITION_1]",
+        ),
         (["pii", "phi"], "my name is [NAME_1] and my account number is [NUMBER_1] and i have [CONDITION_1]"),
     ],
 )
@@ -55,7 +58,10 @@ def test_the_emulators_answer_is_redacted_everywhere(deepgram_emulator: Deepgram
         f"{deepgram_emulator.url}/v1/listen?model=nova-3&smart_format=true&utterances=true&paragraphs=true"
         "&redact=pii&redact=numbers",
         data=PRIVATE_CALL.read_bytes(),
-        headers={"Authorization": f"Token {next(iter(deepgram_emulator.api_keys))}", "Content-Type": "audio/wav"},
+        headers={
+            "Authorization": f"Token {next(iter(deepgram_emulator.api_keys))}",
+            "Content-Type": "audio/wav",
+        },
         verify=str(deepgram_emulator.ca_bundle),
         timeout=60,
     )
@@ -70,5 +76,5 @@ def test_the_emulators_answer_is_redacted_everywhere(deepgram_emulator: Deepgram
         " ".join(w["punctuated_word"] for w in alternative["words"]),
     ]
     for text in texts:
-        assert "[NAME_1]" in text and "[NUMBER_1]" in text, text
+        assert {"[NAME_1]", "[NUMBER_1]"} <= set(text.replace(".", " ").split()), text
         assert not {"john", "four", "eight"} & set(text.lower().replace(".", " ").split()), text
