@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from transcriber import keyterms
-from transcriber.config import UNSUPPORTED_OPTIONS, DeepgramOptions, Settings
+from transcriber.config import UNSUPPORTED_OPTIONS, DeepgramOptions, EnvReader, Settings
+from transcriber.cost import Pricing, estimate_usd
 from transcriber.errors import ConfigurationError, PermanentError
 from transcriber.keyterms import KeytermCount, estimated_tokens
 from transcriber.profiles import PROFILES_VARIABLE, SHIPPED_FILE, Profiles
@@ -173,3 +174,11 @@ def test_at_the_bounds_passes_and_one_over_is_a_permanent_keyterm_limit() -> Non
     assert caught.value.details.extra == {"keyterms": 100, "keyterm_tokens_estimate": 501}
     with pytest.raises(PermanentError, match="101 key terms"):
         keyterms.refuse_over_limit([("keyterm", f"t{n}") for n in range(101)])
+
+
+def test_the_cost_estimate_counts_a_mip_opt_out_price_only_when_it_is_on() -> None:
+    """docs/profiles-and-regions.md: the opt-out's extra price goes in DeepgramAddOnPricesUsd."""
+    pricing = Pricing.from_env(EnvReader({"DEEPGRAM_ADDON_PRICES_USD": "mip_opt_out=0.001"}))
+    on = estimate_usd(pricing, 60.0, 1, [("model", "nova-3"), ("mip_opt_out", "true")])
+    off = estimate_usd(pricing, 60.0, 1, [("model", "nova-3"), ("mip_opt_out", "false")])
+    assert (on, off) == (0.0053, 0.0043)
