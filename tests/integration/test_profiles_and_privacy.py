@@ -9,14 +9,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from localworld.world import SAMPLE_AUDIO
-
 if TYPE_CHECKING:
     from localworld.pytest_plugin import FunctionFactory, Uploads
     from localworld.world import LocalWorld
 
 # flite saying "my name is john and my account number is four five six seven eight and i have asthma"
-PRIVATE_CALL = SAMPLE_AUDIO.with_name("private-call.wav")
+PRIVATE_CALL = Path(__file__).resolve().parents[2] / "tools" / "localworld" / "samples" / "private-call.wav"
 TEAMS = """
 [profiles."medical/"]
 model = "nova-3-medical"
