@@ -155,3 +155,59 @@ def test_the_functions_run_as_before_in_the_resolved_stack() -> None:
     (config,) = stack.of_type("AWS::Lambda::EventInvokeConfig")
     retries = {key: int(value) for key, value in config.properties.items() if key.startswith("Maximum")}
     assert retries == {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 21600}
+
+
+# Deepgram's regional base URLs (its docs and /work/shared/notes: api, api.eu, api.au, api.in).
+REGION_ENDPOINTS = {
+    "US": "https://api.deepgram.com",
+    "EU": "https://api.eu.deepgram.com",
+    "AU": "https://api.au.deepgram.com",
+    "IN": "https://api.in.deepgram.com",
+}
+
+
+def _settings(overrides: dict[str, str]) -> list[Settings]:
+    stack = resolve_stack(TEMPLATE, overrides)
+    return [
+        Settings.from_env(
+            {
+                name: str(value)
+                for name, value in stack.resource(f).properties["Environment"]["Variables"].items()
+            }
+        )
+        for f in FUNCTIONS
+    ]
+
+
+@pytest.mark.parametrize("region", sorted(REGION_ENDPOINTS))
+def test_deepgram_region_picks_the_endpoint_and_the_capacity_defaults(region: str) -> None:
+    regions = load_template(TEMPLATE)["Mappings"]["DeepgramRegions"]
+    assert set(regions) == set(REGION_ENDPOINTS)
+    for settings in _settings({"DeepgramRegion": region}):
+        assert settings.deepgram_api_url == REGION_ENDPOINTS[region]
+        assert settings.capacity is not None
+        assert settings.capacity.size == int(regions[region]["PoolSize"])
+        assert settings.capacity.ai_ceiling == int(regions[region]["AiCeiling"])
+        # Below Deepgram's lowest published pay-as-you-go limits: 50 pre-recorded, 10 audio intelligence.
+        assert settings.capacity.ai_ceiling <= min(10, settings.capacity.size)
+        assert settings.capacity.size < 50
+
+
+def test_a_chosen_pool_size_ai_ceiling_or_endpoint_wins_over_the_regions() -> None:
+    overrides = {
+        "DeepgramRegion": "EU",
+        "CapacityPoolSize": "7",
+        "Settings.Capacity.CapacityAiCeiling": "3",
+        "Settings.Deepgram.DeepgramApiUrl": "https://deepgram.internal.example.com",
+    }
+    for settings in _settings(overrides):
+        assert settings.deepgram_api_url == "https://deepgram.internal.example.com"
+        assert settings.capacity is not None
+        assert (settings.capacity.size, settings.capacity.ai_ceiling) == (7, 3)
+
+
+def test_the_old_deepgram_api_url_parameter_is_a_setting_now() -> None:
+    with pytest.raises(TemplateError, match="undeclared parameters: DeepgramApiUrl"):
+        resolve_stack(TEMPLATE, {"DeepgramApiUrl": "https://api.eu.deepgram.com"})
+    with pytest.raises(TemplateError, match="not in AllowedValues"):
+        resolve_stack(TEMPLATE, {"DeepgramRegion": "eu"})

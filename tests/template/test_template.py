@@ -194,7 +194,8 @@ STACK_SPECIFIC_ENV = {
 # Parameter values and Settings other than their defaults: each must change what the functions' code reads.
 TUNED_PARAMETERS = {
     "EnvironmentName": "prod",
-    "DeepgramApiUrl": "https://deepgram.example.com",
+    "DeepgramRegion": "EU",
+    "Settings.Deepgram.DeepgramApiUrl": "https://deepgram.example.com",
     "DeepgramOptions": "model=nova-2&language=de&diarize=true&tag=team-a&keyterm=acme",
     "Settings.Uploads.MediaExtensions": "wav",
     "Settings.Deepgram.SecretMaxAgeSeconds": "5",
@@ -883,8 +884,11 @@ def _is_plain_env_value(value: Any, cfn: dict[str, Any]) -> bool:
     plain: dict[str, Callable[[], bool]] = {
         "Ref": lambda: arg in names and arg != "AWS::NoValue",
         "Fn::GetAtt": lambda: isinstance(arg, list) and arg[0] in cfn["Resources"],
-        # A setting (Mappings: Settings:) that exists.
-        "Fn::FindInMap": lambda: arg[2] in cfn["Mappings"][arg[0]][arg[1]],
+        # A setting (Mappings: Settings:) that exists, or a mapping entry for every allowed value of
+        # the parameter that picks it (DeepgramRegions by DeepgramRegion).
+        "Fn::FindInMap": lambda: all(
+            arg[2] in cfn["Mappings"][arg[0]][top] for top in _map_keys(arg[1], cfn)
+        ),
         # One of two plain values by a declared condition (CAPACITY_TABLE: its own table or a shared one).
         "Fn::If": lambda: (
             isinstance(arg, list)
@@ -894,6 +898,13 @@ def _is_plain_env_value(value: Any, cfn: dict[str, Any]) -> bool:
         ),
     }
     return key in plain and bool(plain[key]())
+
+
+def _map_keys(top: Any, cfn: dict[str, Any]) -> list[str]:
+    """The top-level keys a FindInMap may read: one literal, or each allowed value of a parameter."""
+    if isinstance(top, dict) and set(top) == {"Ref"}:
+        return [str(value) for value in cfn["Parameters"][top["Ref"]]["AllowedValues"]]
+    return [top]
 
 
 def _function_env(stack: ResolvedStack, function_id: str) -> dict[str, str]:
@@ -1675,9 +1686,12 @@ def test_capacity_defaults_agree_with_the_pool(cfn: dict[str, Any]) -> None:
     concurrency and the buffer's MaximumConcurrency are no larger by default (more would only wait),
     and both stay below Deepgram's pay-as-you-go limits (50 in all, 10 with audio intelligence)."""
     parameters, capacity = cfn["Parameters"], cfn["Mappings"]["Settings"]["Capacity"]
-    pool = int(parameters["CapacityPoolSize"]["Default"])
+    # 0: the DeepgramRegion's defaults (tests/template/test_parameters.py checks every region's)
+    assert int(parameters["CapacityPoolSize"]["Default"]) == int(capacity["CapacityAiCeiling"]) == 0
+    region = cfn["Mappings"]["DeepgramRegions"][parameters["DeepgramRegion"]["Default"]]
+    pool = int(region["PoolSize"])
     assert pool < 50
-    assert int(capacity["CapacityAiCeiling"]) <= 10
+    assert int(region["AiCeiling"]) <= 10
     assert int(parameters["ReservedConcurrency"]["Default"]) <= pool
     assert int(capacity["BufferedMaximumConcurrency"]) <= pool
     assert capacity["CapacityTableName"] == ""

@@ -140,7 +140,7 @@ def local_world(
     with services(key, emulator_options, state_dir) as (moto, emulator):
         overrides = {
             "DeepgramSecretId": LOCAL_SECRET_ID,
-            "DeepgramApiUrl": emulator.url,
+            "Settings.Deepgram.DeepgramApiUrl": emulator.url,
             "EnvironmentName": "local",
             "ExistingBucketName": SAMPLE_EXISTING_BUCKET,
             **dict(parameter_overrides or {}),

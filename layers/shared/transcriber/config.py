@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl, urlsplit
 from transcriber.capacity import BACKFILL_LANE, PoolSettings
 from transcriber.cost import Pricing
 from transcriber.errors import configuration_error
+from transcriber.keyterms import KeytermCount
+from transcriber.profiles import Profiles
 from transcriber.upload_options import UploadOptionPolicy
 
 DEFAULT_BACKFILL_PERCENT = 60  # of the pool a backfill may hold; the rest is kept for live uploads
@@ -161,6 +163,7 @@ class Settings:
     caption_words_per_cue: int = DEFAULT_CAPTION_WORDS_PER_CUE
     completion_events: bool = True
     event_bus_name: str = DEFAULT_EVENT_BUS
+    profiles: Profiles = field(default_factory=Profiles)  # Deepgram options per key prefix
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -197,6 +200,12 @@ class Settings:
             ),
             completion_events=reader.boolean("COMPLETION_EVENTS", default=True),
             event_bus_name=reader.text("EVENT_BUS_NAME", default=DEFAULT_EVENT_BUS),
+        )
+        over_limit = KeytermCount.of(settings.deepgram.query()).problem()
+        if over_limit is not None:
+            raise configuration_error("invalid-configuration", f"{OPTIONS_VARIABLE}: {over_limit}")
+        settings = replace(
+            settings, profiles=Profiles.from_env(reader, settings.deepgram, UNSUPPORTED_OPTIONS)
         )
         if settings.input_bucket:
             settings = replace(settings, allowed_buckets=settings.allowed_buckets | {settings.input_bucket})

@@ -102,6 +102,17 @@ _VALUE_CHECKS |= {
 }
 
 
+# Options whose values take a name (model names, diarize_model, redact entities); see well_formed.
+NAME_OPTIONS = frozenset({"model", "diarize_model", "redact"})
+# Options whose value shape this module knows; profiles check others only for printable text.
+CHECKED_OPTIONS = frozenset(_VALUE_CHECKS) | NAME_OPTIONS
+
+
+def well_formed(name: str, value: str) -> bool:
+    """Whether ``value`` has the shape of option ``name``; an option not in ``_VALUE_CHECKS`` takes a name."""
+    return _VALUE_CHECKS.get(name, _check_name)(value)
+
+
 def option_name(raw: str) -> str:
     """``diarize-model`` (metadata style) and ``diarize_model`` are the same option."""
     return raw.strip().lower().replace("-", "_")
@@ -209,7 +220,7 @@ class UploadOptionPolicy:
             listed = ", ".join(sorted(self.allowed)) or "empty"
             raise refused(name, f"not in this stack's allow-list ({listed})")
         normalised = value.lower() if name in _BOOLEAN_OPTIONS else value
-        if not _VALUE_CHECKS.get(name, _check_name)(normalised):
+        if not well_formed(name, normalised):
             raise refused(name, f"{redact_url(value)[:40]!r} is not a valid value")
         return normalised
 

@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber import cost, upload_options
+from transcriber import cost, keyterms, upload_options
 from transcriber.answers import AnswerKeeper, KeptAnswers
 from transcriber.archive import archived_refusal
 from transcriber.capacity import CAPACITY_REASON, Unlimited
@@ -223,6 +223,7 @@ class Transcriber:
                 return self._skipped(obj, reason)
             refuse_too_large(obj.size)
             obj = replace(obj, options=self.settings.upload_options.validate(obj.options or ()))
+            keyterms.refuse_over_limit(self._query(obj))  # before any Deepgram request
             result = self._transcribe_current(obj, context)
             superseded = bool(result.get("superseded"))
             outputs = None if superseded else self.completion.finish(obj, result, started_at)
@@ -483,8 +484,10 @@ class Transcriber:
                 self._sleep(delay)
 
     def _query(self, obj: S3ObjectRef) -> list[tuple[str, str]]:
-        """The Deepgram query for this object: the stack's options with its own laid over them."""
-        return upload_options.overlay(self.settings.deepgram, obj.options or ()).query()
+        """The Deepgram query for this object: the stack's options, its folder's profile's
+        (``transcriber.profiles``), then its own, each laid over the one before."""
+        folder = self.settings.profiles.options_for(obj.key, self.settings.deepgram)
+        return upload_options.overlay(folder, obj.options or ()).query()
 
     def _call_deepgram(self, obj: S3ObjectRef, context: LambdaContextLike) -> tuple[Transcript, str]:
         """The Deepgram request with in-invocation retries; in auto mode, the bytes once after

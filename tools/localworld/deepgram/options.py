@@ -108,6 +108,7 @@ class ListenOptions:
     detect_language: bool = False
     # detect_language=<code> (repeated): the languages to choose among; empty: any.
     detect_language_among: tuple[str, ...] = ()
+    redact: tuple[str, ...] = ()  # what to redact (localworld.deepgram.redaction)
 
     @property
     def formatted(self) -> bool:
@@ -250,4 +251,5 @@ def parse_options(pairs: list[tuple[str, str]]) -> ListenOptions:
         channels=_positive_int("channels", values["channels"]) if "channels" in values else 1,
         detect_language=detect_language,
         detect_language_among=among,
+        redact=tuple(v for n, v in pairs if n == "redact"),
     )

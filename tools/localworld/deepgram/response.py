@@ -11,6 +11,7 @@ from typing import Any
 
 from localworld.deepgram.asr import Recognition, Word
 from localworld.deepgram.options import ListenOptions
+from localworld.deepgram.redaction import redact_words
 
 # A pause at least this long ends a paragraph (sentences end at ``utt_split``).
 PARAGRAPH_GAP_S = 2.0
@@ -58,7 +59,8 @@ def build_response(
         metadata["extra"] = dict(options.extra)
     channels: list[JSONDict] = []
     utterances: list[JSONDict] = []
-    for index, words in enumerate(recognition.results):
+    for index, heard in enumerate(recognition.results):
+        words = redact_words(heard, options.redact)  # everything below is built from the redacted words
         channels.append(_channel(words, options))
         if options.utterances:
             utterances.extend(_utterances(words, index, options))
@@ -96,7 +98,8 @@ def _word_dicts(words: list[Word], options: ListenOptions) -> list[JSONDict]:
                 "confidence": word.confidence,
             }
             if _formatted(options):
-                text = word.word.capitalize() if position == 0 else word.word
+                # A redaction placeholder ("[NUMBER_1]") keeps its spelling.
+                text = word.word.capitalize() if position == 0 and word.word[:1] != "[" else word.word
                 item["punctuated_word"] = text + "." if position == len(sentence) - 1 else text
             if options.diarize:
                 item["speaker"] = 0
