@@ -68,6 +68,8 @@ UPLOAD_BUFFER_QUEUE = "UploadBufferQueue"
 UPLOAD_BUFFER_DLQ = "UploadBufferDeadLetterQueue"
 COMPLETION_EVENTS_QUEUE = "CompletionEventsSampleQueue"
 COMPLETION_EVENTS_RULE = "CompletionEventsSampleRule"
+WEBHOOK_DLQ = "WebhookDeadLetterQueue"
+WEBHOOK_RULE = "WebhookRule"
 DEFAULT_EVENT_BUS = "arn:aws:events:us-east-1:123456789012:event-bus/default"
 EXISTING_BUCKET_RULE = "ExistingBucketRule"
 # Roles by function (TranscribeFunctionRole is SAM's; RetryFunctionRole is declared in the template).
@@ -91,6 +93,8 @@ OPTIONS_ON = {
     "Settings.Privacy.InputRetentionDays": "30",
     "Settings.Privacy.TranscriptRetentionDays": "365",
     "Settings.Privacy.FailureRetentionDays": "90",
+    # The webhook (tests/template/test_webhook_template.py).
+    "Settings.Webhook.Url": "https://hooks.example.com/transcripts",
 }
 EXISTING_SUFFIX = "Settings.Uploads.ExistingBucketSuffix"
 MODES: dict[str, dict[str, str]] = {
@@ -1054,11 +1058,11 @@ def test_queues_are_the_known_ones(stacks: dict[str, ResolvedStack]) -> None:
         buffer_queues = {UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ}
         assert queues == set(QUEUES) | (buffer_queues if stack.conditions["UseBufferedMode"] else set()) | (
             {COMPLETION_EVENTS_QUEUE} if stack.conditions["HasCompletionEvents"] else set()
-        ), mode
+        ) | ({WEBHOOK_DLQ} if stack.conditions["HasWebhook"] else set()), mode
 
 
 @pytest.mark.parametrize(
-    "queue_id", [*QUEUES, UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ, COMPLETION_EVENTS_QUEUE]
+    "queue_id", [*QUEUES, UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ, COMPLETION_EVENTS_QUEUE, WEBHOOK_DLQ]
 )
 def test_queue_is_encrypted_and_keeps_messages(stacks: dict[str, ResolvedStack], queue_id: str) -> None:
     queue = stacks["on"].resource(queue_id)
