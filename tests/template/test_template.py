@@ -1494,7 +1494,8 @@ def test_existing_bucket_rule_wiring(stacks: dict[str, ResolvedStack], mode: str
     function = stack.resource(FUNCTION)
     dead_letter_queue = stack.resource(DEAD_LETTER_QUEUE)
     # The completion events' sample rule is checked in its own test.
-    rules = {r.logical_id for r in stack.of_type("AWS::Events::Rule")} - {COMPLETION_EVENTS_RULE, WEBHOOK_RULE}
+    others = {COMPLETION_EVENTS_RULE, WEBHOOK_RULE}
+    rules = {r.logical_id for r in stack.of_type("AWS::Events::Rule")} - others
     events_permissions = {
         r.logical_id: r.properties
         for r in stack.of_type("AWS::Lambda::Permission")
