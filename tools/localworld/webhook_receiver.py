@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -27,6 +28,7 @@ class ReceivedRequest:
     headers: dict[str, str]  # names in lower case
     body: bytes
     status: int  # what the receiver answered
+    at: float  # time.monotonic() when it arrived
 
 
 class WebhookReceiver(Service):
@@ -69,7 +71,7 @@ class WebhookReceiver(Service):
     def _record(self, method: str, path: str, headers: dict[str, str], body: bytes) -> int:
         with self._lock:
             status = self._statuses.pop(0) if len(self._statuses) > 1 else self._statuses[0]
-            self._received.append(ReceivedRequest(method, path, headers, body, status))
+            self._received.append(ReceivedRequest(method, path, headers, body, status, time.monotonic()))
         return status
 
 
