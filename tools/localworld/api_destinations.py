@@ -131,6 +131,9 @@ def create_connection(aws: LocalAws, spec: Resource) -> str:
 
 def create_api_destination(aws: LocalAws, spec: Resource) -> str:
     props = spec.properties
+    if not str(props["InvocationEndpoint"]).startswith("https://"):
+        # EventBridge refuses the destination (moto would store it).
+        raise TemplateError(f"{spec.logical_id}: an API destination's endpoint must be an https:// URL")
     response = aws.events().create_api_destination(
         Name=spec.physical_name,
         ConnectionArn=str(props["ConnectionArn"]),

@@ -56,6 +56,15 @@ def test_a_missing_key_secret_fails_the_deployment_as_cloudformation_does(
         local_aws.provision(stack)
 
 
+def test_an_http_endpoint_is_refused_as_eventbridge_refuses_it(
+    local_aws: LocalAws, real_template: Path
+) -> None:
+    local_aws.create_secret(SECRET, KEY)
+    stack = webhook_stack(local_aws, real_template, "http://hooks.example.com/x")
+    with pytest.raises(TemplateError, match="must be an https:// URL"):
+        local_aws.provision(stack)
+
+
 def test_dynamic_references_read_the_secret_a_json_key_or_an_arn(local_aws: LocalAws) -> None:
     arn = local_aws.create_secret("team/hooks", json.dumps({"token": KEY}))
     assert resolve_dynamic_references(
