@@ -39,6 +39,7 @@ class WebhookReceiver(Service):
         self._statuses = list(statuses) or [200]
         self._lock = threading.Lock()
         self._received: list[ReceivedRequest] = []
+        self.delay_s = 0.0  # how long it takes to answer (a slow endpoint)
         self._server: LoopbackServer[WebhookReceiver] | None = None
 
     def start(self) -> Self:
@@ -84,6 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {name.lower(): value for name, value in self.headers.items()}
         status = self.server.owner._record(self.command, self.path, headers, body)
+        time.sleep(self.server.owner.delay_s)
         self.send_response(status)
         self.send_header("Content-Length", "0")
         self.end_headers()

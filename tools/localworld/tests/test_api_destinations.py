@@ -125,3 +125,22 @@ def test_a_dead_letter_queue_that_refuses_the_rule_loses_the_event(
         assert delivery.wait_until(lambda: stats.dropped == 1 and delivery.idle())
     assert stats.dead_lettered == 0
     assert [r.status for r in receiver.received] == [503]
+
+
+def test_an_answer_slower_than_the_timeout_is_a_failed_call_and_retried(
+    local_aws: LocalAws, real_template: Path, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    local_aws.create_secret(SECRET, KEY)
+    stack = webhook_stack(local_aws, real_template, receiver.url, MaximumRetryAttempts="1")
+    local_aws.provision(stack)
+    receiver.delay_s = 0.5
+    ca = tmp_path / "ca" / "deepgram-emulator-ca.pem"
+    # EventBridge waits 5 s; a tenth of it here, against an endpoint slower than that.
+    with ApiDestinationDelivery(
+        local_aws, stack, ca_bundle=ca, timeout_s=0.2, retry_base_delay_s=0.01
+    ) as delivery:
+        publish(local_aws, stack)
+        (stats,) = delivery.stats.values()
+        assert delivery.wait_until(lambda: stats.dead_lettered == 1 and delivery.idle())
+    assert [(a.status, a.error) for a in stats.attempts] == [(None, "ReadTimeout")] * 2
+    assert len(receiver.received) == 2  # it did arrive, twice: the caller gave up waiting
