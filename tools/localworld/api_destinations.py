@@ -256,6 +256,7 @@ class ApiDestinationDelivery:
         self._pending: dict[str, int] = {t.target_id: 0 for t in self.targets}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.failures: list[str] = []  # targets whose delivery stopped on an error (logged)
 
     def start(self) -> Self:
         for target in self.targets:
@@ -281,9 +282,11 @@ class ApiDestinationDelivery:
         self.stop()
 
     def wait_until(self, done: Any, timeout_s: float = 30.0) -> bool:
-        """Poll ``done()`` until true or ``timeout_s`` passes."""
+        """Poll ``done()`` until true or ``timeout_s`` passes; raise if a delivery thread stopped."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self.failures:
+                raise RuntimeError(f"API destination delivery stopped for {self.failures} (see the log)")
             if done():
                 return True
             time.sleep(0.05)
@@ -292,36 +295,46 @@ class ApiDestinationDelivery:
     # --- one thread per target ------------------------------------------------------------------
 
     def _run(self, target: Target) -> None:
+        try:
+            self._deliver(target)
+        except Exception:
+            # A broken local setup must show, not leave events silently undelivered.
+            self.failures.append(target.target_id)
+            logger.exception("API destination delivery for %s stopped", target.rule_name)
+
+    def _deliver(self, target: Target) -> None:
         sqs = self.aws.sqs()
         tap_url = sqs.get_queue_url(QueueName=tap_queue_name(target.rule_name, target.target_id))["QueueUrl"]
         destination = self.aws.events().describe_api_destination(Name=target.destination_name)
-        header, key = self._api_key(str(destination["ConnectionArn"]))
+        auth = dict([self._api_key(str(destination["ConnectionArn"]))])
         interval = 1.0 / max(1, int(destination.get("InvocationRateLimitPerSecond") or 300))
-        heap: list[_Pending] = []
+        heap: list[_Pending] = []  # events to call, by when they are due (retries wait here)
         seq = itertools.count()
         last_call = 0.0
         with requests.Session() as session:
             while not self._stop.is_set():
-                wait = 0 if heap and heap[0].due <= time.monotonic() else 1
+                # Long-poll the tap only when no retry is waiting.
                 for message in sqs.receive_message(
-                    QueueUrl=tap_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait
+                    QueueUrl=tap_url, MaxNumberOfMessages=10, WaitTimeSeconds=0 if heap else 1
                 ).get("Messages", []):
                     sqs.delete_message(QueueUrl=tap_url, ReceiptHandle=message["ReceiptHandle"])
-                    body = message["Body"]
                     now = time.monotonic()
-                    heapq.heappush(heap, _Pending(now, next(seq), _event_id(body), body, now))
+                    heapq.heappush(
+                        heap, _Pending(now, next(seq), _event_id(message["Body"]), message["Body"], now)
+                    )
                     self._count_pending(target, 1)
+                if heap and heap[0].due > time.monotonic():
+                    time.sleep(min(0.05, heap[0].due - time.monotonic()))
                 while heap and heap[0].due <= time.monotonic() and not self._stop.is_set():
                     item = heapq.heappop(heap)
                     time.sleep(max(0.0, last_call + interval - time.monotonic()))  # the rate limit
                     last_call = time.monotonic()
-                    attempt = self._call(session, target, destination, {header: key}, item)
-                    if self._settle(target, item, attempt):
+                    if self._settle(target, item, self._call(session, target, destination, auth, item)):
                         self._count_pending(target, -1)
                         continue
                     item.retries += 1
-                    delay = random.uniform(0, min(self._cap, self._base * 2 ** (item.retries - 1)))  # noqa: S311
-                    item.due = time.monotonic() + delay
+                    backoff = min(self._cap, self._base * 2 ** (item.retries - 1))
+                    item.due = time.monotonic() + random.uniform(0, backoff)  # noqa: S311 - jitter
                     heapq.heappush(heap, item)
 
     def _count_pending(self, target: Target, change: int) -> None:
