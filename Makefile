@@ -17,7 +17,7 @@ PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
 TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/retry/app.py tools scripts tests bench
 
 .PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
-	deploy-prod delete secret invoke emulator clean failures report redrive backfill status upload chaos bench localworld-test \
+	deploy-prod delete secret webhook-secret invoke emulator clean failures report redrive backfill status upload chaos bench localworld-test \
 	sam-local docs diagram
 
 help: ## List the targets
@@ -83,6 +83,9 @@ delete: ## sam delete the ENV stack, then list what it keeps (buckets, the secre
 
 secret: ## Store the Deepgram API key (DEEPGRAM_API_KEY, or asked for) in the secret the ENV stack reads
 	@$(PY) scripts/deployment.py secret --config-env "$(ENV)"
+
+webhook-secret: ## Store the webhook's API key (WEBHOOK_API_KEY, or asked for) in the secret the ENV stack's webhook sends
+	@$(PY) scripts/webhook_secret.py --config-env "$(ENV)"
 
 invoke: ## Run FUNCTION on EVENT against the local world, without Docker (ENV_VARS=file.json optional)
 	@$(PY) -m localworld.invoke --function "$(FUNCTION)" --event "$(EVENT)" $(if $(ENV_VARS),--env-vars "$(ENV_VARS)")

@@ -59,6 +59,15 @@ SETTING_RULES: dict[str, str | tuple[int, int]] = {
     "Privacy.FailureRetentionDays": (0, 36500),
     "Privacy.InputAccessLogBucket": r"|new|[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
     "Privacy.InputAccessLogPrefix": r"[A-Za-z0-9!_.*'()/-]*",
+    # The webhook (docs/webhooks.md). API destinations call HTTPS endpoints only; the method carries
+    # the event as its body; header names as HTTP allows; EventBridge's limits for the rest.
+    "Webhook.Url": r"|https://[^\s]+",
+    "Webhook.HttpMethod": r"POST|PUT|PATCH",
+    "Webhook.ApiKeyHeader": r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,512}",
+    "Webhook.ApiKeySecret": r"|[A-Za-z0-9/_+=.@:-]{1,2048}",
+    "Webhook.RateLimitPerSecond": (1, 300),
+    "Webhook.MaximumRetryAttempts": (0, 185),
+    "Webhook.MaximumEventAgeSeconds": (60, 86400),
 }
 
 

@@ -68,6 +68,8 @@ UPLOAD_BUFFER_QUEUE = "UploadBufferQueue"
 UPLOAD_BUFFER_DLQ = "UploadBufferDeadLetterQueue"
 COMPLETION_EVENTS_QUEUE = "CompletionEventsSampleQueue"
 COMPLETION_EVENTS_RULE = "CompletionEventsSampleRule"
+WEBHOOK_DLQ = "WebhookDeadLetterQueue"
+WEBHOOK_RULE = "WebhookRule"
 DEFAULT_EVENT_BUS = "arn:aws:events:us-east-1:123456789012:event-bus/default"
 EXISTING_BUCKET_RULE = "ExistingBucketRule"
 # Roles by function (TranscribeFunctionRole is SAM's; RetryFunctionRole is declared in the template).
@@ -91,6 +93,8 @@ OPTIONS_ON = {
     "Settings.Privacy.InputRetentionDays": "30",
     "Settings.Privacy.TranscriptRetentionDays": "365",
     "Settings.Privacy.FailureRetentionDays": "90",
+    # The webhook (tests/template/test_webhook_template.py).
+    "Settings.Webhook.Url": "https://hooks.example.com/transcripts",
 }
 EXISTING_SUFFIX = "Settings.Uploads.ExistingBucketSuffix"
 MODES: dict[str, dict[str, str]] = {
@@ -1065,11 +1069,11 @@ def test_queues_are_the_known_ones(stacks: dict[str, ResolvedStack]) -> None:
         buffer_queues = {UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ}
         assert queues == set(QUEUES) | (buffer_queues if stack.conditions["UseBufferedMode"] else set()) | (
             {COMPLETION_EVENTS_QUEUE} if stack.conditions["HasCompletionEvents"] else set()
-        ), mode
+        ) | ({WEBHOOK_DLQ} if stack.conditions["HasWebhook"] else set()), mode
 
 
 @pytest.mark.parametrize(
-    "queue_id", [*QUEUES, UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ, COMPLETION_EVENTS_QUEUE]
+    "queue_id", [*QUEUES, UPLOAD_BUFFER_QUEUE, UPLOAD_BUFFER_DLQ, COMPLETION_EVENTS_QUEUE, WEBHOOK_DLQ]
 )
 def test_queue_is_encrypted_and_keeps_messages(stacks: dict[str, ResolvedStack], queue_id: str) -> None:
     queue = stacks["on"].resource(queue_id)
@@ -1501,7 +1505,8 @@ def test_existing_bucket_rule_wiring(stacks: dict[str, ResolvedStack], mode: str
     function = stack.resource(FUNCTION)
     dead_letter_queue = stack.resource(DEAD_LETTER_QUEUE)
     # The completion events' sample rule is checked in its own test.
-    rules = {r.logical_id for r in stack.of_type("AWS::Events::Rule")} - {COMPLETION_EVENTS_RULE}
+    others = {COMPLETION_EVENTS_RULE, WEBHOOK_RULE}
+    rules = {r.logical_id for r in stack.of_type("AWS::Events::Rule")} - others
     events_permissions = {
         r.logical_id: r.properties
         for r in stack.of_type("AWS::Lambda::Permission")

@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from localworld import s3_notifications
+from localworld import api_destinations, s3_notifications
 from localworld.s3_limits import S3CustomerKeys, S3MetadataLimit
 from localworld.s3_presign import IssuedCredentials, PresignCheck, PresignVerifier
 from localworld.template import Stack
@@ -258,6 +258,8 @@ class LocalAws:
             "AWS::SNS::Subscription": self._create_subscription,
             "AWS::Logs::LogGroup": self._create_log_group,
             "AWS::Events::Rule": self._create_rule,
+            "AWS::Events::Connection": lambda spec: api_destinations.create_connection(self, spec),
+            "AWS::Events::ApiDestination": lambda spec: api_destinations.create_api_destination(self, spec),
         }
         result = ProvisionResult()
         for spec in _dependency_order(stack.resources.values()):
@@ -374,8 +376,8 @@ class LocalAws:
         return response["SubscriptionArn"]
 
     def _create_rule(self, spec: Resource) -> str:
-        """An EventBridge rule, in its template state, with its SQS targets. Targets moto would have to
-        run itself (a Lambda function: it needs Docker) are left to the local delivery."""
+        """An EventBridge rule, in its template state, with its SQS targets and a tap per API destination
+        (``localworld.api_destinations``). Lambda targets are not created: moto would need Docker."""
         props = spec.properties
         bus = str(props.get("EventBusName") or "default")
         if bus != "default":
@@ -397,6 +399,12 @@ class LocalAws:
             {"Id": str(t["Id"]), "Arn": str(t["Arn"])}
             for t in props.get("Targets", [])
             if str(t["Arn"]).split(":")[2:3] == ["sqs"]
+        ]
+        # API destinations: moto matches, a tap queue receives, localworld.api_destinations calls.
+        targets += [
+            api_destinations.tap_target(self, spec.physical_name, t)
+            for t in props.get("Targets", [])
+            if api_destinations.is_api_destination(str(t["Arn"]))
         ]
         if targets:
             self.events().put_targets(Rule=spec.physical_name, EventBusName=bus, Targets=targets)  # type: ignore[arg-type]

@@ -25,12 +25,16 @@ names (``tests/test_boundaries.py`` holds them to that). Fixtures:
   stand-in and the real transcribe handler (``localworld.backfill_run``).
 * ``completion_events``: the template's sample rule for the completion events, enabled on moto's
   EventBridge; ``completion_events.wait(count)`` returns the events its queue received.
+* ``start_webhook``: ``start_webhook(**settings)`` turns the template's webhook on (``Settings.Webhook``
+  keys as keyword arguments), pointed at a local HTTPS receiver, provisions what it adds and runs the
+  API-destination delivery (``localworld.api_destinations``); the stack is put back after the test.
 
 It also lets other plugins watch the world without importing it: see ``localworld.pytest_hooks``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import subprocess
@@ -41,11 +45,13 @@ from typing import Any, Protocol
 import pytest
 
 from localworld import backfill_run, chaos, pytest_hooks
+from localworld.api_destinations import ApiDestinationDelivery, referenced_secret_ids
 from localworld.aws import LocalAws, MotoServer
 from localworld.aws_faults import AwsFaultProxy
 from localworld.deepgram.server import DeepgramEmulator
 from localworld.delivery import LocalDelivery
 from localworld.lambda_runtime import InvocationResult, LocalFunction
+from localworld.webhook_receiver import WebhookReceiver
 from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
 
 
@@ -236,6 +242,81 @@ class CompletionEvents:
 @pytest.fixture
 def completion_events(world: LocalWorld) -> CompletionEvents:
     return CompletionEvents(world)
+
+
+WEBHOOK_PATH = "/hooks/transcripts"
+WEBHOOK_DEAD_LETTER_QUEUE = "WebhookDeadLetterQueue"
+
+
+class Webhook:
+    """The webhook's receiver, its delivery, and its dead-letter queue."""
+
+    def __init__(
+        self, world: LocalWorld, receiver: WebhookReceiver, delivery: ApiDestinationDelivery
+    ) -> None:
+        self.world = world
+        self.receiver = receiver
+        self.delivery = delivery
+        self.api_key = world.webhook_api_key
+        queue = world.stack.resource(WEBHOOK_DEAD_LETTER_QUEUE).physical_name
+        self.dead_letter_queue_url = world.aws.sqs().get_queue_url(QueueName=queue)["QueueUrl"]
+
+    def wait_for_requests(self, count: int, timeout_s: float = 20.0) -> bool:
+        """Until the receiver has ``count`` requests and nothing is left to deliver."""
+        return self.delivery.wait_until(
+            lambda: len(self.receiver.received) >= count and self.delivery.idle(), timeout_s
+        )
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """What the dead-letter queue holds now: ``{"body": ..., "attributes": {name: value}}``."""
+        messages = (
+            self.world.aws.sqs()
+            .receive_message(
+                QueueUrl=self.dead_letter_queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+            )
+            .get("Messages", [])
+        )
+        return [
+            {
+                "body": json.loads(m["Body"]),
+                "attributes": {k: v["StringValue"] for k, v in m.get("MessageAttributes", {}).items()},
+            }
+            for m in messages
+        ]
+
+
+WebhookFactory = Callable[..., Webhook]
+
+
+@pytest.fixture
+def start_webhook(world: LocalWorld) -> Iterator[WebhookFactory]:
+    original = world.stack
+    running: list[tuple[WebhookReceiver, ApiDestinationDelivery]] = []
+
+    def start(**settings: str) -> Webhook:
+        receiver = WebhookReceiver(world.emulator.ca_bundle.parent).start()
+        overrides = {"Settings.Webhook.Url": receiver.url + WEBHOOK_PATH}
+        overrides |= {f"Settings.Webhook.{key}": value for key, value in settings.items()}
+        # Provision what the webhook adds (its key's secret first, as `make webhook-secret` comes before
+        # the deployment), leaving the rest of the test's world as it is.
+        stack = world.stack_with(**overrides)
+        for secret_id in referenced_secret_ids(stack):
+            world.aws.create_secret(secret_id, world.webhook_api_key)
+        added = {k: r for k, r in stack.resources.items() if k not in world.stack.resources}
+        world.aws.provision(dataclasses.replace(stack, resources=added))
+        world.stack = stack
+        # Short backoff: EventBridge's own is not published, and a test cannot wait minutes.
+        delivery = ApiDestinationDelivery(
+            world.aws, world.stack, ca_bundle=world.emulator.ca_bundle, retry_base_delay_s=0.05
+        ).start()
+        running.append((receiver, delivery))
+        return Webhook(world, receiver, delivery)
+
+    yield start
+    for receiver, delivery in running:
+        delivery.stop()
+        receiver.stop()
+    world.stack = original  # the next test's world is re-provisioned from it
 
 
 # --- hooks for watchers (see localworld.pytest_hooks) ---------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import S3BatchOperationEvent
 
+from localworld import api_destinations
 from localworld.aws import LocalAws, MotoServer
 from localworld.deepgram import DeepgramEmulator
 from localworld.template import FunctionSpec, Stack, load_stack
@@ -46,6 +47,7 @@ class LocalWorld:
     api_key: str
     parameter_overrides: dict[str, str] = field(default_factory=dict)
     template: Path = TEMPLATE
+    webhook_api_key: str = field(default_factory=new_api_key)
 
     @property
     def secret_id(self) -> str:
@@ -100,10 +102,13 @@ class LocalWorld:
         return {**self.aws.env(), "REQUESTS_CA_BUNDLE": str(self.emulator.ca_bundle)}
 
     def reset(self, *, secret_value: str | bytes | None = None) -> None:
-        """Empty AWS and re-create the stack's resources and the secret; clear the emulator."""
+        """Empty AWS and re-create the secrets and the stack's resources; clear the emulator."""
         self.aws.reset()
-        self.aws.provision(self.stack)
         self.aws.create_secret(self.secret_id, self.api_key if secret_value is None else secret_value)
+        # The webhook's key (`make webhook-secret`): CloudFormation reads it when it creates the stack.
+        for secret_id in api_destinations.referenced_secret_ids(self.stack):
+            self.aws.create_secret(secret_id, self.webhook_api_key)
+        self.aws.provision(self.stack)
         self.emulator.reset()
         self.emulator.api_keys = {self.api_key}
 

@@ -102,6 +102,8 @@ _NAME_PROPERTY: Final[Mapping[str, str]] = {
     "AWS::IAM::Role": "RoleName",
     "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
     "AWS::Events::Rule": "Name",
+    "AWS::Events::Connection": "Name",
+    "AWS::Events::ApiDestination": "Name",
     "AWS::CloudWatch::Alarm": "AlarmName",
 }
 # Types whose Ref is their ARN rather than their name.
@@ -233,6 +235,9 @@ class _Resolver:
             "AWS::IAM::Role": f"arn:{p}:iam::{account}:role/{name}",
             "AWS::IAM::ManagedPolicy": f"arn:{p}:iam::{account}:policy/{name}",
             "AWS::Events::Rule": f"arn:{p}:events:{region}:{account}:rule/{name}",
+            # AWS appends a generated id; "local" stands for it (EventBridge looks them up by name).
+            "AWS::Events::Connection": f"arn:{p}:events:{region}:{account}:connection/{name}/local",
+            "AWS::Events::ApiDestination": f"arn:{p}:events:{region}:{account}:api-destination/{name}/local",
         }
         return formats.get(rtype)
 
