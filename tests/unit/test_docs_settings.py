@@ -41,9 +41,10 @@ class Template:
         return frozenset().union(*self.settings.values())
 
     def reference(self, key: str) -> str:
-        """How the documentation names a setting: ``Settings.<Group>.<Key>``."""
-        [group] = [group for group, keys in self.settings.items() if key in keys]
-        return f"Settings.{group}.{key}"
+        """How the documentation names a setting: ``Settings.<Group>.<Key>`` (a key two groups share,
+        such as ``MaximumEventAgeSeconds``, is named with each group it may mean)."""
+        groups = [group for group, keys in self.settings.items() if key in keys]
+        return " or ".join(f"Settings.{group}.{key}" for group in groups)
 
 
 def read_template(path: Path = ROOT / "template.yaml") -> Template:
