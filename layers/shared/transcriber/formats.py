@@ -327,6 +327,16 @@ def _seconds(value: Any, fallback: float) -> float:
     return fallback
 
 
+def _end_of(text: str, visible: int) -> int:
+    """Where in ``text`` its first ``visible`` non-space characters end."""
+    for index, char in enumerate(text):
+        if not char.isspace():
+            visible -= 1
+            if visible == 0:
+                return index + 1
+    return len(text)
+
+
 class _Cues:
     """Lays one channel's words out in cues (``CaptionStyle``), spooled as JSON lines. The first
     line's room is measured after the label the cue will carry (``multichannel``: the answer's
@@ -377,11 +387,15 @@ class _Cues:
 
     def _split_long_word(self, text: str, start: float, end: float) -> None:
         """A word longer than a whole cue (no speech has one; a hostile answer may): a cue per
-        piece, sharing its time."""
-        lines = self._lines(text)
-        lines[0] = lines[0][len(self._prefix()) :]
-        size = self.style.max_lines
-        pieces = ["".join(lines[i : i + size]) for i in range(0, len(lines), size)]
+        piece that fits, sharing its time."""
+        pieces = []
+        while text:
+            shown = self._lines(text)[: self.style.max_lines]
+            cut = _end_of(
+                text, sum(len("".join(line.split())) for line in shown) - len(self._prefix().replace(" ", ""))
+            )
+            pieces.append(text[:cut].strip())
+            text = text[cut:].strip()
         step = (end - start) / len(pieces)
         for index, piece in enumerate(pieces):
             self._write(start + index * step, start + (index + 1) * step, piece)

@@ -14,7 +14,7 @@ request: a caption with a wrong name is worse than none.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from urllib.parse import quote
 
@@ -100,11 +100,12 @@ def speakers_detail(upload: Iterable[tuple[str, str]]) -> dict[str, str] | None:
     return None
 
 
-def split(upload: Iterable[tuple[str, str]]) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+def split(
+    upload: Iterable[tuple[str, str]],
+) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
     """(Deepgram's options, ours): only the first part may ever reach Deepgram's query."""
     pairs = tuple(upload)
     return (
         tuple(pair for pair in pairs if pair[0] not in OUTPUT_OPTIONS),
         tuple(pair for pair in pairs if pair[0] in OUTPUT_OPTIONS),
     )
-

@@ -14,8 +14,8 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from functools import partial
 from email.header import decode_header, make_header
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -172,7 +172,7 @@ class UploadOptionPolicy:
     """Which options uploaders may set (``UPLOAD_OPTIONS``); empty turns the feature off, and then
     the object's metadata is not even read (no HEAD request for it)."""
 
-    allowed: frozenset[str] = frozenset(DEFAULT_ALLOWED)
+    allowed: frozenset[str] = frozenset(DEFAULT_ALLOWED) | speakers.OUTPUT_OPTIONS
 
     @classmethod
     def from_env(
@@ -186,7 +186,8 @@ class UploadOptionPolicy:
             raise configuration_error(
                 "invalid-configuration", f"{name} lists {', '.join(forbidden)}, which uploaders may never set"
             )
-        ours = _listed(reader, outputs, speakers.DEFAULT_OUTPUT_OPTIONS)
+        # "none" in the first turns the feature off: the objects' metadata is not even read.
+        ours = _listed(reader, outputs, speakers.DEFAULT_OUTPUT_OPTIONS) if allowed else frozenset()
         unknown = sorted(ours - speakers.OUTPUT_OPTIONS)
         if unknown:
             known = ", ".join(speakers.DEFAULT_OUTPUT_OPTIONS)
