@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from localworld.deepgram.asr import Recognition, Word
+from localworld.deepgram.diarize import diarize
 from localworld.deepgram.options import ListenOptions
 
 # A pause at least this long ends a paragraph (sentences end at ``utt_split``).
@@ -58,7 +59,8 @@ def build_response(
         metadata["extra"] = dict(options.extra)
     channels: list[JSONDict] = []
     utterances: list[JSONDict] = []
-    for index, words in enumerate(recognition.results):
+    for index, heard in enumerate(recognition.results):
+        words = diarize(heard) if options.diarize else heard  # speakers told apart by pitch
         channels.append(_channel(words, options))
         if options.utterances:
             utterances.extend(_utterances(words, index, options))
@@ -74,10 +76,11 @@ def _formatted(options: ListenOptions) -> bool:
 
 
 def _split(words: tuple[Word, ...], gap: float) -> list[list[Word]]:
-    """Group words into runs separated by pauses of at least ``gap`` seconds."""
+    """Group words into runs separated by pauses of at least ``gap`` seconds or a change of
+    speaker (Deepgram's sentences, paragraphs and utterances are one speaker's)."""
     groups: list[list[Word]] = []
     for word in words:
-        if groups and word.start - groups[-1][-1].end < gap:
+        if groups and word.start - groups[-1][-1].end < gap and word.speaker == groups[-1][-1].speaker:
             groups[-1].append(word)
         else:
             groups.append([word])
@@ -99,7 +102,7 @@ def _word_dicts(words: list[Word], options: ListenOptions) -> list[JSONDict]:
                 text = word.word.capitalize() if position == 0 else word.word
                 item["punctuated_word"] = text + "." if position == len(sentence) - 1 else text
             if options.diarize:
-                item["speaker"] = 0
+                item["speaker"] = word.speaker
                 item["speaker_confidence"] = 0.9
             out.append(item)
     return out
@@ -159,8 +162,8 @@ def _paragraphs(words: tuple[Word, ...], options: ListenOptions) -> JSONDict:
         }
         body = " ".join(str(s["text"]) for s in sentences)
         if options.diarize:
-            entry["speaker"] = 0
-            body = f"Speaker 0: {body}"
+            entry["speaker"] = paragraph[0].speaker
+            body = f"Speaker {paragraph[0].speaker}: {body}"
         paragraphs.append(entry)
         texts.append(body)
     transcript = "\n" + "\n\n".join(texts) if texts else ""
@@ -179,7 +182,7 @@ def _utterances(words: tuple[Word, ...], channel: int, options: ListenOptions) -
                 "channel": channel,
                 "transcript": _text(items, options),
                 "words": items,
-                "speaker": 0,
+                "speaker": run[0].speaker,
                 "id": str(uuid.uuid4()),
             }
         )
