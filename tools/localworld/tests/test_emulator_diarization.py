@@ -5,13 +5,15 @@ one speaker; nothing but the audio is sent."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import requests
 
 from localworld.deepgram import DeepgramEmulator
-from localworld.deepgram.asr import TARGET_RATE, Word, pitch
+from localworld.deepgram.asr import Word, pitch
+from localworld.deepgram.audio import TARGET_RATE
 from localworld.deepgram.diarize import diarize
 
 TWO_VOICES = Path(__file__).resolve().parents[1] / "samples" / "two_voices.wav"
@@ -64,10 +66,13 @@ def test_one_voice_is_one_speaker(deepgram_emulator: DeepgramEmulator, sample_wa
     assert {w["speaker"] for w in results["channels"][0]["alternatives"][0]["words"]} == {0}
 
 
-def tone(hz: float, seconds: float = 0.3) -> np.ndarray[tuple[int], np.dtype[np.float64]]:
+def tone(hz: float, seconds: float = 0.3) -> np.ndarray[Any, np.dtype[np.float64]]:
     t = np.arange(int(TARGET_RATE * seconds)) / TARGET_RATE
     # A buzz with harmonics, as a voice is; its fundamental is what pitch() must find.
-    return 3000 * sum(np.sin(2 * np.pi * hz * k * t) / k for k in range(1, 5))  # type: ignore[no-any-return]
+    buzz = np.zeros_like(t)
+    for k in range(1, 5):
+        buzz += np.sin(2 * np.pi * hz * k * t) / k
+    return 3000 * buzz
 
 
 @pytest.mark.parametrize("hz", [90.0, 120.0, 180.0, 250.0])
