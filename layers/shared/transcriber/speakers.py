@@ -53,7 +53,7 @@ def parse_speakers(value: str) -> tuple[tuple[int, str], ...]:
     for entry in entries:
         match = _ENTRY.fullmatch(entry)
         if match is None:
-            raise ValueError("each entry is <speaker number>=<name>, e.g. 0=Alice")
+            raise ValueError("each entry is <speaker number>=<name>")
         number, name = int(match.group(1)), " ".join(match.group(2).split())
         if number > MAX_SPEAKER:
             raise ValueError(f"speaker numbers go from 0 to {MAX_SPEAKER}")
