@@ -348,6 +348,7 @@ class _Cues:
         self.channel = channel
         self.multichannel = multichannel
         self.words: list[str] = []
+        self.widths: list[int] = []  # of the cue's lines so far, the first one's label included
         self.start = self.end = 0.0
         self.speaker: int | None = None
         self.file = _spool()
@@ -363,9 +364,12 @@ class _Cues:
             self.flush()
         if not self.words:
             self.start, self.speaker = start, speaker
-            if len(self._lines(text)) > self.style.max_lines:
+            self.widths = [len(line) for line in self._lines(text)]
+            if len(self.widths) > self.style.max_lines:
                 self._split_long_word(text, start, end)
                 return
+        else:
+            self.widths = self._widths_with(text)
         self.words.append(text)
         self.end = max(self.end, end)
 
@@ -376,13 +380,26 @@ class _Cues:
     def _lines(self, text: str) -> list[str]:
         return self.style.wrap(text, self._prefix())
 
+    def _widths_with(self, text: str) -> list[int]:
+        """The cue's line widths with ``text`` added: greedy, as ``textwrap`` fills lines, without
+        wrapping the whole cue again for each word (a word with a space, or longer than a line,
+        takes textwrap's own path)."""
+        width = self.style.line_length
+        if not width:
+            return [self.widths[0] + 1 + len(text)]
+        if " " in text or len(text) > width:
+            return [len(line) for line in self._lines(" ".join([*self.words, text]))]
+        if self.widths[-1] + 1 + len(text) <= width:
+            return [*self.widths[:-1], self.widths[-1] + 1 + len(text)]
+        return [*self.widths, len(text)]
+
     def _fits(self, text: str, end: float, speaker: int | None) -> bool:
         style = self.style
         return (
             speaker == self.speaker
             and (not style.words_per_cue or len(self.words) < style.words_per_cue)
             and (not style.max_cue_s or end - self.start <= style.max_cue_s)
-            and len(self._lines(" ".join([*self.words, text]))) <= style.max_lines
+            and len(self._widths_with(text)) <= style.max_lines
         )
 
     def _split_long_word(self, text: str, start: float, end: float) -> None:
