@@ -57,7 +57,7 @@ def diarize(words: tuple[Word, ...]) -> tuple[Word, ...]:
     pitches = [median(voiced) if (voiced := [w.pitch for w in g if w.pitch > 0]) else 0.0 for g in groups]
     threshold = _two_means([p for p in pitches if p > 0])
     if threshold is None:
-        return tuple(w._replace(speaker=0) for w in words)
+        return tuple(w if w.speaker == 0 else w._replace(speaker=0) for w in words)
     sides = [None if p == 0 else p > threshold for p in pitches]
     first = next(side for side in sides if side is not None)
     out: list[Word] = []
