@@ -291,6 +291,8 @@ def test_speaker_names_are_read(value: str, expected: tuple[tuple[int, str], ...
         ("0=", "letters"),
         (",".join(f"{i}=P{i}" for i in range(21)), "at most 20"),
         ("0=Alice\n\n1=Bob", "<speaker number>=<name>"),
+        ("0=snake_case", "letters"),
+        ("0=Alice.", "letters"),
     ],
 )
 def test_bad_speaker_names_are_refused_by_option_without_echoing_them(value: str, why: str) -> None:

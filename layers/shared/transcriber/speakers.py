@@ -26,7 +26,7 @@ MAX_SPEAKER = 99  # Deepgram's speaker numbers are small; a larger one is a typo
 MAX_NAME_CHARS = 32
 # Letters (any script), digits, spaces and . ' - : what names are made of, and nothing a caption
 # format gives a meaning to (<, >, &, "-->", line breaks).
-_NAME = re.compile(r"[^\W_](?:[\w .'-]*[^\W_.-])?|[^\W_]")
+_NAME = re.compile(r"[^\W_](?:(?:[^\W_]|[ .'-])*[^\W_])?")
 _ENTRY = re.compile(r"\s*(\d{1,3})\s*=\s*(.*?)\s*")
 
 # Caption settings an upload may set: option -> (CaptionStyle field, lowest, highest); 0 = off
@@ -100,12 +100,6 @@ def speakers_detail(upload: Iterable[tuple[str, str]]) -> dict[str, str] | None:
     return None
 
 
-def split(
-    upload: Iterable[tuple[str, str]],
-) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
-    """(Deepgram's options, ours): only the first part may ever reach Deepgram's query."""
-    pairs = tuple(upload)
-    return (
-        tuple(pair for pair in pairs if pair[0] not in OUTPUT_OPTIONS),
-        tuple(pair for pair in pairs if pair[0] in OUTPUT_OPTIONS),
-    )
+def for_deepgram(upload: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The upload's options without ours: only these may ever reach Deepgram's query."""
+    return tuple(pair for pair in upload if pair[0] not in OUTPUT_OPTIONS)

@@ -244,7 +244,7 @@ def overlay(stack: DeepgramOptions, upload: tuple[tuple[str, str], ...]) -> Deep
     """The stack's options with the upload's laid over them: an option that is a field of
     ``DeepgramOptions`` replaces it (a boolean read as one); any other replaces the stack's
     ``DEEPGRAM_EXTRA_OPTIONS`` pairs of that name."""
-    upload = speakers.split(upload)[0]  # our own options never reach Deepgram
+    upload = speakers.for_deepgram(upload)  # our own options never reach Deepgram
     if not upload:
         return stack
     kinds = {f.name: f.default for f in fields(stack) if f.name != "extra"}
