@@ -334,6 +334,7 @@ def test_metadata_names_speakers_and_caption_settings_and_none_of_it_reaches_dee
     assert speakers.speakers_metadata(accepted) == {"speakers": "0=Zo%C3%AB,1=Bob"}
     assert speakers.speakers_detail(accepted) == {"0": "Zoë", "1": "Bob"}
     assert speakers.speakers_metadata([("language", "es")]) == {}
+    assert speakers.speakers_detail([("language", "es")]) is None
 
 
 @pytest.mark.parametrize(

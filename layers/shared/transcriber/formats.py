@@ -329,12 +329,8 @@ def _seconds(value: Any, fallback: float) -> float:
 
 def _end_of(text: str, visible: int) -> int:
     """Where in ``text`` its first ``visible`` non-space characters end."""
-    for index, char in enumerate(text):
-        if not char.isspace():
-            visible -= 1
-            if visible == 0:
-                return index + 1
-    return len(text)
+    shown = [index for index, char in enumerate(text) if not char.isspace()]
+    return shown[min(visible, len(shown)) - 1] + 1
 
 
 class _Cues:
