@@ -170,8 +170,7 @@ def test_diarized_paragraphs_give_speaker_turns_and_labelled_cues(
     assert text.lower().startswith("speaker 0: the quick brown fox")
     _, srt = get(world, format_key(world, "calls/diarized.wav", "srt"))
     cues = srt_cues(srt)
-    assert cues[0][3][0] == "[speaker 0]"  # the label once, where the speaker starts
-    assert all(not line.startswith("[") for _, _, _, lines in cues[1:] for line in lines)
+    assert all(lines[0].startswith("Speaker 0: ") for _, _, _, lines in cues)  # every cue says who
     _, vtt = get(world, format_key(world, "calls/diarized.wav", "vtt"))
     assert vtt.count("<v Speaker 0>") == len(cues)
 
@@ -207,8 +206,8 @@ def test_multichannel_gives_a_section_per_channel_and_cues_merged_in_time(
     assert [n for n, *_ in cues] == list(range(1, len(cues) + 1))
     starts = [start for _, start, _, _ in cues]
     assert starts == sorted(starts)  # the two channels' cues, merged by start time
-    labels = [lines[0] for _, _, _, lines in cues if lines[0].startswith("[")]
-    assert {"[channel 0]", "[channel 1]"} <= set(labels)
+    labels = {lines[0].split(":")[0] for _, _, _, lines in cues}  # every cue says its channel
+    assert labels == {"Channel 0", "Channel 1"}
     _, vtt = get(world, format_key(world, "calls/stereo.wav", "vtt"))
     assert "<v Channel 0>" in vtt
     assert "<v Channel 1>" in vtt

@@ -223,6 +223,11 @@ TUNED_PARAMETERS = {
     "Settings.Outputs.DeepgramAddOnPricesUsd": "diarize=0.5",
     "Settings.Outputs.OutputFormats": "json,txt",
     "Settings.Outputs.CaptionWordsPerCue": "5",
+    "Settings.Outputs.CaptionLineLength": "32",
+    "Settings.Outputs.CaptionMaxLines": "1",
+    "Settings.Outputs.CaptionMaxCueSeconds": "5",
+    "Settings.Outputs.CaptionStartIndex": "0",
+    "Settings.Outputs.UploadOutputOptions": "speakers",
     "Settings.Outputs.CompletionEvents": "false",
     "Settings.Outputs.EventBusName": "transcripts",
 }

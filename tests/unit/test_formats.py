@@ -74,9 +74,10 @@ def document(*channels: list[dict[str, Any]], **alternative: Any) -> dict[str, A
 
 
 def render(
-    doc: dict[str, Any], fmts: tuple[str, ...] = ("txt", "srt", "vtt"), per_cue: int = 8
+    doc: dict[str, Any], fmts: tuple[str, ...] = ("txt", "srt", "vtt"), per_cue: int = 8, **style: Any
 ) -> dict[str, str]:
-    rendered = formats.render(io.BytesIO(json.dumps(doc).encode()), fmts, per_cue)
+    caption_style = formats.CaptionStyle(words_per_cue=per_cue, **style)
+    rendered = formats.render(io.BytesIO(json.dumps(doc).encode()), fmts, caption_style)
     try:
         return {name: file.read().decode("utf-8") for name, file in rendered.files.items()}
     finally:
@@ -84,15 +85,30 @@ def render(
 
 
 @pytest.mark.parametrize("per_cue", [1, 3, 8, 100])
-@pytest.mark.parametrize("diarize", [False, True])
-def test_captions_are_exactly_what_deepgram_captions_makes(per_cue: int, diarize: bool) -> None:
-    words = [word(w, i * 0.3, speaker=(0 if i < 6 else 1) if diarize else None) for i, w in enumerate(WORDS)]
-    doc = document(words)
+def test_with_the_length_limits_off_captions_are_exactly_what_deepgram_captions_makes(per_cue: int) -> None:
+    doc = document([word(w, i * 0.3) for i, w in enumerate(WORDS)])
 
-    out = render(doc, per_cue=per_cue)
+    out = render(doc, per_cue=per_cue, line_length=0, max_cue_s=0)
 
     assert out["srt"] == srt(DeepgramConverter(doc), per_cue)
     assert out["vtt"] == webvtt(DeepgramConverter(doc), per_cue)
+
+
+@pytest.mark.parametrize("per_cue", [1, 3, 8, 100])
+def test_diarized_cues_are_deepgram_captions_cues_with_the_speaker_as_a_prefix(per_cue: int) -> None:
+    words = [word(w, i * 0.3, speaker=0 if i < 6 else 1) for i, w in enumerate(WORDS)]
+    doc = document(words)
+
+    out = render(doc, per_cue=per_cue, line_length=0, max_cue_s=0)
+
+    theirs = [block.split("\n") for block in srt(DeepgramConverter(doc), per_cue).strip().split("\n\n")]
+    ours = [block.split("\n") for block in out["srt"].strip().split("\n\n")]
+    assert [block[:2] for block in ours] == [block[:2] for block in theirs]  # numbers and times
+    speaker, expected = "", []
+    for block in theirs:  # theirs: a "[speaker N]" line when the speaker changes; ours: a prefix
+        speaker = block[2][len("[speaker ") : -1] if block[2].startswith("[speaker ") else speaker
+        expected.append([f"Speaker {speaker}: {block[-1]}"])
+    assert [block[2:] for block in ours] == expected
 
 
 def test_srt_is_numbered_from_one_and_timed_to_the_words() -> None:
@@ -159,10 +175,10 @@ def test_multichannel_text_has_a_section_per_channel_and_cues_merge_by_time() ->
 
     assert out["txt"] == "[Channel 0]\nHello Caller\n\n[Channel 1]\nHi Agent\n"
     assert out["srt"] == (
-        "1\n00:00:00,000 --> 00:00:00,250\n[channel 0]\nHello\n\n"
-        "2\n00:00:01,000 --> 00:00:01,250\n[channel 1]\nHi\n\n"
-        "3\n00:00:02,000 --> 00:00:02,250\n[channel 0]\nCaller\n\n"
-        "4\n00:00:03,000 --> 00:00:03,250\n[channel 1]\nAgent\n"
+        "1\n00:00:00,000 --> 00:00:00,250\nChannel 0: Hello\n\n"
+        "2\n00:00:01,000 --> 00:00:01,250\nChannel 1: Hi\n\n"
+        "3\n00:00:02,000 --> 00:00:02,250\nChannel 0: Caller\n\n"
+        "4\n00:00:03,000 --> 00:00:03,250\nChannel 1: Agent\n"
     )
     assert "\n00:00:01.000 --> 00:00:01.250\n<v Channel 1>Hi\n" in out["vtt"]
     assert "Channels: 2" in out["vtt"]
@@ -335,7 +351,8 @@ def test_the_layout_follows_the_channels_in_the_results_not_the_audios() -> None
     rendered = formats.render(io.BytesIO(json.dumps(doc).encode()), ())
 
     assert out["txt"] == "Speaker 0: Hello\n"
-    assert "[channel" not in out["srt"]
+    assert "Channel" not in out["srt"]
+    assert "\nSpeaker 0: Hello\n" in out["srt"]
     assert "<v Speaker 0>Hello" in out["vtt"]
     assert rendered.summary.channels == 2  # the event reports the audio's channels
 
@@ -344,4 +361,4 @@ def test_a_silent_channel_still_has_its_section() -> None:
     out = render(document([word("hello", 0.0)], []))
 
     assert out["txt"] == "[Channel 0]\nHello\n\n[Channel 1]\n"
-    assert out["srt"] == "1\n00:00:00,000 --> 00:00:00,250\n[channel 0]\nHello\n"
+    assert out["srt"] == "1\n00:00:00,000 --> 00:00:00,250\nChannel 0: Hello\n"

@@ -18,6 +18,7 @@ from transcriber.cost import (
 )
 from transcriber.errors import ConfigurationError, PermanentError
 from transcriber.events import batch_operation_objects, parse_event
+from transcriber.speakers import OUTPUT_OPTIONS
 from transcriber.upload_options import (
     DEFAULT_ALLOWED,
     MAX_METADATA_CHARS,
@@ -143,9 +144,9 @@ def test_a_single_valued_option_given_twice_and_too_many_key_terms_are_refused()
 
 
 def test_the_allow_list_comes_from_upload_options() -> None:
-    assert Settings.from_env(ENV).upload_options.allowed == frozenset(DEFAULT_ALLOWED)
+    assert Settings.from_env(ENV).upload_options.allowed == frozenset(DEFAULT_ALLOWED) | OUTPUT_OPTIONS
     policy = UploadOptionPolicy.from_env(EnvReader({"UPLOAD_OPTIONS": "language, diarize-model"}))
-    assert policy.allowed == {"language", "diarize_model"}
+    assert policy.allowed == {"language", "diarize_model"} | OUTPUT_OPTIONS
     off = UploadOptionPolicy.from_env(EnvReader({"UPLOAD_OPTIONS": "none"}))
     assert not off.enabled
     assert not off.reads_metadata(None)

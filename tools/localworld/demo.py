@@ -5,6 +5,11 @@ recording (or every recording of a folder) to the input bucket, lets S3's notifi
 real transcribe handler in a local Lambda container, prints the transcript it wrote to the output
 bucket, and copies every output (``.json``, ``.txt``, ``.srt``, ``.vtt``, or the failure record) to
 a local folder (``demo-output/``, ignored by git) before the local world shuts down.
+
+By default it uploads the committed two-voice recording (``samples/two_voices.wav``) with
+``x-amz-meta-dg-diarize: true`` and ``x-amz-meta-dg-speakers: 0=Alice,1=Bob``: the emulator tells
+the voices apart by pitch, and the text and captions (42 characters a line, two lines, 7 s at most)
+name the speakers. ``--speakers`` names the speakers of any recording (``none``: no names).
 """
 
 from __future__ import annotations
@@ -20,19 +25,23 @@ from typing import Any
 
 from localworld.chaos import FAST_RETRY_FUNCTION
 from localworld.delivery import LocalDelivery
-from localworld.world import ROOT, SAMPLE_AUDIO, LocalWorld, local_world
+from localworld.world import ROOT, LocalWorld, local_world
 from transcriber.config import DEFAULT_EXTENSIONS
 
 TIMEOUT_S = 300.0  # per recording
 OUTPUT_DIR = ROOT / "demo-output"
 KEY_PREFIX = "uploads/"
 MEDIA_EXTENSIONS = DEFAULT_EXTENSIONS.split(",")  # what the function transcribes; others it skips
+TWO_VOICES = ROOT / "tools" / "localworld" / "samples" / "two_voices.wav"
+TWO_VOICES_SPEAKERS = "0=Alice,1=Bob"  # who speaks first in it, and who second
+CAPTION_CUES = 4  # the first cues of the SRT, printed
 
 
 @dataclass(frozen=True)
 class Upload:
     audio: Path
     key: str
+    metadata: dict[str, str]  # x-amz-meta-*: the upload's own options
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--audio",
         type=Path,
-        default=SAMPLE_AUDIO,
-        help="a recording, or a folder: every recording in it (default: the sample)",
+        default=None,
+        help="a recording, or a folder: every recording in it (default: the two-voice sample)",
+    )
+    parser.add_argument(
+        "--speakers",
+        default=None,
+        help=f"name the speakers (diarized), e.g. {TWO_VOICES_SPEAKERS!r} (the default for the two-voice "
+        "sample); none: no names",
     )
     parser.add_argument(
         "--key", default=None, help="object key of a single recording (default: uploads/<name>)"
@@ -73,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        uploads = planned_uploads(args.audio, args.key)
+        uploads = planned_uploads(args.audio or TWO_VOICES, args.key, speakers_of(args.audio, args.speakers))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -95,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             env_overrides={"RetryFunction": FAST_RETRY_FUNCTION},
         ) as delivery:
             for upload in uploads:
-                world.upload(upload.audio, upload.key)
+                world.upload(upload.audio, upload.key, Metadata=upload.metadata)
                 say(f"Uploaded {upload.audio.name} to s3://{world.input_bucket}/{upload.key}")
+                for name, value in upload.metadata.items():
+                    say(f"  x-amz-meta-{name}: {value}")
             deadline = started + TIMEOUT_S * len(uploads)
             outcomes = [wait_for_output(world, upload.key, deadline) for upload in uploads]
             # The JSON comes first; the derived formats and the completion event follow it.
@@ -116,10 +133,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if failed else 0
 
 
-def planned_uploads(audio: Path, key: str | None) -> list[Upload]:
+def speakers_of(audio: Path | None, speakers: str | None) -> dict[str, str]:
+    """The metadata that names the speakers: asked for, or the two-voice sample's by default."""
+    names = speakers if speakers is not None else (TWO_VOICES_SPEAKERS if audio is None else "none")
+    if names.strip().lower() == "none":
+        return {}
+    return {"dg-diarize": "true", "dg-speakers": names}
+
+
+def planned_uploads(audio: Path, key: str | None, metadata: dict[str, str] | None = None) -> list[Upload]:
     """One recording, or every recording of a folder (by extension, as the function judges them)."""
+    metadata = metadata or {}
     if audio.is_file():
-        return [Upload(audio, key or f"{KEY_PREFIX}{audio.name}")]
+        return [Upload(audio, key or f"{KEY_PREFIX}{audio.name}", metadata)]
     if not audio.is_dir():
         raise ValueError(f"no such file or folder: {audio}")
     if key:
@@ -128,7 +154,7 @@ def planned_uploads(audio: Path, key: str | None) -> list[Upload]:
     files = sorted(p for p in audio.iterdir() if p.is_file() and p.suffix.lower() in extensions)
     if not files:
         raise ValueError(f"no recording ({', '.join(MEDIA_EXTENSIONS)}) in {audio}")
-    return [Upload(path, f"{KEY_PREFIX}{path.name}") for path in files]
+    return [Upload(path, f"{KEY_PREFIX}{path.name}", metadata) for path in files]
 
 
 def say(message: str) -> None:
@@ -209,6 +235,9 @@ def show_formats(world: LocalWorld, json_key: str, upload: Upload, output_dir: P
         say(f"  {'kept as':<16} {keep(output_dir, f'{upload.audio.name}.{extension}', body)}")
         if extension == "txt":
             for line in body.decode("utf-8").splitlines()[:TEXT_LINES]:
+                say(f"      | {line}")
+        elif extension == "srt":
+            for line in "\n\n".join(body.decode("utf-8").split("\n\n")[:CAPTION_CUES]).splitlines():
                 say(f"      | {line}")
 
 

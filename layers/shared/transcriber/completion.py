@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber import formats
+from transcriber import formats, speakers
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
 from transcriber.observability import logger, metrics
 from transcriber.storage import utc_now
@@ -107,7 +107,8 @@ class Completion:
         with tempfile.TemporaryFile() as stored:
             self.storage.read_output(keys["json"], stored)
             try:
-                rendered = formats.render(stored, self.derived, self.settings.caption_words_per_cue)
+                style = speakers.style_for(self.settings.caption_style, obj.options or ())
+                rendered = formats.render(stored, self.derived, style)
             except formats.TranscriptFormatError as exc:
                 raise PermanentError(ErrorDetails(reason="transcript-unreadable", message=str(exc))) from exc
         try:
@@ -178,6 +179,9 @@ class Completion:
         }
         if options is not None:
             detail["deepgram"]["options"] = options
+        names = speakers.speakers_detail(obj.options or ())
+        if names is not None:
+            detail["speakers"] = names
         if result.get("estimated_cost_usd") is not None:
             detail["estimated_cost_usd"] = result["estimated_cost_usd"]
         return detail

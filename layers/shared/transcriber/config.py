@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 from transcriber.capacity import BACKFILL_LANE, PoolSettings
 from transcriber.cost import Pricing
 from transcriber.errors import configuration_error
+from transcriber.formats import CaptionStyle
 from transcriber.keyterms import KeytermCount
 from transcriber.profiles import Profiles
 from transcriber.upload_options import UploadOptionPolicy
@@ -161,6 +162,8 @@ class Settings:
     allowed_buckets: frozenset[str] = frozenset()
     output_formats: tuple[str, ...] = OUTPUT_FORMATS
     caption_words_per_cue: int = DEFAULT_CAPTION_WORDS_PER_CUE
+    # The captions' layout (its words_per_cue is caption_words_per_cue); an upload may change it.
+    caption_style: CaptionStyle = field(default_factory=CaptionStyle)
     completion_events: bool = True
     event_bus_name: str = DEFAULT_EVENT_BUS
     profiles: Profiles = field(default_factory=Profiles)  # Deepgram options per key prefix
@@ -205,7 +208,9 @@ class Settings:
         if over_limit is not None:
             raise configuration_error("invalid-configuration", f"{OPTIONS_VARIABLE}: {over_limit}")
         settings = replace(
-            settings, profiles=Profiles.from_env(reader, settings.deepgram, UNSUPPORTED_OPTIONS)
+            settings,
+            profiles=Profiles.from_env(reader, settings.deepgram, UNSUPPORTED_OPTIONS),
+            caption_style=caption_style(reader, settings.caption_words_per_cue),
         )
         if settings.input_bucket:
             settings = replace(settings, allowed_buckets=settings.allowed_buckets | {settings.input_bucket})
@@ -231,6 +236,18 @@ class Settings:
                 "TRANSCRIPT_PREFIX, FAILURE_PREFIX and KEPT_ANSWER_PREFIX must differ",
             )
         return settings
+
+
+def caption_style(reader: EnvReader, words_per_cue: int) -> CaptionStyle:
+    """The captions' layout (``transcriber.formats.CaptionStyle``); 0 turns a length limit off."""
+    default = CaptionStyle()
+    return CaptionStyle(
+        words_per_cue=words_per_cue,
+        line_length=reader.integer("CAPTION_LINE_LENGTH", default=default.line_length, minimum=0),
+        max_lines=reader.integer("CAPTION_MAX_LINES", default=default.max_lines, minimum=1),
+        max_cue_s=reader.integer("CAPTION_MAX_CUE_SECONDS", default=int(default.max_cue_s), minimum=0),
+        start_index=reader.integer("CAPTION_START_INDEX", default=default.start_index, minimum=0),
+    )
 
 
 def pool_settings(reader: EnvReader) -> PoolSettings | None:

@@ -7,14 +7,18 @@ of a multichannel answer are spooled per channel and merged by start time (``hea
 they are bounded too.
 
 * ``txt``: the paragraphs when Deepgram returned them (``paragraphs=true``), else the words; when
-  diarized, one ``Speaker N:`` turn per line (per paragraph); when the results hold several
-  channels (``multichannel=true``), one section per channel headed ``[Channel N]``, spooled per
-  channel and joined at the end. Speaker and channel numbers are Deepgram's (from 0).
-* ``srt`` / ``vtt``: cues of at most ``words_per_cue`` words, timed to the first word's start and
-  the last word's end; a new cue at every speaker change. The cue layout is deepgram-captions'
-  (the tests check that for a single-channel answer the output is exactly what
-  ``deepgram_captions.srt``/``webvtt`` make of the same JSON); SRT is numbered from 1. With
-  several channels every cue names its channel (SRT ``[channel N]`` line on a change, WebVTT voice).
+  diarized, one ``Speaker N:`` turn per line (per paragraph), or the speaker's name when the upload
+  named them (``CaptionStyle.speakers``); when the results hold several channels
+  (``multichannel=true``), one section per channel headed ``[Channel N]``, spooled per channel and
+  joined at the end. Speaker and channel numbers are Deepgram's (from 0).
+* ``srt`` / ``vtt``: cues laid out by ``CaptionStyle``: at most ``line_length`` characters a line
+  (42), ``max_lines`` lines (2), ``max_cue_s`` seconds (7) and ``words_per_cue`` words (8), a new
+  cue at every speaker change, timed to the first word's start and the last word's end. A
+  diarized cue carries its speaker: a ``Alice: `` prefix in SRT (counted in the line's length), a
+  ``<v Alice>`` voice span in WebVTT; with several channels the label names the channel too. SRT
+  is numbered from ``start_index`` (1). deepgram-captions (the library this was modelled on) only
+  counts words and holds the whole answer in memory; with the character and time limits off, the
+  cues are the ones it makes (the tests check that).
 * An answer without any word gives an empty ``txt`` and no caption file (``Rendered.skipped``).
 """
 
@@ -25,6 +29,7 @@ import json
 import re
 import shutil
 import tempfile
+import textwrap
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -41,6 +46,10 @@ CONTENT_TYPES = {
     "vtt": "text/vtt; charset=utf-8",
 }
 DEFAULT_WORDS_PER_CUE = 8  # deepgram-captions' default line length
+DEFAULT_LINE_LENGTH = 42  # characters: the broadcast norm (BBC, Netflix)
+DEFAULT_MAX_LINES = 2
+DEFAULT_MAX_CUE_SECONDS = 7.0
+MAX_SECONDS = 360_000.0  # 100 hours: a word time past it is not a time (odd answers)
 EMPTY_TRANSCRIPT = "empty-transcript"
 DEEPGRAM = "Deepgram"
 # Deepgram names its models with slugs ("general-nova-3", "2-general-nova"). A model name in words is
@@ -94,6 +103,39 @@ class Rendered:
     def close(self) -> None:
         for file in self.files.values():
             file.close()
+
+
+@dataclass(frozen=True)
+class CaptionStyle:
+    """How captions are laid out; 0 turns a limit off. The defaults are the broadcast norm
+    (42 characters a line, two lines, about 7 s a cue) on top of deepgram-captions' 8 words."""
+
+    words_per_cue: int = DEFAULT_WORDS_PER_CUE
+    line_length: int = DEFAULT_LINE_LENGTH
+    max_lines: int = DEFAULT_MAX_LINES
+    max_cue_s: float = DEFAULT_MAX_CUE_SECONDS
+    start_index: int = 1  # the first SRT cue's number
+    speakers: tuple[tuple[int, str], ...] = ()  # Deepgram's speaker numbers -> names (transcriber.speakers)
+
+    def name(self, speaker: int) -> str:
+        return dict(self.speakers).get(speaker, f"Speaker {speaker}")
+
+    def label(self, channel: int, speaker: int | None, multichannel: bool) -> str:
+        """Who speaks a cue or a turn: ``Alice``, ``Speaker 0``, ``Channel 1 Speaker 0``; cut to a
+        third of a line, so the words keep most of the first line."""
+        parts = [f"Channel {channel}"] if multichannel else []
+        if speaker is not None:
+            parts.append(self.name(speaker))
+        label = " ".join(parts)
+        return label[: max(1, self.line_length // 3)].rstrip() if self.line_length else label
+
+    def wrap(self, text: str, prefix: str = "") -> list[str]:
+        """The cue's lines, the first one after ``prefix`` (which counts toward its length)."""
+        if not self.line_length:
+            return [prefix + text]
+        return textwrap.wrap(
+            text, self.line_length, initial_indent=prefix, break_long_words=True, break_on_hyphens=False
+        )
 
 
 @dataclass(frozen=True)
@@ -213,7 +255,8 @@ class _Text:
     """Plain text of one source (words or paragraphs), spooled per channel; ``assemble`` joins the
     channels, each headed ``[Channel N]`` when the answer has more than one."""
 
-    def __init__(self) -> None:
+    def __init__(self, style: CaptionStyle) -> None:
+        self.style = style  # for the speakers' names
         self.files: dict[int, IO[bytes]] = {}
         self.channel = -1
         self.speaker: int | None = None
@@ -239,7 +282,7 @@ class _Text:
         speaker, text = _speaker(word), _word_text(word)
         if speaker is not None and speaker != self.speaker:
             self.end_line()
-            self._write(f"Speaker {speaker}: {text}")
+            self._write(f"{self.style.name(speaker)}: {text}")
         else:
             self._write(f" {text}" if self.line_open else text)
         self.speaker, self.line_open = speaker, True
@@ -249,7 +292,7 @@ class _Text:
         sentences = paragraph.get("sentences") or []
         body = " ".join(str(s.get("text", "")) for s in sentences if isinstance(s, dict))
         speaker = _speaker(paragraph)
-        label = f"Speaker {speaker}: " if speaker is not None else ""
+        label = f"{self.style.name(speaker)}: " if speaker is not None else ""
         first = self.files[channel].tell() == 0
         self._write(f"{'' if first else chr(10)}{label}{body}\n")
 
@@ -271,36 +314,115 @@ class _Text:
             file.close()
 
 
-class _Cues:
-    """Groups one channel's words into cues, as deepgram-captions does, spooled as JSON lines."""
+def caption_text(text: str) -> str:
+    """A word as caption text: one line, whitespace collapsed, and no ``-->`` (which would end a
+    cue's text in SRT and WebVTT); hostile or odd answers must still make parseable captions."""
+    return " ".join(text.split()).replace("-->", "->")
 
-    def __init__(self, words_per_cue: int) -> None:
-        self.words_per_cue = words_per_cue
-        self.words: list[dict[str, Any]] = []
-        self.channel = 0
+
+def _seconds(value: Any, fallback: float) -> float:
+    """A word's time, when it is a finite non-negative number; else ``fallback`` (odd answers)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < MAX_SECONDS:
+        return float(value)
+    return fallback
+
+
+def _end_of(text: str, visible: int) -> int:
+    """Where in ``text`` its first ``visible`` non-space characters end."""
+    shown = [index for index, char in enumerate(text) if not char.isspace()]
+    return shown[min(visible, len(shown)) - 1] + 1
+
+
+class _Cues:
+    """Lays one channel's words out in cues (``CaptionStyle``), spooled as JSON lines. The first
+    line's room is measured after the label the cue will carry (``multichannel``: the answer's
+    metadata says so, or this is not the first channel; a label the writer finds shorter only
+    leaves more room)."""
+
+    def __init__(self, style: CaptionStyle, channel: int, multichannel: bool) -> None:
+        self.style = style
+        self.channel = channel
+        self.multichannel = multichannel
+        self.words: list[str] = []
+        self.widths: list[int] = []  # of the cue's lines so far, the first one's label included
+        self.start = self.end = 0.0
+        self.speaker: int | None = None
         self.file = _spool()
 
-    def add(self, channel: int, word: dict[str, Any]) -> None:
-        if self.words and (
-            len(self.words) >= self.words_per_cue or _speaker(word) != _speaker(self.words[-1])
-        ):
+    def add(self, word: dict[str, Any]) -> None:
+        text = caption_text(_word_text(word))
+        if not text:
+            return
+        start = _seconds(word.get("start"), self.end)
+        end = max(start, _seconds(word.get("end"), start))
+        speaker = _speaker(word)
+        if self.words and not self._fits(text, end, speaker):
             self.flush()
-        self.channel = channel
-        self.words.append(word)
+        if not self.words:
+            self.start, self.speaker = start, speaker
+            self.widths = [len(line) for line in self._lines(text)]
+            if len(self.widths) > self.style.max_lines:
+                self._split_long_word(text, start, end)
+                return
+        else:
+            self.widths = self._widths_with(text)
+        self.words.append(text)
+        self.end = max(self.end, end)
+
+    def _prefix(self) -> str:
+        label = self.style.label(self.channel, self.speaker, self.multichannel)
+        return f"{label}: " if label else ""
+
+    def _lines(self, text: str) -> list[str]:
+        return self.style.wrap(text, self._prefix())
+
+    def _widths_with(self, text: str) -> list[int]:
+        """The cue's line widths with ``text`` added: greedy, as ``textwrap`` fills lines, without
+        wrapping the whole cue again for each word (a word with a space, or longer than a line,
+        takes textwrap's own path)."""
+        width = self.style.line_length
+        if not width:
+            return [self.widths[0] + 1 + len(text)]
+        if " " in text or len(text) > width:
+            return [len(line) for line in self._lines(" ".join([*self.words, text]))]
+        if self.widths[-1] + 1 + len(text) <= width:
+            return [*self.widths[:-1], self.widths[-1] + 1 + len(text)]
+        return [*self.widths, len(text)]
+
+    def _fits(self, text: str, end: float, speaker: int | None) -> bool:
+        style = self.style
+        return (
+            speaker == self.speaker
+            and (not style.words_per_cue or len(self.words) < style.words_per_cue)
+            and (not style.max_cue_s or end - self.start <= style.max_cue_s)
+            and len(self._widths_with(text)) <= style.max_lines
+        )
+
+    def _split_long_word(self, text: str, start: float, end: float) -> None:
+        """A word longer than a whole cue (no speech has one; a hostile answer may): a cue per
+        piece that fits, sharing its time."""
+        pieces = []
+        while text:
+            shown = self._lines(text)[: self.style.max_lines]
+            cut = _end_of(
+                text, sum(len("".join(line.split())) for line in shown) - len(self._prefix().replace(" ", ""))
+            )
+            pieces.append(text[:cut].strip())
+            text = text[cut:].strip()
+        step = (end - start) / len(pieces)
+        for index, piece in enumerate(pieces):
+            self._write(start + index * step, start + (index + 1) * step, piece)
 
     def flush(self) -> None:
-        if not self.words:
-            return
-        first, last = self.words[0], self.words[-1]
-        cue = [
-            float(first.get("start", 0.0)),
-            float(last.get("end", 0.0)),
-            self.channel,
-            _speaker(first),
-            " ".join(_word_text(w) for w in self.words),
-        ]
+        if self.words:
+            self._write(self.start, self.end, " ".join(self.words))
+            self.words = []
+
+    def _write(self, start: float, end: float, text: str) -> None:
+        if self.style.max_cue_s:
+            end = min(end, start + self.style.max_cue_s)  # one word said for longer than a cue
+        cue = [start, end, self.channel, self.speaker, text]
         self.file.write(json.dumps(cue, ensure_ascii=False).encode("utf-8") + b"\n")
-        self.words = []
 
     def read(self) -> Iterator[Cue]:
         self.flush()
@@ -313,15 +435,17 @@ class _Cues:
 class _Captions:
     """Cue spools per channel; ``cues()`` merges them by start time."""
 
-    def __init__(self, words_per_cue: int) -> None:
-        self.words_per_cue = words_per_cue
+    def __init__(self, style: CaptionStyle, summary: TranscriptSummary) -> None:
+        self.style = style
+        self.summary = summary
         self.channels: dict[int, _Cues] = {}
 
     def word(self, channel: int, word: dict[str, Any]) -> None:
         spool = self.channels.get(channel)
         if spool is None:
-            spool = self.channels[channel] = _Cues(self.words_per_cue)
-        spool.add(channel, word)
+            multichannel = self.summary.channels > 1 or channel > 0
+            spool = self.channels[channel] = _Cues(self.style, channel, multichannel)
+        spool.add(word)
 
     def cues(self) -> Iterator[Cue]:
         return heapq.merge(*(spool.read() for spool in self.channels.values()), key=lambda c: c.start)
@@ -331,24 +455,24 @@ class _Captions:
             spool.file.close()
 
 
-def _label(cue: Cue, multichannel: bool) -> str | None:
-    parts = [f"channel {cue.channel}"] if multichannel else []
-    if cue.speaker is not None:
-        parts.append(f"speaker {cue.speaker}")
-    return " ".join(parts) or None
+def _cue_lines(cue: Cue, style: CaptionStyle, multichannel: bool) -> tuple[str, list[str]]:
+    """The cue's label and its lines (without the label)."""
+    label = style.label(cue.channel, cue.speaker, multichannel)
+    prefix = f"{label}: " if label else ""
+    lines = style.wrap(cue.text, prefix)
+    lines[0] = lines[0][len(prefix) :]
+    return label, lines
 
 
-def write_srt(cues: Iterator[Cue], out: IO[bytes], multichannel: bool) -> None:
-    """SRT numbered from 1; a ``[speaker N]`` (``[channel N ...]``) line when the label changes."""
-    current: str | None = None
-    for number, cue in enumerate(cues, start=1):
-        lines = [str(number), f"{timestamp(cue.start, ',')} --> {timestamp(cue.end, ',')}"]
-        label = _label(cue, multichannel)
-        if label is not None and label != current:
-            lines.append(f"[{label}]")
-        current = label
-        lines.append(cue.text)
-        out.write(("\n" if number > 1 else "").encode() + "\n".join(lines).encode("utf-8") + b"\n")
+def write_srt(cues: Iterator[Cue], out: IO[bytes], style: CaptionStyle, multichannel: bool) -> None:
+    """SRT numbered from ``style.start_index``; the label before the first line of every labelled
+    cue: ``Alice: Hello there``."""
+    for index, cue in enumerate(cues):
+        label, lines = _cue_lines(cue, style, multichannel)
+        if label:
+            lines[0] = f"{label}: {lines[0]}"
+        head = [str(style.start_index + index), f"{timestamp(cue.start, ',')} --> {timestamp(cue.end, ',')}"]
+        out.write(("\n" if index else "").encode() + "\n".join(head + lines).encode("utf-8") + b"\n")
 
 
 def _vtt_escape(text: str) -> str:
@@ -360,9 +484,11 @@ def _note_safe(value: object) -> str:
     return " ".join(str(value).split()).replace("-->", "->")
 
 
-def write_vtt(cues: Iterator[Cue], out: IO[bytes], multichannel: bool, summary: TranscriptSummary) -> None:
-    """WebVTT with deepgram-captions' NOTE header (crediting the answer's maker); a ``<v Speaker N>``
-    voice per cue when labelled."""
+def write_vtt(
+    cues: Iterator[Cue], out: IO[bytes], style: CaptionStyle, multichannel: bool, summary: TranscriptSummary
+) -> None:
+    """WebVTT with deepgram-captions' NOTE header (crediting the answer's maker); a voice span
+    (``<v Alice>``) on every labelled cue."""
     note = ["NOTE", f"Transcription provided by {_note_safe(summary.maker)}"]
     facts = (
         ("Request Id", summary.request_id),
@@ -373,19 +499,21 @@ def write_vtt(cues: Iterator[Cue], out: IO[bytes], multichannel: bool, summary: 
     note += [f"{name}: {_note_safe(value)}" for name, value in facts if value]
     out.write(("WEBVTT\n\n" + "\n".join(note) + "\n\n").encode("utf-8"))
     for index, cue in enumerate(cues):
-        label = _label(cue, multichannel)
-        voice = f"<v {label.title()}>" if label is not None else ""
+        label, lines = _cue_lines(cue, style, multichannel)
+        voice = f"<v {_vtt_escape(label)}>" if label else ""
         times = f"{timestamp(cue.start, '.')} --> {timestamp(cue.end, '.')}"
-        out.write(f"{chr(10) if index else ''}{times}\n{voice}{_vtt_escape(cue.text)}\n".encode())
+        text = "\n".join(_vtt_escape(line) for line in lines)
+        out.write(f"{chr(10) if index else ''}{times}\n{voice}{text}\n".encode())
 
 
 class _Collector:
     """Everything one pass over the items feeds: both texts and the caption spools."""
 
-    def __init__(self, summary: TranscriptSummary, words_per_cue: int) -> None:
+    def __init__(self, summary: TranscriptSummary, style: CaptionStyle) -> None:
         self.summary = summary
-        self.words, self.paragraphs = _Text(), _Text()
-        self.captions = _Captions(words_per_cue)
+        self.style = style
+        self.words, self.paragraphs = _Text(style), _Text(style)
+        self.captions = _Captions(style, summary)
         self.channels = 0  # in the results (the layout's), whatever the metadata says of the audio
 
     def add(self, item: Item) -> None:
@@ -409,9 +537,9 @@ class _Collector:
         out = _spool()
         multichannel = self.channels > 1
         if name == "srt":
-            write_srt(self.captions.cues(), out, multichannel)
+            write_srt(self.captions.cues(), out, self.style, multichannel)
         else:
-            write_vtt(self.captions.cues(), out, multichannel, self.summary)
+            write_vtt(self.captions.cues(), out, self.style, multichannel, self.summary)
         return out
 
     def close(self) -> None:
@@ -420,13 +548,11 @@ class _Collector:
         self.captions.close()
 
 
-def render(
-    source: IO[bytes], formats: Collection[str], words_per_cue: int = DEFAULT_WORDS_PER_CUE
-) -> Rendered:
+def render(source: IO[bytes], formats: Collection[str], style: CaptionStyle | None = None) -> Rendered:
     """Make the requested derived formats from the stored JSON in ``source`` (seekable)."""
     summary = read_summary(source)
     rendered = Rendered(summary)
-    collector = _Collector(summary, words_per_cue)
+    collector = _Collector(summary, style or CaptionStyle())
     try:
         for item in iter_items(source, summary):
             collector.add(item)

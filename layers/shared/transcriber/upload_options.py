@@ -15,9 +15,11 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from email.header import decode_header, make_header
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
+from transcriber import speakers
 from transcriber.errors import ErrorDetails, PermanentError, configuration_error
 from transcriber.observability import redact_url
 
@@ -100,6 +102,8 @@ _VALUE_CHECKS |= {
     "detect_language": _check_detect_language,
     "keyterm": _check_term,
 }
+# Ours, not Deepgram's (transcriber.speakers): the caption layout (speakers are checked apart).
+_VALUE_CHECKS |= {name: partial(speakers.caption_value_ok, name) for name in speakers.CAPTION_OPTIONS}
 
 
 # Options whose values take a name (model names, diarize_model, redact entities); see well_formed.
@@ -179,20 +183,29 @@ class UploadOptionPolicy:
     """Which options uploaders may set (``UPLOAD_OPTIONS``); empty turns the feature off, and then
     the object's metadata is not even read (no HEAD request for it)."""
 
-    allowed: frozenset[str] = frozenset(DEFAULT_ALLOWED)
+    allowed: frozenset[str] = frozenset(DEFAULT_ALLOWED) | speakers.OUTPUT_OPTIONS
 
     @classmethod
-    def from_env(cls, reader: EnvReader, name: str = "UPLOAD_OPTIONS") -> UploadOptionPolicy:
-        text = reader.text(name, default=",".join(DEFAULT_ALLOWED))
-        allowed = frozenset(option_name(part) for part in text.split(",") if part.strip())
-        if text.strip().lower() == "none":
-            allowed = frozenset()
+    def from_env(
+        cls, reader: EnvReader, name: str = "UPLOAD_OPTIONS", outputs: str = "UPLOAD_OUTPUT_OPTIONS"
+    ) -> UploadOptionPolicy:
+        """Deepgram's options from ``name``; ours (named speakers, caption layout:
+        ``transcriber.speakers``) from ``outputs``: one allow-list, two settings."""
+        allowed = _listed(reader, name, DEFAULT_ALLOWED)
         forbidden = sorted(allowed & NEVER_ALLOWED)
         if forbidden:
             raise configuration_error(
                 "invalid-configuration", f"{name} lists {', '.join(forbidden)}, which uploaders may never set"
             )
-        return cls(allowed)
+        # "none" in the first turns the feature off: the objects' metadata is not even read.
+        ours = _listed(reader, outputs, speakers.DEFAULT_OUTPUT_OPTIONS) if allowed else frozenset()
+        unknown = sorted(ours - speakers.OUTPUT_OPTIONS)
+        if unknown:
+            known = ", ".join(speakers.DEFAULT_OUTPUT_OPTIONS)
+            raise configuration_error(
+                "invalid-configuration", f"{outputs} lists {', '.join(unknown)}; it may list {known}"
+            )
+        return cls(allowed | ours)
 
     @property
     def enabled(self) -> bool:
@@ -220,15 +233,29 @@ class UploadOptionPolicy:
             listed = ", ".join(sorted(self.allowed)) or "empty"
             raise refused(name, f"not in this stack's allow-list ({listed})")
         normalised = value.lower() if name in _BOOLEAN_OPTIONS else value
+        if name == speakers.SPEAKERS:
+            try:
+                speakers.parse_speakers(normalised)
+            except ValueError as exc:  # says what is wrong; names are people's: not echoed
+                raise refused(name, f"{exc} (e.g. 0=Alice,1=Bob)") from None
+            return normalised
         if not well_formed(name, normalised):
             raise refused(name, f"{redact_url(value)[:40]!r} is not a valid value")
         return normalised
+
+
+def _listed(reader: EnvReader, name: str, default: Iterable[str]) -> frozenset[str]:
+    text = reader.text(name, default=",".join(default))
+    if text.strip().lower() == "none":
+        return frozenset()
+    return frozenset(option_name(part) for part in text.split(",") if part.strip())
 
 
 def overlay(stack: DeepgramOptions, upload: tuple[tuple[str, str], ...]) -> DeepgramOptions:
     """The stack's options with the upload's laid over them: an option that is a field of
     ``DeepgramOptions`` replaces it (a boolean read as one); any other replaces the stack's
     ``DEEPGRAM_EXTRA_OPTIONS`` pairs of that name."""
+    upload = speakers.for_deepgram(upload)  # our own options never reach Deepgram
     if not upload:
         return stack
     kinds = {f.name: f.default for f in fields(stack) if f.name != "extra"}

@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber import cost, keyterms, upload_options
+from transcriber import cost, keyterms, speakers, upload_options
 from transcriber.answers import AnswerKeeper, KeptAnswers
 from transcriber.archive import archived_refusal
 from transcriber.capacity import CAPACITY_REASON, Unlimited
@@ -380,6 +380,7 @@ class Transcriber:
         query = self._query(obj)
         usd = cost.estimate_usd(self.settings.pricing, transcript.duration_s, transcript.channels, query)
         more_metadata = upload_options.metadata(query) | cost.metadata(transcript.duration_s, usd)
+        more_metadata |= speakers.speakers_metadata(obj.options or ())  # names: ours, not Deepgram's
         answer = {
             "request_id": transcript.request_id,
             "duration_s": transcript.duration_s,

@@ -30,6 +30,11 @@ _SEARCH_CUT_S = 5.0
 _SILENCE_RMS = 50.0  # int16 units
 _NOT_WORDS = re.compile(r"^(<s>|</s>|<sil>|\[.*\]|\+\+.*\+\+|\+.*\+)$")
 _ALT_PRON = re.compile(r"\(\d+\)$")
+# Pitch (for diarization): human voices lie between these; a frame is voiced when it is loud
+# enough and its autocorrelation at the pitch's lag is this close to its energy.
+_LOWEST_PITCH_HZ, _HIGHEST_PITCH_HZ = 60, 400
+_VOICED_RMS = 300.0  # int16 units
+_VOICED_CORRELATION = 0.4
 
 
 class Word(NamedTuple):
@@ -37,6 +42,10 @@ class Word(NamedTuple):
     start: float
     end: float
     confidence: float
+    pitch: float = (
+        0.0  # the voice's median pitch (Hz) over the word; 0: unvoiced (localworld.deepgram.diarize)
+    )
+    speaker: int = 0  # set by diarization, when asked for
 
 
 @dataclass(frozen=True)
@@ -53,14 +62,15 @@ class Recognition:
 _decoder: Any = None
 
 
-def _recognise(pcm: bytes) -> list[tuple[str, float, float, float]]:
-    """Runs in a worker process: words with times (s) and confidences of 16 kHz int16 PCM."""
+def _recognise(pcm: bytes) -> list[tuple[str, float, float, float, float]]:
+    """Runs in a worker process: words with times (s), confidences and pitch of 16 kHz int16 PCM."""
     global _decoder  # noqa: PLW0603 - one Decoder per worker process, loaded on first use
     if _decoder is None:
         from pocketsphinx import Decoder  # noqa: PLC0415 - only worker processes need it
 
         _decoder = Decoder(samprate=TARGET_RATE)
-    words: list[tuple[str, float, float, float]] = []
+    words: list[tuple[str, float, float, float, float]] = []
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
     for offset, piece in _pieces(pcm):
         if _is_silent(piece):
             continue
@@ -71,15 +81,35 @@ def _recognise(pcm: bytes) -> list[tuple[str, float, float, float]]:
         for seg in _decoder.seg():
             if _NOT_WORDS.match(seg.word):
                 continue
+            start, end = offset + seg.start_frame / frate, offset + (seg.end_frame + 1) / frate
             words.append(
                 (
                     _ALT_PRON.sub("", seg.word),
-                    round(offset + seg.start_frame / frate, 3),
-                    round(offset + (seg.end_frame + 1) / frate, 3),
+                    round(start, 3),
+                    round(end, 3),
                     round(min(1.0, max(0.0, float(seg.prob))), 4),
+                    pitch(samples[int(start * TARGET_RATE) : int(end * TARGET_RATE)]),
                 )
             )
     return words
+
+
+def pitch(samples: np.ndarray[Any, np.dtype[np.float64]]) -> float:
+    """The median fundamental frequency (Hz) of the voiced 40 ms frames of ``samples``, by
+    autocorrelation (the textbook estimator); 0.0 when no frame is voiced."""
+    size, hop = TARGET_RATE * 40 // 1000, TARGET_RATE // 100
+    shortest, longest = TARGET_RATE // _HIGHEST_PITCH_HZ, TARGET_RATE // _LOWEST_PITCH_HZ
+    found: list[float] = []
+    for begin in range(0, len(samples) - size + 1, hop):
+        frame = samples[begin : begin + size] - samples[begin : begin + size].mean()
+        if np.sqrt((frame**2).mean()) < _VOICED_RMS:
+            continue
+        spectrum = np.fft.rfft(frame, 2 * size)
+        correlation = np.fft.irfft(spectrum * np.conj(spectrum))[:size]
+        lag = shortest + int(np.argmax(correlation[shortest:longest]))
+        if correlation[lag] > _VOICED_CORRELATION * correlation[0]:
+            found.append(TARGET_RATE / lag)
+    return round(float(np.median(found)), 1) if found else 0.0
 
 
 def _is_silent(pcm: bytes) -> bool:
@@ -187,7 +217,7 @@ class Recognizer:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _run(self, pcm: bytes) -> list[tuple[str, float, float, float]]:
+    def _run(self, pcm: bytes) -> list[tuple[str, float, float, float, float]]:
         try:
             return self._get_pool().submit(_recognise, pcm).result()
         except BrokenProcessPool:

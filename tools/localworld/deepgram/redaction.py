@@ -59,7 +59,8 @@ def redact_words(words: Iterable[Word], values: Iterable[str]) -> tuple[Word, ..
     def placeholder(kind: str, run: list[Word]) -> Word:
         counts[kind] = counts.get(kind, 0) + 1
         confidence = min(word.confidence for word in run)
-        return Word(f"[{kind}_{counts[kind]}]", run[0].start, run[-1].end, confidence)
+        # The placeholder is said by whoever began the run (diarization happens first).
+        return run[0]._replace(word=f"[{kind}_{counts[kind]}]", end=run[-1].end, confidence=confidence)
 
     index = 0
     while index < len(words):

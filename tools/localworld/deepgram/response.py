@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from localworld.deepgram.asr import Recognition, Word
+from localworld.deepgram.diarize import diarize
 from localworld.deepgram.options import ListenOptions
 from localworld.deepgram.redaction import redact_words
 
@@ -60,7 +61,8 @@ def build_response(
     channels: list[JSONDict] = []
     utterances: list[JSONDict] = []
     for index, heard in enumerate(recognition.results):
-        words = redact_words(heard, options.redact)  # everything below is built from the redacted words
+        voiced = diarize(heard) if options.diarize else heard  # speakers told apart by pitch
+        words = redact_words(voiced, options.redact)  # everything below is built from the redacted words
         channels.append(_channel(words, options))
         if options.utterances:
             utterances.extend(_utterances(words, index, options))
@@ -76,10 +78,11 @@ def _formatted(options: ListenOptions) -> bool:
 
 
 def _split(words: tuple[Word, ...], gap: float) -> list[list[Word]]:
-    """Group words into runs separated by pauses of at least ``gap`` seconds."""
+    """Group words into runs separated by pauses of at least ``gap`` seconds or a change of
+    speaker (Deepgram's sentences, paragraphs and utterances are one speaker's)."""
     groups: list[list[Word]] = []
     for word in words:
-        if groups and word.start - groups[-1][-1].end < gap:
+        if groups and word.start - groups[-1][-1].end < gap and word.speaker == groups[-1][-1].speaker:
             groups[-1].append(word)
         else:
             groups.append([word])
@@ -102,7 +105,7 @@ def _word_dicts(words: list[Word], options: ListenOptions) -> list[JSONDict]:
                 text = word.word.capitalize() if position == 0 and word.word[:1] != "[" else word.word
                 item["punctuated_word"] = text + "." if position == len(sentence) - 1 else text
             if options.diarize:
-                item["speaker"] = 0
+                item["speaker"] = word.speaker
                 item["speaker_confidence"] = 0.9
             out.append(item)
     return out
@@ -162,8 +165,8 @@ def _paragraphs(words: tuple[Word, ...], options: ListenOptions) -> JSONDict:
         }
         body = " ".join(str(s["text"]) for s in sentences)
         if options.diarize:
-            entry["speaker"] = 0
-            body = f"Speaker 0: {body}"
+            entry["speaker"] = paragraph[0].speaker
+            body = f"Speaker {paragraph[0].speaker}: {body}"
         paragraphs.append(entry)
         texts.append(body)
     transcript = "\n" + "\n\n".join(texts) if texts else ""
@@ -182,7 +185,7 @@ def _utterances(words: tuple[Word, ...], channel: int, options: ListenOptions) -
                 "channel": channel,
                 "transcript": _text(items, options),
                 "words": items,
-                "speaker": 0,
+                "speaker": run[0].speaker,
                 "id": str(uuid.uuid4()),
             }
         )
