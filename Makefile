@@ -23,8 +23,8 @@ TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-demo: ## Transcribe the sample (or AUDIO=file or AUDIO=folder/) end to end on the local world; outputs kept in demo-output/ (OUTAGE=10: recover via the DLQ)
-	@$(PY) -m localworld.demo $(if $(AUDIO),--audio "$(AUDIO)") $(if $(OUTAGE),--outage "$(OUTAGE)")
+demo: ## Transcribe the two-voice sample (or AUDIO=file or folder/, SPEAKERS="0=Ann,1=Raj") end to end on the local world; outputs kept in demo-output/ (OUTAGE=10: recover via the DLQ)
+	@$(PY) -m localworld.demo $(if $(AUDIO),--audio "$(AUDIO)") $(if $(OUTAGE),--outage "$(OUTAGE)") $(if $(SPEAKERS),--speakers "$(SPEAKERS)")
 
 test: lint typecheck ## Everything: ruff, mypy, the docs' links, all tests with the layer's branch-coverage gate, then sam-local
 	@$(PY) scripts/check_docs.py

@@ -31,7 +31,7 @@ MOVED = {
     ],
     "Where outputs land": ["transcripts/_long-keys/<sha256 of key>.json", "_unsafe-keys/"],
     "Ordering: the latest version wins": ["an object's outcome is its key's latest version's"],
-    "The derived formats": ["deepgram_captions.srt", "An empty transcript"],
+    "The derived formats": ["what `deepgram-captions` makes", "An empty transcript"],
     "error classes": ["deepgram-payload-too-large", "How to tell a deployment fault from a bad object"],
     "Archived objects": ["TranscribeRestoredObjects", "Object Restore Completed"],
     "Failure model: nothing is lost": ["Why a `DeadLetterQueue` and not an on-failure destination"],
