@@ -1,0 +1,259 @@
+"""The capacity governor's decisions, without I/O: told the time and the store's answers, it says
+what to read, write or wait for (``transcriber.capacity`` drives it with DynamoDB and real time).
+
+Taking a lease is a generator: it yields commands and is sent each one's answer.
+
+* ``Query()``: read the pool's partition (strongly consistent); answer: the ``PoolState`` seen,
+  which carries the time of the read (the core has no clock of its own);
+* ``ConditionalPut(lease)``: write the lease's items if each slot is free or its lease has
+  expired at ``lease.taken_at``; answer: ``True`` when written, ``False`` when another took one;
+* ``Sleep(seconds)``: wait; answer: ``None``.
+
+It returns ``Acquired`` or, when waiting longer would eat into what the invocation needs after
+the wait, ``Exhausted``. Releasing (``release``) and lowering the pool after a 429 (``decrease``)
+are one step each: they say which writes to make. Randomness (the jitter, the order free slots
+are tried in, the holder's id) comes from the ``Rng`` the caller passes in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Protocol
+
+LIVE_LANE = "live"
+BACKFILL_LANE = "backfill"
+_TRIES_PER_READ = 3  # conditional writes on slots one read saw free, before the next poll
+
+
+class Rng(Protocol):
+    """What the core draws on: ``random.Random`` (seeded in a simulation) or ``random.SystemRandom``."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+    def shuffle(self, x: list[Any]) -> None: ...
+
+    def getrandbits(self, k: int, /) -> int: ...
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """One pool: its name (shared by every stack on one Deepgram project), its size and ceilings."""
+
+    table: str
+    name: str = "deepgram"
+    size: int = 45
+    ai_ceiling: int = 10
+    lane_shares: Mapping[str, float] = field(default_factory=dict)  # lane -> share of the pool
+    hold_s: float = 5.0  # least time a decrease holds (longer when Retry-After says so)
+    increase_every_s: float = 2.0  # then one slot more per this many seconds
+    # A waiter's polls spread out (full jitter, the bound doubling up to poll_max_s): a freed slot
+    # is still found within about poll_max_s / waiters, and a long queue of waiters does not turn
+    # into a storm of reads on the pool's partition.
+    poll_min_s: float = 0.25
+    poll_max_s: float = 4.0
+    # Kept back after the wait: what the workflow needs for the request and for writing the result.
+    reserve_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """What one read of the pool saw: the active leases and the AIMD state."""
+
+    now: float
+    held: frozenset[str]  # sort keys of unexpired leases
+    lanes: dict[str, int]  # unexpired slot leases per lane
+    reduced_to: int | None = None
+    hold_until: float = 0.0
+    decreased_at: float = 0.0
+
+    def effective_size(self, pool: PoolSettings) -> int:
+        """The pool's size now: full, or the AIMD decrease recovering one slot per interval."""
+        if self.reduced_to is None:
+            return pool.size
+        if self.now < self.hold_until:
+            return self.reduced_to
+        grown = int((self.now - self.hold_until) // pool.increase_every_s)
+        return min(pool.size, self.reduced_to + grown)
+
+
+@dataclass(frozen=True)
+class Lease:
+    keys: tuple[str, ...]  # sort keys held: the slot, and the ceiling slot if any
+    holder: str
+    taken_at: float
+    expires_at: float
+    seen: PoolState
+    lane: str = LIVE_LANE
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """The pool's shared AIMD state (the ``limit`` item)."""
+
+    reduced_to: int
+    hold_until: float
+    decreased_at: float
+
+
+def pool_state(now: float, leases: Iterable[tuple[str, str, float]], limit: Limit | None) -> PoolState:
+    """The state a read shows at ``now``, from the stored leases (sort key, lane, expiry) and limit."""
+    held: set[str] = set()
+    lanes: dict[str, int] = {}
+    for key, lane, expires_at in leases:
+        if expires_at > now:
+            held.add(key)
+            if key.startswith("slot#"):
+                lanes[lane] = lanes.get(lane, 0) + 1
+    if limit is None:
+        return PoolState(now=now, held=frozenset(held), lanes=lanes)
+    return PoolState(
+        now=now,
+        held=frozenset(held),
+        lanes=lanes,
+        reduced_to=limit.reduced_to,
+        hold_until=limit.hold_until,
+        decreased_at=limit.decreased_at,
+    )
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Read the pool's partition; answer with the ``PoolState`` seen."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionalPut:
+    """Write each of the lease's keys if no unexpired lease holds it; answer True when written."""
+
+    lease: Lease
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete the slot's item if ``holder`` still holds it (a later holder's lease stays)."""
+
+    key: str
+    holder: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decrease:
+    """Set the limit item unless a decrease was made at or after ``taken_at`` (one per congestion)."""
+
+    limit: Limit
+    taken_at: float
+    from_size: int
+    hold_s: float
+
+
+Command = Query | ConditionalPut | Sleep
+QUERY = Query()
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    lease: Lease
+    polls: int  # reads that found no slot before this one
+
+
+@dataclass(frozen=True, slots=True)
+class Exhausted:
+    polls: int
+
+
+# -- decisions --------------------------------------------------------------------------------------
+
+
+def acquire(
+    pool: PoolSettings, *, lane: str, ceiling: int | None, deadline: float, rng: Rng
+) -> Generator[Command, Any, Acquired | Exhausted]:
+    """Take a lease that expires at ``deadline`` (the invocation's own), waiting with jittered polls
+    while the time left after the next wait still covers ``pool.reserve_s``."""
+    polls = 0
+    while True:
+        state: PoolState = yield QUERY
+        lease = yield from _try(pool, state, lane, ceiling, deadline=deadline, rng=rng)
+        if lease is not None:
+            return Acquired(lease, polls)
+        polls += 1
+        bound = min(pool.poll_max_s, pool.poll_min_s * 2**polls)
+        delay = rng.uniform(pool.poll_min_s, bound)
+        if deadline - state.now - delay < pool.reserve_s:
+            return Exhausted(polls)
+        yield Sleep(delay)
+
+
+def lane_is_full(pool: PoolSettings, state: PoolState, lane: str) -> bool:
+    """No slot for ``lane``: the effective pool is full, or the lane holds its whole share."""
+    size = state.effective_size(pool)
+    share = pool.lane_shares.get(lane)
+    lane_cap = size if share is None else max(1, int(size * share))
+    return sum(state.lanes.values()) >= size or state.lanes.get(lane, 0) >= lane_cap
+
+
+def _try(
+    pool: PoolSettings, state: PoolState, lane: str, ceiling: int | None, *, deadline: float, rng: Rng
+) -> Generator[Command, Any, Lease | None]:
+    if lane_is_full(pool, state, lane):
+        return None
+    size = state.effective_size(pool)
+    slots = _free_keys("slot", size, state, rng)
+    pairs: Sequence[tuple[str, str | None]] = [(slot, None) for slot in slots[:_TRIES_PER_READ]]
+    if ceiling is not None:
+        ceiling_slots = _free_keys(f"c{ceiling}", min(ceiling, size), state, rng)
+        pairs = list(zip(slots, ceiling_slots, strict=False))[:_TRIES_PER_READ]
+    # Waiters that read the same state race for the same free slots: the loser tries another slot
+    # it saw free (each write is conditional) rather than waiting a whole poll for it.
+    for slot, ceiling_slot in pairs:
+        lease = Lease(
+            keys=(slot,) if ceiling_slot is None else (slot, ceiling_slot),
+            holder=f"{rng.getrandbits(128):032x}",
+            taken_at=state.now,
+            expires_at=deadline,
+            seen=state,
+            lane=lane,
+        )
+        if (yield ConditionalPut(lease)):
+            return lease
+    return None
+
+
+@cache
+def _keys(family: str, count: int) -> tuple[str, ...]:
+    return tuple(f"{family}#{i:03d}" for i in range(count))
+
+
+def _free_keys(family: str, count: int, state: PoolState, rng: Rng) -> list[str]:
+    """The family's slots no unexpired lease holds, in random order."""
+    held = state.held
+    free = [key for key in _keys(family, count) if key not in held]
+    rng.shuffle(free)
+    return free
+
+
+def release(lease: Lease) -> tuple[Delete, ...]:
+    """The deletes that free the lease's slots."""
+    return tuple(Delete(key, lease.holder) for key in lease.keys)
+
+
+def decrease(pool: PoolSettings, lease: Lease, retry_after_s: float | None, now: float) -> Decrease:
+    """Deepgram answered 429 although ``lease`` held a slot: halve the pool that lease saw, held
+    for ``Retry-After`` or at least ``pool.hold_s``."""
+    current = lease.seen.effective_size(pool)
+    hold = max(pool.hold_s, retry_after_s or 0.0)
+    return Decrease(
+        Limit(reduced_to=max(1, current // 2), hold_until=now + hold, decreased_at=now),
+        taken_at=lease.taken_at,
+        from_size=current,
+        hold_s=hold,
+    )
