@@ -41,6 +41,13 @@ class Scenario:
     kill_share: float = 0.0  # invocations killed in the middle of their Deepgram request
     storm: tuple[float, float, float] | None = None  # DynamoDB throttling: start, end, share
     seed: int = SEED
+    # For comparisons with the local world: a project limit other than the pool's size, one fixed
+    # service time (the emulator's latency), invocations made directly (no S3 notification) into
+    # containers already started.
+    deepgram_cap: int | None = None
+    service_s: float | None = None
+    direct: bool = False
+    warm: bool = False
 
 
 SCENARIOS = (
@@ -92,7 +99,7 @@ def workload(scenario: Scenario, *, live_only: bool = False) -> tuple[list[Versi
 
     def version(index: int, arrived_at: float) -> Version:
         audio = min(max(draw.lognormal(AUDIO_MEDIAN_S, AUDIO_SIGMA), 5.0), 14_400.0)
-        service = OVERHEAD_S + audio / SPEEDUP * draw.lognormal(1.0, SPEED_SIGMA)
+        service = scenario.service_s or OVERHEAD_S + audio / SPEEDUP * draw.lognormal(1.0, SPEED_SIGMA)
         ai = draw.chance(scenario.ai_share)
         return Version(index, service, arrived_at, ceiling=AI_CEILING if ai else None)
 
@@ -113,7 +120,7 @@ def simulate(scenario: Scenario, pool: PoolSettings | None = None, *, live_only:
     """One run of the scenario to its end (every object transcribed, parked or dropped)."""
     settings = Settings(
         pool=pool_settings(scenario, pool),
-        deepgram_cap=scenario.cap,
+        deepgram_cap=scenario.deepgram_cap or scenario.cap,
         ai_cap=AI_CEILING,
         kill_share=scenario.kill_share,
         storm=scenario.storm,
@@ -121,9 +128,13 @@ def simulate(scenario: Scenario, pool: PoolSettings | None = None, *, live_only:
     world = World(settings, scenario.seed)
     live, archive = workload(scenario, live_only=live_only)
     functions = [Function(f"transcribe-{n}", scenario.concurrency) for n in range(scenario.stacks)]
+    for function in functions:
+        function.idle = function.concurrency if scenario.warm else 0
     for version in live:
         version.stack = version.index % scenario.stacks
-        notified = version.arrived_at + world.draw.lognormal(0.3, 0.5)  # S3's event notification
+        notified = version.arrived_at
+        if not scenario.direct:
+            notified += world.draw.lognormal(0.3, 0.5)  # S3's event notification
         world.loop.at(notified, world.deliver, (functions[version.stack], version, 0, 0, notified))
     if archive:
         world.batch_job(functions[0], archive, scenario.batch_workers)
