@@ -108,10 +108,6 @@ class Handback(Exception):
         self.reason = reason
 
 
-class StoreError(Exception):
-    """The pool's table failed a read or a lease write (capacity-store-error in the product)."""
-
-
 @dataclass
 class Counters:
     ddb_calls: int = 0
@@ -120,6 +116,7 @@ class Counters:
     puts: int = 0
     deletes: int = 0
     decreases: int = 0
+    holds: int = 0
     requests: int = 0
     answered: int = 0
     throttled_429: int = 0
@@ -192,6 +189,12 @@ class PoolTable:
             del self.leases[key]
             self._version += 1
 
+    def hold(self, step: core.Hold) -> None:
+        found = self.leases.get(step.key)
+        if found is not None and found[0] == step.holder:
+            self.leases[step.key] = (found[0], found[1], step.until)
+            self._version += 1
+
     def decrease(self, step: core.Decrease) -> None:
         if self.limit is None or self.limit.decreased_at < step.taken_at:
             self.limit = step.limit
@@ -220,6 +223,7 @@ class World:
             core.ConditionalPut: self._dynamodb,
             core.Delete: self._dynamodb,
             core.Decrease: self._dynamodb,
+            core.Hold: self._dynamodb,
             core.Sleep: self._sleep,
             Aws: self._sleep,
             Listen: self._listen,
@@ -241,9 +245,9 @@ class World:
         invocation = Invocation(version, function, self.loop.now + function.timeout_s, cold, doomed)
         self._step(Proc(self._invocation(invocation), (invocation, done)), None)
 
-    def _step(self, proc: Proc, answer: Any, error: BaseException | None = None) -> None:
+    def _step(self, proc: Proc, answer: Any) -> None:
         try:
-            command = proc.gen.send(answer) if error is None else proc.gen.throw(error)
+            command = proc.gen.send(answer)
         except StopIteration:
             self._ended(proc, None)
             return
@@ -256,11 +260,6 @@ class World:
         proc, answer = arg
         if proc.alive:
             self._step(proc, answer)
-
-    def _raise(self, arg: tuple[Proc, BaseException]) -> None:
-        proc, error = arg
-        if proc.alive:
-            self._step(proc, None, error)
 
     def _ended(self, proc: Proc, error: str | None, *, killed: bool = False) -> None:
         proc.alive = False
@@ -308,15 +307,14 @@ class World:
         attempt = 0
         while True:
             attempt += 1
-            try:
-                outcome = yield from core.acquire(
-                    pool,
-                    lane=version.lane,
-                    ceiling=version.ceiling,
-                    deadline=invocation.deadline,
-                    rng=self.core_rng,
-                )
-            except StoreError:
+            outcome = yield from core.acquire(
+                pool,
+                lane=version.lane,
+                ceiling=version.ceiling,
+                deadline=invocation.deadline,
+                rng=self.core_rng,
+            )
+            if isinstance(outcome, core.Exhausted) and outcome.store_failed:
                 yield core.Sleep(self._retry_delay(invocation, attempt, "capacity-store-error"))
                 continue
             if isinstance(outcome, core.Exhausted):
@@ -326,7 +324,10 @@ class World:
             status = yield Listen(invocation)
             if status == 429:
                 yield core.decrease(pool, lease, None, self.loop.now)
-            yield from core.release(lease)
+            if status == "timeout":  # the product's slot(): held, not released, after a timeout
+                yield from core.hold(lease)
+            else:
+                yield from core.release(lease, self.core_rng)
             invocation.lease = None
             if status == 200:
                 return
@@ -365,10 +366,10 @@ class World:
             counters.ddb_throttled += 1
             if not retried:  # the SDK's one retry, after its jittered backoff (at most 1 s)
                 self.loop.at(now + latency + self.draw.uniform(0.0, 1.0), self._retry_call, (proc, command))
-            elif kind is core.Query or kind is core.ConditionalPut:
-                self.loop.at(now + latency, self._raise, (proc, StoreError()))
-            else:  # a release or a decrease that fails is only logged
-                self.loop.at(now + latency, self._resume, (proc, None))
+            elif kind is core.Query or kind is core.ConditionalPut:  # the core waits it through
+                self.loop.at(now + latency, self._resume, (proc, core.Unavailable(now + latency)))
+            else:  # the release is told it failed (it may try again); a decrease is only logged
+                self.loop.at(now + latency, self._resume, (proc, False))
             return
         answer: Any = None
         if read:
@@ -380,6 +381,10 @@ class World:
         elif kind is core.Delete:
             counters.deletes += 1
             self.table.delete(command.key, command.holder)
+            answer = True
+        elif kind is core.Hold:
+            counters.holds += 1
+            self.table.hold(command)
         else:
             counters.decreases += 1
             self.table.decrease(command)

@@ -30,6 +30,7 @@ from tests.core.conftest import (
 from transcriber.adapters import handle_event
 from transcriber.capacity import (
     CAPACITY_REASON,
+    GAVE_UP_REASON,
     CapacityGovernor,
     CapacityRequeue,
     PoolSettings,
@@ -37,9 +38,10 @@ from transcriber.capacity import (
     build_governor,
     intelligence_ceiling,
 )
+from transcriber.capacity_core import DEEPGRAM_PROCESSING_LIMIT_S
 from transcriber.config import Settings
 from transcriber.dead_letter import DeadLetterRetrier
-from transcriber.errors import ConfigurationError, RetryableError
+from transcriber.errors import ConfigurationError, ErrorDetails, RetryableError
 from transcriber.events import S3ObjectRef
 from transcriber.workflow import Transcriber
 
@@ -711,3 +713,85 @@ def test_an_sqs_message_that_cannot_be_requeued_is_a_batch_item_failure(
         sleeps.context.remaining_ms = 60_000
         response = handle_event(sqs_event(aws, url, "own.wav"), sleeps.context, transcriber)
         assert response == {"batchItemFailures": [{"itemIdentifier": "msg-1"}]}
+
+
+# -- what the simulation led to: timeouts hold, releases retry, throttling is waited through ----------
+
+
+def test_a_request_that_timed_out_keeps_its_slot_until_deepgrams_processing_limit(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock
+) -> None:
+    gov = governor(aws, sleeps, clock)
+    timed_out = RetryableError(ErrorDetails(reason=GAVE_UP_REASON, message="no answer"))
+
+    with pytest.raises(RetryableError), gov.slot(context(120), [("model", "nova-3")]) as lease:
+        raise timed_out
+
+    (key,) = lease.keys
+    stored = items(aws.dynamodb)[key]
+    assert stored["holder"]["S"] == lease.holder  # not released: Deepgram may still be working
+    assert float(stored["expires_at"]["N"]) == pytest.approx(lease.taken_at + DEEPGRAM_PROCESSING_LIMIT_S)
+
+
+def test_a_release_the_store_throttles_is_tried_again(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gov = governor(aws, sleeps, clock)
+    lease = gov.acquire(context())
+    delete = aws.dynamodb.delete_item
+    failures = iter([ClientError({"Error": {"Code": "ThrottlingException"}}, "DeleteItem")])
+
+    def throttled_once(**kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return delete(**kwargs)
+
+    monkeypatch.setattr(aws.dynamodb, "delete_item", throttled_once)
+
+    gov.release(lease)
+
+    assert items(aws.dynamodb) == {}
+    assert len(sleeps.delays) == 1
+
+
+def test_a_throttled_pool_is_waited_through_and_a_refused_one_fails_at_once(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gov = governor(aws, sleeps, clock)
+    query = aws.dynamodb.query
+    failures = iter([ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "Query")] * 3)
+
+    def throttled_thrice(**kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return query(**kwargs)
+
+    monkeypatch.setattr(aws.dynamodb, "query", throttled_thrice)
+    assert gov.acquire(context()).keys
+    assert len(sleeps.delays) == 3
+
+    def refused(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDeniedException"}}, "Query")
+
+    monkeypatch.setattr(aws.dynamodb, "query", refused)
+    with pytest.raises(RetryableError) as raised:
+        gov.acquire(context())
+    assert raised.value.reason == "capacity-store-error"
+    assert len(sleeps.delays) == 3  # no wait for a fault of configuration
+
+
+def test_a_hold_that_fails_is_only_a_log_line(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gov = governor(aws, sleeps, clock)
+    lease = gov.acquire(context(120))
+
+    def fail(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="x")
+
+    monkeypatch.setattr(aws.dynamodb, "update_item", fail)
+    gov.hold(lease)
+
+    assert float(items(aws.dynamodb)[lease.keys[0]]["expires_at"]["N"]) == pytest.approx(lease.expires_at)

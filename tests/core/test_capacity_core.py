@@ -138,9 +138,68 @@ def test_a_read_counts_only_unexpired_leases_per_lane() -> None:
     assert seen.effective_size(POOL) == POOL.size
 
 
-def test_release_deletes_each_key_as_its_holder() -> None:
+def test_release_deletes_each_key_as_its_holder_and_tries_a_failed_delete_again() -> None:
     lease = core.Lease(("slot#001", "c2#000"), "h", NOW, NOW + 9, state())
-    assert [(d.key, d.holder) for d in core.release(lease)] == [("slot#001", "h"), ("c2#000", "h")]
+    gen = core.release(lease, random.Random(1))  # noqa: S311
+    commands = [next(gen)]
+    # slot: failed, then freed; the ceiling slot: failed, then freed.
+    commands += [gen.send(answer) for answer in (False, None, True, False, None)]
+    with pytest.raises(StopIteration):
+        gen.send(True)
+
+    deletes = [(c.key, c.holder) for c in commands if isinstance(c, core.Delete)]
+    assert deletes == [("slot#001", "h"), ("slot#001", "h"), ("c2#000", "h"), ("c2#000", "h")]
+    sleeps = [c.seconds for c in commands if isinstance(c, Sleep)]
+    assert len(sleeps) == 2
+    assert all(0.05 <= s <= 0.5 for s in sleeps)
+
+
+def test_a_release_gives_up_after_its_tries_and_a_conflict_is_not_retried() -> None:
+    lease = core.Lease(("slot#001",), "h", NOW, NOW + 9, state())
+    gen = core.release(lease, random.Random(1))  # noqa: S311
+    command = next(gen)
+    deletes = 1
+    while True:
+        try:
+            command = gen.send(False if isinstance(command, core.Delete) else None)
+        except StopIteration:
+            break
+        deletes += isinstance(command, core.Delete)
+    assert deletes == core.RELEASE_TRIES
+
+
+def test_after_a_timeout_the_slots_are_held_until_deepgrams_processing_limit() -> None:
+    lease = core.Lease(("slot#001", "c2#000"), "h", NOW, NOW + 30, state())
+    assert [(h.key, h.holder, h.until) for h in core.hold(lease)] == [
+        ("slot#001", "h", NOW + core.DEEPGRAM_PROCESSING_LIMIT_S),
+        ("c2#000", "h", NOW + core.DEEPGRAM_PROCESSING_LIMIT_S),
+    ]
+    later = core.Lease(("slot#001",), "h", NOW, NOW + 900, state())
+    assert core.hold(later)[0].until == NOW + 900  # never shorter than the lease already was
+
+
+def test_an_unavailable_store_is_waited_through_like_a_full_pool() -> None:
+    gen = steps(deadline=NOW + 60)
+    next(gen)
+    assert isinstance(gen.send(core.Unavailable(NOW)), Sleep)  # the read failed: one more poll
+    next(gen)
+    put = gen.send(state(now=NOW + 1))
+    assert isinstance(put, ConditionalPut)
+    assert isinstance(gen.send(core.Unavailable(NOW + 1)), Sleep)  # the write failed: no more tries
+    next(gen)
+    put = gen.send(state(now=NOW + 2))
+    assert isinstance(put, ConditionalPut)
+
+    assert finish(gen, True) == Acquired(put.lease, polls=2)
+
+
+def test_a_store_still_unavailable_at_the_end_of_the_wait_says_so() -> None:
+    gen = steps(deadline=NOW + POOL.reserve_s + 1)
+    next(gen)
+    gen.send(core.Unavailable(NOW))
+    next(gen)
+
+    assert finish(gen, core.Unavailable(NOW + 0.9)) == Exhausted(polls=2, store_failed=True)
 
 
 def test_the_same_seed_makes_the_same_decisions() -> None:

@@ -84,10 +84,20 @@ __all__ = [
 INTELLIGENCE_OPTIONS = ("summarize", "topics", "intents", "sentiment")
 ENTITIES_CEILING = 5
 CAPACITY_REASON = "deepgram-capacity"
+GAVE_UP_REASON = "deepgram-timeout"  # we stopped waiting for the answer; Deepgram may not have
 _CONFLICTS = (
     "ConditionalCheckFailedException",
     "TransactionCanceledException",
     "TransactionConflictException",
+)
+_TRANSIENT = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
 )
 _rng = random.Random()  # noqa: S311 - requeue delays, not cryptography
 
@@ -153,16 +163,22 @@ class CapacityGovernor:
         self, context: ContextLike, query: Sequence[tuple[str, str]], lane: str | None = None
     ) -> Iterator[Lease]:
         """Hold a slot of ``lane`` (default: the governor's) while the body sends one request. A 429
-        raised from the body lowers the pool's effective size for everyone before the slot is released."""
+        raised from the body lowers the pool's effective size for everyone before the slot is released;
+        after a timeout the slot is held (``hold``), not released."""
         lease = self.acquire(context, intelligence_ceiling(query, self.pool.ai_ceiling), lane=lane)
+        held = False
         try:
             yield lease
         except TranscriptionError as exc:
             if exc.details.http_status == 429:
                 self.throttled(lease, exc.details.retry_after_s)
+            if exc.reason == GAVE_UP_REASON:
+                self.hold(lease)
+                held = True
             raise
         finally:
-            self.release(lease)
+            if not held:
+                self.release(lease)
 
     # -- leases -----------------------------------------------------------------------------------
     def acquire(self, context: ContextLike, ceiling: int | None = None, *, lane: str | None = None) -> Lease:
@@ -180,18 +196,30 @@ class CapacityGovernor:
             except StopIteration as done:
                 outcome: core.Acquired | core.Exhausted = done.value
                 break
-            if isinstance(command, core.Query):
-                answer = self.read()
-            elif isinstance(command, core.ConditionalPut):
-                answer = self._write_lease(command.lease)
-            else:
-                answer = self._sleep(command.seconds)
+            try:
+                if isinstance(command, core.Query):
+                    answer = self.read()
+                elif isinstance(command, core.ConditionalPut):
+                    answer = self._write_lease(command.lease)
+                else:
+                    answer = self._sleep(command.seconds)
+            except RetryableError as exc:
+                if not exc.details.extra.get("transient"):
+                    raise
+                answer = core.Unavailable(self._clock())  # waited through, like a full pool
         if isinstance(outcome, core.Acquired):
             if outcome.polls:
                 metrics.add_metric(
                     name="CapacityWaitSeconds", unit=MetricUnit.Seconds, value=self._clock() - started
                 )
             return outcome.lease
+        if outcome.store_failed:
+            raise RetryableError(
+                ErrorDetails(
+                    reason="capacity-store-error",
+                    message=f"the pool's table was unavailable for {self._clock() - started:.1f} s",
+                )
+            )
         metrics.add_metric(name="CapacityWaitsExhausted", unit=MetricUnit.Count, value=1)
         raise RetryableError(
             ErrorDetails(
@@ -238,20 +266,56 @@ class CapacityGovernor:
 
     def release(self, lease: Lease) -> None:
         """Free the lease's slots; a slot someone took after our lease expired stays theirs. A
-        failure here is logged only: the lease still ends at the invocation's deadline."""
-        for delete in core.release(lease):
+        delete the store fails is tried again (``capacity_core.release``); if it still fails, a log
+        line only: the lease still ends at the invocation's deadline."""
+        steps = core.release(lease, self._rng)
+        answer: bool | None = None
+        while True:
             try:
-                self._ddb.delete_item(
+                command = steps.send(answer)
+            except StopIteration:
+                return
+            if isinstance(command, core.Sleep):
+                answer = self._sleep(command.seconds)
+            else:
+                answer = self._delete(command)
+
+    def _delete(self, delete: core.Delete) -> bool:
+        try:
+            self._ddb.delete_item(
+                TableName=self.pool.table,
+                Key={"pk": {"S": self.pool.name}, "sk": {"S": delete.key}},
+                ConditionExpression="holder = :holder",
+                ExpressionAttributeValues={":holder": {"S": delete.holder}},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _CONFLICTS:
+                return True  # not ours any more: nothing to free
+            _release_failed(delete.key, exc)
+            return False
+        except BotoCoreError as exc:
+            _release_failed(delete.key, exc)
+            return False
+        return True
+
+    def hold(self, lease: Lease) -> None:
+        """The request timed out at our end but Deepgram may still be working on it: keep its
+        slots until Deepgram's processing limit instead of releasing them (a log line on failure:
+        the lease then ends at the invocation's deadline)."""
+        for step in core.hold(lease):
+            try:
+                self._ddb.update_item(
                     TableName=self.pool.table,
-                    Key={"pk": {"S": self.pool.name}, "sk": {"S": delete.key}},
+                    Key={"pk": {"S": self.pool.name}, "sk": {"S": step.key}},
+                    UpdateExpression="SET expires_at = :until",
                     ConditionExpression="holder = :holder",
-                    ExpressionAttributeValues={":holder": {"S": delete.holder}},
+                    ExpressionAttributeValues={
+                        ":until": {"N": _number(step.until)},
+                        ":holder": {"S": step.holder},
+                    },
                 )
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in _CONFLICTS:
-                    _release_failed(delete.key, exc)
-            except BotoCoreError as exc:
-                _release_failed(delete.key, exc)
+            except (ClientError, BotoCoreError) as exc:
+                logger.warning("Could not hold a capacity slot", extra={"slot": step.key, "error": str(exc)})
 
     def read(self) -> PoolState:
         """One strongly consistent query of the pool's partition."""
@@ -336,7 +400,16 @@ def _number(value: float) -> str:
 
 
 def _store_error(exc: Exception) -> RetryableError:
-    return RetryableError(ErrorDetails(reason="capacity-store-error", message=type(exc).__name__))
+    """capacity-store-error; ``transient`` when waiting may help (throttled, a server error, the
+    network) rather than a fault of configuration (no grant, no table)."""
+    transient = isinstance(exc, BotoCoreError) or (
+        isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _TRANSIENT
+    )
+    return RetryableError(
+        ErrorDetails(
+            reason="capacity-store-error", message=type(exc).__name__, extra={"transient": transient}
+        )
+    )
 
 
 class CapacityRequeue:

@@ -7,6 +7,7 @@ Taking a lease is a generator: it yields commands and is sent each one's answer.
   which carries the time of the read (the core has no clock of its own);
 * ``ConditionalPut(lease)``: write the lease's items if each slot is free or its lease has
   expired at ``lease.taken_at``; answer: ``True`` when written, ``False`` when another took one;
+* either answered ``Unavailable(now)`` when the store could not serve it for now;
 * ``Sleep(seconds)``: wait; answer: ``None``.
 
 It returns ``Acquired`` or, when waiting longer would eat into what the invocation needs after
@@ -25,6 +26,9 @@ from typing import Any, Protocol
 LIVE_LANE = "live"
 BACKFILL_LANE = "backfill"
 _TRIES_PER_READ = 3  # conditional writes on slots one read saw free, before the next poll
+# Deepgram cuts pre-recorded processing at 10 minutes (504): no request holds its place longer.
+DEEPGRAM_PROCESSING_LIMIT_S = 600.0
+RELEASE_TRIES = 4  # a delete the store failed is tried again: a slot left behind is lost until expiry
 
 
 class Rng(Protocol):
@@ -147,6 +151,15 @@ class Delete:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """Set the slot's expiry to ``until`` if ``holder`` still holds it."""
+
+    key: str
+    holder: str
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
 class Decrease:
     """Set the limit item unless a decrease was made at or after ``taken_at`` (one per congestion)."""
 
@@ -161,6 +174,13 @@ QUERY = Query()
 
 
 @dataclass(frozen=True, slots=True)
+class Unavailable:
+    """The answer when the store could not serve a command for now (throttled, unreachable)."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class Acquired:
     lease: Lease
     polls: int  # reads that found no slot before this one
@@ -169,6 +189,7 @@ class Acquired:
 @dataclass(frozen=True, slots=True)
 class Exhausted:
     polls: int
+    store_failed: bool = False  # the last poll found the store unavailable, not the pool full
 
 
 # -- decisions --------------------------------------------------------------------------------------
@@ -178,18 +199,24 @@ def acquire(
     pool: PoolSettings, *, lane: str, ceiling: int | None, deadline: float, rng: Rng
 ) -> Generator[Command, Any, Acquired | Exhausted]:
     """Take a lease that expires at ``deadline`` (the invocation's own), waiting with jittered polls
-    while the time left after the next wait still covers ``pool.reserve_s``."""
+    while the time left after the next wait still covers ``pool.reserve_s``. A read or a write the
+    store could not serve for now (answered ``Unavailable``: throttled, unreachable) counts as one
+    more poll: a throttling storm is waited through like a full pool, not turned into a failure."""
     polls = 0
     while True:
-        state: PoolState = yield QUERY
-        lease = yield from _try(pool, state, lane, ceiling, deadline=deadline, rng=rng)
-        if lease is not None:
-            return Acquired(lease, polls)
+        seen: PoolState | Unavailable = yield QUERY
+        got = None if isinstance(seen, Unavailable) else seen
+        failed: Unavailable | None = seen if isinstance(seen, Unavailable) else None
+        if got is not None:
+            tried = yield from _try(pool, got, lane, ceiling, deadline=deadline, rng=rng)
+            if isinstance(tried, Lease):
+                return Acquired(tried, polls)
+            failed = tried
         polls += 1
         bound = min(pool.poll_max_s, pool.poll_min_s * 2**polls)
         delay = rng.uniform(pool.poll_min_s, bound)
-        if deadline - state.now - delay < pool.reserve_s:
-            return Exhausted(polls)
+        if deadline - (failed or seen).now - delay < pool.reserve_s:
+            return Exhausted(polls, store_failed=failed is not None)
         yield Sleep(delay)
 
 
@@ -203,7 +230,7 @@ def lane_is_full(pool: PoolSettings, state: PoolState, lane: str) -> bool:
 
 def _try(
     pool: PoolSettings, state: PoolState, lane: str, ceiling: int | None, *, deadline: float, rng: Rng
-) -> Generator[Command, Any, Lease | None]:
+) -> Generator[Command, Any, Lease | Unavailable | None]:
     if lane_is_full(pool, state, lane):
         return None
     size = state.effective_size(pool)
@@ -223,7 +250,10 @@ def _try(
             seen=state,
             lane=lane,
         )
-        if (yield ConditionalPut(lease)):
+        written: bool | Unavailable = yield ConditionalPut(lease)
+        if isinstance(written, Unavailable):
+            return written
+        if written:
             return lease
     return None
 
@@ -241,9 +271,25 @@ def _free_keys(family: str, count: int, state: PoolState, rng: Rng) -> list[str]
     return free
 
 
-def release(lease: Lease) -> tuple[Delete, ...]:
-    """The deletes that free the lease's slots."""
-    return tuple(Delete(key, lease.holder) for key in lease.keys)
+def release(lease: Lease, rng: Rng) -> Generator[Delete | Sleep, bool | None]:
+    """Delete the lease's slots as their holder. Answer each ``Delete`` with False when the store
+    failed it (throttled, unreachable; not a lost condition): it is tried again after a short
+    jittered wait, ``RELEASE_TRIES`` in all, since a slot left behind is unusable until its expiry
+    (the invocation's deadline: minutes of a slot for a second of waiting)."""
+    for key in lease.keys:
+        for attempt in range(1, RELEASE_TRIES + 1):
+            if (yield Delete(key, lease.holder)) is not False:
+                break
+            if attempt < RELEASE_TRIES:
+                yield Sleep(rng.uniform(0.05, 0.25 * 2**attempt))
+
+
+def hold(lease: Lease) -> tuple[Hold, ...]:
+    """The client gave up on its request (a timeout) but Deepgram still works on it and holds its
+    place: keep the slots until Deepgram's processing limit (from when the lease was taken, just
+    before the request was sent) rather than free them for a request that would meet a 429."""
+    until = max(lease.expires_at, lease.taken_at + DEEPGRAM_PROCESSING_LIMIT_S)
+    return tuple(Hold(key, lease.holder, until) for key in lease.keys)
 
 
 def decrease(pool: PoolSettings, lease: Lease, retry_after_s: float | None, now: float) -> Decrease:
