@@ -176,6 +176,7 @@ def figures(scenario: Scenario, pool: PoolSettings | None = None) -> Figures:
             "answered": counters.answered,
             "max_in_flight": counters.max_in_flight,
             "max_ai_in_flight": counters.max_ai_in_flight,
+            "timeouts": counters.timeouts,
             "kills": counters.kills,
             "killed_slots_late": counters.killed_slots_late,
             "capacity_handbacks": counters.capacity_handbacks,

@@ -117,6 +117,7 @@ class Counters:
     deletes: int = 0
     decreases: int = 0
     holds: int = 0
+    timeouts: int = 0  # requests the client gave up on (Deepgram worked on)
     requests: int = 0
     answered: int = 0
     throttled_429: int = 0
@@ -443,6 +444,7 @@ class World:
         answers = service <= budget
         self.loop.at(now + service, self._served, (proc, answers))
         if not answers:  # the client's read timeout ends first; Deepgram works on (and bills)
+            counters.timeouts += 1
             self.loop.at(now + budget, self._resume, (proc, "timeout"))
         if invocation.doomed:
             self.loop.at(now + self.draw.uniform(0.0, min(service, budget)), self.kill, proc)

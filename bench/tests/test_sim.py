@@ -44,9 +44,9 @@ def test_every_object_ends_transcribed_once_and_the_pool_is_never_exceeded() -> 
     assert all(v.done_at >= 0 and v.answered == 1 for v in world.versions)
     assert world.counters.max_in_flight <= 100
     assert world.counters.max_ai_in_flight <= 10
-    assert world.table.leases == {} or all(
-        expires_at <= world.loop.now for _, _, expires_at in world.table.leases.values()
-    )
+    # Left behind: only the slots of requests the client gave up on, held for Deepgram's limit.
+    unexpired = [key for key, (_, _, expires_at) in world.table.leases.items() if expires_at > world.loop.now]
+    assert len([key for key in unexpired if key.startswith("slot#")]) <= world.counters.timeouts
 
 
 def test_a_killed_invocations_slot_comes_back_no_later_than_its_deadline() -> None:
