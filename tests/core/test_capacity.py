@@ -167,7 +167,7 @@ def test_never_more_leases_than_the_pool_and_the_full_pool_ends_as_a_capacity_re
     assert all(d <= bound for d, bound in zip(sleeps.delays, bounds, strict=True))
     assert max(sleeps.delays) > 2 * POOL.poll_min_s
     assert len(set(sleeps.delays)) > 1
-    assert sleeps.context.remaining_ms / 1000 >= POOL.reserve_s
+    assert sleeps.context.remaining_ms / 1000 >= min(POOL.reserve_s, 30 / 2)  # at most half waited
     assert len(items(aws.dynamodb)) == POOL.size
 
 
@@ -334,7 +334,7 @@ def test_a_lowered_pool_admits_no_more_than_its_effective_size(
     gov.acquire(context())  # with `lease`, 2 are held
 
     with pytest.raises(RetryableError):
-        gov.acquire(waiting(sleeps, 25))
+        gov.acquire(waiting(sleeps, 8))  # waits at most half of it: inside the decrease's hold
 
 
 def test_a_429_from_deepgram_lowers_the_pool_and_releases_the_slot_before_the_retry(

@@ -78,16 +78,28 @@ def test_a_lost_race_tries_other_slots_it_saw_free_then_waits_with_growing_jitte
 
 
 def test_waiting_ends_when_the_next_wait_would_eat_into_the_reserve() -> None:
-    gen = steps(deadline=NOW + POOL.reserve_s + 1)
+    gen = steps(deadline=NOW + 3 * POOL.reserve_s)
     next(gen)
     full = state(held=("slot#000", "slot#001", "slot#002"))
     sleep = gen.send(full)
     assert isinstance(sleep, Sleep)
     next(gen)
 
-    outcome = finish(gen, replace(full, now=NOW + 0.9))
+    outcome = finish(gen, replace(full, now=NOW + 2 * POOL.reserve_s - 0.2))
 
     assert outcome == Exhausted(polls=2)
+
+
+def test_a_short_invocation_keeps_half_its_time_rather_than_the_whole_reserve() -> None:
+    gen = steps(deadline=NOW + POOL.reserve_s)  # keeps reserve_s / 2
+    next(gen)
+    full = state(held=("slot#000", "slot#001", "slot#002"))
+    assert isinstance(gen.send(full), Sleep)
+    next(gen)
+    assert isinstance(gen.send(replace(full, now=NOW + POOL.reserve_s / 2 - 1.1)), Sleep)
+    next(gen)
+
+    assert finish(gen, replace(full, now=NOW + POOL.reserve_s / 2 - 0.2)) == Exhausted(polls=3)
 
 
 def test_an_intelligence_request_takes_its_ceiling_slot_too_and_waits_when_the_ceiling_is_full() -> None:
@@ -194,12 +206,14 @@ def test_an_unavailable_store_is_waited_through_like_a_full_pool() -> None:
 
 
 def test_a_store_still_unavailable_at_the_end_of_the_wait_says_so() -> None:
-    gen = steps(deadline=NOW + POOL.reserve_s + 1)
+    gen = steps(deadline=NOW + 3 * POOL.reserve_s)
     next(gen)
     gen.send(core.Unavailable(NOW))
     next(gen)
 
-    assert finish(gen, core.Unavailable(NOW + 0.9)) == Exhausted(polls=2, store_failed=True)
+    outcome = finish(gen, core.Unavailable(NOW + 2 * POOL.reserve_s - 0.2))
+
+    assert outcome == Exhausted(polls=2, store_failed=True)
 
 
 def test_the_same_seed_makes_the_same_decisions() -> None:

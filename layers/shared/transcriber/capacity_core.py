@@ -57,8 +57,11 @@ class PoolSettings:
     # into a storm of reads on the pool's partition.
     poll_min_s: float = 0.25
     poll_max_s: float = 4.0
-    # Kept back after the wait: what the workflow needs for the request and for writing the result.
-    reserve_s: float = 20.0
+    # Kept back after the wait (at most half the invocation's time): what the workflow needs for
+    # the request and for writing the result. A request sent with less time than it takes is cut
+    # off by the client's timeout, billed, and sent again: the simulation showed 20 s did that to
+    # the waiters that got a slot late (requests take about 20 s on average and minutes in the tail).
+    reserve_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -199,12 +202,16 @@ def acquire(
     pool: PoolSettings, *, lane: str, ceiling: int | None, deadline: float, rng: Rng
 ) -> Generator[Command, Any, Acquired | Exhausted]:
     """Take a lease that expires at ``deadline`` (the invocation's own), waiting with jittered polls
-    while the time left after the next wait still covers ``pool.reserve_s``. A read or a write the
+    while the time left after the next wait still covers ``pool.reserve_s`` (or half the time the
+    invocation had when it started waiting, if less). A read or a write the
     store could not serve for now (answered ``Unavailable``: throttled, unreachable) counts as one
     more poll: a throttling storm is waited through like a full pool, not turned into a failure."""
     polls = 0
+    keep: float | None = None
     while True:
         seen: PoolState | Unavailable = yield QUERY
+        if keep is None:
+            keep = min(pool.reserve_s, (deadline - seen.now) / 2)
         got = None if isinstance(seen, Unavailable) else seen
         failed: Unavailable | None = seen if isinstance(seen, Unavailable) else None
         if got is not None:
@@ -215,7 +222,7 @@ def acquire(
         polls += 1
         bound = min(pool.poll_max_s, pool.poll_min_s * 2**polls)
         delay = rng.uniform(pool.poll_min_s, bound)
-        if deadline - (failed or seen).now - delay < pool.reserve_s:
+        if deadline - (failed or seen).now - delay < keep:
             return Exhausted(polls, store_failed=failed is not None)
         yield Sleep(delay)
 
