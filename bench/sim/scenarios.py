@@ -171,6 +171,7 @@ def figures(scenario: Scenario, pool: PoolSettings | None = None) -> Figures:
             "queries": counters.queries,
             "puts": counters.puts,
             "deletes": counters.deletes,
+            "renewals": counters.renewals,
             "ddb_throttled": counters.ddb_throttled,
             "requests": counters.requests,
             "answered": counters.answered,
@@ -190,23 +191,9 @@ def figures(scenario: Scenario, pool: PoolSettings | None = None) -> Figures:
 
 
 def _ratio(world: World) -> float:
-    """200s per second against cap / mean service time, while work waits: Deepgram's busy
-    slot-seconds from the first request to the last one it accepted, over what the caps allow in
-    that time (the pool; less when the audio-intelligence ceiling or the backfill's share is what
-    bounds the work: the pool times the share of it those caps let the work use on average)."""
-    accepted = world.accepted
-    if not accepted:
-        return math.nan
-    start, end = accepted[0][0], max(began for began, _ in accepted)
-    busy = sum(min(finish, end) - began for began, finish in accepted)
-    pool = world.settings.pool
-    total = sum(v.service_s for v in world.versions)
-    ai = sum(v.service_s for v in world.versions if v.ceiling is not None)
-    backfill = sum(v.service_s for v in world.versions if not v.live)
-    slots = max(1, int(pool.size * pool.lane_shares.get(BACKFILL_LANE, 1.0)))
-    bound_s = max(total / pool.size, ai / world.settings.ai_cap, backfill / slots)
-    usable = pool.size * (total / pool.size) / bound_s
-    return busy / (usable * max(1e-9, end - start))
+    """200s per second against cap / mean service time, while work waits for a slot: Deepgram's
+    busy slot-seconds over the slot-seconds the caps allowed the waiting work (``World._account``)."""
+    return world.busy_s / world.usable_s if world.usable_s else math.nan
 
 
 def _median_to_transcript(world: World) -> float:

@@ -75,6 +75,7 @@ class Invocation:
     cold: bool
     doomed: bool  # to be killed in the middle of its Deepgram request
     lease: core.Lease | None = None
+    proc: Proc | None = None
 
 
 @dataclass
@@ -117,6 +118,7 @@ class Counters:
     deletes: int = 0
     decreases: int = 0
     holds: int = 0
+    renewals: int = 0
     timeouts: int = 0  # requests the client gave up on (Deepgram worked on)
     requests: int = 0
     answered: int = 0
@@ -216,6 +218,13 @@ class World:
         self.core_rng = Draws(self.seed + 1).rng  # the governor's own draws: jitter, slot order, holder ids
         self.in_flight = 0
         self.ai_in_flight = 0
+        # While anything waits for a slot: Deepgram's busy slot-seconds, and the slot-seconds the
+        # caps would let the waiting work use (see ``_account``).
+        self.waiting = {"plain": 0, "ai": 0, "backfill": 0}
+        self.flying = {"plain": 0, "ai": 0, "backfill": 0}
+        self.busy_s = 0.0
+        self.usable_s = 0.0
+        self._accounted = 0.0
         self.accepted: list[tuple[float, float]] = []  # each billed request: Deepgram's start, end
         self._window = (-1, 0.0, 0.0)  # second, read units, write units used in it
         self._dlq: deque[tuple[Version, int]] = deque()
@@ -244,7 +253,8 @@ class World:
         self.counters.invocations += 1
         doomed = self.settings.kill_share > 0 and self.draw.chance(self.settings.kill_share)
         invocation = Invocation(version, function, self.loop.now + function.timeout_s, cold, doomed)
-        self._step(Proc(self._invocation(invocation), (invocation, done)), None)
+        invocation.proc = Proc(self._invocation(invocation), (invocation, done))
+        self._step(invocation.proc, None)
 
     def _step(self, proc: Proc, answer: Any) -> None:
         try:
@@ -308,6 +318,9 @@ class World:
         attempt = 0
         while True:
             attempt += 1
+            kind = _kind(version)
+            self._account()
+            self.waiting[kind] += 1
             outcome = yield from core.acquire(
                 pool,
                 lane=version.lane,
@@ -315,6 +328,8 @@ class World:
                 deadline=invocation.deadline,
                 rng=self.core_rng,
             )
+            self._account()
+            self.waiting[kind] -= 1
             if isinstance(outcome, core.Exhausted) and outcome.store_failed:
                 yield core.Sleep(self._retry_delay(invocation, attempt, "capacity-store-error"))
                 continue
@@ -322,6 +337,9 @@ class World:
                 self.counters.capacity_handbacks += 1
                 raise Handback(CAPACITY_REASON)
             lease = invocation.lease = outcome.lease
+            every = lease.renew_every(pool)
+            if every is not None:  # the product's renewal thread, while the request runs
+                self.loop.at(self.loop.now + every, self._renew, (invocation.proc, lease, every))
             status = yield Listen(invocation)
             if status == 429:
                 yield core.decrease(pool, lease, None, self.loop.now)
@@ -391,6 +409,24 @@ class World:
             self.table.decrease(command)
         self.loop.at(now + latency, self._resume, (proc, answer))
 
+    def _renew(self, arg: tuple[Proc, core.Lease, float]) -> None:
+        """One renewal by the lease's holder (a thread beside the request in the product)."""
+        proc, lease, every = arg
+        if not proc.alive or proc.data[0].lease is not lease:
+            return
+        now = self.loop.now
+        for step in core.renew(self.settings.pool, lease, now):
+            self.counters.ddb_calls += 1
+            if self._throttled(now, False, 1):  # and the SDK's retry, at once: a simplification
+                self.counters.ddb_throttled += 1
+                self.counters.ddb_calls += 1
+                if self._throttled(now, False, 1):
+                    self.counters.ddb_throttled += 1
+                    continue
+            self.counters.renewals += 1
+            self.table.hold(step)
+        self.loop.at(now + every, self._renew, arg)
+
     def _retry_call(self, arg: tuple[Proc, Any]) -> None:
         proc, command = arg
         if proc.alive:
@@ -414,6 +450,27 @@ class World:
         self._window = (second, reads, writes)
         return False
 
+    def _account(self) -> None:
+        """Integrate up to now, while anything waits: busy = requests in flight at Deepgram;
+        usable = what the caps allow the work present: the whole pool while a plain live request
+        waits, else the ceiling for waiting audio-intelligence requests plus the backfill's share
+        for waiting backfill tasks plus what classes with no waiter have in flight."""
+        now = self.loop.now
+        elapsed, self._accounted = now - self._accounted, now
+        waiting, flying = self.waiting, self.flying
+        if elapsed <= 0 or not (waiting["plain"] or waiting["ai"] or waiting["backfill"]):
+            return
+        pool = self.settings.pool
+        if waiting["plain"]:
+            usable = pool.size
+        else:
+            usable = self.settings.ai_cap if waiting["ai"] else flying["ai"]
+            share = pool.lane_shares.get(BACKFILL_LANE, 1.0)
+            usable += max(1, int(pool.size * share)) if waiting["backfill"] else flying["backfill"]
+            usable = min(pool.size, usable + flying["plain"])
+        self.busy_s += elapsed * self.in_flight
+        self.usable_s += elapsed * usable
+
     def _listen(self, proc: Proc, command: Listen) -> None:
         arrive = self.loop.now + self.draw.lognormal(0.03, 0.3)  # connection and request upload
         self.loop.at(arrive, self._arrive, proc)
@@ -431,6 +488,8 @@ class World:
             version.throttled += 1
             self.loop.at(now + self.draw.lognormal(0.03, 0.3), self._resume, (proc, 429))
             return
+        self._account()
+        self.flying[_kind(version)] += 1
         self.in_flight += 1
         counters.max_in_flight = max(counters.max_in_flight, self.in_flight)
         if ai:
@@ -452,6 +511,8 @@ class World:
     def _served(self, arg: tuple[Proc, bool]) -> None:
         proc, answers = arg
         invocation: Invocation = proc.data[0]
+        self._account()
+        self.flying[_kind(invocation.version)] -= 1
         self.in_flight -= 1
         if invocation.version.ceiling is not None:
             self.ai_in_flight -= 1
@@ -548,6 +609,12 @@ class World:
 
         for worker in range(workers):
             self.loop.at(worker * 0.01, next_task)
+
+
+def _kind(version: Version) -> str:
+    if version.ceiling is not None:
+        return "ai"
+    return "plain" if version.lane == LIVE_LANE else "backfill"
 
 
 def backfill_lane(version: Version) -> Version:

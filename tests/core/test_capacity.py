@@ -5,6 +5,7 @@ way in keeps work that waited for capacity (never a failure record, never a used
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -132,20 +133,40 @@ def waiting(sleeps: Waits, seconds: float) -> FakeLambdaContext:
 # -- leases -------------------------------------------------------------------------------------
 
 
-def test_a_lease_holds_one_slot_until_the_invocations_deadline_and_is_released(
+def test_a_lease_holds_one_slot_for_its_term_within_the_invocations_deadline_and_is_released(
     aws: Aws, table: str, sleeps: Waits, clock: Clock
 ) -> None:
     gov = governor(aws, sleeps, clock)
+    assert gov.acquire(context(40)).expires_at == pytest.approx(clock.now + 40, abs=0.01)  # the deadline
 
     lease = gov.acquire(context(120))
 
     (key,) = lease.keys
     stored = items(aws.dynamodb)[key]
     assert key.startswith("slot#")
-    assert float(stored["expires_at"]["N"]) == pytest.approx(clock.now + 120)
+    assert float(stored["expires_at"]["N"]) == pytest.approx(clock.now + 60, abs=0.01)  # its term
     assert stored["lane"]["S"] == "live"
     gov.release(lease)
-    assert items(aws.dynamodb) == {}
+    assert key not in items(aws.dynamodb)
+
+
+def test_a_lease_is_renewed_while_its_request_runs_and_a_dead_holders_comes_back_after_one_term(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock
+) -> None:
+    pool = replace(POOL, size=1, lease_term_s=0.3)  # renewed every 0.1 s
+    gov = governor(aws, sleeps, clock, pool)
+
+    with gov.slot(context(600), [("model", "nova-3")]) as lease:
+        clock.now += 10  # the request runs long past the lease's first term
+        deadline = time.monotonic() + 5
+        while float(items(aws.dynamodb)[lease.keys[0]]["expires_at"]["N"]) < clock.now:
+            assert time.monotonic() < deadline, "never renewed"
+            time.sleep(0.05)
+    assert items(aws.dynamodb) == {}  # released at the end
+
+    dead = gov.acquire(context(600))  # a holder that never renews: its sandbox was killed
+    clock.now = dead.expires_at + 0.01
+    assert gov.acquire(context(600)).keys == dead.keys
 
 
 def test_never_more_leases_than_the_pool_and_the_full_pool_ends_as_a_capacity_retry(
@@ -506,7 +527,8 @@ def test_the_retry_function_requeues_a_capacity_wait_without_using_an_attempt(
 ) -> None:
     no_delay = replace(dead_letter_policy, base_delay_s=0)  # the requeued message is visible at once
     retrier = DeadLetterRetrier(governed_transcriber(aws, sleeps, clock), no_delay, aws.sqs)
-    held = [governor(aws, sleeps, clock).acquire(context(10_000)) for _ in range(POOL.size)]
+    whole_time = replace(POOL, lease_term_s=None)  # others' leases last their invocations' time
+    held = [governor(aws, sleeps, clock, whole_time).acquire(context(10_000)) for _ in range(POOL.size)]
     aws.upload("dlq.wav")
     aws.sqs.send_message(
         QueueUrl=aws.dead_letter_queue_url,

@@ -36,6 +36,7 @@ simulator in ``bench/sim`` drives the same core against simulated stores and tim
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -168,7 +169,8 @@ class CapacityGovernor:
         lease = self.acquire(context, intelligence_ceiling(query, self.pool.ai_ceiling), lane=lane)
         held = False
         try:
-            yield lease
+            with self._renewed(lease):
+                yield lease
         except TranscriptionError as exc:
             if exc.details.http_status == 429:
                 self.throttled(lease, exc.details.retry_after_s)
@@ -301,8 +303,16 @@ class CapacityGovernor:
     def hold(self, lease: Lease) -> None:
         """The request timed out at our end but Deepgram may still be working on it: keep its
         slots until Deepgram's processing limit instead of releasing them (a log line on failure:
-        the lease then ends at the invocation's deadline)."""
-        for step in core.hold(lease):
+        the lease then ends at its expiry)."""
+        self._extend(core.hold(lease), "Could not hold a capacity slot")
+
+    def renew(self, lease: Lease) -> None:
+        """Extend the lease by its term (``PoolSettings.lease_term_s``); a failure is logged (the
+        next renewal, a third of the term later, tries again)."""
+        self._extend(core.renew(self.pool, lease, self._clock()), "Could not renew a capacity lease")
+
+    def _extend(self, steps: Sequence[core.Hold], failure: str) -> None:
+        for step in steps:
             try:
                 self._ddb.update_item(
                     TableName=self.pool.table,
@@ -315,7 +325,30 @@ class CapacityGovernor:
                     },
                 )
             except (ClientError, BotoCoreError) as exc:
-                logger.warning("Could not hold a capacity slot", extra={"slot": step.key, "error": str(exc)})
+                logger.warning(failure, extra={"slot": step.key, "error": str(exc)})
+
+    @contextmanager
+    def _renewed(self, lease: Lease) -> Iterator[None]:
+        """Renew the lease from a background thread while the body runs (the request blocks the
+        invocation's own thread); a killed sandbox stops renewing, so its slot comes back within
+        one term."""
+        every = lease.renew_every(self.pool)
+        if every is None:
+            yield
+            return
+        stop = threading.Event()
+
+        def keep_alive() -> None:
+            while not stop.wait(every):
+                self.renew(lease)
+
+        thread = threading.Thread(target=keep_alive, name="capacity-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=every)
 
     def read(self) -> PoolState:
         """One strongly consistent query of the pool's partition."""
