@@ -12,8 +12,8 @@ Taking a lease is a generator: it yields commands and is sent each one's answer.
 
 It returns ``Acquired`` or, when waiting longer would eat into what the invocation needs after
 the wait, ``Exhausted``. Releasing (``release``) and lowering the pool after a 429 (``decrease``)
-are one step each: they say which writes to make. Randomness (the jitter, the order free slots
-are tried in, the holder's id) comes from the ``Rng`` the caller passes in.
+are one step each: they say which writes to make. Randomness (the jitter, which free slots are
+tried, the holder's id) comes from the ``Rng`` the caller passes in.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Rng(Protocol):
 
     def uniform(self, a: float, b: float) -> float: ...
 
-    def shuffle(self, x: list[Any]) -> None: ...
+    def sample(self, population: Sequence[Any], k: int) -> list[Any]: ...
 
     def getrandbits(self, k: int, /) -> int: ...
 
@@ -253,11 +253,16 @@ def _try(
     if lane_is_full(pool, state, lane):
         return None
     size = state.effective_size(pool)
-    slots = _free_keys("slot", size, state, rng)
-    pairs: Sequence[tuple[str, str | None]] = [(slot, None) for slot in slots[:_TRIES_PER_READ]]
-    if ceiling is not None:
+    pairs: Sequence[tuple[str, str | None]]
+    if ceiling is None:
+        pairs = [(slot, None) for slot in _free_keys("slot", size, state, rng)]
+    else:
         ceiling_slots = _free_keys(f"c{ceiling}", min(ceiling, size), state, rng)
-        pairs = list(zip(slots, ceiling_slots, strict=False))[:_TRIES_PER_READ]
+        pairs = (
+            list(zip(_free_keys("slot", size, state, rng), ceiling_slots, strict=False))
+            if ceiling_slots
+            else []
+        )
     # Waiters that read the same state race for the same free slots: the loser tries another slot
     # it saw free (each write is conditional) rather than waiting a whole poll for it.
     for slot, ceiling_slot in pairs:
@@ -284,11 +289,10 @@ def _keys(family: str, count: int) -> tuple[str, ...]:
 
 
 def _free_keys(family: str, count: int, state: PoolState, rng: Rng) -> list[str]:
-    """The family's slots no unexpired lease holds, in random order."""
+    """Up to ``_TRIES_PER_READ`` of the family's slots no unexpired lease holds, in random order."""
     held = state.held
     free = [key for key in _keys(family, count) if key not in held]
-    rng.shuffle(free)
-    return free
+    return rng.sample(free, min(_TRIES_PER_READ, len(free)))
 
 
 def release(lease: Lease, rng: Rng) -> Generator[Delete | Sleep, bool | None]:
