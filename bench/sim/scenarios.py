@@ -167,6 +167,7 @@ def figures(scenario: Scenario, pool: PoolSettings | None = None) -> Figures:
         unfinished=sum(1 for v in versions if v.done_at < 0 and not v.lost),
         virtual_s=world.loop.now,
         details={
+            "ratio to last start": round(_ratio_to_last_start(world), 3),
             "events": world.loop.events,
             "queries": counters.queries,
             "puts": counters.puts,
@@ -194,6 +195,22 @@ def _ratio(world: World) -> float:
     """200s per second against cap / mean service time, while work waits for a slot: Deepgram's
     busy slot-seconds over the slot-seconds the caps allowed the waiting work (``World._account``)."""
     return world.busy_s / world.usable_s if world.usable_s else math.nan
+
+
+def _ratio_to_last_start(world: World) -> float:
+    """The first measure (before/after figures in docs/capacity-simulation.md): Deepgram's busy
+    slot-seconds from the first request to the last one it accepted, over the pool times the
+    share of it the caps let the work use on average."""
+    accepted = world.accepted
+    start, end = accepted[0][0], max(began for began, _ in accepted)
+    busy = sum(min(finish, end) - began for began, finish in accepted)
+    pool = world.settings.pool
+    total = sum(v.service_s for v in world.versions)
+    ai = sum(v.service_s for v in world.versions if v.ceiling is not None)
+    backfill = sum(v.service_s for v in world.versions if not v.live)
+    slots = max(1, int(pool.size * pool.lane_shares.get(BACKFILL_LANE, 1.0)))
+    bound_s = max(total / pool.size, ai / world.settings.ai_cap, backfill / slots)
+    return busy / (total / bound_s * max(1e-9, end - start))
 
 
 def _median_to_transcript(world: World) -> float:
