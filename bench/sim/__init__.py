@@ -72,6 +72,9 @@ def run(quick: bool = False) -> SimResult:
             )
         result.notes.append(
             f"sim {scenario.name}: {found.virtual_s:.0f} s virtual; "
-            + ", ".join(f"{key} {value:g}" for key, value in found.details.items())
+            + ", ".join(
+                f"{key} {value:.0f}" if value == int(value) else f"{key} {value:g}"
+                for key, value in found.details.items()
+            )
         )
     return result
