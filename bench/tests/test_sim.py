@@ -4,6 +4,7 @@ scenario where both must give the same counts."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -148,3 +149,19 @@ def test_the_simulator_and_the_local_world_give_the_same_counts(
         "billable answers": statuses.get(200, 0),
     }
     assert sim_counts == local_counts == {"objects": 3, "requests": 4, "429s": 1, "billable answers": 3}
+
+
+def test_make_bench_only_sim_ends_with_one_line_per_scenario(tmp_path: Any, capsys: Any) -> None:
+    from bench.__main__ import main
+
+    assert main(["--only", "sim", "--quick", "--output", str(tmp_path / "results.md")]) == 0
+
+    last = capsys.readouterr().out.strip().splitlines()[-len(SCENARIOS) :]
+    assert [line.split(":")[0] for line in last] == [f"sim {scenario.name}" for scenario in SCENARIOS]
+    for line in last:
+        assert re.fullmatch(
+            r"sim [a-z-]+: objects \d+, cap \d+, 200s/s ratio [\d.]+, 429s \d+, billable per version [\d.]+, "
+            r"live slowdown (n/a|[\d.]+), dynamodb per object [\d.]+, wall [\d.]+ s",
+            line,
+        ), line
+    assert "## Simulation" in (tmp_path / "results.md").read_text()
