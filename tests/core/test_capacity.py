@@ -144,7 +144,7 @@ def test_a_lease_holds_one_slot_for_its_term_within_the_invocations_deadline_and
     (key,) = lease.keys
     stored = items(aws.dynamodb)[key]
     assert key.startswith("slot#")
-    assert float(stored["expires_at"]["N"]) == pytest.approx(clock.now + 60, abs=0.01)  # its term
+    assert float(stored["expires_at"]["N"]) == pytest.approx(clock.now + 45, abs=0.01)  # its term
     assert stored["lane"]["S"] == "live"
     gov.release(lease)
     assert key not in items(aws.dynamodb)

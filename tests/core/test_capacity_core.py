@@ -49,9 +49,9 @@ def test_a_free_pool_costs_one_read_and_one_conditional_put() -> None:
     assert isinstance(put, ConditionalPut)
     assert put.lease.keys[0].startswith("slot#")
     # It lasts one term (renewed while its request runs), never past the invocation's deadline.
-    assert (put.lease.taken_at, put.lease.expires_at, put.lease.lane) == (NOW, NOW + 60, "live")
+    assert (put.lease.taken_at, put.lease.expires_at, put.lease.lane) == (NOW, NOW + 45, "live")
     assert put.lease.deadline == NOW + 600
-    assert put.lease.renew_every(POOL) == 20
+    assert put.lease.renew_every(POOL) == 15
 
     outcome = finish(gen, True)
 
