@@ -3,6 +3,7 @@
     python -m bench                      # every section (under 10 minutes on 2 cores)
     python -m bench --only cold,warm     # some sections (see SECTIONS)
     python -m bench --quick              # fewer repetitions, a smaller burst (a smoke run)
+    python -m bench --only sim           # the governor in deterministic simulation (no local world)
 
 Prints the table and writes it, with the machine's details, to bench/results.md (--output).
 Ratios compare only figures measured side by side in this run; the machine is noisy, so each
@@ -28,8 +29,9 @@ from bench.common import (
     render_table,
     say,
 )
+from bench.sim import SimResult
 
-SECTIONS = ("cold", "warm", "calls", "burst", "capacity", "size", "bytes", "answer")
+SECTIONS = ("cold", "warm", "calls", "burst", "capacity", "size", "bytes", "answer", "sim")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("\n".join(f"- {note}" for note in notes))
     print(f"\n(total {total_s:.0f} s; " + ", ".join(f"{r.name} {r.elapsed_s:.0f} s" for r in results) + ")")
+    for line in _summary_lines(results):  # last, one per scenario, to compare across runs
+        print(line)
     args.output.write_text(markdown(info, table, notes, results, total_s))
     say(f"wrote {args.output}")
     failed = any(row.metric == "FAILED" for result in results for row in result.rows)
@@ -86,12 +90,19 @@ def markdown(
     lines += [f"- run time: {total_s:.0f} s ({timings})", "", format_markdown_table(table), ""]
     if notes:
         lines += ["## Notes", "", *(f"- {note}" for note in notes), ""]
+    summary = _summary_lines(results)
+    if summary:
+        lines += ["## Simulation", "", "```", *summary, "```", ""]
     lines += [
         "Ratios are ours / reference, measured side by side in this run (medians of interleaved",
         "repetitions). Absolute figures are from a noisy 2-core machine: compare across runs with care.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _summary_lines(results: list[SectionResult]) -> list[str]:
+    return [line for result in results if isinstance(result, SimResult) for line in result.lines]
 
 
 def _in_world(body: Callable[..., SectionResult], **world_options: object) -> SectionResult:
@@ -144,6 +155,12 @@ def run_answer(quick: bool) -> SectionResult:
     return _in_world(lambda world: answer.run(world, quick=quick))
 
 
+def run_sim(quick: bool) -> SectionResult:
+    from bench import sim
+
+    return sim.run(quick)
+
+
 def run_size(quick: bool) -> SectionResult:
     from bench import size
 
@@ -159,6 +176,7 @@ RUNNERS: dict[str, Callable[[bool], SectionResult]] = {
     "bytes": run_bytes,
     "capacity": run_capacity,
     "answer": run_answer,
+    "sim": run_sim,
 }
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def test_s3_event_encodes_the_key_like_s3() -> None:
 
 
 def test_unknown_sections_are_refused() -> None:
-    assert set(SECTIONS) == {"cold", "warm", "calls", "burst", "capacity", "size", "bytes", "answer"}
+    assert set(SECTIONS) == {"cold", "warm", "calls", "burst", "capacity", "size", "bytes", "answer", "sim"}
     with pytest.raises(SystemExit) as exit_info:
         main(["--only", "nope"])
     assert exit_info.value.code == 2

@@ -5,6 +5,7 @@ way in keeps work that waited for capacity (never a failure record, never a used
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,7 @@ from tests.core.conftest import (
 from transcriber.adapters import handle_event
 from transcriber.capacity import (
     CAPACITY_REASON,
+    GAVE_UP_REASON,
     CapacityGovernor,
     CapacityRequeue,
     PoolSettings,
@@ -37,9 +39,10 @@ from transcriber.capacity import (
     build_governor,
     intelligence_ceiling,
 )
+from transcriber.capacity_core import DEEPGRAM_PROCESSING_LIMIT_S
 from transcriber.config import Settings
 from transcriber.dead_letter import DeadLetterRetrier
-from transcriber.errors import ConfigurationError, RetryableError
+from transcriber.errors import ConfigurationError, ErrorDetails, RetryableError
 from transcriber.events import S3ObjectRef
 from transcriber.workflow import Transcriber
 
@@ -130,20 +133,40 @@ def waiting(sleeps: Waits, seconds: float) -> FakeLambdaContext:
 # -- leases -------------------------------------------------------------------------------------
 
 
-def test_a_lease_holds_one_slot_until_the_invocations_deadline_and_is_released(
+def test_a_lease_holds_one_slot_for_its_term_within_the_invocations_deadline_and_is_released(
     aws: Aws, table: str, sleeps: Waits, clock: Clock
 ) -> None:
     gov = governor(aws, sleeps, clock)
+    assert gov.acquire(context(40)).expires_at == pytest.approx(clock.now + 40, abs=0.01)  # the deadline
 
     lease = gov.acquire(context(120))
 
     (key,) = lease.keys
     stored = items(aws.dynamodb)[key]
     assert key.startswith("slot#")
-    assert float(stored["expires_at"]["N"]) == pytest.approx(clock.now + 120)
+    assert float(stored["expires_at"]["N"]) == pytest.approx(clock.now + 45, abs=0.01)  # its term
     assert stored["lane"]["S"] == "live"
     gov.release(lease)
-    assert items(aws.dynamodb) == {}
+    assert key not in items(aws.dynamodb)
+
+
+def test_a_lease_is_renewed_while_its_request_runs_and_a_dead_holders_comes_back_after_one_term(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock
+) -> None:
+    pool = replace(POOL, size=1, lease_term_s=0.3)  # renewed every 0.1 s
+    gov = governor(aws, sleeps, clock, pool)
+
+    with gov.slot(context(600), [("model", "nova-3")]) as lease:
+        clock.now += 10  # the request runs long past the lease's first term
+        deadline = time.monotonic() + 5
+        while float(items(aws.dynamodb)[lease.keys[0]]["expires_at"]["N"]) < clock.now:
+            assert time.monotonic() < deadline, "never renewed"
+            time.sleep(0.05)
+    assert items(aws.dynamodb) == {}  # released at the end
+
+    dead = gov.acquire(context(600))  # a holder that never renews: its sandbox was killed
+    clock.now = dead.expires_at + 0.01
+    assert gov.acquire(context(600)).keys == dead.keys
 
 
 def test_never_more_leases_than_the_pool_and_the_full_pool_ends_as_a_capacity_retry(
@@ -165,7 +188,7 @@ def test_never_more_leases_than_the_pool_and_the_full_pool_ends_as_a_capacity_re
     assert all(d <= bound for d, bound in zip(sleeps.delays, bounds, strict=True))
     assert max(sleeps.delays) > 2 * POOL.poll_min_s
     assert len(set(sleeps.delays)) > 1
-    assert sleeps.context.remaining_ms / 1000 >= POOL.reserve_s
+    assert sleeps.context.remaining_ms / 1000 >= min(POOL.reserve_s, 30 / 2)  # at most half waited
     assert len(items(aws.dynamodb)) == POOL.size
 
 
@@ -332,7 +355,7 @@ def test_a_lowered_pool_admits_no_more_than_its_effective_size(
     gov.acquire(context())  # with `lease`, 2 are held
 
     with pytest.raises(RetryableError):
-        gov.acquire(waiting(sleeps, 25))
+        gov.acquire(waiting(sleeps, 8))  # waits at most half of it: inside the decrease's hold
 
 
 def test_a_429_from_deepgram_lowers_the_pool_and_releases_the_slot_before_the_retry(
@@ -504,7 +527,8 @@ def test_the_retry_function_requeues_a_capacity_wait_without_using_an_attempt(
 ) -> None:
     no_delay = replace(dead_letter_policy, base_delay_s=0)  # the requeued message is visible at once
     retrier = DeadLetterRetrier(governed_transcriber(aws, sleeps, clock), no_delay, aws.sqs)
-    held = [governor(aws, sleeps, clock).acquire(context(10_000)) for _ in range(POOL.size)]
+    whole_time = replace(POOL, lease_term_s=None)  # others' leases last their invocations' time
+    held = [governor(aws, sleeps, clock, whole_time).acquire(context(10_000)) for _ in range(POOL.size)]
     aws.upload("dlq.wav")
     aws.sqs.send_message(
         QueueUrl=aws.dead_letter_queue_url,
@@ -711,3 +735,85 @@ def test_an_sqs_message_that_cannot_be_requeued_is_a_batch_item_failure(
         sleeps.context.remaining_ms = 60_000
         response = handle_event(sqs_event(aws, url, "own.wav"), sleeps.context, transcriber)
         assert response == {"batchItemFailures": [{"itemIdentifier": "msg-1"}]}
+
+
+# -- what the simulation led to: timeouts hold, releases retry, throttling is waited through ----------
+
+
+def test_a_request_that_timed_out_keeps_its_slot_until_deepgrams_processing_limit(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock
+) -> None:
+    gov = governor(aws, sleeps, clock)
+    timed_out = RetryableError(ErrorDetails(reason=GAVE_UP_REASON, message="no answer"))
+
+    with pytest.raises(RetryableError), gov.slot(context(120), [("model", "nova-3")]) as lease:
+        raise timed_out
+
+    (key,) = lease.keys
+    stored = items(aws.dynamodb)[key]
+    assert stored["holder"]["S"] == lease.holder  # not released: Deepgram may still be working
+    assert float(stored["expires_at"]["N"]) == pytest.approx(lease.taken_at + DEEPGRAM_PROCESSING_LIMIT_S)
+
+
+def test_a_release_the_store_throttles_is_tried_again(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gov = governor(aws, sleeps, clock)
+    lease = gov.acquire(context())
+    delete = aws.dynamodb.delete_item
+    failures = iter([ClientError({"Error": {"Code": "ThrottlingException"}}, "DeleteItem")])
+
+    def throttled_once(**kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return delete(**kwargs)
+
+    monkeypatch.setattr(aws.dynamodb, "delete_item", throttled_once)
+
+    gov.release(lease)
+
+    assert items(aws.dynamodb) == {}
+    assert len(sleeps.delays) == 1
+
+
+def test_a_throttled_pool_is_waited_through_and_a_refused_one_fails_at_once(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gov = governor(aws, sleeps, clock)
+    query = aws.dynamodb.query
+    failures = iter([ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "Query")] * 3)
+
+    def throttled_thrice(**kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return query(**kwargs)
+
+    monkeypatch.setattr(aws.dynamodb, "query", throttled_thrice)
+    assert gov.acquire(context()).keys
+    assert len(sleeps.delays) == 3
+
+    def refused(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDeniedException"}}, "Query")
+
+    monkeypatch.setattr(aws.dynamodb, "query", refused)
+    with pytest.raises(RetryableError) as raised:
+        gov.acquire(context())
+    assert raised.value.reason == "capacity-store-error"
+    assert len(sleeps.delays) == 3  # no wait for a fault of configuration
+
+
+def test_a_hold_that_fails_is_only_a_log_line(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gov = governor(aws, sleeps, clock)
+    lease = gov.acquire(context(120))
+
+    def fail(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="x")
+
+    monkeypatch.setattr(aws.dynamodb, "update_item", fail)
+    gov.hold(lease)
+
+    assert float(items(aws.dynamodb)[lease.keys[0]]["expires_at"]["N"]) == pytest.approx(lease.expires_at)

@@ -26,22 +26,36 @@ Lanes: each lease carries a lane (``live`` by default). A lane other than ``live
 most its share of the effective pool (``lane_shares``), so a backfill can never take the slots live
 uploads need: S3 Batch Operations tasks lease in the ``backfill`` lane (``transcriber.adapters``),
 whose share is ``CAPACITY_BACKFILL_PERCENT`` of the pool.
+
+The decisions (which slot, whether to wait and how long, what a decrease sets) are
+``transcriber.capacity_core``, which does no I/O and reads no clock; this module carries its
+commands out against DynamoDB with the wall clock and the invocation's remaining time. The
+simulator in ``bench/sim`` drives the same core against simulated stores and time.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
+from transcriber import capacity_core as core
+from transcriber.capacity_core import (
+    BACKFILL_LANE,
+    LIVE_LANE,
+    Lease,
+    Limit,
+    PoolSettings,
+    PoolState,
+    Rng,
+)
 from transcriber.errors import ErrorDetails, RetryableError, TranscriptionError
 from transcriber.observability import logger, metrics
 
@@ -50,19 +64,43 @@ if TYPE_CHECKING:
 
     from transcriber.config import Settings
 
-LIVE_LANE = "live"
-BACKFILL_LANE = "backfill"
+__all__ = [
+    "BACKFILL_LANE",
+    "CAPACITY_REASON",
+    "ENTITIES_CEILING",
+    "INTELLIGENCE_OPTIONS",
+    "LIVE_LANE",
+    "CapacityGovernor",
+    "CapacityRequeue",
+    "Governor",
+    "Lease",
+    "PoolSettings",
+    "PoolState",
+    "Unlimited",
+    "build_governor",
+    "intelligence_ceiling",
+]
+
 # Deepgram: "if multiple services are used in one API call, the lower of the rate limits is applied".
 INTELLIGENCE_OPTIONS = ("summarize", "topics", "intents", "sentiment")
 ENTITIES_CEILING = 5
 CAPACITY_REASON = "deepgram-capacity"
-_TRIES_PER_READ = 3  # conditional writes on slots one read saw free, before the next poll
+GAVE_UP_REASON = "deepgram-timeout"  # we stopped waiting for the answer; Deepgram may not have
 _CONFLICTS = (
     "ConditionalCheckFailedException",
     "TransactionCanceledException",
     "TransactionConflictException",
 )
-_rng = random.Random()  # noqa: S311 - jitter, not cryptography
+_TRANSIENT = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
+_rng = random.Random()  # noqa: S311 - requeue delays, not cryptography
 
 
 class Clock(Protocol):
@@ -83,57 +121,6 @@ def intelligence_ceiling(query: Sequence[tuple[str, str]], ai_ceiling: int) -> i
     return None
 
 
-@dataclass(frozen=True)
-class PoolSettings:
-    """One pool: its name (shared by every stack on one Deepgram project), its size and ceilings."""
-
-    table: str
-    name: str = "deepgram"
-    size: int = 45
-    ai_ceiling: int = 10
-    lane_shares: Mapping[str, float] = field(default_factory=dict)  # lane -> share of the pool
-    hold_s: float = 5.0  # least time a decrease holds (longer when Retry-After says so)
-    increase_every_s: float = 2.0  # then one slot more per this many seconds
-    # A waiter's polls spread out (full jitter, the bound doubling up to poll_max_s): a freed slot
-    # is still found within about poll_max_s / waiters, and a long queue of waiters does not turn
-    # into a storm of reads on the pool's partition.
-    poll_min_s: float = 0.25
-    poll_max_s: float = 4.0
-    # Kept back after the wait: what the workflow needs for the request and for writing the result.
-    reserve_s: float = 20.0
-
-
-@dataclass(frozen=True)
-class PoolState:
-    """What one read of the pool saw: the active leases and the AIMD state."""
-
-    now: float
-    held: frozenset[str]  # sort keys of unexpired leases
-    lanes: dict[str, int]  # unexpired slot leases per lane
-    reduced_to: int | None = None
-    hold_until: float = 0.0
-    decreased_at: float = 0.0
-
-    def effective_size(self, pool: PoolSettings) -> int:
-        """The pool's size now: full, or the AIMD decrease recovering one slot per interval."""
-        if self.reduced_to is None:
-            return pool.size
-        if self.now < self.hold_until:
-            return self.reduced_to
-        grown = int((self.now - self.hold_until) // pool.increase_every_s)
-        return min(pool.size, self.reduced_to + grown)
-
-
-@dataclass(frozen=True)
-class Lease:
-    keys: tuple[str, ...]  # sort keys held: the slot, and the ceiling slot if any
-    holder: str
-    taken_at: float
-    expires_at: float
-    seen: PoolState
-    lane: str = LIVE_LANE
-
-
 class Governor(Protocol):
     """What the workflow asks of a governor: hold a slot for the length of one request."""
 
@@ -151,6 +138,9 @@ class Unlimited:
 
 
 class CapacityGovernor:
+    """The Lambda side of ``transcriber.capacity_core``: its commands carried out against DynamoDB,
+    with the wall clock and the invocation's remaining time."""
+
     def __init__(
         self,
         pool: PoolSettings,
@@ -159,12 +149,14 @@ class CapacityGovernor:
         lane: str = LIVE_LANE,
         sleep: Callable[[float], None] = time.sleep,
         clock: Clock = time.time,
+        rng: Rng | None = None,
     ) -> None:
         self.pool = pool
         self.lane = lane
         self._ddb = dynamodb
         self._sleep = sleep
         self._clock = clock
+        self._rng: Rng = rng or random.SystemRandom()  # holder ids must not repeat across containers
 
     # -- the hook the workflow uses -------------------------------------------------------------
     @contextmanager
@@ -172,82 +164,75 @@ class CapacityGovernor:
         self, context: ContextLike, query: Sequence[tuple[str, str]], lane: str | None = None
     ) -> Iterator[Lease]:
         """Hold a slot of ``lane`` (default: the governor's) while the body sends one request. A 429
-        raised from the body lowers the pool's effective size for everyone before the slot is released."""
+        raised from the body lowers the pool's effective size for everyone before the slot is released;
+        after a timeout the slot is held (``hold``), not released."""
         lease = self.acquire(context, intelligence_ceiling(query, self.pool.ai_ceiling), lane=lane)
+        held = False
         try:
-            yield lease
+            with self._renewed(lease):
+                yield lease
         except TranscriptionError as exc:
             if exc.details.http_status == 429:
                 self.throttled(lease, exc.details.retry_after_s)
+            if exc.reason == GAVE_UP_REASON:
+                self.hold(lease)
+                held = True
             raise
         finally:
-            self.release(lease)
+            if not held:
+                self.release(lease)
 
     # -- leases -----------------------------------------------------------------------------------
     def acquire(self, context: ContextLike, ceiling: int | None = None, *, lane: str | None = None) -> Lease:
         """A lease, waiting with jittered polling while the invocation has time; else
         ``RetryableError(deepgram-capacity)``."""
         started = self._clock()
-        polls = 0
+        deadline = started + context.get_remaining_time_in_millis() / 1000
+        steps = core.acquire(
+            self.pool, lane=lane or self.lane, ceiling=ceiling, deadline=deadline, rng=self._rng
+        )
+        answer: Any = None
         while True:
-            lease = self._try_acquire(context, ceiling, lane or self.lane)
-            if lease is not None:
-                if polls:
-                    metrics.add_metric(
-                        name="CapacityWaitSeconds", unit=MetricUnit.Seconds, value=self._clock() - started
-                    )
-                return lease
-            polls += 1
-            bound = min(self.pool.poll_max_s, self.pool.poll_min_s * 2**polls)
-            delay = _rng.uniform(self.pool.poll_min_s, bound)
-            remaining = context.get_remaining_time_in_millis() / 1000
-            if remaining - delay < self.pool.reserve_s:
-                metrics.add_metric(name="CapacityWaitsExhausted", unit=MetricUnit.Count, value=1)
-                raise RetryableError(
-                    ErrorDetails(
-                        reason=CAPACITY_REASON,
-                        message=(
-                            f"no free slot in Deepgram pool {self.pool.name!r} after "
-                            f"{self._clock() - started:.1f} s; leaving the object for a retry"
-                        ),
-                        extra={"capacity_polls": polls, "ceiling": ceiling},
-                    )
+            try:
+                command = steps.send(answer)
+            except StopIteration as done:
+                outcome: core.Acquired | core.Exhausted = done.value
+                break
+            try:
+                if isinstance(command, core.Query):
+                    answer = self.read()
+                elif isinstance(command, core.ConditionalPut):
+                    answer = self._write_lease(command.lease)
+                else:
+                    answer = self._sleep(command.seconds)
+            except RetryableError as exc:
+                if not exc.details.extra.get("transient"):
+                    raise
+                answer = core.Unavailable(self._clock())  # waited through, like a full pool
+        if isinstance(outcome, core.Acquired):
+            if outcome.polls:
+                metrics.add_metric(
+                    name="CapacityWaitSeconds", unit=MetricUnit.Seconds, value=self._clock() - started
                 )
-            self._sleep(delay)
-
-    def _try_acquire(self, context: ContextLike, ceiling: int | None, lane: str) -> Lease | None:
-        state = self.read()
-        size = state.effective_size(self.pool)
-        share = self.pool.lane_shares.get(lane)
-        lane_cap = size if share is None else max(1, int(size * share))
-        if sum(state.lanes.values()) >= size or state.lanes.get(lane, 0) >= lane_cap:
-            return None
-        slots = self._free_keys("slot", size, state)
-        pairs: list[tuple[str, str | None]] = [(slot, None) for slot in slots]
-        if ceiling is not None:
-            pairs = list(zip(slots, self._free_keys(f"c{ceiling}", min(ceiling, size), state), strict=False))
-        # Waiters that read the same state race for the same free slots: the loser tries another
-        # slot it saw free (each write is conditional) rather than waiting a whole poll for it.
-        for slot, ceiling_slot in pairs[:_TRIES_PER_READ]:
-            now = self._clock()
-            lease = Lease(
-                keys=(slot,) if ceiling_slot is None else (slot, ceiling_slot),
-                holder=uuid.uuid4().hex,
-                taken_at=now,
-                expires_at=now + context.get_remaining_time_in_millis() / 1000,
-                seen=state,
-                lane=lane,
+            return outcome.lease
+        if outcome.store_failed:
+            raise RetryableError(
+                ErrorDetails(
+                    reason="capacity-store-error",
+                    message=f"the pool's table was unavailable for {self._clock() - started:.1f} s",
+                )
             )
-            if self._write_lease(lease):
-                return lease
-        return None
-
-    @staticmethod
-    def _free_keys(family: str, count: int, state: PoolState) -> list[str]:
-        """The family's slots no unexpired lease holds, in random order."""
-        free = [key for key in (f"{family}#{i:03d}" for i in range(count)) if key not in state.held]
-        _rng.shuffle(free)
-        return free
+        metrics.add_metric(name="CapacityWaitsExhausted", unit=MetricUnit.Count, value=1)
+        raise RetryableError(
+            ErrorDetails(
+                reason=CAPACITY_REASON,
+                message=(
+                    f"no free slot in Deepgram pool {self.pool.name!r} after "
+                    f"{self._clock() - started:.1f} s; leaving the object for a retry"
+                ),
+                extra={"capacity_polls": outcome.polls, "ceiling": ceiling},
+            )
+        )
 
     def _write_lease(self, lease: Lease) -> bool:
         """One conditional put per key (one transaction for two): False when another function took
@@ -283,20 +268,87 @@ class CapacityGovernor:
 
     def release(self, lease: Lease) -> None:
         """Free the lease's slots; a slot someone took after our lease expired stays theirs. A
-        failure here is logged only: the lease still ends at the invocation's deadline."""
-        for key in lease.keys:
+        delete the store fails is tried again (``capacity_core.release``); if it still fails, a log
+        line only: the lease still ends at the invocation's deadline."""
+        steps = core.release(lease, self._rng)
+        answer: bool | None = None
+        while True:
             try:
-                self._ddb.delete_item(
+                command = steps.send(answer)
+            except StopIteration:
+                return
+            if isinstance(command, core.Sleep):
+                answer = self._sleep(command.seconds)
+            else:
+                answer = self._delete(command)
+
+    def _delete(self, delete: core.Delete) -> bool:
+        try:
+            self._ddb.delete_item(
+                TableName=self.pool.table,
+                Key={"pk": {"S": self.pool.name}, "sk": {"S": delete.key}},
+                ConditionExpression="holder = :holder",
+                ExpressionAttributeValues={":holder": {"S": delete.holder}},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _CONFLICTS:
+                return True  # not ours any more: nothing to free
+            _release_failed(delete.key, exc)
+            return False
+        except BotoCoreError as exc:
+            _release_failed(delete.key, exc)
+            return False
+        return True
+
+    def hold(self, lease: Lease) -> None:
+        """The request timed out at our end but Deepgram may still be working on it: keep its
+        slots until Deepgram's processing limit instead of releasing them (a log line on failure:
+        the lease then ends at its expiry)."""
+        self._extend(core.hold(lease), "Could not hold a capacity slot")
+
+    def renew(self, lease: Lease) -> None:
+        """Extend the lease by its term (``PoolSettings.lease_term_s``); a failure is logged (the
+        next renewal, a third of the term later, tries again)."""
+        self._extend(core.renew(self.pool, lease, self._clock()), "Could not renew a capacity lease")
+
+    def _extend(self, steps: Sequence[core.Hold], failure: str) -> None:
+        for step in steps:
+            try:
+                self._ddb.update_item(
                     TableName=self.pool.table,
-                    Key={"pk": {"S": self.pool.name}, "sk": {"S": key}},
+                    Key={"pk": {"S": self.pool.name}, "sk": {"S": step.key}},
+                    UpdateExpression="SET expires_at = :until",
                     ConditionExpression="holder = :holder",
-                    ExpressionAttributeValues={":holder": {"S": lease.holder}},
+                    ExpressionAttributeValues={
+                        ":until": {"N": _number(step.until)},
+                        ":holder": {"S": step.holder},
+                    },
                 )
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in _CONFLICTS:
-                    _release_failed(key, exc)
-            except BotoCoreError as exc:
-                _release_failed(key, exc)
+            except (ClientError, BotoCoreError) as exc:
+                logger.warning(failure, extra={"slot": step.key, "error": str(exc)})
+
+    @contextmanager
+    def _renewed(self, lease: Lease) -> Iterator[None]:
+        """Renew the lease from a background thread while the body runs (the request blocks the
+        invocation's own thread); a killed sandbox stops renewing, so its slot comes back within
+        one term."""
+        every = lease.renew_every(self.pool)
+        if every is None:
+            yield
+            return
+        stop = threading.Event()
+
+        def keep_alive() -> None:
+            while not stop.wait(every):
+                self.renew(lease)
+
+        thread = threading.Thread(target=keep_alive, name="capacity-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=every)
 
     def read(self) -> PoolState:
         """One strongly consistent query of the pool's partition."""
@@ -322,10 +374,7 @@ class CapacityGovernor:
     def throttled(self, lease: Lease, retry_after_s: float | None) -> None:
         """Deepgram answered 429 although we held a slot: halve the effective pool, once per
         congestion (a decrease made after this lease was taken already answered it)."""
-        now = self._clock()
-        current = lease.seen.effective_size(self.pool)
-        reduced = max(1, current // 2)
-        hold = max(self.pool.hold_s, retry_after_s or 0.0)
+        step = core.decrease(self.pool, lease, retry_after_s, self._clock())
         try:
             self._ddb.update_item(
                 TableName=self.pool.table,
@@ -333,10 +382,10 @@ class CapacityGovernor:
                 UpdateExpression="SET reduced_to = :reduced, hold_until = :until, decreased_at = :now",
                 ConditionExpression="attribute_not_exists(decreased_at) OR decreased_at < :taken",
                 ExpressionAttributeValues={
-                    ":reduced": {"N": str(reduced)},
-                    ":until": {"N": _number(now + hold)},
-                    ":now": {"N": _number(now)},
-                    ":taken": {"N": _number(lease.taken_at)},
+                    ":reduced": {"N": str(step.limit.reduced_to)},
+                    ":until": {"N": _number(step.limit.hold_until)},
+                    ":now": {"N": _number(step.limit.decreased_at)},
+                    ":taken": {"N": _number(step.taken_at)},
                 },
             )
         except ClientError as exc:
@@ -349,33 +398,30 @@ class CapacityGovernor:
         metrics.add_metric(name="CapacityDecreases", unit=MetricUnit.Count, value=1)
         logger.warning(
             "Deepgram throttled a governed request; lowering the pool",
-            extra={"pool": self.pool.name, "from": current, "to": reduced, "hold_s": hold},
+            extra={
+                "pool": self.pool.name,
+                "from": step.from_size,
+                "to": step.limit.reduced_to,
+                "hold_s": step.hold_s,
+            },
         )
 
 
 def _state(items: list[dict[str, Any]], now: float) -> PoolState:
-    held: set[str] = set()
-    lanes: dict[str, int] = {}
-    limit: dict[str, Any] | None = None
+    leases: list[tuple[str, str, float]] = []
+    limit: Limit | None = None
     for item in items:
         key = item["sk"]["S"]
         if key == "limit":
-            limit = item
-        elif float(item["expires_at"]["N"]) > now:
-            held.add(key)
-            if key.startswith("slot#"):
-                lane = item.get("lane", {}).get("S", LIVE_LANE)
-                lanes[lane] = lanes.get(lane, 0) + 1
-    if limit is None:
-        return PoolState(now=now, held=frozenset(held), lanes=lanes)
-    return PoolState(
-        now=now,
-        held=frozenset(held),
-        lanes=lanes,
-        reduced_to=int(limit["reduced_to"]["N"]),
-        hold_until=float(limit["hold_until"]["N"]),
-        decreased_at=float(limit["decreased_at"]["N"]),
-    )
+            limit = Limit(
+                reduced_to=int(item["reduced_to"]["N"]),
+                hold_until=float(item["hold_until"]["N"]),
+                decreased_at=float(item["decreased_at"]["N"]),
+            )
+        else:
+            lane = item.get("lane", {}).get("S", LIVE_LANE)
+            leases.append((key, lane, float(item["expires_at"]["N"])))
+    return core.pool_state(now, leases, limit)
 
 
 def _release_failed(key: str, exc: Exception) -> None:
@@ -387,7 +433,16 @@ def _number(value: float) -> str:
 
 
 def _store_error(exc: Exception) -> RetryableError:
-    return RetryableError(ErrorDetails(reason="capacity-store-error", message=type(exc).__name__))
+    """capacity-store-error; ``transient`` when waiting may help (throttled, a server error, the
+    network) rather than a fault of configuration (no grant, no table)."""
+    transient = isinstance(exc, BotoCoreError) or (
+        isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _TRANSIENT
+    )
+    return RetryableError(
+        ErrorDetails(
+            reason="capacity-store-error", message=type(exc).__name__, extra={"transient": transient}
+        )
+    )
 
 
 class CapacityRequeue:
