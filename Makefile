@@ -117,5 +117,5 @@ backfill: ## Transcribe an archive with one S3 Batch Operations job: make backfi
 chaos: ## The nothing-lost run: UPLOADS=300 files through the local pipeline under injected faults
 	@$(PY) -m localworld.chaos --uploads $(or $(UPLOADS),300)
 
-bench: ## Benchmarks against the local world: one table of ratios (ONLY=cold,warm,calls,burst,size,bytes)
+bench: ## Benchmarks: one table of ratios (ONLY=cold,warm,calls,burst,capacity,size,bytes,answer,sim; sim = the governor in deterministic simulation)
 	@$(PY) -m bench $(if $(ONLY),--only "$(ONLY)")
