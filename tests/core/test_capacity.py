@@ -817,3 +817,16 @@ def test_a_hold_that_fails_is_only_a_log_line(
     gov.hold(lease)
 
     assert float(items(aws.dynamodb)[lease.keys[0]]["expires_at"]["N"]) == pytest.approx(lease.expires_at)
+
+
+def test_a_renewal_that_lands_after_a_hold_never_cuts_the_hold_short(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock
+) -> None:
+    gov = governor(aws, sleeps, clock)
+    lease = gov.acquire(context(600))
+    gov.hold(lease)  # the request timed out at our end: keep the slot while Deepgram may still work
+    held_until = float(items(aws.dynamodb)[lease.keys[0]]["expires_at"]["N"])
+
+    gov.renew(lease)  # the renewal thread, a moment late
+
+    assert float(items(aws.dynamodb)[lease.keys[0]]["expires_at"]["N"]) == held_until

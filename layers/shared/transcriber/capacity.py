@@ -11,8 +11,9 @@ request, and release it as soon as Deepgram answers (also on errors):
   AIMD state. A lease is a conditional ``PutItem`` (the slot is free or its lease has expired),
   so two functions can never hold one slot, and no more than the pool's size can be in flight;
   an audio-intelligence request takes both its slot and its ceiling slot in one transaction;
-* a lease expires at the invocation's own deadline, so a function that is killed (timeout, out
-  of memory) cannot leak a slot for longer than it could have held it;
+* a lease lasts one term (``PoolSettings.lease_term_s``) past its last renewal, renewed by a
+  thread while the request runs, and never past the invocation's own deadline, so a function
+  that is killed (timeout, out of memory) frees its slot within one term;
 * when no slot is free the function waits, polling with jitter (no billable request is made),
   while its time allows; then it hands the object back as retryable, reason ``deepgram-capacity``
   (never a failure record: see ``DeadLetterRetrier`` and the adapters for how each way in keeps
@@ -318,13 +319,18 @@ class CapacityGovernor:
                     TableName=self.pool.table,
                     Key={"pk": {"S": self.pool.name}, "sk": {"S": step.key}},
                     UpdateExpression="SET expires_at = :until",
-                    ConditionExpression="holder = :holder",
+                    # Never shorter: a renewal that lands after a hold must not cut the hold short.
+                    ConditionExpression="holder = :holder AND expires_at < :until",
                     ExpressionAttributeValues={
                         ":until": {"N": _number(step.until)},
                         ":holder": {"S": step.holder},
                     },
                 )
-            except (ClientError, BotoCoreError) as exc:
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                    continue  # released, taken over after expiry, or already held longer: nothing to do
+                logger.warning(failure, extra={"slot": step.key, "error": str(exc)})
+            except BotoCoreError as exc:
                 logger.warning(failure, extra={"slot": step.key, "error": str(exc)})
 
     @contextmanager

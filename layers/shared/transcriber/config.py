@@ -17,6 +17,7 @@ from transcriber.errors import configuration_error
 from transcriber.formats import CaptionStyle
 from transcriber.keyterms import KeytermCount
 from transcriber.profiles import Profiles
+from transcriber.speakers import OUTPUT_OPTIONS
 from transcriber.upload_options import UploadOptionPolicy
 
 DEFAULT_BACKFILL_PERCENT = 60  # of the pool a backfill may hold; the rest is kept for live uploads
@@ -354,6 +355,11 @@ class EnvReader:
             if key in UNSUPPORTED_OPTIONS:
                 raise configuration_error(
                     "invalid-configuration", f"{name} sets {key!r}, which this pipeline does not support"
+                )
+            if key in OUTPUT_OPTIONS:  # ours: it would reach Deepgram (and a person's name with it)
+                raise configuration_error(
+                    "invalid-configuration",
+                    f"{name} sets {key!r}: a caption setting (Settings.Outputs), not Deepgram's",
                 )
         return tuple(pairs)
 

@@ -120,14 +120,27 @@ class CaptionStyle:
     def name(self, speaker: int) -> str:
         return dict(self.speakers).get(speaker, f"Speaker {speaker}")
 
-    def label(self, channel: int, speaker: int | None, multichannel: bool) -> str:
-        """Who speaks a cue or a turn: ``Alice``, ``Speaker 0``, ``Channel 1 Speaker 0``; cut to a
-        third of a line, so the words keep most of the first line."""
+    def label(self, channel: int, speaker: int | None, multichannel: bool, cut: bool = True) -> str:
+        """Who speaks a cue or a turn: ``Alice``, ``Speaker 0``, ``Channel 1 Speaker 0``. With ``cut``,
+        at most a third of a line, so the words keep most of the first line: the channel and the
+        number shorten first (``C1 S0``), then a name is cut, or gives way to its number where its cut
+        would read as another speaker's. Names are per speaker number, so not used per channel."""
+        named = speaker is not None and not multichannel and speaker in dict(self.speakers)
         parts = [f"Channel {channel}"] if multichannel else []
         if speaker is not None:
-            parts.append(self.name(speaker))
+            parts.append(self.name(speaker) if named else f"Speaker {speaker}")
         label = " ".join(parts)
-        return label[: max(1, self.line_length // 3)].rstrip() if self.line_length else label
+        room = max(1, self.line_length // 3)
+        if not cut or not self.line_length or len(label) <= room:
+            return label
+        head = f"C{channel} " if multichannel else ""
+        if speaker is None:
+            return head.rstrip()[:room]
+        if not named:
+            return f"{head}S{speaker}"[:room]
+        short = self.name(speaker)[: room - len(head)].rstrip()
+        others = {name[: room - len(head)].rstrip() for number, name in self.speakers if number != speaker}
+        return f"{head}{short}" if short and short not in others else f"{head}S{speaker}"[:room]
 
     def wrap(self, text: str, prefix: str = "") -> list[str]:
         """The cue's lines, the first one after ``prefix`` (which counts toward its length)."""
@@ -499,7 +512,8 @@ def write_vtt(
     note += [f"{name}: {_note_safe(value)}" for name, value in facts if value]
     out.write(("WEBVTT\n\n" + "\n".join(note) + "\n\n").encode("utf-8"))
     for index, cue in enumerate(cues):
-        label, lines = _cue_lines(cue, style, multichannel)
+        _, lines = _cue_lines(cue, style, multichannel)
+        label = style.label(cue.channel, cue.speaker, multichannel, cut=False)  # a voice is not a line
         voice = f"<v {_vtt_escape(label)}>" if label else ""
         times = f"{timestamp(cue.start, '.')} --> {timestamp(cue.end, '.')}"
         text = "\n".join(_vtt_escape(line) for line in lines)

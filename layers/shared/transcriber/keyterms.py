@@ -26,8 +26,16 @@ _PIECES = re.compile(r"\w+|[^\w\s]", re.UNICODE)  # words, and each punctuation 
 
 
 def estimated_tokens(term: str) -> int:
-    """Tokens one key term takes, estimated from above (see the module's docstring)."""
-    return sum(max(1, math.ceil(len(piece) / CHARS_PER_TOKEN)) for piece in _PIECES.findall(term))
+    """Tokens one key term takes, estimated from above (see the module's docstring): a run of
+    ASCII letters at about four characters a token, any other character a token of its own (BPE
+    vocabularies hold few multi-character pieces of non-Latin scripts)."""
+    return sum(_piece_tokens(piece) for piece in _PIECES.findall(term))
+
+
+def _piece_tokens(piece: str) -> int:
+    if piece.isascii():
+        return max(1, math.ceil(len(piece) / CHARS_PER_TOKEN))
+    return len(piece)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from transcriber import upload_options
 from transcriber.errors import configuration_error
 from transcriber.keyterms import KeytermCount
+from transcriber.speakers import OUTPUT_OPTIONS
 
 if TYPE_CHECKING:
     from transcriber.config import DeepgramOptions, EnvReader
@@ -124,6 +125,11 @@ def _profile(where: str, prefix: str, options: Any, unsupported: frozenset[str])
         if name in unsupported:
             raise configuration_error(
                 "invalid-configuration", f"{at} sets {name!r}, which this pipeline does not support"
+            )
+        if name in OUTPUT_OPTIONS:  # ours, not Deepgram's: set per deployment or per upload
+            raise configuration_error(
+                "invalid-configuration",
+                f"{at} sets {name!r}: a caption setting (Settings.Outputs), not Deepgram's",
             )
         values = value if isinstance(value, list) else [value]
         if not values:

@@ -39,6 +39,8 @@ CAPTION_OPTIONS: dict[str, tuple[str, int, int]] = {
     "caption_start_index": ("start_index", 0, 1_000_000),
 }
 OUTPUT_OPTIONS = frozenset({SPEAKERS, *CAPTION_OPTIONS})
+# The names' share of the transcript's metadata (storage.METADATA_BUDGET holds the rest under 2 KB).
+MAX_METADATA_CHARS = 256
 DEFAULT_OUTPUT_OPTIONS = (SPEAKERS, *CAPTION_OPTIONS)  # as in template.yaml's UploadOutputOptions
 
 
@@ -84,11 +86,13 @@ def style_for(stack: CaptionStyle, upload: Iterable[tuple[str, str]]) -> Caption
 
 def speakers_metadata(upload: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The speakers' names as the transcript's S3 user metadata (ASCII: percent-encoded UTF-8),
-    ``speakers: 0=Alice,1=Bob``; nothing when the upload named none."""
+    ``speakers: 0=Alice,1=Bob``; nothing when the upload named none, or when the names would not
+    fit their share of S3's 2 KB of metadata (they are still in the formats and the event)."""
     for option, value in upload:
         if option == SPEAKERS:
             text = ",".join(f"{number}={name}" for number, name in parse_speakers(value))
-            return {SPEAKERS: quote(text, safe="=,' ")}
+            encoded = quote(text, safe="=,' ")
+            return {SPEAKERS: encoded} if len(encoded) <= MAX_METADATA_CHARS else {}
     return {}
 
 

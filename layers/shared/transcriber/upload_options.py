@@ -251,10 +251,14 @@ def _listed(reader: EnvReader, name: str, default: Iterable[str]) -> frozenset[s
     return frozenset(option_name(part) for part in text.split(",") if part.strip())
 
 
+# Redaction only adds up: a folder's profile or an upload may ask for more of it, never less.
+ADDITIVE_OPTIONS = frozenset({"redact"})
+
+
 def overlay(stack: DeepgramOptions, upload: tuple[tuple[str, str], ...]) -> DeepgramOptions:
     """The stack's options with the upload's laid over them: an option that is a field of
     ``DeepgramOptions`` replaces it (a boolean read as one); any other replaces the stack's
-    ``DEEPGRAM_EXTRA_OPTIONS`` pairs of that name."""
+    ``DEEPGRAM_EXTRA_OPTIONS`` pairs of that name, except ``redact``, whose values add up."""
     upload = speakers.for_deepgram(upload)  # our own options never reach Deepgram
     if not upload:
         return stack
@@ -268,9 +272,16 @@ def overlay(stack: DeepgramOptions, upload: tuple[tuple[str, str], ...]) -> Deep
             changes[name] = value == "true"
         else:
             changes[name] = value
-    upload_names = {name for name, _ in extra}
+    upload_names = {name for name, _ in extra} - ADDITIVE_OPTIONS
     kept = [pair for pair in stack.extra if pair[0] not in upload_names]
-    return replace(stack, **changes, extra=(*kept, *extra))
+    added = [pair for pair in extra if pair not in kept and not _weakens(pair, kept)]
+    return replace(stack, **changes, extra=(*kept, *added))
+
+
+def _weakens(pair: tuple[str, str], kept: list[tuple[str, str]]) -> bool:
+    """``redact=false`` laid over a redaction already asked for."""
+    name, value = pair
+    return name in ADDITIVE_OPTIONS and value == "false" and any(k == name for k, _ in kept)
 
 
 def in_force(query: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -124,9 +124,11 @@ def refuse_foreign_bucket(obj: S3ObjectRef, settings: Settings) -> None:
 
 def object_identity(obj: S3ObjectRef) -> dict[str, Any]:
     """The idempotency identity of one object version: bucket, key and the content's ETag, known
-    whether or not the event carried a version id (``_resolve`` makes sure of the ETag)."""
+    whether or not the event carried a version id (``_resolve`` makes sure of the ETag), and the
+    options Deepgram is paid for. Our own options (captions, speakers' names) are not in it: a replay
+    renders the formats again with them, so renaming a speaker never pays Deepgram twice."""
     identity = {"bucket": obj.bucket, "key": obj.key, "etag": obj.etag or obj.version_id}
-    return identity | upload_options.identity_part(obj.options or ())
+    return identity | upload_options.identity_part(speakers.for_deepgram(obj.options or ()))
 
 
 # Failures decided from the event alone: no S3 call is made for them, not even to order them.
@@ -611,7 +613,9 @@ class Transcriber:
         }
         if obj.options:  # the per-upload options asked for (as read, when they were refused)
             record["upload_options"] = {
-                k: redact_url(v) for k, v in upload_options.in_force(obj.options).items()
+                # People's names stay out of records an operator reads (they may have been refused).
+                k: f"<{len(v)} characters>" if k == speakers.SPEAKERS else redact_url(v)
+                for k, v in upload_options.in_force(obj.options).items()
             }
         key = self.storage.write_failure(obj, record)
         if not event_only:
