@@ -190,9 +190,9 @@ def test_every_operator_command_the_documentation_shows_has_what_it_needs(
 def test_a_command_missing_what_it_needs_exits_with_a_usage_error() -> None:
     from scripts import operate
 
-    argv = operate_argv("status", {"BUCKET", "KEY"}, _recipe("status"), str(README))
+    argv = operate_argv("status", {"KEY"}, _recipe("status"), str(README))  # no STACK, no BUCKET
 
-    assert argv == ["status", "--key", "x", "--bucket", "x"]
+    assert argv == ["status", "--key", "x"]
     with pytest.raises(SystemExit) as exit_:
         operate.main(argv)
     assert exit_.value.code == 2
