@@ -649,7 +649,7 @@ def _status_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
     status.add_argument("--key", required=True, help="the object's key, as stored (not URL-encoded)")
     status.add_argument(
         "--bucket",
-        help="the object's bucket (default: the stack's input bucket; without --stack, a bucket the stack created)",
+        help="the object's bucket (default: the stack's input bucket); without --stack, one the stack created",
     )
     status.add_argument(
         "--input-bucket", help="the stack's input bucket (default: from the stack, or --bucket)"
@@ -682,7 +682,9 @@ def _upload_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
         metavar="QUERY",
         help="per-upload options, e.g. 'language=es&diarize=true' (each becomes x-amz-meta-dg-<name>)",
     )
-    upload.add_argument("--speakers", default="", metavar="0=NAME,...", help="named speakers, e.g. '0=Alice,1=Bob'")
+    upload.add_argument(
+        "--speakers", default="", metavar="0=NAME,...", help="named speakers, e.g. '0=Alice,1=Bob'"
+    )
 
 
 @dataclass

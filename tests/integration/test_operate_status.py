@@ -306,7 +306,9 @@ def test_make_status_without_stack_finds_it_from_the_buckets_tag(
     only (moto/cloudformation/parsing.py), and S3's API refuses `aws:` tags, so this template gives
     its bucket the tag in Properties.Tags, which moto applies as CloudFormation itself would."""
     tagged_stack, tagged_bucket = "transcriber-tagged", "transcriber-tagged-input"
-    outputs = {name: {"Value": value} for name, value in world.stack.outputs.items() if isinstance(value, str)}
+    outputs = {
+        name: {"Value": value} for name, value in world.stack.outputs.items() if isinstance(value, str)
+    }
     outputs["InputBucketName"] = {"Value": tagged_bucket}
     template = {
         "Resources": {
@@ -322,7 +324,9 @@ def test_make_status_without_stack_finds_it_from_the_buckets_tag(
     }
     boto3.client("cloudformation").create_stack(StackName=tagged_stack, TemplateBody=json.dumps(template))
     world.aws.s3().put_object(Bucket=tagged_bucket, Key="calls/tagged.wav", Body=sample_audio)
-    event = json.dumps(uploads.put("calls/tagged.wav", sample_audio)).replace(world.input_bucket, tagged_bucket)
+    event = json.dumps(uploads.put("calls/tagged.wav", sample_audio)).replace(
+        world.input_bucket, tagged_bucket
+    )
     world.aws.sqs().send_message(QueueUrl=str(world.stack.outputs["DeadLetterQueueUrl"]), MessageBody=event)
 
     where = make("status", f"BUCKET={tagged_bucket}", "KEY=calls/tagged.wav")
