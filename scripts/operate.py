@@ -649,7 +649,7 @@ def _status_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
     status.add_argument("--key", required=True, help="the object's key, as stored (not URL-encoded)")
     status.add_argument(
         "--bucket",
-        help="the object's bucket (default: the stack's input bucket); without --stack, one the stack created",
+        help="the object's bucket (default: the stack's input bucket); without --stack, one a stack created",
     )
     status.add_argument(
         "--input-bucket", help="the stack's input bucket (default: from the stack, or --bucket)"
