@@ -140,7 +140,9 @@ def operate_argv(target: str, given: set[str], recipe: str, existing_file: str) 
         if name in given or f"$(if $({name})" not in recipe:
             argv += [
                 flag,
-                {"FILE": existing_file, "SINCE": "2026-01-01", "UNTIL": "2026-02-01"}.get(name, "x"),
+                {"FILE": existing_file, "SINCE": "2026-01-01", "UNTIL": "2026-02-01", "OPTIONS": "language=es"}.get(
+                    name, "x"
+                ),
             ]
     argv += [
         flag for name, flag in re.findall(r"\$\(if \$\(([A-Z_]+)\),(--[a-z-]+)\)", recipe) if name in given
