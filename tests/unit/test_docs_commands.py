@@ -133,6 +133,10 @@ def test_the_readme_deploys_with_the_guides_commands() -> None:
 OPERATOR_TARGETS = {"upload", "status", "failures", "report", "redrive", "backfill"}
 
 
+# Values of the right shape for the variables the commands check (OPTIONS is a query string).
+SHOWN_VALUES = {"SINCE": "2026-01-01", "UNTIL": "2026-02-01", "OPTIONS": "language=es"}
+
+
 def operate_argv(target: str, given: set[str], recipe: str, existing_file: str) -> list[str]:
     """The scripts/operate.py arguments a make target's recipe builds from the given variables."""
     argv = [target]
@@ -140,9 +144,7 @@ def operate_argv(target: str, given: set[str], recipe: str, existing_file: str) 
         if name in given or f"$(if $({name})" not in recipe:
             argv += [
                 flag,
-                {"FILE": existing_file, "SINCE": "2026-01-01", "UNTIL": "2026-02-01", "OPTIONS": "language=es"}.get(
-                    name, "x"
-                ),
+                {**SHOWN_VALUES, "FILE": existing_file}.get(name, "x"),
             ]
     argv += [
         flag for name, flag in re.findall(r"\$\(if \$\(([A-Z_]+)\),(--[a-z-]+)\)", recipe) if name in given
