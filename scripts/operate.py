@@ -471,18 +471,20 @@ STACK_NAME_TAG = "aws:cloudformation:stack-name"  # CloudFormation tags every bu
 
 def stack_of_bucket(bucket: str) -> str:
     """The stack that created ``bucket``, from the tag CloudFormation gives it."""
+    ask = "name the stack with STACK=<stack> (--stack)"
     try:
         tags = boto3.client("s3").get_bucket_tagging(Bucket=bucket)["TagSet"]
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "NoSuchTagSet":
-            raise
+        code = str(exc.response.get("Error", {}).get("Code"))
+        if code != "NoSuchTagSet":  # no bucket, or no s3:GetBucketTagging: the stack can't be found
+            raise CommandError(
+                f"could not read bucket {bucket}'s tags ({code}): {ask}", bucket=bucket
+            ) from exc
         tags = []
     names = [tag["Value"] for tag in tags if tag["Key"] == STACK_NAME_TAG]
     if not names:
         raise CommandError(
-            f"bucket {bucket} has no {STACK_NAME_TAG} tag (a stack did not create it): "
-            "name the stack with STACK=<stack> (--stack)",
-            bucket=bucket,
+            f"bucket {bucket} has no {STACK_NAME_TAG} tag (a stack did not create it): {ask}", bucket=bucket
         )
     log(f"bucket {bucket} belongs to stack {names[0]} (its {STACK_NAME_TAG} tag)")
     return names[0]

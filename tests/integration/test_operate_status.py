@@ -344,6 +344,16 @@ def test_make_status_without_stack_finds_it_from_the_buckets_tag(
     assert error["bucket"] == world.input_bucket
 
 
+def test_status_without_stack_on_a_bucket_it_cannot_read_asks_for_the_stack(
+    stack: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--bucket", "no-such-bucket-here", "--key", "calls/a.wav"]) == 1
+
+    error = json.loads(capsys.readouterr().out)
+    assert "(NoSuchBucket)" in error["error"]
+    assert "STACK=<stack>" in error["error"]
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_upload_sets_options_and_speakers_the_function_reads(
     world: LocalWorld,
