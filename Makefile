@@ -77,7 +77,7 @@ deploy: build ## sam deploy the ENV environment of samconfig.toml (default: dev;
 deploy-prod: ENV = prod
 deploy-prod: deploy ## make deploy ENV=prod
 
-delete: ## sam delete the ENV stack, then list what it keeps (buckets, the secret) and how to remove each
+delete: ## sam delete the ENV stack, then list what it keeps (buckets, the Deepgram and webhook secrets) and how to remove each
 	@PATH="$(VENV)/bin:$$PATH" sam delete --config-env "$(ENV)"
 	@$(PY) scripts/deployment.py kept --config-env "$(ENV)"
 
@@ -105,11 +105,11 @@ report: ## Transcripts, audio hours, estimated cost, failures by reason: make re
 redrive: ## Move parked messages back to the DLQ: make redrive STACK=<stack name> (or FROM=<url> TO=<url>) [DRY_RUN=1]
 	@$(PY) scripts/operate.py redrive $(if $(STACK),--stack "$(STACK)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)") $(if $(DRY_RUN),--dry-run)
 
-status: ## Where one object is, as JSON: make status STACK=<stack> KEY=<key> [BUCKET=<its bucket>]
+status: ## Where one object is, as JSON: make status BUCKET=<input bucket> KEY=<key> (or STACK=<stack> KEY=<key>)
 	@$(PY) scripts/operate.py status --key "$(KEY)" $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)")
 
-upload: ## Upload a recording to the input bucket, prints JSON: make upload STACK=<stack> FILE=<path> [KEY=<key>]
-	@$(PY) scripts/operate.py upload --file "$(FILE)" $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)") $(if $(KEY),--key "$(KEY)")
+upload: ## Upload a recording to the input bucket, prints JSON: make upload STACK=<stack> FILE=<path> [KEY=<key>] [OPTIONS="language=es&diarize=true"] [SPEAKERS="0=Ann,1=Raj"]
+	@$(PY) scripts/operate.py upload --file "$(FILE)" $(if $(STACK),--stack "$(STACK)") $(if $(BUCKET),--bucket "$(BUCKET)") $(if $(KEY),--key "$(KEY)") $(if $(OPTIONS),--options "$(OPTIONS)") $(if $(SPEAKERS),--speakers "$(SPEAKERS)")
 
 backfill: ## Transcribe an archive with one S3 Batch Operations job: make backfill STACK=<stack> [BUCKET=<bucket>] [PREFIX=<prefix>] (no STACK: OBJECTS=200 on the local world)
 	@$(if $(STACK),$(PY) scripts/operate.py backfill --stack "$(STACK)" $(if $(BUCKET),--bucket "$(BUCKET)") $(if $(PREFIX),--prefix "$(PREFIX)"),$(PY) -m localworld.backfill_run --objects $(or $(OBJECTS),200) $(if $(PREFIX),--prefix "$(PREFIX)"))

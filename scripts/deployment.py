@@ -167,6 +167,13 @@ def stack_exists(client: Any, stack_name: str) -> bool:
     return any(stack["StackStatus"] != "DELETE_COMPLETE" for stack in stacks)
 
 
+def webhook_secret_id(config_env: str) -> str:
+    """The webhook key's secret: Settings.Webhook.ApiKeySecret, else webhook/<EnvironmentName>/api-key."""
+    from scripts.webhook_secret import secret_id  # noqa: PLC0415 - that module imports this one
+
+    return secret_id(config_env)
+
+
 def this_script() -> str:
     """How to run this script again, with the interpreter that has boto3."""
     return f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).resolve()))}"
@@ -189,10 +196,15 @@ def command_kept(deployment: Deployment) -> int:
         found += 1
         print(f"  s3://{bucket}: {held} ({versions} object versions)")
         print(f"    {this_script()} remove-bucket --bucket {bucket} --region {region}")
-    if secret_exists(session.client("secretsmanager"), deployment.secret_id):
-        found += 1
-        print(f"  secret {deployment.secret_id}: the Deepgram API key (make secret)")
-        print(f"    {this_script()} remove-secret --secret-id {deployment.secret_id} --region {region}")
+    secrets = session.client("secretsmanager")
+    for secret_id, held in (
+        (deployment.secret_id, "the Deepgram API key (make secret)"),
+        (webhook_secret_id(deployment.config_env), "the webhook's API key (make webhook-secret)"),
+    ):
+        if secret_exists(secrets, secret_id):
+            found += 1
+            print(f"  secret {secret_id}: {held}")
+            print(f"    {this_script()} remove-secret --secret-id {secret_id} --region {region}")
     if not found:
         print("  nothing: no bucket or secret of this stack is left.")
     print(f"Deleted with the stack: {DELETED_WITH_THE_STACK}.")

@@ -14,8 +14,8 @@ Usage::
     python scripts/operate.py redrive --from PARKING_QUEUE_URL --to DLQ_URL [--max N] [--dry-run]
     python scripts/operate.py backfill --stack STACK_NAME [--bucket BUCKET] [--prefix PREFIX] [--no-wait]
     python scripts/operate.py report --bucket OUTPUT_BUCKET [--since ISO] [--until ISO] [--text]
-    python scripts/operate.py status --stack STACK_NAME --key KEY [--bucket INPUT_BUCKET]
-    python scripts/operate.py upload --stack STACK_NAME --file PATH [--key KEY]
+    python scripts/operate.py status (--stack STACK_NAME | --bucket INPUT_BUCKET) --key KEY
+    python scripts/operate.py upload --stack STACK_NAME --file PATH [--key KEY] [--options Q] [--speakers S]
     python scripts/operate.py <command> --stack STACK_NAME ...   # buckets/queues from stack outputs
 
 Importable as ``scripts.operate``::
@@ -35,8 +35,10 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.header import Header
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
@@ -393,11 +395,40 @@ def _move(sqs: SQSClient, message: MessageTypeDef, source_url: str, target_url: 
 # --- upload ------------------------------------------------------------------------------------
 
 
-def upload(s3: S3Client, source: Path, bucket: str, key: str) -> dict[str, Any]:
+OPTION_METADATA_PREFIX = "dg-"  # transcriber.upload_options.METADATA_PREFIX: x-amz-meta-dg-<option>
+
+
+def option_metadata(options: str = "", speakers: str = "") -> dict[str, str]:
+    """Per-upload options (a query string, ``language=es&diarize=true``) and named speakers
+    (``0=Alice,1=Bob``) as the S3 user metadata the transcribe function reads: ``dg-<option>``, ``_``
+    written ``-``; a repeated option's values joined by commas; non-ASCII values as RFC 2047 encoded
+    words (S3 metadata is ASCII; the function decodes them). The stack's allow-list judges them."""
+    pairs = parse_qsl(options, keep_blank_values=True, strict_parsing=bool(options))
+    if speakers:
+        pairs.append(("speakers", speakers))
+    metadata: dict[str, str] = {}
+    for name, value in pairs:
+        field = OPTION_METADATA_PREFIX + name.strip().lower().replace("_", "-")
+        metadata[field] = f"{metadata[field]},{value}" if field in metadata else value
+    return {name: _ascii(value) for name, value in metadata.items()}
+
+
+def _ascii(value: str) -> str:
+    if value.isascii():
+        return value
+    return Header(value, "utf-8").encode(linesep=" ")  # one line: words too long are split in several
+
+
+def upload(
+    s3: S3Client, source: Path, bucket: str, key: str, metadata: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Put ``source`` at ``bucket``/``key`` as ``aws s3 cp`` would (boto3's managed transfer:
-    multipart when large), with a content type guessed from the name; what S3 then holds."""
+    multipart when large), with a content type guessed from the name and ``metadata`` (user
+    metadata, names without ``x-amz-meta-``); what S3 then holds."""
     content_type = mimetypes.guess_type(source.name)[0]
-    extra = {"ContentType": content_type} if content_type else {}
+    extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
+    if metadata:
+        extra["Metadata"] = dict(metadata)
     s3.upload_file(str(source), bucket, key, ExtraArgs=extra)
     head = s3.head_object(Bucket=bucket, Key=key)
     version = head.get("VersionId")
@@ -408,6 +439,7 @@ def upload(s3: S3Client, source: Path, bucket: str, key: str) -> dict[str, Any]:
         "etag": str(head.get("ETag", "")).strip('"'),
         "version_id": None if version in (None, "null") else version,
         "content_type": head.get("ContentType"),
+        "metadata": dict(head.get("Metadata") or {}),
     }
 
 
@@ -432,6 +464,30 @@ def stack_outputs(stack_name: str) -> dict[str, str]:
     """The CloudFormation outputs of ``stack_name`` (OutputKey -> OutputValue)."""
     stack = describe_stack(stack_name)
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) if "OutputKey" in o}
+
+
+STACK_NAME_TAG = "aws:cloudformation:stack-name"  # CloudFormation tags every bucket it creates
+
+
+def stack_of_bucket(bucket: str) -> str:
+    """The stack that created ``bucket``, from the tag CloudFormation gives it."""
+    ask = "name the stack with STACK=<stack> (--stack)"
+    try:
+        tags = boto3.client("s3").get_bucket_tagging(Bucket=bucket)["TagSet"]
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code"))
+        if code != "NoSuchTagSet":  # no bucket, or no s3:GetBucketTagging: the stack can't be found
+            raise CommandError(
+                f"could not read bucket {bucket}'s tags ({code}): {ask}", bucket=bucket
+            ) from exc
+        tags = []
+    names = [tag["Value"] for tag in tags if tag["Key"] == STACK_NAME_TAG]
+    if not names:
+        raise CommandError(
+            f"bucket {bucket} has no {STACK_NAME_TAG} tag (a stack did not create it): {ask}", bucket=bucket
+        )
+    log(f"bucket {bucket} belongs to stack {names[0]} (its {STACK_NAME_TAG} tag)")
+    return names[0]
 
 
 def _fill_from_stack(
@@ -587,11 +643,16 @@ def _status_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
         description="Where one object is, as JSON: its states (in_flight, answer_kept, waiting, "
         "failed, transcribed), the most current as `state` (`unknown` when nothing names it), and "
         "the evidence of each. Queue messages are peeked: received with a short visibility timeout "
-        "and made visible again at once (each peek counts as a receive).",
+        "and made visible again at once (each peek counts as a receive); hidden and delayed ones "
+        "can't be, so `unknown` comes with `possibly_waiting`, their counts per queue, if any. "
+        "Without --stack, the stack is the one whose aws:cloudformation:stack-name tag --bucket carries.",
     )
     status.set_defaults(parser=status, run=_status_command, needs=["bucket", "output_bucket"])
     status.add_argument("--key", required=True, help="the object's key, as stored (not URL-encoded)")
-    status.add_argument("--bucket", help="the object's bucket (default: the stack's input bucket)")
+    status.add_argument(
+        "--bucket",
+        help="the object's bucket (default: the stack's input bucket); without --stack, one a stack created",
+    )
     status.add_argument(
         "--input-bucket", help="the stack's input bucket (default: from the stack, or --bucket)"
     )
@@ -609,13 +670,23 @@ def _upload_parser(commands: Any, stack: argparse.ArgumentParser) -> None:
         "upload",
         parents=[stack],
         help="upload a recording to the stack's input bucket (what `aws s3 cp` would do)",
-        description="Upload FILE to the input bucket with boto3 (multipart when large); prints "
-        '{"bucket", "key", "size", "etag", "version_id"}.',
+        description="Upload FILE to the input bucket with boto3 (multipart when large), with its "
+        "per-upload options and named speakers as S3 metadata; prints "
+        '{"bucket", "key", "size", "etag", "version_id", "content_type", "metadata"}.',
     )
     upload.set_defaults(parser=upload, run=_upload_command, needs=["bucket"])
     upload.add_argument("--file", required=True, type=Path, help="the recording to upload")
     upload.add_argument("--bucket", help="default: the stack's input bucket")
     upload.add_argument("--key", help="default: the stack's InputPrefix output (if any) + the file's name")
+    upload.add_argument(
+        "--options",
+        default="",
+        metavar="QUERY",
+        help="per-upload options, e.g. 'language=es&diarize=true' (each becomes x-amz-meta-dg-<name>)",
+    )
+    upload.add_argument(
+        "--speakers", default="", metavar="0=NAME,...", help="named speakers, e.g. '0=Alice,1=Bob'"
+    )
 
 
 @dataclass
@@ -640,6 +711,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: argparse.ArgumentParser = args.parser
     try:
         if args.command == "status":
+            if not args.stack and args.bucket and not args.output_bucket:
+                args.stack = stack_of_bucket(args.bucket)
             optional = [dest for dest in STATUS_OUTPUTS if dest not in {"bucket", "output_bucket"}]
             _fill_from_stack(command, args, ["bucket", "output_bucket"], STATUS_OUTPUTS, optional=optional)
         elif args.command == "upload":
@@ -779,7 +852,11 @@ def _upload_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         # the InputPrefix output exists only when Settings.Uploads.InputPrefix is not empty
         prefix = stack_outputs(args.stack).get("InputPrefix", "") if args.stack else ""
         key = f"{prefix}{source.name}"
-    return Result(upload(boto3.client("s3"), source, args.bucket, key))
+    try:
+        metadata = option_metadata(args.options, args.speakers)
+    except ValueError as exc:
+        parser.error(f"--options must be a query string like language=es&diarize=true: {exc}")
+    return Result(upload(boto3.client("s3"), source, args.bucket, key, metadata))
 
 
 if __name__ == "__main__":

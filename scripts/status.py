@@ -16,6 +16,9 @@ Every place is read, not changed (but see queues below), and each that holds the
 * ``transcribed``: the transcript and its formats (their keys).
 
 ``state`` is the most current of them (in that order); ``unknown`` when nothing names the object.
+A message SQS hides (the retry function's backoff hides one for minutes to hours; a message being
+handled is hidden too) can't be read, so an ``unknown`` answer adds ``possibly_waiting``: each
+queue's hidden and delayed message counts, when there are any, as the places it may still be.
 The object is its current version (one HEAD gives the ETag the idempotency identity is made of).
 """
 
@@ -98,6 +101,14 @@ def object_status(clients: Clients, places: Places, bucket: str, key: str) -> di
     states = [state for state in STATES if state in found]
     found["states"] = states
     found["state"] = states[0] if states else "unknown"
+    if not states:
+        hidden = hidden_messages(clients.sqs, places.queues)
+        if hidden:
+            found["possibly_waiting"] = hidden
+            found["hint"] = (
+                "SQS can't show hidden (in backoff or being handled) or delayed messages: "
+                "the object may be one of these; ask again when they are visible"
+            )
     return found
 
 
@@ -314,6 +325,20 @@ def peek_queue(sqs: SQSClient, name: str, url: str, bucket: str, key: str) -> li
             }
         )
     return found
+
+
+def hidden_messages(sqs: SQSClient, queues: Mapping[str, str]) -> dict[str, int]:
+    """Queue name -> messages it holds that can't be peeked (not visible, or delayed), if any."""
+    counts: dict[str, int] = {}
+    for name, url in queues.items():
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
+        )["Attributes"]
+        count = sum(int(value) for value in attributes.values())
+        if count:
+            counts[name] = count
+    return counts
 
 
 def _sent_at(message: MessageTypeDef) -> str | None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# events/*.json, not events/completion/: those are samples of the completion events the stack emits
+# (to EventBridge, for webhooks and rules), outputs that no handler takes as input.
 EVENTS = sorted((ROOT / "events").glob("*.json"))
 # Which function each sample is for (README: retry-dead-letter.json is what the retry function gets).
 FUNCTIONS = {"retry-dead-letter.json": "RetryFunction"}

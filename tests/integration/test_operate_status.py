@@ -14,11 +14,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import boto3
 import pytest
 
 from scripts.operate import main
+from transcriber import upload_options
 from transcriber.answers import identity_name
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ def test_an_object_nothing_names_is_unknown(stack: str, capsys: pytest.CaptureFi
     found = status("calls/never-uploaded.wav", capsys)
 
     assert (found["state"], found["states"], found["object"]) == ("unknown", [], {"exists": False})
+    assert "possibly_waiting" not in found  # no queue hides anything: nothing to hint at
 
 
 def test_transcribed_names_every_output(
@@ -135,6 +138,35 @@ def test_waiting_finds_the_messages_and_leaves_them_in_their_queues(
     for url, count in ((dlq, 3), (parking, 1)):
         visible = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
         assert int(visible["Attributes"]["ApproximateNumberOfMessages"]) == count
+
+
+def test_a_hidden_message_makes_unknown_say_where_the_object_may_be(
+    world: LocalWorld,
+    stack: str,
+    uploads: Uploads,
+    sample_audio: bytes,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The retry function hides a message for its backoff (minutes to hours) and SQS can't read a
+    hidden or delayed message: `unknown` then counts them, as places the object may be."""
+    event = uploads.put("calls/backing-off.wav", sample_audio)
+    dlq = str(world.stack.outputs["DeadLetterQueueUrl"])
+    parking = str(world.stack.outputs["ParkingQueueUrl"])
+    sqs = world.aws.sqs()
+    sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(event))
+    [message] = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1)["Messages"]
+    sqs.change_message_visibility(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=900)
+    sqs.send_message(QueueUrl=parking, MessageBody=json.dumps(event), DelaySeconds=900)
+
+    found = status("calls/backing-off.wav", capsys)
+
+    assert (found["state"], found["states"]) == ("unknown", [])  # the same state names as before
+    assert found["possibly_waiting"] == {"dead-letter": 1, "parking": 1}
+    assert "hidden" in found["hint"]
+    sqs.change_message_visibility(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+    visible = status("calls/backing-off.wav", capsys)
+    assert [m["queue"] for m in visible["waiting"]] == ["dead-letter"]  # once visible, it is found
+    assert "possibly_waiting" not in visible
 
 
 def test_in_flight_while_the_function_holds_it(
@@ -263,3 +295,107 @@ def test_make_upload_then_make_status_print_json(
     assert found["object"]["etag"] == result["etag"]
     assert found["state"] == "unknown"  # nothing delivered its notification here: no trace yet
     assert "Skipping s3:TestEvent" in where.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_status_without_stack_finds_it_from_the_buckets_tag(
+    world: LocalWorld, stack: str, uploads: Uploads, sample_audio: bytes
+) -> None:
+    """The issue's own form, `make status BUCKET=... KEY=...`: CloudFormation tags each bucket it
+    creates with aws:cloudformation:stack-name. moto's CloudFormation puts that tag on EC2 resources
+    only (moto/cloudformation/parsing.py), and S3's API refuses `aws:` tags, so this template gives
+    its bucket the tag in Properties.Tags, which moto applies as CloudFormation itself would."""
+    tagged_stack, tagged_bucket = "transcriber-tagged", "transcriber-tagged-input"
+    outputs = {
+        name: {"Value": value} for name, value in world.stack.outputs.items() if isinstance(value, str)
+    }
+    outputs["InputBucketName"] = {"Value": tagged_bucket}
+    template = {
+        "Resources": {
+            "InputBucket": {
+                "Type": "AWS::S3::Bucket",
+                "Properties": {
+                    "BucketName": tagged_bucket,
+                    "Tags": [{"Key": "aws:cloudformation:stack-name", "Value": tagged_stack}],
+                },
+            }
+        },
+        "Outputs": outputs,
+    }
+    boto3.client("cloudformation").create_stack(StackName=tagged_stack, TemplateBody=json.dumps(template))
+    world.aws.s3().put_object(Bucket=tagged_bucket, Key="calls/tagged.wav", Body=sample_audio)
+    event = json.dumps(uploads.put("calls/tagged.wav", sample_audio)).replace(
+        world.input_bucket, tagged_bucket
+    )
+    world.aws.sqs().send_message(QueueUrl=str(world.stack.outputs["DeadLetterQueueUrl"]), MessageBody=event)
+
+    where = make("status", f"BUCKET={tagged_bucket}", "KEY=calls/tagged.wav")
+
+    assert where.returncode == 0, where.stderr
+    found = json.loads(where.stdout)
+    assert (found["bucket"], found["state"]) == (tagged_bucket, "waiting")  # the stack's queues were read
+    assert f"belongs to stack {tagged_stack}" in where.stderr
+
+    # A bucket no stack created (the world made this one directly): ask for the stack.
+    untagged = make("status", f"BUCKET={world.input_bucket}", "KEY=calls/tagged.wav")
+    assert untagged.returncode != 0  # make says 2 for a recipe that exits 1
+    error = json.loads(untagged.stdout)
+    assert "STACK=<stack>" in error["error"]
+    assert error["bucket"] == world.input_bucket
+
+
+def test_status_without_stack_on_a_bucket_it_cannot_read_asks_for_the_stack(
+    stack: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--bucket", "no-such-bucket-here", "--key", "calls/a.wav"]) == 1
+
+    error = json.loads(capsys.readouterr().out)
+    assert "(NoSuchBucket)" in error["error"]
+    assert "STACK=<stack>" in error["error"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_upload_sets_options_and_speakers_the_function_reads(
+    world: LocalWorld,
+    stack: str,
+    uploads: Uploads,
+    start_function: FunctionFactory,
+    tmp_path: Path,
+    sample_audio: bytes,
+) -> None:
+    recording = tmp_path / "interview.wav"
+    recording.write_bytes(sample_audio)
+    speakers = "0=Zoë Ångström,1=Raj"  # non-ASCII: S3 metadata is ASCII, so RFC 2047 encoded words
+
+    uploaded = make(
+        "upload",
+        f"STACK={stack}",
+        f"FILE={recording}",
+        "OPTIONS=language=es&diarize=TRUE&keyterm=quick fox&keyterm=lazy dog",
+        f"SPEAKERS={speakers}",
+    )
+
+    assert uploaded.returncode == 0, uploaded.stderr
+    result = json.loads(uploaded.stdout)
+    assert result["metadata"]["dg-language"] == "es"
+    assert result["metadata"]["dg-speakers"].startswith("=?utf-8?")
+    # What S3 holds is what the product's parser reads back.
+    assert sorted(upload_options.from_metadata(result["metadata"])) == [
+        ("diarize", "TRUE"),
+        ("keyterm", "lazy dog"),
+        ("keyterm", "quick fox"),
+        ("language", "es"),
+        ("speakers", speakers),
+    ]
+
+    run = start_function().invoke(uploads.next_event())
+
+    assert run.error is None, run.logs
+    [outcome] = run.payload["objects"]
+    assert outcome["status"] == "transcribed", outcome
+    [request] = world.emulator.requests
+    assert {("language", "es"), ("diarize", "true")} <= set(request.query)
+    assert [v for k, v in request.query if k == "keyterm"] == ["quick fox", "lazy dog"]
+    assert all(k != "speakers" for k, _ in request.query)  # ours, never sent to Deepgram
+    head = world.aws.s3().head_object(Bucket=world.output_bucket, Key=world.transcript_key(result["key"]))
+    assert unquote(head["Metadata"]["speakers"]) == speakers

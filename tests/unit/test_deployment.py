@@ -185,3 +185,30 @@ def test_make_secret_stores_the_key_over_http(tmp_path: Path) -> None:
         assert client.get_secret_value(SecretId="deepgram/prod/api-key")["SecretString"] == API_KEY
     finally:
         server.stop()
+
+
+def test_kept_lists_the_webhook_key_secret_with_its_removal_command(
+    aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make webhook-secret` stores a key the stack never owned: a deleted stack leaves it behind."""
+    from scripts.webhook_secret import secret_id
+
+    name = secret_id("prod")
+    assert name in {"webhook/prod/api-key", deployment_settings_webhook_secret()}
+    boto3.client("secretsmanager", region_name=REGION).create_secret(Name=name, SecretString=API_KEY)
+
+    assert main(["kept", "--config-env", "prod"]) == 0
+    report = capsys.readouterr().out
+    assert f"secret {name}: the webhook's API key (make webhook-secret)" in report
+    assert f"remove-secret --secret-id {name} --region {REGION}" in report
+    assert "deepgram/prod/api-key" not in report, "only secrets that exist are listed"
+    assert API_KEY not in report
+
+    assert main(["remove-secret", "--secret-id", name, "--region", REGION]) == 0
+    assert main(["kept", "--config-env", "prod"]) == 0
+    assert "nothing: no bucket or secret of this stack is left" in capsys.readouterr().out
+
+
+def deployment_settings_webhook_secret() -> str:
+    """template.yaml's Settings.Webhook.ApiKeySecret (empty: the derived name)."""
+    return str(load_template(REPO_ROOT / "template.yaml")["Mappings"]["Settings"]["Webhook"]["ApiKeySecret"])
