@@ -125,7 +125,15 @@ class Counters:
     throttled_429: int = 0
     billable: int = 0
     kills: int = 0
-    killed_slots_late: int = 0  # a killed invocation's lease that outlived its deadline
+    # A killed invocation's slots, watched in the table until they are takeable again (renewals
+    # stopped): late when that is past the invocation's deadline or past the kill plus one term.
+    killed_slots: int = 0
+    killed_slots_late: int = 0
+    killed_slot_back_max_s: float = 0.0
+    # The governor's own unexpired leases in the table, at most (Deepgram's 429s aside).
+    max_slot_leases: int = 0
+    max_ceiling_leases: int = 0
+    max_backfill_leases: int = 0
     max_in_flight: int = 0
     max_ai_in_flight: int = 0
     first_request: float = math.inf
@@ -185,6 +193,18 @@ class PoolTable:
             leases[key] = (lease.holder, lease.lane, lease.expires_at)
         self._version += 1
         return True
+
+    def held(self, now: float) -> tuple[int, int, int]:
+        """Unexpired leases now: slots, ceiling slots, slots in the backfill lane."""
+        slots = ceilings = backfill = 0
+        for key, (_, lane, expires_at) in self.leases.items():
+            if expires_at > now:
+                if key.startswith("slot#"):
+                    slots += 1
+                    backfill += lane == BACKFILL_LANE
+                else:
+                    ceilings += 1
+        return slots, ceilings, backfill
 
     def delete(self, key: str, holder: str) -> None:
         found = self.leases.get(key)
@@ -286,10 +306,26 @@ class World:
         invocation: Invocation = proc.data[0]
         self.counters.kills += 1
         lease = invocation.lease
-        if lease is not None and lease.expires_at > invocation.deadline:
-            self.counters.killed_slots_late += 1
         proc.gen.close()
         self._ended(proc, "killed", killed=True)
+        if lease is not None:  # written (its answer perhaps still on the way), not yet released
+            for key in lease.keys:
+                self.counters.killed_slots += 1
+                self._watch_killed((key, lease.holder, self.loop.now, invocation.deadline))
+
+    def _watch_killed(self, arg: tuple[str, str, float, float]) -> None:
+        """Follow a killed holder's slot in the table until it is takeable again: gone, or expired
+        as the store sees it (a renewal that went on after the kill would push that later)."""
+        key, holder, killed_at, deadline = arg
+        now = self.loop.now
+        found = self.table.leases.get(key)
+        if found is not None and found[0] == holder and found[2] > now:
+            self.loop.at(found[2], self._watch_killed, arg)
+            return
+        counters, term = self.counters, self.settings.pool.lease_term_s
+        counters.killed_slot_back_max_s = max(counters.killed_slot_back_max_s, now - killed_at)
+        if now > deadline or (term is not None and now > killed_at + term + 1e-6):
+            counters.killed_slots_late += 1
 
     # -- one object: the workflow's decisions ----------------------------------------------------
     def _invocation(self, invocation: Invocation) -> Generator[Any, Any]:
@@ -397,6 +433,12 @@ class World:
         elif kind is core.ConditionalPut:
             counters.puts += 1
             answer = self.table.put(command.lease)
+            if answer:  # the slot is the invocation's from now, whether or not it lives to hear so
+                proc.data[0].lease = command.lease
+                slots, ceilings, backfill = self.table.held(now)
+                counters.max_slot_leases = max(counters.max_slot_leases, slots)
+                counters.max_ceiling_leases = max(counters.max_ceiling_leases, ceilings)
+                counters.max_backfill_leases = max(counters.max_backfill_leases, backfill)
         elif kind is core.Delete:
             counters.deletes += 1
             self.table.delete(command.key, command.holder)

@@ -13,7 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
+from bench.sim.engine import Proc
 from bench.sim.scenarios import SCENARIOS, Scenario, figures, simulate
+from bench.sim.world import World
+from transcriber import capacity_core as core
 
 if TYPE_CHECKING:
     from localworld.lambda_runtime import InvocationResult, LocalFunction
@@ -43,19 +46,42 @@ def test_every_object_ends_transcribed_once_and_the_pool_is_never_exceeded() -> 
     world = simulate(replace(SCENARIOS[1], objects=2000, storm=None))  # a quarter audio intelligence
 
     assert all(v.done_at >= 0 and v.answered == 1 for v in world.versions)
-    assert world.counters.max_in_flight <= 100
-    assert world.counters.max_ai_in_flight <= 10
+    # Deepgram refuses what is over its caps itself (429): the governor must never get there, and
+    # its own leases in the table must never number more than each class's cap.
+    assert world.counters.throttled_429 == 0
+    assert 0 < world.counters.max_slot_leases <= 100
+    assert 0 < world.counters.max_ceiling_leases <= 10
     # Left behind: only the slots of requests the client gave up on, held for Deepgram's limit.
     unexpired = [key for key, (_, _, expires_at) in world.table.leases.items() if expires_at > world.loop.now]
     assert len([key for key in unexpired if key.startswith("slot#")]) <= world.counters.timeouts
 
 
-def test_a_killed_invocations_slot_comes_back_no_later_than_its_deadline() -> None:
-    world = simulate(replace(SCENARIOS[4], objects=1000, cap=20, concurrency=60))
+KILLS = replace(SCENARIOS[4], objects=1000, cap=20, concurrency=60)
+
+
+def test_a_killed_invocations_slot_comes_back_within_a_lease_term_and_its_deadline() -> None:
+    world = simulate(KILLS)
 
     assert world.counters.kills > 0
+    assert world.counters.killed_slots > 0  # killed while holding a slot, watched in the table
     assert world.counters.killed_slots_late == 0
+    assert world.counters.killed_slot_back_max_s <= 45.0  # the product's lease term
     assert all(v.done_at >= 0 for v in world.versions)  # retried by Lambda, then by the retry function
+
+
+def test_the_killed_slot_check_fails_when_renewals_go_on_after_the_kill(monkeypatch: Any) -> None:
+    def renew_even_when_dead(self: World, arg: tuple[Proc, core.Lease, float]) -> None:
+        _, lease, every = arg  # a renewal thread that outlives its sandbox, up to the deadline
+        for step in core.renew(self.settings.pool, lease, self.loop.now):
+            self.table.hold(step)
+        if self.loop.now + every < (lease.deadline or lease.expires_at):
+            self.loop.at(self.loop.now + every, self._renew, arg)
+
+    monkeypatch.setattr(World, "_renew", renew_even_when_dead)
+    world = simulate(KILLS)
+
+    assert world.counters.killed_slots_late > 0
+    assert world.counters.killed_slot_back_max_s > 45.0
 
 
 def test_a_line_per_scenario_in_the_agreed_form() -> None:
