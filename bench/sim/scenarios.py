@@ -11,13 +11,13 @@ import statistics
 import time
 from dataclasses import dataclass, field, replace
 
+from bench.sim import product
 from bench.sim.engine import Draws
-from bench.sim.world import Function, Settings, Version, World, backfill_lane
+from bench.sim.world import KILL_POINTS, Function, Settings, Version, World, backfill_lane
 from transcriber.capacity_core import BACKFILL_LANE, PoolSettings
 
 SEED = 22
-AI_CEILING = 10
-BACKFILL_SHARE = 0.6  # BackfillPoolPercent's default
+AI_CEILING = 10  # Deepgram's limit for audio-intelligence requests (CapacityAiCeiling 0: the region's)
 # Audio durations: log-normal, median 10 minutes (sigma 0.8: a long tail of hour-long recordings);
 # Deepgram's time for it: 0.4 s plus the duration at about 45x real time, itself log-normal
 # (sigma 0.25). Mean service time about 20 s, the README's planning figure per request.
@@ -38,7 +38,7 @@ class Scenario:
     batch_workers: int = 100
     live_rate: float = 0.0  # live uploads per second while a backfill runs
     live_for_s: float = 0.0
-    kill_share: float = 0.0  # invocations killed in the middle of their Deepgram request
+    kill_share: float = 0.0  # invocations killed, at points drawn from world.KILL_POINTS
     storm: tuple[float, float, float] | None = None  # DynamoDB throttling: start, end, share
     seed: int = SEED
     # For comparisons with the local world: a project limit other than the pool's size, one fixed
@@ -87,10 +87,11 @@ class Figures:
 
 
 def pool_settings(scenario: Scenario, pool: PoolSettings | None = None) -> PoolSettings:
-    base = pool or PoolSettings(table="sim")
-    return replace(
-        base, size=scenario.cap, ai_ceiling=AI_CEILING, lane_shares={BACKFILL_LANE: BACKFILL_SHARE}
-    )
+    """The product's pool at the scenario's size (``pool``: a variant to compare, same lanes)."""
+    settings = product.pool(scenario.cap, AI_CEILING)
+    if pool is None:
+        return settings
+    return replace(pool, size=scenario.cap, ai_ceiling=AI_CEILING, lane_shares=settings.lane_shares)
 
 
 def workload(scenario: Scenario, *, live_only: bool = False) -> tuple[list[Version], list[Version]]:
@@ -180,6 +181,7 @@ def figures(scenario: Scenario, pool: PoolSettings | None = None) -> Figures:
             "max_ai_in_flight": counters.max_ai_in_flight,
             "timeouts": counters.timeouts,
             "kills": counters.kills,
+            **{f"kills_{point}": counters.kills_at.get(point, 0) for point in KILL_POINTS},
             "killed_slots": counters.killed_slots,
             "killed_slots_late": counters.killed_slots_late,
             "killed_slot_back_max_s": round(counters.killed_slot_back_max_s, 1),

@@ -13,10 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
+from bench.sim import world as sim_world
 from bench.sim.engine import Proc
-from bench.sim.scenarios import SCENARIOS, Scenario, figures, simulate
-from bench.sim.world import World
+from bench.sim.scenarios import SCENARIOS, Scenario, figures, pool_settings, simulate
+from bench.sim.world import KILL_POINTS, Function, World
 from transcriber import capacity_core as core
+from transcriber.capacity_core import PoolSettings
 
 if TYPE_CHECKING:
     from localworld.lambda_runtime import InvocationResult, LocalFunction
@@ -62,11 +64,26 @@ KILLS = replace(SCENARIOS[4], objects=1000, cap=20, concurrency=60)
 def test_a_killed_invocations_slot_comes_back_within_a_lease_term_and_its_deadline() -> None:
     world = simulate(KILLS)
 
-    assert world.counters.kills > 0
+    assert set(world.counters.kills_at) == set(KILL_POINTS)  # killed at every point, each at least once
     assert world.counters.killed_slots > 0  # killed while holding a slot, watched in the table
     assert world.counters.killed_slots_late == 0
     assert world.counters.killed_slot_back_max_s <= 45.0  # the product's lease term
     assert all(v.done_at >= 0 for v in world.versions)  # retried by Lambda, then by the retry function
+
+
+def test_a_killed_backfill_task_is_tried_again_by_batch_operations() -> None:
+    scenario = replace(SCENARIOS[3], objects=2000, live_for_s=0.0, kill_share=0.05, cap=20, batch_workers=20)
+    world = simulate(scenario)
+
+    assert world.counters.kills > 20
+    assert world.counters.dead_lettered == 0  # a synchronous task: no event, no dead-letter queue
+    # A killed task is tried again; what is given up is a task whose next attempts all met the killed
+    # invocation's in-progress idempotency record (it lasts to that invocation's deadline) near the
+    # end of the job, when the task comes straight back: a finding, see docs/capacity-simulation.md.
+    lost = [v for v in world.versions if v.lost]
+    assert all(v.lost == "task failed: in-progress-elsewhere" for v in lost)
+    assert len(lost) < world.counters.kills
+    assert all(v.done_at >= 0 for v in world.versions if not v.lost)
 
 
 def test_the_killed_slot_check_fails_when_renewals_go_on_after_the_kill(monkeypatch: Any) -> None:
@@ -82,6 +99,22 @@ def test_the_killed_slot_check_fails_when_renewals_go_on_after_the_kill(monkeypa
 
     assert world.counters.killed_slots_late > 0
     assert world.counters.killed_slot_back_max_s > 45.0
+
+
+def test_the_simulator_runs_with_the_products_values() -> None:
+    """Read from the template and the layer (``bench.sim.product``): what the docs quote them as."""
+    pool = pool_settings(SCENARIOS[0])
+
+    assert (sim_world.REQUEST_ATTEMPTS, sim_world.RETRY_BASE_S, sim_world.RETRY_CAP_S) == (4, 1.0, 30.0)
+    assert (sim_world.RETRY_RESERVE_S, sim_world.MIN_REQUEST_S) == (15.0, 5.0)
+    assert (sim_world.ASYNC_RETRY_DELAYS_S, sim_world.MAX_EVENT_AGE_S) == ((60.0, 120.0), 21600.0)
+    assert sim_world.FUNCTION_TIMEOUT_S == Function("f", 1).timeout_s == 900.0
+    assert sim_world.RETRY_FUNCTION_CONCURRENCY == 2
+    assert (sim_world.DLQ_MAX_ATTEMPTS, sim_world.DLQ_BASE_S, sim_world.DLQ_CAP_S) == (8, 60.0, 3600.0)
+    assert sim_world.BATCH_TASK_ATTEMPTS == 3
+    assert pool.lease_term_s == PoolSettings(table="any").lease_term_s == 45.0
+    assert (pool.size, pool.ai_ceiling, dict(pool.lane_shares)) == (100, 10, {core.BACKFILL_LANE: 0.6})
+    assert (pool.reserve_s, pool.poll_max_s) == (PoolSettings(table="any").reserve_s, 4.0)
 
 
 def test_a_line_per_scenario_in_the_agreed_form() -> None:
