@@ -101,6 +101,20 @@ def test_the_killed_slot_check_fails_when_renewals_go_on_after_the_kill(monkeypa
     assert world.counters.killed_slot_back_max_s > 45.0
 
 
+def test_the_whole_run_ratio_is_all_200s_over_the_run_against_cap_over_mean_service() -> None:
+    # 40 requests of 10 s each through 10 slots: at best 1 answer a second, 40 s from first to last.
+    scenario = Scenario(
+        "exact", 40, cap=10, service_s=10.0, burst_s=0.0, direct=True, warm=True, concurrency=40
+    )
+    world = simulate(scenario)
+    found = figures(scenario)
+    span = world.counters.last_answer - world.counters.first_request
+
+    assert world.counters.answered == 40
+    assert found.whole_run_ratio == 40 / span / (10 / 10.0)
+    assert 0.8 < found.whole_run_ratio < 1.0  # the polls' gaps between one request and the next
+
+
 def test_the_simulator_runs_with_the_products_values() -> None:
     """Read from the template and the layer (``bench.sim.product``): what the docs quote them as."""
     pool = pool_settings(SCENARIOS[0])
