@@ -32,12 +32,21 @@ def run(quick: bool = False) -> SimResult:
         result.rows += [
             Row(
                 "sim",
-                f"{scenario.name}: 200s/s against cap / mean service",
+                f"{scenario.name}: 200s/s against cap / mean service, while work waits",
                 f"{found.ratio:.2f}",
                 "",
                 None,
                 ">= 0.95",
                 found.ratio >= 0.95,
+            ),
+            Row(
+                "sim",
+                f"{scenario.name}: whole run, all 200s/s against cap / mean service",
+                f"{found.whole_run_ratio:.2f}",
+                "",
+                None,
+                ">= 0.95",
+                found.whole_run_ratio >= 0.95,
             ),
             Row(
                 "sim",

@@ -11,13 +11,13 @@ import statistics
 import time
 from dataclasses import dataclass, field, replace
 
+from bench.sim import product
 from bench.sim.engine import Draws
-from bench.sim.world import Function, Settings, Version, World, backfill_lane
+from bench.sim.world import KILL_POINTS, Function, Settings, Version, World, backfill_lane
 from transcriber.capacity_core import BACKFILL_LANE, PoolSettings
 
 SEED = 22
-AI_CEILING = 10
-BACKFILL_SHARE = 0.6  # BackfillPoolPercent's default
+AI_CEILING = 10  # Deepgram's limit for audio-intelligence requests (CapacityAiCeiling 0: the region's)
 # Audio durations: log-normal, median 10 minutes (sigma 0.8: a long tail of hour-long recordings);
 # Deepgram's time for it: 0.4 s plus the duration at about 45x real time, itself log-normal
 # (sigma 0.25). Mean service time about 20 s, the README's planning figure per request.
@@ -38,7 +38,7 @@ class Scenario:
     batch_workers: int = 100
     live_rate: float = 0.0  # live uploads per second while a backfill runs
     live_for_s: float = 0.0
-    kill_share: float = 0.0  # invocations killed in the middle of their Deepgram request
+    kill_share: float = 0.0  # invocations killed, at points drawn from world.KILL_POINTS
     storm: tuple[float, float, float] | None = None  # DynamoDB throttling: start, end, share
     seed: int = SEED
     # For comparisons with the local world: a project limit other than the pool's size, one fixed
@@ -65,7 +65,7 @@ class Figures:
     scenario: str
     objects: int
     cap: int
-    ratio: float  # 200s per second against the best the caps allow
+    ratio: float  # 200s per second against the best the caps allow, while work waits for a slot
     throttled_429: int
     billable_per_version: float
     live_slowdown: float | None
@@ -74,6 +74,7 @@ class Figures:
     lost: int
     unfinished: int
     virtual_s: float
+    whole_run_ratio: float = math.nan  # the same over the whole run (``_whole_run_ratio``)
     details: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
@@ -87,10 +88,11 @@ class Figures:
 
 
 def pool_settings(scenario: Scenario, pool: PoolSettings | None = None) -> PoolSettings:
-    base = pool or PoolSettings(table="sim")
-    return replace(
-        base, size=scenario.cap, ai_ceiling=AI_CEILING, lane_shares={BACKFILL_LANE: BACKFILL_SHARE}
-    )
+    """The product's pool at the scenario's size (``pool``: a variant to compare, same lanes)."""
+    settings = product.pool(scenario.cap, AI_CEILING)
+    if pool is None:
+        return settings
+    return replace(pool, size=scenario.cap, ai_ceiling=AI_CEILING, lane_shares=settings.lane_shares)
 
 
 def workload(scenario: Scenario, *, live_only: bool = False) -> tuple[list[Version], list[Version]]:
@@ -158,6 +160,7 @@ def figures(scenario: Scenario, pool: PoolSettings | None = None) -> Figures:
         objects=objects,
         cap=scenario.cap,
         ratio=_ratio(world),
+        whole_run_ratio=_whole_run_ratio(world),
         throttled_429=counters.throttled_429,
         billable_per_version=counters.billable / objects,
         live_slowdown=slowdown,
@@ -167,6 +170,7 @@ def figures(scenario: Scenario, pool: PoolSettings | None = None) -> Figures:
         unfinished=sum(1 for v in versions if v.done_at < 0 and not v.lost),
         virtual_s=world.loop.now,
         details={
+            "whole-run ratio": round(_whole_run_ratio(world), 3),
             "ratio to last start": round(_ratio_to_last_start(world), 3),
             "events": world.loop.events,
             "queries": counters.queries,
@@ -180,7 +184,13 @@ def figures(scenario: Scenario, pool: PoolSettings | None = None) -> Figures:
             "max_ai_in_flight": counters.max_ai_in_flight,
             "timeouts": counters.timeouts,
             "kills": counters.kills,
+            **{f"kills_{point}": counters.kills_at.get(point, 0) for point in KILL_POINTS},
+            "killed_slots": counters.killed_slots,
             "killed_slots_late": counters.killed_slots_late,
+            "killed_slot_back_max_s": round(counters.killed_slot_back_max_s, 1),
+            "max_slot_leases": counters.max_slot_leases,
+            "max_ceiling_leases": counters.max_ceiling_leases,
+            "max_backfill_leases": counters.max_backfill_leases,
             "capacity_handbacks": counters.capacity_handbacks,
             "dead_lettered": counters.dead_lettered,
             "parked": counters.parked,
@@ -197,6 +207,29 @@ def _ratio(world: World) -> float:
     return world.busy_s / world.usable_s if world.usable_s else math.nan
 
 
+def _bound_s(world: World) -> float:
+    """The least time the caps allow for all the work: Deepgram's service seconds over the pool,
+    the audio-intelligence share over its ceiling, the backfill over its lane: whichever binds."""
+    pool = world.settings.pool
+    total = sum(v.service_s for v in world.versions)
+    ai = sum(v.service_s for v in world.versions if v.ceiling is not None)
+    backfill = sum(v.service_s for v in world.versions if not v.live)
+    slots = max(1, int(pool.size * pool.lane_shares.get(BACKFILL_LANE, 1.0)))
+    return max(total / pool.size, ai / world.settings.ai_cap, backfill / slots)
+
+
+def _whole_run_ratio(world: World) -> float:
+    """All 200s / (first request to last 200) / (cap / mean service time), the cap being what the
+    class caps that bind let the work use (``_bound_s``): the run's length against the least the
+    caps allow, slots idle while work sat in Lambda's retries or the dead-letter queue included."""
+    counters = world.counters
+    span = counters.last_answer - counters.first_request
+    if not world.versions or span <= 0:
+        return math.nan
+    per_second = len(world.versions) / _bound_s(world)  # cap / mean service, for the caps that bind
+    return counters.answered / span / per_second
+
+
 def _ratio_to_last_start(world: World) -> float:
     """The first measure (before/after figures in docs/capacity-simulation.md): Deepgram's busy
     slot-seconds from the first request to the last one it accepted, over the pool times the
@@ -204,13 +237,8 @@ def _ratio_to_last_start(world: World) -> float:
     accepted = world.accepted
     start, end = accepted[0][0], max(began for began, _ in accepted)
     busy = sum(min(finish, end) - began for began, finish in accepted)
-    pool = world.settings.pool
     total = sum(v.service_s for v in world.versions)
-    ai = sum(v.service_s for v in world.versions if v.ceiling is not None)
-    backfill = sum(v.service_s for v in world.versions if not v.live)
-    slots = max(1, int(pool.size * pool.lane_shares.get(BACKFILL_LANE, 1.0)))
-    bound_s = max(total / pool.size, ai / world.settings.ai_cap, backfill / slots)
-    return busy / (total / bound_s * max(1e-9, end - start))
+    return busy / (total / _bound_s(world) * max(1e-9, end - start))
 
 
 def _median_to_transcript(world: World) -> float:

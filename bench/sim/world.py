@@ -26,26 +26,37 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.sim import product
 from bench.sim.engine import Draws, Loop, Proc
 from transcriber import capacity_core as core
 from transcriber.capacity_core import BACKFILL_LANE, LIVE_LANE, PoolSettings, PoolState
 
 CAPACITY_REASON = "deepgram-capacity"
-# transcriber.retry.InvocationRetryPolicy's defaults: in-invocation retries of a Deepgram request.
-REQUEST_ATTEMPTS = 4
-RETRY_BASE_S, RETRY_CAP_S = 1.0, 30.0
-RETRY_RESERVE_S, MIN_REQUEST_S = 15.0, 5.0
+# In-invocation retries of a Deepgram request: the product's policy (template's attempts).
+_REQUESTS = product.request_policy()
+REQUEST_ATTEMPTS = _REQUESTS.max_attempts
+RETRY_BASE_S, RETRY_CAP_S = _REQUESTS.base_delay_s, _REQUESTS.max_delay_s
+RETRY_RESERVE_S, MIN_REQUEST_S = _REQUESTS.reserve_s, _REQUESTS.min_request_s
 # Lambda's asynchronous invocation (docs: "How Lambda handles errors and retries with asynchronous
-# invocation"): 2 retries, 1 then 2 minutes apart; throttled events retried from 1 s up to 5 min.
-ASYNC_RETRY_DELAYS_S = (60.0, 120.0)
+# invocation"): retries 1 then 2 minutes apart, as many as the template's AsyncRetryAttempts;
+# throttled events retried from 1 s up to 5 min.
+ASYNC_RETRY_DELAYS_S = (60.0, 120.0)[: int(product.setting("Failures", "AsyncRetryAttempts"))]
+MAX_EVENT_AGE_S = float(product.setting("Failures", "MaximumEventAgeSeconds"))
 THROTTLE_BACKOFF_MAX_S = 300.0
-# The retry function (template: MaximumConcurrency 2; DeadLetterRetryPolicy's defaults).
-RETRY_FUNCTION_CONCURRENCY = 2
-DLQ_MAX_ATTEMPTS, DLQ_BASE_S, DLQ_CAP_S = 8, 60.0, 3600.0
-BATCH_TASK_ATTEMPTS = 3  # AWS does not publish it; the local stand-in's count
+FUNCTION_TIMEOUT_S = float(product.setting("Functions", "FunctionTimeout"))
+# The retry function: its concurrency on the queue (template) and its backoff (the product's policy).
+RETRY_FUNCTION_CONCURRENCY = product.retry_function_concurrency()
+_DEAD_LETTERS = product.dead_letter_policy()
+DLQ_MAX_ATTEMPTS = _DEAD_LETTERS.max_attempts
+DLQ_BASE_S, DLQ_CAP_S = float(_DEAD_LETTERS.base_delay_s), float(_DEAD_LETTERS.max_delay_s)
+BATCH_TASK_ATTEMPTS = product.batch_task_attempts()
 # DynamoDB: per-partition limits, item size of a lease, unit sizes.
 PARTITION_RCU, PARTITION_WCU = 3000.0, 1000.0
 LEASE_ITEM_BYTES = 150
+# Where a doomed sandbox dies, and how often: while it waits for a slot (polling, or with a
+# conditional write in flight), in the middle of its Deepgram request, between Deepgram's answer
+# and the transcript's write, or while it releases its slot.
+KILL_POINTS = {"waiting": 0.3, "request": 0.4, "after-answer": 0.15, "release": 0.15}
 
 
 @dataclass(slots=True)
@@ -73,16 +84,17 @@ class Invocation:
     function: Function
     deadline: float
     cold: bool
-    doomed: bool  # to be killed in the middle of its Deepgram request
+    kill_point: str | None  # where it is to be killed (``KILL_POINTS``), if it is
     lease: core.Lease | None = None
     proc: Proc | None = None
+    waiting: str | None = None  # the kind of request it waits for a slot for, while it does
 
 
 @dataclass
 class Function:
     name: str
     concurrency: int
-    timeout_s: float = 900.0
+    timeout_s: float = FUNCTION_TIMEOUT_S
     running: int = 0
     idle: int = 0
 
@@ -125,7 +137,16 @@ class Counters:
     throttled_429: int = 0
     billable: int = 0
     kills: int = 0
-    killed_slots_late: int = 0  # a killed invocation's lease that outlived its deadline
+    # A killed invocation's slots, watched in the table until they are takeable again (renewals
+    # stopped): late when that is past the invocation's deadline or past the kill plus one term.
+    kills_at: dict[str, int] = field(default_factory=dict)  # kill point -> kills
+    killed_slots: int = 0
+    killed_slots_late: int = 0
+    killed_slot_back_max_s: float = 0.0
+    # The governor's own unexpired leases in the table, at most (Deepgram's 429s aside).
+    max_slot_leases: int = 0
+    max_ceiling_leases: int = 0
+    max_backfill_leases: int = 0
     max_in_flight: int = 0
     max_ai_in_flight: int = 0
     first_request: float = math.inf
@@ -145,7 +166,7 @@ class Settings:
     ai_cap: int = 10
     kill_share: float = 0.0
     storm: tuple[float, float, float] | None = None  # start, end, share of calls throttled
-    max_event_age_s: float = 21600.0
+    max_event_age_s: float = MAX_EVENT_AGE_S
 
 
 class PoolTable:
@@ -185,6 +206,18 @@ class PoolTable:
             leases[key] = (lease.holder, lease.lane, lease.expires_at)
         self._version += 1
         return True
+
+    def held(self, now: float) -> tuple[int, int, int]:
+        """Unexpired leases now: slots, ceiling slots, slots in the backfill lane."""
+        slots = ceilings = backfill = 0
+        for key, (_, lane, expires_at) in self.leases.items():
+            if expires_at > now:
+                if key.startswith("slot#"):
+                    slots += 1
+                    backfill += lane == BACKFILL_LANE
+                else:
+                    ceilings += 1
+        return slots, ceilings, backfill
 
     def delete(self, key: str, holder: str) -> None:
         found = self.leases.get(key)
@@ -251,8 +284,10 @@ class World:
         else:
             function.idle -= 1
         self.counters.invocations += 1
-        doomed = self.settings.kill_share > 0 and self.draw.chance(self.settings.kill_share)
-        invocation = Invocation(version, function, self.loop.now + function.timeout_s, cold, doomed)
+        point = None
+        if self.settings.kill_share > 0 and self.draw.chance(self.settings.kill_share):
+            point = self.draw.rng.choices(tuple(KILL_POINTS), tuple(KILL_POINTS.values()))[0]
+        invocation = Invocation(version, function, self.loop.now + function.timeout_s, cold, point)
         invocation.proc = Proc(self._invocation(invocation), (invocation, done))
         self._step(invocation.proc, None)
 
@@ -285,11 +320,32 @@ class World:
             return
         invocation: Invocation = proc.data[0]
         self.counters.kills += 1
+        point = invocation.kill_point or "request"
+        self.counters.kills_at[point] = self.counters.kills_at.get(point, 0) + 1
         lease = invocation.lease
-        if lease is not None and lease.expires_at > invocation.deadline:
-            self.counters.killed_slots_late += 1
+        if invocation.waiting is not None:  # it waits no more
+            self._account()
+            self.waiting[invocation.waiting] -= 1
         proc.gen.close()
         self._ended(proc, "killed", killed=True)
+        if lease is not None:  # written (its answer perhaps still on the way), not yet released
+            for key in lease.keys:
+                self.counters.killed_slots += 1
+                self._watch_killed((key, lease.holder, self.loop.now, invocation.deadline))
+
+    def _watch_killed(self, arg: tuple[str, str, float, float]) -> None:
+        """Follow a killed holder's slot in the table until it is takeable again: gone, or expired
+        as the store sees it (a renewal that went on after the kill would push that later)."""
+        key, holder, killed_at, deadline = arg
+        now = self.loop.now
+        found = self.table.leases.get(key)
+        if found is not None and found[0] == holder and found[2] > now:
+            self.loop.at(found[2], self._watch_killed, arg)
+            return
+        counters, term = self.counters, self.settings.pool.lease_term_s
+        counters.killed_slot_back_max_s = max(counters.killed_slot_back_max_s, now - killed_at)
+        if now > deadline or (term is not None and now > killed_at + term + 1e-6):
+            counters.killed_slots_late += 1
 
     # -- one object: the workflow's decisions ----------------------------------------------------
     def _invocation(self, invocation: Invocation) -> Generator[Any, Any]:
@@ -308,7 +364,10 @@ class World:
         except Handback:
             version.in_progress_until = -math.inf
             raise
-        yield Aws(self.draw.lognormal(0.06, 0.5))  # the transcript's PUT
+        put_s = self.draw.lognormal(0.06, 0.5)  # the transcript's PUT
+        if invocation.kill_point == "after-answer":
+            self._kill_within(invocation, put_s)
+        yield Aws(put_s)
         yield Aws(self._aws_call())  # the idempotency record completes
         version.done_at = now.now
         version.in_progress_until = -math.inf
@@ -321,15 +380,20 @@ class World:
             kind = _kind(version)
             self._account()
             self.waiting[kind] += 1
-            outcome = yield from core.acquire(
+            invocation.waiting = kind
+            acquiring = core.acquire(
                 pool,
                 lane=version.lane,
                 ceiling=version.ceiling,
                 deadline=invocation.deadline,
                 rng=self.core_rng,
             )
+            if invocation.kill_point == "waiting" and attempt == 1:
+                acquiring = self._killed_while(invocation, acquiring, self.draw.rng.randint(1, 4))
+            outcome = yield from acquiring
             self._account()
             self.waiting[kind] -= 1
+            invocation.waiting = None
             if isinstance(outcome, core.Exhausted) and outcome.store_failed:
                 yield core.Sleep(self._retry_delay(invocation, attempt, "capacity-store-error"))
                 continue
@@ -346,11 +410,35 @@ class World:
             if status == "timeout":  # the product's slot(): held, not released, after a timeout
                 yield from core.hold(lease)
             else:
+                if invocation.kill_point == "release":
+                    self._kill_within(invocation, 0.012)  # about one Delete's latency
                 yield from core.release(lease, self.core_rng)
             invocation.lease = None
             if status == 200:
                 return
             yield core.Sleep(self._retry_delay(invocation, attempt, str(status)))
+
+    def _killed_while(
+        self, invocation: Invocation, steps: Generator[Any, Any, Any], nth: int
+    ) -> Generator[Any, Any, Any]:
+        """``steps``, with the invocation killed during its ``nth`` command (a poll's sleep, a read,
+        a conditional write the store may already have applied), or just after the last one."""
+        answer, issued = None, 0
+        while True:
+            try:
+                command = steps.send(answer)
+            except StopIteration as finished:
+                if issued < nth:
+                    self._kill_within(invocation, 0.01)
+                return finished.value
+            issued += 1
+            if issued == nth:
+                self._kill_within(invocation, command.seconds if isinstance(command, core.Sleep) else 0.008)
+            answer = yield command
+
+    def _kill_within(self, invocation: Invocation, seconds: float) -> None:
+        assert invocation.proc is not None
+        self.loop.at(self.loop.now + self.draw.uniform(0.0, seconds), self.kill, invocation.proc)
 
     def _retry_delay(self, invocation: Invocation, attempt: int, reason: str) -> float:
         """InvocationRetryPolicy: full jitter, while one more request fits in the time left."""
@@ -397,6 +485,12 @@ class World:
         elif kind is core.ConditionalPut:
             counters.puts += 1
             answer = self.table.put(command.lease)
+            if answer:  # the slot is the invocation's from now, whether or not it lives to hear so
+                proc.data[0].lease = command.lease
+                slots, ceilings, backfill = self.table.held(now)
+                counters.max_slot_leases = max(counters.max_slot_leases, slots)
+                counters.max_ceiling_leases = max(counters.max_ceiling_leases, ceilings)
+                counters.max_backfill_leases = max(counters.max_backfill_leases, backfill)
         elif kind is core.Delete:
             counters.deletes += 1
             self.table.delete(command.key, command.holder)
@@ -505,7 +599,7 @@ class World:
         if not answers:  # the client's read timeout ends first; Deepgram works on (and bills)
             counters.timeouts += 1
             self.loop.at(now + budget, self._resume, (proc, "timeout"))
-        if invocation.doomed:
+        if invocation.kill_point == "request":
             self.loop.at(now + self.draw.uniform(0.0, min(service, budget)), self.kill, proc)
 
     def _served(self, arg: tuple[Proc, bool]) -> None:
@@ -596,10 +690,9 @@ class World:
                 return
 
             def done(version: Version, error: str | None) -> None:
-                if error in {"killed", None}:
-                    if error is not None:
-                        version.lost = "task failed: function error"
-                elif attempts + 1 < BATCH_TASK_ATTEMPTS:
+                if error is None:
+                    pass
+                elif attempts + 1 < BATCH_TASK_ATTEMPTS:  # a killed sandbox's task too
                     tasks.append((version, attempts + 1))
                 else:
                     version.lost = f"task failed: {error}"
