@@ -9,8 +9,11 @@ names (``tests/test_boundaries.py`` holds them to that). Fixtures:
   the test, with the emulator's faults cleared after it.
 * ``sample_audio``: the committed recording's bytes ("the quick brown fox jumps over the lazy dog").
 * ``uploads``: ``uploads.put(key, body)`` uploads and returns the S3 event moto itself emitted.
-* ``start_function``: ``start_function("TranscribeFunction", timeout_s=..., extra_env=..., **env)``
-  starts a function of the template in a fresh Docker-free container (closed after the test).
+* ``start_function``: ``start_function("TranscribeFunction", timeout_s=..., extra_env=...,
+  parameters=..., **env)`` starts a function of the template in a fresh Docker-free container (closed
+  after the test); ``parameters`` resolves it from the stack with more parameter overrides (for
+  example ``{"DeepgramRegion": "EU", "Settings.Deepgram.DeepgramApiUrl": ""}``: Deepgram's EU host,
+  reached through the world's proxy).
 * ``start_delivery``: ``start_delivery(**options)`` runs ``LocalDelivery`` (S3 notifications,
   async invocation with Lambda's retries, DLQ, SQS event sources) for the world's stack;
   ``duplicate_s3_events=True`` delivers each S3 event twice, ``hold_s3_events=True`` keeps them
@@ -62,6 +65,7 @@ class FunctionFactory(Protocol):
         *,
         timeout_s: float | None = None,
         extra_env: Mapping[str, str] | None = None,
+        parameters: Mapping[str, str] | None = None,
         **env_overrides: str,
     ) -> LocalFunction: ...
 
@@ -103,7 +107,8 @@ def aws_fault_proxy(world: LocalWorld) -> Iterator[AwsFaultProxy]:
 @pytest.fixture
 def start_function(world: LocalWorld) -> Iterator[FunctionFactory]:
     """Start a function of the template in a fresh container. ``**env_overrides`` are declared
-    variables (as --env-vars); ``extra_env`` overrides what the world provides (endpoints...)."""
+    variables (as --env-vars); ``extra_env`` overrides what the world provides (endpoints...);
+    ``parameters`` are more template parameter overrides for this function's stack."""
     started: list[LocalFunction] = []
 
     def start(
@@ -111,10 +116,12 @@ def start_function(world: LocalWorld) -> Iterator[FunctionFactory]:
         *,
         timeout_s: float | None = None,
         extra_env: Mapping[str, str] | None = None,
+        parameters: Mapping[str, str] | None = None,
         **env_overrides: str,
     ) -> LocalFunction:
+        stack = world.stack_with(**parameters) if parameters else world.stack
         function = LocalFunction(
-            world.function(logical_id),
+            stack.function(logical_id),
             env_overrides=env_overrides,
             extra_env={**world.function_env(), **(extra_env or {})},
             timeout_s=timeout_s,
