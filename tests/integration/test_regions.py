@@ -12,7 +12,7 @@ import certifi
 import pytest
 
 if TYPE_CHECKING:
-    from localworld.pytest_plugin import FunctionFactory, Uploads
+    from localworld.pytest_plugin import ParametersFunctionFactory, Uploads
     from localworld.world import LocalWorld
 
 # template.yaml's DeepgramRegions: the hostname, and the pool and audio-intelligence ceiling a stack
@@ -34,10 +34,14 @@ def transcript_text(world: LocalWorld, source_key: str) -> str:
 
 @pytest.mark.parametrize("region", sorted(REGIONS))
 def test_a_region_without_override_reaches_deepgrams_regional_host_with_its_defaults(
-    region: str, world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
+    region: str,
+    world: LocalWorld,
+    uploads: Uploads,
+    start_function_with: ParametersFunctionFactory,
+    sample_audio: bytes,
 ) -> None:
     host, pool_size, ai_ceiling = REGIONS[region]
-    function = start_function(parameters={"DeepgramRegion": region, **NO_OVERRIDE})
+    function = start_function_with({"DeepgramRegion": region, **NO_OVERRIDE})
     key = f"regions/{region.lower()}.wav"
 
     result = function.invoke(uploads.put(key, sample_audio))
@@ -55,14 +59,14 @@ def test_a_region_without_override_reaches_deepgrams_regional_host_with_its_defa
 
 
 def test_the_regional_host_is_verified_against_the_trusted_ca(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
+    world: LocalWorld, uploads: Uploads, start_function_with: ParametersFunctionFactory, sample_audio: bytes
 ) -> None:
     """The control: trusting only the public CAs (certifi's bundle, as on Lambda) and not the local
     one, the function refuses the emulator's certificate for api.eu.deepgram.com: nothing is sent,
     nothing is written."""
     before = world.emulator.counters.get("tls_failures", 0)
-    function = start_function(
-        parameters={"DeepgramRegion": "EU", **NO_OVERRIDE}, extra_env={"REQUESTS_CA_BUNDLE": certifi.where()}
+    function = start_function_with(
+        {"DeepgramRegion": "EU", **NO_OVERRIDE}, extra_env={"REQUESTS_CA_BUNDLE": certifi.where()}
     )
 
     result = function.invoke(uploads.put("regions/untrusted.wav", sample_audio))
@@ -76,10 +80,10 @@ def test_the_regional_host_is_verified_against_the_trusted_ca(
 
 
 def test_an_explicit_endpoint_override_wins_over_the_region(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
+    world: LocalWorld, uploads: Uploads, start_function_with: ParametersFunctionFactory, sample_audio: bytes
 ) -> None:
     # The world's own override (the emulator's URL) stays; only the region changes.
-    function = start_function(parameters={"DeepgramRegion": "EU"})
+    function = start_function_with({"DeepgramRegion": "EU"})
 
     result = function.invoke(uploads.put("regions/override.wav", sample_audio))
 
@@ -95,11 +99,11 @@ def test_an_explicit_endpoint_override_wins_over_the_region(
 
 
 def test_a_host_that_is_not_deepgrams_is_refused_by_the_local_network(
-    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
+    world: LocalWorld, uploads: Uploads, start_function_with: ParametersFunctionFactory, sample_audio: bytes
 ) -> None:
     """The local world is never kinder than the internet: an endpoint that is not Deepgram's is not
     quietly answered by the emulator."""
-    function = start_function(parameters={"Settings.Deepgram.DeepgramApiUrl": "https://deepgram.example.com"})
+    function = start_function_with({"Settings.Deepgram.DeepgramApiUrl": "https://deepgram.example.com"})
 
     result = function.invoke(uploads.put("regions/elsewhere.wav", sample_audio))
 

@@ -3,7 +3,9 @@
 Clients trust the emulator by pointing ``REQUESTS_CA_BUNDLE`` (or ``SSL_CERT_FILE``) at
 the CA PEM. The certificate also names Deepgram's own hosts (``DEEPGRAM_HOSTS``), so a client that
 reaches the emulator through the local world's proxy (``localworld.deepgram_proxy``) with
-``https://api.eu.deepgram.com`` verifies it as it would verify Deepgram. The CA is kept in the state directory and reused on the next start, so a
+``https://api.eu.deepgram.com`` verifies it as it would verify Deepgram.
+
+The CA is kept in the state directory and reused on the next start, so a
 long-lived client configuration keeps working across emulator restarts.
 """
 
