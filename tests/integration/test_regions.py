@@ -26,6 +26,15 @@ def tunnels(world: LocalWorld) -> list[tuple[str, int, int]]:
     return [(t.host, t.port, t.status) for t in world.deepgram_proxy.tunnels]
 
 
+def limit_reduced_to(world: LocalWorld, environment: dict[str, str]) -> int:
+    """The pool size the function's last 429 left in the capacity table (``transcriber.capacity``)."""
+    item = world.aws.dynamodb().get_item(
+        TableName=environment["CAPACITY_TABLE"],
+        Key={"pk": {"S": environment["CAPACITY_POOL"]}, "sk": {"S": "limit"}},
+    )["Item"]
+    return int(item["reduced_to"]["N"])
+
+
 def transcript_text(world: LocalWorld, source_key: str) -> str:
     body = world.aws.s3().get_object(Bucket=world.output_bucket, Key=world.transcript_key(source_key))["Body"]
     document = json.loads(body.read())
@@ -43,18 +52,29 @@ def test_a_region_without_override_reaches_deepgrams_regional_host_with_its_defa
     host, pool_size, ai_ceiling = REGIONS[region]
     function = start_function_with({"DeepgramRegion": region, **NO_OVERRIDE})
     key = f"regions/{region.lower()}.wav"
-
-    result = function.invoke(uploads.put(key, sample_audio))
+    # One 429 first: the function halves the pool it runs with in the capacity table, which shows
+    # the size it used.
+    world.emulator.faults.next(1, status=429)
+    world.emulator.retry_after = 1
+    try:
+        result = function.invoke(uploads.put(key, sample_audio))
+    finally:
+        world.emulator.retry_after = None
 
     assert result.error is None, result.logs
     assert [o["status"] for o in result.payload["objects"]] == ["transcribed"]
     environment = function.spec.environment
     assert environment["DEEPGRAM_API_URL"] == f"https://{host}"
     assert (environment["CAPACITY_POOL_SIZE"], environment["CAPACITY_AI_CEILING"]) == (pool_size, ai_ceiling)
-    [request] = world.emulator.requests
-    assert request.headers["Host"] == host  # the URL the function called
-    assert request.server_name == host  # the name its TLS handshake asked for, and verified
-    assert tunnels(world) == [(host, 443, 200)]
+    assert limit_reduced_to(world, environment) == int(pool_size) // 2
+    requests = world.emulator.requests
+    assert [r.status for r in requests] == [429, 200]
+    for request in requests:
+        assert request.headers["Host"] == host  # the URL the function called
+        assert request.server_name == host  # the name its TLS handshake asked for, and verified
+    seen = tunnels(world)  # one, or one per connection if the 429's was not kept alive
+    assert seen
+    assert set(seen) == {(host, 443, 200)}
     assert "quick brown fox" in transcript_text(world, key)
 
 
