@@ -31,6 +31,9 @@ language = "es"
 redact = ["pii", "phi", "numbers"]
 mip_opt_out = true
 paragraphs = true  # the txt is made from Deepgram's paragraphs, the captions from its words
+
+[profiles."payments/"]
+redact = ["pci"]
 """
 
 
@@ -144,6 +147,32 @@ def test_redaction_passes_through_and_every_format_carries_the_redacted_text(
         assert {"[name_1]", "[number_1]", "[condition_1]"} <= words, (extension, text)
         assert not words & set(said), (extension, text)
         assert {"account", "number", "have"} <= words  # the rest of the call is still there
+
+
+def test_pci_redaction_hides_the_account_number_in_every_format_and_nothing_else(
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, tmp_path: Path
+) -> None:
+    function = start_function(DEEPGRAM_PROFILES_FILE=profiles_file(tmp_path))
+
+    result = function.invoke(uploads.put("payments/call.wav", PRIVATE_CALL.read_bytes()))
+
+    assert result.error is None, result.logs
+    assert [o["status"] for o in result.payload["objects"]] == ["transcribed"]
+    [request] = world.emulator.requests
+    assert values(request.query, "redact") == ["pci"]
+    digits = {"four", "five", "six", "seven", "eight"}
+    _, document = read(world, world.transcript_key("payments/call.wav"))
+    alternative = json.loads(document)["results"]["channels"][0]["alternatives"][0]
+    assert "[NUMBER_1]" in alternative["transcript"].replace(".", " ").split()
+    assert not digits & {w["word"] for w in alternative["words"]}  # the words the captions use, too
+    for extension in ("txt", "srt", "vtt"):
+        _, text = read(world, format_key(world, "payments/call.wav", extension))
+        words = set(text.lower().replace(".", " ").split())
+        assert "[number_1]" in words, (extension, text)
+        assert not words & digits, (extension, text)
+        # pci is card and account numbers only: the name and the condition are still said.
+        assert {"john", "asthma", "account"} <= words, (extension, text)
+        assert not {"[name_1]", "[condition_1]"} & words, (extension, text)
 
 
 def test_the_unredacted_call_says_what_redaction_hides(

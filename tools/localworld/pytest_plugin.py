@@ -11,6 +11,9 @@ names (``tests/test_boundaries.py`` holds them to that). Fixtures:
 * ``uploads``: ``uploads.put(key, body)`` uploads and returns the S3 event moto itself emitted.
 * ``start_function``: ``start_function("TranscribeFunction", timeout_s=..., extra_env=..., **env)``
   starts a function of the template in a fresh Docker-free container (closed after the test).
+* ``start_function_with``: ``start_function_with(parameters, "TranscribeFunction", ...)``, the same
+  for the stack resolved with more parameter overrides (for example ``{"DeepgramRegion": "EU",
+  "Settings.Deepgram.DeepgramApiUrl": ""}``: Deepgram's EU host, reached through the world's proxy).
 * ``start_delivery``: ``start_delivery(**options)`` runs ``LocalDelivery`` (S3 notifications,
   async invocation with Lambda's retries, DLQ, SQS event sources) for the world's stack;
   ``duplicate_s3_events=True`` delivers each S3 event twice, ``hold_s3_events=True`` keeps them
@@ -51,6 +54,7 @@ from localworld.aws_faults import AwsFaultProxy
 from localworld.deepgram.server import DeepgramEmulator
 from localworld.delivery import LocalDelivery
 from localworld.lambda_runtime import InvocationResult, LocalFunction
+from localworld.template import Stack
 from localworld.webhook_receiver import WebhookReceiver
 from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
 
@@ -58,6 +62,18 @@ from localworld.world import SAMPLE_AUDIO, LocalWorld, local_world
 class FunctionFactory(Protocol):
     def __call__(
         self,
+        logical_id: str = "TranscribeFunction",
+        *,
+        timeout_s: float | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        **env_overrides: str,
+    ) -> LocalFunction: ...
+
+
+class ParametersFunctionFactory(Protocol):
+    def __call__(
+        self,
+        parameters: Mapping[str, str],
         logical_id: str = "TranscribeFunction",
         *,
         timeout_s: float | None = None,
@@ -100,11 +116,40 @@ def aws_fault_proxy(world: LocalWorld) -> Iterator[AwsFaultProxy]:
         yield proxy
 
 
+class _Functions:
+    """The functions a test started, closed after it."""
+
+    def __init__(self, world: LocalWorld) -> None:
+        self.world = world
+        self.started: list[LocalFunction] = []
+
+    def start(
+        self,
+        stack: Stack,
+        logical_id: str,
+        timeout_s: float | None,
+        extra_env: Mapping[str, str] | None,
+        env_overrides: Mapping[str, str],
+    ) -> LocalFunction:
+        function = LocalFunction(
+            stack.function(logical_id),
+            env_overrides=env_overrides,
+            extra_env={**self.world.function_env(), **(extra_env or {})},
+            timeout_s=timeout_s,
+        )
+        self.started.append(function)
+        return function
+
+    def close(self) -> None:
+        for function in self.started:
+            function.close()
+
+
 @pytest.fixture
 def start_function(world: LocalWorld) -> Iterator[FunctionFactory]:
     """Start a function of the template in a fresh container. ``**env_overrides`` are declared
     variables (as --env-vars); ``extra_env`` overrides what the world provides (endpoints...)."""
-    started: list[LocalFunction] = []
+    functions = _Functions(world)
 
     def start(
         logical_id: str = "TranscribeFunction",
@@ -113,18 +158,30 @@ def start_function(world: LocalWorld) -> Iterator[FunctionFactory]:
         extra_env: Mapping[str, str] | None = None,
         **env_overrides: str,
     ) -> LocalFunction:
-        function = LocalFunction(
-            world.function(logical_id),
-            env_overrides=env_overrides,
-            extra_env={**world.function_env(), **(extra_env or {})},
-            timeout_s=timeout_s,
-        )
-        started.append(function)
-        return function
+        return functions.start(world.stack, logical_id, timeout_s, extra_env, env_overrides)
 
     yield start
-    for function in started:
-        function.close()
+    functions.close()
+
+
+@pytest.fixture
+def start_function_with(world: LocalWorld) -> Iterator[ParametersFunctionFactory]:
+    """``start_function`` on the stack resolved with more parameter overrides (``parameters``)."""
+    functions = _Functions(world)
+
+    def start(
+        parameters: Mapping[str, str],
+        logical_id: str = "TranscribeFunction",
+        *,
+        timeout_s: float | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        **env_overrides: str,
+    ) -> LocalFunction:
+        stack = world.stack_with(**parameters)
+        return functions.start(stack, logical_id, timeout_s, extra_env, env_overrides)
+
+    yield start
+    functions.close()
 
 
 @pytest.fixture

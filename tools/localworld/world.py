@@ -2,7 +2,10 @@
 
 The handler code talks to it exactly as it would to AWS and Deepgram: boto3 finds moto through
 the standard ``AWS_ENDPOINT_URL``, requests trusts the emulator's CA through ``REQUESTS_CA_BUNDLE``,
-and the Deepgram key sits in a Secrets Manager secret named like a real deployment's.
+and the Deepgram key sits in a Secrets Manager secret named like a real deployment's. The stack is
+pointed at the emulator's URL (``Settings.Deepgram.DeepgramApiUrl``); a stack without that override
+calls Deepgram's own hostnames, which reach the emulator through the ``HTTPS_PROXY`` every function
+gets (``localworld.deepgram_proxy``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event impor
 from localworld import api_destinations
 from localworld.aws import LocalAws, MotoServer
 from localworld.deepgram import DeepgramEmulator
+from localworld.deepgram_proxy import DeepgramProxy
 from localworld.template import FunctionSpec, Stack, load_stack
 from transcriber.errors import TranscriptionError
 from transcriber.events import S3ObjectRef, Source, batch_operation_objects, detect_source, parse_event
@@ -48,6 +52,7 @@ class LocalWorld:
     parameter_overrides: dict[str, str] = field(default_factory=dict)
     template: Path = TEMPLATE
     webhook_api_key: str = field(default_factory=new_api_key)
+    deepgram_proxy: DeepgramProxy | None = None
 
     @property
     def secret_id(self) -> str:
@@ -98,8 +103,10 @@ class LocalWorld:
 
     def function_env(self) -> dict[str, str]:
         """What the Lambda service and the network give a function here: endpoints, credentials,
-        the CA that signed the emulator's certificate. Not the function's own settings."""
-        return {**self.aws.env(), "REQUESTS_CA_BUNDLE": str(self.emulator.ca_bundle)}
+        the CA that signed the emulator's certificate, the proxy by which Deepgram's hostnames reach
+        the emulator. Not the function's own settings."""
+        network = self.deepgram_proxy.env() if self.deepgram_proxy is not None else {}
+        return {**self.aws.env(), "REQUESTS_CA_BUNDLE": str(self.emulator.ca_bundle), **network}
 
     def reset(self, *, secret_value: str | bytes | None = None) -> None:
         """Empty AWS and re-create the secrets and the stack's resources; clear the emulator."""
@@ -111,6 +118,8 @@ class LocalWorld:
         self.aws.provision(self.stack)
         self.emulator.reset()
         self.emulator.api_keys = {self.api_key}
+        if self.deepgram_proxy is not None:
+            self.deepgram_proxy.reset()
 
     def upload(self, source: Path | bytes, key: str, **extra: Any) -> dict[str, Any]:
         """PutObject into the input bucket: S3 notifies whatever the bucket is wired to."""
@@ -140,9 +149,13 @@ def local_world(
     emulator_options: Mapping[str, Any] | None = None,
     state_dir: Path | None = None,
 ) -> Iterator[LocalWorld]:
-    """Start moto and the emulator, load the stack pointed at them, provision it, store the key."""
+    """Start moto, the emulator and the proxy to it, load the stack pointed at them, provision it,
+    store the key."""
     key = api_key or new_api_key()
-    with services(key, emulator_options, state_dir) as (moto, emulator):
+    with (
+        services(key, emulator_options, state_dir) as (moto, emulator),
+        DeepgramProxy(("127.0.0.1", emulator.port)) as proxy,
+    ):
         overrides = {
             "DeepgramSecretId": LOCAL_SECRET_ID,
             "Settings.Deepgram.DeepgramApiUrl": emulator.url,
@@ -152,7 +165,7 @@ def local_world(
         }
         stack = load_stack(template, overrides, endpoint_url=moto.endpoint_url)
         aws = LocalAws(moto.endpoint_url, stack.region, stack.account_id)
-        world = LocalWorld(moto, aws, emulator, stack, key, overrides, template)
+        world = LocalWorld(moto, aws, emulator, stack, key, overrides, template, deepgram_proxy=proxy)
         world.reset()
         yield world
 

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import socket
+import ssl
 import struct
 import tempfile
 import threading
@@ -57,6 +58,7 @@ _HEAD_BYTES = 4096
 # 35 minutes of 16 kHz 16-bit mono, far more than any test recognises.
 RECOGNITION_LIMIT_BYTES = 64 * 1024 * 1024
 # Deepgram's words when the host of a URL refuses it (what a bucket Deepgram can't reach answers).
+SNI_ATTRIBUTE = "localworld_server_name"
 FORBIDDEN_FETCH = "The remote server hosting the media returned a client error: 403 Forbidden"
 
 
@@ -79,6 +81,7 @@ class LoggedRequest:
     body_size: int = 0
     body_sha256: str = ""  # of the whole body, also when it was too large to keep
     in_flight: int | None = None  # requests holding a slot once this one took its own
+    server_name: str | None = None  # the TLS SNI the client sent (None: none, an IP address)
 
 
 @dataclass
@@ -365,6 +368,7 @@ class DeepgramEmulator(Service):
             self._temp_dir = tempfile.TemporaryDirectory(prefix="deepgram-emulator-")
             directory = Path(self._temp_dir.name)
         tls = prepare_tls(directory)
+        tls.context.sni_callback = _remember_server_name
         self._ca_bundle = tls.ca_bundle
         self._stopping.clear()
         self._server = LoopbackServer(
@@ -502,6 +506,7 @@ class DeepgramEmulator(Service):
             request_id=exchange.request_id,
             body_size=exchange.body_size,
             body_sha256=exchange.body_sha256,
+            server_name=getattr(handler.connection, SNI_ATTRIBUTE, None),
         )
         with self._log_lock:
             self._log.append(entry)
@@ -801,6 +806,14 @@ class DeepgramEmulator(Service):
                 return
             if self._stopping.wait(self.callback_retry_delay):
                 return
+
+
+def _remember_server_name(
+    connection: ssl.SSLSocket | ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
+) -> None:
+    """The SNI a client sent, kept on its connection for the request log (which hostname it
+    thought it was calling: ``api.eu.deepgram.com`` through the local world's proxy)."""
+    setattr(connection, SNI_ATTRIBUTE, server_name)
 
 
 def _bucket_candidates(url: str) -> set[str]:
