@@ -90,24 +90,29 @@ def parameter_overrides(text: str | Sequence[str]) -> dict[str, str]:
 # --- make secret ---------------------------------------------------------------------------------
 
 
-def read_api_key(prompt: Callable[[str], str] | None = None) -> str:
+def read_api_key(
+    prompt: Callable[[str], str] | None = None,
+    variable: str = "DEEPGRAM_API_KEY",
+    what: str = "Deepgram API key",
+) -> str:
+    """The key from ``variable``, else a hidden prompt; never echoed."""
     ask = prompt or getpass.getpass
-    key = os.environ.get("DEEPGRAM_API_KEY", "").strip() or ask("Deepgram API key (not shown): ").strip()
+    key = os.environ.get(variable, "").strip() or ask(f"{what} (not shown): ").strip()
     if not key:
-        raise DeploymentError("no API key: set DEEPGRAM_API_KEY or type it at the prompt")
+        raise DeploymentError(f"no API key: set {variable} or type it at the prompt")
     return key
 
 
-def store_secret(client: Any, secret_id: str, api_key: str) -> str:
+def store_secret(
+    client: Any, secret_id: str, api_key: str, description: str = "Deepgram API key of the S3 transcriber"
+) -> str:
     """Create the secret, or add the key as its new current version; returns the version id."""
     try:
         response = client.put_secret_value(SecretId=secret_id, SecretString=api_key)
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
-        response = client.create_secret(
-            Name=secret_id, SecretString=api_key, Description="Deepgram API key of the S3 transcriber"
-        )
+        response = client.create_secret(Name=secret_id, SecretString=api_key, Description=description)
     return str(response["VersionId"])
 
 

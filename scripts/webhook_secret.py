@@ -5,20 +5,18 @@
 The secret is template.yaml's Settings.Webhook.ApiKeySecret, else webhook/<EnvironmentName>/api-key
 (EnvironmentName from samconfig.toml's environment, as `sam deploy --config-env` reads it). The key is
 read from WEBHOOK_API_KEY or a hidden prompt, never printed. Store it before the deployment that turns
-the webhook on: CloudFormation reads it when it creates or updates the connection, so a new key
-reaches EventBridge with the next `make deploy`.
+the webhook on: CloudFormation reads it when it creates the connection, and again only when the
+template's reference changes, so a changed key must be given to the connection (docs/webhooks.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
 import sys
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -30,6 +28,8 @@ from scripts.deployment import (
     Deployment,
     DeploymentError,
     parameter_overrides,
+    read_api_key,
+    store_secret,
 )
 
 TEMPLATE: Final = Path(__file__).resolve().parent.parent / "template.yaml"
@@ -44,29 +44,6 @@ def secret_id(config_env: str, template: Path = TEMPLATE, samconfig: Path = SAMC
     return f"webhook/{overrides.get('EnvironmentName') or DEFAULT_ENVIRONMENT_NAME}/api-key"
 
 
-def read_api_key(prompt: Callable[[str], str] | None = None) -> str:
-    ask = prompt or getpass.getpass
-    key = os.environ.get("WEBHOOK_API_KEY", "").strip() or ask("Webhook API key (not shown): ").strip()
-    if not key:
-        raise DeploymentError("no API key: set WEBHOOK_API_KEY or type it at the prompt")
-    return key
-
-
-def store(client: Any, name: str, api_key: str) -> str:
-    """Create the secret, or add the key as its new current version; returns the version id."""
-    try:
-        response = client.put_secret_value(SecretId=name, SecretString=api_key)
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ResourceNotFoundException":
-            raise
-        response = client.create_secret(
-            Name=name,
-            SecretString=api_key,
-            Description="API key EventBridge sends to the transcriber's webhook",
-        )
-    return str(response["VersionId"])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-env", default="default")
@@ -74,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         deployment = Deployment.from_samconfig(args.config_env)
         name = secret_id(args.config_env)
-        version = store(boto3.client("secretsmanager", region_name=deployment.region), name, read_api_key())
+        key = read_api_key(variable="WEBHOOK_API_KEY", what="Webhook API key")
+        client = boto3.client("secretsmanager", region_name=deployment.region)
+        version = store_secret(client, name, key, "API key EventBridge sends to the transcriber's webhook")
     except DeploymentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -83,8 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(
         f"Stored the webhook API key in secret {name} ({deployment.region}), version {version}. "
-        f"Stack {deployment.stack_name} sends it from its next deployment "
-        f"(make deploy ENV={args.config_env})."
+        f"A new stack reads it when it creates the webhook connection; stack {deployment.stack_name} "
+        "already deployed keeps the old key until its connection is updated (docs/webhooks.md)."
     )
     return 0
 
