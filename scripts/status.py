@@ -38,11 +38,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from transcriber import upload_options
 from transcriber.answers import identity_name
-from transcriber.events import parse_event
+from transcriber.errors import PermanentError
+from transcriber.events import S3ObjectRef, parse_event
 from transcriber.formats import FORMATS
 from transcriber.observability import logger as product_logger
 from transcriber.storage import output_key
-from transcriber.workflow import IDEMPOTENCY_KEY_PREFIX
+from transcriber.upload_options import UploadOptionPolicy
+from transcriber.workflow import IDEMPOTENCY_KEY_PREFIX, object_identity
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -181,7 +183,12 @@ def identities(bucket: str, key: str, head: Mapping[str, Any]) -> list[dict[str,
     (whether the stack reads them is the stack's setting)."""
     plain = {"bucket": bucket, "key": key, "etag": head["etag"]}
     options = upload_options.from_metadata(head.get("metadata") or {})
-    return [plain, plain | upload_options.identity_part(options)] if options else [plain]
+    try:  # normalised as the function does; which options the stack allows is its setting
+        accepted = UploadOptionPolicy(frozenset(name for name, _ in options)).validate(options)
+    except PermanentError:
+        return [plain]  # the function refused them: a failure record, not a record of work
+    identity = object_identity(S3ObjectRef(bucket, key, etag=head["etag"], options=accepted))
+    return [plain] if identity == plain else [plain, identity]
 
 
 def idempotency_key(identity: Mapping[str, Any]) -> str:
