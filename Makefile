@@ -11,8 +11,9 @@ AUDIO ?=
 FUNCTION ?= TranscribeFunction
 EVENT ?= events/s3-put.json
 ENV_VARS ?=
-# The samconfig.toml environment of deploy, delete and secret ("default" is dev).
-ENV ?= default
+# The samconfig.toml environment of deploy, delete and secret ("default" is dev). Only a value given
+# on make's command line counts: ENV is a common variable in shells and CI, and must not pick prod.
+override ENV := $(if $(filter command line,$(origin ENV)),$(ENV),default)
 PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
 TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/retry/app.py tools scripts tests bench
 

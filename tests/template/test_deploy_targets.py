@@ -119,3 +119,18 @@ def test_make_delete_gets_as_far_as_aws_credentials(clone: Path, tmp_path: Path)
     result = _make(clone, tmp_path, "delete", answers="y\n")
     _assert_stopped_at_credentials(result)
     assert "dg-transcriber-dev" in result.stdout, "sam delete names the stack it would delete"
+
+
+@pytest.mark.parametrize("target", ["deploy", "delete", "secret"])
+def test_an_env_variable_exported_in_the_shell_never_picks_the_environment(target: str, tmp_path: Path) -> None:
+    plan = subprocess.run(
+        ["make", "--no-print-directory", "-n", target],
+        cwd=REPO_ROOT,
+        env={**_clean_env(tmp_path), "ENV": "prod"},  # a CI or shell ENV, not make's command line
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    assert '--config-env "default"' in plan
+    assert "prod" not in plan
