@@ -122,7 +122,7 @@ def test_make_delete_gets_as_far_as_aws_credentials(clone: Path, tmp_path: Path)
 
 
 @pytest.mark.parametrize("target", ["deploy", "delete", "secret"])
-def test_an_env_variable_exported_in_the_shell_never_picks_the_environment(target: str, tmp_path: Path) -> None:
+def test_an_exported_env_variable_never_picks_the_environment(target: str, tmp_path: Path) -> None:
     plan = subprocess.run(
         ["make", "--no-print-directory", "-n", target],
         cwd=REPO_ROOT,
