@@ -106,17 +106,22 @@ class DeepgramProxy(Service):
 
     def tunnel(self, handler: _Handler) -> None:
         host, _, port = handler.path.rpartition(":")
-        allowed = host.lower() in self.hosts and port == "443"
-        with self._lock:
-            self._tunnels.append(Tunnel(host, int(port) if port.isdigit() else 0, 200 if allowed else 403))
-        if not allowed:
+
+        def record(status: int) -> None:  # what the client was answered, once it is known
+            with self._lock:
+                self._tunnels.append(Tunnel(host, int(port) if port.isdigit() else 0, status))
+
+        if host.lower() not in self.hosts or port != "443":
+            record(403)
             handler.send_error(403, "this local world reaches only Deepgram's hosts")
             return
         try:
             upstream = socket.create_connection(self.upstream, timeout=_CONNECT_TIMEOUT_S)
         except OSError:
+            record(502)
             handler.send_error(502, "the Deepgram emulator does not answer")
             return
+        record(200)
         with upstream:
             upstream.settimeout(None)
             handler.send_response(200, "Connection Established")

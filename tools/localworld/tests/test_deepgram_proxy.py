@@ -5,6 +5,7 @@ for, and every other destination or method is refused."""
 from __future__ import annotations
 
 import http.client
+import socket
 from collections.abc import Iterator
 
 import certifi
@@ -91,3 +92,15 @@ def test_the_environment_it_gives_keeps_loopback_direct(proxy: DeepgramProxy) ->
     assert not requests.utils.should_bypass_proxies(
         "https://api.eu.deepgram.com/v1/listen", no_proxy=NO_PROXY
     )
+
+
+def test_a_tunnel_to_an_emulator_that_does_not_answer_is_recorded_as_the_502_it_got() -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with DeepgramProxy(("127.0.0.1", port)) as down:
+        connection = http.client.HTTPConnection(down.url.removeprefix("http://"), timeout=5)
+        connection.request("CONNECT", "api.eu.deepgram.com:443")
+
+        assert connection.getresponse().status == 502
+        assert [t.status for t in down.tunnels] == [502]
