@@ -20,6 +20,7 @@ key, retries, a dead-letter queue). So:
 
 from __future__ import annotations
 
+import fnmatch
 import heapq
 import itertools
 import json
@@ -184,6 +185,7 @@ class Attempt:
     event_id: str
     status: int | None  # None: no answer (timeout, refused, TLS)
     error: str | None
+    sent_at: float = 0.0  # time.monotonic() when the call went out (the rate limit spaces these)
 
 
 @dataclass
@@ -366,6 +368,7 @@ class ApiDestinationDelivery:
         item: _Pending,
     ) -> Attempt:
         headers = {"Content-Type": CONTENT_TYPE, "User-Agent": USER_AGENT, **target.headers, **auth}
+        sent_at = time.monotonic()
         try:
             response = session.request(
                 str(destination["HttpMethod"]),
@@ -378,10 +381,10 @@ class ApiDestinationDelivery:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            attempt = Attempt(item.event_id, None, f"{type(exc).__name__}")
+            attempt = Attempt(item.event_id, None, f"{type(exc).__name__}", sent_at)
         else:
             response.close()
-            attempt = Attempt(item.event_id, response.status_code, None)
+            attempt = Attempt(item.event_id, response.status_code, None, sent_at)
         self.stats[target.target_id].attempts.append(attempt)
         return attempt
 
@@ -444,19 +447,46 @@ class ApiDestinationDelivery:
 
 
 def _lets_rule_send(policy_text: str | None, target: Target) -> bool:
-    for statement in json.loads(policy_text or "{}").get("Statement", []):
-        actions = statement.get("Action")
-        actions = [actions] if isinstance(actions, str) else actions or []
-        principal = (statement.get("Principal") or {}) if isinstance(statement.get("Principal"), dict) else {}
-        if (
-            statement.get("Effect") == "Allow"
-            and principal.get("Service") == "events.amazonaws.com"
-            and ({"sqs:SendMessage", "sqs:*"} & set(actions))
-        ):
-            source = ((statement.get("Condition") or {}).get("ArnEquals") or {}).get("aws:SourceArn")
-            if source in (None, target.rule_arn):
-                return True
-    return False
+    """Whether the dead-letter queue's policy lets this rule send, as SQS judges it: an explicit
+    Deny wins; an Allow counts only for this queue (or ``*``) and with conditions this check can
+    read and that hold (``ArnEquals``/``ArnLike`` on ``aws:SourceArn``); anything else fails closed."""
+    matching = [
+        statement
+        for statement in json.loads(policy_text or "{}").get("Statement", [])
+        if _for_events_sending(statement, target.dead_letter_arn)
+    ]
+    if any(s.get("Effect") == "Deny" and _conditions_hold(s, target.rule_arn) for s in matching):
+        return False
+    return any(s.get("Effect") == "Allow" and _conditions_hold(s, target.rule_arn) for s in matching)
+
+
+def _listed(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def _for_events_sending(statement: dict[str, Any], queue_arn: str | None) -> bool:
+    principal = statement.get("Principal")
+    services = _listed(principal.get("Service")) if isinstance(principal, dict) else []
+    everyone = principal == "*" or (isinstance(principal, dict) and principal.get("AWS") == "*")
+    actions = set(_listed(statement.get("Action")))
+    resources = _listed(statement.get("Resource")) or ["*"]
+    return (
+        (everyone or "events.amazonaws.com" in services)
+        and bool({"sqs:SendMessage", "sqs:*", "*"} & actions)
+        and any(resource in ("*", queue_arn) for resource in resources)
+    )
+
+
+def _conditions_hold(statement: dict[str, Any], rule_arn: str) -> bool:
+    for operator, keys in (statement.get("Condition") or {}).items():
+        if operator not in ("ArnEquals", "ArnLike") or set(keys) != {"aws:SourceArn"}:
+            return False  # not read here: fail closed, never kinder than SQS
+        wanted = _listed(keys["aws:SourceArn"])
+        if operator == "ArnEquals" and rule_arn not in wanted:
+            return False
+        if operator == "ArnLike" and not any(fnmatch.fnmatchcase(rule_arn, arn) for arn in wanted):
+            return False
+    return True
 
 
 def _event_id(body: str) -> str:

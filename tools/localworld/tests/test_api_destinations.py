@@ -10,11 +10,13 @@ import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import trustme
 
+from localworld import api_destinations
 from localworld.api_destinations import ApiDestinationDelivery, _secret_reference, resolve_dynamic_references
 from localworld.aws import LocalAws
 from localworld.template import Stack, load_stack
@@ -86,8 +88,10 @@ def test_calls_are_spaced_by_the_rate_limit(
     ) as delivery:
         publish(local_aws, stack, 3)
         assert delivery.wait_until(lambda: len(receiver.received) == 3 and delivery.idle())
-    times = [r.at for r in receiver.received]
-    assert all(later - earlier >= 0.24 for earlier, later in itertools.pairwise(times)), times
+    # Spaced as they leave (arrival times carry the machine's scheduling noise).
+    times = [a.sent_at for a in delivery.stats[next(iter(delivery.stats))].attempts]
+    assert len(times) == 3
+    assert all(later - earlier >= 0.249 for earlier, later in itertools.pairwise(times)), times
     assert {r.headers["x-api-key"] for r in receiver.received} == {KEY}
 
 
@@ -144,3 +148,35 @@ def test_an_answer_slower_than_the_timeout_is_a_failed_call_and_retried(
         assert delivery.wait_until(lambda: stats.dead_lettered == 1 and delivery.idle())
     assert [(a.status, a.error) for a in stats.attempts] == [(None, "ReadTimeout")] * 2
     assert len(receiver.received) == 2  # it did arrive, twice: the caller gave up waiting
+
+
+RULE = "arn:aws:events:us-east-1:123456789012:rule/stack-WebhookRule"
+QUEUE = "arn:aws:sqs:us-east-1:123456789012:stack-WebhookDeadLetterQueue"
+
+
+def _statement(**fields: object) -> dict[str, object]:
+    return {
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+    } | fields
+
+
+@pytest.mark.parametrize(
+    ("statements", "lets"),
+    [
+        ([_statement(Resource=QUEUE, Condition={"ArnEquals": {"aws:SourceArn": RULE}})], True),
+        ([_statement(Resource=QUEUE, Condition={"ArnLike": {"aws:SourceArn": RULE[:-6] + "*"}})], True),
+        ([_statement(Resource=QUEUE.replace("Webhook", "Other"))], False),  # another queue's grant
+        ([_statement(Resource=QUEUE, Condition={"ArnLike": {"aws:SourceArn": "arn:*:rule/other-*"}})], False),
+        ([_statement(Resource="*"), _statement(Effect="Deny", Resource=QUEUE)], False),  # a Deny wins
+        ([_statement(Resource=QUEUE, Condition={"StringEquals": {"aws:SourceAccount": "1"}})], False),
+    ],
+)
+def test_the_dead_letter_queues_policy_is_judged_as_sqs_judges_it(
+    statements: list[object], lets: bool
+) -> None:
+    policy = json.dumps({"Statement": statements})
+    target = SimpleNamespace(rule_arn=RULE, dead_letter_arn=QUEUE)
+
+    assert api_destinations._lets_rule_send(policy, target) is lets  # type: ignore[arg-type]
