@@ -302,12 +302,23 @@ class _Resolver:
         return self.get_att(str(logical_id), str(attribute))
 
     def _find_in_map(self, arg: Any) -> Any:
+        # Without the AWS::LanguageExtensions transform CloudFormation takes three arguments, each
+        # a literal, a Ref or another FindInMap, and mapping values that are strings or lists.
+        if not isinstance(arg, list) or len(arg) != 3:
+            raise TemplateError(f"Fn::FindInMap takes [map, top key, key], got {arg!r}")
+        for part in arg:
+            if isinstance(part, dict) and set(part) - {"Ref", "Fn::FindInMap"}:
+                raise TemplateError(f"Fn::FindInMap: {sorted(part)[0]} is not allowed inside it")
         map_name, top_key, key = (_to_text(self.resolve(part)) for part in arg)
         mappings = self.template.get("Mappings") or {}
         try:
             value = mappings[map_name][top_key][key]
         except (KeyError, TypeError):
             raise TemplateError(f"Fn::FindInMap: no {map_name}.{top_key}.{key} in Mappings") from None
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, dict | list) for item in items):
+            where = f"{map_name}.{top_key}.{key}"
+            raise TemplateError(f"Fn::FindInMap: {where} is not a string or a list of strings")
         # CloudFormation's mapping values are strings or lists of strings, whatever the YAML said.
         return [_to_text(item) for item in value] if isinstance(value, list) else _to_text(value)
 

@@ -156,3 +156,26 @@ def test_real_template_transcribe_function_resolves(real_template: Path) -> None
     [subscription] = s3_subscriptions(stack, "TranscribeFunction").values()
     assert subscription["Bucket"] == stack.resource("InputBucket").physical_name
     assert subscription["Events"] == "s3:ObjectCreated:*"
+
+
+@pytest.mark.parametrize(
+    ("find", "mapping", "message"),
+    [
+        ("[M, !If [C, K, K], V]", "V: x", "not allowed inside it"),  # only Ref and FindInMap
+        ("[M, K, V]", "V: {Nested: x}", "not a string or a list of strings"),
+        ("[M, K, V, {DefaultValue: x}]", "V: x", "takes \\[map, top key, key\\]"),  # needs LanguageExtensions
+    ],
+)
+def test_find_in_map_refuses_what_cloudformation_refuses(
+    tmp_path: Path, find: str, mapping: str, message: str
+) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        "Conditions:\n  C: !Equals [a, a]\n"
+        f"Mappings:\n  M:\n    K:\n      {mapping}\n"
+        "Resources:\n  Bucket:\n    Type: AWS::S3::Bucket\n    Properties:\n"
+        f"      BucketName: !FindInMap {find}\n"
+    )
+
+    with pytest.raises(TemplateError, match=message):
+        load_stack(template)
