@@ -59,6 +59,8 @@ _HEAD_BYTES = 4096
 RECOGNITION_LIMIT_BYTES = 64 * 1024 * 1024
 # Deepgram's words when the host of a URL refuses it (what a bucket Deepgram can't reach answers).
 SNI_ATTRIBUTE = "localworld_server_name"
+# Deepgram's EU endpoint has no Whisper (shared/notes/deepgram-api.md): asked for it, it refuses.
+NO_WHISPER_HOSTS = frozenset({"api.eu.deepgram.com"})
 FORBIDDEN_FETCH = "The remote server hosting the media returned a client error: 403 Forbidden"
 
 
@@ -634,6 +636,8 @@ class DeepgramEmulator(Service):
             return self._error(exchange, 400, "error", err_code="INVALID_QUERY_PARAMETER", err_msg=str(exc))
         if self.allowed_models is not None and options.model not in self.allowed_models:
             return self._error(exchange, 403, "error")
+        if options.model.startswith("whisper") and _server_name(exchange) in NO_WHISPER_HOSTS:
+            return self._error(exchange, 403, "error")  # that region does not offer the model
         return options
 
     def _drop(self, exchange: _Exchange, entry: LoggedRequest) -> None:
@@ -806,6 +810,10 @@ class DeepgramEmulator(Service):
                 return
             if self._stopping.wait(self.callback_retry_delay):
                 return
+
+
+def _server_name(exchange: _Exchange) -> str | None:
+    return getattr(exchange.handler.connection, SNI_ATTRIBUTE, None)
 
 
 def _remember_server_name(

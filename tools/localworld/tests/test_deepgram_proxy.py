@@ -25,9 +25,11 @@ def proxy(deepgram_emulator: DeepgramEmulator) -> Iterator[DeepgramProxy]:
         yield running
 
 
-def listen(host: str, proxy: DeepgramProxy, key: str, body: bytes, verify: str) -> requests.Response:
+def listen(
+    host: str, proxy: DeepgramProxy, key: str, body: bytes, verify: str, model: str = "nova-3"
+) -> requests.Response:
     return requests.post(
-        f"https://{host}/v1/listen?model=nova-3",
+        f"https://{host}/v1/listen?model={model}",
         data=body,
         headers={"Authorization": f"Token {key}", "Content-Type": "audio/wav"},
         proxies={"https": proxy.url},
@@ -104,3 +106,18 @@ def test_a_tunnel_to_an_emulator_that_does_not_answer_is_recorded_as_the_502_it_
 
         assert connection.getresponse().status == 502
         assert [t.status for t in down.tunnels] == [502]
+
+
+@pytest.mark.parametrize(("host", "status"), [("api.eu.deepgram.com", 403), ("api.deepgram.com", 200)])
+def test_whisper_is_refused_where_the_region_does_not_offer_it(
+    host: str,
+    status: int,
+    deepgram_emulator: DeepgramEmulator,
+    proxy: DeepgramProxy,
+    deepgram_api_key: str,
+    sample_wav: bytes,
+) -> None:
+    verify = str(deepgram_emulator.ca_bundle)
+    response = listen(host, proxy, deepgram_api_key, sample_wav, verify, model="whisper-large")
+
+    assert response.status_code == status, response.text
