@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PREFIX = "failures/"
 TRANSCRIPT_PREFIX = "transcripts/"
-# What the transcribe function writes in each transcript's S3 metadata (transcriber.cost.metadata).
+# What the transcribe function writes in each transcript's S3 metadata (transcriber.domain.cost.metadata).
 AUDIO_SECONDS_METADATA = "audio-seconds"
 COST_METADATA = "estimated-cost-usd"
 DEFAULT_REPORT_DAYS = 30
@@ -395,7 +395,7 @@ def _move(sqs: SQSClient, message: MessageTypeDef, source_url: str, target_url: 
 # --- upload ------------------------------------------------------------------------------------
 
 
-OPTION_METADATA_PREFIX = "dg-"  # transcriber.upload_options.METADATA_PREFIX: x-amz-meta-dg-<option>
+OPTION_METADATA_PREFIX = "dg-"  # transcriber.domain.upload_options.METADATA_PREFIX: x-amz-meta-dg-<option>
 
 
 def option_metadata(options: str = "", speakers: str = "") -> dict[str, str]:

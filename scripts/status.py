@@ -7,7 +7,7 @@ Every place is read, not changed (but see queues below), and each that holds the
   evidence);
 * ``answer_kept``: Deepgram's answer was paid for but its write failed; it waits for the retry, in
   the idempotency record (``record``), a staging object under ``kept-answers/`` (``s3``) or one
-  container's /tmp (``container``) (``transcriber.answers``);
+  container's /tmp (``container``) (``transcriber.services.answers``);
 * ``waiting``: a message naming it is in the dead-letter queue, the parking queue, or (buffered
   mode) the upload buffer queue or its dead-letter queue. SQS has no peek: messages are received
   with a short visibility timeout, then made visible again at once. Each such receive counts
@@ -36,15 +36,15 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber import upload_options
-from transcriber.answers import identity_name
+from transcriber.domain import upload_options
+from transcriber.domain.events import S3ObjectRef, parse_event
+from transcriber.domain.formats import FORMATS
+from transcriber.domain.upload_options import UploadOptionPolicy
 from transcriber.errors import PermanentError
-from transcriber.events import S3ObjectRef, parse_event
-from transcriber.formats import FORMATS
 from transcriber.observability import logger as product_logger
-from transcriber.storage import output_key
-from transcriber.upload_options import UploadOptionPolicy
-from transcriber.workflow import IDEMPOTENCY_KEY_PREFIX, object_identity
+from transcriber.pipeline.workflow import IDEMPOTENCY_KEY_PREFIX, object_identity
+from transcriber.services.answers import identity_name
+from transcriber.services.storage import output_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping

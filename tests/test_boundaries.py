@@ -152,7 +152,7 @@ def test_a_planted_import_is_caught(source: str, area: str) -> None:
             "tests",
         ),
         ("import typing\nif typing.TYPE_CHECKING:\n    import localworld.delivery", "tests"),
-        ("from transcriber.storage import output_key", "tests"),
+        ("from transcriber.services.storage import output_key", "tests"),
         ("from scripts.operate import main", "tests"),
         ("from tests import hygiene\nfrom .helpers import x", "tests"),
         ("import boto3\nfrom transcriber import events", "product"),

@@ -1,6 +1,6 @@
 """Deterministic simulation of the capacity governor at Deepgram's real limits (``make bench ONLY=sim``).
 
-The governor's real decisions (``transcriber.capacity_core``, imported, not modelled) against a
+The governor's real decisions (``transcriber.domain.capacity_core``, imported, not modelled) against a
 simulated DynamoDB, Deepgram and Lambda in virtual time, from one seed: see
 ``docs/capacity-simulation.md``. ``run`` returns the bench section, whose ``lines`` (one per
 scenario) ``python -m bench`` prints last.

@@ -1,6 +1,6 @@
 """The product's values the simulator runs with, read from the product so they cannot drift: the
 template's ``Settings`` mapping and resources (``samstack.load_template``), the layer's defaults
-(``transcriber.retry``, ``transcriber.config``), the local world's Batch Operations stand-in."""
+(``transcriber.domain.retry``, ``transcriber.config``), the local world's Batch Operations stand-in."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 from localworld.batch_operations import LocalBatchOperations
 from samstack import load_template
-from transcriber.capacity_core import PoolSettings
 from transcriber.config import EnvReader, pool_settings
-from transcriber.retry import DeadLetterRetryPolicy, InvocationRetryPolicy
+from transcriber.domain.capacity_core import PoolSettings
+from transcriber.domain.retry import DeadLetterRetryPolicy, InvocationRetryPolicy
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from bench.sim import product
 from bench.sim.engine import Draws
 from bench.sim.world import KILL_POINTS, Function, Settings, Version, World, backfill_lane
-from transcriber.capacity_core import BACKFILL_LANE, PoolSettings
+from transcriber.domain.capacity_core import BACKFILL_LANE, PoolSettings
 
 SEED = 22
 AI_CEILING = 10  # Deepgram's limit for audio-intelligence requests (CapacityAiCeiling 0: the region's)

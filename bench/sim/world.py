@@ -1,10 +1,10 @@
-"""The simulated world around the governor's real core (``transcriber.capacity_core``).
+"""The simulated world around the governor's real core (``transcriber.domain.capacity_core``).
 
 * **DynamoDB**: the pool's partition, with the product's conditional writes (a slot is taken when
   free or expired; a release deletes only its own holder's item; one decrease per congestion),
   latency drawn from a log-normal (single-digit milliseconds with a tail), the per-partition
   limits (3,000 read and 1,000 write units a second) and throttling on demand (a storm); a
-  throttled call is retried once by the SDK (standard mode, 2 attempts, ``transcriber.clients``).
+  throttled call is retried once by the SDK (standard mode, 2 attempts, ``transcriber.services.clients``).
 * **Deepgram**: a project limit for every request and a lower one for audio-intelligence requests
   (a 429 above either, not billed); a request that is accepted is billed and holds its place until
   its service time ends, even when the client that sent it has died.
@@ -28,8 +28,8 @@ from typing import Any
 
 from bench.sim import product
 from bench.sim.engine import Draws, Loop, Proc
-from transcriber import capacity_core as core
-from transcriber.capacity_core import BACKFILL_LANE, LIVE_LANE, PoolSettings, PoolState
+from transcriber.domain import capacity_core as core
+from transcriber.domain.capacity_core import BACKFILL_LANE, LIVE_LANE, PoolSettings, PoolState
 
 CAPACITY_REASON = "deepgram-capacity"
 # In-invocation retries of a Deepgram request: the product's policy (template's attempts).

@@ -17,8 +17,8 @@ from bench.sim import world as sim_world
 from bench.sim.engine import Proc
 from bench.sim.scenarios import SCENARIOS, Scenario, figures, pool_settings, simulate
 from bench.sim.world import KILL_POINTS, Function, World
-from transcriber import capacity_core as core
-from transcriber.capacity_core import PoolSettings
+from transcriber.domain import capacity_core as core
+from transcriber.domain.capacity_core import PoolSettings
 
 if TYPE_CHECKING:
     from localworld.lambda_runtime import InvocationResult, LocalFunction

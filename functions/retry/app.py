@@ -11,8 +11,8 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from transcriber.compose import build_retrier
-from transcriber.dead_letter import DeadLetterRetrier
 from transcriber.observability import logger, metrics, tracer
+from transcriber.pipeline.dead_letter import DeadLetterRetrier
 
 # A batch where every message backs off is normal here, not an error of the invocation.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

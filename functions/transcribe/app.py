@@ -8,10 +8,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from transcriber.adapters import handle_event
 from transcriber.compose import build_transcriber
 from transcriber.observability import logger, metrics, tracer
-from transcriber.workflow import Transcriber
+from transcriber.pipeline.adapters import handle_event
+from transcriber.pipeline.workflow import Transcriber
 
 # Built on the first invocation, not at import, so a configuration error is reported per event.
 transcriber: Callable[[], Transcriber] = cache(build_transcriber)

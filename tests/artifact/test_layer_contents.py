@@ -32,8 +32,8 @@ def test_the_built_layer_holds_exactly_the_pinned_distributions(built_layer: Pat
 
 
 def test_the_built_layer_carries_the_transcriber_package_and_a_complete_sdk(built_layer: Path) -> None:
-    assert (built_layer / "transcriber" / "workflow.py").is_file()
-    # Beside the package, where transcriber.profiles.SHIPPED_FILE looks for it.
+    assert (built_layer / "transcriber" / "pipeline" / "workflow.py").is_file()
+    # Beside the package, where transcriber.domain.profiles.SHIPPED_FILE looks for it.
     assert (built_layer / "profiles.toml").is_file()
     shipped = distributions(built_layer)
     assert {name: shipped.get(name) for name in SDK} == {

@@ -20,12 +20,12 @@ import responses
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from moto import mock_aws
 
-from transcriber.answers import KeptAnswers
-from transcriber.clients import AWS_CLIENT_CONFIG
 from transcriber.config import Settings
-from transcriber.retry import DeadLetterRetryPolicy
-from transcriber.storage import output_key
-from transcriber.workflow import Transcriber
+from transcriber.domain.retry import DeadLetterRetryPolicy
+from transcriber.pipeline.workflow import Transcriber
+from transcriber.services.answers import KeptAnswers
+from transcriber.services.clients import AWS_CLIENT_CONFIG
+from transcriber.services.storage import output_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

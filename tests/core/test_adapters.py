@@ -17,12 +17,12 @@ from tests.core.conftest import (
     transcript_key,
 )
 from tests.shapes import sqs_event
-from transcriber.adapters import handle_event
 from transcriber.errors import PermanentError, RetryableError
+from transcriber.pipeline.adapters import handle_event
 
 if TYPE_CHECKING:
     from tests.core.conftest import Aws, FakeLambdaContext
-    from transcriber.workflow import Transcriber
+    from transcriber.pipeline.workflow import Transcriber
 
 
 def outage(deepgram: responses.RequestsMock, times: int) -> None:

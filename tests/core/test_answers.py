@@ -12,15 +12,15 @@ import responses
 from botocore.exceptions import ClientError
 
 from tests.core.conftest import LISTEN_URL, OUTPUT_BUCKET, UPLOAD_ETAG, transcript_body, transcript_key
-from transcriber.answers import AnswerKeeper, KeptAnswers
-from transcriber.deepgram import MAX_ANSWER_DEPTH, SPOOL_MEMORY_BYTES, DeepgramClient, Transcript
+from transcriber.domain.events import S3ObjectRef
 from transcriber.errors import BlockedError, RetryableError
-from transcriber.events import S3ObjectRef
-from transcriber.workflow import OUTPUT_WRITE_ATTEMPTS
+from transcriber.pipeline.workflow import OUTPUT_WRITE_ATTEMPTS
+from transcriber.services.answers import AnswerKeeper, KeptAnswers
+from transcriber.services.deepgram import MAX_ANSWER_DEPTH, SPOOL_MEMORY_BYTES, DeepgramClient, Transcript
 
 if TYPE_CHECKING:
     from tests.core.conftest import Aws, FakeLambdaContext, Sleeps, TranscriberFactory
-    from transcriber.workflow import Transcriber
+    from transcriber.pipeline.workflow import Transcriber
 
 
 def client() -> DeepgramClient:
@@ -110,7 +110,7 @@ def test_an_answer_shorter_than_its_content_length_is_a_dropped_connection() -> 
 
 def test_an_answer_still_arriving_after_the_budget_is_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter([0.0, 100.0, 200.0, 300.0])
-    monkeypatch.setattr("transcriber.deepgram.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("transcriber.services.deepgram.time.monotonic", lambda: next(clock))
     with responses.RequestsMock() as mock:
         mock.add(responses.POST, LISTEN_URL, json=transcript_body(), status=200)
         with pytest.raises(RetryableError) as raised:
@@ -534,7 +534,7 @@ def test_the_default_place_is_the_containers_temporary_directory(monkeypatch: py
 
 
 def test_s3_receives_the_answer_unchanged(aws: Aws) -> None:
-    from transcriber.storage import Storage
+    from transcriber.services.storage import Storage
 
     storage = Storage(aws.s3, OUTPUT_BUCKET, "transcripts/", "failures/")
     body = long_body(30_000)

@@ -17,7 +17,7 @@ from tests.core.conftest import (
     transcript_body,
     transcript_key,
 )
-from transcriber.events import S3ObjectRef
+from transcriber.domain.events import S3ObjectRef
 
 if TYPE_CHECKING:
     from tests.core.conftest import Aws, FakeLambdaContext, TranscriberFactory

@@ -28,8 +28,14 @@ from tests.core.conftest import (
     transcript_body,
     transcript_key,
 )
-from transcriber.adapters import handle_event
-from transcriber.capacity import (
+from transcriber.config import Settings
+from transcriber.domain.capacity_core import DEEPGRAM_PROCESSING_LIMIT_S
+from transcriber.domain.events import S3ObjectRef
+from transcriber.errors import ConfigurationError, ErrorDetails, RetryableError
+from transcriber.pipeline.adapters import handle_event
+from transcriber.pipeline.dead_letter import DeadLetterRetrier
+from transcriber.pipeline.workflow import Transcriber
+from transcriber.services.capacity import (
     CAPACITY_REASON,
     GAVE_UP_REASON,
     CapacityGovernor,
@@ -39,18 +45,12 @@ from transcriber.capacity import (
     build_governor,
     intelligence_ceiling,
 )
-from transcriber.capacity_core import DEEPGRAM_PROCESSING_LIMIT_S
-from transcriber.config import Settings
-from transcriber.dead_letter import DeadLetterRetrier
-from transcriber.errors import ConfigurationError, ErrorDetails, RetryableError
-from transcriber.events import S3ObjectRef
-from transcriber.workflow import Transcriber
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
     from tests.core.conftest import Aws
-    from transcriber.retry import DeadLetterRetryPolicy
+    from transcriber.domain.retry import DeadLetterRetryPolicy
 
 CAPACITY_TABLE = "core-capacity"
 POOL = PoolSettings(table=CAPACITY_TABLE, name="project-a", size=3, ai_ceiling=2)

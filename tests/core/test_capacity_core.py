@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from transcriber import capacity_core as core
-from transcriber.capacity_core import (
+from transcriber.domain import capacity_core as core
+from transcriber.domain.capacity_core import (
     Acquired,
     ConditionalPut,
     Exhausted,

@@ -13,11 +13,11 @@ import requests
 import responses
 
 from tests.core.conftest import ENV, LISTEN_URL, REGION, SECRET_ID, transcript_body
-from transcriber.clients import AWS_CLIENT_CONFIG, CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from transcriber.compose import build_retrier, build_transcriber
-from transcriber.deepgram import DeepgramClient
 from transcriber.errors import BlockedError, ConfigurationError, RetryableError
-from transcriber.secrets import ApiKeyProvider
+from transcriber.services.clients import AWS_CLIENT_CONFIG, CONNECT_TIMEOUT_S, READ_TIMEOUT_S
+from transcriber.services.deepgram import DeepgramClient
+from transcriber.services.secrets import ApiKeyProvider
 
 if TYPE_CHECKING:
     from tests.core.conftest import Aws

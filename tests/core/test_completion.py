@@ -26,25 +26,25 @@ from tests.core.conftest import (
     etag_of,
     transcript_body,
 )
-from transcriber.clients import AWS_CLIENT_CONFIG
-from transcriber.completion import (
+from transcriber.config import Settings
+from transcriber.domain.cost import DEFAULT_PRICE_PER_MINUTE
+from transcriber.domain.events import S3ObjectRef
+from transcriber.errors import BlockedError, PermanentError, RetryableError
+from transcriber.services.clients import AWS_CLIENT_CONFIG
+from transcriber.services.completion import (
     EVENT_SOURCE,
     TRANSCRIPT_CREATED,
     TRANSCRIPTION_FAILED,
     Completion,
     EventPublisher,
 )
-from transcriber.config import Settings
-from transcriber.cost import DEFAULT_PRICE_PER_MINUTE
-from transcriber.errors import BlockedError, PermanentError, RetryableError
-from transcriber.events import S3ObjectRef
-from transcriber.storage import Storage, output_key
+from transcriber.services.storage import Storage, output_key
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
 
     from tests.core.conftest import Aws, FakeLambdaContext, TranscriberFactory
-    from transcriber.workflow import Transcriber
+    from transcriber.pipeline.workflow import Transcriber
 
 ALL_ON = {"OUTPUT_FORMATS": "json,txt,srt,vtt", "COMPLETION_EVENTS": "true"}
 KEY = "talks/a.wav"
@@ -171,7 +171,7 @@ def test_every_format_lands_beside_the_json_and_one_created_event_names_them(
     assert detail["deepgram"]["request_id"] == "req-7"
     assert detail["deepgram"]["model"] == "nova-3"
     assert detail["deepgram"]["delivery"] == "url"
-    # The cost estimate (transcriber.cost, on by default): 2.5 s of audio at the base price per minute.
+    # The cost estimate (transcriber.domain.cost, on by default): 2.5 s of audio at the base price per minute.
     assert (
         detail["estimated_cost_usd"]
         == outcome.estimated_cost_usd

@@ -11,12 +11,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.exceptions import ClientError
 
 from tests.core.conftest import LISTEN_URL, failure_key, s3_event, sqs_record, transcript_body, transcript_key
-from transcriber.dead_letter import DeadLetterRetrier
 from transcriber.errors import RetryableError
+from transcriber.pipeline.dead_letter import DeadLetterRetrier
 
 if TYPE_CHECKING:
     from tests.core.conftest import Aws, FakeLambdaContext, TranscriberFactory
-    from transcriber.retry import DeadLetterRetryPolicy
+    from transcriber.domain.retry import DeadLetterRetryPolicy
 
 
 @pytest.fixture

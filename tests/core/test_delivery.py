@@ -15,9 +15,9 @@ import responses
 
 from tests.core.conftest import INPUT_BUCKET, LISTEN_URL, OUTPUT_BUCKET, etag_of, transcript_body
 from transcriber.config import Settings
-from transcriber.deepgram import UPLOAD_CHUNK_BYTES, _Upload
+from transcriber.domain.events import S3ObjectRef
 from transcriber.errors import ConfigurationError, RetryableError
-from transcriber.events import S3ObjectRef
+from transcriber.services.deepgram import UPLOAD_CHUNK_BYTES, _Upload
 
 if TYPE_CHECKING:
     from requests import PreparedRequest
@@ -380,4 +380,4 @@ def test_delivery_mode_is_auto_unless_set_and_refuses_unknown_modes() -> None:
 
 
 if TYPE_CHECKING:
-    from transcriber.workflow import Transcriber
+    from transcriber.pipeline.workflow import Transcriber

@@ -18,13 +18,13 @@ from tests.core.conftest import (
     transcript_body,
     transcript_key,
 )
-from transcriber.events import S3ObjectRef
+from transcriber.domain.events import S3ObjectRef
 from transcriber.observability import metrics
-from transcriber.workflow import object_identity
+from transcriber.pipeline.workflow import object_identity
 
 if TYPE_CHECKING:
     from tests.core.conftest import Aws, FakeLambdaContext, TranscriberFactory
-    from transcriber.workflow import Transcriber
+    from transcriber.pipeline.workflow import Transcriber
 
 V1, V2 = b"RIFF version one", b"RIFF version two"
 

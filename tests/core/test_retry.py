@@ -6,9 +6,14 @@ import random
 
 import pytest
 
-from transcriber.clients import AWS_CLIENT_CONFIG, CONNECT_TIMEOUT_S, READ_TIMEOUT_S, worst_case_call_s
+from transcriber.domain.retry import DeadLetterRetryPolicy, InvocationRetryPolicy, backoff
 from transcriber.errors import ConfigurationError
-from transcriber.retry import DeadLetterRetryPolicy, InvocationRetryPolicy, backoff
+from transcriber.services.clients import (
+    AWS_CLIENT_CONFIG,
+    CONNECT_TIMEOUT_S,
+    READ_TIMEOUT_S,
+    worst_case_call_s,
+)
 
 QUEUES = {"DEAD_LETTER_QUEUE_URL": "https://sqs/dlq", "PARKING_QUEUE_URL": "https://sqs/parking"}
 

@@ -18,12 +18,12 @@ from tests.core.conftest import (
     failure_key,
     transcript_key,
 )
-from transcriber.events import S3ObjectRef
+from transcriber.domain.events import S3ObjectRef
 from transcriber.observability import metrics
 
 if TYPE_CHECKING:
     from tests.core.conftest import Aws, FakeLambdaContext, TranscriberFactory
-    from transcriber.workflow import Transcriber
+    from transcriber.pipeline.workflow import Transcriber
 
 
 def obj(key: str = "calls/es.wav", options: tuple[tuple[str, str], ...] | None = None) -> S3ObjectRef:

@@ -20,12 +20,12 @@ from tests.core.conftest import (
     transcript_body,
     transcript_key,
 )
+from transcriber.domain.events import S3ObjectRef
 from transcriber.errors import BlockedError, RetryableError
-from transcriber.events import S3ObjectRef
 
 if TYPE_CHECKING:
     from tests.core.conftest import Aws, FakeLambdaContext, Sleeps, TranscriberFactory
-    from transcriber.workflow import Transcriber
+    from transcriber.pipeline.workflow import Transcriber
 
 
 def obj(key: str = "talks/a.wav", size: int | None = 16, etag: str | None = UPLOAD_ETAG) -> S3ObjectRef:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 from botocore.exceptions import ClientError
 
-from transcriber.clients import MAX_ATTEMPTS
-from transcriber.workflow import OUTPUT_WRITE_ATTEMPTS
+from transcriber.pipeline.workflow import OUTPUT_WRITE_ATTEMPTS
+from transcriber.services.clients import MAX_ATTEMPTS
 
 if TYPE_CHECKING:
     from localworld.aws_faults import AwsFaultProxy

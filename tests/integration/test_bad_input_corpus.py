@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from transcriber.storage import LONG_KEY_FOLDER
+from transcriber.services.storage import LONG_KEY_FOLDER
 
 if TYPE_CHECKING:
     from localworld.lambda_runtime import InvocationResult

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from transcriber.capacity import CAPACITY_REASON, CapacityGovernor, PoolSettings
+from transcriber.services.capacity import CAPACITY_REASON, CapacityGovernor, PoolSettings
 
 if TYPE_CHECKING:
     from localworld.lambda_runtime import InvocationResult, LocalFunction

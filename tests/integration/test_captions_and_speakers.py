@@ -15,7 +15,7 @@ from urllib.parse import unquote
 import pysrt  # type: ignore[import-untyped]
 import webvtt
 
-from transcriber.speakers import OUTPUT_OPTIONS
+from transcriber.domain.speakers import OUTPUT_OPTIONS
 
 if TYPE_CHECKING:
     from localworld.pytest_plugin import CompletionEvents, FunctionFactory, Uploads

@@ -10,7 +10,7 @@ import re
 import wave
 from typing import TYPE_CHECKING, Any
 
-from transcriber.completion import EVENT_SOURCE, TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED
+from transcriber.services.completion import EVENT_SOURCE, TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED
 
 if TYPE_CHECKING:
     from localworld.aws_faults import AwsFaultProxy

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from transcriber.clients import MAX_ATTEMPTS
-from transcriber.workflow import OUTPUT_WRITE_ATTEMPTS
+from transcriber.pipeline.workflow import OUTPUT_WRITE_ATTEMPTS
+from transcriber.services.clients import MAX_ATTEMPTS
 
 if TYPE_CHECKING:
     from localworld.aws_faults import AwsFaultProxy

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from scripts.operate import AUDIO_SECONDS_METADATA, COST_METADATA, main, usage_report
-from transcriber.cost import metadata as cost_metadata
+from transcriber.domain.cost import metadata as cost_metadata
 
 if TYPE_CHECKING:
     from localworld.pytest_plugin import FunctionFactory, Uploads

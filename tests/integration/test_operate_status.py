@@ -20,8 +20,8 @@ import boto3
 import pytest
 
 from scripts.operate import main
-from transcriber import upload_options
-from transcriber.answers import identity_name
+from transcriber.domain import upload_options
+from transcriber.services.answers import identity_name
 
 if TYPE_CHECKING:
     from localworld.aws_faults import AwsFaultProxy

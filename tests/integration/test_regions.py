@@ -27,7 +27,7 @@ def tunnels(world: LocalWorld) -> list[tuple[str, int, int]]:
 
 
 def limit_reduced_to(world: LocalWorld, environment: dict[str, str]) -> int:
-    """The pool size the function's last 429 left in the capacity table (``transcriber.capacity``)."""
+    """The pool size the function's last 429 left in the capacity table (services.capacity)."""
     item = world.aws.dynamodb().get_item(
         TableName=environment["CAPACITY_TABLE"],
         Key={"pk": {"S": environment["CAPACITY_POOL"]}, "sk": {"S": "limit"}},

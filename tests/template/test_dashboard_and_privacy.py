@@ -12,7 +12,7 @@ import pytest
 
 from samstack import ResolvedStack, resolve_stack
 from tests.template.setting_rules import SETTING_RULES
-from transcriber import usage
+from transcriber.services import usage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO_ROOT / "template.yaml"
@@ -35,7 +35,7 @@ def stack() -> ResolvedStack:
 
 def emitted_metrics() -> set[str]:
     """Every metric name the layer emits: the literal ``add_metric(name="...")`` calls and the
-    named metrics of ``transcriber.usage``."""
+    named metrics of ``transcriber.services.usage``."""
     names = {name for path in LAYER.glob("*.py") for name in _LITERAL_METRIC.findall(path.read_text())}
     return names | {usage.COST_METRIC, usage.FAILED_BY_REASON_METRIC, usage.THROTTLED_METRIC}
 

@@ -39,9 +39,9 @@ from samstack import (
     with_mapping_values,
 )
 from tests.template.setting_rules import SETTING_RULES, satisfies
-from transcriber.completion import EVENT_SOURCE, TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED
 from transcriber.config import DeepgramOptions, Settings, option_variable
-from transcriber.retry import DeadLetterRetryPolicy
+from transcriber.domain.retry import DeadLetterRetryPolicy
+from transcriber.services.completion import EVENT_SOURCE, TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED
 
 pytestmark = pytest.mark.template
 

@@ -12,7 +12,7 @@ import pytest
 
 from samstack import ResolvedStack, load_template, resolve_stack
 from tests.template.setting_rules import SETTING_RULES, satisfies
-from transcriber.completion import EVENT_SOURCE, TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED
+from transcriber.services.completion import EVENT_SOURCE, TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED
 
 pytestmark = pytest.mark.template
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from transcriber.archive import ArchiveState, archived_refusal, from_refused_read
-from transcriber.events import S3ObjectRef
+from transcriber.domain.archive import ArchiveState, archived_refusal, from_refused_read
+from transcriber.domain.events import S3ObjectRef
 
 OBJ = S3ObjectRef(bucket="in-bucket", key="calls/it's 1.wav", version_id="v-1")
 

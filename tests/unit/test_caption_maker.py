@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from transcriber import formats
+from transcriber.domain import formats
 
 STAND_IN = "local Deepgram emulator (pocketsphinx), not Deepgram"
 

@@ -14,10 +14,10 @@ import pysrt  # type: ignore[import-untyped]
 import pytest
 import webvtt
 
-from transcriber import formats, speakers
 from transcriber.config import DeepgramOptions, EnvReader, Settings
+from transcriber.domain import formats, speakers
+from transcriber.domain.upload_options import UploadOptionPolicy, from_metadata, overlay
 from transcriber.errors import ConfigurationError, PermanentError
-from transcriber.upload_options import UploadOptionPolicy, from_metadata, overlay
 
 ENV = {"OUTPUT_BUCKET": "out", "DEEPGRAM_SECRET_ID": "s", "IDEMPOTENCY_TABLE": "t", "INPUT_BUCKET": "in"}
 # A LibriVox-like reading (the product's own sample says these words) and a two-person call.

@@ -1,7 +1,7 @@
 import pytest
 
-from transcriber.deepgram import classify_status, parse_error_body
 from transcriber.errors import BlockedError, PermanentError, RetryableError
+from transcriber.services.deepgram import classify_status, parse_error_body
 
 
 @pytest.mark.parametrize(

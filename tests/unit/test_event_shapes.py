@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from transcriber.errors import PermanentError
-from transcriber.events import (
+from transcriber.domain.events import (
     S3ObjectRef,
     Source,
     detect_source,
@@ -16,6 +15,7 @@ from transcriber.events import (
     parse_message_body,
     sequencer_value,
 )
+from transcriber.errors import PermanentError
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 INPUT = "transcriber-local-input-123456789012-us-east-1"

@@ -2,10 +2,16 @@ from typing import Any
 
 import pytest
 
+from transcriber.domain.events import S3ObjectRef, parse_event
 from transcriber.errors import PermanentError
-from transcriber.events import S3ObjectRef, parse_event
 from transcriber.observability import redact_url
-from transcriber.storage import MAX_KEY_BYTES, METADATA_BUDGET, _source_metadata, metadata_value, output_key
+from transcriber.services.storage import (
+    MAX_KEY_BYTES,
+    METADATA_BUDGET,
+    _source_metadata,
+    metadata_value,
+    output_key,
+)
 
 
 def s3_record(

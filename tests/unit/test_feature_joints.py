@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from transcriber import formats, speakers
 from transcriber.config import UNSUPPORTED_OPTIONS, DeepgramOptions, Settings
+from transcriber.domain import formats, speakers
+from transcriber.domain.events import S3ObjectRef
+from transcriber.domain.keyterms import estimated_tokens
+from transcriber.domain.profiles import Profiles
+from transcriber.domain.upload_options import overlay
 from transcriber.errors import ConfigurationError
-from transcriber.events import S3ObjectRef
-from transcriber.keyterms import estimated_tokens
-from transcriber.profiles import Profiles
-from transcriber.upload_options import overlay
-from transcriber.workflow import object_identity
+from transcriber.pipeline.workflow import object_identity
 
 ENV = {"OUTPUT_BUCKET": "out", "DEEPGRAM_SECRET_ID": "s", "IDEMPOTENCY_TABLE": "t", "INPUT_BUCKET": "in"}
 

@@ -11,10 +11,10 @@ from typing import IO, Any
 import pytest
 from deepgram_captions import DeepgramConverter, srt, webvtt
 
-from transcriber import formats
 from transcriber.config import Settings
+from transcriber.domain import formats
 from transcriber.errors import ConfigurationError
-from transcriber.storage import Storage
+from transcriber.services.storage import Storage
 
 WORDS = (
     "the",

@@ -17,9 +17,9 @@ from requests.adapters import HTTPAdapter
 
 from tests import hygiene
 from tests.hygiene import Registry, find_leaks, fingerprint, leak_report
-from transcriber.deepgram import DeepgramClient
 from transcriber.errors import TranscriptionError
 from transcriber.observability import redact_url
+from transcriber.services.deepgram import DeepgramClient
 
 API_KEY = "3f1c9a7be0d24c58a6e1f03b9d7c2e4a5b6c7d8e"  # 40 hex, shaped like a Deepgram key
 SIGNATURE = "9b2f6c1d8e7a5f4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b"

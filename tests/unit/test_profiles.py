@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from transcriber import keyterms
 from transcriber.config import UNSUPPORTED_OPTIONS, DeepgramOptions, EnvReader, Settings
-from transcriber.cost import Pricing, estimate_usd
+from transcriber.domain import keyterms
+from transcriber.domain.cost import Pricing, estimate_usd
+from transcriber.domain.keyterms import KeytermCount, estimated_tokens
+from transcriber.domain.profiles import PROFILES_VARIABLE, SHIPPED_FILE, Profiles
+from transcriber.domain.upload_options import UploadOptionPolicy, overlay
 from transcriber.errors import ConfigurationError, PermanentError
-from transcriber.keyterms import KeytermCount, estimated_tokens
-from transcriber.profiles import PROFILES_VARIABLE, SHIPPED_FILE, Profiles
-from transcriber.upload_options import UploadOptionPolicy, overlay
 
 ENV = {"OUTPUT_BUCKET": "out", "DEEPGRAM_SECRET_ID": "s", "IDEMPOTENCY_TABLE": "t", "INPUT_BUCKET": "in"}
 STACK = DeepgramOptions(tag=("dev",))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from transcriber.events import S3ObjectRef, parse_event
+from transcriber.domain.events import S3ObjectRef, parse_event
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 

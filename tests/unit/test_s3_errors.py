@@ -5,7 +5,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from transcriber.errors import PermanentError, RetryableError
-from transcriber.storage import classify_s3_error
+from transcriber.services.storage import classify_s3_error
 
 
 def client_error(code: str, status: int) -> ClientError:
@@ -43,9 +43,9 @@ class RefusingS3:
 
 @pytest.mark.parametrize("action", ["write_failure", "delete_failure"])
 def test_an_output_bucket_that_refuses_writes_blocks_instead_of_failing_the_object(action: str) -> None:
+    from transcriber.domain.events import S3ObjectRef
     from transcriber.errors import BlockedError
-    from transcriber.events import S3ObjectRef
-    from transcriber.storage import Storage
+    from transcriber.services.storage import Storage
 
     storage = Storage(RefusingS3(), "out", "transcripts/", "failures/", home_bucket="in")  # type: ignore[arg-type]
     obj = S3ObjectRef("in", "a.wav")
@@ -73,9 +73,9 @@ class HeadRefusingS3:
 
 @pytest.mark.parametrize("error", [client_error("AccessDenied", 403), client_error("SlowDown", 503)])
 def test_an_unreadable_output_is_raised_when_asked_and_ignored_when_ordering(error: Exception) -> None:
+    from transcriber.domain.events import S3ObjectRef
     from transcriber.errors import TranscriptionError
-    from transcriber.events import S3ObjectRef
-    from transcriber.storage import Storage
+    from transcriber.services.storage import Storage
 
     storage = Storage(HeadRefusingS3(error), "out", "transcripts/", "failures/", home_bucket="in")  # type: ignore[arg-type]
     obj = S3ObjectRef("in", "a.wav", etag="e", sequencer="01")
@@ -88,9 +88,9 @@ def test_an_unreadable_output_is_raised_when_asked_and_ignored_when_ordering(err
 def test_a_broken_connection_reading_an_output_is_an_output_error() -> None:
     from botocore.exceptions import EndpointConnectionError
 
+    from transcriber.domain.events import S3ObjectRef
     from transcriber.errors import RetryableError
-    from transcriber.events import S3ObjectRef
-    from transcriber.storage import Storage
+    from transcriber.services.storage import Storage
 
     storage = Storage(
         HeadRefusingS3(EndpointConnectionError(endpoint_url="https://s3")),  # type: ignore[arg-type]
@@ -125,9 +125,9 @@ class BareHead400S3:
 
 
 def test_a_bare_400_head_is_told_as_sse_c_by_a_one_byte_get() -> None:
+    from transcriber.domain.events import S3ObjectRef
     from transcriber.errors import PermanentError
-    from transcriber.events import S3ObjectRef
-    from transcriber.storage import SSE_C_REASON, Storage
+    from transcriber.services.storage import SSE_C_REASON, Storage
 
     refusing = client_error("InvalidRequest", 400)
     refusing.response["Error"]["Message"] = "The object was stored using a form of Server Side Encryption."
@@ -142,9 +142,9 @@ def test_a_bare_400_head_is_told_as_sse_c_by_a_one_byte_get() -> None:
 
 @pytest.mark.parametrize("get_error", [None, client_error("InvalidArgument", 400)])
 def test_a_bare_400_head_that_is_not_sse_c_stays_an_s3_error(get_error: Exception | None) -> None:
+    from transcriber.domain.events import S3ObjectRef
     from transcriber.errors import PermanentError
-    from transcriber.events import S3ObjectRef
-    from transcriber.storage import Storage
+    from transcriber.services.storage import Storage
 
     storage = Storage(BareHead400S3(get_error), "out", "transcripts/", "failures/")  # type: ignore[arg-type]
     with pytest.raises(PermanentError) as caught:

@@ -1,7 +1,7 @@
 import pytest
 
 from transcriber.errors import ConfigurationError
-from transcriber.secrets import parse_secret
+from transcriber.services.secrets import parse_secret
 
 KEY = "dg_0123456789abcdef"
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from scripts import operate, status
-from transcriber.events import S3ObjectRef
-from transcriber.upload_options import UploadOptionPolicy, from_metadata
-from transcriber.workflow import object_identity
+from transcriber.domain.events import S3ObjectRef
+from transcriber.domain.upload_options import UploadOptionPolicy, from_metadata
+from transcriber.pipeline.workflow import object_identity
 
 
 @pytest.mark.parametrize(

@@ -9,17 +9,16 @@ import pytest
 from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import S3BatchOperationEvent
 
 from transcriber.config import DeepgramOptions, EnvReader, Settings
-from transcriber.cost import (
+from transcriber.domain.cost import (
     DEFAULT_ADDON_PRICES,
     Pricing,
     billable_minutes,
     estimate_transcript_usd,
     estimate_usd,
 )
-from transcriber.errors import ConfigurationError, PermanentError
-from transcriber.events import batch_operation_objects, parse_event
-from transcriber.speakers import OUTPUT_OPTIONS
-from transcriber.upload_options import (
+from transcriber.domain.events import batch_operation_objects, parse_event
+from transcriber.domain.speakers import OUTPUT_OPTIONS
+from transcriber.domain.upload_options import (
     DEFAULT_ALLOWED,
     MAX_METADATA_CHARS,
     UploadOptionPolicy,
@@ -30,6 +29,7 @@ from transcriber.upload_options import (
     metadata,
     overlay,
 )
+from transcriber.errors import ConfigurationError, PermanentError
 
 ENV = {"OUTPUT_BUCKET": "out", "DEEPGRAM_SECRET_ID": "s", "IDEMPOTENCY_TABLE": "t", "INPUT_BUCKET": "in"}
 POLICY = UploadOptionPolicy()

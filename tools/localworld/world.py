@@ -24,9 +24,9 @@ from localworld.aws import LocalAws, MotoServer
 from localworld.deepgram import DeepgramEmulator
 from localworld.deepgram_proxy import DeepgramProxy
 from localworld.template import FunctionSpec, Stack, load_stack
+from transcriber.domain.events import S3ObjectRef, Source, batch_operation_objects, detect_source, parse_event
 from transcriber.errors import TranscriptionError
-from transcriber.events import S3ObjectRef, Source, batch_operation_objects, detect_source, parse_event
-from transcriber.storage import output_key
+from transcriber.services.storage import output_key
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import boto3
 
-from transcriber.capacity import CapacityRequeue, build_governor
-from transcriber.clients import new_client
 from transcriber.config import Settings
-from transcriber.dead_letter import DeadLetterRetrier
-from transcriber.retry import DeadLetterRetryPolicy
-from transcriber.workflow import Transcriber
+from transcriber.domain.retry import DeadLetterRetryPolicy
+from transcriber.pipeline.dead_letter import DeadLetterRetrier
+from transcriber.pipeline.workflow import Transcriber
+from transcriber.services.capacity import CapacityRequeue, build_governor
+from transcriber.services.clients import new_client
 
 
 def build_transcriber(session: boto3.session.Session | None = None) -> Transcriber:

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from transcriber.capacity import BACKFILL_LANE, PoolSettings
-from transcriber.cost import Pricing
+from transcriber.domain.cost import Pricing
+from transcriber.domain.formats import CaptionStyle
+from transcriber.domain.keyterms import KeytermCount
+from transcriber.domain.profiles import Profiles
+from transcriber.domain.speakers import OUTPUT_OPTIONS
+from transcriber.domain.upload_options import UploadOptionPolicy
 from transcriber.errors import configuration_error
-from transcriber.formats import CaptionStyle
-from transcriber.keyterms import KeytermCount
-from transcriber.profiles import Profiles
-from transcriber.speakers import OUTPUT_OPTIONS
-from transcriber.upload_options import UploadOptionPolicy
+from transcriber.services.capacity import BACKFILL_LANE, PoolSettings
 
 DEFAULT_BACKFILL_PERCENT = 60  # of the pool a backfill may hold; the rest is kept for live uploads
 DEFAULT_API_URL = "https://api.deepgram.com"
@@ -31,7 +31,7 @@ UNSUPPORTED_OPTIONS = frozenset({"callback", "callback_method"})
 # streamed from S3 in the request body), "auto" (the URL, then the bytes once if Deepgram can't fetch it).
 DELIVERY_MODES = ("url", "bytes", "auto")
 DEFAULT_DELIVERY_MODE = "auto"
-# Outputs beside Deepgram's JSON (always written), made from the stored JSON (transcriber.formats).
+# Outputs beside Deepgram's JSON (always written), made from the stored JSON (transcriber.domain.formats).
 OUTPUT_FORMATS = ("json", "txt", "srt", "vtt")
 DEFAULT_OUTPUT_FORMATS = "json,txt,srt,vtt"  # as in template.yaml
 DEFAULT_CAPTION_WORDS_PER_CUE = 8
@@ -154,7 +154,7 @@ class Settings:
     deepgram_max_attempts: int = 4
     input_bucket: str | None = None
     delivery_mode: str = DEFAULT_DELIVERY_MODE
-    transcribe_restored: bool = True  # restored copies of archived objects (see transcriber.archive)
+    transcribe_restored: bool = True  # restored copies of archived objects (see transcriber.domain.archive)
     capacity: PoolSettings | None = None  # the Deepgram capacity pool; None: no governor
     upload_options: UploadOptionPolicy = field(default_factory=UploadOptionPolicy)
     pricing: Pricing = field(default_factory=Pricing)
@@ -240,7 +240,7 @@ class Settings:
 
 
 def caption_style(reader: EnvReader, words_per_cue: int) -> CaptionStyle:
-    """The captions' layout (``transcriber.formats.CaptionStyle``); 0 turns a length limit off."""
+    """The captions' layout (``transcriber.domain.formats.CaptionStyle``); 0 turns a length limit off."""
     default = CaptionStyle()
     return CaptionStyle(
         words_per_cue=words_per_cue,
@@ -252,7 +252,7 @@ def caption_style(reader: EnvReader, words_per_cue: int) -> CaptionStyle:
 
 
 def pool_settings(reader: EnvReader) -> PoolSettings | None:
-    """The capacity pool (``transcriber.capacity``): on when ``CAPACITY_TABLE`` names a table."""
+    """The capacity pool (``transcriber.services.capacity``): on when ``CAPACITY_TABLE`` names a table."""
     table = reader.text("CAPACITY_TABLE", default="")
     if not table:
         return None

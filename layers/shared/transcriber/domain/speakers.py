@@ -3,7 +3,7 @@
 An upload names its speakers in its metadata, ``x-amz-meta-dg-speakers: 0=Alice,1=Bob`` (Deepgram's
 speaker numbers, from 0; non-ASCII names as RFC 2047 encoded words, which S3 clients write), and may
 set its captions' layout (``x-amz-meta-dg-caption-line-length: 32``...). They go through the same
-allow-list as Deepgram's options (``transcriber.upload_options``), are part of the object's
+allow-list as Deepgram's options (``transcriber.domain.upload_options``), are part of the object's
 idempotency identity (other names, other outputs), and are taken out of the query before it is
 sent: Deepgram would refuse an option it does not know.
 
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from urllib.parse import quote
 
-from transcriber.formats import CaptionStyle
+from transcriber.domain.formats import CaptionStyle
 
 SPEAKERS = "speakers"
 MAX_SPEAKERS = 20

@@ -9,7 +9,7 @@ key prefix, holding Deepgram options the way the ``DeepgramOptions`` query strin
 
 The longest prefix that starts an object's key wins (one profile per object, never a blend). The
 options in force are, from weakest to strongest: the stack's ``DeepgramOptions``, the profile's,
-the upload's own (``transcriber.upload_options``, still bounded by the stack's allow-list). A
+the upload's own (``transcriber.domain.upload_options``, still bounded by the stack's allow-list). A
 stronger level replaces an option as a whole (a profile's ``keyterm`` list replaces the stack's);
 only ``tag`` adds up, so usage splits per stack and per team.
 
@@ -25,10 +25,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transcriber import upload_options
+from transcriber.domain import upload_options
+from transcriber.domain.keyterms import KeytermCount
+from transcriber.domain.speakers import OUTPUT_OPTIONS
 from transcriber.errors import configuration_error
-from transcriber.keyterms import KeytermCount
-from transcriber.speakers import OUTPUT_OPTIONS
 
 if TYPE_CHECKING:
     from transcriber.config import DeepgramOptions, EnvReader
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # Which file holds the profiles; empty: the one the layer carries.
 PROFILES_VARIABLE = "DEEPGRAM_PROFILES_FILE"
 # layers/shared/profiles.toml: /opt/python/profiles.toml once the layer is built.
-SHIPPED_FILE = Path(__file__).resolve().parent.parent / "profiles.toml"
+SHIPPED_FILE = Path(__file__).resolve().parents[2] / "profiles.toml"
 TABLE = "profiles"
 MAX_PREFIX_CHARS = 1024  # S3's longest key
 

@@ -1,5 +1,5 @@
 """The capacity governor's decisions, without I/O: told the time and the store's answers, it says
-what to read, write or wait for (``transcriber.capacity`` drives it with DynamoDB and real time).
+what to read, write or wait for (``transcriber.services.capacity`` drives it with DynamoDB and real time).
 
 Taking a lease is a generator: it yields commands and is sent each one's answer.
 

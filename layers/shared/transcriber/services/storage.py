@@ -13,17 +13,17 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber.archive import ArchiveState, from_refused_read
+from transcriber.domain.archive import ArchiveState, from_refused_read
+from transcriber.domain.events import has_dot_segments, sequencer_value, version_or_none
+from transcriber.domain.formats import DERIVED_FORMATS
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
-from transcriber.events import has_dot_segments, sequencer_value, version_or_none
-from transcriber.formats import DERIVED_FORMATS
 from transcriber.observability import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from transcriber.deepgram import Transcript
-    from transcriber.events import S3ObjectRef
+    from transcriber.domain.events import S3ObjectRef
+    from transcriber.services.deepgram import Transcript
 
 MAX_KEY_BYTES = 1024
 COPY_CHUNK_BYTES = 1024 * 1024  # reading a stored output back: memory held is about this much
@@ -160,7 +160,7 @@ class Storage:
         self.output_bucket = output_bucket
         self.transcript_prefix = transcript_prefix
         self.failure_prefix = failure_prefix
-        self.kept_answer_prefix = kept_answer_prefix  # paid answers whose write failed (transcriber.answers)
+        self.kept_answer_prefix = kept_answer_prefix  # paid answers whose write failed (answers.py)
         self.home_bucket = home_bucket  # the stack's input bucket: its outputs keep the plain keys
 
     def describe(self, obj: S3ObjectRef) -> ObjectInfo:
@@ -347,7 +347,7 @@ class Storage:
         except (ClientError, BotoCoreError) as exc:
             raise _output_error(exc, "deleting", f"s3://{self.output_bucket}/{key}") from exc
 
-    # -- derived formats (transcriber.formats, transcriber.completion) ------------------------
+    # -- derived formats (domain/formats.py, services/completion.py) ---------------------------------
     def format_key(self, source_key: str, extension: str, bucket: str | None = None) -> str:
         """Where one format of a transcript lands: the transcripts' key mapping with the format's
         extension instead of ``.json`` (other buckets, long and unsafe keys included)."""
@@ -394,7 +394,7 @@ class Storage:
         except (ClientError, BotoCoreError) as exc:
             raise _output_error(exc, "deleting", f"s3://{self.output_bucket}/{key}") from exc
 
-    # -- paid answers waiting to be written (transcriber.answers) -------------------------------
+    # -- paid answers waiting to be written (transcriber.services.answers) -------------------------------
     def write_kept_answer(self, name: str, transcript: Transcript) -> str:
         key = f"{self.kept_answer_prefix}{name}.json"
         metadata = {"deepgram-request-id": metadata_value(transcript.request_id, 128)}

@@ -17,17 +17,23 @@ from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event impor
     S3BatchOperationResponseRecord,
 )
 
-from transcriber.capacity import BACKFILL_LANE, CAPACITY_REASON
+from transcriber.domain.events import (
+    Source,
+    batch_operation_objects,
+    detect_source,
+    parse_event,
+    parse_message_body,
+)
 from transcriber.errors import PermanentError, RetryableError
-from transcriber.events import Source, batch_operation_objects, detect_source, parse_event, parse_message_body
 from transcriber.observability import logger
-from transcriber.workflow import Outcome
+from transcriber.pipeline.workflow import Outcome
+from transcriber.services.capacity import BACKFILL_LANE, CAPACITY_REASON
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-    from transcriber.events import S3ObjectRef
-    from transcriber.workflow import LambdaContextLike, Transcriber
+    from transcriber.domain.events import S3ObjectRef
+    from transcriber.pipeline.workflow import LambdaContextLike, Transcriber
 
 OUTCOME_STATUSES = ("transcribed", "skipped", "failed", "retrying")
 

@@ -1,6 +1,6 @@
 """The per-object workflow: skip rules, the Deepgram call with retries, idempotency, outputs.
 
-It knows nothing of Lambda events: ``transcriber.adapters`` turns events into objects and
+It knows nothing of Lambda events: ``transcriber.pipeline.adapters`` turns events into objects and
 outcomes into the answer each caller expects."""
 
 from __future__ import annotations
@@ -25,13 +25,10 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber import cost, keyterms, speakers, upload_options
-from transcriber.answers import AnswerKeeper, KeptAnswers
-from transcriber.archive import archived_refusal
-from transcriber.capacity import CAPACITY_REASON, Unlimited
-from transcriber.clients import new_client
-from transcriber.completion import Completion
-from transcriber.deepgram import DeepgramClient, Transcript
+from transcriber.domain import cost, keyterms, speakers, upload_options
+from transcriber.domain.archive import archived_refusal
+from transcriber.domain.events import invalid_name
+from transcriber.domain.retry import InvocationRetryPolicy
 from transcriber.errors import (
     BlockedError,
     ErrorDetails,
@@ -40,12 +37,15 @@ from transcriber.errors import (
     TranscriptionError,
     error_from_record,
 )
-from transcriber.events import invalid_name
 from transcriber.observability import logger, metrics, redact_url
-from transcriber.retry import InvocationRetryPolicy
-from transcriber.secrets import ApiKeyProvider
-from transcriber.storage import SSE_C_REASON, Storage, sse_c_refused, utc_now
-from transcriber.usage import record_cost, record_deepgram_error, record_failure_reason
+from transcriber.services.answers import AnswerKeeper, KeptAnswers
+from transcriber.services.capacity import CAPACITY_REASON, Unlimited
+from transcriber.services.clients import new_client
+from transcriber.services.completion import Completion
+from transcriber.services.deepgram import DeepgramClient, Transcript
+from transcriber.services.secrets import ApiKeyProvider
+from transcriber.services.storage import SSE_C_REASON, Storage, sse_c_refused, utc_now
+from transcriber.services.usage import record_cost, record_deepgram_error, record_failure_reason
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
@@ -54,9 +54,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
-    from transcriber.capacity import CapacityRequeue, Governor
     from transcriber.config import Settings
-    from transcriber.events import S3ObjectRef
+    from transcriber.domain.events import S3ObjectRef
+    from transcriber.services.capacity import CapacityRequeue, Governor
 
 # Shared by every function that transcribes, so a retry never pays twice for one object version.
 IDEMPOTENCY_KEY_PREFIX = "transcription"
@@ -83,8 +83,8 @@ class Outcome:
     replayed: bool = False
     delivery: str | None = None  # url | bytes: how the media reached Deepgram
     options: dict[str, str] | None = None  # the Deepgram options in force (transcribed)
-    estimated_cost_usd: float | None = None  # transcribed: see transcriber.cost
-    outputs: dict[str, str] | None = None  # format -> key in the output bucket (transcriber.formats)
+    estimated_cost_usd: float | None = None  # transcribed: see transcriber.domain.cost
+    outputs: dict[str, str] | None = None  # format -> key in the output bucket (transcriber.domain.formats)
 
 
 def skip_reason(obj: S3ObjectRef, settings: Settings) -> str | None:
@@ -168,7 +168,7 @@ class Transcriber:
     ) -> None:
         self.settings = settings
         self.capacity = capacity or Unlimited()  # a slot of the Deepgram pool per request
-        self.capacity_requeue: CapacityRequeue | None = None  # SQS ways in: see transcriber.adapters
+        self.capacity_requeue: CapacityRequeue | None = None  # SQS ways in: see transcriber.pipeline.adapters
         self.retry = retry or InvocationRetryPolicy(max_attempts=settings.deepgram_max_attempts)
         self._sleep = sleep
         # One boto3 session for every client: each session loads the endpoint and service models
@@ -189,7 +189,7 @@ class Transcriber:
         self.completion = Completion(
             settings, self.storage, (lambda: events) if events else (lambda: new_client(session, "events"))
         )
-        # Answers paid for whose write failed, kept for the retry (transcriber.answers).
+        # Answers paid for whose write failed, kept for the retry (transcriber.services.answers).
         self.keeper = AnswerKeeper(self.storage, kept_answers or KeptAnswers())
         self.api_keys = ApiKeyProvider(settings.deepgram_secret_id, settings.secret_max_age_s, secretsmanager)
         self.deepgram = DeepgramClient(settings.deepgram_api_url, http)
@@ -488,7 +488,7 @@ class Transcriber:
 
     def _query(self, obj: S3ObjectRef) -> list[tuple[str, str]]:
         """The Deepgram query for this object: the stack's options, its folder's profile's
-        (``transcriber.profiles``), then its own, each laid over the one before."""
+        (``transcriber.domain.profiles``), then its own, each laid over the one before."""
         folder = self.settings.profiles.options_for(obj.key, self.settings.deepgram)
         return upload_options.overlay(folder, obj.options or ()).query()
 

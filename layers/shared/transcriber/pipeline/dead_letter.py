@@ -20,20 +20,20 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber.adapters import handle_event
-from transcriber.capacity import CAPACITY_REASON
+from transcriber.domain.events import parse_event
 from transcriber.errors import BlockedError, PermanentError, RetryableError, TranscriptionError
-from transcriber.events import parse_event
 from transcriber.observability import logger, metrics
-from transcriber.storage import utc_now
+from transcriber.pipeline.adapters import handle_event
+from transcriber.services.capacity import CAPACITY_REASON
+from transcriber.services.storage import utc_now
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from mypy_boto3_sqs import SQSClient
 
-    from transcriber.events import S3ObjectRef
-    from transcriber.retry import DeadLetterRetryPolicy
-    from transcriber.workflow import LambdaContextLike, Transcriber
+    from transcriber.domain.events import S3ObjectRef
+    from transcriber.domain.retry import DeadLetterRetryPolicy
+    from transcriber.pipeline.workflow import LambdaContextLike, Transcriber
 
 
 PRIOR_ATTEMPTS = "PriorAttempts"

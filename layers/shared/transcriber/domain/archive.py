@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from transcriber.errors import ErrorDetails, PermanentError
 
 if TYPE_CHECKING:
-    from transcriber.events import S3ObjectRef
+    from transcriber.domain.events import S3ObjectRef
 
 ARCHIVED_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 ARCHIVE_ACCESS_TIERS = frozenset({"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"})

@@ -29,14 +29,14 @@ import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from transcriber.deepgram import SPOOL_MEMORY_BYTES, Transcript
 from transcriber.errors import TranscriptionError
 from transcriber.observability import logger
+from transcriber.services.deepgram import SPOOL_MEMORY_BYTES, Transcript
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from transcriber.storage import Storage
+    from transcriber.services.storage import Storage
 
 KEPT_FOLDER = "transcriber-kept-answers"
 # At most this much of the temporary directory (512 MB on Lambda by default) holds kept answers;

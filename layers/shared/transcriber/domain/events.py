@@ -26,12 +26,12 @@ from aws_lambda_powertools.utilities.data_classes import (
 from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import S3BatchOperationEvent
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventBridgeNotificationDetail
 
+from transcriber.domain.upload_options import from_event as options_from_event
 from transcriber.errors import ErrorDetails, PermanentError
 from transcriber.observability import logger
-from transcriber.upload_options import from_event as options_from_event
 
 # An upload, or a restore of an archived object completing (its copy can now be read: see
-# transcriber.archive): both mean "this object version can be transcribed now".
+# transcriber.domain.archive): both mean "this object version can be transcribed now".
 UPLOAD_EVENT_PREFIXES = ("ObjectCreated:", "ObjectRestore:Completed")
 UPLOAD_DETAIL_TYPES = frozenset({"Object Created", "Object Restore Completed"})
 ACCEPTED_SHAPES = (
@@ -67,7 +67,7 @@ class S3ObjectRef:
     # S3's order of events for one key (hex; compare as numbers): notifications and EventBridge.
     sequencer: str | None = None
     # Per-upload Deepgram options as (option, value) pairs: from the event (direct, Batch
-    # Operations) or the object's metadata; None: not read yet (see transcriber.upload_options).
+    # Operations) or the object's metadata; None: not read yet (see transcriber.domain.upload_options).
     options: tuple[tuple[str, str], ...] | None = None
     lane: str = "live"  # the capacity pool's lane: "backfill" for S3 Batch Operations tasks
 
@@ -185,7 +185,7 @@ _SIGNATURES: tuple[tuple[Source, Callable[[Mapping[str, Any]], bool]], ...] = (
 
 def parse_event(event: Any) -> list[S3ObjectRef]:
     """The objects of any event except SQS batches and Batch Operations, which need per-item
-    answers (see ``transcriber.adapters``)."""
+    answers (see ``transcriber.pipeline.adapters``)."""
     source = detect_source(event)
     if source is Source.S3_BATCH:
         raise unrecognised_event("Batch Operations events are answered per task, not parsed here")

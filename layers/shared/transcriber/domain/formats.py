@@ -115,7 +115,7 @@ class CaptionStyle:
     max_lines: int = DEFAULT_MAX_LINES
     max_cue_s: float = DEFAULT_MAX_CUE_SECONDS
     start_index: int = 1  # the first SRT cue's number
-    speakers: tuple[tuple[int, str], ...] = ()  # Deepgram's speaker numbers -> names (transcriber.speakers)
+    speakers: tuple[tuple[int, str], ...] = ()  # speaker numbers -> names (domain.speakers)
 
     def name(self, speaker: int) -> str:
         return dict(self.speakers).get(speaker, f"Speaker {speaker}")

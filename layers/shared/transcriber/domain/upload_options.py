@@ -19,7 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
-from transcriber import speakers
+from transcriber.domain import speakers
 from transcriber.errors import ErrorDetails, PermanentError, configuration_error
 from transcriber.observability import redact_url
 
@@ -102,7 +102,7 @@ _VALUE_CHECKS |= {
     "detect_language": _check_detect_language,
     "keyterm": _check_term,
 }
-# Ours, not Deepgram's (transcriber.speakers): the caption layout (speakers are checked apart).
+# Ours, not Deepgram's (transcriber.domain.speakers): the caption layout (speakers are checked apart).
 _VALUE_CHECKS |= {name: partial(speakers.caption_value_ok, name) for name in speakers.CAPTION_OPTIONS}
 
 
@@ -190,7 +190,7 @@ class UploadOptionPolicy:
         cls, reader: EnvReader, name: str = "UPLOAD_OPTIONS", outputs: str = "UPLOAD_OUTPUT_OPTIONS"
     ) -> UploadOptionPolicy:
         """Deepgram's options from ``name``; ours (named speakers, caption layout:
-        ``transcriber.speakers``) from ``outputs``: one allow-list, two settings."""
+        ``transcriber.domain.speakers``) from ``outputs``: one allow-list, two settings."""
         allowed = _listed(reader, name, DEFAULT_ALLOWED)
         forbidden = sorted(allowed & NEVER_ALLOWED)
         if forbidden:

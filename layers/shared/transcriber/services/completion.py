@@ -24,17 +24,17 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber import formats, speakers
+from transcriber.domain import formats, speakers
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
 from transcriber.observability import logger, metrics
-from transcriber.storage import utc_now
+from transcriber.services.storage import utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
 
     from transcriber.config import Settings
-    from transcriber.events import S3ObjectRef
-    from transcriber.storage import Storage
+    from transcriber.domain.events import S3ObjectRef
+    from transcriber.services.storage import Storage
 
 EVENT_SOURCE = "deepgram-s3-transcriber"
 TRANSCRIPT_CREATED = "Transcript Created"

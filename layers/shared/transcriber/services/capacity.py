@@ -25,11 +25,11 @@ request, and release it as soon as Deepgram answers (also on errors):
 
 Lanes: each lease carries a lane (``live`` by default). A lane other than ``live`` may hold at
 most its share of the effective pool (``lane_shares``), so a backfill can never take the slots live
-uploads need: S3 Batch Operations tasks lease in the ``backfill`` lane (``transcriber.adapters``),
+uploads need: S3 Batch Operations tasks lease in the ``backfill`` lane (``transcriber.pipeline.adapters``),
 whose share is ``CAPACITY_BACKFILL_PERCENT`` of the pool.
 
 The decisions (which slot, whether to wait and how long, what a decrease sets) are
-``transcriber.capacity_core``, which does no I/O and reads no clock; this module carries its
+``transcriber.domain.capacity_core``, which does no I/O and reads no clock; this module carries its
 commands out against DynamoDB with the wall clock and the invocation's remaining time. The
 simulator in ``bench/sim`` drives the same core against simulated stores and time.
 """
@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber import capacity_core as core
-from transcriber.capacity_core import (
+from transcriber.domain import capacity_core as core
+from transcriber.domain.capacity_core import (
     BACKFILL_LANE,
     LIVE_LANE,
     Lease,
@@ -139,7 +139,7 @@ class Unlimited:
 
 
 class CapacityGovernor:
-    """The Lambda side of ``transcriber.capacity_core``: its commands carried out against DynamoDB,
+    """The Lambda side of ``transcriber.domain.capacity_core``: its commands carried out against DynamoDB,
     with the wall clock and the invocation's remaining time."""
 
     def __init__(

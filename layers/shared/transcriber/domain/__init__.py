@@ -1,0 +1,1 @@
+"""Rules and data shapes without AWS or network I/O: events, options, formats, capacity, retries."""
