@@ -34,7 +34,7 @@ stored JSON stays as it came, and the formats are made from what is valid in it.
 * A paragraph is used when it is an object whose ``sentences`` is a list holding at least one
   object with a ``text`` string; the text comes from the words when no paragraph is usable.
 * Metadata fields of the wrong type are left out (``request_id``, ``created``: strings;
-  ``duration``: a finite number; ``channels``: an integer), and every value put in a NOTE is one
+  ``duration``: a finite number; ``channels``: an integer up to 1024), and every value put in a NOTE is one
   line without ``-->``. Integers too large for the C parser are read by ijson's Python backend.
 * A format that still cannot be made is left out with a reason (``Rendered.not_made``) while the
   others are made.
@@ -69,6 +69,7 @@ DEFAULT_LINE_LENGTH = 42  # characters: the broadcast norm (BBC, Netflix)
 DEFAULT_MAX_LINES = 2
 DEFAULT_MAX_CUE_SECONDS = 7.0
 MAX_SECONDS = 360_000.0  # 100 hours: a word time past it is not a time (odd answers)
+MAX_CHANNELS = 1024  # a channel count past it is not one (odd answers)
 EMPTY_TRANSCRIPT = "empty-transcript"
 RENDER_FAILED = "render-failed"  # a defect of ours on an odd answer: the other formats are still made
 DEEPGRAM = "Deepgram"
@@ -252,7 +253,7 @@ def _number_or_none(value: Any) -> float | None:
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CHANNELS else 0
 
 
 def read_summary(source: IO[bytes], backend: Any = ijson) -> TranscriptSummary:
