@@ -6,7 +6,6 @@ without an error."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -106,7 +105,7 @@ REWRITES: list[Callable[[Answer], Answer]] = [
 def parse_captions(srt: str | None, vtt: str | None) -> tuple[int, int]:
     """How many cues each independent parser reads; raises on a caption file it refuses."""
     srt_cues = pysrt.from_string(srt, error_handling=pysrt.ERROR_RAISE) if srt is not None else []
-    vtt_cues = webvtt.from_buffer(io.StringIO(vtt)).captions if vtt is not None else []
+    vtt_cues = webvtt.from_string(vtt, strict=True).captions if vtt is not None else []
     for cue in srt_cues:
         assert cue.start <= cue.end, cue
     for caption in vtt_cues:
