@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import pysrt
+import pysrt  # type: ignore[import-untyped]
 import pytest
 import webvtt
 

@@ -114,7 +114,9 @@ def check(rendered: formats.Rendered, style: formats.CaptionStyle) -> None:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(answer=ANSWER, style=STYLE)
-def test_any_json_answer_gives_formats_that_parse_and_never_raises(answer: Any, style: formats.CaptionStyle) -> None:
+def test_any_json_answer_gives_formats_that_parse_and_never_raises(
+    answer: Any, style: formats.CaptionStyle
+) -> None:
     rendered = made(answer, style)
     try:
         check(rendered, style)
@@ -184,7 +186,11 @@ def test_a_crafted_request_id_or_metadata_of_other_types_stays_out_of_the_note()
     rendered = made(_answer([_word("hi")], metadata=metadata))
 
     assert rendered.summary.request_id is None
-    assert (rendered.summary.created, rendered.summary.duration_s, rendered.summary.channels) == (None, None, 1)
+    assert (rendered.summary.created, rendered.summary.duration_s, rendered.summary.channels) == (
+        None,
+        None,
+        1,
+    )
     vtt = rendered.files["vtt"].read().decode()
     assert "Request Id" not in vtt
     assert len(webvtt.from_string(vtt, strict=True).captions) == 1
@@ -197,7 +203,9 @@ def test_integers_past_64_bits_are_read_not_refused() -> None:
 
     assert rendered.files["txt"].read() == b"Speaker 1000000000000000000000000000000: big\n"
     assert rendered.summary.channels == 1  # the results' own count: the metadata's is no channel count
-    assert len(pysrt.from_string(rendered.files["srt"].read().decode(), error_handling=pysrt.ERROR_RAISE)) == 1
+    assert (
+        len(pysrt.from_string(rendered.files["srt"].read().decode(), error_handling=pysrt.ERROR_RAISE)) == 1
+    )
 
 
 def test_json_that_is_not_json_is_still_refused() -> None:

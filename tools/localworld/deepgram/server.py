@@ -605,12 +605,10 @@ class DeepgramEmulator(Service):
             self._answer(exchange, entry, outcome)
 
         try:
-            if fault is not None and fault.kind == "stall":
-                self._count("stalled")
-                self._sleep(fault.stall_seconds)
-                if fault.status is not None:
-                    release_then_answer(self._error(exchange, fault.status, "fault", style=fault.style))
-                    return
+            stalled = self._stall(exchange, fault)
+            if stalled is not None:
+                release_then_answer(stalled)
+                return
             self._sleep(self.latency)
             audio = self._audio_bytes(exchange)
             if isinstance(audio, _Outcome):
@@ -622,6 +620,16 @@ class DeepgramEmulator(Service):
         finally:
             if not handed_off and not released:
                 self._slots.release(ceiling)
+
+    def _stall(self, exchange: _Exchange, fault: Fault | None) -> _Outcome | None:
+        """Hold a stalled request; the answer it ends with when the stall carries a status."""
+        if fault is None or fault.kind != "stall":
+            return None
+        self._count("stalled")
+        self._sleep(fault.stall_seconds)
+        if fault.status is None:
+            return None
+        return self._error(exchange, fault.status, "fault", style=fault.style)
 
     def _check(self, exchange: _Exchange) -> ListenOptions | _Outcome:
         """Auth, options and model access: the checks that need no slot."""

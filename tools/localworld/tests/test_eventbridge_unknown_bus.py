@@ -30,7 +30,9 @@ def test_put_events_to_a_missing_bus_is_accepted_and_dropped(local_aws: LocalAws
     assert response["FailedEntryCount"] == 0
     assert all(entry.get("EventId") for entry in response["Entries"])
     assert len(response["Entries"]) == 2
-    delivered = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    delivered = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+        "Messages", []
+    )
     assert len(delivered) == 1  # the real bus's event only: the other one went nowhere
     with pytest.raises(ClientError) as missing:
         events.describe_event_bus(Name="no-such-bus")

@@ -183,10 +183,7 @@ class CaptionStyle:
         number shorten first (``C1 S0``), then a name is cut, or gives way to its number where its cut
         would read as another speaker's. Names are per speaker number, so not used per channel."""
         named = speaker is not None and not multichannel and speaker in dict(self.speakers)
-        parts = [f"Channel {channel}"] if multichannel else []
-        if speaker is not None:
-            parts.append(self.name(speaker) if named else f"Speaker {speaker}")
-        label = " ".join(parts)
+        label = self._full_label(channel, speaker, multichannel, named)
         room = max(1, self.line_length // 3)
         if not cut or not self.line_length or len(label) <= room:
             return label
@@ -194,6 +191,12 @@ class CaptionStyle:
         if speaker is None:
             return head.rstrip()[:room]
         return self._short_name(head, speaker, room) if named else f"{head}S{speaker}"[:room]
+
+    def _full_label(self, channel: int, speaker: int | None, multichannel: bool, named: bool) -> str:
+        parts = [f"Channel {channel}"] if multichannel else []
+        if speaker is not None:
+            parts.append(self.name(speaker) if named else f"Speaker {speaker}")
+        return " ".join(parts)
 
     def _short_name(self, head: str, speaker: int, room: int) -> str:
         """A named speaker's label cut to ``room``, or its number where the cut would read as
@@ -253,7 +256,9 @@ def _number_or_none(value: Any) -> float | None:
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CHANNELS else 0
+    return (
+        value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CHANNELS else 0
+    )
 
 
 def read_summary(source: IO[bytes], backend: Any = ijson) -> TranscriptSummary:
@@ -272,7 +277,9 @@ def read_summary(source: IO[bytes], backend: Any = ijson) -> TranscriptSummary:
     summary.channels = _count(metadata.get("channels"))
     info = metadata.get("model_info")
     if isinstance(info, dict):
-        summary.model_names = [m["name"] for m in info.values() if isinstance(m, dict) and _text_or_none(m.get("name"))]
+        summary.model_names = [
+            m["name"] for m in info.values() if isinstance(m, dict) and _text_or_none(m.get("name"))
+        ]
     return summary
 
 
