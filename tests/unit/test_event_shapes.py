@@ -224,3 +224,26 @@ def test_names_that_cannot_name_an_s3_object_are_reported(bucket: str, key: str)
 )
 def test_valid_names_pass(bucket: str, key: str) -> None:
     assert invalid_name(S3ObjectRef(bucket, key)) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "upload"),
+    [
+        ("ObjectCreated:Put", True),
+        ("ObjectCreated:*", True),
+        ("s3:ObjectCreated:*", True),
+        ("s3:ObjectCreated:CompleteMultipartUpload", True),
+        ("s3:ObjectRestore:Completed", True),
+        ("s3:ObjectRestore:*", False),  # a restore that has only begun is in it
+        ("s3:ObjectRestore:Post", False),
+        ("s3:ObjectRemoved:*", False),
+        ("s3:s3:ObjectCreated:Put", False),
+    ],
+)
+def test_s3_record_names_with_or_without_the_configuration_prefix(name: str, upload: bool) -> None:
+    record = {
+        "eventSource": "aws:s3",
+        "eventName": name,
+        "s3": {"bucket": {"name": INPUT}, "object": {"key": "a.wav", "size": 3, "eTag": "e"}},
+    }
+    assert [o.key for o in parse_event({"Records": [record]})] == (["a.wav"] if upload else [])

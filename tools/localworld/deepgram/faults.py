@@ -12,7 +12,10 @@ style), ``drop`` (close the connection without an answer), ``stall`` (hold the r
 ``stall_seconds`` and then carry on normally, or answer ``status`` if one is given) and
 ``long_answer`` (transcribe normally, then answer as a long recording would: a valid
 Deepgram-shaped 200 of at least ``answer_bytes`` bytes, with words, utterances and paragraphs,
-diarized and punctuated; see ``response.long_answer``).
+diarized and punctuated; see ``response.long_answer``) and ``crafted_answer`` (transcribe
+normally, then answer 200 with what ``rewrite`` makes of the answer: valid JSON of a shape Deepgram
+never sends, as a bug, a proxy or a hostile endpoint could; ``faults.next(1, kind="crafted_answer",
+rewrite=fn)``).
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from localworld.deepgram.errors import BODY_STYLES, BodyStyle
 
-FaultKind = Literal["status", "drop", "stall", "long_answer"]
+FaultKind = Literal["status", "drop", "stall", "long_answer", "crafted_answer"]
+# The real answer (a JSON object) in, any JSON-serialisable value out.
+Rewrite = Callable[[dict[str, Any]], Any]
 LONG_ANSWER_BYTES = 64 * 1024 * 1024
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
@@ -40,10 +45,13 @@ class Fault:
     style: BodyStyle = "legacy"
     stall_seconds: float = 0.0
     answer_bytes: int = LONG_ANSWER_BYTES  # for "long_answer": the least size of the 200's body
+    rewrite: Rewrite | None = None  # for "crafted_answer": what the 200's body becomes
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; use one of {FAULT_KINDS}")
+        if self.kind == "crafted_answer" and self.rewrite is None:
+            raise ValueError("a crafted_answer fault needs a rewrite function")
         if self.kind == "status" and self.status is None:
             raise ValueError("a status fault needs a status code")
         if self.style not in BODY_STYLES:
@@ -97,10 +105,16 @@ class Faults:
         style: BodyStyle = "legacy",
         stall_seconds: float = 0.0,
         answer_bytes: int = LONG_ANSWER_BYTES,
+        rewrite: Rewrite | None = None,
     ) -> None:
         """Make the next ``count`` requests (after those already queued) hit this fault."""
         fault = Fault(
-            kind=kind, status=status, style=style, stall_seconds=stall_seconds, answer_bytes=answer_bytes
+            kind=kind,
+            status=status,
+            style=style,
+            stall_seconds=stall_seconds,
+            answer_bytes=answer_bytes,
+            rewrite=rewrite,
         )
         with self._lock:
             self._queue.extend([fault] * count)

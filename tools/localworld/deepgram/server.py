@@ -605,12 +605,10 @@ class DeepgramEmulator(Service):
             self._answer(exchange, entry, outcome)
 
         try:
-            if fault is not None and fault.kind == "stall":
-                self._count("stalled")
-                self._sleep(fault.stall_seconds)
-                if fault.status is not None:
-                    release_then_answer(self._error(exchange, fault.status, "fault", style=fault.style))
-                    return
+            stalled = self._stall(exchange, fault)
+            if stalled is not None:
+                release_then_answer(stalled)
+                return
             self._sleep(self.latency)
             audio = self._audio_bytes(exchange)
             if isinstance(audio, _Outcome):
@@ -618,13 +616,20 @@ class DeepgramEmulator(Service):
             elif checked.callback is not None:
                 handed_off = self._accept_callback(exchange, entry, audio, checked)
             else:
-                long_answer = (
-                    fault.answer_bytes if fault is not None and fault.kind == "long_answer" else None
-                )
-                release_then_answer(self._transcribe(exchange, audio, checked, long_answer))
+                release_then_answer(self._transcribe(exchange, audio, checked, fault))
         finally:
             if not handed_off and not released:
                 self._slots.release(ceiling)
+
+    def _stall(self, exchange: _Exchange, fault: Fault | None) -> _Outcome | None:
+        """Hold a stalled request; the answer it ends with when the stall carries a status."""
+        if fault is None or fault.kind != "stall":
+            return None
+        self._count("stalled")
+        self._sleep(fault.stall_seconds)
+        if fault.status is None:
+            return None
+        return self._error(exchange, fault.status, "fault", style=fault.style)
 
     def _check(self, exchange: _Exchange) -> ListenOptions | _Outcome:
         """Auth, options and model access: the checks that need no slot."""
@@ -727,7 +732,7 @@ class DeepgramEmulator(Service):
         exchange: _Exchange,
         audio: bytes | Unkept,
         options: ListenOptions,
-        long_answer_bytes: int | None = None,
+        fault: Fault | None = None,
     ) -> _Outcome:
         try:
             if isinstance(audio, Unkept):
@@ -739,19 +744,22 @@ class DeepgramEmulator(Service):
         except Exception:
             logger.exception("recognition failed for request_id=%s", exchange.request_id)
             return self._error(exchange, 500, "error")
-        if long_answer_bytes is not None:
+        if fault is not None and fault.kind == "long_answer":
             self._count("long_answers")
             raw = long_answer(
                 request_id=exchange.request_id,
                 sha256=digest,
                 recognition=recognition,
                 options=options,
-                least_bytes=long_answer_bytes,
+                least_bytes=fault.answer_bytes,
             )
             return _Outcome(200, raw, "application/json", "ok")
-        body = build_response(
+        body: Any = build_response(
             request_id=exchange.request_id, sha256=digest, recognition=recognition, options=options
         )
+        if fault is not None and fault.rewrite is not None:  # crafted_answer
+            self._count("crafted_answers")
+            body = fault.rewrite(body)
         return _Outcome(200, json.dumps(body).encode(), "application/json", "ok")
 
     # --- callback mode -----------------------------------------------------------------

@@ -33,6 +33,9 @@ from transcriber.observability import logger
 # An upload, or a restore of an archived object completing (its copy can now be read: see
 # transcriber.domain.archive): both mean "this object version can be transcribed now".
 UPLOAD_EVENT_PREFIXES = ("ObjectCreated:", "ObjectRestore:Completed")
+# S3 itself names records without it ("ObjectCreated:Put"); its configuration's names carry it
+# ("s3:ObjectCreated:*"), and some tools and tests emit those, the wildcard included.
+_CONFIGURATION_PREFIX = "s3:"
 UPLOAD_DETAIL_TYPES = frozenset({"Object Created", "Object Restore Completed"})
 ACCEPTED_SHAPES = (
     "an S3 notification {'Records': [{'eventSource': 'aws:s3', ...}]}; "
@@ -225,7 +228,7 @@ def _from_sns_confirmation(event: Any) -> list[S3ObjectRef]:
 def _from_s3_notification(event: Any) -> list[S3ObjectRef]:
     objects: list[S3ObjectRef] = []
     for record in S3Event(dict(event)).records:
-        if not record.event_name.startswith(UPLOAD_EVENT_PREFIXES):
+        if not is_upload_event_name(record.event_name):
             logger.info(
                 "Skipping S3 record that is not an upload",
                 extra={"event_name": record.event_name, "skip_reason": "not-object-created"},
@@ -244,6 +247,14 @@ def _from_s3_notification(event: Any) -> list[S3ObjectRef]:
             )
         )
     return objects
+
+
+def is_upload_event_name(name: str) -> bool:
+    """An S3 record's ``eventName`` that means an object version can be read now: any
+    ``ObjectCreated:`` (``Put``, ``Copy``, ``*``...) or ``ObjectRestore:Completed``, with or
+    without the ``s3:`` of S3's configuration names. ``ObjectRestore:*`` is not one: it covers a
+    restore that has only begun."""
+    return name.removeprefix(_CONFIGURATION_PREFIX).startswith(UPLOAD_EVENT_PREFIXES)
 
 
 def _from_eventbridge(event: Any) -> list[S3ObjectRef]:

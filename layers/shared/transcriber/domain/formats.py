@@ -20,12 +20,31 @@ they are bounded too.
   counts words and holds the whole answer in memory; with the character and time limits off, the
   cues are the ones it makes (the tests check that).
 * An answer without any word gives an empty ``txt`` and no caption file (``Rendered.skipped``).
+
+A malformed but valid-JSON answer (a bug, a proxy, a hostile endpoint) never stops the formats: the
+stored JSON stays as it came, and the formats are made from what is valid in it.
+
+* A word is used when it is an object whose ``punctuated_word`` or ``word`` is a string with a
+  visible character; its text is put on one line (whitespace collapsed, control characters dropped,
+  ``-->`` made ``->``). Anything else is skipped and counted (``Rendered.repairs``).
+* Its times are finite numbers from 0 to 100 hours; a missing or invalid ``start`` is the previous
+  word's end, an ``end`` before the start is the start, and a word that starts before the previous
+  word of its channel starts with it (cues stay in time order, as WebVTT requires).
+* A speaker is a non-negative integer (not a boolean); anything else is no speaker.
+* A paragraph is used when it is an object whose ``sentences`` is a list holding at least one
+  object with a ``text`` string; the text comes from the words when no paragraph is usable.
+* Metadata fields of the wrong type are left out (``request_id``, ``created``: strings;
+  ``duration``: a finite number; ``channels``: an integer up to 1024), and every value put in a NOTE is one
+  line without ``-->``. Integers too large for the C parser are read by ijson's Python backend.
+* A format that still cannot be made is left out with a reason (``Rendered.not_made``) while the
+  others are made.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import math
 import re
 import shutil
 import tempfile
@@ -50,7 +69,9 @@ DEFAULT_LINE_LENGTH = 42  # characters: the broadcast norm (BBC, Netflix)
 DEFAULT_MAX_LINES = 2
 DEFAULT_MAX_CUE_SECONDS = 7.0
 MAX_SECONDS = 360_000.0  # 100 hours: a word time past it is not a time (odd answers)
+MAX_CHANNELS = 1024  # a channel count past it is not one (odd answers)
 EMPTY_TRANSCRIPT = "empty-transcript"
+RENDER_FAILED = "render-failed"  # a defect of ours on an odd answer: the other formats are still made
 DEEPGRAM = "Deepgram"
 # Deepgram names its models with slugs ("general-nova-3", "2-general-nova"). A model name in words is
 # an engine answering in Deepgram's shape that says what it is: the transcript credits it instead.
@@ -63,8 +84,38 @@ _LANGUAGE = f"{_CHANNEL}.detected_language"
 _ITEMS = {f"{_ALTERNATIVE}.words.item": "word", f"{_ALTERNATIVE}.paragraphs.paragraphs.item": "paragraph"}
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ARROWS = re.compile(r"-{2,}>")  # "--->" too: replacing "-->" alone would leave one
+# Integers past 64 bits are valid JSON that ijson's C backend refuses; its Python backend reads them.
+_OVERFLOW = "integer overflow"
+
+
 class TranscriptFormatError(ValueError):
     """The stored JSON is not a readable Deepgram answer."""
+
+
+@dataclass(frozen=True)
+class NotMade:
+    """A requested format that was not made, and why: ``reason`` is a short code
+    (``empty-transcript``, ``render-failed``), ``detail`` says more (no answer text in it)."""
+
+    format: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class Repairs:
+    """What of a malformed answer was left out or mended to make the formats (see the module's
+    docstring); all zero for an answer of Deepgram's shape."""
+
+    words_skipped: int = 0
+    words_retimed: int = 0
+    paragraphs_skipped: int = 0
+
+    @property
+    def any(self) -> bool:
+        return bool(self.words_skipped or self.words_retimed or self.paragraphs_skipped)
 
 
 @dataclass
@@ -98,7 +149,13 @@ class Rendered:
 
     summary: TranscriptSummary
     files: dict[str, IO[bytes]] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # format -> reason code (not_made's)
+    not_made: list[NotMade] = field(default_factory=list)
+    repairs: Repairs = field(default_factory=Repairs)
+
+    def skip(self, name: str, reason: str, detail: str = "") -> None:
+        self.skipped[name] = reason
+        self.not_made.append(NotMade(name, reason, detail))
 
     def close(self) -> None:
         for file in self.files.values():
@@ -126,18 +183,24 @@ class CaptionStyle:
         number shorten first (``C1 S0``), then a name is cut, or gives way to its number where its cut
         would read as another speaker's. Names are per speaker number, so not used per channel."""
         named = speaker is not None and not multichannel and speaker in dict(self.speakers)
-        parts = [f"Channel {channel}"] if multichannel else []
-        if speaker is not None:
-            parts.append(self.name(speaker) if named else f"Speaker {speaker}")
-        label = " ".join(parts)
+        label = self._full_label(channel, speaker, multichannel, named)
         room = max(1, self.line_length // 3)
         if not cut or not self.line_length or len(label) <= room:
             return label
         head = f"C{channel} " if multichannel else ""
         if speaker is None:
             return head.rstrip()[:room]
-        if not named:
-            return f"{head}S{speaker}"[:room]
+        return self._short_name(head, speaker, room) if named else f"{head}S{speaker}"[:room]
+
+    def _full_label(self, channel: int, speaker: int | None, multichannel: bool, named: bool) -> str:
+        parts = [f"Channel {channel}"] if multichannel else []
+        if speaker is not None:
+            parts.append(self.name(speaker) if named else f"Speaker {speaker}")
+        return " ".join(parts)
+
+    def _short_name(self, head: str, speaker: int, room: int) -> str:
+        """A named speaker's label cut to ``room``, or its number where the cut would read as
+        another speaker's name."""
         short = self.name(speaker)[: room - len(head)].rstrip()
         others = {name[: room - len(head)].rstrip() for number, name in self.speakers if number != speaker}
         return f"{head}{short}" if short and short not in others else f"{head}S{speaker}"[:room]
@@ -169,25 +232,54 @@ def timestamp(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{whole:02d}{separator}{millis:03d}"
 
 
-def read_summary(source: IO[bytes]) -> TranscriptSummary:
+def _backend(source: IO[bytes]) -> Any:
+    """ijson's default (C) backend, or its Python one when the C one overflows on this answer."""
+    source.seek(0)
+    try:
+        for _ in ijson.basic_parse(source, use_float=True):
+            pass
+    except ijson.JSONError as exc:
+        if _OVERFLOW not in str(exc):
+            raise TranscriptFormatError(f"the stored transcript is not JSON: {exc}") from exc
+        return ijson.get_backend("python")
+    return ijson
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _number_or_none(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _count(value: Any) -> int:
+    return (
+        value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CHANNELS else 0
+    )
+
+
+def read_summary(source: IO[bytes], backend: Any = ijson) -> TranscriptSummary:
     """The answer's metadata (one small object), from the start of ``source``."""
     source.seek(0)
     try:
-        metadata = next(ijson.items(source, "metadata", use_float=True), None)
+        metadata = next(backend.items(source, "metadata", use_float=True), None)
     except ijson.JSONError as exc:
         raise TranscriptFormatError(f"the stored transcript is not JSON: {exc}") from exc
     summary = TranscriptSummary()
     if not isinstance(metadata, dict):
         return summary
-    request_id, created, duration = (metadata.get(k) for k in ("request_id", "created", "duration"))
-    summary.request_id = str(request_id) if request_id else None
-    summary.created = str(created) if created else None
-    summary.duration_s = float(duration) if isinstance(duration, int | float) else None
-    channels = metadata.get("channels")
-    summary.channels = channels if isinstance(channels, int) else 0
+    summary.request_id = _text_or_none(metadata.get("request_id"))
+    summary.created = _text_or_none(metadata.get("created"))
+    summary.duration_s = _number_or_none(metadata.get("duration"))
+    summary.channels = _count(metadata.get("channels"))
     info = metadata.get("model_info")
     if isinstance(info, dict):
-        summary.model_names = [str(m["name"]) for m in info.values() if isinstance(m, dict) and m.get("name")]
+        summary.model_names = [
+            m["name"] for m in info.values() if isinstance(m, dict) and _text_or_none(m.get("name"))
+        ]
     return summary
 
 
@@ -201,8 +293,9 @@ class Item:
 class _Walker:
     """Turns ijson events into the words and paragraphs of each channel's first alternative."""
 
-    def __init__(self, summary: TranscriptSummary) -> None:
+    def __init__(self, summary: TranscriptSummary, backend: Any = ijson) -> None:
         self.summary = summary
+        self.backend = backend
         self.channel = -1
         self.alternative = -1
         self._builder: Any = None
@@ -237,12 +330,12 @@ class _Walker:
         return None
 
 
-def iter_items(source: IO[bytes], summary: TranscriptSummary) -> Iterator[Item]:
+def iter_items(source: IO[bytes], summary: TranscriptSummary, backend: Any = ijson) -> Iterator[Item]:
     """Each word and paragraph of every channel's first alternative, in document order."""
     source.seek(0)
-    walker = _Walker(summary)
+    walker = _Walker(summary, backend)
     try:
-        for prefix, event, value in ijson.parse(source, use_float=True):
+        for prefix, event, value in backend.parse(source, use_float=True):
             item = walker.feed(prefix, event, value)
             if item is not None:
                 yield item
@@ -253,11 +346,47 @@ def iter_items(source: IO[bytes], summary: TranscriptSummary) -> Iterator[Item]:
 
 def _speaker(value: dict[str, Any]) -> int | None:
     speaker = value.get("speaker")
-    return speaker if isinstance(speaker, int) else None
+    return speaker if isinstance(speaker, int) and not isinstance(speaker, bool) and speaker >= 0 else None
 
 
-def _word_text(word: dict[str, Any]) -> str:
-    return str(word.get("punctuated_word") or word.get("word") or "")
+@dataclass(frozen=True)
+class Word:
+    """A usable word of the answer: its text on one line, its times as the answer gave them (None
+    when not a usable time: ``_Cues`` mends them) and its speaker."""
+
+    text: str
+    start: float | None
+    end: float | None
+    speaker: int | None
+
+
+def clean_text(value: Any) -> str:
+    """Answer text as one caption-safe line: "" when it is not a string."""
+    return caption_text(value) if isinstance(value, str) else ""
+
+
+def clean_word(value: Any) -> Word | None:
+    """The answer's word as a ``Word``, or None when it has no usable text (the module's rule)."""
+    if not isinstance(value, dict):
+        return None
+    text = clean_text(value.get("punctuated_word")) or clean_text(value.get("word"))
+    if not text:
+        return None
+    return Word(text, _time(value.get("start")), _time(value.get("end")), _speaker(value))
+
+
+def _time(value: Any) -> float | None:
+    seconds = _number_or_none(value)
+    return seconds if seconds is not None and 0 <= seconds < MAX_SECONDS else None
+
+
+def sentence_texts(paragraph: dict[str, Any]) -> list[str]:
+    """A paragraph's usable sentence texts (the module's rule)."""
+    sentences = paragraph.get("sentences")
+    if not isinstance(sentences, list):
+        return []
+    texts = (clean_text(s.get("text")) for s in sentences if isinstance(s, dict))
+    return [text for text in texts if text]
 
 
 def _spool() -> IO[bytes]:
@@ -290,9 +419,9 @@ class _Text:
             self._write("\n")
             self.line_open = False
 
-    def word(self, channel: int, word: dict[str, Any]) -> None:
+    def word(self, channel: int, word: Word) -> None:
         self.enter(channel)
-        speaker, text = _speaker(word), _word_text(word)
+        speaker, text = word.speaker, word.text
         if speaker is not None and speaker != self.speaker:
             self.end_line()
             self._write(f"{self.style.name(speaker)}: {text}")
@@ -300,10 +429,9 @@ class _Text:
             self._write(f" {text}" if self.line_open else text)
         self.speaker, self.line_open = speaker, True
 
-    def paragraph(self, channel: int, paragraph: dict[str, Any]) -> None:
+    def paragraph(self, channel: int, paragraph: dict[str, Any], sentences: list[str]) -> None:
         self.enter(channel)
-        sentences = paragraph.get("sentences") or []
-        body = " ".join(str(s.get("text", "")) for s in sentences if isinstance(s, dict))
+        body = " ".join(sentences)
         speaker = _speaker(paragraph)
         label = f"{self.style.name(speaker)}: " if speaker is not None else ""
         first = self.files[channel].tell() == 0
@@ -330,14 +458,7 @@ class _Text:
 def caption_text(text: str) -> str:
     """A word as caption text: one line, whitespace collapsed, and no ``-->`` (which would end a
     cue's text in SRT and WebVTT); hostile or odd answers must still make parseable captions."""
-    return " ".join(text.split()).replace("-->", "->")
-
-
-def _seconds(value: Any, fallback: float) -> float:
-    """A word's time, when it is a finite non-negative number; else ``fallback`` (odd answers)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < MAX_SECONDS:
-        return float(value)
-    return fallback
+    return _ARROWS.sub("->", " ".join(_CONTROL.sub(" ", text).split()))
 
 
 def _end_of(text: str, visible: int) -> int:
@@ -359,16 +480,22 @@ class _Cues:
         self.words: list[str] = []
         self.widths: list[int] = []  # of the cue's lines so far, the first one's label included
         self.start = self.end = 0.0
+        self.last_start = 0.0  # of the channel's previous word: no word starts before it
         self.speaker: int | None = None
         self.file = _spool()
 
-    def add(self, word: dict[str, Any]) -> None:
-        text = caption_text(_word_text(word))
-        if not text:
-            return
-        start = _seconds(word.get("start"), self.end)
-        end = max(start, _seconds(word.get("end"), start))
-        speaker = _speaker(word)
+    def times(self, word: Word) -> tuple[float, float]:
+        """The word's times, mended where the answer's are missing, invalid or out of order."""
+        start = max(self.last_start, self.end if word.start is None else word.start)
+        end = max(start, start if word.end is None else word.end)
+        self.last_start = start
+        return start, end
+
+    def add(self, word: Word) -> bool:
+        """Lay the word out; True when its times had to be mended."""
+        text, speaker = word.text, word.speaker
+        start, end = self.times(word)
+        mended = (start, end) != (word.start, word.end)
         if self.words and not self._fits(text, end, speaker):
             self.flush()
         if not self.words:
@@ -376,11 +503,12 @@ class _Cues:
             self.widths = [len(line) for line in self._lines(text)]
             if len(self.widths) > self.style.max_lines:
                 self._split_long_word(text, start, end)
-                return
+                return mended
         else:
             self.widths = self._widths_with(text)
         self.words.append(text)
         self.end = max(self.end, end)
+        return mended
 
     def _prefix(self) -> str:
         label = self.style.label(self.channel, self.speaker, self.multichannel)
@@ -453,12 +581,12 @@ class _Captions:
         self.summary = summary
         self.channels: dict[int, _Cues] = {}
 
-    def word(self, channel: int, word: dict[str, Any]) -> None:
+    def word(self, channel: int, word: Word) -> bool:
         spool = self.channels.get(channel)
         if spool is None:
             multichannel = self.summary.channels > 1 or channel > 0
             spool = self.channels[channel] = _Cues(self.style, channel, multichannel)
-        spool.add(word)
+        return spool.add(word)
 
     def cues(self) -> Iterator[Cue]:
         return heapq.merge(*(spool.read() for spool in self.channels.values()), key=lambda c: c.start)
@@ -494,7 +622,7 @@ def _vtt_escape(text: str) -> str:
 
 def _note_safe(value: object) -> str:
     """A value from the answer on one NOTE line: a blank line or ``-->`` would end the block early."""
-    return " ".join(str(value).split()).replace("-->", "->")
+    return caption_text(str(value))
 
 
 def write_vtt(
@@ -523,9 +651,10 @@ def write_vtt(
 class _Collector:
     """Everything one pass over the items feeds: both texts and the caption spools."""
 
-    def __init__(self, summary: TranscriptSummary, style: CaptionStyle) -> None:
+    def __init__(self, summary: TranscriptSummary, style: CaptionStyle, repairs: Repairs) -> None:
         self.summary = summary
         self.style = style
+        self.repairs = repairs
         self.words, self.paragraphs = _Text(style), _Text(style)
         self.captions = _Captions(style, summary)
         self.channels = 0  # in the results (the layout's), whatever the metadata says of the audio
@@ -536,12 +665,26 @@ class _Collector:
             self.words.enter(item.channel)
             self.paragraphs.enter(item.channel)
         elif item.kind == "paragraph":
-            self.summary.paragraphs += 1
-            self.paragraphs.paragraph(item.channel, item.value)
+            self._paragraph(item)
         else:
-            self.summary.words += 1
-            self.words.word(item.channel, item.value)
-            self.captions.word(item.channel, item.value)
+            self._word(item)
+
+    def _paragraph(self, item: Item) -> None:
+        sentences = sentence_texts(item.value)
+        if not sentences:
+            self.repairs.paragraphs_skipped += 1
+            return
+        self.summary.paragraphs += 1
+        self.paragraphs.paragraph(item.channel, item.value, sentences)
+
+    def _word(self, item: Item) -> None:
+        word = clean_word(item.value)
+        if word is None:
+            self.repairs.words_skipped += 1
+            return
+        self.summary.words += 1
+        self.words.word(item.channel, word)
+        self.repairs.words_retimed += self.captions.word(item.channel, word)
 
     def text(self) -> IO[bytes]:
         """The paragraphs when Deepgram returned any, else the words."""
@@ -563,20 +706,17 @@ class _Collector:
 
 
 def render(source: IO[bytes], formats: Collection[str], style: CaptionStyle | None = None) -> Rendered:
-    """Make the requested derived formats from the stored JSON in ``source`` (seekable)."""
-    summary = read_summary(source)
+    """Make the requested derived formats from the stored JSON in ``source`` (seekable); what is
+    not made is in ``Rendered.not_made`` (and ``skipped``), what was mended in ``repairs``."""
+    backend = _backend(source)
+    summary = read_summary(source, backend)
     rendered = Rendered(summary)
-    collector = _Collector(summary, style or CaptionStyle())
+    collector = _Collector(summary, style or CaptionStyle(), rendered.repairs)
     try:
-        for item in iter_items(source, summary):
+        for item in iter_items(source, summary, backend):
             collector.add(item)
-        if "txt" in formats:
-            _keep(rendered, "txt", collector.text())
-        for name in (f for f in CAPTION_FORMATS if f in formats):
-            if summary.empty:
-                rendered.skipped[name] = EMPTY_TRANSCRIPT
-            else:
-                _keep(rendered, name, collector.caption(name))
+        for name in (f for f in DERIVED_FORMATS if f in formats):
+            _make(rendered, collector, name)
     except BaseException:
         rendered.close()
         raise
@@ -585,6 +725,16 @@ def render(source: IO[bytes], formats: Collection[str], style: CaptionStyle | No
     return rendered
 
 
-def _keep(rendered: Rendered, name: str, file: IO[bytes]) -> None:
+def _make(rendered: Rendered, collector: _Collector, name: str) -> None:
+    if name != "txt" and rendered.summary.empty:
+        rendered.skip(name, EMPTY_TRANSCRIPT, "the answer holds no usable word")
+        return
+    try:
+        file = collector.text() if name == "txt" else collector.caption(name)
+    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        # Defence in depth: the rules above leave nothing to fail on (the property tests say so);
+        # should one be missed, this format is reported not made and the others still are.
+        rendered.skip(name, RENDER_FAILED, type(exc).__name__)
+        return
     file.seek(0)
     rendered.files[name] = file

@@ -53,18 +53,24 @@ def parse_speakers(value: str) -> tuple[tuple[int, str], ...]:
         raise ValueError(f"at most {MAX_SPEAKERS} speakers")
     names: dict[int, str] = {}
     for entry in entries:
-        match = _ENTRY.fullmatch(entry)
-        if match is None:
-            raise ValueError("each entry is <speaker number>=<name>")
-        number, name = int(match.group(1)), " ".join(match.group(2).split())
-        if number > MAX_SPEAKER:
-            raise ValueError(f"speaker numbers go from 0 to {MAX_SPEAKER}")
+        number, name = _speaker_entry(entry)
         if number in names:
             raise ValueError(f"speaker {number} is named twice")
-        if len(name) > MAX_NAME_CHARS or not _NAME.fullmatch(name):
-            raise ValueError(f"a name is 1 to {MAX_NAME_CHARS} letters, digits, spaces, . ' or -")
         names[number] = name
     return tuple(sorted(names.items()))
+
+
+def _speaker_entry(entry: str) -> tuple[int, str]:
+    """One ``0=Alice`` entry; ``ValueError`` saying what is wrong."""
+    match = _ENTRY.fullmatch(entry)
+    if match is None:
+        raise ValueError("each entry is <speaker number>=<name>")
+    number, name = int(match.group(1)), " ".join(match.group(2).split())
+    if number > MAX_SPEAKER:
+        raise ValueError(f"speaker numbers go from 0 to {MAX_SPEAKER}")
+    if len(name) > MAX_NAME_CHARS or not _NAME.fullmatch(name):
+        raise ValueError(f"a name is 1 to {MAX_NAME_CHARS} letters, digits, spaces, . ' or -")
+    return number, name
 
 
 def caption_value_ok(option: str, value: str) -> bool:

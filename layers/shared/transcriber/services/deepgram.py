@@ -437,11 +437,14 @@ def _summarise(spool: IO[bytes]) -> dict[str, Any]:
     document built, no recursion) and read out ``metadata.request_id``, ``duration``, ``channels``.
     A body that is not JSON, is nested deeper than a transcript, is not an object or has no
     ``results.channels`` is a retryable ``deepgram-invalid-response``."""
-    spool.seek(0)
-    reader = _AnswerReader()
     try:
-        for event, value in ijson.basic_parse(spool, use_float=True, buf_size=ANSWER_CHUNK_BYTES):
-            reader.feed(event, value)
+        try:
+            reader = _read(spool, ijson)
+        except ijson.JSONError as exc:
+            if "integer overflow" not in str(exc):
+                raise
+            # Valid JSON (integers have no bound) that the C parser refuses: paid for, so read it.
+            reader = _read(spool, ijson.get_backend("python"))
     except (ijson.JSONError, ValueError, UnicodeDecodeError):
         raise _invalid_response("Deepgram answered 200 with a body that is not readable JSON") from None
     if reader.channels == 0:
@@ -452,6 +455,14 @@ def _summarise(spool: IO[bytes]) -> dict[str, Any]:
     if "channels" in summary:
         summary["channels"] = int(summary["channels"])
     return summary
+
+
+def _read(spool: IO[bytes], backend: Any) -> _AnswerReader:
+    spool.seek(0)
+    reader = _AnswerReader()
+    for event, value in backend.basic_parse(spool, use_float=True, buf_size=ANSWER_CHUNK_BYTES):
+        reader.feed(event, value)
+    return reader
 
 
 class _AnswerReader:
