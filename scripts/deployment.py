@@ -236,7 +236,9 @@ def command_kept(deployment: Deployment) -> int:
     return 0
 
 
-def kept_by_logical_id(names: Sequence[str], stack_name: str, kept: Mapping[str, str]) -> list[tuple[str, str]]:
+def kept_by_logical_id(
+    names: Sequence[str], stack_name: str, kept: Mapping[str, str]
+) -> list[tuple[str, str]]:
     """(name, what it holds) for each name CloudFormation generated for a kept resource of the stack."""
     return [
         (name, held)
@@ -256,7 +258,9 @@ def print_kept_queues_and_tables(session: boto3.session.Session, stack_name: str
         waiting = attributes.get("Attributes", {}).get("ApproximateNumberOfMessages", "?")
         print(f"  queue {url}: {held} ({waiting} messages)")
         print(f"    {this_script()} remove-queue --queue-url {url} --region {region}")
-    tables = kept_by_logical_id(session.client("dynamodb").list_tables().get("TableNames", []), stack_name, KEPT_TABLES)
+    tables = kept_by_logical_id(
+        session.client("dynamodb").list_tables().get("TableNames", []), stack_name, KEPT_TABLES
+    )
     for table, held in tables:
         print(f"  table {table}: {held}")
         print(f"    {this_script()} remove-table --table-name {table} --region {region}")

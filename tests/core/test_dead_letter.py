@@ -260,7 +260,11 @@ NOT_DEAD_LETTERS = {
 
 @pytest.mark.parametrize("shape", NOT_DEAD_LETTERS)
 def test_a_body_that_cannot_be_a_dead_letter_is_parked_before_any_request(
-    aws: Aws, deepgram: responses.RequestsMock, retrier: DeadLetterRetrier, lambda_context: FakeLambdaContext, shape: str
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    retrier: DeadLetterRetrier,
+    lambda_context: FakeLambdaContext,
+    shape: str,
 ) -> None:
     aws.upload("late.wav")
     body = json.dumps(NOT_DEAD_LETTERS[shape])

@@ -137,7 +137,8 @@ def test_a_data_key_encrypts_both_buckets_and_both_roles_use_it_through_s3_only(
     # Through S3 (the buckets) and DynamoDB (the idempotency table, which can hold a paid answer) only.
     statements = policy["PolicyDocument"]["Statement"]
     assert [s["Condition"] for s in statements] == [
-        {"StringEquals": {"kms:ViaService": f"{service}.us-east-1.amazonaws.com"}} for service in ("s3", "dynamodb")
+        {"StringEquals": {"kms:ViaService": f"{service}.us-east-1.amazonaws.com"}}
+        for service in ("s3", "dynamodb")
     ]
     for statement in statements:
         assert statement["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]

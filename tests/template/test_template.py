@@ -1511,9 +1511,7 @@ def test_existing_bucket_event_pattern(cfn: dict[str, Any]) -> None:
             "account": ["123456789012"],  # the bucket is this account's: no other account's event matches
             "detail-type": ["Object Created"],
             "detail": detail,
-        }, (
-            overrides
-        )
+        }, overrides
     # A "*" or "\\" in the prefix or suffix would be wildcard syntax.
     for allowed in (
         cfn["Parameters"]["ExistingBucketPrefix"]["AllowedPattern"],

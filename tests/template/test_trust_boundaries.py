@@ -21,7 +21,12 @@ EXISTING = {"ExistingBucketName": "my-archive", "ExistingBucketPrefix": "calls/"
 KEYED = {"DataKmsKeyArn": DATA_KMS_KEY}
 BACKFILL = {"Settings.Capacity.EnableBackfill": "true"}
 SHARED_TABLE = {"Settings.Capacity.CapacityTableName": "other-stack-capacity"}
-EVERYTHING = EXISTING | KEYED | BACKFILL | {"BufferedMode": "true", "Settings.Webhook.Url": "https://hooks.example.com/t"}
+EVERYTHING = (
+    EXISTING
+    | KEYED
+    | BACKFILL
+    | {"BufferedMode": "true", "Settings.Webhook.Url": "https://hooks.example.com/t"}
+)
 
 
 def _stack(overrides: dict[str, str]) -> ResolvedStack:
@@ -54,7 +59,11 @@ def _may_send_to_dead_letter_queue(stack: ResolvedStack, request: dict[str, Any]
             continue
         if "sqs:SendMessage" not in _list(statement["Action"]) and statement["Action"] != "sqs:*":
             continue
-        if all(_holds(op, key, value, request) for op, test in statement["Condition"].items() for key, value in test.items()):
+        if all(
+            _holds(op, key, value, request)
+            for op, test in statement["Condition"].items()
+            for key, value in test.items()
+        ):
             return False
     return True
 
@@ -74,25 +83,40 @@ def _holds(operator: str, key: str, expected: Any, request: dict[str, Any]) -> b
 
 
 @pytest.mark.parametrize("overrides", [DEFAULTS, EXISTING], ids=["default", "existing-bucket"])
-def test_only_the_functions_the_rule_and_the_operator_send_to_the_dead_letter_queue(overrides: dict[str, str]) -> None:
+def test_only_the_functions_the_rule_and_the_operator_send_to_the_dead_letter_queue(
+    overrides: dict[str, str],
+) -> None:
     stack = _stack(overrides)
     role = {r.logical_id: r.arn for r in stack.of_type("AWS::IAM::Role")}
     account = f"arn:aws:iam::{stack.account_id}"
-    iam = {"aws:PrincipalIsAWSService": "false"}
-    allowed = [
+    iam: dict[str, Any] = {"aws:PrincipalIsAWSService": "false"}
+    allowed: list[dict[str, Any]] = [
         iam | {"aws:PrincipalArn": role["TranscribeFunctionRole"]},
         iam | {"aws:PrincipalArn": role["RetryFunctionRole"]},
-        iam | {"aws:PrincipalArn": f"{account}:role/ops", "aws:PrincipalTag/transcriber-operator": stack.name},
+        iam
+        | {"aws:PrincipalArn": f"{account}:role/ops", "aws:PrincipalTag/transcriber-operator": stack.name},
     ]
-    refused = [
+    refused: list[dict[str, Any]] = [
         iam | {"aws:PrincipalArn": f"{account}:role/some-other-function"},
-        iam | {"aws:PrincipalArn": f"{account}:role/ops", "aws:PrincipalTag/transcriber-operator": "another-stack"},
-        {"aws:PrincipalIsAWSService": "true", "aws:SourceArn": f"arn:aws:events:us-east-1:{stack.account_id}:rule/x"},
-        {"aws:PrincipalIsAWSService": "true", "aws:SourceArn": f"arn:aws:sns:us-east-1:{stack.account_id}:topic"},
+        iam
+        | {
+            "aws:PrincipalArn": f"{account}:role/ops",
+            "aws:PrincipalTag/transcriber-operator": "another-stack",
+        },
+        {
+            "aws:PrincipalIsAWSService": "true",
+            "aws:SourceArn": f"arn:aws:events:us-east-1:{stack.account_id}:rule/x",
+        },
+        {
+            "aws:PrincipalIsAWSService": "true",
+            "aws:SourceArn": f"arn:aws:sns:us-east-1:{stack.account_id}:topic",
+        },
         {"aws:PrincipalIsAWSService": "true"},
     ]
     if "ExistingBucketRule" in stack.resources:
-        allowed.append({"aws:PrincipalIsAWSService": "true", "aws:SourceArn": stack.resource("ExistingBucketRule").arn})
+        allowed.append(
+            {"aws:PrincipalIsAWSService": "true", "aws:SourceArn": stack.resource("ExistingBucketRule").arn}
+        )
     assert [_may_send_to_dead_letter_queue(stack, r) for r in allowed] == [True] * len(allowed)
     assert [_may_send_to_dead_letter_queue(stack, r) for r in refused] == [False] * len(refused)
 
@@ -164,7 +188,9 @@ def test_a_chosen_key_encrypts_the_idempotency_table_and_the_functions_may_use_i
     for function_id in ("TranscribeFunction", "RetryFunction"):
         statement = _by_sid(_role_statements(stack, function_id), "UseDataKeyThroughDynamoDB")
         assert statement["Resource"] == DATA_KMS_KEY
-        assert statement["Condition"] == {"StringEquals": {"kms:ViaService": f"dynamodb.{stack.region}.amazonaws.com"}}
+        assert statement["Condition"] == {
+            "StringEquals": {"kms:ViaService": f"dynamodb.{stack.region}.amazonaws.com"}
+        }
 
 
 def _put_denied(stack: ResolvedStack, bucket_id: str, headers: dict[str, str]) -> bool:
@@ -173,7 +199,11 @@ def _put_denied(stack: ResolvedStack, bucket_id: str, headers: dict[str, str]) -
     for statement in _statements(stack, f"{bucket_id}Policy"):
         if statement["Effect"] != "Deny" or not {"s3:PutObject", "s3:*"} & set(_list(statement["Action"])):
             continue
-        if all(_s3_holds(op, key, value, request) for op, test in statement["Condition"].items() for key, value in test.items()):
+        if all(
+            _s3_holds(op, key, value, request)
+            for op, test in statement["Condition"].items()
+            for key, value in test.items()
+        ):
             return True
     return False
 
@@ -199,7 +229,9 @@ def test_with_a_chosen_key_buckets_refuse_sse_c_and_other_keys(bucket_id: str) -
     assert _put_denied(stack, bucket_id, {SSE: "aws:kms", KEY_ID: other_key})
     assert _put_denied(stack, bucket_id, {SSE: "aws:kms"}), "the AWS managed aws/s3 key"
     assert _put_denied(stack, bucket_id, {SSE: "AES256"})
-    assert not _put_denied(_stack(DEFAULTS), bucket_id, {SSE: "AES256"}), "no key chosen: SSE-S3 is the default"
+    assert not _put_denied(_stack(DEFAULTS), bucket_id, {SSE: "AES256"}), (
+        "no key chosen: SSE-S3 is the default"
+    )
 
 
 def test_presigned_url_lives_no_longer_than_the_longest_invocation() -> None:
@@ -234,7 +266,9 @@ def test_backfill_role_trusts_only_this_accounts_batch_jobs_and_can_write_an_enc
     role = stack.resource("BackfillRole").properties
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": stack.account_id}
-    assert trust["Condition"]["ArnLike"] == {"aws:SourceArn": f"arn:aws:s3:{stack.region}:{stack.account_id}:job/*"}
+    assert trust["Condition"]["ArnLike"] == {
+        "aws:SourceArn": f"arn:aws:s3:{stack.region}:{stack.account_id}:job/*"
+    }
     statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
     kms = _by_sid(statements, "EncryptCompletionReportThroughS3")
     assert kms["Resource"] == DATA_KMS_KEY

@@ -220,7 +220,8 @@ def test_the_kept_list_is_what_the_template_retains() -> None:
     retained = {
         logical_id: spec["Type"]
         for logical_id, spec in resources.items()
-        if spec.get("DeletionPolicy") == "Retain" and spec["Type"] in {"AWS::SQS::Queue", "AWS::DynamoDB::Table"}
+        if spec.get("DeletionPolicy") == "Retain"
+        and spec["Type"] in {"AWS::SQS::Queue", "AWS::DynamoDB::Table"}
     }
     assert set(deployment.KEPT_QUEUES) == {i for i, t in retained.items() if t == "AWS::SQS::Queue"}
     assert set(deployment.KEPT_TABLES) == {i for i, t in retained.items() if t == "AWS::DynamoDB::Table"}
@@ -255,6 +256,9 @@ def test_kept_lists_the_waiting_queues_and_the_shared_capacity_table_with_comman
     assert f"remove-table --table-name dg-transcriber-dev-CapacityTable-XYZ --region {REGION}" in report
 
     assert main(["remove-queue", "--queue-url", parking, "--region", REGION]) == 0
-    assert main(["remove-table", "--table-name", "dg-transcriber-dev-CapacityTable-XYZ", "--region", REGION]) == 0
+    assert (
+        main(["remove-table", "--table-name", "dg-transcriber-dev-CapacityTable-XYZ", "--region", REGION])
+        == 0
+    )
     assert dynamodb.list_tables()["TableNames"] == []
     assert parking not in sqs.list_queues().get("QueueUrls", [])

@@ -193,9 +193,15 @@ def admissible_source(event: Any, *, from_rule: bool) -> tuple[str, str] | None:
     except PermanentError as exc:
         return exc.reason, str(exc)
     if from_rule and source is not Source.EVENTBRIDGE:
-        return UNEXPECTED_SHAPE_REASON, f"an EventBridge rule's dead letter must be an aws.s3 event, not {source}"
+        return (
+            UNEXPECTED_SHAPE_REASON,
+            f"an EventBridge rule's dead letter must be an aws.s3 event, not {source}",
+        )
     if source not in ASYNC_INVOKE_SOURCES:
-        return UNEXPECTED_SHAPE_REASON, f"a {source} event is never invoked asynchronously: it cannot be a dead letter"
+        return (
+            UNEXPECTED_SHAPE_REASON,
+            f"a {source} event is never invoked asynchronously: it cannot be a dead letter",
+        )
     return None
 
 
