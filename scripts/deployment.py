@@ -19,7 +19,7 @@ import os
 import shlex
 import sys
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -42,9 +42,24 @@ KEPT_BUCKETS: Final = {
     "output": "transcripts, captions and failure records",
     "access-logs": "the input bucket's S3 access logs (only with InputAccessLogBucket=new)",
 }
+# Queues that hold waiting work and the capacity table (which other stacks may share), kept when the
+# stack is deleted or an update replaces them (DeletionPolicy and UpdateReplacePolicy: Retain). They
+# carry CloudFormation's generated names, "<stack>-<logical id>-<suffix>".
+KEPT_QUEUES: Final = {
+    "TranscribeDeadLetterQueue": "failed events the retry function was working through",
+    "ParkingQueue": "events that failed for good and wait for a person",
+    "UploadBufferDeadLetterQueue": "buffered uploads that failed 5 times",
+    "WebhookDeadLetterQueue": "completion events the webhook did not accept",
+}
+KEPT_TABLES: Final = {
+    "CapacityTable": (
+        "the Deepgram capacity pool; stacks that name it (Settings.Capacity.CapacityTableName) still use it, "
+        "so whoever shares it owns it: remove it only when none does"
+    ),
+}
 DELETED_WITH_THE_STACK: Final = (
-    "the functions and their layer, the queues (with any message still waiting in them), the idempotency "
-    "and capacity tables, the log groups, alarms, dashboard and alarm topic; its KMS key after 7 days"
+    "the functions and their layer, the upload buffer and sample queues, the idempotency table, the log "
+    "groups, alarms, dashboard and alarm topic; its KMS key after 7 days"
 )
 SECRET_RECOVERY_DAYS: Final = 7
 
@@ -201,6 +216,7 @@ def command_kept(deployment: Deployment) -> int:
         found += 1
         print(f"  s3://{bucket}: {held} ({versions} object versions)")
         print(f"    {this_script()} remove-bucket --bucket {bucket} --region {region}")
+    found += print_kept_queues_and_tables(session, deployment.stack_name, region)
     secrets = session.client("secretsmanager")
     for secret_id, held in (
         (deployment.secret_id, "the Deepgram API key (make secret)"),
@@ -211,13 +227,44 @@ def command_kept(deployment: Deployment) -> int:
             print(f"  secret {secret_id}: {held}")
             print(f"    {this_script()} remove-secret --secret-id {secret_id} --region {region}")
     if not found:
-        print("  nothing: no bucket or secret of this stack is left.")
+        print("  nothing: no bucket, queue, table or secret of this stack is left.")
     print(f"Deleted with the stack: {DELETED_WITH_THE_STACK}.")
     print(
         "Not touched: SAM's artifact bucket (aws-sam-cli-managed-default-*, shared by every SAM stack "
         "in the region). Remove the kept buckets before deploying a stack of the same name again."
     )
     return 0
+
+
+def kept_by_logical_id(
+    names: Sequence[str], stack_name: str, kept: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """(name, what it holds) for each name CloudFormation generated for a kept resource of the stack."""
+    return [
+        (name, held)
+        for name in names
+        for logical_id, held in kept.items()
+        if name.rsplit("/", 1)[-1].startswith(f"{stack_name}-{logical_id}-")
+    ]
+
+
+def print_kept_queues_and_tables(session: boto3.session.Session, stack_name: str, region: str) -> int:
+    """List the kept queues (with their waiting messages) and tables; returns how many."""
+    sqs = session.client("sqs")
+    urls = sqs.list_queues(QueueNamePrefix=f"{stack_name}-").get("QueueUrls", [])
+    queues = kept_by_logical_id(urls, stack_name, KEPT_QUEUES)
+    for url, held in queues:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        waiting = attributes.get("Attributes", {}).get("ApproximateNumberOfMessages", "?")
+        print(f"  queue {url}: {held} ({waiting} messages)")
+        print(f"    {this_script()} remove-queue --queue-url {url} --region {region}")
+    tables = kept_by_logical_id(
+        session.client("dynamodb").list_tables().get("TableNames", []), stack_name, KEPT_TABLES
+    )
+    for table, held in tables:
+        print(f"  table {table}: {held}")
+        print(f"    {this_script()} remove-table --table-name {table} --region {region}")
+    return len(queues) + len(tables)
 
 
 def object_versions(s3: S3Client, bucket: str) -> Iterator[list[ObjectIdentifierTypeDef]]:
@@ -269,6 +316,18 @@ def command_remove_secret(secret_id: str, region: str) -> int:
     return 0
 
 
+def command_remove_queue(queue_url: str, region: str) -> int:
+    boto3.client("sqs", region_name=region).delete_queue(QueueUrl=queue_url)
+    print(f"Deleted queue {queue_url} (and any message still in it).")
+    return 0
+
+
+def command_remove_table(table_name: str, region: str) -> int:
+    boto3.client("dynamodb", region_name=region).delete_table(TableName=table_name)
+    print(f"Deleted table {table_name}.")
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 
@@ -287,6 +346,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     secret.add_argument("--secret-id", required=True)
     secret.add_argument("--region", required=True)
+    queue = commands.add_parser("remove-queue", help="delete a kept queue and its messages")
+    queue.add_argument("--queue-url", required=True)
+    queue.add_argument("--region", required=True)
+    table = commands.add_parser("remove-table", help="delete a kept table (the capacity pool)")
+    table.add_argument("--table-name", required=True)
+    table.add_argument("--region", required=True)
     return parser.parse_args(argv)
 
 
@@ -295,6 +360,10 @@ def run(args: argparse.Namespace) -> int:
         return command_remove_bucket(args.bucket, args.region, yes=args.yes)
     if args.command == "remove-secret":
         return command_remove_secret(args.secret_id, args.region)
+    if args.command == "remove-queue":
+        return command_remove_queue(args.queue_url, args.region)
+    if args.command == "remove-table":
+        return command_remove_table(args.table_name, args.region)
     deployment = Deployment.from_samconfig(args.config_env)
     return command_secret(deployment) if args.command == "secret" else command_kept(deployment)
 

@@ -206,3 +206,110 @@ def test_parking_writes_records_only_for_the_objects_still_failing(
     refused = aws.output(failure_key("elsewhere.wav", "not-our-bucket"))
     assert refused is not None
     assert refused["reason"] == "foreign-bucket"  # not overwritten by the parked record
+
+
+# ------------------------------------------------------------------ only what can land here is re-run
+
+
+def dead_lettered_with(aws: Aws, body: str, attributes: dict[str, str], receives: int = 1) -> SQSRecord:
+    """A dead-lettered message carrying these (string) message attributes, on its ``receives``-th delivery."""
+    aws.sqs.send_message(
+        QueueUrl=aws.dead_letter_queue_url,
+        MessageBody=body,
+        MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+    )
+    message: Any = {}
+    for _ in range(receives):
+        message = aws.sqs.receive_message(
+            QueueUrl=aws.dead_letter_queue_url,
+            AttributeNames=["ApproximateReceiveCount"],
+            MessageAttributeNames=["All"],
+            VisibilityTimeout=0,
+        )["Messages"][0]
+    return sqs_record(message)
+
+
+def _parked(aws: Aws) -> list[tuple[str, str]]:
+    messages = aws.sqs.receive_message(
+        QueueUrl=aws.parking_queue_url, MessageAttributeNames=["All"], MaxNumberOfMessages=10
+    ).get("Messages", [])
+    return [(m["Body"], m["MessageAttributes"]["ParkedReason"]["StringValue"]) for m in messages]
+
+
+PAID_OPTIONS = {"model": "whisper-large", "keyterm": ["a", "b"]}
+NOT_DEAD_LETTERS = {
+    # An SQS event reaches the function through an event source mapping (synchronous): never a dead letter.
+    "sqs-envelope": {
+        "Records": [
+            {
+                "eventSource": "aws:sqs",
+                "messageId": "m",
+                "body": json.dumps({"bucket": "core-input", "key": "late.wav", "options": PAID_OPTIONS}),
+            }
+        ]
+    },
+    # Batch Operations invokes synchronously too.
+    "batch-operations": {
+        "invocationSchemaVersion": "2.0",
+        "invocationId": "i",
+        "job": {"id": "j", "userArguments": {"options": "model=whisper-large"}},
+        "tasks": [{"taskId": "t", "s3BucketName": "core-input", "s3Key": "late.wav", "s3VersionId": None}],
+    },
+}
+
+
+@pytest.mark.parametrize("shape", NOT_DEAD_LETTERS)
+def test_a_body_that_cannot_be_a_dead_letter_is_parked_before_any_request(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    retrier: DeadLetterRetrier,
+    lambda_context: FakeLambdaContext,
+    shape: str,
+) -> None:
+    aws.upload("late.wav")
+    body = json.dumps(NOT_DEAD_LETTERS[shape])
+
+    result = retrier.process_record(dead_lettered(aws, body, 1), lambda_context)
+
+    assert result == {"parked": True}
+    assert len(deepgram.calls) == 0, "its per-upload options never reached Deepgram"
+    assert aws.output_keys() == []
+    assert _parked(aws) == [(body, "dead-letter-unexpected-shape")]
+
+
+def test_a_rules_dead_letter_must_be_an_s3_eventbridge_event(
+    aws: Aws, deepgram: responses.RequestsMock, retrier: DeadLetterRetrier, lambda_context: FakeLambdaContext
+) -> None:
+    aws.upload("late.wav")
+    body = json.dumps({"bucket": "core-input", "key": "late.wav", "options": PAID_OPTIONS})
+    record = dead_lettered_with(aws, body, {"RULE_ARN": "arn:aws:events:us-east-1:123456789012:rule/r"})
+
+    assert retrier.process_record(record, lambda_context) == {"parked": True}
+    assert len(deepgram.calls) == 0
+    assert _parked(aws) == [(body, "dead-letter-unexpected-shape")]
+
+
+@pytest.mark.parametrize("claimed", ["-1000", "many"])
+def test_prior_attempts_are_trusted_only_within_bounds(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    retrier: DeadLetterRetrier,
+    lambda_context: FakeLambdaContext,
+    dead_letter_policy: DeadLetterRetryPolicy,
+    delays: list[int],
+    claimed: str,
+) -> None:
+    """A claimed negative or unreadable count neither buys more paid attempts nor crashes the batch:
+    on the last receive the event is parked as any other."""
+    aws.upload("late.wav")
+    deepgram.add(responses.POST, LISTEN_URL, status=503, json={"err_code": "E", "err_msg": "down"})
+    receives = dead_letter_policy.max_attempts
+    record = dead_lettered_with(aws, json.dumps(s3_event("late.wav")), {"PriorAttempts": claimed}, receives)
+
+    with pytest.raises(RetryableError):
+        retrier.process_record(record, lambda_context)
+
+    assert delays == [0], "parked: the next receive moves it to the parking queue"
+    failure = aws.output(failure_key("late.wav"))
+    assert failure is not None
+    assert failure["class"] == "parked"

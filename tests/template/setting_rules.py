@@ -28,7 +28,7 @@ SETTING_RULES: dict[str, str | tuple[int, int]] = {
     "Uploads.InputKmsKeyArn": KMS_KEY_ARN,
     "Deepgram.DeepgramApiUrl": r"|https://[^\s]+",
     "Deepgram.DeliveryMode": r"url|bytes|auto",
-    "Deepgram.PresignExpirySeconds": (60, 43200),
+    "Deepgram.PresignExpirySeconds": (60, 900),  # Lambda's longest invocation: docs/security.md
     "Deepgram.SecretMaxAgeSeconds": (0, 86400),
     "Deepgram.DeepgramMaxAttempts": (1, 10),
     "Deepgram.IdempotencyTtlSeconds": (60, 31536000),

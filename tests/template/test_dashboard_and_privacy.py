@@ -134,10 +134,15 @@ def test_a_data_key_encrypts_both_buckets_and_both_roles_use_it_through_s3_only(
         }
     policy = stack.resource("DataKmsKeyPolicy").properties
     assert len(policy["Roles"]) == 2
-    [statement] = policy["PolicyDocument"]["Statement"]
-    assert statement["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
-    assert statement["Resource"] == DATA_KEY
-    assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
+    # Through S3 (the buckets) and DynamoDB (the idempotency table, which can hold a paid answer) only.
+    statements = policy["PolicyDocument"]["Statement"]
+    assert [s["Condition"] for s in statements] == [
+        {"StringEquals": {"kms:ViaService": f"{service}.us-east-1.amazonaws.com"}}
+        for service in ("s3", "dynamodb")
+    ]
+    for statement in statements:
+        assert statement["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+        assert statement["Resource"] == DATA_KEY
     # The access log bucket stays SSE-S3: S3 server access logging cannot write with SSE-KMS.
     logs = _resolve(DataKmsKeyArn=DATA_KEY, **{f"{PRIVACY}.InputAccessLogBucket": "new"})
     assert _encryption(logs, "AccessLogBucket")["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}

@@ -146,7 +146,7 @@ def test_the_functions_run_as_before_in_the_resolved_stack() -> None:
         assert settings.deepgram.query() == DEFAULT_QUERY
         assert (settings.secret_max_age_s, settings.presign_expiry_s, settings.deepgram_max_attempts) == (
             300,
-            3600,
+            900,  # presigned URLs: no longer than the longest invocation (docs/security.md)
             4,
         )
         assert settings.output_formats == ("json", "txt", "srt", "vtt")

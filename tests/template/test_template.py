@@ -167,7 +167,13 @@ REQUIRED_SQS_GRANTS = {
     RETRY_FUNCTION: SQS_GRANTS[RETRY_FUNCTION] - {("sqs:SendMessage", PARKING_QUEUE)},
 }
 EXISTING_BUCKET = "my-archive"
-EXISTING_BUCKET_OBJECTS = f"arn:aws:s3:::{EXISTING_BUCKET}/*"
+
+
+def _existing_bucket_objects(stack: ResolvedStack) -> str:
+    """What the functions may read of the existing bucket: the objects under ExistingBucketPrefix."""
+    return f"arn:aws:s3:::{EXISTING_BUCKET}/{stack.parameters['ExistingBucketPrefix']}*"
+
+
 # Actions whose API has no resource-level permissions, so "Resource": "*" is the only form.
 WILDCARD_RESOURCE_ACTIONS = {
     "xray:PutTraceSegments",
@@ -529,7 +535,7 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
 def _optional_resources(stack: ResolvedStack) -> set[str]:
     """Resources granted only when their option is on: an existing bucket's objects, the input's KMS key."""
     optional = {
-        "UseExistingBucket": EXISTING_BUCKET_OBJECTS,
+        "UseExistingBucket": _existing_bucket_objects(stack),
         "HasInputKmsKey": INPUT_KMS_KEY,
         "HasDataKmsKey": DATA_KMS_KEY,
     }
@@ -637,7 +643,7 @@ def test_function_role_is_least_privilege(
     missing = required - sqs_granted
     assert not missing, f"{function_id} lacks {sorted(missing)}"
     # The optional grants exist exactly when their option is on.
-    assert (EXISTING_BUCKET_OBJECTS in granted_resources) == existing_bucket
+    assert (_existing_bucket_objects(stack) in granted_resources) == existing_bucket
     assert (INPUT_KMS_KEY in granted_resources) == kms_key
     assert (DATA_KMS_KEY in granted_resources) == stack.conditions["HasDataKmsKey"]
     assert bool(sqs_granted & BUFFER_CONSUME_GRANTS) == (buffered and function_id == FUNCTION)
@@ -661,7 +667,8 @@ def test_existing_bucket_grant_is_read_only_and_names_only_that_bucket(
     assert sorted(f for f, _ in grants) == sorted(FUNCTIONS)
     for _, statement in grants:
         assert sorted(_actions(statement)) == ["s3:GetObject", "s3:GetObjectVersion"]
-        assert statement["Resource"] == EXISTING_BUCKET_OBJECTS
+        assert statement["Resource"] == _existing_bucket_objects(stack)
+        assert statement["Condition"] == {"StringEquals": {"s3:ResourceAccount": stack.account_id}}
     policy = stack.resource("ExistingBucketReadPolicy").properties
     assert policy["Roles"] == [stack.resource(FUNCTION_ROLES[f]).physical_name for f in FUNCTIONS]
     # The name cannot widen the grant: no wildcards, no path.
@@ -684,7 +691,10 @@ def test_backfill_role_only_lists_the_input_buckets_invokes_transcribe_and_write
     role = stack.resource("BackfillRole").properties
     [trust] = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "batchoperations.s3.amazonaws.com"}
-    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": stack.account_id}}
+    assert trust["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": stack.account_id},
+        "ArnLike": {"aws:SourceArn": f"arn:aws:s3:{stack.region}:{stack.account_id}:job/*"},
+    }
     [policy] = role["Policies"]
     function_arn = str(stack.resource("TranscribeFunction").arn)
     input_bucket = f"arn:aws:s3:::{stack.resource('InputBucket').physical_name}"
@@ -698,6 +708,9 @@ def test_backfill_role_only_lists_the_input_buckets_invokes_transcribe_and_write
             for bucket in (input_bucket, f"arn:aws:s3:::{EXISTING_BUCKET}")
         ),
         ("s3:PutObject", f"arn:aws:s3:::{output_bucket}/backfill-reports/*"),
+        # "on" chooses DataKmsKeyArn: the report is written to a bucket encrypted with it (through S3).
+        ("kms:GenerateDataKey", DATA_KMS_KEY),
+        ("kms:Decrypt", DATA_KMS_KEY),
     }
     assert stack.outputs["BackfillRoleArn"] == str(stack.resource("BackfillRole").arn)
 
@@ -795,7 +808,8 @@ def test_bucket_is_private_encrypted_and_tls_only(
     denies = [
         s
         for s in policies[0]["Statement"]
-        if s["Effect"] == "Deny"
+        if "Fn::If" not in s  # the denies that hold only with DataKmsKeyArn (test_trust_boundaries.py)
+        and s["Effect"] == "Deny"
         and s["Principal"] in ("*", {"AWS": "*"})
         and s["Action"] in ("s3:*", ["s3:*"])
         and str(s["Condition"]["Bool"]["aws:SecureTransport"]).lower() == "false"
@@ -1296,7 +1310,9 @@ def test_idempotency_table_matches_powertools_defaults(resources: dict[str, dict
     assert props["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert props["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
     assert props["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
-    assert props["SSESpecification"]["SSEEnabled"] is True
+    # DataKmsKeyArn chooses between its key and DynamoDB's own (Fn::If): every choice encrypts.
+    choices = props["SSESpecification"]["Fn::If"][1:]
+    assert [choice["SSEEnabled"] for choice in choices] == [True, True]
 
 
 def test_samconfig_environments() -> None:
@@ -1490,9 +1506,12 @@ def test_existing_bucket_event_pattern(cfn: dict[str, Any]) -> None:
         detail: dict[str, Any] = {"bucket": {"name": [EXISTING_BUCKET]}}
         if key is not None:
             detail["object"] = {"key": key}
-        assert pattern == {"source": ["aws.s3"], "detail-type": ["Object Created"], "detail": detail}, (
-            overrides
-        )
+        assert pattern == {
+            "source": ["aws.s3"],
+            "account": ["123456789012"],  # the bucket is this account's: no other account's event matches
+            "detail-type": ["Object Created"],
+            "detail": detail,
+        }, overrides
     # A "*" or "\\" in the prefix or suffix would be wildcard syntax.
     for allowed in (
         cfn["Parameters"]["ExistingBucketPrefix"]["AllowedPattern"],

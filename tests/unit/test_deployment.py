@@ -121,7 +121,7 @@ def test_kept_lists_the_retained_buckets_and_the_secret_with_commands_that_remov
     assert main(["remove-secret", "--secret-id", "deepgram/dev/api-key", "--region", REGION]) == 0
     assert s3.list_buckets()["Buckets"] == []
     assert main(["kept"]) == 0
-    assert "nothing: no bucket or secret of this stack is left" in capsys.readouterr().out
+    assert "nothing: no bucket, queue, table or secret of this stack is left" in capsys.readouterr().out
 
 
 def test_kept_says_nothing_was_deleted_while_the_stack_exists(
@@ -206,9 +206,59 @@ def test_kept_lists_the_webhook_key_secret_with_its_removal_command(
 
     assert main(["remove-secret", "--secret-id", name, "--region", REGION]) == 0
     assert main(["kept", "--config-env", "prod"]) == 0
-    assert "nothing: no bucket or secret of this stack is left" in capsys.readouterr().out
+    assert "nothing: no bucket, queue, table or secret of this stack is left" in capsys.readouterr().out
 
 
 def deployment_settings_webhook_secret() -> str:
     """template.yaml's Settings.Webhook.ApiKeySecret (empty: the derived name)."""
     return str(load_template(REPO_ROOT / "template.yaml")["Mappings"]["Settings"]["Webhook"]["ApiKeySecret"])
+
+
+def test_the_kept_list_is_what_the_template_retains() -> None:
+    """Every queue and table template.yaml keeps on deletion is on `make delete`'s list, and no other."""
+    resources = load_template(REPO_ROOT / "template.yaml")["Resources"]
+    retained = {
+        logical_id: spec["Type"]
+        for logical_id, spec in resources.items()
+        if spec.get("DeletionPolicy") == "Retain"
+        and spec["Type"] in {"AWS::SQS::Queue", "AWS::DynamoDB::Table"}
+    }
+    assert set(deployment.KEPT_QUEUES) == {i for i, t in retained.items() if t == "AWS::SQS::Queue"}
+    assert set(deployment.KEPT_TABLES) == {i for i, t in retained.items() if t == "AWS::DynamoDB::Table"}
+    for logical_id in retained:
+        assert resources[logical_id].get("UpdateReplacePolicy") == "Retain", logical_id
+
+
+def test_kept_lists_the_waiting_queues_and_the_shared_capacity_table_with_commands_that_remove_them(
+    aws: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sqs = boto3.client("sqs", region_name=REGION)
+    parking = sqs.create_queue(QueueName="dg-transcriber-dev-ParkingQueue-1AB2C3")["QueueUrl"]
+    sqs.send_message(QueueUrl=parking, MessageBody="{}")
+    sqs.create_queue(QueueName="dg-transcriber-dev-UploadBufferQueue-9ZZ")  # deleted with the stack
+    sqs.create_queue(QueueName="dg-transcriber-devx-ParkingQueue-1AB2C3")  # another stack's
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb.create_table(
+        TableName="dg-transcriber-dev-CapacityTable-XYZ",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    assert main(["kept"]) == 0
+    report = capsys.readouterr().out
+    assert f"queue {parking}: events that failed for good and wait for a person (1 messages)" in report
+    assert f"remove-queue --queue-url {parking} --region {REGION}" in report
+    assert "UploadBufferQueue" not in report.split("Deleted with the stack:")[0]
+    assert "devx" not in report
+    assert "table dg-transcriber-dev-CapacityTable-XYZ: the Deepgram capacity pool" in report
+    assert "whoever shares it owns it" in report
+    assert f"remove-table --table-name dg-transcriber-dev-CapacityTable-XYZ --region {REGION}" in report
+
+    assert main(["remove-queue", "--queue-url", parking, "--region", REGION]) == 0
+    assert (
+        main(["remove-table", "--table-name", "dg-transcriber-dev-CapacityTable-XYZ", "--region", REGION])
+        == 0
+    )
+    assert dynamodb.list_tables()["TableNames"] == []
+    assert parking not in sqs.list_queues().get("QueueUrls", [])

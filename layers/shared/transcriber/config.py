@@ -185,7 +185,7 @@ class Settings:
                 ext.lower().lstrip(".") for ext in reader.csv("ALLOWED_EXTENSIONS", DEFAULT_EXTENSIONS)
             ),
             secret_max_age_s=reader.integer("SECRET_MAX_AGE_SECONDS", default=300, minimum=0),
-            presign_expiry_s=reader.integer("PRESIGN_EXPIRY_SECONDS", default=3600, minimum=60),
+            presign_expiry_s=reader.integer("PRESIGN_EXPIRY_SECONDS", default=900, minimum=60),
             idempotency_ttl_s=reader.integer("IDEMPOTENCY_TTL_SECONDS", default=30 * 86400, minimum=60),
             transcript_prefix=reader.prefix("TRANSCRIPT_PREFIX", default="transcripts/"),
             failure_prefix=reader.prefix("FAILURE_PREFIX", default="failures/"),

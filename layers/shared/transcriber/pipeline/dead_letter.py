@@ -10,6 +10,13 @@ Waiting for Deepgram capacity (``deepgram-capacity``) is not a failure of the ev
 message is sent again as a new message (with the attempts it had really used, ``PriorAttempts``,
 and a ``CapacityDeferrals`` count) and the old one deleted, so SQS's receive count, which drives
 the redrive to the parking queue, never counts capacity waits.
+
+Only what can legitimately land on the queue is re-run (``admissible_source``): an event the
+transcribe function was invoked with asynchronously (S3 notification, EventBridge ``Object
+Created``, SNS, a direct payload), or the existing-bucket rule's undelivered EventBridge event, as
+the functions, the rule or the operator's redrive sent it. Any other body is parked with a reason
+before it is read further, so its per-upload options never reach Deepgram; ``PriorAttempts`` is
+trusted only within ``[0, RetryMaxAttempts]``.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber.domain.events import parse_event
+from transcriber.domain.events import Source, detect_source, parse_event
 from transcriber.errors import BlockedError, PermanentError, RetryableError, TranscriptionError
 from transcriber.observability import logger, metrics
 from transcriber.pipeline.adapters import handle_event
@@ -39,6 +46,12 @@ if TYPE_CHECKING:
 PRIOR_ATTEMPTS = "PriorAttempts"
 CAPACITY_DEFERRALS = "CapacityDeferrals"
 MAX_DELAY_SECONDS = 900  # SQS's largest DelaySeconds
+UNEXPECTED_SHAPE_REASON = "dead-letter-unexpected-shape"
+# What an asynchronous invocation of the transcribe function can carry (Lambda's dead-letter
+# message body is the event unchanged). Batch Operations and SQS event source mappings invoke
+# synchronously, so their shapes never land here.
+ASYNC_INVOKE_SOURCES = frozenset({Source.S3, Source.S3_TEST, Source.EVENTBRIDGE, Source.SNS, Source.DIRECT})
+RULE_ARN_ATTRIBUTE = "RULE_ARN"  # set by EventBridge on a rule's dead letters
 
 
 class DeadLetterRetrier:
@@ -50,7 +63,8 @@ class DeadLetterRetrier:
     def process_record(self, record: SQSRecord, lambda_context: LambdaContextLike) -> dict[str, Any]:
         """Raises to keep the message (BatchProcessor reports it as a batch item failure)."""
         receives = int(record.attributes.approximate_receive_count or 1)
-        prior = int(_attribute(record, PRIOR_ATTEMPTS) or 0)  # used before a capacity requeue
+        # Used before a capacity requeue; an attribute is only a claim, so it is kept in bounds.
+        prior = _bounded(_attribute(record, PRIOR_ATTEMPTS), self.policy.max_attempts)
         attempt = receives + prior
         logger.append_keys(dlq_message_id=record.message_id, dlq_attempt=attempt)
         lambda_error = _attribute(record, "ErrorMessage")
@@ -59,6 +73,10 @@ class DeadLetterRetrier:
             event = json.loads(record.body)
         except ValueError:
             self._park(record, "dead-letter-not-json", "the dead-letter message body is not JSON")
+            return {"parked": True}
+        refusal = admissible_source(event, from_rule=_attribute(record, RULE_ARN_ATTRIBUTE) is not None)
+        if refusal:
+            self._park(record, *refusal)
             return {"parked": True}
         try:
             return handle_event(event, lambda_context, self.transcriber)
@@ -83,7 +101,7 @@ class DeadLetterRetrier:
             for name, value in (record.get("messageAttributes") or {}).items()
             if value.get("stringValue") is not None
         }
-        deferrals = int(_attribute(record, CAPACITY_DEFERRALS) or 0) + 1
+        deferrals = _bounded(_attribute(record, CAPACITY_DEFERRALS), 1_000_000) + 1
         attributes[PRIOR_ATTEMPTS] = {"DataType": "Number", "StringValue": str(used_attempts)}
         attributes[CAPACITY_DEFERRALS] = {"DataType": "Number", "StringValue": str(deferrals)}
         delay = min(MAX_DELAY_SECONDS, self.policy.delay(1))
@@ -165,6 +183,35 @@ class DeadLetterRetrier:
             },
         )
         metrics.add_metric(name="DeadLetterEventsParked", unit=MetricUnit.Count, value=1)
+
+
+def admissible_source(event: Any, *, from_rule: bool) -> tuple[str, str] | None:
+    """None when the event has a shape that can land on the dead-letter queue; otherwise the
+    reason and message it is parked with."""
+    try:
+        source = detect_source(event)
+    except PermanentError as exc:
+        return exc.reason, str(exc)
+    if from_rule and source is not Source.EVENTBRIDGE:
+        return (
+            UNEXPECTED_SHAPE_REASON,
+            f"an EventBridge rule's dead letter must be an aws.s3 event, not {source}",
+        )
+    if source not in ASYNC_INVOKE_SOURCES:
+        return (
+            UNEXPECTED_SHAPE_REASON,
+            f"a {source} event is never invoked asynchronously: it cannot be a dead letter",
+        )
+    return None
+
+
+def _bounded(value: str | None, most: int) -> int:
+    """A count from a message attribute: a whole number within ``[0, most]``, else 0."""
+    try:
+        number = int(value or 0)
+    except ValueError:
+        return 0
+    return min(max(number, 0), most)
 
 
 def _attribute(record: SQSRecord, name: str) -> str | None:
