@@ -36,7 +36,7 @@ def stack() -> ResolvedStack:
 def emitted_metrics() -> set[str]:
     """Every metric name the layer emits: the literal ``add_metric(name="...")`` calls and the
     named metrics of ``transcriber.services.usage``."""
-    names = {name for path in LAYER.glob("*.py") for name in _LITERAL_METRIC.findall(path.read_text())}
+    names = {name for path in LAYER.rglob("*.py") for name in _LITERAL_METRIC.findall(path.read_text())}
     return names | {usage.COST_METRIC, usage.FAILED_BY_REASON_METRIC, usage.THROTTLED_METRIC}
 
 
