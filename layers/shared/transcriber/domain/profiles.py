@@ -31,7 +31,7 @@ from transcriber.domain.speakers import OUTPUT_OPTIONS
 from transcriber.errors import configuration_error
 
 if TYPE_CHECKING:
-    from transcriber.config import DeepgramOptions, EnvReader
+    from transcriber.domain.env import DeepgramOptions, EnvReader
 
 # Which file holds the profiles; empty: the one the layer carries.
 PROFILES_VARIABLE = "DEEPGRAM_PROFILES_FILE"
