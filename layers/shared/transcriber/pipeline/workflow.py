@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import boto3
 import requests
@@ -44,7 +44,7 @@ from transcriber.services.clients import new_client
 from transcriber.services.completion import Completion
 from transcriber.services.deepgram import DeepgramClient, Transcript
 from transcriber.services.secrets import ApiKeyProvider
-from transcriber.services.storage import SSE_C_REASON, Storage, sse_c_refused, utc_now
+from transcriber.services.storage import SSE_C_REASON, Storage, StoredTranscript, sse_c_refused, utc_now
 from transcriber.services.usage import record_cost, record_deepgram_error, record_failure_reason
 
 if TYPE_CHECKING:
@@ -213,6 +213,7 @@ class Transcriber:
         logger.append_keys(bucket=obj.bucket, object_key=obj.key, version_id=obj.version_id)
         logger.set_correlation_id(obj.key)
         started_at = utc_now()
+        in_hand: list[Transcript] = []  # the answer paid for in this invocation, if any
         try:
             refuse_invalid_name(obj)
             reason = skip_reason(obj, self.settings)
@@ -226,9 +227,11 @@ class Transcriber:
             refuse_too_large(obj.size)
             obj = replace(obj, options=self.settings.upload_options.validate(obj.options or ()))
             keyterms.refuse_over_limit(self._query(obj))  # before any Deepgram request
-            result = self._transcribe_current(obj, context)
+            result = self._transcribe_current(obj, context, in_hand)
             superseded = bool(result.get("superseded"))
-            outputs = None if superseded else self.completion.finish(obj, result, started_at)
+            outputs = (
+                None if superseded else self.completion.finish(obj, result, started_at, answer_of(in_hand))
+            )
         except IdempotencyAlreadyInProgressError:
             metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
             raise RetryableError(
@@ -245,6 +248,8 @@ class Transcriber:
             metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
             logger.warning("Transcription will be retried", extra={"error": exc.as_record()})
             raise
+        finally:
+            close_all(in_hand)
         replayed = bool(result.pop("replayed", False))
         if result.get("superseded"):
             return self._skipped(obj, "superseded")
@@ -266,12 +271,16 @@ class Transcriber:
             outputs=outputs,
         )
 
-    def _transcribe_current(self, obj: S3ObjectRef, context: LambdaContextLike) -> dict[str, Any]:
+    def _transcribe_current(
+        self, obj: S3ObjectRef, context: LambdaContextLike, in_hand: list[Transcript]
+    ) -> dict[str, Any]:
         """The idempotent transcription; a replay is trusted only while the transcript it names
         still exists and was made from this version (else the stale record is dropped and the
         object done again, unless a newer version has superseded it meanwhile)."""
         identity = object_identity(obj)
-        result: dict[str, Any] = self._transcribe_once(identity=identity, obj=obj, context=context)
+        result: dict[str, Any] = self._transcribe_once(
+            identity=identity, obj=obj, context=context, in_hand=in_hand
+        )
         if "kept" in result:
             if not result.get("replayed"):
                 # This invocation paid for the answer and could not write it: the record keeps it.
@@ -279,8 +288,12 @@ class Transcriber:
             written = self._write_kept(obj, identity, result, context)
             if written is not None:
                 return written
-        elif not result.get("replayed") or self._replay_holds(obj, result):
+        elif not result.get("replayed"):
             return result
+        else:
+            held = self._replay_holds(obj, result)
+            if held is not None:
+                return held
         logger.warning(
             "The stored result is stale (its transcript is gone or another version's, the version "
             "it was superseded by is gone, or its kept answer is gone); doing it again",
@@ -289,20 +302,26 @@ class Transcriber:
         self._persistence.delete_record(data=identity, exception=RuntimeError("stale idempotency record"))
         if self.storage.superseded(obj):
             return {"superseded": True}
-        again: dict[str, Any] = self._transcribe_once(identity=identity, obj=obj, context=context)
+        again: dict[str, Any] = self._transcribe_once(
+            identity=identity, obj=obj, context=context, in_hand=in_hand
+        )
         return again
 
-    def _replay_holds(self, obj: S3ObjectRef, result: dict[str, Any]) -> bool:
-        """A stored result still answers for ``obj``: its transcript exists and is this version's,
-        or (a superseded result) a newer object still replaces it: the same bytes uploaded again
-        after another version are the latest version again, with the same identity."""
+    def _replay_holds(self, obj: S3ObjectRef, result: dict[str, Any]) -> dict[str, Any] | None:
+        """A stored result that still answers for ``obj`` (None when it does not): its transcript
+        exists and is this version's, and the replay reports that transcript's request id and
+        options; or (a superseded result) a newer object still replaces it: the same bytes uploaded
+        again after another version are the latest version again, with the same identity."""
         if result.get("superseded"):
-            return self.storage.superseded(obj)
+            return result if self.storage.superseded(obj) else None
         try:
-            return self.storage.transcript_of(obj)
+            stored = self.storage.stored_transcript(obj)
         except TranscriptionError as exc:  # can't read the output: trust the record, never pay twice
             logger.warning("Can't check the stored result's transcript", extra={"error": exc.as_record()})
-            return True
+            return result
+        if stored is None or not stored.made_from(obj):
+            return None
+        return result | reported(stored)
 
     def _resolve(self, obj: S3ObjectRef) -> tuple[S3ObjectRef, str | None]:
         """Fill in size/ETag/version with one HEAD when the event lacks them or the extension is not
@@ -360,11 +379,46 @@ class Transcriber:
         return archived
 
     def _transcribe(
-        self, *, identity: dict[str, Any], obj: S3ObjectRef, context: LambdaContextLike
+        self,
+        *,
+        identity: dict[str, Any],
+        obj: S3ObjectRef,
+        context: LambdaContextLike,
+        in_hand: list[Transcript],
     ) -> dict[str, Any]:
+        """Pay Deepgram for ``obj`` unless the transcript in the bucket says the work is done (the
+        idempotency record is the fast path, not the only guard: it expires). The answer stays
+        ``in_hand`` (a spool: bounded memory) so the formats are made from it, not read back."""
+        done = self._done_in_bucket(obj)
+        if done is not None:
+            return done
         transcript, delivery = self._call_deepgram(obj, context)
-        with transcript:
-            return self._write_answer(obj, identity, transcript, delivery, context=context, kept=None)
+        in_hand.append(transcript)  # the caller closes it
+        return self._write_answer(obj, identity, transcript, delivery, context=context, kept=None)
+
+    def _done_in_bucket(self, obj: S3ObjectRef) -> dict[str, Any] | None:
+        """The result of work already done, read from the transcript at ``obj``'s output key: made
+        from this version, or from the same bytes (a copy in place), with the same options. A
+        transcript of a newer upload supersedes ``obj``. None: there is work to pay for. When the
+        output bucket can't be read, nothing is paid for (the error defers the object)."""
+        stored = self.storage.stored_transcript(obj)
+        if stored is None:
+            return None
+        if not stored.made_from(obj) and self.storage.older_than(obj, stored.metadata):
+            return {"superseded": True}
+        if not stored.answers(obj, upload_options.metadata(self._query(obj))):
+            return None
+        logger.info(
+            "The transcript in the bucket is this work's; no Deepgram request",
+            extra={"transcript_key": stored.key, "deepgram_request_id": stored.request_id},
+        )
+        return {
+            "key": stored.key,
+            "delivery": stored.delivery,
+            "options": upload_options.in_force(self._query(obj)),
+            "estimated_cost_usd": stored.estimated_cost_usd,
+            "replayed": True,
+        } | reported(stored)
 
     def _write_answer(
         self,
@@ -633,6 +687,25 @@ class Transcriber:
             reason=exc.reason,
             request_id=exc.details.request_id,
         )
+
+
+def answer_of(in_hand: list[Transcript]) -> IO[bytes] | None:
+    """The JSON paid for and written in this invocation, rewound for the formats; None: none."""
+    return in_hand[0].rewind() if in_hand else None
+
+
+def close_all(in_hand: list[Transcript]) -> None:
+    for transcript in in_hand:
+        transcript.close()
+
+
+def reported(stored: StoredTranscript) -> dict[str, Any]:
+    """What a replay reports of the transcript in the bucket: its request id and options."""
+    facts: dict[str, Any] = {"request_id": stored.request_id}
+    options = stored.options()
+    if options is not None:
+        facts["options"] = options
+    return {name: value for name, value in facts.items() if value is not None}
 
 
 def _mark_replayed(response: Any, idempotent_data: DataRecord) -> Any:

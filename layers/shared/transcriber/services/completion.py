@@ -19,7 +19,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
@@ -98,19 +98,22 @@ class Completion:
         self.publisher = EventPublisher(events, settings.event_bus_name)
         self.derived = tuple(f for f in settings.output_formats if f in formats.DERIVED_FORMATS)
 
-    def finish(self, obj: S3ObjectRef, result: dict[str, Any], started_at: str) -> dict[str, str]:
-        """Derived formats and the ``Transcript Created`` event; returns the output key per format."""
+    def finish(
+        self, obj: S3ObjectRef, result: dict[str, Any], started_at: str, answer: IO[bytes] | None = None
+    ) -> dict[str, str]:
+        """Derived formats and the ``Transcript Created`` event; returns the output key per format.
+        ``answer``: the JSON just written, still in hand (a seekable spool); without it (a replay)
+        the stored JSON is read back, a chunk at a time."""
         keys = {"json": str(result["key"])}
         if not self.derived and not self.settings.completion_events:
             return keys
         begun = time.monotonic()
-        with tempfile.TemporaryFile() as stored:
-            self.storage.read_output(keys["json"], stored)
-            try:
-                style = speakers.style_for(self.settings.caption_style, obj.options or ())
-                rendered = formats.render(stored, self.derived, style)
-            except formats.TranscriptFormatError as exc:
-                raise PermanentError(ErrorDetails(reason="transcript-unreadable", message=str(exc))) from exc
+        if answer is not None:
+            rendered = self._render(obj, answer)
+        else:
+            with tempfile.TemporaryFile() as stored:
+                self.storage.read_output(keys["json"], stored)
+                rendered = self._render(obj, stored)
         try:
             keys |= self._write(obj, rendered)
         finally:
@@ -123,6 +126,13 @@ class Completion:
             self.publisher.publish(TRANSCRIPT_CREATED, detail)
             metrics.add_metric(name="CompletionEventsPublished", unit=MetricUnit.Count, value=1)
         return keys
+
+    def _render(self, obj: S3ObjectRef, source: IO[bytes]) -> formats.Rendered:
+        try:
+            style = speakers.style_for(self.settings.caption_style, obj.options or ())
+            return formats.render(source, self.derived, style)
+        except formats.TranscriptFormatError as exc:
+            raise PermanentError(ErrorDetails(reason="transcript-unreadable", message=str(exc))) from exc
 
     def _write(self, obj: S3ObjectRef, rendered: formats.Rendered) -> dict[str, str]:
         keys: dict[str, str] = {}

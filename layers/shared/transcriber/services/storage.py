@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -67,6 +67,65 @@ def sse_c_refused(uri: str, http_status: int | None = None) -> PermanentError:
     return PermanentError(
         ErrorDetails(reason=SSE_C_REASON, message=f"{uri}: {SSE_C_REFUSAL}", http_status=http_status)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTranscript:
+    """The transcript already at an object's output key, as its S3 metadata describes it: which
+    source version it was made from, with which Deepgram options, and Deepgram's request id."""
+
+    key: str
+    metadata: dict[str, str]
+
+    def made_from(self, obj: S3ObjectRef) -> bool:
+        """Made from ``obj``'s version (by version id, else by ETag)."""
+        return _same_source(obj, self.metadata)
+
+    def answers(self, obj: S3ObjectRef, options: Mapping[str, str]) -> bool:
+        """Whether this transcript is the work ``obj`` asks for, so Deepgram must not be paid for it
+        again: made from the same content (this version, or the same ETag: a copy in place makes a
+        new version of the same bytes) with the same Deepgram options (``options``: as
+        ``upload_options.metadata`` records them)."""
+        recorded_version = self.metadata.get("source-version-id")
+        recorded_etag = self.metadata.get("source-etag")
+        same_version = bool(recorded_version) and recorded_version == metadata_value(obj.version_id, 128)
+        same_content = bool(recorded_etag) and recorded_etag == metadata_value(obj.etag, 128)
+        recorded = {k: v for k, v in self.metadata.items() if k in _OPTIONS_METADATA}
+        return (same_version or same_content) and bool(recorded) and recorded == dict(options)
+
+    def _recorded(self, name: str) -> str | None:
+        value = self.metadata.get(name)
+        return unquote(value) if value else None
+
+    @property
+    def request_id(self) -> str | None:
+        return self._recorded("deepgram-request-id")
+
+    @property
+    def delivery(self) -> str | None:
+        return self._recorded("delivery")
+
+    @property
+    def estimated_cost_usd(self) -> float | None:
+        value = self.metadata.get("estimated-cost-usd")
+        try:
+            return float(value) if value else None
+        except ValueError:
+            return None
+
+    def options(self) -> dict[str, str] | None:
+        """The options in force it was made with, ``{option: value}`` (repeated values joined with
+        commas); None when only their hash is recorded (a query over 512 characters)."""
+        text = self.metadata.get("deepgram-options")
+        if text is None:
+            return None
+        options: dict[str, str] = {}
+        for name, value in parse_qsl(text, keep_blank_values=True):
+            options[name] = f"{options[name]},{value}" if name in options else value
+        return options
+
+
+_OPTIONS_METADATA = frozenset({"deepgram-options", "deepgram-options-sha256"})
 
 
 class ObjectStream:
@@ -282,6 +341,12 @@ class Storage:
         metadata = self._output_metadata(self.transcript_key(obj.key, obj.bucket))
         return metadata is not None and _same_source(obj, metadata)
 
+    def stored_transcript(self, obj: S3ObjectRef) -> StoredTranscript | None:
+        """The transcript at ``obj``'s output key (any version's), from one HEAD; None when there is none."""
+        key = self.transcript_key(obj.key, obj.bucket)
+        metadata = self._output_metadata(key)
+        return None if metadata is None else StoredTranscript(key, metadata)
+
     def delete_stale_transcript(self, obj: S3ObjectRef) -> None:
         """The latest version failed: a transcript of an older version of the key must not sit
         beside its failure record (the object's content is no longer what it transcribes), nor
@@ -314,6 +379,13 @@ class Storage:
         if obj.etag and current_etag:
             return current_etag != obj.etag
         return self._older_than_outputs(obj)
+
+    @staticmethod
+    def older_than(obj: S3ObjectRef, metadata: Mapping[str, str]) -> bool:
+        """Whether an output (its metadata) was made from a later event for the key than ``obj``'s."""
+        ours = sequencer_value(obj.sequencer)
+        theirs = sequencer_value(metadata.get("source-sequencer"))
+        return ours is not None and theirs is not None and theirs > ours
 
     def _older_than_outputs(self, obj: S3ObjectRef) -> bool:
         ours = sequencer_value(obj.sequencer)
