@@ -98,7 +98,8 @@ def test_a_copy_in_place_with_the_same_options_is_not_paid_again(
     again = transcriber.process(obj(version_id=copied["VersionId"]), lambda_context)
 
     assert (again.status, again.replayed, again.request_id) == ("transcribed", True, "req-1")
-    assert again.options is not None and again.options["language"] == "fr"
+    assert again.options is not None
+    assert again.options["language"] == "fr"
     assert len(deepgram.calls) == 1
 
 
@@ -120,7 +121,8 @@ def test_a_copy_in_place_with_other_options_is_new_work_and_paid_once(
     again = transcriber.process(obj(version_id=copied["VersionId"]), lambda_context)
 
     assert (again.status, again.replayed, again.request_id) == ("transcribed", False, "req-2")
-    assert again.options is not None and again.options["language"] == "de"
+    assert again.options is not None
+    assert again.options["language"] == "de"
     assert len(deepgram.calls) == 2
 
 
@@ -139,7 +141,8 @@ def test_a_replay_reports_the_options_and_request_id_of_the_transcript_in_the_bu
 
     assert (german.replayed, replay.replayed) == (False, True)
     assert replay.request_id == "req-de"
-    assert replay.options is not None and replay.options["language"] == "de"
+    assert replay.options is not None
+    assert replay.options["language"] == "de"
     stored = aws.s3.head_object(Bucket=OUTPUT_BUCKET, Key=transcript_key("talks/a.wav"))["Metadata"]
     assert stored["deepgram-request-id"] == "req-de"
     assert len(deepgram.calls) == 2
@@ -158,7 +161,8 @@ def test_the_formats_are_made_from_the_answer_in_hand_not_read_back(
 
     outcome = transcriber.process(obj(), lambda_context)
 
-    assert outcome.outputs is not None and set(outcome.outputs) == {"json", "txt", "srt", "vtt"}
+    assert outcome.outputs is not None
+    assert set(outcome.outputs) == {"json", "txt", "srt", "vtt"}
     assert "GetObject" not in calls
     text = aws.s3.get_object(Bucket=OUTPUT_BUCKET, Key=outcome.outputs["txt"])["Body"].read()
     assert b"quick brown fox" in text
