@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from transcriber.config import Settings
     from transcriber.domain.events import S3ObjectRef
+    from transcriber.domain.work import WorkResult
     from transcriber.services.storage import Storage
 
 EVENT_SOURCE = "deepgram-s3-transcriber"
@@ -99,12 +100,12 @@ class Completion:
         self.derived = tuple(f for f in settings.output_formats if f in formats.DERIVED_FORMATS)
 
     def finish(
-        self, obj: S3ObjectRef, result: dict[str, Any], started_at: str, answer: IO[bytes] | None = None
+        self, obj: S3ObjectRef, result: WorkResult, started_at: str, answer: IO[bytes] | None = None
     ) -> dict[str, str]:
         """Derived formats and the ``Transcript Created`` event; returns the output key per format.
         ``answer``: the JSON just written, still in hand (a seekable spool); without it (a replay)
         the stored JSON is read back, a chunk at a time."""
-        keys = {"json": str(result["key"])}
+        keys = {"json": str(result.key)}
         if not self.derived and not self.settings.completion_events:
             return keys
         begun = time.monotonic()
@@ -154,12 +155,12 @@ class Completion:
     def _created_detail(
         self,
         obj: S3ObjectRef,
-        result: dict[str, Any],
+        result: WorkResult,
         summary: formats.TranscriptSummary,
         keys: dict[str, str],
         started_at: str,
     ) -> dict[str, Any]:
-        options = result.get("options")
+        options = result.options
         model = (options or {}).get("model") or self.settings.deepgram.model
         detail: dict[str, Any] = {
             "version": DETAIL_VERSION,
@@ -174,17 +175,17 @@ class Completion:
                 "words": summary.words,
             },
             "deepgram": {
-                "request_id": summary.request_id or result.get("request_id"),
+                "request_id": summary.request_id or result.request_id,
                 "model": model,
                 "model_names": summary.model_names,
-                "delivery": result.get("delivery"),
+                "delivery": result.delivery,
             },
-            "replayed": bool(result.get("replayed")),
+            "replayed": result.replayed,
             "timings": {
                 "started_at": started_at,
-                "transcribed_at": result.get("transcribed_at"),
+                "transcribed_at": result.transcribed_at,
                 "completed_at": utc_now(),
-                "deepgram_latency_s": result.get("deepgram_latency_s"),
+                "deepgram_latency_s": result.deepgram_latency_s,
             },
         }
         if options is not None:
@@ -192,8 +193,8 @@ class Completion:
         names = speakers.speakers_detail(obj.options or ())
         if names is not None:
             detail["speakers"] = names
-        if result.get("estimated_cost_usd") is not None:
-            detail["estimated_cost_usd"] = result["estimated_cost_usd"]
+        if result.estimated_cost_usd is not None:
+            detail["estimated_cost_usd"] = result.estimated_cost_usd
         return detail
 
     def failed(self, obj: S3ObjectRef, record: dict[str, Any], failure_key: str) -> None:
