@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from transcriber.services.capacity import Governor
     from transcriber.services.deepgram import DeepgramClient, Transcript
     from transcriber.services.secrets import ApiKeyProvider
-    from transcriber.services.storage import Storage
+    from transcriber.services.source import SourceObjects
 
 Query = list[tuple[str, str]]
 
@@ -32,7 +32,7 @@ class DeepgramCall:
     def __init__(
         self,
         settings: Settings,
-        storage: Storage,
+        source: SourceObjects,
         *,
         api_keys: ApiKeyProvider,
         deepgram: DeepgramClient,
@@ -41,7 +41,7 @@ class DeepgramCall:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
-        self.storage = storage
+        self.source = source
         self.api_keys = api_keys
         self.deepgram = deepgram
         self.capacity = capacity  # a slot of the Deepgram pool per request
@@ -110,7 +110,7 @@ class DeepgramCall:
     ) -> Transcript:
         connect_s, read_s = self._timeouts(context)
         if delivery == "url":
-            media_url = self.storage.presign_get(obj, self.settings.presign_expiry_s)
+            media_url = self.source.presign_get(obj, self.settings.presign_expiry_s)
             logger.info("Sending presigned URL to Deepgram", extra={"media_url": redact_url(media_url)})
             return self.deepgram.transcribe_url(
                 api_key=api_key,
@@ -120,7 +120,7 @@ class DeepgramCall:
                 read_timeout_s=read_s,
             )
         # A stream can be sent once: every attempt opens the object again.
-        stream = self.storage.open_stream(obj)
+        stream = self.source.open_stream(obj)
         try:
             refuse_too_large(stream.length)
             logger.info("Streaming the object to Deepgram", extra={"content_length": stream.length})

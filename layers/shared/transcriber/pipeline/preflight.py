@@ -14,12 +14,12 @@ from transcriber.domain import keyterms, speakers, upload_options
 from transcriber.domain.archive import archived_refusal
 from transcriber.domain.events import invalid_name
 from transcriber.errors import ErrorDetails, PermanentError, TranscriptionError
-from transcriber.services.storage import SSE_C_REASON, sse_c_refused
+from transcriber.services.source import SSE_C_REASON, sse_c_refused
 
 if TYPE_CHECKING:
     from transcriber.config import Settings
     from transcriber.domain.events import S3ObjectRef
-    from transcriber.services.storage import ObjectInfo, Storage
+    from transcriber.services.source import ObjectInfo, SourceObjects
 
 MEDIA_CONTENT_TYPES = ("audio/", "video/")
 MAX_MEDIA_BYTES = 2 * 1024**3  # Deepgram refuses files over 2 GB: don't pay for the attempt
@@ -87,9 +87,9 @@ def object_identity(obj: S3ObjectRef) -> dict[str, Any]:
 
 
 class Preflight:
-    def __init__(self, settings: Settings, storage: Storage) -> None:
+    def __init__(self, settings: Settings, source: SourceObjects) -> None:
         self.settings = settings
-        self.storage = storage
+        self.source = source
 
     def look(self, obj: S3ObjectRef) -> tuple[S3ObjectRef, str | None]:
         """The object as it will be transcribed (size, ETag, version, options filled in), or the
@@ -125,7 +125,7 @@ class Preflight:
         reads_metadata = self.settings.upload_options.reads_metadata(obj.options)  # per-upload options
         if self._decisive(obj, allowed=allowed, reads_metadata=reads_metadata):
             return obj, None
-        info = self.storage.describe(obj)
+        info = self.source.describe(obj)
         if obj.version_id is None and obj.etag and info.etag and info.etag != obj.etag:
             return obj, "superseded"
         obj = replace(obj, size=info.size, etag=info.etag or obj.etag, version_id=info.version_id)
@@ -161,7 +161,7 @@ class Preflight:
         if exc.reason != "deepgram-remote-content":
             return exc
         try:
-            state = self.storage.describe(obj).archive
+            state = self.source.describe(obj).archive
         except PermanentError as refused:
             if refused.reason != SSE_C_REASON:
                 return exc

@@ -28,17 +28,16 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber.domain import upload_options
 from transcriber.domain.retry import InvocationRetryPolicy
 from transcriber.domain.work import WorkResult
 from transcriber.errors import (
     ErrorDetails,
     PermanentError,
     RetryableError,
-    TranscriptionError,
     error_from_record,
 )
 from transcriber.observability import logger, metrics
+from transcriber.pipeline.already_done import AlreadyDone
 from transcriber.pipeline.deepgram_call import DeepgramCall
 from transcriber.pipeline.outcome import LambdaContextLike, Outcome
 from transcriber.pipeline.outputs import OUTPUT_WRITE_ATTEMPTS, AnswerWriter, FailureRecorder, skipped
@@ -59,7 +58,8 @@ from transcriber.services.clients import new_client
 from transcriber.services.completion import Completion
 from transcriber.services.deepgram import DeepgramClient, Transcript
 from transcriber.services.secrets import ApiKeyProvider
-from transcriber.services.storage import Storage, StoredTranscript, utc_now
+from transcriber.services.source import SourceObjects
+from transcriber.services.storage import Storage, utc_now
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
@@ -115,8 +115,10 @@ class Transcriber:
         # again, which is most of a cold start's first-invocation time.
         session = session or boto3.session.Session()
         dynamodb = dynamodb or new_client(session, "dynamodb")
-        self.storage = Storage(
-            s3 or new_client(session, "s3"),
+        s3 = s3 or new_client(session, "s3")
+        self.source = SourceObjects(s3)  # the input object
+        self.storage = Storage(  # the outputs
+            s3,
             settings.output_bucket,
             settings.transcript_prefix,
             settings.failure_prefix,
@@ -127,10 +129,10 @@ class Transcriber:
         self.completion = Completion(
             settings, self.storage, (lambda: events) if events else (lambda: new_client(session, "events"))
         )
-        self.preflight = Preflight(settings, self.storage)
+        self.preflight = Preflight(settings, self.source)
         self.call = DeepgramCall(
             settings,
-            self.storage,
+            self.source,
             api_keys=ApiKeyProvider(
                 settings.deepgram_secret_id,
                 settings.secret_max_age_s,
@@ -149,6 +151,7 @@ class Transcriber:
             sleep,
         )
         self.failures = FailureRecorder(self.storage, self.completion)
+        self.done = AlreadyDone(self.storage)
         self.idempotency = IdempotencyConfig(
             expires_after_seconds=settings.idempotency_ttl_s, response_hook=_mark_replayed
         )
@@ -255,7 +258,7 @@ class Transcriber:
         elif not result.replayed:
             return result
         else:
-            held = self._replay_holds(obj, result)
+            held = self.done.replay_holds(obj, result)
             if held is not None:
                 return held
         logger.warning(
@@ -279,22 +282,6 @@ class Transcriber:
         record = self._transcribe_once(identity=identity, obj=obj, context=context, in_hand=in_hand)
         return WorkResult.from_record(record)
 
-    def _replay_holds(self, obj: S3ObjectRef, result: WorkResult) -> WorkResult | None:
-        """A stored result that still answers for ``obj`` (None when it does not): its transcript
-        exists and is this version's, and the replay reports that transcript's request id and
-        options; or (a superseded result) a newer object still replaces it: the same bytes uploaded
-        again after another version are the latest version again, with the same identity."""
-        if result.superseded:
-            return result if self.storage.superseded(obj) else None
-        try:
-            stored = self.storage.stored_transcript(obj)
-        except TranscriptionError as exc:  # can't read the output: trust the record, never pay twice
-            logger.warning("Can't check the stored result's transcript", extra={"error": exc.as_record()})
-            return result
-        if stored is None or not stored.made_from(obj):
-            return None
-        return reported(result, stored)
-
     def _transcribe(
         self,
         *,
@@ -307,38 +294,13 @@ class Transcriber:
         idempotency record is the fast path, not the only guard: it expires). The answer stays
         ``in_hand`` (a spool: bounded memory) so the formats are made from it, not read back."""
         query = self.preflight.query(obj)
-        done = self._done_in_bucket(obj, query)
+        done = self.done.in_bucket(obj, query)
         if done is not None:
             return done.to_record()
         transcript, delivery = self.call.call(obj, query, context)
         in_hand.append(transcript)  # the caller closes it
         written = self.writer.write(obj, query, identity, (transcript, delivery), context=context, kept=None)
         return written.to_record()
-
-    def _done_in_bucket(self, obj: S3ObjectRef, query: list[tuple[str, str]]) -> WorkResult | None:
-        """The result of work already done, read from the transcript at ``obj``'s output key: made
-        from this version, or from the same bytes (a copy in place), with the same options. A
-        transcript of a later event for the key supersedes ``obj``. None: there is work to pay
-        for. When the output bucket can't be read, nothing is paid for (the error defers the object)."""
-        stored = self.storage.stored_transcript(obj)
-        if stored is None:
-            return None
-        if not stored.made_from(obj) and self.storage.older_than(obj, stored.metadata):
-            return WorkResult(superseded=True)
-        if not stored.answers(obj, upload_options.metadata(query)):
-            return None
-        logger.info(
-            "The transcript in the bucket is this work's; no Deepgram request",
-            extra={"transcript_key": stored.key, "deepgram_request_id": stored.request_id},
-        )
-        found = WorkResult(
-            key=stored.key,
-            delivery=stored.delivery,
-            options=upload_options.in_force(query),
-            estimated_cost_usd=stored.estimated_cost_usd,
-            replayed=True,
-        )
-        return reported(found, stored)
 
     def _write_kept(
         self, obj: S3ObjectRef, identity: dict[str, Any], result: WorkResult, context: LambdaContextLike
@@ -378,12 +340,6 @@ def answer_of(in_hand: list[Transcript]) -> IO[bytes] | None:
 def close_all(in_hand: list[Transcript]) -> None:
     for transcript in in_hand:
         transcript.close()
-
-
-def reported(result: WorkResult, stored: StoredTranscript) -> WorkResult:
-    """A replay reports the transcript in the bucket: its request id and options."""
-    found = WorkResult(request_id=stored.request_id, options=stored.options()).to_record()
-    return WorkResult.from_record(result.to_record() | found)
 
 
 def _mark_replayed(response: Any, idempotent_data: DataRecord) -> Any:
