@@ -128,38 +128,48 @@ class Settings:
             completion_events=reader.boolean("COMPLETION_EVENTS", default=True),
             event_bus_name=reader.text("EVENT_BUS_NAME", default=DEFAULT_EVENT_BUS),
         )
-        over_limit = KeytermCount.of(settings.deepgram.query()).problem()
-        if over_limit is not None:
-            raise configuration_error("invalid-configuration", f"{OPTIONS_VARIABLE}: {over_limit}")
-        settings = replace(
-            settings,
-            profiles=Profiles.from_env(reader, settings.deepgram, UNSUPPORTED_OPTIONS),
-            caption_style=caption_style(reader, settings.caption_words_per_cue),
+        return _completed(settings, reader)
+
+
+def _completed(settings: Settings, reader: EnvReader) -> Settings:
+    """The settings read from the environment, with what depends on them, checked as a whole."""
+    over_limit = KeytermCount.of(settings.deepgram.query()).problem()
+    if over_limit is not None:
+        raise configuration_error("invalid-configuration", f"{OPTIONS_VARIABLE}: {over_limit}")
+    settings = replace(
+        settings,
+        profiles=Profiles.from_env(reader, settings.deepgram, UNSUPPORTED_OPTIONS),
+        caption_style=caption_style(reader, settings.caption_words_per_cue),
+    )
+    if settings.input_bucket:
+        settings = replace(settings, allowed_buckets=settings.allowed_buckets | {settings.input_bucket})
+    _refuse_loops(settings)
+    return settings
+
+
+def _refuse_loops(settings: Settings) -> None:
+    """Buckets and prefixes that would make the pipeline transcribe its own outputs, or none at all."""
+    if not settings.allowed_buckets:
+        raise configuration_error(
+            "missing-configuration",
+            "environment variable INPUT_BUCKET (or ALLOWED_BUCKETS) is not set: "
+            "the function must know which buckets it transcribes",
         )
-        if settings.input_bucket:
-            settings = replace(settings, allowed_buckets=settings.allowed_buckets | {settings.input_bucket})
-        if not settings.allowed_buckets:
-            raise configuration_error(
-                "missing-configuration",
-                "environment variable INPUT_BUCKET (or ALLOWED_BUCKETS) is not set: "
-                "the function must know which buckets it transcribes",
-            )
-        if settings.output_bucket in settings.allowed_buckets - {settings.input_bucket}:
-            raise configuration_error(
-                "invalid-configuration", "ALLOWED_BUCKETS must not name OUTPUT_BUCKET: it would loop"
-            )
-        if settings.input_bucket == settings.output_bucket:
-            # Transcripts written into the bucket that triggers the function would trigger it again.
-            raise configuration_error(
-                "invalid-configuration", "INPUT_BUCKET and OUTPUT_BUCKET must differ: the pipeline would loop"
-            )
-        prefixes = (settings.transcript_prefix, settings.failure_prefix, settings.kept_answer_prefix)
-        if len(set(prefixes)) < len(prefixes):
-            raise configuration_error(
-                "invalid-configuration",
-                "TRANSCRIPT_PREFIX, FAILURE_PREFIX and KEPT_ANSWER_PREFIX must differ",
-            )
-        return settings
+    if settings.output_bucket in settings.allowed_buckets - {settings.input_bucket}:
+        raise configuration_error(
+            "invalid-configuration", "ALLOWED_BUCKETS must not name OUTPUT_BUCKET: it would loop"
+        )
+    if settings.input_bucket == settings.output_bucket:
+        # Transcripts written into the bucket that triggers the function would trigger it again.
+        raise configuration_error(
+            "invalid-configuration", "INPUT_BUCKET and OUTPUT_BUCKET must differ: the pipeline would loop"
+        )
+    prefixes = (settings.transcript_prefix, settings.failure_prefix, settings.kept_answer_prefix)
+    if len(set(prefixes)) < len(prefixes):
+        raise configuration_error(
+            "invalid-configuration",
+            "TRANSCRIPT_PREFIX, FAILURE_PREFIX and KEPT_ANSWER_PREFIX must differ",
+        )
 
 
 def caption_style(reader: EnvReader, words_per_cue: int) -> CaptionStyle:
