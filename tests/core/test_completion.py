@@ -29,6 +29,7 @@ from tests.core.conftest import (
 from transcriber.config import Settings
 from transcriber.domain.cost import DEFAULT_PRICE_PER_MINUTE
 from transcriber.domain.events import S3ObjectRef
+from transcriber.domain.work import WorkResult
 from transcriber.errors import BlockedError, PermanentError, RetryableError
 from transcriber.services.clients import AWS_CLIENT_CONFIG
 from transcriber.services.completion import (
@@ -426,14 +427,14 @@ def test_the_event_carries_the_options_and_cost_when_the_result_has_them(aws: Aw
     storage = Storage(aws.s3, OUTPUT_BUCKET, settings.transcript_prefix, settings.failure_prefix)
     aws.s3.put_object(Bucket=OUTPUT_BUCKET, Key=key_of("json"), Body=json.dumps(transcript_body()).encode())
     completion = Completion(settings, storage, lambda: bus.client)
-    result = {
-        "key": key_of("json"),
-        "request_id": "req-1",
-        "options": {"model": "nova-2", "language": "es"},
-        "estimated_cost_usd": 0.0043,
-        "deepgram_latency_s": 1.25,
-        "transcribed_at": "2026-11-26T00:00:01.000Z",
-    }
+    result = WorkResult(
+        key=key_of("json"),
+        request_id="req-1",
+        options={"model": "nova-2", "language": "es"},
+        estimated_cost_usd=0.0043,
+        deepgram_latency_s=1.25,
+        transcribed_at="2026-11-26T00:00:01.000Z",
+    )
 
     completion.finish(obj(), result, "2026-11-26T00:00:00.000Z")
 
@@ -452,7 +453,7 @@ def test_a_stored_transcript_that_is_not_json_is_a_permanent_failure(aws: Aws, b
     aws.s3.put_object(Bucket=OUTPUT_BUCKET, Key=key_of("json"), Body=b"<html>")
 
     with pytest.raises(PermanentError) as raised:
-        Completion(settings, storage, lambda: bus.client).finish(obj(), {"key": key_of("json")}, "t")
+        Completion(settings, storage, lambda: bus.client).finish(obj(), WorkResult(key=key_of("json")), "t")
 
     assert raised.value.reason == "transcript-unreadable"
 
@@ -490,7 +491,7 @@ def test_the_event_samples_have_the_published_shape_and_match_the_sample_rule(
     settings = Settings.from_env({**ENV, **ALL_ON})
     storage = Storage(aws.s3, OUTPUT_BUCKET, settings.transcript_prefix, settings.failure_prefix)
     aws.s3.put_object(Bucket=OUTPUT_BUCKET, Key=key_of("json"), Body=json.dumps(transcript_body()).encode())
-    result = {"key": key_of("json"), "options": {"model": "nova-3"}, "estimated_cost_usd": 0.01}
+    result = WorkResult(key=key_of("json"), options={"model": "nova-3"}, estimated_cost_usd=0.01)
     Completion(settings, storage, lambda: bus.client).finish(obj(), result, "2026-11-26T00:00:00.000Z")
     aws.upload(KEY)
     deepgram.add(

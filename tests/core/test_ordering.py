@@ -222,21 +222,21 @@ def test_a_replay_whose_transcript_was_deleted_transcribes_again(
     assert aws.output(transcript_key("k.wav")) is not None
 
 
-def test_a_replay_overwritten_by_a_newer_version_is_superseded_without_paying_again(
+def test_a_new_version_of_the_same_bytes_is_not_paid_again_and_the_old_one_replays_it(
     aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
 ) -> None:
     versioned(aws)
     first = aws.upload("k.wav", V1)["VersionId"]
     answer(deepgram)
     transcriber.process(ref(version_id=first), lambda_context)
-    second = aws.upload("k.wav", V1)["VersionId"]  # same bytes, same ETag: the same identity
-    answer(deepgram, json=transcript_body(request_id="req-2"))
-    assert transcriber.process(ref(version_id=second), lambda_context).status == "transcribed"
+    second = aws.upload("k.wav", V1)["VersionId"]  # same bytes, same ETag, same options: a copy in place
 
+    again = transcriber.process(ref(version_id=second), lambda_context)
     late = transcriber.process(ref(version_id=first), lambda_context)
 
-    assert (late.status, late.reason) == ("skipped", "superseded")
-    assert len(deepgram.calls) == 2
+    assert (again.status, again.replayed, again.request_id) == ("transcribed", True, "req-1")
+    assert (late.status, late.replayed, late.request_id) == ("transcribed", True, "req-1")
+    assert len(deepgram.calls) == 1
 
 
 def test_bytes_uploaded_again_after_another_version_are_the_latest_again(

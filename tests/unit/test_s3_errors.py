@@ -127,14 +127,14 @@ class BareHead400S3:
 def test_a_bare_400_head_is_told_as_sse_c_by_a_one_byte_get() -> None:
     from transcriber.domain.events import S3ObjectRef
     from transcriber.errors import PermanentError
-    from transcriber.services.storage import SSE_C_REASON, Storage
+    from transcriber.services.source import SSE_C_REASON, SourceObjects
 
     refusing = client_error("InvalidRequest", 400)
     refusing.response["Error"]["Message"] = "The object was stored using a form of Server Side Encryption."
     s3 = BareHead400S3(refusing)
 
     with pytest.raises(PermanentError) as caught:
-        Storage(s3, "out", "transcripts/", "failures/").describe(S3ObjectRef("in", "a.wav", version_id="v1"))  # type: ignore[arg-type]
+        SourceObjects(s3).describe(S3ObjectRef("in", "a.wav", version_id="v1"))  # type: ignore[arg-type]
 
     assert caught.value.reason == SSE_C_REASON
     assert s3.gets == [{"Bucket": "in", "Key": "a.wav", "VersionId": "v1", "Range": "bytes=0-0"}]
@@ -144,10 +144,10 @@ def test_a_bare_400_head_is_told_as_sse_c_by_a_one_byte_get() -> None:
 def test_a_bare_400_head_that_is_not_sse_c_stays_an_s3_error(get_error: Exception | None) -> None:
     from transcriber.domain.events import S3ObjectRef
     from transcriber.errors import PermanentError
-    from transcriber.services.storage import Storage
+    from transcriber.services.source import SourceObjects
 
-    storage = Storage(BareHead400S3(get_error), "out", "transcripts/", "failures/")  # type: ignore[arg-type]
+    source = SourceObjects(BareHead400S3(get_error))  # type: ignore[arg-type]
     with pytest.raises(PermanentError) as caught:
-        storage.describe(S3ObjectRef("in", "a.wav"))
+        source.describe(S3ObjectRef("in", "a.wav"))
 
     assert caught.value.reason == "s3-error"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from transcriber.errors import configuration_error
 
 if TYPE_CHECKING:
-    from transcriber.config import EnvReader
+    from transcriber.domain.env import EnvReader
 
 # Deepgram's published pay-as-you-go prices (USD per audio minute) when this was written: Nova-3
 # pre-recorded; diarization, redaction, key terms as add-ons. As in template.yaml; check yours.

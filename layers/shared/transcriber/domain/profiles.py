@@ -31,7 +31,7 @@ from transcriber.domain.speakers import OUTPUT_OPTIONS
 from transcriber.errors import configuration_error
 
 if TYPE_CHECKING:
-    from transcriber.config import DeepgramOptions, EnvReader
+    from transcriber.domain.env import DeepgramOptions, EnvReader
 
 # Which file holds the profiles; empty: the one the layer carries.
 PROFILES_VARIABLE = "DEEPGRAM_PROFILES_FILE"
@@ -122,26 +122,37 @@ def _profile(where: str, prefix: str, options: Any, unsupported: frozenset[str])
         raise configuration_error("invalid-configuration", f"{at} must be a table of Deepgram options")
     pairs: list[tuple[str, str]] = []
     for name, value in options.items():
-        if name in unsupported:
-            raise configuration_error(
-                "invalid-configuration", f"{at} sets {name!r}, which this pipeline does not support"
-            )
-        if name in OUTPUT_OPTIONS:  # ours, not Deepgram's: set per deployment or per upload
-            raise configuration_error(
-                "invalid-configuration",
-                f"{at} sets {name!r}: a caption setting (Settings.Outputs), not Deepgram's",
-            )
-        values = value if isinstance(value, list) else [value]
-        if not values:
-            raise configuration_error("invalid-configuration", f"{at}: {name} is an empty list")
-        for item in values:
-            text = _text(item)
-            if text is None or not _well_formed(name, text):
-                raise configuration_error(
-                    "invalid-configuration", f"{at}: {name} = {str(item)[:40]!r} is not a valid value"
-                )
-            pairs.append((name, text))
+        _refuse_option(at, name, unsupported)
+        pairs.extend((name, text) for text in _values(at, name, value))
     return Profile(prefix, tuple(pairs))
+
+
+def _refuse_option(at: str, name: str, unsupported: frozenset[str]) -> None:
+    if name in unsupported:
+        raise configuration_error(
+            "invalid-configuration", f"{at} sets {name!r}, which this pipeline does not support"
+        )
+    if name in OUTPUT_OPTIONS:  # ours, not Deepgram's: set per deployment or per upload
+        raise configuration_error(
+            "invalid-configuration",
+            f"{at} sets {name!r}: a caption setting (Settings.Outputs), not Deepgram's",
+        )
+
+
+def _values(at: str, name: str, value: Any) -> list[str]:
+    """One option's values as text (a list repeats the option), each checked."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise configuration_error("invalid-configuration", f"{at}: {name} is an empty list")
+    texts = []
+    for item in values:
+        text = _text(item)
+        if text is None or not _well_formed(name, text):
+            raise configuration_error(
+                "invalid-configuration", f"{at}: {name} = {str(item)[:40]!r} is not a valid value"
+            )
+        texts.append(text)
+    return texts
 
 
 def _text(value: Any) -> str | None:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from transcriber.config import EnvReader
+from transcriber.domain.env import EnvReader
 from transcriber.errors import configuration_error
 
 # SQS caps a message's visibility timeout at 12 hours.

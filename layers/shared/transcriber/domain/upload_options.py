@@ -24,7 +24,7 @@ from transcriber.errors import ErrorDetails, PermanentError, configuration_error
 from transcriber.observability import redact_url
 
 if TYPE_CHECKING:
-    from transcriber.config import DeepgramOptions, EnvReader
+    from transcriber.domain.env import DeepgramOptions, EnvReader
 
 # S3 user metadata names that carry options: ``x-amz-meta-dg-<option, '_' written '-'>``.
 METADATA_PREFIX = "dg-"

@@ -19,7 +19,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from transcriber.config import Settings
     from transcriber.domain.events import S3ObjectRef
+    from transcriber.domain.work import WorkResult
     from transcriber.services.storage import Storage
 
 EVENT_SOURCE = "deepgram-s3-transcriber"
@@ -98,19 +99,22 @@ class Completion:
         self.publisher = EventPublisher(events, settings.event_bus_name)
         self.derived = tuple(f for f in settings.output_formats if f in formats.DERIVED_FORMATS)
 
-    def finish(self, obj: S3ObjectRef, result: dict[str, Any], started_at: str) -> dict[str, str]:
-        """Derived formats and the ``Transcript Created`` event; returns the output key per format."""
-        keys = {"json": str(result["key"])}
+    def finish(
+        self, obj: S3ObjectRef, result: WorkResult, started_at: str, answer: IO[bytes] | None = None
+    ) -> dict[str, str]:
+        """Derived formats and the ``Transcript Created`` event; returns the output key per format.
+        ``answer``: the JSON just written, still in hand (a seekable spool); without it (a replay)
+        the stored JSON is read back, a chunk at a time."""
+        keys = {"json": str(result.key)}
         if not self.derived and not self.settings.completion_events:
             return keys
         begun = time.monotonic()
-        with tempfile.TemporaryFile() as stored:
-            self.storage.read_output(keys["json"], stored)
-            try:
-                style = speakers.style_for(self.settings.caption_style, obj.options or ())
-                rendered = formats.render(stored, self.derived, style)
-            except formats.TranscriptFormatError as exc:
-                raise PermanentError(ErrorDetails(reason="transcript-unreadable", message=str(exc))) from exc
+        if answer is not None:
+            rendered = self._render(obj, answer)
+        else:
+            with tempfile.TemporaryFile() as stored:
+                self.storage.read_output(keys["json"], stored)
+                rendered = self._render(obj, stored)
         try:
             keys |= self._write(obj, rendered)
         finally:
@@ -123,6 +127,13 @@ class Completion:
             self.publisher.publish(TRANSCRIPT_CREATED, detail)
             metrics.add_metric(name="CompletionEventsPublished", unit=MetricUnit.Count, value=1)
         return keys
+
+    def _render(self, obj: S3ObjectRef, source: IO[bytes]) -> formats.Rendered:
+        try:
+            style = speakers.style_for(self.settings.caption_style, obj.options or ())
+            return formats.render(source, self.derived, style)
+        except formats.TranscriptFormatError as exc:
+            raise PermanentError(ErrorDetails(reason="transcript-unreadable", message=str(exc))) from exc
 
     def _write(self, obj: S3ObjectRef, rendered: formats.Rendered) -> dict[str, str]:
         keys: dict[str, str] = {}
@@ -144,12 +155,12 @@ class Completion:
     def _created_detail(
         self,
         obj: S3ObjectRef,
-        result: dict[str, Any],
+        result: WorkResult,
         summary: formats.TranscriptSummary,
         keys: dict[str, str],
         started_at: str,
     ) -> dict[str, Any]:
-        options = result.get("options")
+        options = result.options
         model = (options or {}).get("model") or self.settings.deepgram.model
         detail: dict[str, Any] = {
             "version": DETAIL_VERSION,
@@ -164,17 +175,17 @@ class Completion:
                 "words": summary.words,
             },
             "deepgram": {
-                "request_id": summary.request_id or result.get("request_id"),
+                "request_id": summary.request_id or result.request_id,
                 "model": model,
                 "model_names": summary.model_names,
-                "delivery": result.get("delivery"),
+                "delivery": result.delivery,
             },
-            "replayed": bool(result.get("replayed")),
+            "replayed": result.replayed,
             "timings": {
                 "started_at": started_at,
-                "transcribed_at": result.get("transcribed_at"),
+                "transcribed_at": result.transcribed_at,
                 "completed_at": utc_now(),
-                "deepgram_latency_s": result.get("deepgram_latency_s"),
+                "deepgram_latency_s": result.deepgram_latency_s,
             },
         }
         if options is not None:
@@ -182,8 +193,8 @@ class Completion:
         names = speakers.speakers_detail(obj.options or ())
         if names is not None:
             detail["speakers"] = names
-        if result.get("estimated_cost_usd") is not None:
-            detail["estimated_cost_usd"] = result["estimated_cost_usd"]
+        if result.estimated_cost_usd is not None:
+            detail["estimated_cost_usd"] = result.estimated_cost_usd
         return detail
 
     def failed(self, obj: S3ObjectRef, record: dict[str, Any], failure_key: str) -> None:

@@ -110,14 +110,23 @@ def parse_error_body(body: bytes) -> DeepgramErrorBody:
         return DeepgramErrorBody(code=None, message=parsed[:500], request_id=None)
     if not isinstance(parsed, dict):
         return DeepgramErrorBody(code=None, message=text[:500], request_id=None)
+    return _error_fields(parsed, text)
+
+
+def _error_fields(parsed: dict[str, Any], text: str) -> DeepgramErrorBody:
+    """An error body that is a JSON object: either of Deepgram's two spellings."""
     code = parsed.get("err_code") or parsed.get("category")
     message = parsed.get("err_msg") or parsed.get("message") or parsed.get("details") or text[:500]
     request_id = parsed.get("request_id")
     return DeepgramErrorBody(
-        code=str(code) if code is not None else None,
+        code=_text_or_none(code),
         message=str(message)[:500],
-        request_id=str(request_id) if request_id is not None else None,
+        request_id=_text_or_none(request_id),
     )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -149,35 +158,41 @@ _STATUS_TAXONOMY: dict[int, tuple[type[TranscriptionError], str]] = {
 }
 
 
+Kind = type[TranscriptionError]
+
+
+def _bad_request(status: int, error: DeepgramErrorBody) -> tuple[Kind | None, str, str]:
+    """What the body's error code decides (a slow upload, a 400's kind); (None, ...): the status does."""
+    code = (error.code or "").upper()
+    if code == "SLOW_UPLOAD":  # the upload to Deepgram was too slow, whatever the status says
+        return RetryableError, "deepgram-request-timeout", error.message
+    if status != 400:
+        return None, "", error.message
+    if code == "REMOTE_CONTENT_ERROR":
+        message = f"{error.message} -- {REMOTE_CONTENT_HINT}"
+        if "failed to return valid data" in error.message:
+            return RetryableError, "deepgram-remote-content-transient", message
+        return PermanentError, "deepgram-remote-content", message
+    if code == "INVALID_QUERY_PARAMETER":
+        return PermanentError, "deepgram-invalid-options", error.message
+    return PermanentError, "deepgram-unsupported-audio", error.message
+
+
+def _by_status(status: int) -> tuple[Kind, str]:
+    if status in _STATUS_TAXONOMY:
+        return _STATUS_TAXONOMY[status]
+    if 300 <= status < 400:  # never followed: the API URL is wrong or moved (fix DEEPGRAM_API_URL)
+        return BlockedError, "deepgram-redirected"
+    if status >= 500:
+        return RetryableError, "deepgram-unavailable"
+    return PermanentError, "deepgram-unexpected-status"
+
+
 def classify_status(status: int, error: DeepgramErrorBody, retry_after: float | None) -> TranscriptionError:
     """Map one Deepgram error answer to the taxonomy."""
-    code = (error.code or "").upper()
-    message = error.message
-    kind: type[TranscriptionError]
-    if code == "SLOW_UPLOAD":  # the upload to Deepgram was too slow, whatever the status says
-        kind, reason = RetryableError, "deepgram-request-timeout"
-    elif status == 400 and code == "REMOTE_CONTENT_ERROR":
-        message = f"{error.message} -- {REMOTE_CONTENT_HINT}"
-        transient = "failed to return valid data" in error.message
-        kind, reason = (
-            (RetryableError, "deepgram-remote-content-transient")
-            if transient
-            else (PermanentError, "deepgram-remote-content")
-        )
-    elif status == 400:
-        invalid_options = code == "INVALID_QUERY_PARAMETER"
-        kind, reason = (
-            PermanentError,
-            "deepgram-invalid-options" if invalid_options else "deepgram-unsupported-audio",
-        )
-    elif status in _STATUS_TAXONOMY:
-        kind, reason = _STATUS_TAXONOMY[status]
-    elif 300 <= status < 400:  # never followed: the API URL is wrong or moved (fix DEEPGRAM_API_URL)
-        kind, reason = BlockedError, "deepgram-redirected"
-    elif status >= 500:
-        kind, reason = RetryableError, "deepgram-unavailable"
-    else:
-        kind, reason = PermanentError, "deepgram-unexpected-status"
+    kind, reason, message = _bad_request(status, error)
+    if kind is None:
+        kind, reason = _by_status(status)
     return kind(
         ErrorDetails(
             reason=reason,
@@ -481,13 +496,19 @@ class _AnswerReader:
         if event == "map_key":
             path[-1] = value
             return
-        if len(path) == 3 and path[0] == "results" and path[1] == "channels" and path[2] == "[]":
+        if path == _CHANNELS_ITEMS:
             self.channels += event not in _CLOSE
         if event in _OPEN:
-            if len(path) >= MAX_ANSWER_DEPTH:
-                raise _invalid_response("Deepgram answered 200 with JSON nested deeper than a transcript")
-            path.append("" if _OPEN[event] else "[]")
+            self._open(_OPEN[event])
         elif event in _CLOSE:
             path.pop()
         elif len(path) == 2 and path[0] == "metadata" and event in _SUMMARY_FIELDS.get(path[1], ()):
             self.fields[path[1]] = value
+
+    def _open(self, is_map: bool) -> None:
+        if len(self.path) >= MAX_ANSWER_DEPTH:
+            raise _invalid_response("Deepgram answered 200 with JSON nested deeper than a transcript")
+        self.path.append("" if is_map else "[]")
+
+
+_CHANNELS_ITEMS = ["results", "channels", "[]"]  # the path inside ``results.channels``

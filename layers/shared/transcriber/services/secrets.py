@@ -62,6 +62,17 @@ class ApiKeyProvider:
 
 def parse_secret(secret_id: str, raw: Any) -> str:
     """Accept a plain-string secret or a JSON object; errors name the secret, never its value."""
+    text = _secret_text(secret_id, raw)
+    if text.startswith("{"):
+        text = _key_in_json(secret_id, text)
+    if not text or any(ch.isspace() for ch in text) or not text.isprintable():
+        # A key with spaces or control characters would corrupt the Authorization header.
+        raise configuration_error("secret-malformed", f"secret {secret_id!r} does not hold a valid API key")
+    return text
+
+
+def _secret_text(secret_id: str, raw: Any) -> str:
+    """The secret as text, stripped: a binary secret must be UTF-8, and none may be empty."""
     if isinstance(raw, bytes | bytearray):
         try:
             raw = bytes(raw).decode("utf-8")
@@ -71,25 +82,24 @@ def parse_secret(secret_id: str, raw: Any) -> str:
             ) from None
     if not isinstance(raw, str) or not raw.strip():
         raise configuration_error("secret-empty", f"secret {secret_id!r} is empty")
-    text = raw.strip()
-    if text.startswith("{"):
-        try:
-            document = json.loads(text)
-        except ValueError:
-            raise configuration_error(
-                "secret-malformed", f"secret {secret_id!r} looks like JSON but does not parse"
-            ) from None
-        key = next(
-            (document[name] for name in JSON_KEYS if isinstance(document.get(name), str) and document[name]),
-            None,
+    return raw.strip()
+
+
+def _key_in_json(secret_id: str, text: str) -> str:
+    """The API key from a JSON secret: the first non-empty string of ``JSON_KEYS``."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise configuration_error(
+            "secret-malformed", f"secret {secret_id!r} looks like JSON but does not parse"
+        ) from None
+    fields = document if isinstance(document, dict) else {}
+    key = next(
+        (fields[name] for name in JSON_KEYS if isinstance(fields.get(name), str) and fields[name]), None
+    )
+    if key is None:
+        raise configuration_error(
+            "secret-malformed",
+            f"secret {secret_id!r} is JSON without a non-empty {' or '.join(JSON_KEYS)} field",
         )
-        if key is None:
-            raise configuration_error(
-                "secret-malformed",
-                f"secret {secret_id!r} is JSON without a non-empty {' or '.join(JSON_KEYS)} field",
-            )
-        text = key.strip()
-    if not text or any(ch.isspace() for ch in text) or not text.isprintable():
-        # A key with spaces or control characters would corrupt the Authorization header.
-        raise configuration_error("secret-malformed", f"secret {secret_id!r} does not hold a valid API key")
-    return text
+    return str(key).strip()

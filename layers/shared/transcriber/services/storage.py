@@ -1,4 +1,6 @@
-"""S3 access: what we need to know about the input object, the presigned URL, and the outputs."""
+"""The outputs in the output bucket: the key mapping (``output_key``), transcripts, derived formats,
+failure records and kept answers, and which version of a key an output belongs to. The input
+object is read by ``transcriber.services.source`` (its names are re-exported here)."""
 
 from __future__ import annotations
 
@@ -6,18 +8,43 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber.domain.archive import ArchiveState, from_refused_read
 from transcriber.domain.events import has_dot_segments, sequencer_value, version_or_none
 from transcriber.domain.formats import DERIVED_FORMATS
-from transcriber.errors import BlockedError, ErrorDetails, PermanentError, RetryableError, TranscriptionError
+from transcriber.errors import BlockedError, ErrorDetails, PermanentError, TranscriptionError
 from transcriber.observability import logger
+from transcriber.services.s3_errors import MISSING_CODES, classify_s3_error
+from transcriber.services.source import (
+    SSE_C_MESSAGE,
+    SSE_C_REASON,
+    SSE_C_REFUSAL,
+    ObjectInfo,
+    ObjectStream,
+    SourceObjects,
+    sse_c_refused,
+)
+
+__all__ = [
+    "SSE_C_MESSAGE",
+    "SSE_C_REASON",
+    "SSE_C_REFUSAL",
+    "ObjectInfo",
+    "ObjectStream",
+    "SourceObjects",
+    "Storage",
+    "StoredTranscript",
+    "classify_s3_error",
+    "metadata_value",
+    "output_key",
+    "sse_c_refused",
+    "utc_now",
+]
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -35,63 +62,65 @@ _RESERVED_FOLDERS = (LONG_KEY_FOLDER, UNSAFE_KEY_FOLDER, BUCKETS_FOLDER)
 METADATA_BUDGET = 1800
 _METADATA_SAFE = "-_.~:=+/"
 _SAFE_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
-_MISSING_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound", "NoSuchBucket"})
-_DENIED_CODES = frozenset({"403", "AccessDenied", "Forbidden", "KMS.AccessDeniedException"})
-_THROTTLE_CODES = frozenset({"503", "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"})
 
 
-# S3 answers a GET without the customer key of an SSE-C object with 400 InvalidRequest.
-SSE_C_MESSAGE = "Server Side Encryption"
-SSE_C_REFUSAL = (
-    "the object is encrypted with a customer-provided key (SSE-C): neither Deepgram (a presigned "
-    "URL can't carry the key) nor the function (it is given no key) can read it; re-encrypt it with "
-    "SSE-S3 or SSE-KMS (copy-object) to transcribe it"
-)
+@dataclass(frozen=True, slots=True)
+class StoredTranscript:
+    """The transcript already at an object's output key, as its S3 metadata describes it: which
+    source version it was made from, with which Deepgram options, and Deepgram's request id."""
 
+    key: str
+    metadata: dict[str, str]
 
-@dataclass(frozen=True)
-class ObjectInfo:
-    size: int
-    etag: str
-    version_id: str | None
-    content_type: str
-    sse_customer_algorithm: str | None = None
-    archive: ArchiveState = field(default_factory=ArchiveState)
-    metadata: dict[str, str] = field(default_factory=dict)  # user metadata, without x-amz-meta-
+    def made_from(self, obj: S3ObjectRef) -> bool:
+        """Made from ``obj``'s version (by version id, else by ETag)."""
+        return _same_source(obj, self.metadata)
 
+    def answers(self, obj: S3ObjectRef, options: Mapping[str, str]) -> bool:
+        """Whether this transcript is the work ``obj`` asks for, so Deepgram must not be paid for it
+        again: made from the same content (this version, or the same ETag: a copy in place makes a
+        new version of the same bytes) with the same Deepgram options (``options``: as
+        ``upload_options.metadata`` records them)."""
+        recorded_version = self.metadata.get("source-version-id")
+        recorded_etag = self.metadata.get("source-etag")
+        same_version = bool(recorded_version) and recorded_version == metadata_value(obj.version_id, 128)
+        same_content = bool(recorded_etag) and recorded_etag == metadata_value(obj.etag, 128)
+        recorded = {k: v for k, v in self.metadata.items() if k in _OPTIONS_METADATA}
+        return (same_version or same_content) and bool(recorded) and recorded == dict(options)
 
-SSE_C_REASON = "s3-sse-c-unsupported"
+    def _recorded(self, name: str) -> str | None:
+        value = self.metadata.get(name)
+        return unquote(value) if value else None
 
+    @property
+    def request_id(self) -> str | None:
+        return self._recorded("deepgram-request-id")
 
-def sse_c_refused(uri: str, http_status: int | None = None) -> PermanentError:
-    return PermanentError(
-        ErrorDetails(reason=SSE_C_REASON, message=f"{uri}: {SSE_C_REFUSAL}", http_status=http_status)
-    )
+    @property
+    def delivery(self) -> str | None:
+        return self._recorded("delivery")
 
-
-class ObjectStream:
-    """An open GET of the input object: read it once, front to back, then close it. Read failures
-    are classified here (retryable: a new GET can succeed), so they cross the HTTP client as ours."""
-
-    def __init__(self, body: Any, length: int, content_type: str, uri: str) -> None:
-        self._body = body
-        self.length = length
-        self.content_type = content_type
-        self._uri = uri
-
-    def read(self, size: int = -1, /) -> bytes:
+    @property
+    def estimated_cost_usd(self) -> float | None:
+        value = self.metadata.get("estimated-cost-usd")
         try:
-            data: bytes = self._body.read(size)
-        except (BotoCoreError, OSError) as exc:
-            raise RetryableError(
-                ErrorDetails(
-                    reason="s3-read-interrupted", message=f"reading {self._uri}: {type(exc).__name__}"
-                )
-            ) from exc
-        return data
+            return float(value) if value else None
+        except ValueError:
+            return None
 
-    def close(self) -> None:
-        self._body.close()
+    def options(self) -> dict[str, str] | None:
+        """The options in force it was made with, ``{option: value}`` (repeated values joined with
+        commas); None when only their hash is recorded (a query over 512 characters)."""
+        text = self.metadata.get("deepgram-options")
+        if text is None:
+            return None
+        options: dict[str, str] = {}
+        for name, value in parse_qsl(text, keep_blank_values=True):
+            options[name] = f"{options[name]},{value}" if name in options else value
+        return options
+
+
+_OPTIONS_METADATA = frozenset({"deepgram-options", "deepgram-options-sha256"})
 
 
 def output_key(
@@ -128,23 +157,6 @@ def _bucket_folder(bucket: str) -> str:
     return "_invalid-" + hashlib.sha256(bucket.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def classify_s3_error(exc: ClientError | BotoCoreError, action: str, uri: str) -> TranscriptionError:
-    if isinstance(exc, BotoCoreError):
-        return RetryableError(
-            ErrorDetails(reason="s3-unreachable", message=f"{action} {uri}: {type(exc).__name__}")
-        )
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    message = f"{action} {uri}: {code or status}"
-    if code in _MISSING_CODES:
-        return PermanentError(ErrorDetails(reason="s3-object-missing", message=message, http_status=status))
-    if code in _DENIED_CODES:
-        return PermanentError(ErrorDetails(reason="s3-access-denied", message=message, http_status=status))
-    if code in _THROTTLE_CODES or (isinstance(status, int) and status >= 500):
-        return RetryableError(ErrorDetails(reason="s3-throttled", message=message, http_status=status))
-    return PermanentError(ErrorDetails(reason="s3-error", message=message, http_status=status))
-
-
 class Storage:
     def __init__(
         self,
@@ -162,75 +174,6 @@ class Storage:
         self.failure_prefix = failure_prefix
         self.kept_answer_prefix = kept_answer_prefix  # paid answers whose write failed (answers.py)
         self.home_bucket = home_bucket  # the stack's input bucket: its outputs keep the plain keys
-
-    def describe(self, obj: S3ObjectRef) -> ObjectInfo:
-        params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
-        if obj.version_id:
-            params["VersionId"] = obj.version_id
-        try:
-            head = self._s3.head_object(**params)
-        except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 400:
-                refusal = self._customer_key_refusal(params, obj.uri)
-                if refusal is not None:
-                    raise refusal from exc
-            raise classify_s3_error(exc, "reading", obj.uri) from exc
-        except BotoCoreError as exc:
-            raise classify_s3_error(exc, "reading", obj.uri) from exc
-        return ObjectInfo(
-            size=int(head.get("ContentLength", 0)),
-            etag=str(head.get("ETag", "")).strip('"'),
-            version_id=version_or_none(head.get("VersionId")) or obj.version_id,
-            content_type=str(head.get("ContentType", "")),
-            sse_customer_algorithm=head.get("SSECustomerAlgorithm"),
-            archive=ArchiveState(
-                str(head.get("StorageClass") or "STANDARD"), head.get("ArchiveStatus"), head.get("Restore")
-            ),
-            metadata=dict(head.get("Metadata") or {}),
-        )
-
-    def _customer_key_refusal(self, params: dict[str, Any], uri: str) -> PermanentError | None:
-        """A HEAD answered a bare 400: what S3 answers for an object stored with a customer-provided
-        key (SSE-C) read without it, and a HEAD has no body to say so. A one-byte GET says it in words."""
-        try:
-            self._s3.get_object(**params, Range="bytes=0-0")["Body"].close()
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            if error.get("Code") == "InvalidRequest" and SSE_C_MESSAGE in str(error.get("Message", "")):
-                return sse_c_refused(uri, 400)
-        except BotoCoreError:
-            pass
-        return None
-
-    def open_stream(self, obj: S3ObjectRef) -> ObjectStream:
-        """GET the object (the event's version) for streaming; the caller reads and closes it."""
-        params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
-        if obj.version_id:
-            params["VersionId"] = obj.version_id
-        try:
-            response = self._s3.get_object(**params)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            if error.get("Code") == "InvalidRequest" and SSE_C_MESSAGE in str(error.get("Message", "")):
-                raise sse_c_refused(obj.uri, 400) from exc
-            if error.get("Code") == "InvalidObjectState":
-                raise from_refused_read(obj, error) from exc
-            raise classify_s3_error(exc, "reading", obj.uri) from exc
-        except BotoCoreError as exc:
-            raise classify_s3_error(exc, "reading", obj.uri) from exc
-        body = response["Body"]
-        if response.get("SSECustomerAlgorithm"):
-            body.close()
-            raise sse_c_refused(obj.uri)
-        return ObjectStream(
-            body, int(response.get("ContentLength", 0)), str(response.get("ContentType", "")), obj.uri
-        )
-
-    def presign_get(self, obj: S3ObjectRef, expiry_s: int) -> str:
-        params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
-        if obj.version_id:
-            params["VersionId"] = obj.version_id  # exactly the version the event announced
-        return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expiry_s)
 
     def transcript_key(self, source_key: str, bucket: str | None = None) -> str:
         return output_key(self.transcript_prefix, source_key, bucket=bucket, home_bucket=self.home_bucket)
@@ -282,6 +225,12 @@ class Storage:
         metadata = self._output_metadata(self.transcript_key(obj.key, obj.bucket))
         return metadata is not None and _same_source(obj, metadata)
 
+    def stored_transcript(self, obj: S3ObjectRef) -> StoredTranscript | None:
+        """The transcript at ``obj``'s output key (any version's), from one HEAD; None when there is none."""
+        key = self.transcript_key(obj.key, obj.bucket)
+        metadata = self._output_metadata(key)
+        return None if metadata is None else StoredTranscript(key, metadata)
+
     def delete_stale_transcript(self, obj: S3ObjectRef) -> None:
         """The latest version failed: a transcript of an older version of the key must not sit
         beside its failure record (the object's content is no longer what it transcribes), nor
@@ -315,6 +264,13 @@ class Storage:
             return current_etag != obj.etag
         return self._older_than_outputs(obj)
 
+    @staticmethod
+    def older_than(obj: S3ObjectRef, metadata: Mapping[str, str]) -> bool:
+        """Whether an output (its metadata) was made from a later event for the key than ``obj``'s."""
+        ours = sequencer_value(obj.sequencer)
+        theirs = sequencer_value(metadata.get("source-sequencer"))
+        return ours is not None and theirs is not None and theirs > ours
+
     def _older_than_outputs(self, obj: S3ObjectRef) -> bool:
         ours = sequencer_value(obj.sequencer)
         if ours is None:
@@ -334,7 +290,7 @@ class Storage:
         try:
             head = self._s3.head_object(Bucket=self.output_bucket, Key=key)
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) in _MISSING_CODES:
+            if str(exc.response.get("Error", {}).get("Code", "")) in MISSING_CODES:
                 return None
             raise _output_error(exc, "reading", f"s3://{self.output_bucket}/{key}") from exc
         except BotoCoreError as exc:
