@@ -6,6 +6,10 @@ S3 delivers at least once and in no order, and so does this run: the first tenth
 have each S3 event delivered twice, and some keys are uploaded several times (different bytes)
 with their events held back and then delivered newest first. Each such key must end with the
 latest version's outcome only (``stale outcomes``: an outcome from an older version).
+
+Halfway through, every idempotency record is dropped (as if each had expired), and once everything
+has landed every upload's S3 event is delivered once more: the transcripts in the bucket, not the
+records, must say the work is done (``billable beyond 1/version`` stays at what the stalls explain).
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class Report:
     reuploaded: int = 0
     versions_per_key: int = 0
     duplicated: int = 0
+    records_dropped: int = 0  # idempotency records deleted halfway through the run
+    redelivered: int = 0  # S3 events delivered again after everything had landed
     # Billable (200) answers beyond one per object version, and how many of those follow an injected
     # stall: Deepgram finished a request whose client had given up (a client-side timeout), so the
     # retry paid again. In synchronous mode nothing can avoid that; anything else is a bug.
@@ -97,6 +103,8 @@ class Report:
             f"re-uploaded out of order   {self.reuploaded} keys x {self.versions_per_key} versions,"
             f" newest delivered first; {self.duplicated} uploads delivered twice",
             f"stale outcomes             {len(self.stale)} (an older version's outcome)",
+            f"records dropped halfway    {self.records_dropped} idempotency records;"
+            f" {self.redelivered} S3 events delivered again at the end",
             f"Deepgram requests          {self.deepgram_requests}"
             f" ({self.requests_per_object:.2f} per object)",
             f"Deepgram answers           {dict(sorted(self.deepgram_statuses.items()))}",
@@ -138,6 +146,7 @@ def run(
     duplicated = uploads // 10 if duplicates is None else duplicates
     reuploaded = [f"chaos/reupload-{i:03d}.wav" for i in range(reuploads)]
     latest: dict[str, str] = {}
+    dropped: list[int] = []
     started = time.monotonic()
     with LocalDelivery(
         world.stack,
@@ -158,6 +167,12 @@ def run(
             daemon=True,
         )
         window.start()
+        dropper = threading.Thread(
+            target=_drop_records_halfway,
+            args=(world, keys + reuploaded, dropped, stop_window),
+            daemon=True,
+        )
+        dropper.start()
         long_key = _start_long_answer(world, keys, bad, long_answer_mb)
         latest = _upload_out_of_order(world, delivery, reuploaded, versions, sample)
         for index, key in enumerate(keys):
@@ -169,13 +184,12 @@ def run(
         delivery.duplicate_s3_events = False
         keys += reuploaded
         deadline = started + timeout_s
-        while time.monotonic() < deadline:
-            transcripts, failures = _outputs(world, keys)
-            if len(transcripts | failures) >= len(keys) and delivery.is_idle():
-                break
-            time.sleep(1.0)
+        _wait_for_outcomes(world, delivery, keys, deadline)
+        redelivered = _redeliver_uploads(delivery)
+        _wait_for_outcomes(world, delivery, keys, deadline)
         stop_window.set()
         window.join()
+        dropper.join()
         stats = delivery.stats()
         queued = {
             name: queue.visible + queue.not_visible + queue.delayed
@@ -215,7 +229,44 @@ def run(
         reuploaded=len(reuploaded),
         versions_per_key=versions,
         duplicated=duplicated,
+        records_dropped=sum(dropped),
+        redelivered=redelivered,
     )
+
+
+def _wait_for_outcomes(world: LocalWorld, delivery: LocalDelivery, keys: list[str], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        transcripts, failures = _outputs(world, keys)
+        if len(transcripts | failures) >= len(keys) and delivery.is_idle():
+            return
+        time.sleep(1.0)
+
+
+def _drop_records_halfway(
+    world: LocalWorld, keys: list[str], dropped: list[int], stop: threading.Event
+) -> None:
+    """Once half the keys have an outcome, delete every idempotency record (as if expired)."""
+    while len(set().union(*_outputs(world, keys))) < len(keys) // 2:
+        if stop.wait(0.5):
+            return
+    table = world.stack.resource("IdempotencyTable").physical_name
+    dynamodb = world.aws.dynamodb()
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table, ProjectionExpression="id"):
+        for item in page["Items"]:
+            dynamodb.delete_item(TableName=table, Key={"id": item["id"]})
+            dropped.append(1)
+
+
+def _redeliver_uploads(delivery: LocalDelivery) -> int:
+    """Deliver every S3 event the function has seen once more (S3 delivers at least once, and a
+    late duplicate can come after the idempotency record is gone)."""
+    seen: dict[str, Any] = {}
+    for record in delivery.records:
+        if record.function == "TranscribeFunction" and record.source == "async":
+            seen.setdefault(json.dumps(record.event, sort_keys=True), record.event)
+    for event in seen.values():
+        delivery.invoke_async("TranscribeFunction", event)
+    return len(seen)
 
 
 def _start_long_answer(world: LocalWorld, keys: list[str], bad: set[str], mb: int) -> str | None:
