@@ -20,6 +20,7 @@ import responses
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from moto import mock_aws
 
+from transcriber.compose import transcriber_from
 from transcriber.config import Settings
 from transcriber.domain.retry import DeadLetterRetryPolicy
 from transcriber.pipeline.workflow import Transcriber
@@ -29,6 +30,7 @@ from transcriber.services.storage import output_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
@@ -118,8 +120,14 @@ class Aws:
     dynamodb: DynamoDBClient
     secretsmanager: SecretsManagerClient
     sqs: SQSClient
+    session: boto3.session.Session
     dead_letter_queue_url: str
     parking_queue_url: str
+
+    def events(self) -> EventBridgeClient:
+        """An EventBridge client, made when a transcriber first publishes (as in a container)."""
+        client: EventBridgeClient = self.session.client("events", config=AWS_CLIENT_CONFIG)
+        return client
 
     def upload(self, key: str, body: bytes = UPLOAD_BODY, **extra: Any) -> dict[str, Any]:
         return dict(self.s3.put_object(Bucket=INPUT_BUCKET, Key=key, Body=body, **extra))
@@ -166,6 +174,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
             dynamodb=dynamodb,
             secretsmanager=secretsmanager,
             sqs=sqs,
+            session=session,
             dead_letter_queue_url=sqs.create_queue(QueueName="core-dlq")["QueueUrl"],
             parking_queue_url=sqs.create_queue(QueueName="core-parking")["QueueUrl"],
         )
@@ -204,11 +213,12 @@ def make_transcriber(aws: Aws, sleeps: Sleeps, tmp_path: Path) -> TranscriberFac
 
     def make(**env: str) -> Transcriber:
         settings = Settings.from_env({**ENV, **env})
-        return Transcriber(
+        return transcriber_from(
             settings,
             s3=aws.s3,
             dynamodb=aws.dynamodb,
             secretsmanager=aws.secretsmanager,
+            events=aws.events,
             http=requests.Session(),
             sleep=sleeps,
             # The container's /tmp: one per test, as each test is a new container.
