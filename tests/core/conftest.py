@@ -20,6 +20,7 @@ import responses
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from moto import mock_aws
 
+from localworld import s3_delete_markers
 from transcriber.compose import transcriber_from
 from transcriber.config import Settings
 from transcriber.domain.retry import DeadLetterRetryPolicy
@@ -154,6 +155,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    s3_delete_markers.install()  # as AWS: a DELETE of a missing key in a versioned bucket adds a marker
     with mock_aws():
         session = boto3.session.Session(region_name=REGION)
         s3 = session.client("s3", config=AWS_CLIENT_CONFIG)
@@ -162,6 +164,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         sqs = session.client("sqs", config=AWS_CLIENT_CONFIG)
         for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
             s3.create_bucket(Bucket=bucket)
+        # As the template makes it: a failure record's marker is a delete marker (storage.TranscriptSlot).
+        s3.put_bucket_versioning(Bucket=OUTPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
         dynamodb.create_table(
             TableName=TABLE,
             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],

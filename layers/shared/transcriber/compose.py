@@ -7,6 +7,7 @@ Tests build the same objects with ``transcriber_from`` and their own clients.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from transcriber.services.capacity import CapacityRequeue, Unlimited, build_gove
 from transcriber.services.clients import new_client
 from transcriber.services.completion import Completion
 from transcriber.services.deepgram import DeepgramClient
+from transcriber.services.event_bus import EventBusCheck
 from transcriber.services.secrets import ApiKeyProvider
 from transcriber.services.source import SourceObjects
 from transcriber.services.storage import Storage
@@ -74,6 +76,10 @@ def transcriber_from(
     kept_answers: KeptAnswers | None = None,
 ) -> Transcriber:
     """A Transcriber on the given clients (``events``: a factory, called on the first event)."""
+    events = functools.cache(events)  # one EventBridge client for the bus check and the publisher
+    # A missing bus swallows every event without an error: asked once per container, before the
+    # first Deepgram request, only when completion events are on.
+    bus = EventBusCheck(events, settings.event_bus_name) if settings.completion_events else None
     retry = retry or InvocationRetryPolicy(max_attempts=settings.deepgram_max_attempts)
     source = SourceObjects(s3)  # the input object
     storage = Storage(  # the outputs
@@ -97,7 +103,7 @@ def transcriber_from(
     )
     keeper = AnswerKeeper(storage, kept_answers or KeptAnswers())
     parts = Parts(
-        preflight=Preflight(settings, source),
+        preflight=Preflight(settings, source, bus),
         done=AlreadyDone(storage),
         call=call,
         writer=AnswerWriter(settings, storage, keeper, retry, sleep),

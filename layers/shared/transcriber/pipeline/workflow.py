@@ -249,12 +249,15 @@ class Transcriber:
         idempotency record is the fast path, not the only guard: it expires). The answer stays
         ``in_hand`` (a spool: bounded memory) so the formats are made from it, not read back."""
         query = self.preflight.query(obj)
-        done = self.done.in_bucket(obj, query)
+        # When the output bucket can't be read, nothing is paid for (the error defers the object).
+        slot = self.storage.look_transcript(obj)
+        done = self.done.in_bucket(obj, query, slot)
         if done is not None:
             return done.to_record()
         transcript, delivery = self.call.call(obj, query, context)
         in_hand.append(transcript)  # the caller closes it
-        written = self.writer.write(obj, query, identity, (transcript, delivery), context=context, kept=None)
+        answer = (transcript, delivery)
+        written = self.writer.write(obj, query, identity, answer, context=context, kept=None, slot=slot)
         return written.to_record()
 
     def _write_kept(
