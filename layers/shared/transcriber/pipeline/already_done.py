@@ -29,7 +29,7 @@ class AlreadyDone:
         if result.superseded:
             return result if self.storage.superseded(obj) else None
         try:
-            stored = self.storage.stored_transcript(obj)
+            stored = self.storage.look_transcript(obj).stored
         except TranscriptionError as exc:  # can't read the output: trust the record, never pay twice
             logger.warning("Can't check the stored result's transcript", extra={"error": exc.as_record()})
             return result

@@ -88,6 +88,16 @@ def object_identity(obj: S3ObjectRef) -> dict[str, Any]:
     return identity | upload_options.identity_part(speakers.for_deepgram(obj.options or ()))
 
 
+def same_object(obj: S3ObjectRef, info: ObjectInfo) -> bool | None:
+    """Whether the key's current object (``info``) is ``obj``: False when its content differs (a
+    newer upload), None when a newer version holds the same bytes or nothing tells them apart."""
+    if obj.etag and info.etag and info.etag != obj.etag:
+        return False
+    if obj.version_id and info.version_id and info.version_id != obj.version_id:
+        return None
+    return True if (obj.version_id or obj.etag) else None
+
+
 class Preflight:
     def __init__(self, settings: Settings, source: SourceObjects, bus: EventBusCheck | None = None) -> None:
         self.settings = settings
@@ -153,11 +163,10 @@ class Preflight:
             if exc.reason != "s3-object-missing" or not obj.version_id:
                 raise
             return self.source.describe(obj), None
-        if obj.etag and info.etag and info.etag != obj.etag:
-            return info, False
-        if obj.version_id and info.version_id and info.version_id != obj.version_id:
+        same = same_object(obj, info)
+        if same is None and obj.version_id and info.version_id:
             return self.source.describe(obj), None  # the same bytes again: this version's own facts
-        return info, True if (obj.version_id or obj.etag) else None
+        return info, same
 
     def _decisive(self, obj: S3ObjectRef, *, allowed: bool, reads_metadata: bool) -> bool:
         """The event alone says enough. Without a HEAD, an archived object is told by S3's refusal

@@ -254,10 +254,6 @@ class Storage:
         metadata = self._output_metadata(self.transcript_key(obj.key, obj.bucket))
         return metadata is not None and _same_source(obj, metadata)
 
-    def stored_transcript(self, obj: S3ObjectRef) -> StoredTranscript | None:
-        """The transcript at ``obj``'s output key (any version's), from one HEAD; None when there is none."""
-        return self.look_transcript(obj).stored
-
     def look_transcript(self, obj: S3ObjectRef) -> TranscriptSlot:
         """One HEAD of ``obj``'s transcript key: the transcript there, or whether the key was cleared."""
         key = self.transcript_key(obj.key, obj.bucket)
@@ -384,11 +380,7 @@ class Storage:
 
     def delete_format(self, obj: S3ObjectRef, extension: str) -> None:
         """Remove a format an earlier version of the object had (a no-op when there is none)."""
-        key = self.format_key(obj.key, extension, obj.bucket)
-        try:
-            self._s3.delete_object(Bucket=self.output_bucket, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            raise _output_error(exc, "deleting", f"s3://{self.output_bucket}/{key}") from exc
+        self._delete(self.format_key(obj.key, extension, obj.bucket))
 
     # -- paid answers waiting to be written (transcriber.services.answers) -------------------------------
     def write_kept_answer(self, name: str, transcript: Transcript) -> str:
