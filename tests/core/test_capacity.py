@@ -29,6 +29,7 @@ from tests.core.conftest import (
     transcript_key,
 )
 from transcriber.config import Settings
+from transcriber.domain import capacity_core as core
 from transcriber.domain.capacity_core import DEEPGRAM_PROCESSING_LIMIT_S
 from transcriber.domain.events import S3ObjectRef
 from transcriber.errors import ConfigurationError, ErrorDetails, RetryableError
@@ -43,7 +44,6 @@ from transcriber.services.capacity import (
     PoolSettings,
     Unlimited,
     build_governor,
-    intelligence_ceiling,
 )
 
 if TYPE_CHECKING:
@@ -270,29 +270,30 @@ def test_a_slot_another_took_at_the_same_moment_is_not_shared(
 
 
 @pytest.mark.parametrize(
-    ("query", "ceiling"),
+    ("query", "classes"),
     [
-        ([("model", "nova-3")], None),
-        ([("summarize", "v2")], 10),
-        ([("topics", "true")], 10),
-        ([("sentiment", "false"), ("intents", "true")], 10),
-        ([("detect_entities", "true"), ("summarize", "v2")], 5),
-        ([("summarize", "false")], None),
+        ([("model", "nova-3")], ()),
+        ([("summarize", "v2")], ("intelligence",)),
+        ([("topics", "true")], ("intelligence",)),
+        ([("sentiment", "false"), ("intents", "true")], ("intelligence",)),
+        ([("detect_entities", "true"), ("summarize", "v2")], ("intelligence", "entities")),
+        ([("summarize", "false")], ()),
+        ([("model", "whisper-large"), ("detect_entities", "true")], ("entities", "whisper")),
     ],
 )
-def test_the_ceiling_follows_the_options_sent(query: list[tuple[str, str]], ceiling: int | None) -> None:
-    assert intelligence_ceiling(query, 10) == ceiling
+def test_the_classes_follow_the_options_sent(query: list[tuple[str, str]], classes: tuple[str, ...]) -> None:
+    assert core.request_classes(query) == classes
 
 
 def test_audio_intelligence_requests_are_held_to_their_ceiling_inside_the_pool(
     aws: Aws, table: str, sleeps: Waits, clock: Clock
 ) -> None:
     gov = governor(aws, sleeps, clock)
-    ai = [gov.acquire(context(), ceiling=2) for _ in range(2)]
-    assert all(len(lease.keys) == 2 and lease.keys[1].startswith("c2#") for lease in ai)
+    ai = [gov.acquire(context(), ("intelligence",)) for _ in range(2)]
+    assert all(len(lease.keys) == 2 and lease.keys[1].startswith("intelligence#") for lease in ai)
 
     with pytest.raises(RetryableError):
-        gov.acquire(waiting(sleeps, 25), ceiling=2)
+        gov.acquire(waiting(sleeps, 25), ("intelligence",))
     plain = gov.acquire(context())  # the pool still has a slot for plain transcription
     with pytest.raises(RetryableError):
         gov.acquire(waiting(sleeps, 25))  # and the AI requests count inside it: 3 of 3 held
@@ -402,7 +403,8 @@ def test_the_governor_costs_three_dynamodb_calls_per_object(
     calls: Counter[tuple[str, str]] = Counter()
 
     def count(params: dict[str, Any], model: Any, **_: Any) -> None:
-        calls[(model.name, params.get("TableName", ""))] += 1
+        first = next(iter((params.get("TransactItems") or [{}])[0].values()), {})
+        calls[(model.name, params.get("TableName") or first.get("TableName", ""))] += 1
 
     aws.dynamodb.meta.events.register("provide-client-params.dynamodb", count)
     for index in range(5):
@@ -411,7 +413,7 @@ def test_the_governor_costs_three_dynamodb_calls_per_object(
         assert transcriber.process(obj(f"cost/{index}.wav"), sleeps.context).status == "transcribed"
 
     capacity = {name: n for (name, table_name), n in calls.items() if table_name == CAPACITY_TABLE}
-    assert capacity == {"Query": 5, "PutItem": 5, "DeleteItem": 5}
+    assert capacity == {"Query": 5, "TransactWriteItems": 5, "DeleteItem": 5}
     assert items(aws.dynamodb) == {}
 
 
@@ -485,8 +487,8 @@ def test_batch_operations_tasks_lease_in_the_backfill_lane_and_leave_live_upload
     seen: list[str] = []
 
     def lanes_held(params: dict[str, Any], model: Any, **_: Any) -> None:
-        if model.name == "PutItem" and params.get("TableName") == CAPACITY_TABLE:
-            seen.append(params["Item"]["lane"]["S"])
+        if model.name == "TransactWriteItems":
+            seen.append(params["TransactItems"][0]["Put"]["Item"]["lane"]["S"])
 
     aws.dynamodb.meta.events.register("provide-client-params.dynamodb", lanes_held)
     done = handle_event(batch_task_event("archive/1.wav"), sleeps.context, transcriber)
@@ -595,7 +597,7 @@ def test_settings_turn_the_governor_on_with_a_table() -> None:
         }
     )
     assert settings.capacity == PoolSettings(
-        table="t", name="p", size=7, ai_ceiling=3, lane_shares={"backfill": 0.6}
+        table="t", name="p", size=7, ai_ceiling=3, lane_shares={"backfill": 0.6}, lane_patience_s={"backfill": 5}
     )
     with pytest.raises(ConfigurationError, match="CAPACITY_POOL_SIZE"):
         Settings.from_env({**ENV, "CAPACITY_TABLE": "t", "CAPACITY_POOL_SIZE": "0"})
@@ -643,16 +645,16 @@ def test_a_lease_write_that_fails_is_a_retryable_store_error_and_the_rest_is_log
     aws: Aws, table: str, sleeps: Waits, clock: Clock, monkeypatch: pytest.MonkeyPatch, failure: Exception
 ) -> None:
     gov = governor(aws, sleeps, clock)
-    lease = gov.acquire(context(), ceiling=2)
+    lease = gov.acquire(context(), ("intelligence",))
 
     def fail(**_: Any) -> None:
         raise failure
 
     for operation in ("put_item", "transact_write_items", "delete_item", "update_item"):
         monkeypatch.setattr(aws.dynamodb, operation, fail)
-    for ceiling in (None, 2):
+    for classes in ((), ("intelligence",)):
         with pytest.raises(RetryableError) as raised:
-            gov.acquire(context(), ceiling=ceiling)
+            gov.acquire(context(), classes)
         assert raised.value.reason == "capacity-store-error"
     gov.release(lease)
     gov.throttled(lease, None)
