@@ -24,6 +24,7 @@ SETTING_RULES: dict[str, str | tuple[int, int]] = {
     "Uploads.MediaExtensions": r"[a-z0-9]+(,[a-z0-9]+)*",
     "Uploads.ExistingBucketSuffix": NO_WILDCARD,
     "Uploads.UploadOptions": r"none|[a-z_]+(,[a-z_]+)*",
+    "Uploads.UploadModels": r"|[a-z0-9][a-z0-9.-]*(,[a-z0-9][a-z0-9.-]*)*",
     "Uploads.TranscribeRestoredObjects": r"true|false",
     "Uploads.InputKmsKeyArn": KMS_KEY_ARN,
     "Deepgram.DeepgramApiUrl": r"|https://[^\s]+",

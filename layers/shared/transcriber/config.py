@@ -211,6 +211,7 @@ class Settings:
         settings = replace(
             settings,
             profiles=Profiles.from_env(reader, settings.deepgram, UNSUPPORTED_OPTIONS),
+            upload_options=settings.upload_options.for_model(settings.deepgram.model),
             caption_style=caption_style(reader, settings.caption_words_per_cue),
         )
         if settings.input_bucket:

@@ -150,11 +150,12 @@ class Limit:
 
 def request_classes(query: Iterable[tuple[str, str]]) -> tuple[str, ...]:
     """The classes of the pool a request with these options takes a slot in, besides the general
-    one (Deepgram: a request counts under every limit it falls under)."""
+    one (Deepgram: a request counts under every limit it falls under; entity detection is an
+    audio-intelligence feature with a lower limit of its own)."""
     sent = dict(query)
     on = {name for name, value in sent.items() if value != "false"}
     classes = []
-    if on & {"summarize", "topics", "intents", "sentiment"}:
+    if on & {"summarize", "topics", "intents", "sentiment", "detect_entities"}:
         classes.append(INTELLIGENCE)
     if "detect_entities" in on:
         classes.append(ENTITIES)
