@@ -414,7 +414,7 @@ def test_the_governor_costs_three_dynamodb_calls_per_object(
     calls: Counter[tuple[str, str]] = Counter()
 
     def count(params: dict[str, Any], model: Any, **_: Any) -> None:
-        first = next(iter((params.get("TransactItems") or [{}])[0].values()), {})
+        first: dict[str, Any] = next(iter((params.get("TransactItems") or [{}])[0].values()), {})
         calls[(model.name, params.get("TableName") or first.get("TableName", ""))] += 1
 
     aws.dynamodb.meta.events.register("provide-client-params.dynamodb", count)
@@ -608,7 +608,12 @@ def test_settings_turn_the_governor_on_with_a_table() -> None:
         }
     )
     assert settings.capacity == PoolSettings(
-        table="t", name="p", size=7, ai_ceiling=3, lane_shares={"backfill": 0.6}, lane_patience_s={"backfill": 5}
+        table="t",
+        name="p",
+        size=7,
+        ai_ceiling=3,
+        lane_shares={"backfill": 0.6},
+        lane_patience_s={"backfill": 5},
     )
     with pytest.raises(ConfigurationError, match="CAPACITY_POOL_SIZE"):
         Settings.from_env({**ENV, "CAPACITY_TABLE": "t", "CAPACITY_POOL_SIZE": "0"})
@@ -848,10 +853,14 @@ def test_a_renewal_that_lands_after_a_hold_never_cuts_the_hold_short(
 # -- classes of one pool, caps that hold by construction, one halving per episode -----------------
 
 
-def shared_pool(**sizes: int) -> PoolSettings:
+def shared_pool(ai_ceiling: int = 10) -> PoolSettings:
     """Leases until the deadline, and a second's wait: the test's clock moves with each wait."""
     return PoolSettings(
-        table=CAPACITY_TABLE, name="project-a", lease_term_s=None, lane_patience_s={"live": 1.0}, **sizes
+        table=CAPACITY_TABLE,
+        name="project-a",
+        lease_term_s=None,
+        lane_patience_s={"live": 1.0},
+        ai_ceiling=ai_ceiling,
     )
 
 
@@ -939,7 +948,11 @@ def test_one_objects_429s_through_the_handler_halve_the_pool_once(
     aws.upload("busy.wav")
     for _ in range(2):
         deepgram.add(
-            responses.POST, LISTEN_URL, status=429, json={"err_code": "TOO_MANY_REQUESTS"}, headers={"Retry-After": "3600"}
+            responses.POST,
+            LISTEN_URL,
+            status=429,
+            json={"err_code": "TOO_MANY_REQUESTS"},
+            headers={"Retry-After": "3600"},
         )
     deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
 
@@ -972,7 +985,9 @@ def test_the_backfill_lane_share_holds_when_two_tasks_race_on_one_read() -> None
     slot space encodes the share, so only one can win."""
     pool = PoolSettings(table="t", name="p", size=10, lane_shares={"backfill": 0.5})
     lane = [f"lane-backfill#{n:03d}" for n in range(4)]
-    seen = PoolState(now=1.0, held=frozenset([f"slot#{n:03d}" for n in range(4)] + lane), lanes={"backfill": 4})
+    seen = PoolState(
+        now=1.0, held=frozenset([f"slot#{n:03d}" for n in range(4)] + lane), lanes={"backfill": 4}
+    )
     store: set[str] = set(seen.held)
     won = 0
     for seed in (1, 2):

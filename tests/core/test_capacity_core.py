@@ -31,7 +31,11 @@ def state(now: float = NOW, held: tuple[str, ...] = (), lanes: dict[str, int] | 
 
 
 def steps(
-    pool: PoolSettings = POOL, *, lane: str = "live", classes: tuple[str, ...] = (), deadline: float = NOW + 600
+    pool: PoolSettings = POOL,
+    *,
+    lane: str = "live",
+    classes: tuple[str, ...] = (),
+    deadline: float = NOW + 600,
 ) -> Generator[core.Command, Any, Acquired | Exhausted]:
     return core.acquire(pool, lane=lane, classes=classes, deadline=deadline, rng=random.Random(7))  # noqa: S311 - seeded: reproducible draws
 
@@ -114,7 +118,9 @@ def test_an_intelligence_request_takes_its_ceiling_slot_too_and_waits_when_the_c
 
     gen = steps(classes=("intelligence",))
     next(gen)
-    assert isinstance(gen.send(state(held=("slot#000", "slot#001", "intelligence#000", "intelligence#001"))), Sleep)
+    assert isinstance(
+        gen.send(state(held=("slot#000", "slot#001", "intelligence#000", "intelligence#001"))), Sleep
+    )
 
 
 def test_a_lane_with_a_share_stops_at_it_and_live_takes_the_rest() -> None:
@@ -145,7 +151,11 @@ def test_a_decrease_halves_what_the_lease_saw_and_recovers_one_slot_per_interval
 def test_a_read_counts_only_unexpired_leases_per_lane() -> None:
     seen = core.pool_state(
         NOW,
-        [("slot#000", "live", NOW + 1), ("slot#001", "backfill", NOW - 1), ("intelligence#000", "live", NOW + 5)],
+        [
+            ("slot#000", "live", NOW + 1),
+            ("slot#001", "backfill", NOW - 1),
+            ("intelligence#000", "live", NOW + 5),
+        ],
         None,
     )
     assert seen.held == {"slot#000", "intelligence#000"}
@@ -163,7 +173,12 @@ def test_release_deletes_each_key_as_its_holder_and_tries_a_failed_delete_again(
         gen.send(True)
 
     deletes = [(c.key, c.holder) for c in commands if isinstance(c, core.Delete)]
-    assert deletes == [("slot#001", "h"), ("slot#001", "h"), ("intelligence#000", "h"), ("intelligence#000", "h")]
+    assert deletes == [
+        ("slot#001", "h"),
+        ("slot#001", "h"),
+        ("intelligence#000", "h"),
+        ("intelligence#000", "h"),
+    ]
     sleeps = [c.seconds for c in commands if isinstance(c, Sleep)]
     assert len(sleeps) == 2
     assert all(0.05 <= s <= 0.5 for s in sleeps)

@@ -265,7 +265,9 @@ def pool_settings(reader: EnvReader) -> PoolSettings | None:
         ai_ceiling=reader.integer("CAPACITY_AI_CEILING", default=defaults.ai_ceiling, minimum=1),
         entities_size=reader.integer("CAPACITY_ENTITIES_SIZE", default=defaults.entities_size, minimum=1),
         whisper_size=reader.integer("CAPACITY_WHISPER_SIZE", default=defaults.whisper_size, minimum=1),
-        lane_patience_s={BACKFILL_LANE: reader.integer("CAPACITY_BACKFILL_WAIT_SECONDS", default=5, minimum=0)},
+        lane_patience_s={
+            BACKFILL_LANE: reader.integer("CAPACITY_BACKFILL_WAIT_SECONDS", default=5, minimum=0)
+        },
         lane_shares={
             BACKFILL_LANE: reader.integer(
                 "CAPACITY_BACKFILL_PERCENT", default=DEFAULT_BACKFILL_PERCENT, minimum=1

@@ -84,7 +84,6 @@ class PoolSettings:
     # None: every lease lasts until the deadline.
     lease_term_s: float | None = 45.0
 
-
     def class_size(self, name: str) -> int:
         return {INTELLIGENCE: self.ai_ceiling, ENTITIES: self.entities_size, WHISPER: self.whisper_size}[name]
 

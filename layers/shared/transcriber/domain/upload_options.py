@@ -209,7 +209,9 @@ class UploadOptionPolicy:
             raise configuration_error(
                 "invalid-configuration", f"{outputs} lists {', '.join(unknown)}; it may list {known}"
             )
-        models = frozenset(m.strip() for m in reader.text("UPLOAD_MODELS", default="").split(",") if m.strip())
+        models = frozenset(
+            m.strip() for m in reader.text("UPLOAD_MODELS", default="").split(",") if m.strip()
+        )
         return cls(allowed | ours, models or None)
 
     def for_model(self, model: str) -> UploadOptionPolicy:
@@ -248,16 +250,22 @@ class UploadOptionPolicy:
         normalised = value.lower() if name in _BOOLEAN_OPTIONS else value
         if name == "model" and not self.model_allowed(normalised):
             families = ", ".join(sorted(self.models or ()))
-            raise refused(name, f"{redact_url(normalised)[:40]!r} is not in this stack's model families ({families})")
+            raise refused(
+                name, f"{redact_url(normalised)[:40]!r} is not in this stack's model families ({families})"
+            )
         if name == speakers.SPEAKERS:
-            try:
-                speakers.parse_speakers(normalised)
-            except ValueError as exc:  # says what is wrong; names are people's: not echoed
-                raise refused(name, f"{exc} (e.g. 0=Alice,1=Bob)") from None
-            return normalised
+            return _speakers(normalised)
         if not well_formed(name, normalised):
             raise refused(name, f"{redact_url(value)[:40]!r} is not a valid value")
         return normalised
+
+
+def _speakers(value: str) -> str:
+    try:
+        speakers.parse_speakers(value)
+    except ValueError as exc:  # says what is wrong; names are people's: not echoed
+        raise refused(speakers.SPEAKERS, f"{exc} (e.g. 0=Alice,1=Bob)") from None
+    return value
 
 
 DEFAULT_MODEL = "nova-3"

@@ -175,7 +175,9 @@ class CapacityGovernor:
                 self.release(lease)
 
     # -- leases -----------------------------------------------------------------------------------
-    def acquire(self, context: ContextLike, classes: tuple[str, ...] = (), *, lane: str | None = None) -> Lease:
+    def acquire(
+        self, context: ContextLike, classes: tuple[str, ...] = (), *, lane: str | None = None
+    ) -> Lease:
         """A lease, waiting with jittered polling while the invocation has time (and the lane's
         patience allows); else ``RetryableError(deepgram-capacity)``."""
         started = self._clock()
@@ -205,7 +207,9 @@ class CapacityGovernor:
                 raise
             return core.Unavailable(self._clock())
 
-    def _outcome(self, outcome: core.Acquired | core.Exhausted, started: float, classes: tuple[str, ...]) -> Lease:
+    def _outcome(
+        self, outcome: core.Acquired | core.Exhausted, started: float, classes: tuple[str, ...]
+    ) -> Lease:
         waited = self._clock() - started
         if isinstance(outcome, core.Acquired):
             if outcome.polls:
@@ -472,19 +476,10 @@ class CapacityRequeue:
     def requeue(self, record: Any) -> bool:
         """True when the message was sent again; False (the caller reports a batch item failure)
         for a FIFO queue (no per-message delay) or when the send fails (e.g. no grant on the queue)."""
-        arn = str(record.event_source_arn or "")
-        parts = arn.split(":")
+        parts = str(record.event_source_arn or "").split(":")
         if len(parts) != 6 or parts[5].endswith(".fifo"):
             return False
         _, _, _, region, account, name = parts
-        attributes = {
-            key: {"DataType": "String", "StringValue": str(value["stringValue"])}
-            for key, value in (record.get("messageAttributes") or {}).items()
-            if value.get("stringValue") is not None and key != "CapacityDeferrals"
-        }
-        previous = (record.get("messageAttributes") or {}).get("CapacityDeferrals") or {}
-        deferrals = int(previous.get("stringValue") or 0) + 1
-        attributes["CapacityDeferrals"] = {"DataType": "Number", "StringValue": str(deferrals)}
         delay = _rng.randint(self.delay_min_s, self.delay_max_s)
         try:
             self._sqs = self._sqs or self._make_sqs()
@@ -492,7 +487,7 @@ class CapacityRequeue:
                 QueueUrl=f"https://sqs.{region}.amazonaws.com/{account}/{name}",
                 MessageBody=record.body,
                 DelaySeconds=delay,
-                MessageAttributes=attributes,
+                MessageAttributes=_deferred_attributes(record.get("messageAttributes") or {}),
             )
         except (ClientError, BotoCoreError) as exc:
             logger.warning("Could not requeue a message that waited for capacity", extra={"error": str(exc)})
@@ -500,6 +495,19 @@ class CapacityRequeue:
         metrics.add_metric(name="CapacityRequeues", unit=MetricUnit.Count, value=1)
         logger.info("Waiting for Deepgram capacity; message requeued", extra={"delay_s": delay})
         return True
+
+
+def _deferred_attributes(received: dict[str, Any]) -> dict[str, Any]:
+    """The message's string attributes, and ``CapacityDeferrals`` counted one more."""
+    attributes = {
+        key: {"DataType": "String", "StringValue": str(value["stringValue"])}
+        for key, value in received.items()
+        if value.get("stringValue") is not None and key != "CapacityDeferrals"
+    }
+    previous = received.get("CapacityDeferrals") or {}
+    deferrals = int(previous.get("stringValue") or 0) + 1
+    attributes["CapacityDeferrals"] = {"DataType": "Number", "StringValue": str(deferrals)}
+    return attributes
 
 
 def build_governor(
