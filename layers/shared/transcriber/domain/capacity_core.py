@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, Protocol
 
 LIVE_LANE = "live"
@@ -107,6 +107,16 @@ class PoolState:
             return self.reduced_to
         grown = int((self.now - self.hold_until) // pool.increase_every_s)
         return min(pool.size, self.reduced_to + grown)
+
+    @cached_property
+    def families(self) -> dict[str, tuple[int, int]]:
+        """Per slot family: how many of its slots are held, and the highest number held."""
+        found: dict[str, tuple[int, int]] = {}
+        for key in self.held:
+            family, _, number = key.rpartition("#")
+            count, top = found.get(family, (0, -1))
+            found[family] = (count + 1, max(top, int(number)))
+        return found
 
     def caps(self, pool: PoolSettings, lane: str, classes: Iterable[str]) -> dict[str, int]:
         """The slot families a request of ``lane`` and ``classes`` takes one slot in, each with its
@@ -301,10 +311,10 @@ def blocked(caps: Mapping[str, int], state: PoolState) -> bool:
     """No slot now: in some family every slot below the cap is held, or a slot at or above the cap
     still is (taken before a decrease): nobody is let in while the family is over its cap, so no
     interleaving of admissions can exceed it."""
+    families = state.families
     for family, cap in caps.items():
-        prefix = f"{family}#"
-        taken = [int(key[len(prefix) :]) for key in state.held if key.startswith(prefix)]
-        if len(taken) >= cap or any(n >= cap for n in taken):
+        count, top = families.get(family, (0, -1))
+        if count >= cap or top >= cap:
             return True
     return False
 
