@@ -41,6 +41,7 @@ def test_the_tracer_is_built_on_the_first_traced_invocation_only(
         monkeypatch.delenv("LAMBDA_TASK_ROOT", raising=False)  # outside Lambda: tracing is off
     else:
         monkeypatch.setenv("LAMBDA_TASK_ROOT", task_root)
+
     def echo(event: dict[str, int], context: object) -> dict[str, object]:
         return {"echo": event}
 
