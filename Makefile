@@ -15,9 +15,10 @@ ENV_VARS ?=
 # on make's command line counts: ENV is a common variable in shells and CI, and must not pick prod.
 override ENV := $(if $(filter command line,$(origin ENV)),$(ENV),default)
 PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
+GATED_SOURCES = layers/shared/transcriber functions
 TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/retry/app.py tools scripts tests bench
 
-.PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
+.PHONY: help demo test check complexity lint format typecheck unit integration template-check build validate deploy \
 	deploy-prod delete secret webhook-secret invoke emulator clean failures report redrive backfill status upload chaos bench localworld-test \
 	sam-local docs diagram
 
@@ -42,9 +43,15 @@ docs: ## Build the documentation site (MkDocs, Material theme) in strict mode in
 diagram: ## Render the README's architecture picture (docs/img/architecture.svg) from scripts/architecture_diagram.py
 	@$(PY) scripts/architecture_diagram.py
 
-lint: ## ruff lint and format check
+lint: ## ruff lint and format check, then the complexity gate
 	@$(VENV)/bin/ruff check $(PYTHON_SOURCES)
 	@$(VENV)/bin/ruff format --check $(PYTHON_SOURCES)
+	@$(MAKE) --no-print-directory complexity
+
+# radon's cyclomatic complexity (xenon applies it; rank B is at most 10). ruff's mccabe (C90) leaves
+# out boolean operators and comprehensions, which radon counts: both gate.
+complexity: ## radon's cyclomatic complexity: no function in the layer or functions/ over 10 (xenon --max-absolute B)
+	@$(VENV)/bin/xenon --max-absolute B $(GATED_SOURCES)
 
 format: ## Apply ruff formatting and safe fixes
 	@$(VENV)/bin/ruff check --fix $(PYTHON_SOURCES)

@@ -11,11 +11,16 @@ import pytest
 from localworld.aws import LocalAws, MotoServer
 from localworld.deepgram import DeepgramEmulator
 from localworld.deepgram.server import RECOGNITION_LIMIT_BYTES
+from localworld.pytest_plugin import load_into
 from localworld.template import Stack, load_stack
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE_TEMPLATE = FIXTURES / "template.yaml"
 REAL_TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    load_into(config)  # the world's own plugin (world, uploads, start_function...), for these tests
 
 
 @pytest.fixture(scope="session")
