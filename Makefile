@@ -28,10 +28,18 @@ help: ## List the targets
 demo: ## Transcribe the two-voice sample (or AUDIO=file or folder/, SPEAKERS="0=Ann,1=Raj") end to end on the local world; outputs kept in demo-output/ (OUTAGE=10: recover via the DLQ)
 	@$(PY) -m localworld.demo $(if $(AUDIO),--audio "$(AUDIO)") $(if $(OUTAGE),--outage "$(OUTAGE)") $(if $(SPEAKERS),--speakers "$(SPEAKERS)")
 
-test: lint typecheck ## Everything: ruff, mypy, the docs' links, all tests with the layer's branch-coverage gate, then sam-local
+# pytest-xdist workers: the slow tiers mostly wait on processes and sockets, so more than the cores.
+TEST_WORKERS ?= 4
+# The layer's branch coverage (pyproject.toml's [tool.coverage]), measured in each xdist worker by
+# pytest-cov and combined; handlers run by the Docker-free runtime are subprocesses, not counted.
+COVERAGE = --cov --cov-report=term-missing:skip-covered
+
+check: lint typecheck ## Feedback in seconds: ruff, radon, mypy, unit + core tests on every core, the coverage gate
+	@$(PY) -m pytest -q -n auto $(COVERAGE) tests/unit tests/core
+
+test: lint typecheck ## Everything: ruff, radon, mypy, the docs' links, all tests (xdist) with the layer's branch-coverage gate, then sam-local
 	@$(PY) scripts/check_docs.py
-	@$(PY) -m coverage run -m pytest -m "not samlocal"
-	@$(PY) -m coverage report
+	@$(PY) -m pytest -n $(TEST_WORKERS) $(COVERAGE) -m "not samlocal"
 	@$(MAKE) --no-print-directory sam-local
 
 sam-local: ## sam build + sam local invoke/start-lambda in containers (installs and starts Docker, builds the base image if absent)
@@ -60,8 +68,8 @@ format: ## Apply ruff formatting and safe fixes
 typecheck: ## mypy --strict over the product code and the local world
 	@$(VENV)/bin/mypy $(TYPED_SOURCES)
 
-unit: ## Fast tests only: pure units and the core in-process (moto mock, responses)
-	@$(PY) -m pytest tests/unit tests/core
+unit: ## Fast tests only: pure units and the core in-process (moto mock, responses), no coverage
+	@$(PY) -m pytest -n auto tests/unit tests/core
 
 integration: ## Tests over real HTTP against moto server and the Deepgram emulator
 	@$(PY) -m pytest tests/integration

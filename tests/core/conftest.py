@@ -176,7 +176,8 @@ def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients) -> Iterator[Aws]:
     emitters = [(client.meta, client.meta.events) for client in (s3, dynamodb, secretsmanager, sqs)]
     for meta, events in emitters:
         meta.events = copy.copy(events)
-    with mock_aws():
+    # boto3's default session (tests build a few clients of their own) stays between tests too.
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
         for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
             s3.create_bucket(Bucket=bucket)
         dynamodb.create_table(
