@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from localworld.pytest_plugin import load_into
-
 
 def pytest_configure(config: pytest.Config) -> None:
-    load_into(config)  # the local world's fixtures, for the tests of this directory
+    # The local world's fixtures for this directory's tests; pytest registers a plugin once.
+    config.pluginmanager.import_plugin("localworld.pytest_plugin")

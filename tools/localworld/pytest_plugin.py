@@ -1,8 +1,9 @@
 """The local world for pytest, and the only way product tests reach it.
 
-Loaded only where tests use the world, by the ``conftest.py`` of tests/integration, tests/samlocal,
-tools/localworld/tests and bench/tests (``load_into(config)`` from their ``pytest_configure``), so the
-fast tiers never import it; ``-p localworld.pytest_plugin`` loads it anywhere. Tests ask for fixtures
+Loaded only where tests use the world: the ``conftest.py`` of tests/integration, tests/samlocal,
+tools/localworld/tests and bench/tests registers it from ``pytest_configure`` (once, however many ask;
+its fixtures are global, so one world per session, per xdist worker, serves them all), and the fast
+tiers never import it; ``-p localworld.pytest_plugin`` loads it anywhere. Tests ask for fixtures
 and call their methods; they import ``localworld`` only under ``if TYPE_CHECKING:`` for the type
 names (``tests/test_boundaries.py`` holds them to that). Fixtures:
 
@@ -464,14 +465,6 @@ class _Instruments:
 
 
 _INSTRUMENTS_KEY = pytest.StashKey[_Instruments]()
-
-
-def load_into(config: pytest.Config) -> None:
-    """Registers this plugin once (several directories' conftests ask): its fixtures are global, so
-    one world per session (per xdist worker) serves them all. pytest calls the plugin's historic
-    hooks (``pytest_addhooks``, ``pytest_configure``) on registration."""
-    if not config.pluginmanager.has_plugin(__name__):
-        config.pluginmanager.import_plugin(__name__)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -11,7 +11,6 @@ import pytest
 from localworld.aws import LocalAws, MotoServer
 from localworld.deepgram import DeepgramEmulator
 from localworld.deepgram.server import RECOGNITION_LIMIT_BYTES
-from localworld.pytest_plugin import load_into
 from localworld.template import Stack, load_stack
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -20,7 +19,8 @@ REAL_TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    load_into(config)  # the world's own plugin (world, uploads, start_function...), for these tests
+    # The world's own plugin (world, uploads, start_function...) for these tests, registered once.
+    config.pluginmanager.import_plugin("localworld.pytest_plugin")
 
 
 @pytest.fixture(scope="session")
