@@ -296,20 +296,27 @@ def overlay(stack: DeepgramOptions, upload: tuple[tuple[str, str], ...]) -> Deep
     upload = speakers.for_deepgram(upload)  # our own options never reach Deepgram
     if not upload:
         return stack
+    changes, extra = _field_changes(stack, upload)
+    upload_names = {name for name, _ in extra} - ADDITIVE_OPTIONS
+    kept = [pair for pair in stack.extra if pair[0] not in upload_names]
+    added = [pair for pair in extra if pair not in kept and not _weakens(pair, kept)]
+    return replace(stack, **changes, extra=(*kept, *added))
+
+
+def _field_changes(
+    stack: DeepgramOptions, upload: tuple[tuple[str, str], ...]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The upload's options split into new values of ``DeepgramOptions`` fields (a boolean read as
+    one) and the other pairs, in the upload's order."""
     kinds = {f.name: f.default for f in fields(stack) if f.name != "extra"}
     changes: dict[str, Any] = {}
     extra: list[tuple[str, str]] = []
     for name, value in upload:
         if name not in kinds:
             extra.append((name, value))
-        elif isinstance(kinds[name], bool):
-            changes[name] = value == "true"
         else:
-            changes[name] = value
-    upload_names = {name for name, _ in extra} - ADDITIVE_OPTIONS
-    kept = [pair for pair in stack.extra if pair[0] not in upload_names]
-    added = [pair for pair in extra if pair not in kept and not _weakens(pair, kept)]
-    return replace(stack, **changes, extra=(*kept, *added))
+            changes[name] = value == "true" if isinstance(kinds[name], bool) else value
+    return changes, extra
 
 
 def _weakens(pair: tuple[str, str], kept: list[tuple[str, str]]) -> bool:
