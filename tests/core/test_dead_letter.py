@@ -14,9 +14,9 @@ from tests.core.conftest import LISTEN_URL, failure_key, s3_event, sqs_record, t
 from tests.core.test_completion import Bus
 from transcriber.domain.events import S3ObjectRef
 from transcriber.errors import BlockedError, RetryableError
+from transcriber.pipeline.dead_letter import DeadLetterRetrier
 from transcriber.services.capacity import build_governor
 from transcriber.services.completion import TRANSCRIPTION_FAILED
-from transcriber.pipeline.dead_letter import DeadLetterRetrier
 
 if TYPE_CHECKING:
     from tests.core.conftest import Aws, FakeLambdaContext, TranscriberFactory

@@ -168,4 +168,6 @@ def _forget_temporary_failure(obj: S3ObjectRef, transcriber: Transcriber) -> Non
     try:
         transcriber.storage.delete_failure(obj)
     except TranscriptionError as exc:
-        logger.warning("Could not delete an earlier backfill failure record", extra={"error": exc.as_record()})
+        logger.warning(
+            "Could not delete an earlier backfill failure record", extra={"error": exc.as_record()}
+        )

@@ -106,22 +106,27 @@ class DeadLetterRetrier:
         except PermanentError as exc:  # only an unrecognisable event gets here: objects record their own
             self._park(record, exc.reason, str(exc))
             return {"parked": True}
-        except BlockedError as exc:
+        except RetryableError as exc:
+            return self._later(record, exc, event, receives=receives, attempt=attempt)
+
+    def _later(
+        self, record: SQSRecord, exc: RetryableError, event: Any, *, receives: int, attempt: int
+    ) -> dict[str, Any]:
+        """Requeue (blocked, capacity: no attempt used), back off, or park; raises to keep the
+        message for its backoff."""
+        if isinstance(exc, BlockedError):
             self._requeue_blocked(record, attempt - 1, exc)
             return {"deferred": "blocked"}
-        except RetryableError as exc:
-            if exc.reason == CAPACITY_REASON:
-                self._requeue_for_capacity(record, attempt - 1)
-                return {"deferred": CAPACITY_REASON}
-            if self._back_off(record, attempt, exc, event) and receives < self.policy.max_attempts:
-                # Attempts carried over a capacity requeue ran out before SQS's receive count did.
-                self._park(record, exc.reason, str(exc))
-                return {"parked": True}
-            raise
+        if exc.reason == CAPACITY_REASON:
+            self._requeue_for_capacity(record, attempt - 1)
+            return {"deferred": CAPACITY_REASON}
+        if self._back_off(record, attempt, exc, event) and receives < self.policy.max_attempts:
+            # Attempts carried over a requeue ran out before SQS's receive count did.
+            self._park(record, exc.reason, str(exc))
+            return {"parked": True}
+        raise exc
 
-    def _requeue(
-        self, record: SQSRecord, used_attempts: int, delay: float, counts: dict[str, str]
-    ) -> int:
+    def _requeue(self, record: SQSRecord, used_attempts: int, delay: float, counts: dict[str, str]) -> int:
         """Send the event again, later (at most SQS's 900 s), as a new message that remembers the
         attempts it used and ``counts``; the caller then lets the old message be deleted."""
         attributes = {
