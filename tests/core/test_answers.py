@@ -643,3 +643,18 @@ def test_a_container_copy_older_than_its_bound_is_dropped(
 
     assert (outcome.status, outcome.request_id) == ("transcribed", "req-2")
     assert not body.exists()
+
+
+def test_keeping_an_answer_sweeps_copies_older_than_their_bound(tmp_path: Path) -> None:
+    kept = KeptAnswers(tmp_path, max_age_s=3600)
+    assert kept.keep({"key": "old"}, spooled(b'{"old": 1}'), "url")
+    (old,) = [p for p in tmp_path.glob("*.json") if not p.name.endswith(".meta.json")]
+    stale = time.time() - 3601
+    os.utime(old, (stale, stale))
+
+    assert kept.keep({"key": "new"}, spooled(b'{"new": 1}'), "url")
+
+    assert not old.exists()
+    found = kept.take({"key": "new"})
+    assert found is not None
+    found[0].close()

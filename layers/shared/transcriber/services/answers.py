@@ -169,7 +169,8 @@ class KeptAnswers:
                 path.unlink()
 
     def _make_room(self, size: int, replacing: Path) -> None:
-        """Drop the oldest kept answers until ``size`` more fits in ``max_bytes``."""
+        """Drop kept answers past ``max_age_s``, then the oldest until ``size`` more fits in
+        ``max_bytes``."""
         kept = sorted(
             (
                 p
@@ -178,8 +179,9 @@ class KeptAnswers:
             ),
             key=lambda p: p.stat().st_mtime,
         )
+        too_old = time.time() - self.max_age_s
         used = sum(p.stat().st_size for p in kept)
-        while kept and used + size > self.max_bytes:
+        while kept and (used + size > self.max_bytes or kept[0].stat().st_mtime < too_old):
             oldest = kept.pop(0)
             used -= oldest.stat().st_size
             for path in (oldest, oldest.with_name(oldest.name.removesuffix(".json") + ".meta.json")):
