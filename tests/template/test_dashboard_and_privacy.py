@@ -168,6 +168,8 @@ def test_retention_is_off_by_default_and_each_parameter_expires_its_own_objects(
     assert _expirations(tuned, "InputBucket") == {"ExpireUploadedMedia": (None, 7)}
     env = tuned.resource("TranscribeFunction").properties["Environment"]["Variables"]
     assert _expirations(tuned, "OutputBucket") == kept | {
+        # Answers kept for a retry never outlive the transcripts (S3 applies the earlier expiration).
+        "ExpireKeptAnswersWithTranscripts": (env["KEPT_ANSWER_PREFIX"], 365),
         "ExpireTranscripts": (env["TRANSCRIPT_PREFIX"], 365),
         "ExpireFailureRecords": (env["FAILURE_PREFIX"], 90),
     }

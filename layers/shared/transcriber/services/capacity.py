@@ -64,7 +64,7 @@ from transcriber.domain.capacity_core import (
     PoolState,
     Rng,
 )
-from transcriber.errors import ErrorDetails, RetryableError, TranscriptionError
+from transcriber.errors import BlockedError, ErrorDetails, RetryableError, TranscriptionError
 from transcriber.observability import logger, metrics
 
 if TYPE_CHECKING:
@@ -450,9 +450,43 @@ def _number(value: float) -> str:
     return str(Decimal(str(round(value, 3))))
 
 
+# The table is missing or the role may not use it (or its key): every object alike, until a
+# person fixes the deployment. Blocked, so the work waits and no failure record is written.
+_DEPLOYMENT_FAULTS = frozenset(
+    {
+        "ResourceNotFoundException",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSNotFoundException",
+        "KMSInvalidStateException",
+    }
+)
+
+
+def _deployment_fault(exc: Exception) -> BlockedError | None:
+    """A capacity table that is missing or denied: a deployment fault (item 10), not the object's."""
+    if not isinstance(exc, ClientError):
+        return None
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if code not in _DEPLOYMENT_FAULTS:
+        return None
+    return BlockedError(
+        ErrorDetails(
+            reason="capacity-store-error",
+            message=f"capacity table: {code}; check CapacityTable and the function's role",
+            extra={"transient": False, "deployment_fault": True},
+        )
+    )
+
+
 def _store_error(exc: Exception) -> RetryableError:
     """capacity-store-error; ``transient`` when waiting may help (throttled, a server error, the
-    network) rather than a fault of configuration (no grant, no table)."""
+    network) rather than a fault of configuration (no grant, no table: blocked)."""
+    blocked = _deployment_fault(exc)
+    if blocked is not None:
+        return blocked
     transient = isinstance(exc, BotoCoreError) or (
         isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _TRANSIENT
     )
