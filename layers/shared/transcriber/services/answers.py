@@ -60,7 +60,6 @@ MAX_RECORD_BYTES = 192 * 1024
 # A /tmp copy older than this is dropped: a day is the shortest transcript retention there is
 # (TranscriptRetentionDays >= 1), and an execution environment rarely lives that long anyway.
 MAX_KEPT_AGE_S = 24 * 3600
-DISCARDED_METRIC = "KeptAnswersDiscarded"
 
 
 def identity_name(identity: Mapping[str, Any]) -> str:
@@ -231,7 +230,7 @@ class AnswerKeeper:
         if transcript is None or _intact(transcript, kept):
             return transcript
         transcript.close()
-        metrics.add_metric(name=DISCARDED_METRIC, unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="KeptAnswersDiscarded", unit=MetricUnit.Count, value=1)
         logger.warning(
             "The kept answer is not the one paid for (replaced or cut short); discarding it",
             extra={"kept_in": kept.get("where"), "recorded_size": kept.get("size")},
