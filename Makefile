@@ -15,9 +15,10 @@ ENV_VARS ?=
 # on make's command line counts: ENV is a common variable in shells and CI, and must not pick prod.
 override ENV := $(if $(filter command line,$(origin ENV)),$(ENV),default)
 PYTHON_SOURCES = layers/shared/transcriber functions tools tests scripts bench
+GATED_SOURCES = layers/shared/transcriber functions
 TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/retry/app.py tools scripts tests bench
 
-.PHONY: help demo test lint format typecheck unit integration template-check build validate deploy \
+.PHONY: help demo test check complexity lint format typecheck unit integration template-check build validate deploy \
 	deploy-prod delete secret webhook-secret invoke emulator clean failures report redrive backfill status upload chaos bench localworld-test \
 	sam-local docs diagram
 
@@ -27,10 +28,18 @@ help: ## List the targets
 demo: ## Transcribe the two-voice sample (or AUDIO=file or folder/, SPEAKERS="0=Ann,1=Raj") end to end on the local world; outputs kept in demo-output/ (OUTAGE=10: recover via the DLQ)
 	@$(PY) -m localworld.demo $(if $(AUDIO),--audio "$(AUDIO)") $(if $(OUTAGE),--outage "$(OUTAGE)") $(if $(SPEAKERS),--speakers "$(SPEAKERS)")
 
-test: lint typecheck ## Everything: ruff, mypy, the docs' links, all tests with the layer's branch-coverage gate, then sam-local
+# pytest-xdist workers: the slow tiers mostly wait on processes and sockets, so more than the cores.
+TEST_WORKERS ?= 4
+# The layer's branch coverage (pyproject.toml's [tool.coverage]), measured in each xdist worker by
+# pytest-cov and combined; handlers run by the Docker-free runtime are subprocesses, not counted.
+COVERAGE = --cov --cov-report=term-missing:skip-covered
+
+check: lint typecheck ## Feedback in seconds: ruff, radon, mypy, unit + core tests on every core, the coverage gate
+	@$(PY) -m pytest -q -n auto $(COVERAGE) tests/unit tests/core
+
+test: lint typecheck ## Everything: ruff, radon, mypy, the docs' links, all tests (xdist) with the layer's branch-coverage gate, then sam-local
 	@$(PY) scripts/check_docs.py
-	@$(PY) -m coverage run -m pytest -m "not samlocal"
-	@$(PY) -m coverage report
+	@$(PY) -m pytest -n $(TEST_WORKERS) $(COVERAGE) -m "not samlocal"
 	@$(MAKE) --no-print-directory sam-local
 
 sam-local: ## sam build + sam local invoke/start-lambda in containers (installs and starts Docker, builds the base image if absent)
@@ -42,9 +51,15 @@ docs: ## Build the documentation site (MkDocs, Material theme) in strict mode in
 diagram: ## Render the README's architecture picture (docs/img/architecture.svg) from scripts/architecture_diagram.py
 	@$(PY) scripts/architecture_diagram.py
 
-lint: ## ruff lint and format check
+lint: ## ruff lint and format check, then the complexity gate
 	@$(VENV)/bin/ruff check $(PYTHON_SOURCES)
 	@$(VENV)/bin/ruff format --check $(PYTHON_SOURCES)
+	@$(MAKE) --no-print-directory complexity
+
+# radon's cyclomatic complexity (xenon applies it; rank B is at most 10). ruff's mccabe (C90) leaves
+# out boolean operators and comprehensions, which radon counts: both gate.
+complexity: ## radon's cyclomatic complexity: no function in the layer or functions/ over 10 (xenon --max-absolute B)
+	@$(VENV)/bin/xenon --max-absolute B $(GATED_SOURCES)
 
 format: ## Apply ruff formatting and safe fixes
 	@$(VENV)/bin/ruff check --fix $(PYTHON_SOURCES)
@@ -53,8 +68,8 @@ format: ## Apply ruff formatting and safe fixes
 typecheck: ## mypy --strict over the product code and the local world
 	@$(VENV)/bin/mypy $(TYPED_SOURCES)
 
-unit: ## Fast tests only: pure units and the core in-process (moto mock, responses)
-	@$(PY) -m pytest tests/unit tests/core
+unit: ## Fast tests only: pure units and the core in-process (moto mock, responses), no coverage
+	@$(PY) -m pytest -n auto tests/unit tests/core
 
 integration: ## Tests over real HTTP against moto server and the Deepgram emulator
 	@$(PY) -m pytest tests/integration

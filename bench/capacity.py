@@ -7,6 +7,8 @@ Three runs, each counted by the emulator (its own in-flight high-water marks and
   slots in front of one emulator capped at 20 with 3 s of latency;
 * half with ``summarize=v2``: the same, one group sending an audio-intelligence option, which the
   emulator (like Deepgram) holds to 10 in flight;
+* mixed models and features: one group sending ``summarize=v2`` with ``detect_entities=true``
+  (intelligence and entities classes), the other ``whisper-large`` (the Whisper class);
 * a backfill of an archive (``BACKFILL_OBJECTS``) through the local S3 Batch Operations stand-in
   while live uploads arrive through S3 notifications: nothing lost, Deepgram requests per object,
   and the live uploads' median time to transcript against the same uploads with no backfill.
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
 POOL = 20  # the pool's size and the emulator's own limit: one 429 means the governor let one over
 AI_CEILING = 10
+WHISPER_SIZE = 5
 LATENCY_S = 3.0
 PER_STACK = 100
 BACKFILL_OBJECTS = 2000
@@ -74,11 +77,18 @@ def _invoke_all(calls: list[tuple[LocalFunction, dict[str, Any]]]) -> list[Invoc
 
 
 def _shared_pool_run(
-    world: LocalWorld, python: str, label: str, second_env: dict[str, str]
+    world: LocalWorld,
+    python: str,
+    label: str,
+    second_env: dict[str, str],
+    first_env: dict[str, str] | None = None,
 ) -> tuple[list[Row], dict[str, int]]:
     world.emulator.reset()
-    uploader = Uploader(world, f"bench/capacity-{label}")
-    groups = [_group(world, python, POOL, DEEPGRAM_TAG="stack-a"), _group(world, python, POOL, **second_env)]
+    uploader = Uploader(world, f"bench/capacity-{label.replace(' ', '-')}")
+    groups = [
+        _group(world, python, POOL, DEEPGRAM_TAG="stack-a", **(first_env or {})),
+        _group(world, python, POOL, **second_env),
+    ]
     calls = []
     for index in range(PER_STACK * 2):
         key = uploader.next_key()
@@ -292,5 +302,17 @@ def run(world: LocalWorld, *, quick: bool = False) -> SectionResult:
             0 < most_ai <= AI_CEILING,
         )
     )
+    rows, counters = _shared_pool_run(
+        world,
+        python,
+        "mixed models and features",
+        {
+            "DEEPGRAM_TAG": "stack-b",
+            "DEEPGRAM_MODEL": "whisper-large",
+            "CAPACITY_WHISPER_SIZE": str(WHISPER_SIZE),
+        },
+        first_env={"DEEPGRAM_EXTRA_OPTIONS": "summarize=v2&detect_entities=true"},
+    )
+    section.rows += rows
     section.rows += _backfill_run(world, python, 200 if quick else BACKFILL_OBJECTS)
     return section

@@ -198,6 +198,9 @@ class PoolTable:
 
     def put(self, lease: core.Lease) -> bool:
         leases = self.leases
+        seen = None if lease.seen.reduced_to is None else lease.seen.decreased_at
+        if (None if self.limit is None else self.limit.decreased_at) != seen:
+            return False  # the product's transaction checks the limit item is the one it read
         for key in lease.keys:
             found = leases.get(key)
             if found is not None and not found[2] < lease.taken_at:
@@ -215,7 +218,7 @@ class PoolTable:
                 if key.startswith("slot#"):
                     slots += 1
                     backfill += lane == BACKFILL_LANE
-                else:
+                elif not key.startswith("lane-"):
                     ceilings += 1
         return slots, ceilings, backfill
 
@@ -232,7 +235,7 @@ class PoolTable:
             self._version += 1
 
     def decrease(self, step: core.Decrease) -> None:
-        if self.limit is None or self.limit.decreased_at < step.taken_at:
+        if self.limit is None or self.limit.hold_until < step.taken_at:
             self.limit = step.limit
 
 
@@ -384,7 +387,7 @@ class World:
             acquiring = core.acquire(
                 pool,
                 lane=version.lane,
-                ceiling=version.ceiling,
+                classes=() if version.ceiling is None else (core.INTELLIGENCE,),
                 deadline=invocation.deadline,
                 rng=self.core_rng,
             )

@@ -6,6 +6,7 @@ no subprocess, so these tests are fast and their coverage of the layer is measur
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -146,8 +147,34 @@ class Aws:
         return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
+@dataclass(frozen=True)
+class _Clients:
+    s3: S3Client
+    dynamodb: DynamoDBClient
+    secretsmanager: SecretsManagerClient
+    sqs: SQSClient
+    session: boto3.session.Session
+
+
+@pytest.fixture(scope="session")
+def _clients() -> _Clients:
+    """One boto3 Session and its clients for the whole run: building them is most of a test's
+    set-up. moto intercepts every botocore client once imported, so they reach each test's own mock."""
+    session = boto3.session.Session(
+        region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    return _Clients(
+        s3=session.client("s3", config=AWS_CLIENT_CONFIG),
+        dynamodb=session.client("dynamodb", config=AWS_CLIENT_CONFIG),
+        secretsmanager=session.client("secretsmanager", config=AWS_CLIENT_CONFIG),
+        sqs=session.client("sqs", config=AWS_CLIENT_CONFIG),
+        session=session,
+    )
+
+
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients) -> Iterator[Aws]:
+    """A fresh, empty moto per test (``mock_aws`` starts from nothing), on the session's clients."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -156,12 +183,13 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     s3_delete_markers.install()  # as AWS: a DELETE of a missing key in a versioned bucket adds a marker
-    with mock_aws():
-        session = boto3.session.Session(region_name=REGION)
-        s3 = session.client("s3", config=AWS_CLIENT_CONFIG)
-        dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
-        secretsmanager = session.client("secretsmanager", config=AWS_CLIENT_CONFIG)
-        sqs = session.client("sqs", config=AWS_CLIENT_CONFIG)
+    s3, dynamodb, secretsmanager, sqs = _clients.s3, _clients.dynamodb, _clients.secretsmanager, _clients.sqs
+    # Tests register event handlers on the clients: each gets a copy of the emitters, dropped after.
+    emitters = [(client.meta, client.meta.events) for client in (s3, dynamodb, secretsmanager, sqs)]
+    for meta, events in emitters:
+        meta.events = copy.copy(events)
+    # boto3's default session (tests build a few clients of their own) stays between tests too.
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
         for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
             s3.create_bucket(Bucket=bucket)
         # As the template makes it: a failure record's marker is a delete marker (storage.TranscriptSlot).
@@ -178,10 +206,12 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
             dynamodb=dynamodb,
             secretsmanager=secretsmanager,
             sqs=sqs,
-            session=session,
+            session=_clients.session,
             dead_letter_queue_url=sqs.create_queue(QueueName="core-dlq")["QueueUrl"],
             parking_queue_url=sqs.create_queue(QueueName="core-parking")["QueueUrl"],
         )
+    for meta, events in emitters:
+        meta.events = events
 
 
 @pytest.fixture

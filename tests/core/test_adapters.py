@@ -17,6 +17,7 @@ from tests.core.conftest import (
     transcript_key,
 )
 from tests.shapes import sqs_event
+from transcriber.domain.events import S3ObjectRef
 from transcriber.errors import PermanentError, RetryableError
 from transcriber.pipeline.adapters import handle_event
 
@@ -151,3 +152,46 @@ def test_batch_operations_get_the_result_code_of_their_task(
     [result] = response["results"]
     assert (result["taskId"], result["resultCode"], result["resultString"]) == ("t0", *expected)
     assert (response["invocationId"], response["treatMissingKeysAs"]) == ("inv-1", "PermanentFailure")
+
+
+def test_a_backfill_task_answered_temporary_failure_leaves_a_record_until_a_retry_succeeds(
+    aws: Aws, deepgram: responses.RequestsMock, make_transcriber: Any, lambda_context: FakeLambdaContext
+) -> None:
+    """The invocation never says which attempt is the task's last: every TemporaryFailure leaves
+    a failure record, so a task whose last attempt fails has a visible outcome."""
+    transcriber = make_transcriber(DEEPGRAM_MAX_ATTEMPTS="1")
+    aws.upload("busy.wav")
+    outage(deepgram, 1)
+
+    [result] = handle_event(batch_event("busy.wav"), lambda_context, transcriber)["results"]
+
+    assert result["resultCode"] == "TemporaryFailure"
+    record = aws.output(failure_key("busy.wav"))
+    assert record is not None
+    assert (record["class"], record["reason"]) == ("retryable", "deepgram-unavailable")
+    assert record["backfill"] == {"job_id": "job-1", "task_id": "t0"}
+    ok(deepgram)
+
+    [result] = handle_event(batch_event("busy.wav"), lambda_context, transcriber)["results"]
+
+    assert result["resultCode"] == "Succeeded"
+    assert aws.output_keys() == [transcript_key("busy.wav")]  # the retry's success removed it
+
+
+def test_a_replayed_backfill_success_removes_an_earlier_attempts_record(
+    aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
+) -> None:
+    aws.upload("late.wav")
+    ok(deepgram)
+    handle_event(batch_event("late.wav"), lambda_context, transcriber)
+    # An attempt that failed after the transcript was written (its formats, its event) left one.
+    transcriber.storage.write_failure(
+        transcriber.preflight.look(S3ObjectRef(bucket=INPUT_BUCKET, key="late.wav"))[0],
+        {"class": "retryable", "reason": "event-publish-failed", "message": "x"},
+    )
+
+    [result] = handle_event(batch_event("late.wav"), lambda_context, transcriber)["results"]
+
+    assert result["resultCode"] == "Succeeded"
+    assert len(deepgram.calls) == 1
+    assert aws.output_keys() == [transcript_key("late.wav")]

@@ -4,6 +4,8 @@ fails, so the retry writes it without paying Deepgram again."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -552,3 +554,110 @@ def test_s3_receives_the_answer_unchanged(aws: Aws) -> None:
     stored = aws.s3.get_object(Bucket=OUTPUT_BUCKET, Key=key)
     assert stored["Body"].read() == body
     assert stored["Metadata"]["deepgram-request-id"] == "req-long"
+
+
+# -- a kept answer is checked before it becomes a transcript ---------------------------------
+
+
+def test_a_replaced_staging_copy_is_discarded_and_only_then_paid_again(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, body=long_body(20_000), status=200)
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body(request_id="req-2"))
+    transcriber = make_transcriber()
+    transcriber.keeper.max_record_bytes = 1024  # kept in the staging prefix
+    failing_puts(monkeypatch, transcriber, "SlowDown", OUTPUT_WRITE_ATTEMPTS)
+    with pytest.raises(RetryableError):
+        transcriber.process(obj(), lambda_context)
+    (staged,) = aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/")["Contents"]
+    forged = json.dumps(transcript_body("not what was paid for", request_id="forged")).encode()
+    aws.s3.put_object(Bucket=OUTPUT_BUCKET, Key=staged["Key"], Body=forged)
+
+    outcome = another_container(make_transcriber, tmp_path, "cold").process(obj(), lambda_context)
+
+    assert (outcome.status, outcome.request_id) == ("transcribed", "req-2")
+    assert len(deepgram.calls) == 2  # paid again only because the copy was not the paid answer
+    assert aws.output(transcript_key("talks/a.wav")) == transcript_body(request_id="req-2")
+    assert aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/").get("KeyCount") == 0
+
+
+def container_kept(
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    kept: KeptAnswers,
+) -> Transcriber:
+    """A transcriber whose paid answer only its container's /tmp (``kept``) could keep."""
+    transcriber = make_transcriber()
+    transcriber.keeper = AnswerKeeper(transcriber.storage, kept, max_record_bytes=0)
+    failing_puts(monkeypatch, transcriber, "AccessDenied", 2, prefixes=("transcripts/", "kept-answers/"))
+    with pytest.raises(BlockedError) as raised:
+        transcriber.process(obj(), lambda_context)
+    assert raised.value.details.extra["answer_kept_in"] == "container"
+    return transcriber
+
+
+def test_a_truncated_container_copy_is_discarded_and_paid_again(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body(request_id="req-2"))
+    kept = KeptAnswers(tmp_path / "warm")
+    transcriber = container_kept(make_transcriber, lambda_context, monkeypatch, kept)
+    (body,) = [p for p in kept.directory.glob("*.json") if not p.name.endswith(".meta.json")]
+    body.write_bytes(body.read_bytes()[:-1] + b" ")  # same size, other bytes: the digest tells
+    outcome = transcriber.process(obj(), lambda_context)  # the same container
+
+    assert (outcome.status, outcome.request_id) == ("transcribed", "req-2")
+    assert len(deepgram.calls) == 2
+    assert not body.exists()
+
+
+def test_a_container_copy_older_than_its_bound_is_dropped(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body(request_id="req-2"))
+    kept = KeptAnswers(tmp_path / "warm", max_age_s=3600)
+    transcriber = container_kept(make_transcriber, lambda_context, monkeypatch, kept)
+    (body,) = [p for p in kept.directory.glob("*.json") if not p.name.endswith(".meta.json")]
+    old = time.time() - 3601
+    os.utime(body, (old, old))
+
+    outcome = transcriber.process(obj(), lambda_context)
+
+    assert (outcome.status, outcome.request_id) == ("transcribed", "req-2")
+    assert not body.exists()
+
+
+def test_keeping_an_answer_sweeps_copies_older_than_their_bound(tmp_path: Path) -> None:
+    kept = KeptAnswers(tmp_path, max_age_s=3600)
+    assert kept.keep({"key": "old"}, spooled(b'{"old": 1}'), "url")
+    (old,) = [p for p in tmp_path.glob("*.json") if not p.name.endswith(".meta.json")]
+    stale = time.time() - 3601
+    os.utime(old, (stale, stale))
+
+    assert kept.keep({"key": "new"}, spooled(b'{"new": 1}'), "url")
+
+    assert not old.exists()
+    found = kept.take({"key": "new"})
+    assert found is not None
+    found[0].close()

@@ -5,9 +5,11 @@ way in keeps work that waited for capacity (never a failure record, never a used
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ from tests.core.conftest import (
     transcript_key,
 )
 from transcriber.config import Settings
+from transcriber.domain import capacity_core as core
 from transcriber.domain.capacity_core import DEEPGRAM_PROCESSING_LIMIT_S
 from transcriber.domain.events import S3ObjectRef
 from transcriber.errors import ConfigurationError, ErrorDetails, RetryableError
@@ -41,9 +44,9 @@ from transcriber.services.capacity import (
     CapacityGovernor,
     CapacityRequeue,
     PoolSettings,
+    PoolState,
     Unlimited,
     build_governor,
-    intelligence_ceiling,
 )
 
 if TYPE_CHECKING:
@@ -270,29 +273,30 @@ def test_a_slot_another_took_at_the_same_moment_is_not_shared(
 
 
 @pytest.mark.parametrize(
-    ("query", "ceiling"),
+    ("query", "classes"),
     [
-        ([("model", "nova-3")], None),
-        ([("summarize", "v2")], 10),
-        ([("topics", "true")], 10),
-        ([("sentiment", "false"), ("intents", "true")], 10),
-        ([("detect_entities", "true"), ("summarize", "v2")], 5),
-        ([("summarize", "false")], None),
+        ([("model", "nova-3")], ()),
+        ([("summarize", "v2")], ("intelligence",)),
+        ([("topics", "true")], ("intelligence",)),
+        ([("sentiment", "false"), ("intents", "true")], ("intelligence",)),
+        ([("detect_entities", "true"), ("summarize", "v2")], ("intelligence", "entities")),
+        ([("summarize", "false")], ()),
+        ([("model", "whisper-large"), ("detect_entities", "true")], ("intelligence", "entities", "whisper")),
     ],
 )
-def test_the_ceiling_follows_the_options_sent(query: list[tuple[str, str]], ceiling: int | None) -> None:
-    assert intelligence_ceiling(query, 10) == ceiling
+def test_the_classes_follow_the_options_sent(query: list[tuple[str, str]], classes: tuple[str, ...]) -> None:
+    assert core.request_classes(query) == classes
 
 
 def test_audio_intelligence_requests_are_held_to_their_ceiling_inside_the_pool(
     aws: Aws, table: str, sleeps: Waits, clock: Clock
 ) -> None:
     gov = governor(aws, sleeps, clock)
-    ai = [gov.acquire(context(), ceiling=2) for _ in range(2)]
-    assert all(len(lease.keys) == 2 and lease.keys[1].startswith("c2#") for lease in ai)
+    ai = [gov.acquire(context(), ("intelligence",)) for _ in range(2)]
+    assert all(len(lease.keys) == 2 and lease.keys[1].startswith("intelligence#") for lease in ai)
 
     with pytest.raises(RetryableError):
-        gov.acquire(waiting(sleeps, 25), ceiling=2)
+        gov.acquire(waiting(sleeps, 25), ("intelligence",))
     plain = gov.acquire(context())  # the pool still has a slot for plain transcription
     with pytest.raises(RetryableError):
         gov.acquire(waiting(sleeps, 25))  # and the AI requests count inside it: 3 of 3 held
@@ -348,14 +352,22 @@ def test_a_429_halves_the_pool_for_everyone_holds_for_retry_after_then_grows_bac
 def test_a_lowered_pool_admits_no_more_than_its_effective_size(
     aws: Aws, table: str, sleeps: Waits, clock: Clock
 ) -> None:
-    pool = replace(POOL, size=4)
+    pool = replace(POOL, size=4, hold_s=30.0)
     gov = governor(aws, sleeps, clock, pool)
-    lease = gov.acquire(context())
-    gov.throttled(lease, retry_after_s=None)  # 4 -> 2
-    gov.acquire(context())  # with `lease`, 2 are held
+    leases = sorted((gov.acquire(context()) for _ in range(4)), key=lambda lease: lease.keys[0])
+    gov.throttled(leases[0], retry_after_s=None)  # 4 -> 2
+    for lease in leases[:2]:
+        gov.release(lease)  # slot#000 and slot#001 are free; #002 and #003, taken before, are not
 
+    # each waits at most half of 8 s: inside the decrease's hold
     with pytest.raises(RetryableError):
-        gov.acquire(waiting(sleeps, 8))  # waits at most half of it: inside the decrease's hold
+        gov.acquire(waiting(sleeps, 8))  # 2 in flight against 2
+    gov.release(leases[3])
+    with pytest.raises(RetryableError):
+        gov.acquire(waiting(sleeps, 8))  # nobody is let in while a slot above the cap is held
+    gov.release(leases[2])
+    again = [gov.acquire(waiting(sleeps, 8)) for _ in range(2)]
+    assert sorted(lease.keys[0] for lease in again) == ["slot#000", "slot#001"]
 
 
 def test_a_429_from_deepgram_lowers_the_pool_and_releases_the_slot_before_the_retry(
@@ -405,7 +417,8 @@ def test_the_governor_costs_three_dynamodb_calls_per_object(
     calls: Counter[tuple[str, str]] = Counter()
 
     def count(params: dict[str, Any], model: Any, **_: Any) -> None:
-        calls[(model.name, params.get("TableName", ""))] += 1
+        first: dict[str, Any] = next(iter((params.get("TransactItems") or [{}])[0].values()), {})
+        calls[(model.name, params.get("TableName") or first.get("TableName", ""))] += 1
 
     aws.dynamodb.meta.events.register("provide-client-params.dynamodb", count)
     for index in range(5):
@@ -414,7 +427,7 @@ def test_the_governor_costs_three_dynamodb_calls_per_object(
         assert transcriber.process(obj(f"cost/{index}.wav"), sleeps.context).status == "transcribed"
 
     capacity = {name: n for (name, table_name), n in calls.items() if table_name == CAPACITY_TABLE}
-    assert capacity == {"Query": 5, "PutItem": 5, "DeleteItem": 5}
+    assert capacity == {"Query": 5, "TransactWriteItems": 5, "DeleteItem": 5}
     assert items(aws.dynamodb) == {}
 
 
@@ -488,8 +501,8 @@ def test_batch_operations_tasks_lease_in_the_backfill_lane_and_leave_live_upload
     seen: list[str] = []
 
     def lanes_held(params: dict[str, Any], model: Any, **_: Any) -> None:
-        if model.name == "PutItem" and params.get("TableName") == CAPACITY_TABLE:
-            seen.append(params["Item"]["lane"]["S"])
+        if model.name == "TransactWriteItems":
+            seen.append(params["TransactItems"][0]["Put"]["Item"]["lane"]["S"])
 
     aws.dynamodb.meta.events.register("provide-client-params.dynamodb", lanes_held)
     done = handle_event(batch_task_event("archive/1.wav"), sleeps.context, transcriber)
@@ -598,7 +611,12 @@ def test_settings_turn_the_governor_on_with_a_table() -> None:
         }
     )
     assert settings.capacity == PoolSettings(
-        table="t", name="p", size=7, ai_ceiling=3, lane_shares={"backfill": 0.6}
+        table="t",
+        name="p",
+        size=7,
+        ai_ceiling=3,
+        lane_shares={"backfill": 0.6},
+        lane_patience_s={"backfill": 120},
     )
     with pytest.raises(ConfigurationError, match="CAPACITY_POOL_SIZE"):
         Settings.from_env({**ENV, "CAPACITY_TABLE": "t", "CAPACITY_POOL_SIZE": "0"})
@@ -646,16 +664,16 @@ def test_a_lease_write_that_fails_is_a_retryable_store_error_and_the_rest_is_log
     aws: Aws, table: str, sleeps: Waits, clock: Clock, monkeypatch: pytest.MonkeyPatch, failure: Exception
 ) -> None:
     gov = governor(aws, sleeps, clock)
-    lease = gov.acquire(context(), ceiling=2)
+    lease = gov.acquire(context(), ("intelligence",))
 
     def fail(**_: Any) -> None:
         raise failure
 
     for operation in ("put_item", "transact_write_items", "delete_item", "update_item"):
         monkeypatch.setattr(aws.dynamodb, operation, fail)
-    for ceiling in (None, 2):
+    for classes in ((), ("intelligence",)):
         with pytest.raises(RetryableError) as raised:
-            gov.acquire(context(), ceiling=ceiling)
+            gov.acquire(context(), classes)
         assert raised.value.reason == "capacity-store-error"
     gov.release(lease)
     gov.throttled(lease, None)
@@ -833,3 +851,157 @@ def test_a_renewal_that_lands_after_a_hold_never_cuts_the_hold_short(
     gov.renew(lease)  # the renewal thread, a moment late
 
     assert float(items(aws.dynamodb)[lease.keys[0]]["expires_at"]["N"]) == held_until
+
+
+# -- classes of one pool, caps that hold by construction, one halving per episode -----------------
+
+
+def shared_pool(ai_ceiling: int = 10) -> PoolSettings:
+    """Leases until the deadline, and a second's wait: the test's clock moves with each wait."""
+    return PoolSettings(
+        table=CAPACITY_TABLE,
+        name="project-a",
+        lease_term_s=None,
+        lane_patience_s={"live": 1.0},
+        ai_ceiling=ai_ceiling,
+    )
+
+
+def hold_slots(gov: CapacityGovernor, stack: ExitStack, query: list[tuple[str, str]], sleeps: Waits) -> int:
+    """Slots ``gov`` lets requests with ``query`` hold at once."""
+    held = 0
+    while held < 50:
+        try:
+            stack.enter_context(gov.slot(context(), query))
+        except RetryableError:
+            return held
+        held += 1
+    return held
+
+
+def test_whisper_requests_are_a_class_of_their_own_inside_the_pool(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock
+) -> None:
+    gov = governor(aws, sleeps, clock, shared_pool())  # 45, Whisper 5
+    with ExitStack() as stack:
+        assert hold_slots(gov, stack, [("model", "whisper-large")], sleeps) == 5
+        assert hold_slots(gov, stack, [("model", "nova-3")], sleeps) == 40  # the rest of the pool
+
+
+def test_intelligence_is_one_class_for_every_feature_and_every_stack_on_the_pool(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock
+) -> None:
+    """Summarize and entities count in one intelligence class, and two stacks with different
+    sizes for it share it: together they never hold more than the larger size."""
+    one = governor(aws, sleeps, clock, shared_pool(ai_ceiling=4))
+    two = governor(aws, sleeps, clock, shared_pool(ai_ceiling=3))
+    with ExitStack() as stack:
+        held = hold_slots(one, stack, [("summarize", "v2")], sleeps)
+        held += hold_slots(two, stack, [("detect_entities", "true")], sleeps)
+        held += hold_slots(one, stack, [("detect_entities", "true")], sleeps)
+        assert held == 4
+
+
+def test_a_decrease_between_a_read_and_a_write_lets_nobody_in_over_the_reduced_size(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock
+) -> None:
+    pool = replace(POOL, size=4)
+    other = governor(aws, sleeps, clock, pool)
+    held = [other.acquire(context()) for _ in range(2)]
+    gov = governor(aws, sleeps, clock, pool)
+    read = gov.read
+
+    def then_a_429_elsewhere() -> PoolState:
+        seen = read()
+        if "limit" not in items(aws.dynamodb):
+            other.throttled(held[0], retry_after_s=None)  # 4 -> 2, with 2 in flight
+        return seen
+
+    gov.read = then_a_429_elsewhere  # type: ignore[method-assign]
+    with pytest.raises(RetryableError):
+        gov.acquire(waiting(sleeps, 8))  # it saw 2 of 4 held; the write must not make it 3 of 2
+    assert int(items(aws.dynamodb)["limit"]["reduced_to"]["N"]) == 2
+
+
+def test_one_congestion_episode_halves_the_pool_once_and_holds_at_most_the_retry_cap(
+    aws: Aws, table: str, sleeps: Waits, clock: Clock
+) -> None:
+    gov = governor(aws, sleeps, clock, replace(POOL, size=8))
+    first = gov.acquire(context())
+    clock.now += 1
+    retried = gov.acquire(context())  # the same object's retry, taken inside the decrease's hold
+    gov.throttled(first, retry_after_s=7200)  # 8 -> 4, held 30 s at most, not two hours
+    gov.throttled(retried, retry_after_s=7200)  # the same episode: no second halving
+    limit = items(aws.dynamodb)["limit"]
+    assert int(limit["reduced_to"]["N"]) == 4
+    assert float(limit["hold_until"]["N"]) == pytest.approx(clock.now + 30)
+
+    gov.release(first)
+    gov.release(retried)
+    clock.now += 31  # the hold is over: a 429 to a request let in now is a new episode
+    later = gov.acquire(context())
+    gov.throttled(later, retry_after_s=None)
+    assert int(items(aws.dynamodb)["limit"]["reduced_to"]["N"]) == 2
+
+
+def test_one_objects_429s_through_the_handler_halve_the_pool_once(
+    aws: Aws, table: str, deepgram: responses.RequestsMock, sleeps: Waits, clock: Clock
+) -> None:
+    transcriber = governed_transcriber(aws, sleeps, clock, replace(POOL, size=8))
+    aws.upload("busy.wav")
+    for _ in range(2):
+        deepgram.add(
+            responses.POST,
+            LISTEN_URL,
+            status=429,
+            json={"err_code": "TOO_MANY_REQUESTS"},
+            headers={"Retry-After": "3600"},
+        )
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
+
+    assert transcriber.process(obj("busy.wav"), sleeps.context).status == "transcribed"
+    assert int(items(aws.dynamodb)["limit"]["reduced_to"]["N"]) == 4
+    assert max(sleeps.delays) <= 30  # no wait beyond the retry policy's cap
+
+
+def test_a_backfill_task_that_finds_its_lane_full_hands_its_task_back_within_seconds(
+    aws: Aws, table: str, deepgram: responses.RequestsMock, sleeps: Waits, clock: Clock
+) -> None:
+    """It does not wait inside the function (holding reserved concurrency live uploads need) for
+    as long as its invocation allows: Batch Operations retries a TemporaryFailure."""
+    pool = replace(POOL, size=4, lane_shares={"backfill": 0.5}, lane_patience_s={"backfill": 5.0})
+    transcriber = governed_transcriber(aws, sleeps, clock, pool)
+    backfill = governor(aws, sleeps, clock, pool, lane="backfill")
+    for _ in range(2):
+        backfill.acquire(context())
+    aws.upload("archive/3.wav")
+    sleeps.context.remaining_ms = 900_000
+
+    waits = handle_event(batch_task_event("archive/3.wav"), sleeps.context, transcriber)
+
+    assert waits["results"][0]["resultCode"] == "TemporaryFailure"
+    assert sum(sleeps.delays) <= 5.0
+
+
+def test_the_backfill_lane_share_holds_when_two_tasks_race_on_one_read() -> None:
+    """Two backfill tasks read the pool with the lane one short of its share, then both write: the
+    slot space encodes the share, so only one can win."""
+    pool = PoolSettings(table="t", name="p", size=10, lane_shares={"backfill": 0.5})
+    lane = [f"lane-backfill#{n:03d}" for n in range(4)]
+    seen = PoolState(
+        now=1.0, held=frozenset([f"slot#{n:03d}" for n in range(4)] + lane), lanes={"backfill": 4}
+    )
+    store: set[str] = set(seen.held)
+    won = 0
+    for seed in (1, 2):
+        steps = core.acquire(pool, lane="backfill", deadline=600.0, rng=random.Random(seed))  # noqa: S311 - seeded
+        next(steps)
+        command = steps.send(seen)
+        while isinstance(command, core.ConditionalPut):
+            keys = set(command.lease.keys)
+            free = not keys & store
+            store |= keys if free else set()
+            won += free
+            command = steps.send(free) if not free else None  # type: ignore[assignment]
+    assert won == 1
+    assert sum(key.startswith("slot#") for key in store) <= 5  # the lane's 5 of 10, not 6

@@ -31,9 +31,13 @@ def state(now: float = NOW, held: tuple[str, ...] = (), lanes: dict[str, int] | 
 
 
 def steps(
-    pool: PoolSettings = POOL, *, lane: str = "live", ceiling: int | None = None, deadline: float = NOW + 600
+    pool: PoolSettings = POOL,
+    *,
+    lane: str = "live",
+    classes: tuple[str, ...] = (),
+    deadline: float = NOW + 600,
 ) -> Generator[core.Command, Any, Acquired | Exhausted]:
-    return core.acquire(pool, lane=lane, ceiling=ceiling, deadline=deadline, rng=random.Random(7))  # noqa: S311 - seeded: reproducible draws
+    return core.acquire(pool, lane=lane, classes=classes, deadline=deadline, rng=random.Random(7))  # noqa: S311 - seeded: reproducible draws
 
 
 def finish(gen: Generator[core.Command, Any, Acquired | Exhausted], answer: Any) -> Acquired | Exhausted:
@@ -106,23 +110,25 @@ def test_a_short_invocation_keeps_half_its_time_rather_than_the_whole_reserve() 
 
 
 def test_an_intelligence_request_takes_its_ceiling_slot_too_and_waits_when_the_ceiling_is_full() -> None:
-    gen = steps(ceiling=2)
+    gen = steps(classes=("intelligence",))
     next(gen)
-    put = gen.send(state(held=("c2#000",)))
+    put = gen.send(state(held=("intelligence#000",)))
     assert isinstance(put, ConditionalPut)
-    assert put.lease.keys[1] == "c2#001"
+    assert put.lease.keys[1] == "intelligence#001"
 
-    gen = steps(ceiling=2)
+    gen = steps(classes=("intelligence",))
     next(gen)
-    assert isinstance(gen.send(state(held=("slot#000", "slot#001", "c2#000", "c2#001"))), Sleep)
+    assert isinstance(
+        gen.send(state(held=("slot#000", "slot#001", "intelligence#000", "intelligence#001"))), Sleep
+    )
 
 
 def test_a_lane_with_a_share_stops_at_it_and_live_takes_the_rest() -> None:
     pool = replace(POOL, size=4, lane_shares={"backfill": 0.5})
-    seen = state(held=("slot#000", "slot#001"), lanes={"backfill": 2})
+    seen = state(held=("slot#000", "slot#001", "lane-backfill#000", "lane-backfill#001"))
     assert core.lane_is_full(pool, seen, "backfill")
     assert not core.lane_is_full(pool, seen, "live")
-    assert core.lane_is_full(pool, replace(seen, lanes={"backfill": 2, "live": 2}), "live")
+    assert core.lane_is_full(pool, replace(seen, held=seen.held | {"slot#002", "slot#003"}), "live")
 
 
 def test_a_decrease_halves_what_the_lease_saw_and_recovers_one_slot_per_interval() -> None:
@@ -145,16 +151,20 @@ def test_a_decrease_halves_what_the_lease_saw_and_recovers_one_slot_per_interval
 def test_a_read_counts_only_unexpired_leases_per_lane() -> None:
     seen = core.pool_state(
         NOW,
-        [("slot#000", "live", NOW + 1), ("slot#001", "backfill", NOW - 1), ("c2#000", "live", NOW + 5)],
+        [
+            ("slot#000", "live", NOW + 1),
+            ("slot#001", "backfill", NOW - 1),
+            ("intelligence#000", "live", NOW + 5),
+        ],
         None,
     )
-    assert seen.held == {"slot#000", "c2#000"}
+    assert seen.held == {"slot#000", "intelligence#000"}
     assert seen.lanes == {"live": 1}
     assert seen.effective_size(POOL) == POOL.size
 
 
 def test_release_deletes_each_key_as_its_holder_and_tries_a_failed_delete_again() -> None:
-    lease = core.Lease(("slot#001", "c2#000"), "h", NOW, NOW + 9, state())
+    lease = core.Lease(("slot#001", "intelligence#000"), "h", NOW, NOW + 9, state())
     gen = core.release(lease, random.Random(1))  # noqa: S311
     commands = [next(gen)]
     # slot: failed, then freed; the ceiling slot: failed, then freed.
@@ -163,7 +173,12 @@ def test_release_deletes_each_key_as_its_holder_and_tries_a_failed_delete_again(
         gen.send(True)
 
     deletes = [(c.key, c.holder) for c in commands if isinstance(c, core.Delete)]
-    assert deletes == [("slot#001", "h"), ("slot#001", "h"), ("c2#000", "h"), ("c2#000", "h")]
+    assert deletes == [
+        ("slot#001", "h"),
+        ("slot#001", "h"),
+        ("intelligence#000", "h"),
+        ("intelligence#000", "h"),
+    ]
     sleeps = [c.seconds for c in commands if isinstance(c, Sleep)]
     assert len(sleeps) == 2
     assert all(0.05 <= s <= 0.5 for s in sleeps)
@@ -184,10 +199,10 @@ def test_a_release_gives_up_after_its_tries_and_a_conflict_is_not_retried() -> N
 
 
 def test_after_a_timeout_the_slots_are_held_until_deepgrams_processing_limit() -> None:
-    lease = core.Lease(("slot#001", "c2#000"), "h", NOW, NOW + 30, state())
+    lease = core.Lease(("slot#001", "intelligence#000"), "h", NOW, NOW + 30, state())
     assert [(h.key, h.holder, h.until) for h in core.hold(lease)] == [
         ("slot#001", "h", NOW + core.DEEPGRAM_PROCESSING_LIMIT_S),
-        ("c2#000", "h", NOW + core.DEEPGRAM_PROCESSING_LIMIT_S),
+        ("intelligence#000", "h", NOW + core.DEEPGRAM_PROCESSING_LIMIT_S),
     ]
     later = core.Lease(("slot#001",), "h", NOW, NOW + 900, state())
     assert core.hold(later)[0].until == NOW + 900  # never shorter than the lease already was
@@ -221,7 +236,7 @@ def test_a_store_still_unavailable_at_the_end_of_the_wait_says_so() -> None:
 
 def test_the_same_seed_makes_the_same_decisions() -> None:
     def run(seed: int) -> list[Any]:
-        gen = core.acquire(POOL, lane="live", ceiling=None, deadline=NOW + 60, rng=random.Random(seed))  # noqa: S311
+        gen = core.acquire(POOL, lane="live", deadline=NOW + 60, rng=random.Random(seed))  # noqa: S311
         out: list[Any] = [next(gen)]
         answers = iter([state(), False, False, None, state(held=("slot#000",))])
         for answer in answers:

@@ -31,6 +31,7 @@ from transcriber.domain.cost import DEFAULT_PRICE_PER_MINUTE
 from transcriber.domain.events import S3ObjectRef
 from transcriber.domain.work import WorkResult
 from transcriber.errors import BlockedError, PermanentError, RetryableError
+from transcriber.observability import metrics
 from transcriber.services.clients import AWS_CLIENT_CONFIG
 from transcriber.services.completion import (
     EVENT_SOURCE,
@@ -590,3 +591,50 @@ def test_the_latest_versions_failure_removes_an_older_versions_formats_too(
     # than its JSON does.
     assert failed.status == "failed"
     assert aws.output_keys() == [failed.output_key]
+
+
+def test_formats_not_made_are_named_in_the_event_and_a_repaired_answer_is_counted(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    bus: Bus,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A malformed answer: no word is valid (one has no text, one a null start), so there are no
+    captions; the event says which formats were not made and why, and the repair is counted."""
+    body = transcript_body("hello")
+    body["results"]["channels"][0]["alternatives"][0]["words"] = [
+        {"word": "   ", "start": 0.0, "end": 0.4},
+        {"word": 7, "start": None, "end": 0.8},
+    ]
+    aws.upload(KEY)
+    answer(deepgram, body)
+    metrics.clear_metrics()
+
+    outcome = make(make_transcriber).process(obj(), lambda_context)
+
+    assert outcome.status == "transcribed"
+    (event,) = bus.events()
+    assert event["detail"]["outputs"]["not_made"] == {"srt": "empty-transcript", "vtt": "empty-transcript"}
+    assert set(event["detail"]["outputs"]["keys"]) == {"json", "txt"}
+    assert metrics.metric_set["AnswerRepaired"]["Value"] == [1]
+    assert any(r.levelname == "WARNING" and "malformed" in r.getMessage() for r in caplog.records)
+
+
+def test_an_event_of_a_well_formed_answer_has_no_not_made_field(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    bus: Bus,
+) -> None:
+    aws.upload(KEY)
+    answer(deepgram)
+    metrics.clear_metrics()
+
+    make(make_transcriber).process(obj(), lambda_context)
+
+    (event,) = bus.events()
+    assert "not_made" not in event["detail"]["outputs"]
+    assert "AnswerRepaired" not in metrics.metric_set

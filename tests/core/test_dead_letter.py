@@ -11,8 +11,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.exceptions import ClientError
 
 from tests.core.conftest import LISTEN_URL, failure_key, s3_event, sqs_record, transcript_body, transcript_key
-from transcriber.errors import RetryableError
+from tests.core.test_completion import Bus
+from transcriber.domain.events import S3ObjectRef
+from transcriber.errors import BlockedError, RetryableError
 from transcriber.pipeline.dead_letter import DeadLetterRetrier
+from transcriber.services.capacity import build_governor
+from transcriber.services.completion import TRANSCRIPTION_FAILED
 
 if TYPE_CHECKING:
     from tests.core.conftest import Aws, FakeLambdaContext, TranscriberFactory
@@ -100,17 +104,132 @@ def test_a_still_failing_event_is_hidden_for_a_growing_jittered_delay(
     assert aws.output_keys() == []
 
 
-def test_a_blocked_event_waits_the_long_blocked_delay(
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def sent(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What the retrier sends to SQS (sent for real too)."""
+    calls: list[dict[str, Any]] = []
+    real = aws.sqs.send_message
+
+    def send(**params: Any) -> Any:
+        calls.append(params)
+        return real(**params)
+
+    monkeypatch.setattr(aws.sqs, "send_message", send)
+    return calls
+
+
+def attributes_of(message: dict[str, Any]) -> dict[str, str]:
+    return {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+
+
+def test_a_blocked_event_is_requeued_without_using_an_attempt_and_never_parked(
     aws: Aws,
     deepgram: responses.RequestsMock,
-    retrier: DeadLetterRetrier,
+    make_transcriber: TranscriberFactory,
+    dead_letter_policy: DeadLetterRetryPolicy,
+    lambda_context: FakeLambdaContext,
+    delays: list[int],
+    sent: list[dict[str, Any]],
+) -> None:
+    """A 402 (no credit) on the message's last receive: it waits, with no failure record."""
+    retrier = DeadLetterRetrier(make_transcriber(), dead_letter_policy, aws.sqs, clock=lambda: NOW)
+    aws.upload("late.wav")
+    deepgram.add(responses.POST, LISTEN_URL, status=402, json={"err_code": "E", "err_msg": "no credit"})
+    record = dead_lettered_with(aws, json.dumps(s3_event("late.wav")), {"PriorAttempts": "1"}, receives=2)
+    sent.clear()
+
+    result = retrier.process_record(record, lambda_context)  # attempt 3 of 3
+
+    assert result == {"deferred": "blocked"}
+    assert aws.output_keys() == []  # no failure record: a person fixes the account, the event waits
+    assert delays == []  # not hidden: a new message, so SQS's receive count starts again
+    (requeued,) = sent
+    assert requeued["QueueUrl"] == aws.dead_letter_queue_url
+    assert requeued["DelaySeconds"] == 900  # SQS's longest; the rest of the hour is BlockedUntil
+    assert attributes_of(requeued) == {
+        "PriorAttempts": "2",  # the attempts the retryable errors used, not this one
+        "BlockedSince": str(int(NOW)),
+        "BlockedUntil": str(int(NOW) + 3600),
+    }
+
+
+def test_a_blocked_wait_longer_than_sqs_allows_is_hops_that_run_nothing(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    dead_letter_policy: DeadLetterRetryPolicy,
+    lambda_context: FakeLambdaContext,
+    sent: list[dict[str, Any]],
+) -> None:
+    retrier = DeadLetterRetrier(make_transcriber(), dead_letter_policy, aws.sqs, clock=lambda: NOW)
+    aws.upload("late.wav")
+    waiting = {"PriorAttempts": "1", "BlockedSince": "1", "BlockedUntil": str(int(NOW) + 1200)}
+    record = dead_lettered_with(aws, json.dumps(s3_event("late.wav")), waiting)
+    sent.clear()
+
+    assert retrier.process_record(record, lambda_context) == {"deferred": "blocked"}
+
+    assert len(deepgram.calls) == 0
+    (hop,) = sent
+    assert hop["DelaySeconds"] == 900
+    assert attributes_of(hop) == waiting  # still one attempt used, still blocked since then
+    forged = {"BlockedUntil": str(int(NOW) + 10**9)}  # only a claim: at most the blocked delay
+    record = dead_lettered_with(aws, json.dumps(s3_event("late.wav")), forged)
+    sent.clear()
+    retrier.process_record(record, lambda_context)
+    assert sent[0]["DelaySeconds"] == 900
+
+
+def test_a_missing_capacity_table_is_a_deployment_fault_that_waits(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    dead_letter_policy: DeadLetterRetryPolicy,
+    lambda_context: FakeLambdaContext,
+    sent: list[dict[str, Any]],
+) -> None:
+    transcriber = make_transcriber(CAPACITY_TABLE="deleted-with-another-stack")
+    transcriber.call.capacity = build_governor(transcriber.settings, aws.dynamodb)  # as compose does
+    retrier = DeadLetterRetrier(transcriber, dead_letter_policy, aws.sqs, clock=lambda: NOW)
+    aws.upload("late.wav")
+
+    with pytest.raises(BlockedError) as raised:  # the transcribe function: Lambda retries, then dead letter
+        transcriber.process(S3ObjectRef(bucket="core-input", key="late.wav"), lambda_context)
+    assert raised.value.details.extra["deployment_fault"] is True
+    record = dead_lettered(aws, json.dumps(s3_event("late.wav")), receives=3)  # the last attempt
+    sent.clear()
+    assert retrier.process_record(record, lambda_context) == {"deferred": "blocked"}
+
+    assert aws.output_keys() == []
+    assert len(deepgram.calls) == 0
+    assert attributes_of(sent[0])["PriorAttempts"] == "2"
+
+
+def test_a_parked_object_emits_its_failure_event(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    dead_letter_policy: DeadLetterRetryPolicy,
     lambda_context: FakeLambdaContext,
     delays: list[int],
 ) -> None:
-    error = fails_again(aws, deepgram, retrier, lambda_context, receives=1, status=402)
+    bus = Bus(aws)
+    transcriber = make_transcriber(COMPLETION_EVENTS="true", DEEPGRAM_MAX_ATTEMPTS="1")
+    retrier = DeadLetterRetrier(transcriber, dead_letter_policy, aws.sqs)
 
-    assert error.reason == "deepgram-payment-required"
-    assert delays == [3600]
+    fails_again(aws, deepgram, retrier, lambda_context, receives=3)
+
+    (event,) = bus.events()
+    assert event["detail-type"] == TRANSCRIPTION_FAILED
+    assert event["detail"]["source"]["key"] == "late.wav"
+    assert event["detail"]["outputs"]["keys"] == {"failure": failure_key("late.wav")}
+    assert (event["detail"]["error"]["reason"], event["detail"]["error"]["attempts"]) == (
+        "deepgram-unavailable",
+        3,
+    )
 
 
 def test_the_last_attempt_leaves_a_parked_failure_record_per_object(

@@ -185,3 +185,39 @@ def test_failures_are_counted_by_reason(
     [directive] = blob["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == "DeepgramTranscriber"
     assert sorted(directive["Dimensions"][0]) == ["reason", "service"]
+
+
+def test_a_model_outside_the_deployments_family_is_refused_before_any_request(
+    aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
+) -> None:
+    """Whisper is another limit (5 concurrent) and another price: not an uploader's choice unless
+    the operator lists its family (``UPLOAD_MODELS``); nova-3's own variants stay allowed."""
+    aws.upload("calls/es.wav", Metadata={"dg-model": "whisper-large"})
+
+    outcome = transcriber.process(obj(), lambda_context)
+
+    assert (outcome.status, outcome.reason) == ("failed", "option-refused")
+    assert not deepgram.calls
+    record = aws.output(failure_key("calls/es.wav"))
+    assert record is not None
+    assert record["option"] == "model"
+    assert "'whisper-large' is not in this stack's model families (nova-3)" in record["message"]
+
+    aws.upload("calls/med.wav", Metadata={"dg-model": "nova-3-medical"})
+    answer(deepgram)
+    assert transcriber.process(obj("calls/med.wav"), lambda_context).status == "transcribed"
+    assert ("model", "nova-3-medical") in sent_query(deepgram)
+
+
+def test_an_operator_may_allow_whisper_per_upload(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    transcriber = make_transcriber(UPLOAD_MODELS="nova-3,whisper")
+    aws.upload("calls/es.wav", Metadata={"dg-model": "whisper-large"})
+    answer(deepgram)
+
+    assert transcriber.process(obj(), lambda_context).status == "transcribed"
+    assert ("model", "whisper-large") in sent_query(deepgram)

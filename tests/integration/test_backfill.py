@@ -55,3 +55,23 @@ def test_a_backfill_transcribes_the_archive_once_and_reports_by_reason(
         again.stdout
     )
     assert deepgram_answers(world) == 4  # already transcribed: answered by idempotency, for free
+
+
+def test_a_task_that_ends_on_temporary_failure_leaves_a_failure_record(
+    world: LocalWorld, backfill: Backfill
+) -> None:
+    """S3 retries a TemporaryFailure a number of times the invocation never tells: the task's last
+    answer must leave a visible outcome beside the job report."""
+    [key] = backfill.upload(PREFIX, 1)
+    world.emulator.faults.next(100, status=503)  # Deepgram down for every attempt of the job
+
+    run = backfill.run(PREFIX, extra_env={"DEEPGRAM_MAX_ATTEMPTS": "1"})
+
+    assert run.returncode == 1, run.stderr
+    assert json.loads(run.stdout)["succeeded"] == 0
+    record = json.loads(
+        world.aws.s3().get_object(Bucket=world.output_bucket, Key=world.failure_key(key))["Body"].read()
+    )
+    assert (record["reason"], record["class"]) == ("deepgram-unavailable", "retryable")
+    assert record["backfill"]["task_id"]
+    assert not any(request.status == 200 for request in world.emulator.requests)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from transcriber.errors import RetryableError
 from transcriber.services.capacity import CAPACITY_REASON, CapacityGovernor, PoolSettings
 
 if TYPE_CHECKING:
@@ -229,3 +230,49 @@ class FixedContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return int(self.seconds * 1000)
+
+
+class _Remaining:
+    """A short invocation: waits end within a second or two, so the racers keep coming back."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 3_000
+
+
+def _race(
+    world: LocalWorld, pool: PoolSettings, query: list[tuple[str, str]], lane: str, racers: int = 24
+) -> int:
+    """``racers`` threads, each with its own client, take and release slots for a few seconds
+    against moto server; the most leases they held at once."""
+    lock = threading.Lock()
+    held = [0, 0]  # now, most
+    stop = time.monotonic() + 6.0
+
+    def racer() -> None:
+        governor = CapacityGovernor(pool, world.aws.dynamodb(), lane=lane)
+        while time.monotonic() < stop:
+            try:
+                with governor.slot(_Remaining(), query):
+                    with lock:
+                        held[0] += 1
+                        held[1] = max(held)
+                    time.sleep(0.05)
+                    with lock:
+                        held[0] -= 1
+            except RetryableError:
+                continue
+
+    with ThreadPoolExecutor(racers) as executor:
+        for future in [executor.submit(racer) for _ in range(racers)]:
+            future.result()
+    return held[1]
+
+
+def test_concurrent_backfill_leases_never_exceed_the_lanes_share(world: LocalWorld) -> None:
+    pool = PoolSettings(table=capacity_table(world), name="race-lane", size=6, lane_shares={"backfill": 0.5})
+    assert 0 < _race(world, pool, [("model", "nova-3")], "backfill") <= 3
+
+
+def test_concurrent_whisper_leases_never_exceed_the_whisper_class(world: LocalWorld) -> None:
+    pool = PoolSettings(table=capacity_table(world), name="race-whisper", size=20, whisper_size=3)
+    assert 0 < _race(world, pool, [("model", "whisper-large")], "live") <= 3

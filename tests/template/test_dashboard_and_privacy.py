@@ -168,6 +168,8 @@ def test_retention_is_off_by_default_and_each_parameter_expires_its_own_objects(
     assert _expirations(tuned, "InputBucket") == {"ExpireUploadedMedia": (None, 7)}
     env = tuned.resource("TranscribeFunction").properties["Environment"]["Variables"]
     assert _expirations(tuned, "OutputBucket") == kept | {
+        # Answers kept for a retry never outlive the transcripts (S3 applies the earlier expiration).
+        "ExpireKeptAnswersWithTranscripts": (env["KEPT_ANSWER_PREFIX"], 365),
         "ExpireTranscripts": (env["TRANSCRIPT_PREFIX"], 365),
         "ExpireFailureRecords": (env["FAILURE_PREFIX"], 90),
     }
@@ -181,3 +183,18 @@ def test_the_upload_allow_list_setting_refuses_what_uploaders_may_never_set() ->
     assert re.fullmatch(pattern, "language,model")
     for bad in ("", "language,", "lang uage", "callback=x"):
         assert not re.fullmatch(pattern, bad), bad
+
+
+def test_every_alarm_on_our_own_metrics_watches_one_the_code_emits(stack: ResolvedStack) -> None:
+    env = stack.resource("TranscribeFunction").properties["Environment"]["Variables"]
+    namespace, service = env["POWERTOOLS_METRICS_NAMESPACE"], env["POWERTOOLS_SERVICE_NAME"]
+    ours = {
+        logical_id: resource.properties
+        for logical_id, resource in stack.resources.items()
+        if resource.type == "AWS::CloudWatch::Alarm" and resource.properties.get("Namespace") == namespace
+    }
+    # A blocked dead letter is requeued young each time: only its own metric can raise the alarm.
+    assert ours["DeadLetterBlockedAlarm"]["MetricName"] == "DeadLetterBlockedWaits"
+    for logical_id, properties in ours.items():
+        assert properties["MetricName"] in emitted_metrics(), logical_id
+        assert properties["Dimensions"] == [{"Name": "service", "Value": service}], logical_id

@@ -1,6 +1,9 @@
 """The local world for pytest, and the only way product tests reach it.
 
-Registered in pyproject.toml (``addopts = "-p localworld.pytest_plugin"``). Tests ask for fixtures
+Loaded only where tests use the world: the ``conftest.py`` of tests/integration, tests/samlocal,
+tools/localworld/tests and bench/tests registers it from ``pytest_configure`` (once, however many ask;
+its fixtures are global, so one world per session, per xdist worker, serves them all), and the fast
+tiers never import it; ``-p localworld.pytest_plugin`` loads it anywhere. Tests ask for fixtures
 and call their methods; they import ``localworld`` only under ``if TYPE_CHECKING:`` for the type
 names (``tests/test_boundaries.py`` holds them to that). Fixtures:
 

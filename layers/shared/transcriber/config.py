@@ -139,6 +139,7 @@ def _completed(settings: Settings, reader: EnvReader) -> Settings:
     settings = replace(
         settings,
         profiles=Profiles.from_env(reader, settings.deepgram, UNSUPPORTED_OPTIONS),
+        upload_options=settings.upload_options.for_model(settings.deepgram.model),
         caption_style=caption_style(reader, settings.caption_words_per_cue),
     )
     if settings.input_bucket:
@@ -195,6 +196,11 @@ def pool_settings(reader: EnvReader) -> PoolSettings | None:
         name=reader.text("CAPACITY_POOL", default=defaults.name),
         size=reader.integer("CAPACITY_POOL_SIZE", default=defaults.size, minimum=1),
         ai_ceiling=reader.integer("CAPACITY_AI_CEILING", default=defaults.ai_ceiling, minimum=1),
+        entities_size=reader.integer("CAPACITY_ENTITIES_SIZE", default=defaults.entities_size, minimum=1),
+        whisper_size=reader.integer("CAPACITY_WHISPER_SIZE", default=defaults.whisper_size, minimum=1),
+        lane_patience_s={
+            BACKFILL_LANE: reader.integer("CAPACITY_BACKFILL_WAIT_SECONDS", default=120, minimum=0)
+        },
         lane_shares={
             BACKFILL_LANE: reader.integer(
                 "CAPACITY_BACKFILL_PERCENT", default=DEFAULT_BACKFILL_PERCENT, minimum=1

@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+class LazyTracer:
+    """Powertools' Tracer, built on the first invocation rather than at import: building one imports
+    the X-Ray SDK (about 130 ms of a cold start), and where tracing is off (outside Lambda, SAM
+    local, ``POWERTOOLS_TRACE_DISABLED``) it is never built at all."""
+
+    def __init__(self) -> None:
+        self._tracer: Tracer | None = None
+
+    @property
+    def tracer(self) -> Tracer:
+        if self._tracer is None:
+            self._tracer = Tracer()
+        return self._tracer
+
+    def capture_lambda_handler(self, handler: Handler) -> Handler:
+        traced: list[Callable[..., Any]] = []
+
+        @functools.wraps(handler)
+        def run(event: Any, context: Any) -> Any:
+            if not traced:  # Powertools' own test of whether tracing is on (no X-Ray import)
+                off = Tracer._is_tracer_disabled()
+                traced.append(handler if off else self.tracer.capture_lambda_handler(handler))
+            return traced[0](event, context)
+
+        return run  # type: ignore[return-value]
+
+
 logger = Logger()
 metrics = Metrics()
-tracer = Tracer()
+tracer = LazyTracer()
 
 # A presigned URL is a bearer credential until it expires: keep its shape in logs, not its secrets.
 # The "=" may itself come back percent-encoded once or twice when a URL is quoted inside a body.

@@ -18,6 +18,11 @@ FIXTURE_TEMPLATE = FIXTURES / "template.yaml"
 REAL_TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The world's own plugin (world, uploads, start_function...) for these tests, registered once.
+    config.pluginmanager.import_plugin("localworld.pytest_plugin")
+
+
 @pytest.fixture(scope="session")
 def moto() -> Iterator[MotoServer]:
     """The session's moto server, with the local S3's checks in front (presign, limits)."""

@@ -6,7 +6,9 @@ Taking a lease is a generator: it yields commands and is sent each one's answer.
 * ``Query()``: read the pool's partition (strongly consistent); answer: the ``PoolState`` seen,
   which carries the time of the read (the core has no clock of its own);
 * ``ConditionalPut(lease)``: write the lease's items if each slot is free or its lease has
-  expired at ``lease.taken_at``; answer: ``True`` when written, ``False`` when another took one;
+  expired at ``lease.taken_at``, and the pool's limit item is still the one the read saw (no
+  decrease since), all in one transaction; answer: ``True`` when written, ``False`` when another
+  took one or the pool was lowered meanwhile;
 * either answered ``Unavailable(now)`` when the store could not serve it for now;
 * ``Sleep(seconds)``: wait; answer: ``None``.
 
@@ -20,11 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, Protocol
 
 LIVE_LANE = "live"
 BACKFILL_LANE = "backfill"
+GENERAL = "slot"  # every request's class: the project's pre-recorded concurrency
+INTELLIGENCE = "intelligence"  # summarize, topics, intents, sentiment
+ENTITIES = "entities"  # detect_entities
+WHISPER = "whisper"  # Whisper Cloud models
+CLASSES = (INTELLIGENCE, ENTITIES, WHISPER)
 _TRIES_PER_READ = 3  # conditional writes on slots one read saw free, before the next poll
 # Deepgram cuts pre-recorded processing at 10 minutes (504): no request holds its place longer.
 DEEPGRAM_PROCESSING_LIMIT_S = 600.0
@@ -48,9 +55,16 @@ class PoolSettings:
     table: str
     name: str = "deepgram"
     size: int = 45
-    ai_ceiling: int = 10
+    ai_ceiling: int = 10  # the intelligence class's size (Deepgram: 10)
+    entities_size: int = 5  # the entities class's size (Deepgram: 5)
+    whisper_size: int = 5  # the Whisper class's size (Deepgram: 3 to 5)
     lane_shares: Mapping[str, float] = field(default_factory=dict)  # lane -> share of the pool
+    # How long a lane's request waits for a slot before handing its work back (a lane not named
+    # here waits while its invocation's time allows): a waiting backfill task would hold the
+    # reserved concurrency live uploads need, so it gives its task back to S3 Batch Operations.
+    lane_patience_s: Mapping[str, float] = field(default_factory=dict)
     hold_s: float = 5.0  # least time a decrease holds (longer when Retry-After says so)
+    max_hold_s: float = 30.0  # ... but never longer than the retry policy's cap on one wait
     increase_every_s: float = 2.0  # then one slot more per this many seconds
     # A waiter's polls spread out (full jitter, the bound doubling up to poll_max_s): a freed slot
     # is still found within about poll_max_s / waiters, and a long queue of waiters does not turn
@@ -69,6 +83,9 @@ class PoolSettings:
     # 429s); longer, and the slot idles after it (60 s: 0.89 of the pool's rate, 45 s: 0.92).
     # None: every lease lasts until the deadline.
     lease_term_s: float | None = 45.0
+
+    def class_size(self, name: str) -> int:
+        return {INTELLIGENCE: self.ai_ceiling, ENTITIES: self.entities_size, WHISPER: self.whisper_size}[name]
 
 
 @dataclass(frozen=True)
@@ -91,10 +108,32 @@ class PoolState:
         grown = int((self.now - self.hold_until) // pool.increase_every_s)
         return min(pool.size, self.reduced_to + grown)
 
+    @cached_property
+    def families(self) -> dict[str, tuple[int, int]]:
+        """Per slot family: how many of its slots are held, and the highest number held."""
+        found: dict[str, tuple[int, int]] = {}
+        for key in self.held:
+            family, _, number = key.rpartition("#")
+            count, top = found.get(family, (0, -1))
+            found[family] = (count + 1, max(top, int(number)))
+        return found
+
+    def caps(self, pool: PoolSettings, lane: str, classes: Iterable[str]) -> dict[str, int]:
+        """The slot families a request of ``lane`` and ``classes`` takes one slot in, each with its
+        cap now: slots ``family#n`` for n below the cap are the only ones it may take."""
+        size = self.effective_size(pool)
+        caps = {GENERAL: size}
+        share = pool.lane_shares.get(lane)
+        if share is not None:
+            caps[f"lane-{lane}"] = max(1, int(size * share))
+        for name in classes:
+            caps[name] = min(pool.class_size(name), size)
+        return caps
+
 
 @dataclass(frozen=True)
 class Lease:
-    keys: tuple[str, ...]  # sort keys held: the slot, and the ceiling slot if any
+    keys: tuple[str, ...]  # sort keys held: one slot per family (general, lane, classes)
     holder: str
     taken_at: float
     expires_at: float
@@ -118,6 +157,22 @@ class Limit:
     decreased_at: float
 
 
+def request_classes(query: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """The classes of the pool a request with these options takes a slot in, besides the general
+    one (Deepgram: a request counts under every limit it falls under; entity detection is an
+    audio-intelligence feature with a lower limit of its own)."""
+    sent = dict(query)
+    on = {name for name, value in sent.items() if value != "false"}
+    classes = []
+    if on & {"summarize", "topics", "intents", "sentiment", "detect_entities"}:
+        classes.append(INTELLIGENCE)
+    if "detect_entities" in on:
+        classes.append(ENTITIES)
+    if sent.get("model", "").startswith("whisper"):
+        classes.append(WHISPER)
+    return tuple(classes)
+
+
 def pool_state(now: float, leases: Iterable[tuple[str, str, float]], limit: Limit | None) -> PoolState:
     """The state a read shows at ``now``, from the stored leases (sort key, lane, expiry) and limit."""
     held: set[str] = set()
@@ -125,7 +180,7 @@ def pool_state(now: float, leases: Iterable[tuple[str, str, float]], limit: Limi
     for key, lane, expires_at in leases:
         if expires_at > now:
             held.add(key)
-            if key.startswith("slot#"):
+            if key.startswith(f"{GENERAL}#"):
                 lanes[lane] = lanes.get(lane, 0) + 1
     if limit is None:
         return PoolState(now=now, held=frozenset(held), lanes=lanes)
@@ -178,7 +233,8 @@ class Hold:
 
 @dataclass(frozen=True, slots=True)
 class Decrease:
-    """Set the limit item unless a decrease was made at or after ``taken_at`` (one per congestion)."""
+    """Set the limit item unless the last decrease's hold ends at or after ``taken_at`` (one per
+    congestion episode)."""
 
     limit: Limit
     taken_at: float
@@ -213,63 +269,79 @@ class Exhausted:
 
 
 def acquire(
-    pool: PoolSettings, *, lane: str, ceiling: int | None, deadline: float, rng: Rng
+    pool: PoolSettings,
+    *,
+    lane: str,
+    classes: tuple[str, ...] = (),
+    deadline: float,
+    rng: Rng,
 ) -> Generator[Command, Any, Acquired | Exhausted]:
     """Take a lease that expires at ``deadline`` (the invocation's own), waiting with jittered polls
     while the time left after the next wait still covers ``pool.reserve_s`` (or half the time the
-    invocation had when it started waiting, if less). A read or a write the
-    store could not serve for now (answered ``Unavailable``: throttled, unreachable) counts as one
-    more poll: a throttling storm is waited through like a full pool, not turned into a failure."""
+    invocation had when it started waiting, if less) and, for a lane with a patience, no longer
+    than that. A read or a write the store could not serve for now (answered ``Unavailable``:
+    throttled, unreachable) counts as one more poll: a throttling storm is waited through like a
+    full pool, not turned into a failure."""
     polls = 0
-    keep: float | None = None
+    give_up_at: float | None = None
     while True:
         seen: PoolState | Unavailable = yield QUERY
-        if keep is None:
-            keep = min(pool.reserve_s, (deadline - seen.now) / 2)
-        got = None if isinstance(seen, Unavailable) else seen
-        failed: Unavailable | None = seen if isinstance(seen, Unavailable) else None
-        if got is not None:
-            tried = yield from _try(pool, got, lane, ceiling, deadline=deadline, rng=rng)
+        if give_up_at is None:
+            give_up_at = _give_up_at(pool, lane, seen.now, deadline)
+        failed = seen if isinstance(seen, Unavailable) else None
+        if failed is None:
+            tried = yield from _try(pool, seen, lane, classes, deadline=deadline, rng=rng)  # type: ignore[arg-type]
             if isinstance(tried, Lease):
                 return Acquired(tried, polls)
             failed = tried
         polls += 1
-        bound = min(pool.poll_max_s, pool.poll_min_s * 2**polls)
-        delay = rng.uniform(pool.poll_min_s, bound)
-        if deadline - (failed or seen).now - delay < keep:
+        delay = rng.uniform(pool.poll_min_s, min(pool.poll_max_s, pool.poll_min_s * 2**polls))
+        if (failed or seen).now + delay > give_up_at:
             return Exhausted(polls, store_failed=failed is not None)
         yield Sleep(delay)
 
 
-def lane_is_full(pool: PoolSettings, state: PoolState, lane: str) -> bool:
-    """No slot for ``lane``: the effective pool is full, or the lane holds its whole share."""
-    size = state.effective_size(pool)
-    share = pool.lane_shares.get(lane)
-    lane_cap = size if share is None else max(1, int(size * share))
-    return sum(state.lanes.values()) >= size or state.lanes.get(lane, 0) >= lane_cap
+def _give_up_at(pool: PoolSettings, lane: str, now: float, deadline: float) -> float:
+    keep = min(pool.reserve_s, (deadline - now) / 2)
+    patience = pool.lane_patience_s.get(lane)
+    return deadline - keep if patience is None else min(deadline - keep, now + patience)
+
+
+def blocked(caps: Mapping[str, int], state: PoolState) -> bool:
+    """No slot now: in some family every slot below the cap is held, or a slot at or above the cap
+    still is (taken before a decrease): nobody is let in while the family is over its cap, so no
+    interleaving of admissions can exceed it."""
+    families = state.families
+    for family, cap in caps.items():
+        count, top = families.get(family, (0, -1))
+        if count >= cap or top >= cap:
+            return True
+    return False
+
+
+def lane_is_full(pool: PoolSettings, state: PoolState, lane: str, classes: tuple[str, ...] = ()) -> bool:
+    """No slot for a request of ``lane`` (and ``classes``)."""
+    return blocked(state.caps(pool, lane, classes), state)
 
 
 def _try(
-    pool: PoolSettings, state: PoolState, lane: str, ceiling: int | None, *, deadline: float, rng: Rng
+    pool: PoolSettings,
+    state: PoolState,
+    lane: str,
+    classes: tuple[str, ...],
+    *,
+    deadline: float,
+    rng: Rng,
 ) -> Generator[Command, Any, Lease | Unavailable | None]:
-    if lane_is_full(pool, state, lane):
+    caps = state.caps(pool, lane, classes)
+    if blocked(caps, state):
         return None
-    size = state.effective_size(pool)
-    pairs: Sequence[tuple[str, str | None]]
-    if ceiling is None:
-        pairs = [(slot, None) for slot in _free_keys("slot", size, state, rng)]
-    else:
-        ceiling_slots = _free_keys(f"c{ceiling}", min(ceiling, size), state, rng)
-        pairs = (
-            list(zip(_free_keys("slot", size, state, rng), ceiling_slots, strict=False))
-            if ceiling_slots
-            else []
-        )
-    # Waiters that read the same state race for the same free slots: the loser tries another slot
-    # it saw free (each write is conditional) rather than waiting a whole poll for it.
-    for slot, ceiling_slot in pairs:
+    # Waiters that read the same state race for the same free slots: the loser tries other slots
+    # it saw free (each write is conditional) rather than waiting a whole poll for them.
+    families = [_free_keys(family, cap, state, rng) for family, cap in caps.items()]
+    for keys in zip(*families, strict=False):
         lease = Lease(
-            keys=(slot,) if ceiling_slot is None else (slot, ceiling_slot),
+            keys=tuple(keys),
             holder=f"{rng.getrandbits(128):032x}",
             taken_at=state.now,
             expires_at=_expiry(pool, state.now, deadline),
@@ -330,9 +402,12 @@ def hold(lease: Lease) -> tuple[Hold, ...]:
 
 def decrease(pool: PoolSettings, lease: Lease, retry_after_s: float | None, now: float) -> Decrease:
     """Deepgram answered 429 although ``lease`` held a slot: halve the pool that lease saw, held
-    for ``Retry-After`` or at least ``pool.hold_s``."""
+    for ``Retry-After`` or at least ``pool.hold_s``, never past ``pool.max_hold_s``. The store
+    applies it only when the lease was taken after the last decrease's hold ended (``taken_at``):
+    a 429 to a request let in during the hold belongs to the episode already answered, so one
+    episode halves the pool once, however many requests and retries meet a 429 in it."""
     current = lease.seen.effective_size(pool)
-    hold = max(pool.hold_s, retry_after_s or 0.0)
+    hold = min(pool.max_hold_s, max(pool.hold_s, retry_after_s or 0.0))
     return Decrease(
         Limit(reduced_to=max(1, current // 2), hold_until=now + hold, decreased_at=now),
         taken_at=lease.taken_at,

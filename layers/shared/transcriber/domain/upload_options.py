@@ -184,6 +184,10 @@ class UploadOptionPolicy:
     the object's metadata is not even read (no HEAD request for it)."""
 
     allowed: frozenset[str] = frozenset(DEFAULT_ALLOWED) | speakers.OUTPUT_OPTIONS
+    # Model families an upload may pick (``UPLOAD_MODELS``; ``nova-3`` allows nova-3 and
+    # nova-3-medical); None until ``for_model`` sets the default, the deployment's own family. A
+    # model outside it (Whisper, say) is a different limit and price: the operator opts in.
+    models: frozenset[str] | None = None
 
     @classmethod
     def from_env(
@@ -205,7 +209,18 @@ class UploadOptionPolicy:
             raise configuration_error(
                 "invalid-configuration", f"{outputs} lists {', '.join(unknown)}; it may list {known}"
             )
-        return cls(allowed | ours)
+        models = frozenset(
+            m.strip() for m in reader.text("UPLOAD_MODELS", default="").split(",") if m.strip()
+        )
+        return cls(allowed | ours, models or None)
+
+    def for_model(self, model: str) -> UploadOptionPolicy:
+        """The policy with the deployment's ``model`` family as the default model allow-list."""
+        return self if self.models is not None else replace(self, models=frozenset({model_family(model)}))
+
+    def model_allowed(self, model: str) -> bool:
+        families = self.models if self.models is not None else frozenset({model_family(DEFAULT_MODEL)})
+        return any(model == family or model.startswith(f"{family}-") for family in families)
 
     @property
     def enabled(self) -> bool:
@@ -233,15 +248,34 @@ class UploadOptionPolicy:
             listed = ", ".join(sorted(self.allowed)) or "empty"
             raise refused(name, f"not in this stack's allow-list ({listed})")
         normalised = value.lower() if name in _BOOLEAN_OPTIONS else value
+        if name == "model" and not self.model_allowed(normalised):
+            families = ", ".join(sorted(self.models or ()))
+            raise refused(
+                name, f"{redact_url(normalised)[:40]!r} is not in this stack's model families ({families})"
+            )
         if name == speakers.SPEAKERS:
-            try:
-                speakers.parse_speakers(normalised)
-            except ValueError as exc:  # says what is wrong; names are people's: not echoed
-                raise refused(name, f"{exc} (e.g. 0=Alice,1=Bob)") from None
-            return normalised
+            return _speakers(normalised)
         if not well_formed(name, normalised):
             raise refused(name, f"{redact_url(value)[:40]!r} is not a valid value")
         return normalised
+
+
+def _speakers(value: str) -> str:
+    try:
+        speakers.parse_speakers(value)
+    except ValueError as exc:  # says what is wrong; names are people's: not echoed
+        raise refused(speakers.SPEAKERS, f"{exc} (e.g. 0=Alice,1=Bob)") from None
+    return value
+
+
+DEFAULT_MODEL = "nova-3"
+
+
+def model_family(model: str) -> str:
+    """``nova-3`` for nova-3 and nova-3-medical, ``nova-2`` for nova-2-phonecall, ``whisper`` for
+    whisper-large, ``enhanced`` for enhanced-phonecall: the name up to its variant."""
+    parts = model.split("-")
+    return "-".join(parts[:2]) if len(parts) > 1 and parts[1].isdigit() else parts[0]
 
 
 def _listed(reader: EnvReader, name: str, default: Iterable[str]) -> frozenset[str]:
@@ -262,20 +296,27 @@ def overlay(stack: DeepgramOptions, upload: tuple[tuple[str, str], ...]) -> Deep
     upload = speakers.for_deepgram(upload)  # our own options never reach Deepgram
     if not upload:
         return stack
+    changes, extra = _field_changes(stack, upload)
+    upload_names = {name for name, _ in extra} - ADDITIVE_OPTIONS
+    kept = [pair for pair in stack.extra if pair[0] not in upload_names]
+    added = [pair for pair in extra if pair not in kept and not _weakens(pair, kept)]
+    return replace(stack, **changes, extra=(*kept, *added))
+
+
+def _field_changes(
+    stack: DeepgramOptions, upload: tuple[tuple[str, str], ...]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The upload's options split into new values of ``DeepgramOptions`` fields (a boolean read as
+    one) and the other pairs, in the upload's order."""
     kinds = {f.name: f.default for f in fields(stack) if f.name != "extra"}
     changes: dict[str, Any] = {}
     extra: list[tuple[str, str]] = []
     for name, value in upload:
         if name not in kinds:
             extra.append((name, value))
-        elif isinstance(kinds[name], bool):
-            changes[name] = value == "true"
         else:
-            changes[name] = value
-    upload_names = {name for name, _ in extra} - ADDITIVE_OPTIONS
-    kept = [pair for pair in stack.extra if pair[0] not in upload_names]
-    added = [pair for pair in extra if pair not in kept and not _weakens(pair, kept)]
-    return replace(stack, **changes, extra=(*kept, *added))
+            changes[name] = value == "true" if isinstance(kinds[name], bool) else value
+    return changes, extra
 
 
 def _weakens(pair: tuple[str, str], kept: list[tuple[str, str]]) -> bool:

@@ -24,10 +24,11 @@ from transcriber.domain.events import (
     parse_event,
     parse_message_body,
 )
-from transcriber.errors import PermanentError, RetryableError
+from transcriber.errors import PermanentError, RetryableError, TranscriptionError
 from transcriber.observability import logger
 from transcriber.pipeline.workflow import Outcome
 from transcriber.services.capacity import BACKFILL_LANE, CAPACITY_REASON
+from transcriber.services.storage import utc_now
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -106,6 +107,9 @@ def answer_sqs(event: Any, context: LambdaContextLike, transcriber: Transcriber)
     return dict(response)
 
 
+ResultCode = Literal["Succeeded", "TemporaryFailure", "PermanentFailure"]
+
+
 def answer_batch_operation(
     event: Any, context: LambdaContextLike, transcriber: Transcriber
 ) -> dict[str, Any]:
@@ -114,17 +118,56 @@ def answer_batch_operation(
     response = S3BatchOperationResponse(
         batch.invocation_schema_version, batch.invocation_id, "PermanentFailure"
     )
+    job = event.get("job") if isinstance(event.get("job"), dict) else {}
     for task_id, task_obj in batch_operation_objects(batch):
         obj = replace(task_obj, lane=BACKFILL_LANE)  # bulk work: at most its share of the pool
-        code: Literal["Succeeded", "TemporaryFailure", "PermanentFailure"]
-        try:
-            outcome = transcriber.process(obj, context)
-        except RetryableError as exc:
-            code, text = "TemporaryFailure", f"{exc.reason}: {exc.details.message}"
-        else:
-            if outcome.status == "failed":
-                code, text = "PermanentFailure", f"{outcome.reason}: see {outcome.output_key}"
-            else:
-                code, text = "Succeeded", outcome.output_key or f"skipped: {outcome.reason}"
+        task = {"job_id": job.get("id"), "task_id": task_id}
+        code, text = _task_result(obj, task, context, transcriber)
         response.add_result(S3BatchOperationResponseRecord(task_id, code, text))
     return response.asdict()
+
+
+def _task_result(
+    obj: S3ObjectRef, task: dict[str, Any], context: LambdaContextLike, transcriber: Transcriber
+) -> tuple[ResultCode, str]:
+    try:
+        outcome = transcriber.process(obj, context)
+    except RetryableError as exc:
+        _record_temporary_failure(obj, exc, task, transcriber)
+        return "TemporaryFailure", f"{exc.reason}: {exc.details.message}"
+    if outcome.status == "failed":
+        return "PermanentFailure", f"{outcome.reason}: see {outcome.output_key}"
+    if outcome.status == "transcribed" and outcome.replayed:
+        _forget_temporary_failure(obj, transcriber)  # a fresh write removes it itself
+    return "Succeeded", outcome.output_key or f"skipped: {outcome.reason}"
+
+
+def _record_temporary_failure(
+    obj: S3ObjectRef, exc: RetryableError, task: dict[str, Any], transcriber: Transcriber
+) -> None:
+    """Leave a failure record for a task answered ``TemporaryFailure``. The invocation (schema 1.0
+    or 2.0) does not say which attempt of the task it is, nor how many S3 makes (AWS does not
+    publish it), so every such answer leaves one: if no retry succeeds it is the object's visible
+    outcome; a retry that transcribes the object removes it (see docs/backfill.md)."""
+    record = {
+        **exc.as_record(),
+        "message": (
+            "S3 Batch Operations was answered TemporaryFailure and retries the task; if no retry "
+            f"succeeds, this is the object's outcome (last error: {exc.details.message})"
+        ),
+        "backfill": task,
+        "failed_at": utc_now(),
+    }
+    try:
+        transcriber.storage.write_failure(obj, record)
+    except TranscriptionError as exc_write:
+        logger.warning("Could not record the backfill task's failure", extra={"error": exc_write.as_record()})
+
+
+def _forget_temporary_failure(obj: S3ObjectRef, transcriber: Transcriber) -> None:
+    try:
+        transcriber.storage.delete_failure(obj)
+    except TranscriptionError as exc:
+        logger.warning(
+            "Could not delete an earlier backfill failure record", extra={"error": exc.as_record()}
+        )

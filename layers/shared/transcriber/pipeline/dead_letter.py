@@ -3,13 +3,21 @@
 Lambda puts an event on the dead-letter queue after its own retries failed. Each message is the
 original event; it is re-run through the same per-object code (idempotent, so objects that did
 finish cost nothing). A retryable failure hides the message for an exponentially growing time
-(hours for blocked errors such as 402), and after the last attempt a failure record says the
+(up to ``RETRY_MAX_DELAY_SECONDS``), and after the last attempt a failure record says the
 event is parked; SQS's redrive policy then moves the message to the parking queue.
 
 Waiting for Deepgram capacity (``deepgram-capacity``) is not a failure of the event: such a
 message is sent again as a new message (with the attempts it had really used, ``PriorAttempts``,
 and a ``CapacityDeferrals`` count) and the old one deleted, so SQS's receive count, which drives
 the redrive to the parking queue, never counts capacity waits.
+
+A blocked error (a deployment fault: a missing secret or capacity table, a revoked key, no credit)
+is no failure of the event either: it is requeued the same way, without using an attempt, so it
+never parks and never gets a failure record. It waits ``BLOCKED_RETRY_DELAY_SECONDS`` between
+tries (``BlockedUntil``: SQS delays a message 900 s at most, so a longer wait is several hops of
+one SendMessage each, nothing run). It waits until the fault is fixed, without end: each requeue is
+a new message, so the queue's retention (14 days) restarts and never drops it; ``BlockedSince``
+says how long it has waited (logged, ``DeadLetterBlockedWaits``).
 
 Only what can legitimately land on the queue is re-run (``admissible_source``): an event the
 transcribe function was invoked with asynchronously (S3 notification, EventBridge ``Object
@@ -22,6 +30,8 @@ trusted only within ``[0, RetryMaxAttempts]``.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -45,6 +55,8 @@ if TYPE_CHECKING:
 
 PRIOR_ATTEMPTS = "PriorAttempts"
 CAPACITY_DEFERRALS = "CapacityDeferrals"
+BLOCKED_UNTIL = "BlockedUntil"  # epoch seconds: not run again before then
+BLOCKED_SINCE = "BlockedSince"  # epoch seconds of the first blocked try
 MAX_DELAY_SECONDS = 900  # SQS's largest DelaySeconds
 UNEXPECTED_SHAPE_REASON = "dead-letter-unexpected-shape"
 # What an asynchronous invocation of the transcribe function can carry (Lambda's dead-letter
@@ -55,10 +67,17 @@ RULE_ARN_ATTRIBUTE = "RULE_ARN"  # set by EventBridge on a rule's dead letters
 
 
 class DeadLetterRetrier:
-    def __init__(self, transcriber: Transcriber, policy: DeadLetterRetryPolicy, sqs: SQSClient) -> None:
+    def __init__(
+        self,
+        transcriber: Transcriber,
+        policy: DeadLetterRetryPolicy,
+        sqs: SQSClient,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.transcriber = transcriber
         self.policy = policy
         self._sqs = sqs
+        self._clock = clock
 
     def process_record(self, record: SQSRecord, lambda_context: LambdaContextLike) -> dict[str, Any]:
         """Raises to keep the message (BatchProcessor reports it as a batch item failure)."""
@@ -78,38 +97,82 @@ class DeadLetterRetrier:
         if refusal:
             self._park(record, *refusal)
             return {"parked": True}
+        waiting = self._blocked_wait_left(record)
+        if waiting > 0:  # still within a blocked wait longer than SQS's longest delay
+            self._requeue(record, attempt - 1, waiting, {})
+            return {"deferred": "blocked"}
         try:
             return handle_event(event, lambda_context, self.transcriber)
         except PermanentError as exc:  # only an unrecognisable event gets here: objects record their own
             self._park(record, exc.reason, str(exc))
             return {"parked": True}
         except RetryableError as exc:
-            if exc.reason == CAPACITY_REASON:
-                self._requeue_for_capacity(record, attempt - 1)
-                return {"deferred": CAPACITY_REASON}
-            if self._back_off(record, attempt, exc, event) and receives < self.policy.max_attempts:
-                # Attempts carried over a capacity requeue ran out before SQS's receive count did.
-                self._park(record, exc.reason, str(exc))
-                return {"parked": True}
-            raise
+            return self._later(record, exc, event, receives=receives, attempt=attempt)
 
-    def _requeue_for_capacity(self, record: SQSRecord, used_attempts: int) -> None:
-        """Send the event again, later, as a new message that remembers the attempts it used; the
-        caller then lets the old message be deleted."""
+    def _later(
+        self, record: SQSRecord, exc: RetryableError, event: Any, *, receives: int, attempt: int
+    ) -> dict[str, Any]:
+        """Requeue (blocked, capacity: no attempt used), back off, or park; raises to keep the
+        message for its backoff."""
+        if isinstance(exc, BlockedError):
+            self._requeue_blocked(record, attempt - 1, exc)
+            return {"deferred": "blocked"}
+        if exc.reason == CAPACITY_REASON:
+            self._requeue_for_capacity(record, attempt - 1)
+            return {"deferred": CAPACITY_REASON}
+        if self._back_off(record, attempt, exc, event) and receives < self.policy.max_attempts:
+            # Attempts carried over a requeue ran out before SQS's receive count did.
+            self._park(record, exc.reason, str(exc))
+            return {"parked": True}
+        raise exc
+
+    def _requeue(self, record: SQSRecord, used_attempts: int, delay: float, counts: dict[str, str]) -> int:
+        """Send the event again, later (at most SQS's 900 s), as a new message that remembers the
+        attempts it used and ``counts``; the caller then lets the old message be deleted."""
         attributes = {
             name: {"DataType": "String", "StringValue": str(value["stringValue"])}
             for name, value in (record.get("messageAttributes") or {}).items()
             if value.get("stringValue") is not None
         }
-        deferrals = _bounded(_attribute(record, CAPACITY_DEFERRALS), 1_000_000) + 1
         attributes[PRIOR_ATTEMPTS] = {"DataType": "Number", "StringValue": str(used_attempts)}
-        attributes[CAPACITY_DEFERRALS] = {"DataType": "Number", "StringValue": str(deferrals)}
-        delay = min(MAX_DELAY_SECONDS, self.policy.delay(1))
+        for name, value in counts.items():
+            attributes[name] = {"DataType": "Number", "StringValue": value}
+        seconds = max(0, min(MAX_DELAY_SECONDS, int(delay)))
         self._sqs.send_message(
             QueueUrl=self.policy.dead_letter_queue_url,
             MessageBody=record.body,
-            DelaySeconds=delay,
+            DelaySeconds=seconds,
             MessageAttributes=attributes,  # type: ignore[arg-type]
+        )
+        return seconds
+
+    def _blocked_wait_left(self, record: SQSRecord) -> float:
+        """Seconds left of the blocked wait this message carries (an attribute: only a claim, so
+        never more than the policy's blocked delay)."""
+        until = _bounded(_attribute(record, BLOCKED_UNTIL), 2**40)
+        return min(until - self._clock(), self.policy.blocked_delay_s)
+
+    def _requeue_blocked(self, record: SQSRecord, used_attempts: int, exc: BlockedError) -> None:
+        """A deployment fault: wait ``blocked_delay_s``, using no attempt (see the module's docstring)."""
+        now = self._clock()
+        since = _bounded(_attribute(record, BLOCKED_SINCE), 2**40) or int(now)
+        counts = {BLOCKED_SINCE: str(since), BLOCKED_UNTIL: str(int(now + self.policy.blocked_delay_s))}
+        delay = self._requeue(record, used_attempts, self.policy.blocked_delay_s, counts)
+        metrics.add_metric(name="DeadLetterBlockedWaits", unit=MetricUnit.Count, value=1)
+        logger.error(
+            "Blocked until a person fixes the deployment; event requeued without using an attempt",
+            extra={
+                "blocked_for_s": int(now) - since,
+                "delay_s": delay,
+                "attempts_used": used_attempts,
+                "error": exc.as_record(),
+            },
+        )
+
+    def _requeue_for_capacity(self, record: SQSRecord, used_attempts: int) -> None:
+        deferrals = _bounded(_attribute(record, CAPACITY_DEFERRALS), 1_000_000) + 1
+        delay = self._requeue(
+            record, used_attempts, self.policy.delay(1), {CAPACITY_DEFERRALS: str(deferrals)}
         )
         metrics.add_metric(name="DeadLetterCapacityDeferrals", unit=MetricUnit.Count, value=1)
         logger.info(
@@ -122,8 +185,6 @@ class DeadLetterRetrier:
         if attempt >= self.policy.max_attempts:
             self._record_parked(event, exc, attempt)
             delay = 0  # the next receive moves it to the parking queue (redrive policy)
-        elif isinstance(exc, BlockedError):
-            delay = self.policy.blocked_delay_s  # nothing succeeds until a person acts: wait long
         else:
             delay = self.policy.delay(attempt)
         metrics.add_metric(name="DeadLetterRetriesDeferred", unit=MetricUnit.Count, value=1)
@@ -162,7 +223,8 @@ class DeadLetterRetrier:
                 continue  # refused before any call: its own failure record says so
             if self._succeeded(obj):
                 continue  # this object of the event did succeed: it is not parked
-            storage.write_failure(obj, record)
+            key = storage.write_failure(obj, record)
+            self.transcriber.completion.failed(obj, record, key)  # best effort, like every failure
         metrics.add_metric(name="DeadLetterEventsParked", unit=MetricUnit.Count, value=1)
 
     def _succeeded(self, obj: S3ObjectRef) -> bool:

@@ -12,7 +12,15 @@ Where an answer is kept, most durable first (``AnswerKeeper.keep``):
    lives as long as the execution environment: another container, the retry function, or a
    container killed (out of memory, timeout) has no copy, and that attempt pays Deepgram again.
 
-The idempotency record says where (its result's ``kept``), so every attempt finds the answer.
+The idempotency record says where (its result's ``kept``), so every attempt finds the answer,
+with the answer's size and SHA-256 digest: a copy is checked when taken, and one that was replaced
+or cut short is discarded (logged, ``KeptAnswersDiscarded``) and only then is Deepgram paid again.
+
+Kept answers follow what transcripts follow: the record is in the idempotency table (encrypted with
+the data key when one is chosen; gone at the record's TTL), the staging object is in the output
+bucket (its default encryption, and a lifecycle rule no longer than the transcripts' retention), and
+a /tmp copy lives in the function's own ephemeral storage (Lambda encrypts it at rest and never
+shares it between execution environments) for at most ``MAX_KEPT_AGE_S``.
 """
 
 from __future__ import annotations
@@ -26,11 +34,14 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from transcriber.errors import TranscriptionError
-from transcriber.observability import logger
+from transcriber.observability import logger, metrics
 from transcriber.services.deepgram import SPOOL_MEMORY_BYTES, Transcript
 
 if TYPE_CHECKING:
@@ -46,6 +57,9 @@ _COPY_CHUNK = 1024 * 1024
 # An answer kept inside the idempotency record: at most this much, compressed (DynamoDB's items
 # are at most 400 KB, and base64 adds a third).
 MAX_RECORD_BYTES = 192 * 1024
+# A /tmp copy older than this is dropped: a day is the shortest transcript retention there is
+# (TranscriptRetentionDays >= 1), and an execution environment rarely lives that long anyway.
+MAX_KEPT_AGE_S = 24 * 3600
 
 
 def identity_name(identity: Mapping[str, Any]) -> str:
@@ -53,10 +67,24 @@ def identity_name(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def digest(body: IO[bytes]) -> tuple[int, str]:
+    """(size, SHA-256 hex digest) of a body, read from its start a chunk at a time."""
+    body.seek(0)
+    hasher = hashlib.sha256()
+    size = 0
+    while chunk := body.read(_COPY_CHUNK):
+        hasher.update(chunk)
+        size += len(chunk)
+    body.seek(0)
+    return size, hasher.hexdigest()
+
+
 def described(transcript: Transcript, delivery: str) -> dict[str, Any]:
-    """What a kept answer's body needs beside it to be a Transcript again (JSON-safe)."""
+    """What a kept answer's body needs beside it to be a Transcript again (JSON-safe), with the
+    size and digest its copy is checked against when taken."""
     return {
         "size": transcript.size,
+        "sha256": digest(transcript.rewind())[1],
         "request_id": transcript.request_id,
         "duration_s": transcript.duration_s,
         "channels": transcript.channels,
@@ -81,9 +109,15 @@ class KeptAnswers:
     """Answers kept by identity: ``<sha256 of identity>.json`` (the body, unchanged) and
     ``.meta.json`` beside it (request id, duration, channels, delivery)."""
 
-    def __init__(self, directory: Path | None = None, max_bytes: int = MAX_KEPT_BYTES) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        max_bytes: int = MAX_KEPT_BYTES,
+        max_age_s: float = MAX_KEPT_AGE_S,
+    ) -> None:
         self._directory = directory
         self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
 
     @property
     def directory(self) -> Path:
@@ -119,6 +153,9 @@ class KeptAnswers:
         """The kept answer for ``identity`` (opened for reading) and how its media was delivered."""
         body_path, meta_path = self._paths(identity)
         try:
+            if time.time() - body_path.stat().st_mtime > self.max_age_s:
+                self.forget(identity)  # kept no longer than transcripts may be
+                return None
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             body = body_path.open("rb")
         except (OSError, ValueError):
@@ -131,7 +168,8 @@ class KeptAnswers:
                 path.unlink()
 
     def _make_room(self, size: int, replacing: Path) -> None:
-        """Drop the oldest kept answers until ``size`` more fits in ``max_bytes``."""
+        """Drop kept answers past ``max_age_s``, then the oldest until ``size`` more fits in
+        ``max_bytes``."""
         kept = sorted(
             (
                 p
@@ -140,8 +178,9 @@ class KeptAnswers:
             ),
             key=lambda p: p.stat().st_mtime,
         )
+        too_old = time.time() - self.max_age_s
         used = sum(p.stat().st_size for p in kept)
-        while kept and used + size > self.max_bytes:
+        while kept and (used + size > self.max_bytes or kept[0].stat().st_mtime < too_old):
             oldest = kept.pop(0)
             used -= oldest.stat().st_size
             for path in (oldest, oldest.with_name(oldest.name.removesuffix(".json") + ".meta.json")):
@@ -187,6 +226,19 @@ class AnswerKeeper:
         """The kept answer, opened for reading; None when its copy is gone (another container's
         temporary directory, an expired staging object). Raises TranscriptionError when S3 can't
         be read now."""
+        transcript = self._copy(identity, kept)
+        if transcript is None or _intact(transcript, kept):
+            return transcript
+        transcript.close()
+        metrics.add_metric(name="KeptAnswersDiscarded", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            "The kept answer is not the one paid for (replaced or cut short); discarding it",
+            extra={"kept_in": kept.get("where"), "recorded_size": kept.get("size")},
+        )
+        self.forget(identity, kept)
+        return None
+
+    def _copy(self, identity: Mapping[str, Any], kept: Mapping[str, Any]) -> Transcript | None:
         where = kept.get("where")
         if where == "container":
             found = self.container.take(identity)
@@ -215,6 +267,13 @@ class AnswerKeeper:
                 self.storage.delete_kept_answer(str(kept["key"]))
             except TranscriptionError as exc:
                 logger.warning("Could not delete the kept answer", extra={"error": exc.as_record()})
+
+
+def _intact(transcript: Transcript, kept: Mapping[str, Any]) -> bool:
+    """Whether a kept copy has the size and digest recorded when it was kept (a record without
+    a digest cannot vouch for its copy)."""
+    size, sha256 = digest(transcript.body)
+    return size == kept.get("size") and sha256 == kept.get("sha256")
 
 
 def _compressed(transcript: Transcript, limit: int) -> bytes | None:

@@ -6,11 +6,14 @@ makes every function that sends requests take a **lease** on one slot of a named
 request, and release it as soon as Deepgram answers (also on errors):
 
 * the pool is items in one DynamoDB partition (``pk`` = the pool's name): ``slot#NNN`` for the
-  pool's slots, ``c<n>#NNN`` for the lower ceiling ``n`` of audio-intelligence requests (10 for
-  summarize, topics, intents, sentiment; 5 for detect_entities), and ``limit`` for the shared
-  AIMD state. A lease is a conditional ``PutItem`` (the slot is free or its lease has expired),
-  so two functions can never hold one slot, and no more than the pool's size can be in flight;
-  an audio-intelligence request takes both its slot and its ceiling slot in one transaction;
+  pool's general slots, one family per class of request (``intelligence#NNN`` for summarize,
+  topics, intents, sentiment; ``entities#NNN`` for detect_entities; ``whisper#NNN`` for Whisper
+  models), ``lane-backfill#NNN`` for the backfill lane's share, and ``limit`` for the shared AIMD
+  state. A request takes one slot of every family it belongs to, numbered below the family's cap
+  now, in one transaction that also checks the ``limit`` item is the one its read saw: a slot is
+  taken by one conditional write, nobody is let in while a family holds a slot at or above its
+  cap (taken before a decrease), and no decrease can slip between the read and the write, so no
+  interleaving exceeds a cap (``capacity_core.blocked``);
 * a lease lasts one term (``PoolSettings.lease_term_s``) past its last renewal, renewed by a
   thread while the request runs, and never past the invocation's own deadline, so a function
   that is killed (timeout, out of memory) frees its slot within one term;
@@ -20,13 +23,17 @@ request, and release it as soon as Deepgram answers (also on errors):
   the work without using up its retries);
 * a 429 that still arrives (another client of the same project, a limit lower than configured)
   halves the pool's effective size for everyone (multiplicative decrease, held for ``Retry-After``
-  or at least ``hold_s``), after which it grows back by one slot every ``increase_every_s``
-  (additive increase, computed from the time of the decrease, so it costs no writes).
+  or at least ``hold_s``, at most ``max_hold_s``: the retry policy's 30 s), after which it grows
+  back by one slot every ``increase_every_s`` (additive increase, computed from the time of the
+  decrease, so it costs no writes). One congestion episode halves once: a 429 to a request let in
+  before the last decrease's hold ended changes nothing.
 
 Lanes: each lease carries a lane (``live`` by default). A lane other than ``live`` may hold at
 most its share of the effective pool (``lane_shares``), so a backfill can never take the slots live
 uploads need: S3 Batch Operations tasks lease in the ``backfill`` lane (``transcriber.pipeline.adapters``),
-whose share is ``CAPACITY_BACKFILL_PERCENT`` of the pool.
+whose share is ``CAPACITY_BACKFILL_PERCENT`` of the pool, and whose tasks wait at most
+``CAPACITY_BACKFILL_WAIT_SECONDS`` for a slot before handing their task back (``TemporaryFailure``:
+Batch retries it) rather than hold the reserved concurrency live uploads need.
 
 The decisions (which slot, whether to wait and how long, what a decrease sets) are
 ``transcriber.domain.capacity_core``, which does no I/O and reads no clock; this module carries its
@@ -57,7 +64,7 @@ from transcriber.domain.capacity_core import (
     PoolState,
     Rng,
 )
-from transcriber.errors import ErrorDetails, RetryableError, TranscriptionError
+from transcriber.errors import BlockedError, ErrorDetails, RetryableError, TranscriptionError
 from transcriber.observability import logger, metrics
 
 if TYPE_CHECKING:
@@ -68,8 +75,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKFILL_LANE",
     "CAPACITY_REASON",
-    "ENTITIES_CEILING",
-    "INTELLIGENCE_OPTIONS",
     "LIVE_LANE",
     "CapacityGovernor",
     "CapacityRequeue",
@@ -79,12 +84,8 @@ __all__ = [
     "PoolState",
     "Unlimited",
     "build_governor",
-    "intelligence_ceiling",
 ]
 
-# Deepgram: "if multiple services are used in one API call, the lower of the rate limits is applied".
-INTELLIGENCE_OPTIONS = ("summarize", "topics", "intents", "sentiment")
-ENTITIES_CEILING = 5
 CAPACITY_REASON = "deepgram-capacity"
 GAVE_UP_REASON = "deepgram-timeout"  # we stopped waiting for the answer; Deepgram may not have
 _CONFLICTS = (
@@ -110,16 +111,6 @@ class Clock(Protocol):
 
 class ContextLike(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
-
-
-def intelligence_ceiling(query: Sequence[tuple[str, str]], ai_ceiling: int) -> int | None:
-    """The lower ceiling a request with these options is held to, or None for plain transcription."""
-    sent = dict(query)
-    if sent.get("detect_entities", "false") != "false":
-        return min(ENTITIES_CEILING, ai_ceiling)
-    if any(sent.get(name, "false") != "false" for name in INTELLIGENCE_OPTIONS):
-        return ai_ceiling
-    return None
 
 
 class Governor(Protocol):
@@ -167,7 +158,7 @@ class CapacityGovernor:
         """Hold a slot of ``lane`` (default: the governor's) while the body sends one request. A 429
         raised from the body lowers the pool's effective size for everyone before the slot is released;
         after a timeout the slot is held (``hold``), not released."""
-        lease = self.acquire(context, intelligence_ceiling(query, self.pool.ai_ceiling), lane=lane)
+        lease = self.acquire(context, core.request_classes(query), lane=lane)
         held = False
         try:
             with self._renewed(lease):
@@ -184,43 +175,51 @@ class CapacityGovernor:
                 self.release(lease)
 
     # -- leases -----------------------------------------------------------------------------------
-    def acquire(self, context: ContextLike, ceiling: int | None = None, *, lane: str | None = None) -> Lease:
-        """A lease, waiting with jittered polling while the invocation has time; else
-        ``RetryableError(deepgram-capacity)``."""
+    def acquire(
+        self, context: ContextLike, classes: tuple[str, ...] = (), *, lane: str | None = None
+    ) -> Lease:
+        """A lease, waiting with jittered polling while the invocation has time (and the lane's
+        patience allows); else ``RetryableError(deepgram-capacity)``."""
         started = self._clock()
         deadline = started + context.get_remaining_time_in_millis() / 1000
         steps = core.acquire(
-            self.pool, lane=lane or self.lane, ceiling=ceiling, deadline=deadline, rng=self._rng
+            self.pool, lane=lane or self.lane, classes=classes, deadline=deadline, rng=self._rng
         )
         answer: Any = None
         while True:
             try:
                 command = steps.send(answer)
             except StopIteration as done:
-                outcome: core.Acquired | core.Exhausted = done.value
-                break
-            try:
-                if isinstance(command, core.Query):
-                    answer = self.read()
-                elif isinstance(command, core.ConditionalPut):
-                    answer = self._write_lease(command.lease)
-                else:
-                    answer = self._sleep(command.seconds)
-            except RetryableError as exc:
-                if not exc.details.extra.get("transient"):
-                    raise
-                answer = core.Unavailable(self._clock())  # waited through, like a full pool
+                return self._outcome(done.value, started, classes)
+            answer = self._carry_out(command)
+
+    def _carry_out(self, command: core.Command) -> Any:
+        """One of the core's commands against DynamoDB; a store that cannot serve it for now is
+        answered ``Unavailable``: waited through, like a full pool."""
+        try:
+            if isinstance(command, core.Query):
+                return self.read()
+            if isinstance(command, core.ConditionalPut):
+                return self._write_lease(command.lease)
+            return self._sleep(command.seconds)
+        except RetryableError as exc:
+            if not exc.details.extra.get("transient"):
+                raise
+            return core.Unavailable(self._clock())
+
+    def _outcome(
+        self, outcome: core.Acquired | core.Exhausted, started: float, classes: tuple[str, ...]
+    ) -> Lease:
+        waited = self._clock() - started
         if isinstance(outcome, core.Acquired):
             if outcome.polls:
-                metrics.add_metric(
-                    name="CapacityWaitSeconds", unit=MetricUnit.Seconds, value=self._clock() - started
-                )
+                metrics.add_metric(name="CapacityWaitSeconds", unit=MetricUnit.Seconds, value=waited)
             return outcome.lease
         if outcome.store_failed:
             raise RetryableError(
                 ErrorDetails(
                     reason="capacity-store-error",
-                    message=f"the pool's table was unavailable for {self._clock() - started:.1f} s",
+                    message=f"the pool's table was unavailable for {waited:.1f} s",
                 )
             )
         metrics.add_metric(name="CapacityWaitsExhausted", unit=MetricUnit.Count, value=1)
@@ -229,36 +228,37 @@ class CapacityGovernor:
                 reason=CAPACITY_REASON,
                 message=(
                     f"no free slot in Deepgram pool {self.pool.name!r} after "
-                    f"{self._clock() - started:.1f} s; leaving the object for a retry"
+                    f"{waited:.1f} s; leaving the object for a retry"
                 ),
-                extra={"capacity_polls": outcome.polls, "ceiling": ceiling},
+                extra={"capacity_polls": outcome.polls, "classes": list(classes)},
             )
         )
 
     def _write_lease(self, lease: Lease) -> bool:
-        """One conditional put per key (one transaction for two): False when another function took
-        one of the slots first."""
-        puts = [
+        """The lease's slots, each by a conditional put, with a check that the ``limit`` item is
+        the one the read saw, in one transaction: False when another function took a slot first
+        or the pool was lowered since the read."""
+        items: list[dict[str, Any]] = [
             {
-                "TableName": self.pool.table,
-                "Item": {
-                    "pk": {"S": self.pool.name},
-                    "sk": {"S": key},
-                    "holder": {"S": lease.holder},
-                    "lane": {"S": lease.lane},
-                    "taken_at": {"N": _number(lease.taken_at)},
-                    "expires_at": {"N": _number(lease.expires_at)},
-                },
-                "ConditionExpression": "attribute_not_exists(sk) OR expires_at < :now",
-                "ExpressionAttributeValues": {":now": {"N": _number(lease.taken_at)}},
+                "Put": {
+                    "TableName": self.pool.table,
+                    "Item": {
+                        "pk": {"S": self.pool.name},
+                        "sk": {"S": key},
+                        "holder": {"S": lease.holder},
+                        "lane": {"S": lease.lane},
+                        "taken_at": {"N": _number(lease.taken_at)},
+                        "expires_at": {"N": _number(lease.expires_at)},
+                    },
+                    "ConditionExpression": "attribute_not_exists(sk) OR expires_at < :now",
+                    "ExpressionAttributeValues": {":now": {"N": _number(lease.taken_at)}},
+                }
             }
             for key in lease.keys
         ]
+        items.append({"ConditionCheck": self._limit_unchanged(lease.seen)})
         try:
-            if len(puts) == 1:
-                self._ddb.put_item(**puts[0])  # type: ignore[arg-type]
-            else:
-                self._ddb.transact_write_items(TransactItems=[{"Put": put} for put in puts])  # type: ignore[typeddict-item]
+            self._ddb.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in _CONFLICTS:
                 return False
@@ -266,6 +266,17 @@ class CapacityGovernor:
         except BotoCoreError as exc:
             raise _store_error(exc) from exc
         return True
+
+    def _limit_unchanged(self, seen: PoolState) -> dict[str, Any]:
+        check: dict[str, Any] = {
+            "TableName": self.pool.table,
+            "Key": {"pk": {"S": self.pool.name}, "sk": {"S": "limit"}},
+            "ConditionExpression": "attribute_not_exists(decreased_at)",
+        }
+        if seen.reduced_to is not None:
+            check["ConditionExpression"] = "decreased_at = :seen"
+            check["ExpressionAttributeValues"] = {":seen": {"N": _number(seen.decreased_at)}}
+        return check
 
     def release(self, lease: Lease) -> None:
         """Free the lease's slots; a slot someone took after our lease expired stays theirs. A
@@ -379,14 +390,15 @@ class CapacityGovernor:
     # -- AIMD -------------------------------------------------------------------------------------
     def throttled(self, lease: Lease, retry_after_s: float | None) -> None:
         """Deepgram answered 429 although we held a slot: halve the effective pool, once per
-        congestion (a decrease made after this lease was taken already answered it)."""
+        congestion episode (a lease taken before the last decrease's hold ended belongs to the
+        episode that decrease already answered)."""
         step = core.decrease(self.pool, lease, retry_after_s, self._clock())
         try:
             self._ddb.update_item(
                 TableName=self.pool.table,
                 Key={"pk": {"S": self.pool.name}, "sk": {"S": "limit"}},
                 UpdateExpression="SET reduced_to = :reduced, hold_until = :until, decreased_at = :now",
-                ConditionExpression="attribute_not_exists(decreased_at) OR decreased_at < :taken",
+                ConditionExpression="attribute_not_exists(hold_until) OR hold_until < :taken",
                 ExpressionAttributeValues={
                     ":reduced": {"N": str(step.limit.reduced_to)},
                     ":until": {"N": _number(step.limit.hold_until)},
@@ -438,9 +450,43 @@ def _number(value: float) -> str:
     return str(Decimal(str(round(value, 3))))
 
 
+# The table is missing or the role may not use it (or its key): every object alike, until a
+# person fixes the deployment. Blocked, so the work waits and no failure record is written.
+_DEPLOYMENT_FAULTS = frozenset(
+    {
+        "ResourceNotFoundException",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSNotFoundException",
+        "KMSInvalidStateException",
+    }
+)
+
+
+def _deployment_fault(exc: Exception) -> BlockedError | None:
+    """A capacity table that is missing or denied: a deployment fault (item 10), not the object's."""
+    if not isinstance(exc, ClientError):
+        return None
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if code not in _DEPLOYMENT_FAULTS:
+        return None
+    return BlockedError(
+        ErrorDetails(
+            reason="capacity-store-error",
+            message=f"capacity table: {code}; check CapacityTable and the function's role",
+            extra={"transient": False, "deployment_fault": True},
+        )
+    )
+
+
 def _store_error(exc: Exception) -> RetryableError:
     """capacity-store-error; ``transient`` when waiting may help (throttled, a server error, the
-    network) rather than a fault of configuration (no grant, no table)."""
+    network) rather than a fault of configuration (no grant, no table: blocked)."""
+    blocked = _deployment_fault(exc)
+    if blocked is not None:
+        return blocked
     transient = isinstance(exc, BotoCoreError) or (
         isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _TRANSIENT
     )
@@ -464,19 +510,10 @@ class CapacityRequeue:
     def requeue(self, record: Any) -> bool:
         """True when the message was sent again; False (the caller reports a batch item failure)
         for a FIFO queue (no per-message delay) or when the send fails (e.g. no grant on the queue)."""
-        arn = str(record.event_source_arn or "")
-        parts = arn.split(":")
+        parts = str(record.event_source_arn or "").split(":")
         if len(parts) != 6 or parts[5].endswith(".fifo"):
             return False
         _, _, _, region, account, name = parts
-        attributes = {
-            key: {"DataType": "String", "StringValue": str(value["stringValue"])}
-            for key, value in (record.get("messageAttributes") or {}).items()
-            if value.get("stringValue") is not None and key != "CapacityDeferrals"
-        }
-        previous = (record.get("messageAttributes") or {}).get("CapacityDeferrals") or {}
-        deferrals = int(previous.get("stringValue") or 0) + 1
-        attributes["CapacityDeferrals"] = {"DataType": "Number", "StringValue": str(deferrals)}
         delay = _rng.randint(self.delay_min_s, self.delay_max_s)
         try:
             self._sqs = self._sqs or self._make_sqs()
@@ -484,7 +521,7 @@ class CapacityRequeue:
                 QueueUrl=f"https://sqs.{region}.amazonaws.com/{account}/{name}",
                 MessageBody=record.body,
                 DelaySeconds=delay,
-                MessageAttributes=attributes,
+                MessageAttributes=_deferred_attributes(record.get("messageAttributes") or {}),
             )
         except (ClientError, BotoCoreError) as exc:
             logger.warning("Could not requeue a message that waited for capacity", extra={"error": str(exc)})
@@ -492,6 +529,19 @@ class CapacityRequeue:
         metrics.add_metric(name="CapacityRequeues", unit=MetricUnit.Count, value=1)
         logger.info("Waiting for Deepgram capacity; message requeued", extra={"delay_s": delay})
         return True
+
+
+def _deferred_attributes(received: dict[str, Any]) -> dict[str, Any]:
+    """The message's string attributes, and ``CapacityDeferrals`` counted one more."""
+    attributes = {
+        key: {"DataType": "String", "StringValue": str(value["stringValue"])}
+        for key, value in received.items()
+        if value.get("stringValue") is not None and key != "CapacityDeferrals"
+    }
+    previous = received.get("CapacityDeferrals") or {}
+    deferrals = int(previous.get("stringValue") or 0) + 1
+    attributes["CapacityDeferrals"] = {"DataType": "Number", "StringValue": str(deferrals)}
+    return attributes
 
 
 def build_governor(

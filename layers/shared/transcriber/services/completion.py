@@ -119,11 +119,15 @@ class Completion:
             keys |= self._write(obj, rendered)
         finally:
             rendered.close()
+        _report_repairs(rendered.repairs)
         metrics.add_metric(
             name="FormatsLatency", unit=MetricUnit.Milliseconds, value=(time.monotonic() - begun) * 1000
         )
         if self.settings.completion_events:
             detail = self._created_detail(obj, result, rendered.summary, keys, started_at)
+            not_made = {n.format: n.reason for n in rendered.not_made if n.format in self.derived}
+            if not_made:  # only then: the event keeps its published shape otherwise
+                detail["outputs"]["not_made"] = not_made
             self.publisher.publish(TRANSCRIPT_CREATED, detail)
             metrics.add_metric(name="CompletionEventsPublished", unit=MetricUnit.Count, value=1)
         return keys
@@ -138,6 +142,7 @@ class Completion:
     def _write(self, obj: S3ObjectRef, rendered: formats.Rendered) -> dict[str, str]:
         keys: dict[str, str] = {}
         request_id = rendered.summary.request_id
+        why = {n.format: n for n in rendered.not_made}
         for name in self.derived:
             file = rendered.files.get(name)
             if file is not None:
@@ -145,8 +150,13 @@ class Completion:
                     obj, name, file, formats.CONTENT_TYPES[name], request_id
                 )
                 continue
-            reason = rendered.skipped.get(name, "not-made")
-            logger.info("No %s file: %s", name, reason, extra={"format": name, "skip_reason": reason})
+            not_made = why.get(name, formats.NotMade(name, rendered.skipped.get(name, "not-made")))
+            logger.info(
+                "No %s file: %s",
+                name,
+                not_made.reason,
+                extra={"format": name, "skip_reason": not_made.reason, "skip_detail": not_made.detail},
+            )
             metrics.add_metric(name="CaptionsSkipped", unit=MetricUnit.Count, value=1)
             # An earlier version of the object may have left one: it would contradict this transcript.
             self.storage.delete_format(obj, name)
@@ -226,6 +236,21 @@ class Completion:
             logger.error("Could not publish the failure event", extra={"error": exc.as_record()})
             return
         metrics.add_metric(name="CompletionEventsPublished", unit=MetricUnit.Count, value=1)
+
+
+def _report_repairs(repairs: formats.Repairs) -> None:
+    """A malformed answer's formats were made from what was valid in it: say so, and count it."""
+    if not repairs.any:
+        return
+    metrics.add_metric(name="AnswerRepaired", unit=MetricUnit.Count, value=1)
+    logger.warning(
+        "Deepgram's answer was malformed; its formats were made from what is valid in it",
+        extra={
+            "words_skipped": repairs.words_skipped,
+            "words_retimed": repairs.words_retimed,
+            "paragraphs_skipped": repairs.paragraphs_skipped,
+        },
+    )
 
 
 def _source(obj: S3ObjectRef) -> dict[str, Any]:

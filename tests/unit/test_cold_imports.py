@@ -1,0 +1,53 @@
+"""The cold path imports nothing the first object does not need: the X-Ray SDK is loaded only when
+an invocation runs with tracing on (Powertools' own test), never at import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("function", ["transcribe", "retry"])
+def test_importing_a_handler_does_not_import_the_xray_sdk(function: str) -> None:
+    probe = "import sys, app; print(sorted(m for m in sys.modules if m.startswith('aws_xray_sdk')))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={
+            "PYTHONPATH": f"{ROOT / 'layers' / 'shared'}:{ROOT / 'functions' / function}",
+            "LAMBDA_TASK_ROOT": "/var/task",  # as in Lambda: tracing would be on
+            "POWERTOOLS_SERVICE_NAME": "transcriber",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("task_root", "built"), [(None, False), ("/var/task", True)])
+def test_the_tracer_is_built_on_the_first_traced_invocation_only(
+    monkeypatch: pytest.MonkeyPatch, task_root: str | None, built: bool
+) -> None:
+    from transcriber.observability import LazyTracer
+
+    monkeypatch.delenv("POWERTOOLS_TRACE_DISABLED", raising=False)
+    if task_root is None:
+        monkeypatch.delenv("LAMBDA_TASK_ROOT", raising=False)  # outside Lambda: tracing is off
+    else:
+        monkeypatch.setenv("LAMBDA_TASK_ROOT", task_root)
+
+    def echo(event: dict[str, int], context: object) -> dict[str, object]:
+        return {"echo": event}
+
+    lazy = LazyTracer()
+    handler = lazy.capture_lambda_handler(echo)
+    assert lazy._tracer is None  # nothing built at import
+
+    assert handler({"a": 1}, None) == {"echo": {"a": 1}}
+    assert (lazy._tracer is not None) is built
