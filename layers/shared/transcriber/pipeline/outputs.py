@@ -210,7 +210,8 @@ class FailureRecorder:
         if not event_only:
             self.storage.clear_for_failure(obj)  # first: the record never exists without its marker
         record = failure_record(obj, exc, started_at)
-        key = self.storage.write_failure(obj, record)
+        # Event-only failures (a foreign bucket, an invalid name) are never transcribed: no marker.
+        key = self.storage.write_failure(obj, record, marked=True)
         metrics.add_metric(name="TranscriptionsFailed", unit=MetricUnit.Count, value=1)
         record_failure_reason(exc.reason)
         logger.error("Transcription failed permanently", extra={"failure_key": key, "error": exc.as_record()})

@@ -129,10 +129,10 @@ _OPTIONS_METADATA = frozenset({"deepgram-options", "deepgram-options-sha256"})
 @dataclass(frozen=True, slots=True)
 class TranscriptSlot:
     """What one HEAD of an object's transcript key says: the transcript there (None: none), and
-    whether a failure record may exist for the key. A failure record is only ever written after
-    the transcript key is cleared (``clear_for_failure``), which leaves a delete marker in the
-    versioned output bucket: a key that never failed answers 404 without one, so its success
-    needs no DELETE of a failure record."""
+    whether a failure record may exist for the key. Every failure record is written after its
+    key is marked (``write_failure``): a transcript there, or else the delete marker a DELETE of
+    the transcript key leaves in the versioned output bucket. A key that answers 404 without a
+    marker never had a failure record, so its success needs no DELETE of one."""
 
     stored: StoredTranscript | None
     failure_possible: bool = False
@@ -228,8 +228,11 @@ class Storage:
         self._put(key, transcript.rewind(), metadata, condition)
         return key
 
-    def write_failure(self, obj: S3ObjectRef, record: dict[str, Any]) -> str:
-        """The failure record: which object (``source``), then what went wrong (``record``)."""
+    def write_failure(self, obj: S3ObjectRef, record: dict[str, Any], *, marked: bool = False) -> str:
+        """The failure record: which object (``source``), then what went wrong (``record``). Its key
+        is marked first (see ``TranscriptSlot``) unless the caller did (``marked``)."""
+        if not marked and self.look_transcript(obj) == TranscriptSlot(None):
+            self._delete(self.transcript_key(obj.key, obj.bucket))  # the marker: nothing else there
         key = self.failure_key(obj.key, obj.bucket)
         source = {
             "bucket": obj.bucket,
@@ -267,7 +270,8 @@ class Storage:
             return TranscriptSlot(None, failure_possible=headers.get("x-amz-delete-marker") == "true")
         except BotoCoreError as exc:
             raise _output_error(exc, "reading", uri) from exc
-        return TranscriptSlot(StoredTranscript(key, dict(head.get("Metadata", {})), head.get("ETag")))
+        stored = StoredTranscript(key, dict(head.get("Metadata", {})), head.get("ETag"))
+        return TranscriptSlot(stored, failure_possible=True)  # a record may sit beside it
 
     def clear_for_failure(self, obj: S3ObjectRef) -> None:
         """Before a failure record is written: no transcript may sit beside it (the failure is the
@@ -275,7 +279,7 @@ class Storage:
         carry the delete marker that tells a later success to remove the failure record. Raises
         when that can't be done: the failure record must not be written without its marker."""
         slot = self.look_transcript(obj)
-        if slot.failure_possible:
+        if slot.stored is None and slot.failure_possible:
             return  # marked, and no transcript
         self._delete(self.transcript_key(obj.key, obj.bucket))  # the marker (and a stale transcript)
         if slot.stored is not None:
