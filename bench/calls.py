@@ -99,12 +99,16 @@ def run(world: LocalWorld, objects: int = 100) -> SectionResult:
             "S3 calls per object (function's own)",
             f"{o_services['s3'] / n:.2f} ({_ops(o_ops, 's3')})",
             f"{b_services['s3'] / n:.2f} ({_ops(b_ops, 's3')})",
+            goal="<= 6",
+            met=o_services["s3"] / n <= 6,
         ),
         Row(
             "calls",
             "DynamoDB calls per object",
             f"{o_services['dynamodb'] / n:.2f} ({_ops(o_ops, 'dynamodb')})",
             f"{b_services['dynamodb'] / n:.2f}",
+            goal="<= 5",
+            met=o_services["dynamodb"] / n <= 5,
         ),
         Row(
             "calls",

@@ -21,6 +21,8 @@ import responses
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from moto import mock_aws
 
+from localworld import s3_delete_markers
+from transcriber.compose import transcriber_from
 from transcriber.config import Settings
 from transcriber.domain.retry import DeadLetterRetryPolicy
 from transcriber.pipeline.workflow import Transcriber
@@ -30,6 +32,7 @@ from transcriber.services.storage import output_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
@@ -119,8 +122,14 @@ class Aws:
     dynamodb: DynamoDBClient
     secretsmanager: SecretsManagerClient
     sqs: SQSClient
+    session: boto3.session.Session
     dead_letter_queue_url: str
     parking_queue_url: str
+
+    def events(self) -> EventBridgeClient:
+        """An EventBridge client, made when a transcriber first publishes (as in a container)."""
+        client: EventBridgeClient = self.session.client("events", config=AWS_CLIENT_CONFIG)
+        return client
 
     def upload(self, key: str, body: bytes = UPLOAD_BODY, **extra: Any) -> dict[str, Any]:
         return dict(self.s3.put_object(Bucket=INPUT_BUCKET, Key=key, Body=body, **extra))
@@ -144,6 +153,7 @@ class _Clients:
     dynamodb: DynamoDBClient
     secretsmanager: SecretsManagerClient
     sqs: SQSClient
+    session: boto3.session.Session
 
 
 @pytest.fixture(scope="session")
@@ -158,6 +168,7 @@ def _clients() -> _Clients:
         dynamodb=session.client("dynamodb", config=AWS_CLIENT_CONFIG),
         secretsmanager=session.client("secretsmanager", config=AWS_CLIENT_CONFIG),
         sqs=session.client("sqs", config=AWS_CLIENT_CONFIG),
+        session=session,
     )
 
 
@@ -171,6 +182,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients) -> Iterator[Aws]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    s3_delete_markers.install()  # as AWS: a DELETE of a missing key in a versioned bucket adds a marker
     s3, dynamodb, secretsmanager, sqs = _clients.s3, _clients.dynamodb, _clients.secretsmanager, _clients.sqs
     # Tests register event handlers on the clients: each gets a copy of the emitters, dropped after.
     emitters = [(client.meta, client.meta.events) for client in (s3, dynamodb, secretsmanager, sqs)]
@@ -180,6 +192,8 @@ def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients) -> Iterator[Aws]:
     with mock_aws(config={"core": {"reset_boto3_session": False}}):
         for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
             s3.create_bucket(Bucket=bucket)
+        # As the template makes it: a failure record's marker is a delete marker (storage.TranscriptSlot).
+        s3.put_bucket_versioning(Bucket=OUTPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
         dynamodb.create_table(
             TableName=TABLE,
             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
@@ -192,6 +206,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients) -> Iterator[Aws]:
             dynamodb=dynamodb,
             secretsmanager=secretsmanager,
             sqs=sqs,
+            session=_clients.session,
             dead_letter_queue_url=sqs.create_queue(QueueName="core-dlq")["QueueUrl"],
             parking_queue_url=sqs.create_queue(QueueName="core-parking")["QueueUrl"],
         )
@@ -232,11 +247,12 @@ def make_transcriber(aws: Aws, sleeps: Sleeps, tmp_path: Path) -> TranscriberFac
 
     def make(**env: str) -> Transcriber:
         settings = Settings.from_env({**ENV, **env})
-        return Transcriber(
+        return transcriber_from(
             settings,
             s3=aws.s3,
             dynamodb=aws.dynamodb,
             secretsmanager=aws.secretsmanager,
+            events=aws.events,
             http=requests.Session(),
             sleep=sleeps,
             # The container's /tmp: one per test, as each test is a new container.

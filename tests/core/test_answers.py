@@ -429,6 +429,9 @@ def test_a_failed_failure_record_delete_keeps_the_written_answer_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     aws.upload("talks/a.wav")
+    # The key failed before (its transcript key holds the delete marker a failure record leaves),
+    # so the success deletes the failure record: only then is there a DELETE to fail.
+    aws.s3.delete_object(Bucket=OUTPUT_BUCKET, Key=transcript_key("talks/a.wav"))
     deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
     s3 = transcriber.storage._s3
     real_delete = s3.delete_object

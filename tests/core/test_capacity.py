@@ -391,12 +391,15 @@ def test_a_429_from_deepgram_lowers_the_pool_and_releases_the_slot_before_the_re
 
 
 def governed_transcriber(aws: Aws, sleeps: Waits, clock: Clock, pool: PoolSettings = POOL) -> Transcriber:
+    from transcriber.compose import transcriber_from  # here: this fixture alone changed with compose
+
     settings = Settings.from_env({**ENV, "CAPACITY_TABLE": pool.table, "CAPACITY_POOL": pool.name})
-    return Transcriber(
+    return transcriber_from(
         settings,
         s3=aws.s3,
         dynamodb=aws.dynamodb,
         secretsmanager=aws.secretsmanager,
+        events=aws.events,
         http=requests.Session(),
         sleep=sleeps,
         capacity=governor(aws, sleeps, clock, pool),

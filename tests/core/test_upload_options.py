@@ -43,8 +43,8 @@ def sent_query(deepgram: responses.RequestsMock, index: int = 0) -> list[tuple[s
 
 
 def heads(aws: Aws, deepgram: responses.RequestsMock) -> list[int]:
-    """For each HEAD of an input object, how many Deepgram requests were made before it: the
-    metadata HEAD comes before the request, the ordering rule's HEAD (before the write) after it."""
+    """For each HEAD of an input object, how many Deepgram requests were made before it: one HEAD,
+    before the request, reads both the metadata and the ordering facts."""
     calls: list[int] = []
 
     def seen(params: dict[str, Any], **_: Any) -> None:
@@ -69,7 +69,7 @@ def test_metadata_options_reach_deepgram_and_the_transcript(
     outcome = transcriber.process(obj(), lambda_context)
 
     assert outcome.status == "transcribed"
-    assert seen == [0, 1]  # the one HEAD that reads the metadata, then the ordering rule's
+    assert seen == [0]  # the one HEAD that reads the metadata and the ordering facts
     query = sent_query(deepgram)
     assert ("language", "es") in query
     assert ("diarize", "true") in query

@@ -14,6 +14,7 @@ from transcriber.services.completion import TRANSCRIPT_CREATED, EventPublisher
 from transcriber.services.event_bus import EVENT_BUS_MISSING, BusState, EventBusCheck
 
 if TYPE_CHECKING:
+    from localworld.pytest_plugin import FunctionFactory, Uploads
     from localworld.world import LocalWorld
 
 
@@ -53,3 +54,19 @@ def test_a_role_that_may_not_describe_the_bus_leaves_it_unchecked_with_a_warning
 
     assert state is BusState.UNCHECKED
     assert "a missing bus drops events silently" in caplog.text
+
+
+def test_through_the_handler_a_missing_bus_blocks_before_deepgram_is_paid(
+    world: LocalWorld, uploads: Uploads, start_function: FunctionFactory, sample_audio: bytes
+) -> None:
+    event = uploads.put("bus/a.wav", sample_audio)
+    before = sum(1 for r in world.emulator.requests if r.path.startswith("/v1/listen"))
+    function = start_function(COMPLETION_EVENTS="true", EVENT_BUS_NAME="no-such-bus")
+
+    result = function.invoke(event)
+
+    assert result.error is not None, result.logs  # held back: Lambda retries it, then the DLQ
+    assert EVENT_BUS_MISSING in "\n".join(result.logs)
+    assert sum(1 for r in world.emulator.requests if r.path.startswith("/v1/listen")) == before
+    listing = world.aws.s3().list_objects_v2(Bucket=world.output_bucket).get("Contents", [])
+    assert listing == []

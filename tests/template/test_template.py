@@ -134,6 +134,7 @@ ALLOWED_ACTIONS = {
     "dynamodb:DeleteItem",
     "dynamodb:Query",  # the capacity pool's partition only
     "events:PutEvents",  # only the named bus, only when CompletionEvents is on
+    "events:DescribeEventBus",  # the same bus: the missing-bus check (services/event_bus.py)
 }
 # SQS grants per function, as (action, queue logical id) pairs: nothing on other queues, nothing on "*".
 SQS_GRANTS = {
@@ -525,9 +526,9 @@ def _per_object_grants(stack: ResolvedStack) -> set[tuple[str, str]]:
         ),
         # completion events: only on the bus the code publishes to, only when they are on
         *(
-            [("events:PutEvents", f"{DEFAULT_EVENT_BUS.rsplit('/', 1)[0]}/{env['EVENT_BUS_NAME']}")]
+            (action, f"{DEFAULT_EVENT_BUS.rsplit('/', 1)[0]}/{env['EVENT_BUS_NAME']}")
+            for action in ("events:PutEvents", "events:DescribeEventBus")
             if stack.conditions["HasCompletionEvents"]
-            else []
         ),
     }
 

@@ -50,7 +50,7 @@ def test_an_output_bucket_that_refuses_writes_blocks_instead_of_failing_the_obje
     storage = Storage(RefusingS3(), "out", "transcripts/", "failures/", home_bucket="in")  # type: ignore[arg-type]
     obj = S3ObjectRef("in", "a.wav")
     calls: dict[str, Callable[[], object]] = {
-        "write_failure": lambda: storage.write_failure(obj, {"reason": "x"}),
+        "write_failure": lambda: storage.write_failure(obj, {"reason": "x"}, marked=True),
         "delete_failure": lambda: storage.delete_failure(obj),
     }
 

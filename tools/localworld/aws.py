@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from localworld import api_destinations, events_unknown_bus, s3_notifications
+from localworld import api_destinations, events_unknown_bus, s3_delete_markers, s3_notifications
 from localworld.s3_limits import S3CustomerKeys, S3MetadataLimit
 from localworld.s3_presign import IssuedCredentials, PresignCheck, PresignVerifier
 from localworld.template import Stack
@@ -104,6 +104,7 @@ class MotoServer:
     def start(self) -> str:
         s3_notifications.install()  # versionId and sequencer, as real S3 sends them
         events_unknown_bus.install()  # PutEvents to a missing bus: accepted and dropped, as on AWS
+        s3_delete_markers.install()  # a DELETE of a missing key still adds a delete marker, as on AWS
         werkzeug_logger = logging.getLogger("werkzeug")
         if self._quiet and werkzeug_logger.level == logging.NOTSET:
             # werkzeug logs every request to stderr unless its logger is configured.

@@ -12,7 +12,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote_plus
@@ -73,6 +73,9 @@ class S3ObjectRef:
     # Operations) or the object's metadata; None: not read yet (see transcriber.domain.upload_options).
     options: tuple[tuple[str, str], ...] | None = None
     lane: str = "live"  # the capacity pool's lane: "backfill" for S3 Batch Operations tasks
+    # Preflight's HEAD read the key's current object and it is this one: no newer version existed
+    # then, so the write needs no HEAD of the source to order it (transcriber.pipeline.outputs).
+    current: bool = field(default=False, compare=False)
 
     @property
     def uri(self) -> str:

@@ -14,7 +14,7 @@ from transcriber.observability import logger
 
 if TYPE_CHECKING:
     from transcriber.domain.events import S3ObjectRef
-    from transcriber.services.storage import Storage, StoredTranscript
+    from transcriber.services.storage import Storage, StoredTranscript, TranscriptSlot
 
 
 class AlreadyDone:
@@ -29,7 +29,7 @@ class AlreadyDone:
         if result.superseded:
             return result if self.storage.superseded(obj) else None
         try:
-            stored = self.storage.stored_transcript(obj)
+            stored = self.storage.look_transcript(obj).stored
         except TranscriptionError as exc:  # can't read the output: trust the record, never pay twice
             logger.warning("Can't check the stored result's transcript", extra={"error": exc.as_record()})
             return result
@@ -37,12 +37,15 @@ class AlreadyDone:
             return None
         return reported(result, stored)
 
-    def in_bucket(self, obj: S3ObjectRef, query: list[tuple[str, str]]) -> WorkResult | None:
+    def in_bucket(
+        self, obj: S3ObjectRef, query: list[tuple[str, str]], slot: TranscriptSlot
+    ) -> WorkResult | None:
         """The result of work already done, read from the transcript at ``obj``'s output key: made
         from this version, or from the same bytes (a copy in place), with the same options. A
         transcript of a later event for the key supersedes ``obj``. None: there is work to pay
-        for. When the output bucket can't be read, nothing is paid for (the error defers the object)."""
-        stored = self.storage.stored_transcript(obj)
+        for. ``slot``: the HEAD of the transcript key (``Storage.look_transcript``), which the
+        write then conditions on."""
+        stored = slot.stored
         if stored is None:
             return None
         if not stored.made_from(obj) and self.storage.older_than(obj, stored.metadata):

@@ -11,11 +11,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from transcriber.domain import cost, speakers, upload_options
 from transcriber.domain.work import WorkResult
-from transcriber.errors import BlockedError, TranscriptionError
+from transcriber.errors import BlockedError, ErrorDetails, RetryableError, TranscriptionError
 from transcriber.observability import logger, metrics, redact_url
 from transcriber.pipeline.outcome import LambdaContextLike, Outcome, remaining_s
 from transcriber.pipeline.preflight import EVENT_ONLY_FAILURES
-from transcriber.services.storage import utc_now
+from transcriber.services.storage import WriteRaced, utc_now
 from transcriber.services.usage import record_cost, record_failure_reason
 
 if TYPE_CHECKING:
@@ -26,11 +26,15 @@ if TYPE_CHECKING:
     from transcriber.services.answers import AnswerKeeper
     from transcriber.services.completion import Completion
     from transcriber.services.deepgram import Transcript
-    from transcriber.services.storage import Storage
+    from transcriber.services.storage import Storage, TranscriptSlot
 
 DELIVERY_METRICS = {"url": "DeliveredByUrl", "bytes": "DeliveredByBytes"}
 # Writes of one transcript within an invocation (each is botocore's own 2 attempts), while time allows.
 OUTPUT_WRITE_ATTEMPTS = 3
+
+
+class Superseded(Exception):
+    """A newer version's transcript holds the key: ours is not written."""
 
 
 class AnswerWriter:
@@ -57,8 +61,10 @@ class AnswerWriter:
         *,
         context: LambdaContextLike,
         kept: dict[str, Any] | None,
+        slot: TranscriptSlot | None = None,
     ) -> WorkResult:
-        """Write a paid answer (fresh, or ``kept`` by an earlier attempt) with how it was delivered.
+        """Write a paid answer (fresh, or ``kept`` by an earlier attempt) with how it was delivered,
+        over what ``slot`` saw at the transcript key before Deepgram was paid (None: look now).
         A fresh answer whose write fails is kept and the result says where, so the idempotency
         record holds it for the retry (which writes it with no new Deepgram request)."""
         transcript, delivery = answer
@@ -74,14 +80,13 @@ class AnswerWriter:
             deepgram_latency_s=round(transcript.latency_s, 3),
         )
         try:
-            if self.storage.superseded(obj):
-                # A newer version of the key exists: its outcome wins; ours is not written (but
-                # Deepgram was paid for it, so its cost counts).
-                logger.info("A newer version replaced the object; not writing its transcript")
-                record_cost(usd)
-                return WorkResult(superseded=True, request_id=transcript.request_id)
-            key = self._write_transcript(obj, transcript, delivery, context, more_metadata)
-            self.storage.delete_failure(obj)
+            key = self._write_decided(obj, (transcript, delivery), context, more_metadata, slot)
+        except Superseded:
+            # A newer version's transcript is there: its outcome wins; ours is not written (but
+            # Deepgram was paid for it, so its cost counts).
+            logger.info("A newer version replaced the object; not writing its transcript")
+            record_cost(usd)
+            return WorkResult(superseded=True, request_id=transcript.request_id)
         except TranscriptionError as exc:
             if kept is not None or not exc.retryable:
                 raise
@@ -105,21 +110,61 @@ class AnswerWriter:
         )
         return WorkResult(**{**paid.to_record(), "key": key, "transcribed_at": utc_now()})
 
+    def _write_decided(
+        self,
+        obj: S3ObjectRef,
+        answer: tuple[Transcript, str],
+        context: LambdaContextLike,
+        extra_metadata: dict[str, str],
+        slot: TranscriptSlot | None,
+    ) -> str:
+        """The transcript written over what was seen at its key: the one ordering decision, made
+        before Deepgram was paid, stands unless another writer changed the key meanwhile (S3
+        refuses the conditional write); then it is decided once more, from one HEAD."""
+        if not obj.current and self.storage.superseded(obj):
+            raise Superseded  # preflight did not read the key's current object: S3 decides here
+        slot = slot or self.storage.look_transcript(obj)
+        try:
+            return self._write_transcript(obj, answer, context, extra_metadata, slot)
+        except WriteRaced:
+            logger.info("Another writer changed the transcript's key meanwhile; deciding again")
+        slot = self.storage.look_transcript(obj)
+        if self._newer(obj, slot):
+            raise Superseded
+        try:
+            return self._write_transcript(obj, answer, context, extra_metadata, slot)
+        except WriteRaced:
+            raise RetryableError(
+                ErrorDetails(reason="output-write-raced", message="the transcript's key kept changing")
+            ) from None
+
+    def _newer(self, obj: S3ObjectRef, slot: TranscriptSlot) -> bool:
+        """Whether the transcript another writer put at the key is of a newer version than ``obj``:
+        by the events' order, else (no sequencers) by the source key's current version."""
+        stored = slot.stored
+        if stored is None or stored.made_from(obj):
+            return False
+        return self.storage.older_than(obj, stored.metadata) or self.storage.superseded(obj)
+
     def _write_transcript(
         self,
         obj: S3ObjectRef,
-        transcript: Transcript,
-        delivery: str,
+        answer: tuple[Transcript, str],
         context: LambdaContextLike,
         extra_metadata: dict[str, str],
+        slot: TranscriptSlot,
     ) -> str:
         """Write the answer; a retryable failure is tried again while one more write fits in the
         time left (the answer is already paid for: a retry of the invocation would cost more)."""
+        if slot.failure_possible:
+            # Before the transcript: a failure record must never outlive it (see TranscriptSlot).
+            self.storage.delete_failure(obj)
+        transcript, delivery = answer
         attempt = 0
         while True:
             attempt += 1
             try:
-                return self.storage.write_transcript(obj, transcript, delivery, extra_metadata)
+                return self.storage.write_transcript(obj, transcript, delivery, extra_metadata, over=slot)
             except TranscriptionError as exc:
                 if not exc.retryable or isinstance(exc, BlockedError) or attempt >= OUTPUT_WRITE_ATTEMPTS:
                     raise
@@ -162,10 +207,11 @@ class FailureRecorder:
         event_only = exc.reason in EVENT_ONLY_FAILURES
         if not event_only and self.storage.superseded(obj):
             return skipped(obj, "superseded")  # the newer version's outcome stands alone
-        record = failure_record(obj, exc, started_at)
-        key = self.storage.write_failure(obj, record)
         if not event_only:
-            self.storage.delete_stale_transcript(obj)
+            self.storage.clear_for_failure(obj)  # first: the record never exists without its marker
+        record = failure_record(obj, exc, started_at)
+        # Event-only failures (a foreign bucket, an invalid name) are never transcribed: no marker.
+        key = self.storage.write_failure(obj, record, marked=True)
         metrics.add_metric(name="TranscriptionsFailed", unit=MetricUnit.Count, value=1)
         record_failure_reason(exc.reason)
         logger.error("Transcription failed permanently", extra={"failure_key": key, "error": exc.as_record()})

@@ -1,8 +1,9 @@
 """Preflight: everything decided before the idempotency store and Deepgram are asked.
 
-The object's name and bucket, the skip rules, its size, then (one HEAD, when the event is not
-decisive or per-upload options are read from the object's metadata) its archive tier, SSE-C, its
-per-upload options and whether a newer upload replaced it; then the options are checked."""
+The object's name and bucket, the skip rules, its size, then (one HEAD of the key's current object,
+when the event is not decisive or per-upload options are read from the object's metadata) its
+archive tier, SSE-C, its per-upload options and whether a newer upload replaced it; then the
+options and (once per container) the event bus are checked."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from transcriber.services.source import SSE_C_REASON, sse_c_refused
 if TYPE_CHECKING:
     from transcriber.config import Settings
     from transcriber.domain.events import S3ObjectRef
+    from transcriber.services.event_bus import EventBusCheck
     from transcriber.services.source import ObjectInfo, SourceObjects
 
 MEDIA_CONTENT_TYPES = ("audio/", "video/")
@@ -86,10 +88,21 @@ def object_identity(obj: S3ObjectRef) -> dict[str, Any]:
     return identity | upload_options.identity_part(speakers.for_deepgram(obj.options or ()))
 
 
+def same_object(obj: S3ObjectRef, info: ObjectInfo) -> bool | None:
+    """Whether the key's current object (``info``) is ``obj``: False when its content differs (a
+    newer upload), None when a newer version holds the same bytes or nothing tells them apart."""
+    if obj.etag and info.etag and info.etag != obj.etag:
+        return False
+    if obj.version_id and info.version_id and info.version_id != obj.version_id:
+        return None
+    return True if (obj.version_id or obj.etag) else None
+
+
 class Preflight:
-    def __init__(self, settings: Settings, source: SourceObjects) -> None:
+    def __init__(self, settings: Settings, source: SourceObjects, bus: EventBusCheck | None = None) -> None:
         self.settings = settings
         self.source = source
+        self.bus = bus  # None: completion events are off
 
     def look(self, obj: S3ObjectRef) -> tuple[S3ObjectRef, str | None]:
         """The object as it will be transcribed (size, ETag, version, options filled in), or the
@@ -104,7 +117,10 @@ class Preflight:
         return obj, reason
 
     def check(self, obj: S3ObjectRef) -> S3ObjectRef:
-        """The looked-at object's size and options, checked before any Deepgram request."""
+        """The looked-at object's size and options, and the event bus its completion event goes to
+        (``BlockedError`` while it is missing), checked before any Deepgram request."""
+        if self.bus is not None:
+            self.bus.check()  # one DescribeEventBus per container, once the bus is found
         refuse_too_large(obj.size)
         obj = replace(obj, options=self.settings.upload_options.validate(obj.options or ()))
         keyterms.refuse_over_limit(self.query(obj))
@@ -125,14 +141,32 @@ class Preflight:
         reads_metadata = self.settings.upload_options.reads_metadata(obj.options)  # per-upload options
         if self._decisive(obj, allowed=allowed, reads_metadata=reads_metadata):
             return obj, None
-        info = self.source.describe(obj)
-        if obj.version_id is None and obj.etag and info.etag and info.etag != obj.etag:
+        info, current = self._current(obj)
+        if current is False:
             return obj, "superseded"
-        obj = replace(obj, size=info.size, etag=info.etag or obj.etag, version_id=info.version_id)
+        obj = replace(
+            obj, size=info.size, etag=info.etag or obj.etag, version_id=info.version_id, current=bool(current)
+        )
         if reads_metadata:
             obj = replace(obj, options=upload_options.from_metadata(info.metadata))
         self._refuse_unreadable(obj, info)
         return obj, self._judged(info, allowed=allowed)
+
+    def _current(self, obj: S3ObjectRef) -> tuple[ObjectInfo, bool | None]:
+        """The HEAD of the key's current object, and whether it is ``obj`` (False: a newer upload
+        replaced it; None: can't tell, or a newer version of the same bytes, whose transcript is
+        ``obj``'s too). When the key has no current object (deleted since), the HEAD of ``obj``'s
+        own version. Undecided here, the order is decided at write time."""
+        try:
+            info = self.source.describe(obj, current=True)
+        except PermanentError as exc:
+            if exc.reason != "s3-object-missing" or not obj.version_id:
+                raise
+            return self.source.describe(obj), None
+        same = same_object(obj, info)
+        if same is None and obj.version_id and info.version_id:
+            return self.source.describe(obj), None  # the same bytes again: this version's own facts
+        return info, same
 
     def _decisive(self, obj: S3ObjectRef, *, allowed: bool, reads_metadata: bool) -> bool:
         """The event alone says enough. Without a HEAD, an archived object is told by S3's refusal

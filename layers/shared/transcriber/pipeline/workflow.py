@@ -10,25 +10,17 @@ outcomes into the reply each caller expects."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-import boto3
-import requests
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
+from aws_lambda_powertools.utilities.idempotency import idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyPersistenceLayerError,
 )
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber.domain.retry import InvocationRetryPolicy
 from transcriber.domain.work import WorkResult
 from transcriber.errors import (
     ErrorDetails,
@@ -37,40 +29,37 @@ from transcriber.errors import (
     error_from_record,
 )
 from transcriber.observability import logger, metrics
-from transcriber.pipeline.already_done import AlreadyDone
-from transcriber.pipeline.deepgram_call import DeepgramCall
 from transcriber.pipeline.outcome import LambdaContextLike, Outcome
-from transcriber.pipeline.outputs import OUTPUT_WRITE_ATTEMPTS, AnswerWriter, FailureRecorder, skipped
+from transcriber.pipeline.outputs import OUTPUT_WRITE_ATTEMPTS, skipped
 from transcriber.pipeline.preflight import (
     EVENT_ONLY_FAILURES,
     MAX_MEDIA_BYTES,
     MEDIA_CONTENT_TYPES,
-    Preflight,
     object_identity,
     refuse_foreign_bucket,
     refuse_invalid_name,
     refuse_too_large,
     skip_reason,
 )
-from transcriber.services.answers import AnswerKeeper, KeptAnswers
-from transcriber.services.capacity import Unlimited
-from transcriber.services.clients import new_client
-from transcriber.services.completion import Completion
-from transcriber.services.deepgram import DeepgramClient, Transcript
-from transcriber.services.secrets import ApiKeyProvider
-from transcriber.services.source import SourceObjects
-from transcriber.services.storage import Storage, utc_now
+from transcriber.services.storage import utc_now
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
     from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
-    from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_events import EventBridgeClient
-    from mypy_boto3_s3 import S3Client
-    from mypy_boto3_secretsmanager import SecretsManagerClient
 
     from transcriber.config import Settings
     from transcriber.domain.events import S3ObjectRef
-    from transcriber.services.capacity import CapacityRequeue, Governor
+    from transcriber.domain.retry import InvocationRetryPolicy
+    from transcriber.pipeline.already_done import AlreadyDone
+    from transcriber.pipeline.deepgram_call import DeepgramCall
+    from transcriber.pipeline.outputs import AnswerWriter, FailureRecorder
+    from transcriber.pipeline.preflight import Preflight
+    from transcriber.services.answers import AnswerKeeper
+    from transcriber.services.capacity import CapacityRequeue
+    from transcriber.services.completion import Completion
+    from transcriber.services.deepgram import DeepgramClient, Transcript
+    from transcriber.services.secrets import ApiKeyProvider
+    from transcriber.services.storage import Storage
 
 __all__ = [
     "EVENT_ONLY_FAILURES",
@@ -80,6 +69,7 @@ __all__ = [
     "OUTPUT_WRITE_ATTEMPTS",
     "LambdaContextLike",
     "Outcome",
+    "Parts",
     "Transcriber",
     "object_identity",
     "refuse_foreign_bucket",
@@ -92,72 +82,37 @@ __all__ = [
 IDEMPOTENCY_KEY_PREFIX = "transcription"
 
 
+@dataclass
+class Parts:
+    """The Transcriber's collaborators, built by ``transcriber.compose`` (the one place that builds)."""
+
+    preflight: Preflight
+    done: AlreadyDone
+    call: DeepgramCall
+    writer: AnswerWriter
+    failures: FailureRecorder
+    completion: Completion
+    storage: Storage
+    persistence: DynamoDBPersistenceLayer
+    idempotency: IdempotencyConfig
+    retry: InvocationRetryPolicy
+    capacity_requeue: CapacityRequeue | None = None  # SQS ways in: see transcriber.pipeline.adapters
+
+
 class Transcriber:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        session: boto3.session.Session | None = None,
-        s3: S3Client | None = None,
-        secretsmanager: SecretsManagerClient | None = None,
-        dynamodb: DynamoDBClient | None = None,
-        http: requests.Session | None = None,
-        events: EventBridgeClient | None = None,
-        retry: InvocationRetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        capacity: Governor | None = None,
-        kept_answers: KeptAnswers | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, parts: Parts) -> None:
         self.settings = settings
-        self.capacity_requeue: CapacityRequeue | None = None  # SQS ways in: see transcriber.pipeline.adapters
-        self.retry = retry or InvocationRetryPolicy(max_attempts=settings.deepgram_max_attempts)
-        # One boto3 session for every client: each session loads the endpoint and service models
-        # again, which is most of a cold start's first-invocation time.
-        session = session or boto3.session.Session()
-        dynamodb = dynamodb or new_client(session, "dynamodb")
-        s3 = s3 or new_client(session, "s3")
-        self.source = SourceObjects(s3)  # the input object
-        self.storage = Storage(  # the outputs
-            s3,
-            settings.output_bucket,
-            settings.transcript_prefix,
-            settings.failure_prefix,
-            home_bucket=settings.input_bucket,
-            kept_answer_prefix=settings.kept_answer_prefix,
-        )
-        # Derived formats and completion events; the EventBridge client is made on first use.
-        self.completion = Completion(
-            settings, self.storage, (lambda: events) if events else (lambda: new_client(session, "events"))
-        )
-        self.preflight = Preflight(settings, self.source)
-        self.call = DeepgramCall(
-            settings,
-            self.source,
-            api_keys=ApiKeyProvider(
-                settings.deepgram_secret_id,
-                settings.secret_max_age_s,
-                secretsmanager or new_client(session, "secretsmanager"),
-            ),
-            deepgram=DeepgramClient(settings.deepgram_api_url, http),
-            capacity=capacity or Unlimited(),
-            retry=self.retry,
-            sleep=sleep,
-        )
-        self.writer = AnswerWriter(
-            settings,
-            self.storage,
-            AnswerKeeper(self.storage, kept_answers or KeptAnswers()),
-            self.retry,
-            sleep,
-        )
-        self.failures = FailureRecorder(self.storage, self.completion)
-        self.done = AlreadyDone(self.storage)
-        self.idempotency = IdempotencyConfig(
-            expires_after_seconds=settings.idempotency_ttl_s, response_hook=_mark_replayed
-        )
-        self._persistence = DynamoDBPersistenceLayer(
-            table_name=settings.idempotency_table, boto3_client=dynamodb
-        )
+        self.capacity_requeue = parts.capacity_requeue
+        self.retry = parts.retry
+        self.storage = parts.storage  # the outputs
+        self.completion = parts.completion
+        self.preflight = parts.preflight
+        self.call = parts.call
+        self.writer = parts.writer
+        self.failures = parts.failures
+        self.done = parts.done
+        self.idempotency = parts.idempotency
+        self._persistence = parts.persistence
         self._transcribe_once = idempotent_function(
             data_keyword_argument="identity",
             persistence_store=self._persistence,
@@ -294,12 +249,15 @@ class Transcriber:
         idempotency record is the fast path, not the only guard: it expires). The answer stays
         ``in_hand`` (a spool: bounded memory) so the formats are made from it, not read back."""
         query = self.preflight.query(obj)
-        done = self.done.in_bucket(obj, query)
+        # When the output bucket can't be read, nothing is paid for (the error defers the object).
+        slot = self.storage.look_transcript(obj)
+        done = self.done.in_bucket(obj, query, slot)
         if done is not None:
             return done.to_record()
         transcript, delivery = self.call.call(obj, query, context)
         in_hand.append(transcript)  # the caller closes it
-        written = self.writer.write(obj, query, identity, (transcript, delivery), context=context, kept=None)
+        answer = (transcript, delivery)
+        written = self.writer.write(obj, query, identity, answer, context=context, kept=None, slot=slot)
         return written.to_record()
 
     def _write_kept(
@@ -342,7 +300,7 @@ def close_all(in_hand: list[Transcript]) -> None:
         transcript.close()
 
 
-def _mark_replayed(response: Any, idempotent_data: DataRecord) -> Any:
+def mark_replayed(response: Any, idempotent_data: DataRecord) -> Any:
     """Powertools calls this when it answers from the idempotency store instead of running."""
     if isinstance(response, dict):
         response = {**response, "replayed": True}

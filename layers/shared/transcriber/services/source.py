@@ -80,9 +80,10 @@ class SourceObjects:
     def __init__(self, s3: S3Client) -> None:
         self._s3 = s3
 
-    def describe(self, obj: S3ObjectRef) -> ObjectInfo:
+    def describe(self, obj: S3ObjectRef, *, current: bool = False) -> ObjectInfo:
+        """One HEAD: of ``obj``'s version, or (``current``) of whatever the key holds now."""
         params: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
-        if obj.version_id:
+        if obj.version_id and not current:
             params["VersionId"] = obj.version_id
         try:
             head = self._s3.head_object(**params)

@@ -39,6 +39,8 @@ __all__ = [
     "SourceObjects",
     "Storage",
     "StoredTranscript",
+    "TranscriptSlot",
+    "WriteRaced",
     "classify_s3_error",
     "metadata_value",
     "output_key",
@@ -71,6 +73,7 @@ class StoredTranscript:
 
     key: str
     metadata: dict[str, str]
+    etag: str | None = None  # S3's, quoted: what a conditional write over it names
 
     def made_from(self, obj: S3ObjectRef) -> bool:
         """Made from ``obj``'s version (by version id, else by ETag)."""
@@ -121,6 +124,25 @@ class StoredTranscript:
 
 
 _OPTIONS_METADATA = frozenset({"deepgram-options", "deepgram-options-sha256"})
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptSlot:
+    """What one HEAD of an object's transcript key says: the transcript there (None: none), and
+    whether a failure record may exist for the key. Every failure record is written after its
+    key is marked (``write_failure``): a transcript there, or else the delete marker a DELETE of
+    the transcript key leaves in the versioned output bucket. A key that answers 404 without a
+    marker never had a failure record, so its success needs no DELETE of one."""
+
+    stored: StoredTranscript | None
+    failure_possible: bool = False
+
+
+class WriteRaced(Exception):
+    """A conditional write of a transcript was refused: another writer changed the key since it was read."""
+
+
+_RACED_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 
 
 def output_key(
@@ -187,20 +209,30 @@ class Storage:
         transcript: Transcript,
         delivery: str,
         extra_metadata: Mapping[str, str] | None = None,
+        *,
+        over: TranscriptSlot | None = None,
     ) -> str:
-        """``extra_metadata``: ASCII values its makers bounded (options in force, the cost estimate)."""
+        """Write the transcript only over what ``over`` saw at its key (S3 conditional writes: none
+        there (also when ``over`` is None), or that ETag); ``WriteRaced`` when another writer
+        changed the key since.
+        ``extra_metadata``: ASCII values its makers bounded (options in force, the cost estimate)."""
         key = self.transcript_key(obj.key, obj.bucket)
         own = {
             "deepgram-request-id": metadata_value(transcript.request_id, 128),
             "delivery": metadata_value(delivery, 16),
         } | dict(extra_metadata or {})
         metadata = _source_metadata(obj, reserved=_metadata_size(own)) | own
+        seen = over.stored.etag if over and over.stored else None
+        condition = {"IfMatch": seen} if seen else {"IfNoneMatch": "*"}
         # From the spool: botocore reads a file body a chunk at a time (and seeks back to retry).
-        self._put(key, transcript.rewind(), metadata)
+        self._put(key, transcript.rewind(), metadata, condition)
         return key
 
-    def write_failure(self, obj: S3ObjectRef, record: dict[str, Any]) -> str:
-        """The failure record: which object (``source``), then what went wrong (``record``)."""
+    def write_failure(self, obj: S3ObjectRef, record: dict[str, Any], *, marked: bool = False) -> str:
+        """The failure record: which object (``source``), then what went wrong (``record``). Its key
+        is marked first (see ``TranscriptSlot``) unless the caller did (``marked``)."""
+        if not marked and self.look_transcript(obj) == TranscriptSlot(None):
+            self._delete(self.transcript_key(obj.key, obj.bucket))  # the marker: nothing else there
         key = self.failure_key(obj.key, obj.bucket)
         source = {
             "bucket": obj.bucket,
@@ -225,24 +257,32 @@ class Storage:
         metadata = self._output_metadata(self.transcript_key(obj.key, obj.bucket))
         return metadata is not None and _same_source(obj, metadata)
 
-    def stored_transcript(self, obj: S3ObjectRef) -> StoredTranscript | None:
-        """The transcript at ``obj``'s output key (any version's), from one HEAD; None when there is none."""
+    def look_transcript(self, obj: S3ObjectRef) -> TranscriptSlot:
+        """One HEAD of ``obj``'s transcript key: the transcript there, or whether the key was cleared."""
         key = self.transcript_key(obj.key, obj.bucket)
-        metadata = self._output_metadata(key)
-        return None if metadata is None else StoredTranscript(key, metadata)
-
-    def delete_stale_transcript(self, obj: S3ObjectRef) -> None:
-        """The latest version failed: a transcript of an older version of the key must not sit
-        beside its failure record (the object's content is no longer what it transcribes), nor
-        must the formats derived from it."""
-        key = self.transcript_key(obj.key, obj.bucket)
+        uri = f"s3://{self.output_bucket}/{key}"
         try:
-            metadata = self._output_metadata(key)
-        except TranscriptionError as exc:  # the failure record is written: that outcome stands
-            logger.warning("Can't check for an older version's transcript", extra={"error": exc.as_record()})
-            return
-        if metadata is not None and not _same_source(obj, metadata):
-            self._delete(key)
+            head = self._s3.head_object(Bucket=self.output_bucket, Key=key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) not in MISSING_CODES:
+                raise _output_error(exc, "reading", uri) from exc
+            headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            return TranscriptSlot(None, failure_possible=headers.get("x-amz-delete-marker") == "true")
+        except BotoCoreError as exc:
+            raise _output_error(exc, "reading", uri) from exc
+        stored = StoredTranscript(key, dict(head.get("Metadata", {})), head.get("ETag"))
+        return TranscriptSlot(stored, failure_possible=True)  # a record may sit beside it
+
+    def clear_for_failure(self, obj: S3ObjectRef) -> None:
+        """Before a failure record is written: no transcript may sit beside it (the failure is the
+        key's latest outcome; nor may the formats derived from that transcript), and the key must
+        carry the delete marker that tells a later success to remove the failure record. Raises
+        when that can't be done: the failure record must not be written without its marker."""
+        slot = self.look_transcript(obj)
+        if slot.stored is None and slot.failure_possible:
+            return  # marked, and no transcript
+        self._delete(self.transcript_key(obj.key, obj.bucket))  # the marker (and a stale transcript)
+        if slot.stored is not None:
             for extension in DERIVED_FORMATS:  # made from that transcript: just as stale
                 self._delete(self.format_key(obj.key, extension, obj.bucket))
 
@@ -344,11 +384,7 @@ class Storage:
 
     def delete_format(self, obj: S3ObjectRef, extension: str) -> None:
         """Remove a format an earlier version of the object had (a no-op when there is none)."""
-        key = self.format_key(obj.key, extension, obj.bucket)
-        try:
-            self._s3.delete_object(Bucket=self.output_bucket, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            raise _output_error(exc, "deleting", f"s3://{self.output_bucket}/{key}") from exc
+        self._delete(self.format_key(obj.key, extension, obj.bucket))
 
     # -- paid answers waiting to be written (transcriber.services.answers) -------------------------------
     def write_kept_answer(self, name: str, transcript: Transcript) -> str:
@@ -370,7 +406,13 @@ class Storage:
     def delete_kept_answer(self, key: str) -> None:
         self._delete(key)
 
-    def _put(self, key: str, body: bytes | IO[bytes], metadata: dict[str, str]) -> None:
+    def _put(
+        self,
+        key: str,
+        body: bytes | IO[bytes],
+        metadata: dict[str, str],
+        condition: Mapping[str, str] | None = None,
+    ) -> None:
         try:
             self._s3.put_object(
                 Bucket=self.output_bucket,
@@ -378,9 +420,21 @@ class Storage:
                 Body=body,
                 ContentType="application/json",
                 Metadata={k: v for k, v in metadata.items() if v},
+                **(condition or {}),  # type: ignore[arg-type]
             )
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if condition and _raced(exc):
+                raise WriteRaced(key) from exc
             raise _output_error(exc, "writing", f"s3://{self.output_bucket}/{key}") from exc
+        except BotoCoreError as exc:
+            raise _output_error(exc, "writing", f"s3://{self.output_bucket}/{key}") from exc
+
+
+def _raced(exc: ClientError) -> bool:
+    """A conditional write refused: the precondition failed (412), a concurrent conditional write
+    (409), or the transcript it named was deleted meanwhile (If-Match on a missing key: 404)."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in _RACED_CODES or code in MISSING_CODES
 
 
 def _same_source(obj: S3ObjectRef, metadata: dict[str, str]) -> bool:
