@@ -56,7 +56,7 @@ def test_an_upload_becomes_a_transcript_with_the_request_deepgram_expects(
     assert unquote(media_url.path) == f"/{world.input_bucket}/calls/hello.wav"
     signed = parse_qs(media_url.query)
     assert signed["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
-    assert signed["X-Amz-Expires"] == ["900"]  # the shortest lifetime that covers a fetch within one invocation
+    assert signed["X-Amz-Expires"] == ["900"]  # covers a fetch within one invocation
     assert "X-Amz-Signature" in signed
 
     obj, document = read_output(world, world.transcript_key("calls/hello.wav"))
