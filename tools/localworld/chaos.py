@@ -81,11 +81,16 @@ class Report:
     # stall: Deepgram finished a request whose client had given up (a client-side timeout), so the
     # retry paid again. In synchronous mode nothing can avoid that; anything else is a bug.
     extra_billable: int = 0
+    billed_versions: int = 0  # object versions with at least one billable answer
     billable_after_stall: int = 0
 
     @property
     def unexplained_billable(self) -> int:
         return max(0, self.extra_billable - self.billable_after_stall)
+
+    @property
+    def billable_per_version(self) -> float:
+        return (self.billed_versions + self.extra_billable) / self.billed_versions if self.billed_versions else 0.0
 
     @property
     def requests_per_object(self) -> float:
@@ -108,6 +113,8 @@ class Report:
             f"Deepgram requests          {self.deepgram_requests}"
             f" ({self.requests_per_object:.2f} per object)",
             f"Deepgram answers           {dict(sorted(self.deepgram_statuses.items()))}",
+            f"billable per version       {self.billable_per_version:.2f}"
+            f" ({self.billed_versions + self.extra_billable} answers for {self.billed_versions} versions)",
             f"billable beyond 1/version  {self.extra_billable} ({self.billable_after_stall} answered to"
             f" a client that timed out on an injected stall; unexplained {self.unexplained_billable})",
             f"dead-letter sends          {self.dlq_sends}",
@@ -225,6 +232,7 @@ def run(
         extra=extra,
         stale=_stale(world, latest, transcripts, failures),
         extra_billable=_extra_billable(requests),
+        billed_versions=len(_billable_per_version(requests)),
         billable_after_stall=sum(1 for r in requests if r.status == 200 and r.fault == "stall"),
         reuploaded=len(reuploaded),
         versions_per_key=versions,
@@ -291,6 +299,11 @@ def _start_long_answer(world: LocalWorld, keys: list[str], bad: set[str], mb: in
 def _extra_billable(requests: list[LoggedRequest]) -> int:
     """200s beyond the first for one object version (named by the presigned URL's path and
     versionId; a bytes request by its body's hash)."""
+    return sum(count - 1 for count in _billable_per_version(requests).values())
+
+
+def _billable_per_version(requests: list[LoggedRequest]) -> Counter[tuple[str, str]]:
+    """Billable (200) answers per object version."""
     answered: Counter[tuple[str, str]] = Counter()
     for request in requests:
         if request.status != 200:
@@ -302,7 +315,7 @@ def _extra_billable(requests: list[LoggedRequest]) -> int:
             answered[(unquote(url.path), version)] += 1
         else:
             answered[("bytes", request.body_sha256)] += 1
-    return sum(count - 1 for count in answered.values())
+    return answered
 
 
 def _variant(audio: bytes, index: int) -> bytes:
