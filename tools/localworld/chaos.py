@@ -90,7 +90,11 @@ class Report:
 
     @property
     def billable_per_version(self) -> float:
-        return (self.billed_versions + self.extra_billable) / self.billed_versions if self.billed_versions else 0.0
+        return (
+            (self.billed_versions + self.extra_billable) / self.billed_versions
+            if self.billed_versions
+            else 0.0
+        )
 
     @property
     def requests_per_object(self) -> float:
