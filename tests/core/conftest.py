@@ -21,7 +21,6 @@ import responses
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from moto import mock_aws
 
-from localworld import s3_delete_markers
 from transcriber.compose import transcriber_from
 from transcriber.config import Settings
 from transcriber.domain.retry import DeadLetterRetryPolicy
@@ -93,6 +92,11 @@ def transcript_body(text: str = "the quick brown fox", request_id: str = "req-1"
             "channels": [{"alternatives": [{"transcript": text, "confidence": 0.9, "words": words}]}]
         },
     }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # moto behaving as AWS where a promise depends on it (the local world's patches, not its servers).
+    config.pluginmanager.import_plugin("localworld.moto_plugin")
 
 
 @dataclass
@@ -173,7 +177,7 @@ def _clients() -> _Clients:
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients) -> Iterator[Aws]:
+def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients, moto_as_aws: None) -> Iterator[Aws]:
     """A fresh, empty moto per test (``mock_aws`` starts from nothing), on the session's clients."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -182,7 +186,6 @@ def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients) -> Iterator[Aws]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    s3_delete_markers.install()  # as AWS: a DELETE of a missing key in a versioned bucket adds a marker
     s3, dynamodb, secretsmanager, sqs = _clients.s3, _clients.dynamodb, _clients.secretsmanager, _clients.sqs
     # Tests register event handlers on the clients: each gets a copy of the emitters, dropped after.
     emitters = [(client.meta, client.meta.events) for client in (s3, dynamodb, secretsmanager, sqs)]
