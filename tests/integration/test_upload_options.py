@@ -26,7 +26,7 @@ def test_metadata_options_change_the_request_deepgram_receives(
         Metadata={
             "dg-keyterm": "quick brown fox,lazy dog",
             "dg-diarize-model": "latest",
-            "dg-model": "nova-2",
+            "dg-model": "nova-3-medical",  # the deployment's family (nova-3) allows it
         },
     )
 
@@ -39,7 +39,9 @@ def test_metadata_options_change_the_request_deepgram_receives(
     assert request.status == 200
     assert [v for k, v in request.query if k == "keyterm"] == ["quick brown fox", "lazy dog"]
     assert ("diarize_model", "latest") in request.query
-    assert [v for k, v in request.query if k == "model"] == ["nova-2"]  # the upload's, not the stack's
+    assert [v for k, v in request.query if k == "model"] == [
+        "nova-3-medical"
+    ]  # the upload's, not the stack's
     assert ("tag", "local") in request.query  # the stack's usage tag still applies
     assert outcome["options"]["diarize_model"] == "latest"
     assert outcome["estimated_cost_usd"] > 0

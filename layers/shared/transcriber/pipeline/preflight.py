@@ -91,11 +91,17 @@ def object_identity(obj: S3ObjectRef) -> dict[str, Any]:
 def same_object(obj: S3ObjectRef, info: ObjectInfo) -> bool | None:
     """Whether the key's current object (``info``) is ``obj``: False when its content differs (a
     newer upload), None when a newer version holds the same bytes or nothing tells them apart."""
-    if obj.etag and info.etag and info.etag != obj.etag:
+    if obj.version_id and info.version_id:
+        if info.version_id == obj.version_id:
+            return True  # the very version: the event's ETag is only a claim about it
+        return False if _other_bytes(obj, info) else None
+    if _other_bytes(obj, info):
         return False
-    if obj.version_id and info.version_id and info.version_id != obj.version_id:
-        return None
-    return True if (obj.version_id or obj.etag) else None
+    return True if obj.etag else None
+
+
+def _other_bytes(obj: S3ObjectRef, info: ObjectInfo) -> bool:
+    return bool(obj.etag and info.etag and info.etag != obj.etag)
 
 
 class Preflight:
