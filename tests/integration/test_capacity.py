@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from transcriber.errors import RetryableError
+from transcriber.observability import metrics
 from transcriber.services.capacity import CAPACITY_REASON, CapacityGovernor, PoolSettings
 
 if TYPE_CHECKING:
@@ -270,9 +271,13 @@ def _race(
             except RetryableError:
                 continue
 
-    with ThreadPoolExecutor(racers) as executor:
-        for future in [executor.submit(racer) for _ in range(racers)]:
-            future.result()
+    try:
+        with ThreadPoolExecutor(racers) as executor:
+            for future in [executor.submit(racer) for _ in range(racers)]:
+                future.result()
+    finally:
+        # The governors ran in this process: their metrics must not reach another test's flush.
+        metrics.clear_metrics()
     return held[1]
 
 
