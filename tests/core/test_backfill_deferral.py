@@ -10,19 +10,17 @@ from typing import TYPE_CHECKING
 
 import responses
 
+from tests.core import test_capacity
 from tests.core.conftest import INPUT_BUCKET, LISTEN_URL, failure_key, transcript_body, transcript_key
 from tests.core.test_capacity import (
     POOL,
     Clock,
     Waits,
     batch_task_event,
-    clock,  # noqa: F401 - fixtures shared with the capacity tests
     context,
     governed_transcriber,
     governor,
     receive,
-    sleeps,  # noqa: F401
-    table,  # noqa: F401
 )
 from transcriber.pipeline.adapters import handle_event
 from transcriber.pipeline.dead_letter import DeadLetterRetrier
@@ -32,6 +30,9 @@ if TYPE_CHECKING:
     from tests.core.conftest import Aws
     from transcriber.domain.retry import DeadLetterRetryPolicy
     from transcriber.pipeline.workflow import Transcriber
+
+# The capacity tests' fixtures: a capacity table, and a Lambda clock that moves with each poll.
+table, sleeps, clock = test_capacity.table, test_capacity.sleeps, test_capacity.clock
 
 FULL_LANE = replace(POOL, size=4, lane_shares={"backfill": 0.5}, lane_patience_s={"backfill": 5.0})
 
@@ -62,9 +63,7 @@ def test_a_backfill_task_with_a_full_lane_waits_in_the_dead_letter_queue_and_end
     assert sum(sleeps.delays) <= 5.0  # handed back within seconds, not the invocation's 15 minutes
     # Succeeded, but the job report says no transcript exists yet and where the object waits.
     assert result["resultCode"] == "Succeeded"
-    assert result["resultString"] == (
-        f"deferred ({CAPACITY_REASON}): no transcript yet; waiting in core-dlq"
-    )
+    assert result["resultString"] == (f"deferred ({CAPACITY_REASON}): no transcript yet; waiting in core-dlq")
     assert aws.output_keys() == []  # no transcript claimed, no failure record
     record = receive(aws)
     assert json.loads(record.body) == {"bucket": INPUT_BUCKET, "key": "archive/late.wav"}

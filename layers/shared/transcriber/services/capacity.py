@@ -545,7 +545,7 @@ class CapacityRequeue:
                 MessageAttributes={"CapacityDeferrals": {"DataType": "Number", "StringValue": "1"}},
             )
         except (ClientError, BotoCoreError) as exc:
-            logger.warning("Could not defer a backfill task that waited for capacity", extra={"error": str(exc)})
+            logger.warning("Could not defer a backfill task to the queue", extra={"error": str(exc)})
             return None
         metrics.add_metric(name="BackfillCapacityDeferrals", unit=MetricUnit.Count, value=1)
         logger.info("Backfill lane full; object deferred to the dead-letter queue", extra={"delay_s": delay})
