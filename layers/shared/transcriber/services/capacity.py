@@ -535,7 +535,8 @@ class CapacityRequeue:
             payload["version_id"] = obj.version_id
         if obj.options is not None:
             payload["options"] = urlencode(obj.options)  # the job's query-string form
-        delay = _rng.randint(self.delay_min_s, self.delay_max_s)
+        # The lane frees as its tasks' requests finish (seconds): a short jitter, not a backoff.
+        delay = _rng.randint(0, self.delay_min_s)
         try:
             self._sqs = self._sqs or self._make_sqs()
             self._sqs.send_message(
