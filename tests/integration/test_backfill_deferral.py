@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from localworld.delivery import sqs_event_record
 from transcriber.domain.capacity_core import PoolSettings
 from transcriber.services.capacity import CapacityGovernor
 
 if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
     from localworld.pytest_plugin import Backfill, FunctionFactory
     from localworld.world import LocalWorld
 
@@ -31,7 +33,7 @@ class _Context:
         return 600_000
 
 
-def _dead_letters(world: LocalWorld, wait_s: float) -> list[dict[str, Any]]:
+def _dead_letters(world: LocalWorld, wait_s: float) -> list[MessageTypeDef]:
     """The dead-letter queue's messages once delivered (a deferral is delayed by a short jitter)."""
     sqs = world.aws.sqs()
     url = world.stack.resource("TranscribeDeadLetterQueue").ref
