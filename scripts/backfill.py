@@ -58,16 +58,20 @@ class CompletionReport:
     """The job's completion report summed up: one row per task."""
 
     transcribed: int = 0
+    deferred: int = 0  # no transcript yet: waiting in the dead-letter queue for the retry function
     skipped: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)  # by the function's reason
     rows: int = 0
 
     @property
     def succeeded(self) -> int:
-        return self.transcribed + sum(self.skipped.values())
+        return self.transcribed + self.deferred + sum(self.skipped.values())
 
     def lines(self) -> list[str]:
-        lines = [f"tasks: {self.rows}", f"succeeded: {self.succeeded} (transcribed {self.transcribed})"]
+        lines = [
+            f"tasks: {self.rows}",
+            f"succeeded: {self.succeeded} (transcribed {self.transcribed}, deferred {self.deferred})",
+        ]
         lines += [f"  skipped, {reason}: {n}" for reason, n in sorted(self.skipped.items())]
         lines.append(f"failed: {sum(self.failed.values())}")
         lines += [f"  {reason}: {n}" for reason, n in sorted(self.failed.items())]
@@ -160,12 +164,14 @@ def read_completion_report(s3: S3Client, bucket: str, prefix: str, job_id: str) 
 
 
 def _count(report: CompletionReport, *, task_status: str, message: str) -> None:
-    """The transcribe function's result strings: the output key, ``skipped: <reason>`` or, for a
-    failure, ``<reason>: <detail>``."""
+    """The transcribe function's result strings: the output key, ``skipped: <reason>``,
+    ``deferred (<reason>): ...`` or, for a failure, ``<reason>: <detail>``."""
     report.rows += 1
     if task_status != "succeeded":
         report.failed[message.split(":", 1)[0].strip() or "unknown"] += 1
     elif message.startswith("skipped: "):
         report.skipped[message.removeprefix("skipped: ").strip()] += 1
+    elif message.startswith("deferred "):  # handed to the dead-letter queue: no transcript yet
+        report.deferred += 1
     else:
         report.transcribed += 1

@@ -819,6 +819,7 @@ def _backfill_command(parser: argparse.ArgumentParser, args: argparse.Namespace)
         "tasks": report.rows,
         "succeeded": report.succeeded,
         "transcribed": report.transcribed,
+        "deferred": report.deferred,
         "skipped": dict(sorted(report.skipped.items())),
         "failed": dict(sorted(report.failed.items())),
     }

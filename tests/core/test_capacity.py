@@ -616,7 +616,7 @@ def test_settings_turn_the_governor_on_with_a_table() -> None:
         size=7,
         ai_ceiling=3,
         lane_shares={"backfill": 0.6},
-        lane_patience_s={"backfill": 120},
+        lane_patience_s={"backfill": 5},
     )
     with pytest.raises(ConfigurationError, match="CAPACITY_POOL_SIZE"):
         Settings.from_env({**ENV, "CAPACITY_TABLE": "t", "CAPACITY_POOL_SIZE": "0"})

@@ -40,7 +40,9 @@ SETTING_RULES: dict[str, str | tuple[int, int]] = {
     "Capacity.BackfillPoolPercent": (1, 100),
     "Capacity.CapacityEntitiesSize": (1, 1000),
     "Capacity.CapacityWhisperSize": (1, 1000),
-    "Capacity.BackfillWaitSeconds": (0, 600),
+    # Seconds a backfill task waits inside the function (holding reserved concurrency live uploads
+    # need) before its object waits in the dead-letter queue instead: a few seconds, not minutes.
+    "Capacity.BackfillWaitSeconds": (0, 30),
     "Capacity.BufferedMaximumConcurrency": (2, 1000),
     "Capacity.BufferedBatchSize": (1, 10),
     "Failures.AsyncRetryAttempts": (0, 2),

@@ -199,7 +199,7 @@ def pool_settings(reader: EnvReader) -> PoolSettings | None:
         entities_size=reader.integer("CAPACITY_ENTITIES_SIZE", default=defaults.entities_size, minimum=1),
         whisper_size=reader.integer("CAPACITY_WHISPER_SIZE", default=defaults.whisper_size, minimum=1),
         lane_patience_s={
-            BACKFILL_LANE: reader.integer("CAPACITY_BACKFILL_WAIT_SECONDS", default=120, minimum=0)
+            BACKFILL_LANE: reader.integer("CAPACITY_BACKFILL_WAIT_SECONDS", default=5, minimum=0)
         },
         lane_shares={
             BACKFILL_LANE: reader.integer(

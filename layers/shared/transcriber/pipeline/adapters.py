@@ -24,7 +24,7 @@ from transcriber.domain.events import (
     parse_event,
     parse_message_body,
 )
-from transcriber.errors import PermanentError, RetryableError, TranscriptionError
+from transcriber.errors import BlockedError, PermanentError, RetryableError, TranscriptionError
 from transcriber.observability import logger
 from transcriber.pipeline.workflow import Outcome
 from transcriber.services.capacity import BACKFILL_LANE, CAPACITY_REASON
@@ -133,6 +133,10 @@ def _task_result(
     try:
         outcome = transcriber.process(obj, context)
     except RetryableError as exc:
+        waiting_in = _defer(obj, exc, transcriber)
+        if waiting_in:
+            # No transcript yet, and the job report says so: the object waits in the queue named.
+            return "Succeeded", f"deferred ({exc.reason}): no transcript yet; waiting in {waiting_in}"
         _record_temporary_failure(obj, exc, task, transcriber)
         return "TemporaryFailure", f"{exc.reason}: {exc.details.message}"
     if outcome.status == "failed":
@@ -140,6 +144,16 @@ def _task_result(
     if outcome.status == "transcribed" and outcome.replayed:
         _forget_temporary_failure(obj, transcriber)  # a fresh write removes it itself
     return "Succeeded", outcome.output_key or f"skipped: {outcome.reason}"
+
+
+def _defer(obj: S3ObjectRef, exc: RetryableError, transcriber: Transcriber) -> str | None:
+    """A task whose lane stayed full through its short wait hands its object to the dead-letter
+    queue (the retry function transcribes it later, within its own concurrency) instead of
+    waiting inside the function; the queue's name, or None to answer ``TemporaryFailure``."""
+    requeue = transcriber.capacity_requeue
+    if exc.reason != CAPACITY_REASON or isinstance(exc, BlockedError) or requeue is None:
+        return None
+    return requeue.defer(obj)
 
 
 def _record_temporary_failure(

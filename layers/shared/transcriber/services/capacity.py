@@ -32,8 +32,10 @@ Lanes: each lease carries a lane (``live`` by default). A lane other than ``live
 most its share of the effective pool (``lane_shares``), so a backfill can never take the slots live
 uploads need: S3 Batch Operations tasks lease in the ``backfill`` lane (``transcriber.pipeline.adapters``),
 whose share is ``CAPACITY_BACKFILL_PERCENT`` of the pool, and whose tasks wait at most
-``CAPACITY_BACKFILL_WAIT_SECONDS`` for a slot before handing their task back (``TemporaryFailure``:
-Batch retries it) rather than hold the reserved concurrency live uploads need.
+``CAPACITY_BACKFILL_WAIT_SECONDS`` (a few seconds) for a slot; then the task's object is handed to
+the dead-letter queue as a capacity deferral (``CapacityRequeue.defer``), which the retry function,
+at its own small concurrency, transcribes later, rather than hold the reserved concurrency live
+uploads need (see docs/backfill.md).
 
 The decisions (which slot, whether to wait and how long, what a decrease sets) are
 ``transcriber.domain.capacity_core``, which does no I/O and reads no clock; this module carries its
@@ -43,6 +45,8 @@ simulator in ``bench/sim`` drives the same core against simulated stores and tim
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import threading
 import time
@@ -50,6 +54,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlencode
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
@@ -71,6 +76,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
     from transcriber.config import Settings
+    from transcriber.domain.events import S3ObjectRef
 
 __all__ = [
     "BACKFILL_LANE",
@@ -87,6 +93,8 @@ __all__ = [
 ]
 
 CAPACITY_REASON = "deepgram-capacity"
+# The transcribe function's dead-letter queue, where backfill tasks that found their lane full wait.
+DEFERRAL_QUEUE_ENV = "CAPACITY_DEFERRAL_QUEUE_URL"
 GAVE_UP_REASON = "deepgram-timeout"  # we stopped waiting for the answer; Deepgram may not have
 _CONFLICTS = (
     "ConditionalCheckFailedException",
@@ -502,10 +510,47 @@ class CapacityRequeue:
     (a delay of ``delay_min_s``-``delay_max_s``, a ``CapacityDeferrals`` count) so that the wait
     does not count towards its queue's ``maxReceiveCount``; the caller then reports it done."""
 
-    def __init__(self, sqs: Callable[[], Any], *, delay_min_s: int = 30, delay_max_s: int = 90) -> None:
+    def __init__(
+        self,
+        sqs: Callable[[], Any],
+        *,
+        delay_min_s: int = 30,
+        delay_max_s: int = 90,
+        deferral_queue_url: str | None = None,
+    ) -> None:
         self._make_sqs = sqs  # made on first use: most containers never requeue
         self._sqs: Any = None
         self.delay_min_s, self.delay_max_s = delay_min_s, delay_max_s
+        self.deferral_queue_url = deferral_queue_url or os.environ.get(DEFERRAL_QUEUE_ENV) or None
+
+    def defer(self, obj: S3ObjectRef) -> str | None:
+        """Backfill: hand ``obj`` to the dead-letter queue as a direct payload (a shape the retry
+        function re-runs) marked as a capacity deferral, so no Batch task waits inside the function.
+        The queue's name, or None (no queue configured, or the send failed: the caller answers
+        ``TemporaryFailure`` as before, so nothing is lost)."""
+        if not self.deferral_queue_url:
+            return None
+        payload: dict[str, str] = {"bucket": obj.bucket, "key": obj.key}
+        if obj.version_id:
+            payload["version_id"] = obj.version_id
+        if obj.options is not None:
+            payload["options"] = urlencode(obj.options)  # the job's query-string form
+        # The lane frees as its tasks' requests finish (seconds): a short jitter, not a backoff.
+        delay = _rng.randint(0, self.delay_min_s)
+        try:
+            self._sqs = self._sqs or self._make_sqs()
+            self._sqs.send_message(
+                QueueUrl=self.deferral_queue_url,
+                MessageBody=json.dumps(payload),
+                DelaySeconds=delay,
+                MessageAttributes={"CapacityDeferrals": {"DataType": "Number", "StringValue": "1"}},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("Could not defer a backfill task to the queue", extra={"error": str(exc)})
+            return None
+        metrics.add_metric(name="BackfillCapacityDeferrals", unit=MetricUnit.Count, value=1)
+        logger.info("Backfill lane full; object deferred to the dead-letter queue", extra={"delay_s": delay})
+        return self.deferral_queue_url.rstrip("/").rsplit("/", 1)[-1]
 
     def requeue(self, record: Any) -> bool:
         """True when the message was sent again; False (the caller reports a batch item failure)
