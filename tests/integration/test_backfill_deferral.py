@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from localworld.delivery import sqs_event_record
 from transcriber.domain.capacity_core import PoolSettings
 from transcriber.services.capacity import CapacityGovernor
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
     from localworld.pytest_plugin import Backfill, FunctionFactory
@@ -48,7 +49,10 @@ def _dead_letters(world: LocalWorld, wait_s: float) -> list[MessageTypeDef]:
 
 
 def test_a_deferred_backfill_task_ends_as_a_transcript_through_the_retry_function(
-    world: LocalWorld, backfill: Backfill, start_function: FunctionFactory
+    world: LocalWorld,
+    backfill: Backfill,
+    start_function: FunctionFactory,
+    sqs_record: Callable[[Any, str], dict[str, Any]],
 ) -> None:
     [key] = backfill.upload(PREFIX, 1)
     env = world.function("TranscribeFunction").environment
@@ -74,7 +78,7 @@ def test_a_deferred_backfill_task_ends_as_a_transcript_through_the_retry_functio
 
     retry = start_function("RetryFunction", timeout_s=None, extra_env=LANE_OF_ONE)
     queue_arn = world.stack.resource("TranscribeDeadLetterQueue").arn
-    answer = retry.invoke({"Records": [sqs_event_record(message, str(queue_arn), world.stack.region)]})
+    answer = retry.invoke({"Records": [sqs_record(message, str(queue_arn))]})
 
     assert answer.payload == {"batchItemFailures": []}, answer.logs
     s3.head_object(Bucket=world.output_bucket, Key=world.transcript_key(key))

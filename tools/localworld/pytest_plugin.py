@@ -55,7 +55,7 @@ from localworld.api_destinations import ApiDestinationDelivery, referenced_secre
 from localworld.aws import LocalAws, MotoServer
 from localworld.aws_faults import AwsFaultProxy
 from localworld.deepgram.server import DeepgramEmulator
-from localworld.delivery import LocalDelivery
+from localworld.delivery import LocalDelivery, sqs_event_record
 from localworld.lambda_runtime import InvocationResult, LocalFunction
 from localworld.template import Stack
 from localworld.webhook_receiver import WebhookReceiver
@@ -222,6 +222,13 @@ class Backfill:
 @pytest.fixture
 def backfill(world: LocalWorld) -> Backfill:
     return Backfill(world)
+
+
+@pytest.fixture
+def sqs_record(world: LocalWorld) -> Callable[[Any, str], dict[str, Any]]:
+    """``sqs_record(message, queue_arn)``: the record Lambda builds from a received SQS message, to
+    invoke a queue's function with it by hand."""
+    return lambda message, queue_arn: sqs_event_record(message, queue_arn, world.stack.region)
 
 
 @pytest.fixture
