@@ -46,6 +46,8 @@ THROTTLE_BACKOFF_MAX_S = 300.0
 FUNCTION_TIMEOUT_S = float(product.setting("Functions", "FunctionTimeout"))
 # The retry function: its concurrency on the queue (template) and its backoff (the product's policy).
 RETRY_FUNCTION_CONCURRENCY = product.retry_function_concurrency()
+# A backfill task handed to the dead-letter queue is delayed by a jitter of up to this (services/capacity.py).
+DEFERRAL_JITTER_S = 30.0
 _DEAD_LETTERS = product.dead_letter_policy()
 DLQ_MAX_ATTEMPTS = _DEAD_LETTERS.max_attempts
 DLQ_BASE_S, DLQ_CAP_S = float(_DEAD_LETTERS.base_delay_s), float(_DEAD_LETTERS.max_delay_s)
@@ -155,6 +157,7 @@ class Counters:
     cold_starts: int = 0
     lambda_throttles: int = 0
     dead_lettered: int = 0
+    deferred: int = 0  # backfill tasks whose lane was full, handed to the dead-letter queue
     parked: int = 0
     capacity_handbacks: int = 0
 
@@ -695,6 +698,10 @@ class World:
             def done(version: Version, error: str | None) -> None:
                 if error is None:
                     pass
+                elif error == CAPACITY_REASON:  # the product defers it: Succeeded, waits in the DLQ
+                    self.counters.deferred += 1
+                    version.lane = LIVE_LANE  # the retry function runs it as any dead letter
+                    self.dead_letter(version, 0, self.draw.uniform(0.001, DEFERRAL_JITTER_S))
                 elif attempts + 1 < BATCH_TASK_ATTEMPTS:  # a killed sandbox's task too
                     tasks.append((version, attempts + 1))
                 else:

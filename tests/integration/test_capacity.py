@@ -242,6 +242,15 @@ class _Remaining:
         return 3_000
 
 
+@pytest.fixture
+def in_process_metrics(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Governors run in this process: their metrics get the namespace Lambda's environment gives
+    (Powertools flushes at 100 metrics and refuses a set without one), and go with the test."""
+    monkeypatch.setattr(metrics.provider, "namespace", "CapacityRace")
+    yield
+    metrics.clear_metrics()
+
+
 def _race(
     world: LocalWorld, pool: PoolSettings, query: list[tuple[str, str]], lane: str, racers: int = 24
 ) -> int:
@@ -271,21 +280,19 @@ def _race(
             except RetryableError:
                 continue
 
-    try:
-        with ThreadPoolExecutor(racers) as executor:
-            for future in [executor.submit(racer) for _ in range(racers)]:
-                future.result()
-    finally:
-        # The governors ran in this process: their metrics must not reach another test's flush.
-        metrics.clear_metrics()
+    with ThreadPoolExecutor(racers) as executor:
+        for future in [executor.submit(racer) for _ in range(racers)]:
+            future.result()
     return held[1]
 
 
+@pytest.mark.usefixtures("in_process_metrics")
 def test_concurrent_backfill_leases_never_exceed_the_lanes_share(world: LocalWorld) -> None:
     pool = PoolSettings(table=capacity_table(world), name="race-lane", size=6, lane_shares={"backfill": 0.5})
     assert 0 < _race(world, pool, [("model", "nova-3")], "backfill") <= 3
 
 
+@pytest.mark.usefixtures("in_process_metrics")
 def test_concurrent_whisper_leases_never_exceed_the_whisper_class(world: LocalWorld) -> None:
     pool = PoolSettings(table=capacity_table(world), name="race-whisper", size=20, whisper_size=3)
     assert 0 < _race(world, pool, [("model", "whisper-large")], "live") <= 3
