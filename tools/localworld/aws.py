@@ -105,10 +105,11 @@ class MotoServer:
         s3_notifications.install()  # versionId and sequencer, as real S3 sends them
         events_unknown_bus.install()  # PutEvents to a missing bus: accepted and dropped, as on AWS
         s3_delete_markers.install()  # a DELETE of a missing key still adds a delete marker, as on AWS
-        werkzeug_logger = logging.getLogger("werkzeug")
-        if self._quiet and werkzeug_logger.level == logging.NOTSET:
-            # werkzeug logs every request to stderr unless its logger is configured.
-            werkzeug_logger.setLevel(logging.WARNING)
+        if self._quiet:
+            # werkzeug logs every request line, presigned URLs' credentials and signatures included,
+            # and sets its own logger to INFO the first time any werkzeug server logs in this
+            # process: quiet means WARNING whatever ran first.
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server = make_server(
             self._host, self._port, self.presign_check, threaded=True, request_handler=MotoRequestHandler
         )
