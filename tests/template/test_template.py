@@ -199,6 +199,7 @@ STACK_SPECIFIC_ENV = {
         "IDEMPOTENCY_TABLE",
         "DEEPGRAM_SECRET_ID",
         "CAPACITY_TABLE",
+        "CAPACITY_DEFERRAL_QUEUE_URL",
     },
     "DeadLetterRetryPolicy": {"DEAD_LETTER_QUEUE_URL", "PARKING_QUEUE_URL"},
 }
@@ -985,6 +986,7 @@ def test_stack_specific_environment_names_this_stacks_resources(stacks: dict[str
         assert env["INPUT_BUCKET"] == stack.resource("InputBucket").physical_name
         assert env["IDEMPOTENCY_TABLE"] == stack.resource("IdempotencyTable").physical_name
         assert env["DEEPGRAM_SECRET_ID"] == REQUIRED_PARAMETERS["DeepgramSecretId"]
+        assert env["CAPACITY_DEFERRAL_QUEUE_URL"] == stack.resource(DEAD_LETTER_QUEUE).ref
     retry = _function_env(stack, RETRY_FUNCTION)
     assert retry["DEAD_LETTER_QUEUE_URL"] == stack.resource(DEAD_LETTER_QUEUE).ref
     assert retry["PARKING_QUEUE_URL"] == stack.resource(PARKING_QUEUE).ref

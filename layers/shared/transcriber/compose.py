@@ -57,7 +57,9 @@ def build_transcriber(session: boto3.session.Session | None = None) -> Transcrib
         secretsmanager=new_client(session, "secretsmanager"),
         events=lambda: new_client(session, "events"),  # made on first use
         capacity=build_governor(settings, dynamodb),
-        capacity_requeue=CapacityRequeue(lambda: new_client(session, "sqs")),
+        capacity_requeue=CapacityRequeue(
+            lambda: new_client(session, "sqs"), deferral_queue_url=settings.capacity_deferral_queue_url
+        ),
     )
 
 

@@ -90,6 +90,8 @@ class Settings:
     caption_style: CaptionStyle = field(default_factory=CaptionStyle)
     completion_events: bool = True
     event_bus_name: str = DEFAULT_EVENT_BUS
+    # Where a backfill task whose lane is full hands its object (the dead-letter queue); empty: none.
+    capacity_deferral_queue_url: str = ""
     profiles: Profiles = field(default_factory=Profiles)  # Deepgram options per key prefix
 
     @classmethod
@@ -127,6 +129,7 @@ class Settings:
             ),
             completion_events=reader.boolean("COMPLETION_EVENTS", default=True),
             event_bus_name=reader.text("EVENT_BUS_NAME", default=DEFAULT_EVENT_BUS),
+            capacity_deferral_queue_url=reader.text("CAPACITY_DEFERRAL_QUEUE_URL", default=""),
         )
         return _completed(settings, reader)
 

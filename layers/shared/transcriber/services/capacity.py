@@ -46,7 +46,6 @@ simulator in ``bench/sim`` drives the same core against simulated stores and tim
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -94,7 +93,6 @@ __all__ = [
 
 CAPACITY_REASON = "deepgram-capacity"
 # The transcribe function's dead-letter queue, where backfill tasks that found their lane full wait.
-DEFERRAL_QUEUE_ENV = "CAPACITY_DEFERRAL_QUEUE_URL"
 GAVE_UP_REASON = "deepgram-timeout"  # we stopped waiting for the answer; Deepgram may not have
 _CONFLICTS = (
     "ConditionalCheckFailedException",
@@ -521,7 +519,7 @@ class CapacityRequeue:
         self._make_sqs = sqs  # made on first use: most containers never requeue
         self._sqs: Any = None
         self.delay_min_s, self.delay_max_s = delay_min_s, delay_max_s
-        self.deferral_queue_url = deferral_queue_url or os.environ.get(DEFERRAL_QUEUE_ENV) or None
+        self.deferral_queue_url = deferral_queue_url or None
 
     def defer(self, obj: S3ObjectRef) -> str | None:
         """Backfill: hand ``obj`` to the dead-letter queue as a direct payload (a shape the retry
@@ -537,16 +535,8 @@ class CapacityRequeue:
             payload["options"] = urlencode(obj.options)  # the job's query-string form
         # The lane frees as its tasks' requests finish (seconds): a short jitter, not a backoff.
         delay = _rng.randint(0, self.delay_min_s)
-        try:
-            self._sqs = self._sqs or self._make_sqs()
-            self._sqs.send_message(
-                QueueUrl=self.deferral_queue_url,
-                MessageBody=json.dumps(payload),
-                DelaySeconds=delay,
-                MessageAttributes={"CapacityDeferrals": {"DataType": "Number", "StringValue": "1"}},
-            )
-        except (ClientError, BotoCoreError) as exc:
-            logger.warning("Could not defer a backfill task to the queue", extra={"error": str(exc)})
+        attributes = {"CapacityDeferrals": {"DataType": "Number", "StringValue": "1"}}
+        if not self._send(self.deferral_queue_url, json.dumps(payload), delay, attributes):
             return None
         metrics.add_metric(name="BackfillCapacityDeferrals", unit=MetricUnit.Count, value=1)
         logger.info("Backfill lane full; object deferred to the dead-letter queue", extra={"delay_s": delay})
@@ -560,19 +550,25 @@ class CapacityRequeue:
             return False
         _, _, _, region, account, name = parts
         delay = _rng.randint(self.delay_min_s, self.delay_max_s)
-        try:
-            self._sqs = self._sqs or self._make_sqs()
-            self._sqs.send_message(
-                QueueUrl=f"https://sqs.{region}.amazonaws.com/{account}/{name}",
-                MessageBody=record.body,
-                DelaySeconds=delay,
-                MessageAttributes=_deferred_attributes(record.get("messageAttributes") or {}),
-            )
-        except (ClientError, BotoCoreError) as exc:
-            logger.warning("Could not requeue a message that waited for capacity", extra={"error": str(exc)})
+        url = f"https://sqs.{region}.amazonaws.com/{account}/{name}"
+        if not self._send(
+            url, record.body, delay, _deferred_attributes(record.get("messageAttributes") or {})
+        ):
             return False
         metrics.add_metric(name="CapacityRequeues", unit=MetricUnit.Count, value=1)
         logger.info("Waiting for Deepgram capacity; message requeued", extra={"delay_s": delay})
+        return True
+
+    def _send(self, queue_url: str, body: str, delay: int, attributes: dict[str, Any]) -> bool:
+        """One delayed message; False (logged) when the send fails, e.g. no grant on the queue."""
+        try:
+            self._sqs = self._sqs or self._make_sqs()
+            self._sqs.send_message(
+                QueueUrl=queue_url, MessageBody=body, DelaySeconds=delay, MessageAttributes=attributes
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("Could not send a capacity wait to its queue", extra={"error": str(exc)})
+            return False
         return True
 
 
