@@ -163,16 +163,8 @@ class AwsFaultProxy(Service):
         return self
 
     def stop(self) -> None:
-        server, self._server = self._server, None
         self._release_stalls()
-        if server is not None:
-            server.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the proxy is not started")
-        return self._server.server_port
+        self._stop_server()
 
     @property
     def url(self) -> str:

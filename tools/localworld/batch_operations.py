@@ -153,17 +153,13 @@ class LocalBatchOperations(Service):
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        self._stop_server()
         for thread in self._threads:
             thread.join(timeout=30)
 
     @property
     def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("start() first")
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def client_env(self, no_proxy: str = "127.0.0.1,localhost") -> dict[str, str]:
         """What a process needs so that plain boto3's ``s3control`` client reaches this service."""

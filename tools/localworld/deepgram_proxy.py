@@ -81,15 +81,11 @@ class DeepgramProxy(Service):
         return self
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()
+        self._stop_server()
 
     @property
     def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the proxy is not running; call start() first")
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
         """What a function's process gets: this proxy for https, loopback direct."""

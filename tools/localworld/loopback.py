@@ -18,13 +18,27 @@ from typing import Any, Self
 
 
 class Service:
-    """A service on a ``LoopbackServer``: ``start``/``stop``, and ``with`` for both."""
+    """A service on a ``LoopbackServer``: ``start``/``stop``, and ``with`` for both; ``start`` sets
+    ``_server``, ``_stop_server`` ends it, ``port`` is where it listens."""
+
+    _server: LoopbackServer[Any] | None = None
 
     def start(self) -> Self:
         raise NotImplementedError
 
     def stop(self) -> None:
         raise NotImplementedError
+
+    def _stop_server(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not running; call start() first")
+        return self._server.server_port
 
     def __enter__(self) -> Self:
         return self.start()

@@ -49,15 +49,11 @@ class WebhookReceiver(Service):
         return self
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()
+        self._stop_server()
 
     @property
     def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the receiver is not running")
-        return f"https://127.0.0.1:{self._server.server_port}"
+        return f"https://127.0.0.1:{self.port}"
 
     def answer(self, *statuses: int) -> None:
         """Answer these statuses from now on, in turn, the last one repeated."""

@@ -390,9 +390,7 @@ class DeepgramEmulator(Service):
     def stop(self) -> None:
         """Stop serving, end the recogniser workers and remove a temporary CA."""
         self._stopping.set()
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()
+        self._stop_server()
         self._recognizer.close()
         if self._temp_dir is not None:
             self._temp_dir.cleanup()
@@ -425,12 +423,6 @@ class DeepgramEmulator(Service):
     @max_concurrency.setter
     def max_concurrency(self, limit: int) -> None:
         self._slots.limit = limit
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the emulator is not running; call start() first")
-        return self._server.server_port
 
     @property
     def url(self) -> str:
