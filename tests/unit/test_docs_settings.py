@@ -133,6 +133,12 @@ def repository_text() -> str:
     return "\n".join(texts)
 
 
+@cache
+def words_of(text: str) -> frozenset[str]:
+    """A text's words, once per text: a set answers "is this name used?" without a regex per name."""
+    return frozenset(re.findall(r"\w+", text))
+
+
 def snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -144,7 +150,7 @@ def unknown_names(snippet: str, repository: str) -> list[str]:
     for name in re.findall(NAME, snippet):
         if not re.search(r"[a-z0-9][A-Z]", name):
             continue
-        if not re.search(rf"\b{name}\b", repository) and snake_case(name) not in repository:
+        if name not in words_of(repository) and snake_case(name) not in repository:
             unknown.append(f"`{name}`: named nowhere in the repository (a removed parameter?)")
     return unknown
 
