@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber.domain.work import WorkResult
+from transcriber.domain.work import Order, WorkResult
 from transcriber.errors import (
     ErrorDetails,
     PermanentError,
@@ -212,6 +212,12 @@ class Transcriber:
                 return written
         elif not result.replayed:
             return result
+        elif result.superseded:
+            # Still superseded? The same bytes uploaded again after another version are the latest
+            # version again, with the same identity. The answer travels with ``obj`` from here.
+            obj = self.storage.decided(obj)
+            if obj.order is Order.SUPERSEDED:
+                return result
         else:
             held = self.done.replay_holds(obj, result)
             if held is not None:
@@ -222,7 +228,8 @@ class Transcriber:
             extra={"transcript_key": result.key},
         )
         self._persistence.delete_record(data=identity, exception=RuntimeError("stale idempotency record"))
-        if self.storage.superseded(obj):
+        obj = self.storage.decided(obj)  # asked once: preflight's answer, or S3's, for the write too
+        if obj.order is Order.SUPERSEDED:
             return WorkResult(superseded=True)
         return self._once(identity, obj, context, in_hand)
 
