@@ -48,8 +48,9 @@ class Case:
     def answer(self, request_id: str) -> None:
         self.deepgram.add(responses.POST, LISTEN_URL, json=transcript_body(request_id=request_id))
 
-    def process(self, body: bytes = V1, **env: str) -> Outcome:
-        obj = S3ObjectRef(INPUT_BUCKET, "k.wav", size=len(body), etag=etag_of(body), sequencer="0A")
+    def process(self, env: dict[str, str] | None = None) -> Outcome:
+        """V1's event for ``k.wav``, through a Transcriber with this case's settings (or ``env``)."""
+        obj = S3ObjectRef(INPUT_BUCKET, "k.wav", size=len(V1), etag=etag_of(V1), sequencer="0A")
         return self.make(**(env or self.env)).process(obj, self.context)
 
 
@@ -102,7 +103,7 @@ def test_a_superseded_record_whose_bytes_are_the_latest_again_asks_once(case: Ca
     case.aws.upload("k.wav", V1)
     case.aws.upload("k.wav", V2)
     case.answer("req-1")
-    assert case.process(**DECISIVE).reason == "superseded"  # paid, then not written: the record says so
+    assert case.process(DECISIVE).reason == "superseded"  # paid, then not written: the record says so
     case.aws.upload("k.wav", V1)
     case.answer("req-2")
     case.source_heads.clear()
