@@ -112,3 +112,37 @@ def test_a_superseded_record_whose_bytes_are_the_latest_again_asks_once(case: Ca
 
     assert (outcome.status, outcome.request_id) == ("transcribed", "req-2")
     assert case.source_heads == ["k.wav"]
+
+
+def test_a_refused_write_decides_again_from_the_transcript_another_writer_put_there(case: Case) -> None:
+    """S3 refuses the conditional PUT (a newer version's transcript was written meanwhile): the one
+    legitimate re-decision, made from that transcript's sequencer with no new HEAD of the source."""
+    case.aws.upload("k.wav", V1)
+    case.answer("ours")
+    key = transcript_key("k.wav")
+    raced: list[str] = []
+
+    def newer_writer(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key") == key and not raced:
+            raced.append(key)  # once: the other writer's PUT, then ours goes on
+            other = {"source-etag": "f" * 32, "source-sequencer": "0F", "deepgram-request-id": "theirs"}
+            case.aws.s3.put_object(Bucket=OUTPUT_BUCKET, Key=key, Body=b"{}", Metadata=other)
+
+    case.aws.s3.meta.events.register("provide-client-params.s3.PutObject", newer_writer)
+
+    outcome = case.process()
+
+    assert (outcome.status, outcome.reason) == ("skipped", "superseded")
+    assert case.source_heads == ["k.wav"]
+
+
+def test_a_failure_record_asks_again(case: Case) -> None:
+    """S3 can't write a failure record conditionally: before one is written, S3 is asked again
+    (the Deepgram call took time), even when preflight's HEAD already answered."""
+    case.aws.upload("k.wav", V1)
+    refused = {"err_code": "Bad Request", "err_msg": "corrupt or unsupported data"}
+    case.deepgram.add(responses.POST, LISTEN_URL, status=400, json=refused)
+
+    assert case.process().status == "failed"
+
+    assert case.source_heads == ["k.wav"] * (1 if case.env is DECISIVE else 2)
