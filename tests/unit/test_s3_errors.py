@@ -74,6 +74,7 @@ class HeadRefusingS3:
 @pytest.mark.parametrize("error", [client_error("AccessDenied", 403), client_error("SlowDown", 503)])
 def test_an_unreadable_output_is_raised_when_asked_and_ignored_when_ordering(error: Exception) -> None:
     from transcriber.domain.events import S3ObjectRef
+    from transcriber.domain.work import Order
     from transcriber.errors import TranscriptionError
     from transcriber.services.storage import Storage
 
@@ -82,7 +83,8 @@ def test_an_unreadable_output_is_raised_when_asked_and_ignored_when_ordering(err
 
     with pytest.raises(TranscriptionError):
         storage.transcript_of(obj)
-    assert storage.superseded(obj) is False  # the source HEAD failed too: nothing says it is older
+    # The source HEAD failed too: nothing says it is older.
+    assert storage.decided(obj).order is Order.UNKNOWN
 
 
 def test_a_broken_connection_reading_an_output_is_an_output_error() -> None:

@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event impor
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventBridgeNotificationDetail
 
 from transcriber.domain.upload_options import from_event as options_from_event
+from transcriber.domain.work import Order
 from transcriber.errors import ErrorDetails, PermanentError
 from transcriber.observability import logger
 
@@ -73,9 +74,9 @@ class S3ObjectRef:
     # Operations) or the object's metadata; None: not read yet (see transcriber.domain.upload_options).
     options: tuple[tuple[str, str], ...] | None = None
     lane: str = "live"  # the capacity pool's lane: "backfill" for S3 Batch Operations tasks
-    # Preflight's HEAD read the key's current object and it is this one: no newer version existed
-    # then, so the write needs no HEAD of the source to order it (transcriber.pipeline.outputs).
-    current: bool = field(default=False, compare=False)
+    # Whether a newer version supersedes it, once a step has learned it (preflight's HEAD of the
+    # key's current object, or ``Storage.decided``); None: not asked yet (transcriber.domain.ordering).
+    order: Order | None = field(default=None, compare=False)
 
     @property
     def uri(self) -> str:

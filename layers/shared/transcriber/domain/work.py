@@ -1,4 +1,5 @@
-"""The typed result of one object's work, as the idempotency record keeps it.
+"""The typed facts of one object's work: its ``Order`` (is this version superseded?), carried with
+the object, and its result, as the idempotency record keeps it.
 
 The steps of ``transcriber.pipeline`` pass a ``WorkResult`` between them; Powertools stores a dict,
 so ``to_record``/``from_record`` convert at that boundary only (a record written by an earlier
@@ -8,7 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from enum import Enum
 from typing import Any
+
+
+class Order(Enum):
+    """The one answer to "is this version of the key superseded?" (``transcriber.domain.ordering``
+    gives it; ``S3ObjectRef.order`` carries it so later steps don't ask again)."""
+
+    CURRENT = "current"  # the key's current object is this version: its outcome is written
+    SUPERSEDED = "superseded"  # a newer upload holds the key: nothing of ours is written
+    UNKNOWN = "unknown"  # nothing tells them apart: the newest event is the one that writes last
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from transcriber.domain import upload_options
-from transcriber.domain.work import WorkResult
+from transcriber.domain.ordering import by_sequencer
+from transcriber.domain.work import Order, WorkResult
 from transcriber.errors import TranscriptionError
 from transcriber.observability import logger
 
@@ -24,10 +25,7 @@ class AlreadyDone:
     def replay_holds(self, obj: S3ObjectRef, result: WorkResult) -> WorkResult | None:
         """A stored result that still answers for ``obj`` (None when it does not): its transcript
         exists and is this version's, and the replay reports that transcript's request id and
-        options; or (a superseded result) a newer object still replaces it: the same bytes uploaded
-        again after another version are the latest version again, with the same identity."""
-        if result.superseded:
-            return result if self.storage.superseded(obj) else None
+        options. (A superseded result is the ordering's to judge: ``Transcriber``.)"""
         try:
             stored = self.storage.look_transcript(obj).stored
         except TranscriptionError as exc:  # can't read the output: trust the record, never pay twice
@@ -48,8 +46,8 @@ class AlreadyDone:
         stored = slot.stored
         if stored is None:
             return None
-        if not stored.made_from(obj) and self.storage.older_than(obj, stored.metadata):
-            return WorkResult(superseded=True)
+        if not stored.made_from(obj) and by_sequencer(obj, stored.metadata) is Order.SUPERSEDED:
+            return WorkResult(superseded=True)  # told by the transcript in hand: no S3 call
         if not stored.answers(obj, upload_options.metadata(query)):
             return None
         logger.info(

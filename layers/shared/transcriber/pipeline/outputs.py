@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from transcriber.domain import cost, speakers, upload_options
-from transcriber.domain.work import WorkResult
+from transcriber.domain.work import Order, WorkResult
 from transcriber.errors import BlockedError, ErrorDetails, RetryableError, TranscriptionError
 from transcriber.observability import logger, metrics, redact_url
 from transcriber.pipeline.outcome import LambdaContextLike, Outcome, remaining_s
@@ -118,33 +118,34 @@ class AnswerWriter:
         extra_metadata: dict[str, str],
         slot: TranscriptSlot | None,
     ) -> str:
-        """The transcript written over what was seen at its key: the one ordering decision, made
-        before Deepgram was paid, stands unless another writer changed the key meanwhile (S3
-        refuses the conditional write); then it is decided once more, from one HEAD."""
-        if not obj.current and self.storage.superseded(obj):
-            raise Superseded  # preflight did not read the key's current object: S3 decides here
-        slot = slot or self.storage.look_transcript(obj)
-        try:
-            return self._write_transcript(obj, answer, context, extra_metadata, slot)
-        except WriteRaced:
-            logger.info("Another writer changed the transcript's key meanwhile; deciding again")
-        slot = self.storage.look_transcript(obj)
-        if self._newer(obj, slot):
+        """The transcript written over what was seen at its key, in the order already decided
+        (``Storage.decided``: preflight's answer, or S3's now when none was learned). It stands
+        unless another writer changed the key meanwhile (S3 refuses the conditional write); then
+        it is decided once more, over the transcript that writer put there."""
+        if self.storage.decided(obj).order is Order.SUPERSEDED:
             raise Superseded
-        try:
-            return self._write_transcript(obj, answer, context, extra_metadata, slot)
-        except WriteRaced:
+        key = self._write_transcript(
+            obj, answer, context, extra_metadata, slot or self.storage.look_transcript(obj)
+        )
+        if key is None:
+            logger.info("Another writer changed the transcript's key meanwhile; deciding again")
+            slot = self.storage.look_transcript(obj)
+            if self._newer(obj, slot):
+                raise Superseded
+            key = self._write_transcript(obj, answer, context, extra_metadata, slot)
+        if key is None:
             raise RetryableError(
                 ErrorDetails(reason="output-write-raced", message="the transcript's key kept changing")
-            ) from None
+            )
+        return key
 
     def _newer(self, obj: S3ObjectRef, slot: TranscriptSlot) -> bool:
-        """Whether the transcript another writer put at the key is of a newer version than ``obj``:
-        by the events' order, else (no sequencers) by the source key's current version."""
+        """Whether the transcript another writer put at the key is of a newer version than ``obj``
+        (``Storage.redecided``: by the events' order, else by the source key's current version)."""
         stored = slot.stored
         if stored is None or stored.made_from(obj):
             return False
-        return self.storage.older_than(obj, stored.metadata) or self.storage.superseded(obj)
+        return self.storage.redecided(obj, stored).order is Order.SUPERSEDED
 
     def _write_transcript(
         self,
@@ -153,9 +154,10 @@ class AnswerWriter:
         context: LambdaContextLike,
         extra_metadata: dict[str, str],
         slot: TranscriptSlot,
-    ) -> str:
-        """Write the answer; a retryable failure is tried again while one more write fits in the
-        time left (the answer is already paid for: a retry of the invocation would cost more)."""
+    ) -> str | None:
+        """Write the answer over ``slot``; None when S3 refused it because another writer changed
+        the key since. A retryable failure is tried again while one more write fits in the time
+        left (the answer is already paid for: a retry of the invocation would cost more)."""
         if slot.failure_possible:
             # Before the transcript: a failure record must never outlive it (see TranscriptSlot).
             self.storage.delete_failure(obj)
@@ -165,6 +167,8 @@ class AnswerWriter:
             attempt += 1
             try:
                 return self.storage.write_transcript(obj, transcript, delivery, extra_metadata, over=slot)
+            except WriteRaced:
+                return None
             except TranscriptionError as exc:
                 if not exc.retryable or isinstance(exc, BlockedError) or attempt >= OUTPUT_WRITE_ATTEMPTS:
                     raise
@@ -205,7 +209,9 @@ class FailureRecorder:
 
     def failed(self, obj: S3ObjectRef, exc: PermanentError, started_at: str) -> Outcome:
         event_only = exc.reason in EVENT_ONLY_FAILURES
-        if not event_only and self.storage.superseded(obj):
+        # Asked again, not taken from preflight: the Deepgram call took time, and S3 can't write a
+        # failure record conditionally over a newer version's outcome.
+        if not event_only and self.storage.redecided(obj).order is Order.SUPERSEDED:
             return skipped(obj, "superseded")  # the newer version's outcome stands alone
         if not event_only:
             self.storage.clear_for_failure(obj)  # first: the record never exists without its marker

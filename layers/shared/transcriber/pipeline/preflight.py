@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from transcriber.domain import keyterms, speakers, upload_options
 from transcriber.domain.archive import archived_refusal
 from transcriber.domain.events import invalid_name
+from transcriber.domain.ordering import by_current_object
+from transcriber.domain.work import Order
 from transcriber.errors import ErrorDetails, PermanentError, TranscriptionError
 from transcriber.services.source import SSE_C_REASON, sse_c_refused
 
@@ -88,18 +90,6 @@ def object_identity(obj: S3ObjectRef) -> dict[str, Any]:
     return identity | upload_options.identity_part(speakers.for_deepgram(obj.options or ()))
 
 
-def same_object(obj: S3ObjectRef, info: ObjectInfo) -> bool | None:
-    """Whether the key's current object (``info``) is ``obj``: False when its content differs (a
-    newer upload), None when a newer version holds the same bytes or nothing tells them apart."""
-    if obj.version_id and info.version_id:
-        if info.version_id == obj.version_id:
-            return True  # the very version: the event's ETag is only a claim about it
-        return False if _other_bytes(obj, info) else None
-    if _other_bytes(obj, info):
-        return False
-    return True if obj.etag else None
-
-
 def _other_bytes(obj: S3ObjectRef, info: ObjectInfo) -> bool:
     return bool(obj.etag and info.etag and info.etag != obj.etag)
 
@@ -147,32 +137,34 @@ class Preflight:
         reads_metadata = self.settings.upload_options.reads_metadata(obj.options)  # per-upload options
         if self._decisive(obj, allowed=allowed, reads_metadata=reads_metadata):
             return obj, None
-        info, current = self._current(obj)
-        if current is False:
+        info, order = self._current(obj)
+        if info is None:
             return obj, "superseded"
         obj = replace(
-            obj, size=info.size, etag=info.etag or obj.etag, version_id=info.version_id, current=bool(current)
+            obj, size=info.size, etag=info.etag or obj.etag, version_id=info.version_id, order=order
         )
         if reads_metadata:
             obj = replace(obj, options=upload_options.from_metadata(info.metadata))
         self._refuse_unreadable(obj, info)
         return obj, self._judged(info, allowed=allowed)
 
-    def _current(self, obj: S3ObjectRef) -> tuple[ObjectInfo, bool | None]:
-        """The HEAD of the key's current object, and whether it is ``obj`` (False: a newer upload
-        replaced it; None: can't tell, or a newer version of the same bytes, whose transcript is
-        ``obj``'s too). When the key has no current object (deleted since), the HEAD of ``obj``'s
-        own version. Undecided here, the order is decided at write time."""
+    def _current(self, obj: S3ObjectRef) -> tuple[ObjectInfo | None, Order | None]:
+        """The HEAD of the key's current object and the order it tells (``domain.ordering``), which
+        travels with the object; no info: a newer upload (other bytes) replaced it. A newer version
+        of the same bytes (its transcript is ``obj``'s too: a replay may answer), or no current
+        object (deleted since): the HEAD of ``obj``'s own version. None: not told, decided later."""
         try:
             info = self.source.describe(obj, current=True)
         except PermanentError as exc:
             if exc.reason != "s3-object-missing" or not obj.version_id:
                 raise
             return self.source.describe(obj), None
-        same = same_object(obj, info)
-        if same is None and obj.version_id and info.version_id:
-            return self.source.describe(obj), None  # the same bytes again: this version's own facts
-        return info, same
+        order = by_current_object(obj, info.version_id, info.etag)
+        if order is not Order.SUPERSEDED:
+            return info, None if order is Order.UNKNOWN else order
+        if _other_bytes(obj, info):
+            return None, order
+        return self.source.describe(obj), order  # the same bytes again: this version's own facts
 
     def _decisive(self, obj: S3ObjectRef, *, allowed: bool, reads_metadata: bool) -> bool:
         """The event alone says enough. Without a HEAD, an archived object is told by S3's refusal

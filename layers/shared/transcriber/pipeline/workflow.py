@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from botocore.exceptions import BotoCoreError, ClientError
 
-from transcriber.domain.work import WorkResult
+from transcriber.domain.work import Order, WorkResult
 from transcriber.errors import (
     ErrorDetails,
     PermanentError,
@@ -203,28 +203,41 @@ class Transcriber:
         object done again, unless a newer version has superseded it meanwhile)."""
         identity = object_identity(obj)
         result = self._once(identity, obj, context, in_hand)
-        if result.kept is not None:
-            if not result.replayed:
-                # This invocation paid for the answer and could not write it: the record keeps it.
-                raise error_from_record(result.write_error or {}, answer_kept_in=result.kept["where"])
-            written = self._write_kept(obj, identity, result, context)
-            if written is not None:
-                return written
-        elif not result.replayed:
+        held = self._held(obj, identity, result, context)
+        if held is not None:
+            return held
+        # The one answer to "is it superseded?" (preflight's, else S3's now): it travels with ``obj``
+        # to the write. A superseded record stands while it is so; the same bytes uploaded again
+        # after another version are the latest version again, with the same identity.
+        obj = self.storage.decided(obj)
+        if result.superseded and obj.order is Order.SUPERSEDED:
             return result
-        else:
-            held = self.done.replay_holds(obj, result)
-            if held is not None:
-                return held
         logger.warning(
             "The stored result is stale (its transcript is gone or another version's, the version "
             "it was superseded by is gone, or its kept answer is gone); doing it again",
             extra={"transcript_key": result.key},
         )
         self._persistence.delete_record(data=identity, exception=RuntimeError("stale idempotency record"))
-        if self.storage.superseded(obj):
+        if obj.order is Order.SUPERSEDED:
             return WorkResult(superseded=True)
         return self._once(identity, obj, context, in_hand)
+
+    def _held(
+        self, obj: S3ObjectRef, identity: dict[str, Any], result: WorkResult, context: LambdaContextLike
+    ) -> WorkResult | None:
+        """The result as it answers for ``obj``: this invocation's as it is, a kept answer written
+        now, a replay whose transcript still holds. None: a superseded record (the ordering judges
+        it), or a stale one."""
+        if result.kept is not None:
+            if not result.replayed:
+                # This invocation paid for the answer and could not write it: the record keeps it.
+                raise error_from_record(result.write_error or {}, answer_kept_in=result.kept["where"])
+            return self._write_kept(obj, identity, result, context)
+        if not result.replayed:
+            return result
+        if result.superseded:
+            return None
+        return self.done.replay_holds(obj, result)
 
     def _once(
         self,

@@ -1,6 +1,7 @@
 """The outputs in the output bucket: the key mapping (``output_key``), transcripts, derived formats,
-failure records and kept answers, and which version of a key an output belongs to. The input
-object is read by ``transcriber.services.source`` (its names are re-exported here)."""
+failure records and kept answers, and which version of a key an outcome belongs to (``decided``,
+``redecided``; the rules are ``transcriber.domain.ordering``). The input object is read by
+``transcriber.services.source`` (its names are re-exported here)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote
@@ -17,6 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from transcriber.domain.events import has_dot_segments, sequencer_value, version_or_none
 from transcriber.domain.formats import DERIVED_FORMATS
+from transcriber.domain.ordering import by_current_object, by_sequencer
+from transcriber.domain.work import Order
 from transcriber.errors import BlockedError, ErrorDetails, PermanentError, TranscriptionError
 from transcriber.observability import logger
 from transcriber.services.s3_errors import MISSING_CODES, classify_s3_error
@@ -251,7 +254,7 @@ class Storage:
         a missing key is a no-op)."""
         self._delete(self.failure_key(obj.key, obj.bucket))
 
-    # -- which version an output belongs to ---------------------------------------------------
+    # -- which version an outcome belongs to --------------------------------------------------
     def transcript_of(self, obj: S3ObjectRef) -> bool:
         """True when the transcript of ``obj``'s key exists and was made from this version of it."""
         metadata = self._output_metadata(self.transcript_key(obj.key, obj.bucket))
@@ -286,44 +289,45 @@ class Storage:
             for extension in DERIVED_FORMATS:  # made from that transcript: just as stale
                 self._delete(self.format_key(obj.key, extension, obj.bucket))
 
-    def superseded(self, obj: S3ObjectRef) -> bool:
-        """True when a newer version of the object's key exists, so ``obj``'s outcome must not be
-        written. S3 decides (a HEAD of the key: its current version, else its ETag); where it can't
-        (the key is deleted, or no version or ETag to compare, or the HEAD fails), the event's
-        sequencer is compared with the one stored with the key's existing outputs."""
+    def decided(self, obj: S3ObjectRef) -> S3ObjectRef:
+        """``obj`` with the answer to "is it superseded?": the one a step already learned
+        (``obj.order``: preflight's HEAD of the key's current object, or an earlier call), else
+        S3's, asked now. The one place the pipeline gets the answer; it travels with the object."""
+        return obj if obj.order is not None else replace(obj, order=self._ask_order(obj))
+
+    def redecided(self, obj: S3ObjectRef, seen: StoredTranscript | None = None) -> S3ObjectRef:
+        """``obj`` with the answer asked again, as the world changed: S3 refused a conditional write
+        (``seen``: the transcript another writer put there; a later event's supersedes ``obj``, else
+        S3 decides), or a failure record, which S3 can't write conditionally, is to be written."""
+        order = by_sequencer(obj, seen.metadata) if seen is not None else Order.UNKNOWN
+        if order is Order.UNKNOWN:
+            order = self._ask_order(obj)
+        return replace(obj, order=order)
+
+    def _ask_order(self, obj: S3ObjectRef) -> Order:
+        """S3 decides (a HEAD of the key: its current version, else its ETag); where it can't (the
+        key is deleted, or no version or ETag to compare, or the HEAD fails), the event's sequencer
+        is compared with the one stored with the key's existing outputs."""
         try:
             head = self._s3.head_object(Bucket=obj.bucket, Key=obj.key)
         except (ClientError, BotoCoreError) as exc:
             logger.info("Can't read the source's current version", extra={"error": type(exc).__name__})
-            return self._older_than_outputs(obj)
-        current_version = version_or_none(head.get("VersionId"))
-        current_etag = str(head.get("ETag", "")).strip('"')
-        if obj.version_id and current_version:
-            return current_version != obj.version_id
-        if obj.etag and current_etag:
-            return current_etag != obj.etag
-        return self._older_than_outputs(obj)
+            return self._order_by_outputs(obj)
+        current_etag = str(head.get("ETag", "")).strip('"') or None
+        order = by_current_object(obj, version_or_none(head.get("VersionId")), current_etag)
+        return order if order is not Order.UNKNOWN else self._order_by_outputs(obj)
 
-    @staticmethod
-    def older_than(obj: S3ObjectRef, metadata: Mapping[str, str]) -> bool:
-        """Whether an output (its metadata) was made from a later event for the key than ``obj``'s."""
-        ours = sequencer_value(obj.sequencer)
-        theirs = sequencer_value(metadata.get("source-sequencer"))
-        return ours is not None and theirs is not None and theirs > ours
-
-    def _older_than_outputs(self, obj: S3ObjectRef) -> bool:
-        ours = sequencer_value(obj.sequencer)
-        if ours is None:
-            return False  # nothing to compare: the newest event is the one that writes last
+    def _order_by_outputs(self, obj: S3ObjectRef) -> Order:
+        if sequencer_value(obj.sequencer) is None:
+            return Order.UNKNOWN  # nothing to compare: the newest event is the one that writes last
         for key in (self.transcript_key(obj.key, obj.bucket), self.failure_key(obj.key, obj.bucket)):
             try:
                 metadata = self._output_metadata(key) or {}
             except TranscriptionError:
                 continue  # can't tell: never lose an answer already paid for over an order check
-            theirs = sequencer_value(metadata.get("source-sequencer"))
-            if theirs is not None and theirs > ours:
-                return True
-        return False
+            if by_sequencer(obj, metadata) is Order.SUPERSEDED:
+                return Order.SUPERSEDED
+        return Order.UNKNOWN
 
     def _output_metadata(self, key: str) -> dict[str, str] | None:
         """An output's user metadata; None when it does not exist."""
