@@ -661,3 +661,38 @@ def test_keeping_an_answer_sweeps_copies_older_than_their_bound(tmp_path: Path) 
     found = kept.take({"key": "new"})
     assert found is not None
     found[0].close()
+
+
+def test_a_kept_answer_never_replaces_a_newer_versions_transcript_written_since(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The replay writes the kept answer with no Deepgram call; a newer version uploaded and
+    transcribed just before (no sequencer to compare) is current, so the kept answer is not written."""
+    aws.upload("talks/a.wav")
+    deepgram.add(responses.POST, LISTEN_URL, json=transcript_body(request_id="ours"))
+    first = make_transcriber()
+    failing_puts(monkeypatch, first, "SlowDown", OUTPUT_WRITE_ATTEMPTS)
+    with pytest.raises(RetryableError):
+        first.process(obj(), lambda_context)
+    key = transcript_key("talks/a.wav")
+    landed: list[str] = []
+
+    def newer_version_first(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key") == key and not landed:
+            landed.append(key)
+            newer = aws.upload("talks/a.wav", b"RIFF a newer recording")
+            theirs = {"source-etag": newer["ETag"].strip('"'), "deepgram-request-id": "theirs"}
+            aws.s3.put_object(Bucket=OUTPUT_BUCKET, Key=key, Body=b"{}", Metadata=theirs)
+
+    aws.s3.meta.events.register("provide-client-params.s3.HeadObject", newer_version_first)
+
+    outcome = another_container(make_transcriber, tmp_path, "retry").process(obj(), lambda_context)
+
+    assert (outcome.status, outcome.reason) == ("skipped", "superseded")
+    assert len(deepgram.calls) == 1
+    assert aws.s3.head_object(Bucket=OUTPUT_BUCKET, Key=key)["Metadata"]["deepgram-request-id"] == "theirs"

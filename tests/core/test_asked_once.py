@@ -9,6 +9,7 @@ asks again (``Storage.redecided``; tests/core/test_one_decision.py, test_orderin
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +135,30 @@ def test_a_refused_write_decides_again_from_the_transcript_another_writer_put_th
 
     assert (outcome.status, outcome.reason) == ("skipped", "superseded")
     assert case.source_heads == ["k.wav"]
+
+
+def test_a_newer_transcript_written_after_the_decision_is_never_replaced(case: Case) -> None:
+    """V2 is uploaded and its transcript written while V1's request runs, with no sequencer to
+    compare (direct and Batch Operations events carry none): V1's write sees another version's
+    transcript at the key and decides again (S3: V2 is current) instead of writing over it."""
+    case.aws.upload("k.wav", V1)
+    key = transcript_key("k.wav")
+
+    def newer_version_meanwhile(_: Any) -> tuple[int, dict[str, str], str]:
+        case.aws.upload("k.wav", V2)
+        theirs = {"source-etag": etag_of(V2), "deepgram-request-id": "theirs"}
+        case.aws.s3.put_object(Bucket=OUTPUT_BUCKET, Key=key, Body=b"{}", Metadata=theirs)
+        return 200, {}, json.dumps(transcript_body(request_id="ours"))
+
+    case.deepgram.add_callback(responses.POST, LISTEN_URL, callback=newer_version_meanwhile)
+    obj = S3ObjectRef(INPUT_BUCKET, "k.wav", size=len(V1), etag=etag_of(V1))
+
+    outcome = case.make(**case.env).process(obj, case.context)
+
+    assert (outcome.status, outcome.reason) == ("skipped", "superseded")
+    assert (
+        case.aws.s3.head_object(Bucket=OUTPUT_BUCKET, Key=key)["Metadata"]["deepgram-request-id"] == "theirs"
+    )
 
 
 def test_a_failure_record_asks_again(case: Case) -> None:

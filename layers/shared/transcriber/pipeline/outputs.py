@@ -119,14 +119,16 @@ class AnswerWriter:
         slot: TranscriptSlot | None,
     ) -> str:
         """The transcript written over what was seen at its key, in the order already decided
-        (``Storage.decided``: preflight's answer, or S3's now when none was learned). It stands
-        unless another writer changed the key meanwhile (S3 refuses the conditional write); then
-        it is decided once more, over the transcript that writer put there."""
+        (``Storage.decided``: preflight's answer, or S3's now when none was learned). Another
+        version's transcript already at the key (written since that decision) is decided over
+        first; ours stands unless another writer changes the key meanwhile (S3 refuses the
+        conditional write); then it is decided once more, over the transcript that writer put there."""
         if self.storage.decided(obj).order is Order.SUPERSEDED:
             raise Superseded
-        key = self._write_transcript(
-            obj, answer, context, extra_metadata, slot or self.storage.look_transcript(obj)
-        )
+        slot = slot or self.storage.look_transcript(obj)
+        if self._newer(obj, slot):  # another version's transcript landed after the decision
+            raise Superseded
+        key = self._write_transcript(obj, answer, context, extra_metadata, slot)
         if key is None:
             logger.info("Another writer changed the transcript's key meanwhile; deciding again")
             slot = self.storage.look_transcript(obj)
