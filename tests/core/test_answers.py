@@ -266,7 +266,7 @@ def test_a_long_kept_answer_waits_in_the_output_bucket_for_another_container(
     tmp_path: Path,
 ) -> None:
     aws.upload("talks/a.wav")
-    body = long_body(20_000)
+    body = long_body(500)
     deepgram.add(responses.POST, LISTEN_URL, body=body, status=200)
     transcriber = make_transcriber()
     transcriber.keeper.max_record_bytes = 1024  # too long for the record
@@ -324,7 +324,7 @@ def test_a_record_that_cannot_say_written_keeps_the_copy_and_the_replay_writes_i
     tmp_path: Path,
 ) -> None:
     aws.upload("talks/a.wav")
-    deepgram.add(responses.POST, LISTEN_URL, body=long_body(20_000), status=200)
+    deepgram.add(responses.POST, LISTEN_URL, body=long_body(500), status=200)
     transcriber = make_transcriber()
     transcriber.keeper.max_record_bytes = 1024  # a staging object, so forgetting it shows
     failing_puts(monkeypatch, transcriber, "SlowDown", OUTPUT_WRITE_ATTEMPTS)
@@ -568,7 +568,7 @@ def test_a_replaced_staging_copy_is_discarded_and_only_then_paid_again(
     tmp_path: Path,
 ) -> None:
     aws.upload("talks/a.wav")
-    deepgram.add(responses.POST, LISTEN_URL, body=long_body(20_000), status=200)
+    deepgram.add(responses.POST, LISTEN_URL, body=long_body(500), status=200)
     deepgram.add(responses.POST, LISTEN_URL, json=transcript_body(request_id="req-2"))
     transcriber = make_transcriber()
     transcriber.keeper.max_record_bytes = 1024  # kept in the staging prefix
