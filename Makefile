@@ -35,7 +35,7 @@ TEST_WORKERS ?= 4
 COVERAGE = --cov --cov-report=term-missing:skip-covered
 
 check: lint typecheck ## Feedback in seconds: ruff, radon, mypy, unit + core tests on every core, the coverage gate
-	@$(PY) -m pytest -q -n auto $(COVERAGE) tests/unit tests/core
+	@$(PY) -m pytest -q -n auto --dist worksteal $(COVERAGE) tests/unit tests/core
 
 test: lint typecheck ## Everything: ruff, radon, mypy, the docs' links, all tests (xdist) with the layer's branch-coverage gate, then sam-local
 	@$(PY) scripts/check_docs.py
@@ -69,7 +69,7 @@ typecheck: ## mypy --strict over the product code and the local world
 	@$(VENV)/bin/mypy $(TYPED_SOURCES)
 
 unit: ## Fast tests only: pure units and the core in-process (moto mock, responses), no coverage
-	@$(PY) -m pytest -n auto tests/unit tests/core
+	@$(PY) -m pytest -n auto --dist worksteal tests/unit tests/core
 
 integration: ## Tests over real HTTP against moto server and the Deepgram emulator
 	@$(PY) -m pytest tests/integration
