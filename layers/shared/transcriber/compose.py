@@ -17,7 +17,6 @@ from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from transcriber.config import Settings
 from transcriber.domain.retry import DeadLetterRetryPolicy, InvocationRetryPolicy
 from transcriber.pipeline.already_done import AlreadyDone
-from transcriber.pipeline.dead_letter import DeadLetterRetrier
 from transcriber.pipeline.deepgram_call import DeepgramCall
 from transcriber.pipeline.outputs import AnswerWriter, FailureRecorder
 from transcriber.pipeline.preflight import Preflight
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
+    from transcriber.pipeline.dead_letter import DeadLetterRetrier
     from transcriber.services.capacity import Governor
 
 
@@ -125,6 +125,8 @@ def transcriber_from(
 def build_retrier() -> DeadLetterRetrier:
     """The retry function's retrier: both settings objects validated, one session for all clients
     (each session loads the service models again, which is most of a cold start)."""
+    from transcriber.pipeline.dead_letter import DeadLetterRetrier  # noqa: PLC0415 - the retry function's alone
+
     session = new_session()
     return DeadLetterRetrier(
         build_transcriber(session), DeadLetterRetryPolicy.from_env(), new_client(session, "sqs")
