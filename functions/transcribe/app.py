@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from transcriber.compose import build_transcriber
 from transcriber.observability import logger, metrics, tracer
 from transcriber.pipeline.adapters import handle_event
 from transcriber.pipeline.workflow import Transcriber
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # Built on the first invocation, not at import, so a configuration error is reported per event.
 transcriber: Callable[[], Transcriber] = cache(build_transcriber)

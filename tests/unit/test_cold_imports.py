@@ -1,5 +1,6 @@
 """The cold path imports nothing the first object does not need: the X-Ray SDK is loaded only when
-an invocation runs with tracing on (Powertools' own test), never at import."""
+an invocation runs with tracing on (Powertools' own test), never at import; the Deepgram key is read
+without Powertools' parameters utility (which loads a provider for every parameter store)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+COLD_PATH_FREE_OF = ("aws_xray_sdk", "aws_lambda_powertools.utilities.parameters")
+
+
 @pytest.mark.parametrize("function", ["transcribe", "retry"])
-def test_importing_a_handler_does_not_import_the_xray_sdk(function: str) -> None:
-    probe = "import sys, app; print(sorted(m for m in sys.modules if m.startswith('aws_xray_sdk')))"
+def test_importing_a_handler_does_not_import_the_xray_sdk_or_powertools_parameters(function: str) -> None:
+    probe = f"import sys, app; print(sorted(m for m in sys.modules if m.startswith({COLD_PATH_FREE_OF!r})))"
     done = subprocess.run(
         [sys.executable, "-c", probe],
         env={

@@ -41,3 +41,44 @@ def test_bad_secrets_are_named_but_never_echoed(raw: object, message: str) -> No
     assert "dg_secretvalue" not in str(caught.value)
     if isinstance(raw, str) and raw.strip():
         assert raw not in str(caught.value)
+
+
+class _Secrets:
+    """A Secrets Manager client that counts its reads."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+        self.reads = 0
+
+    def get_secret_value(self, SecretId: str) -> dict[str, object]:
+        self.reads += 1
+        return {"Name": SecretId, "SecretString": self.value}
+
+
+def test_the_key_is_read_again_once_its_max_age_has_passed() -> None:
+    from transcriber.services.secrets import ApiKeyProvider
+
+    now = [100.0]
+    client = _Secrets(KEY)
+    provider = ApiKeyProvider("deepgram/dev", 300, client, clock=lambda: now[0])  # type: ignore[arg-type]
+
+    assert provider.get() == KEY
+    now[0] += 299
+    assert provider.get() == KEY
+    assert client.reads == 1
+    now[0] += 1
+    client.value = "dg_rotated0123456789"
+    assert provider.get() == "dg_rotated0123456789"
+    assert client.reads == 2
+
+
+def test_a_malformed_secret_is_not_read_again_on_every_call() -> None:
+    from transcriber.services.secrets import ApiKeyProvider
+
+    client = _Secrets("two words")
+    provider = ApiKeyProvider("deepgram/dev", 300, client)  # type: ignore[arg-type]
+    for _ in range(3):
+        with pytest.raises(ConfigurationError, match="does not hold a valid API key"):
+            provider.get()
+
+    assert client.reads == 1

@@ -12,20 +12,18 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import boto3
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 
 from transcriber.config import Settings
 from transcriber.domain.retry import DeadLetterRetryPolicy, InvocationRetryPolicy
 from transcriber.pipeline.already_done import AlreadyDone
-from transcriber.pipeline.dead_letter import DeadLetterRetrier
 from transcriber.pipeline.deepgram_call import DeepgramCall
 from transcriber.pipeline.outputs import AnswerWriter, FailureRecorder
 from transcriber.pipeline.preflight import Preflight
 from transcriber.pipeline.workflow import Parts, Transcriber, mark_replayed
 from transcriber.services.answers import AnswerKeeper, KeptAnswers
 from transcriber.services.capacity import CapacityRequeue, Unlimited, build_governor
-from transcriber.services.clients import new_client
+from transcriber.services.clients import new_client, new_session
 from transcriber.services.completion import Completion
 from transcriber.services.deepgram import DeepgramClient
 from transcriber.services.event_bus import EventBusCheck
@@ -34,20 +32,22 @@ from transcriber.services.source import SourceObjects
 from transcriber.services.storage import Storage
 
 if TYPE_CHECKING:
+    import boto3
     import requests
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
+    from transcriber.pipeline.dead_letter import DeadLetterRetrier
     from transcriber.services.capacity import Governor
 
 
 def build_transcriber(session: boto3.session.Session | None = None) -> Transcriber:
     """The transcribe function's Transcriber, with the Deepgram capacity governor its settings ask for."""
-    # One boto3 session for every client: each session loads the endpoint and service models
+    # One session for every client: each session loads the endpoint data and service models
     # again, which is most of a cold start's first-invocation time.
-    session = session or boto3.session.Session()
+    session = session or new_session()
     settings = Settings.from_env()
     dynamodb = new_client(session, "dynamodb")
     return transcriber_from(
@@ -125,7 +125,9 @@ def transcriber_from(
 def build_retrier() -> DeadLetterRetrier:
     """The retry function's retrier: both settings objects validated, one session for all clients
     (each session loads the service models again, which is most of a cold start)."""
-    session = boto3.session.Session()
+    from transcriber.pipeline.dead_letter import DeadLetterRetrier  # noqa: PLC0415 - the retry function's alone
+
+    session = new_session()
     return DeadLetterRetrier(
         build_transcriber(session), DeadLetterRetryPolicy.from_env(), new_client(session, "sqs")
     )

@@ -1,4 +1,5 @@
-"""How every AWS client of the layer is configured: bounded timeouts and standard retries.
+"""How every AWS client of the layer is made: one session per container, bounded timeouts and
+standard retries.
 
 botocore's defaults (60 s connect, 60 s read, legacy retries) could spend minutes on one call,
 so the time a function keeps back for writing its outputs after Deepgram answers would be a
@@ -8,12 +9,14 @@ fiction. With these settings one call's worst case is known (``worst_case_call_s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import os
+from typing import Any
 
+import boto3
+import botocore.session
 from botocore.config import Config
-
-if TYPE_CHECKING:
-    import boto3
+from botocore.exceptions import DataNotFoundError
+from botocore.loaders import Loader
 
 CONNECT_TIMEOUT_S = 2.0
 # Bounds each wait for bytes (S3 answers a PUT only once it is stored), not the whole transfer.
@@ -29,10 +32,47 @@ AWS_CLIENT_CONFIG = Config(
     signature_version="s3v4",
 )
 
+# Every AWS service the layer's functions call.
+LAYER_SERVICES = frozenset({"dynamodb", "events", "s3", "secretsmanager", "sqs"})
+
 
 def worst_case_call_s() -> float:
     """Longest one AWS call can take with ``AWS_CLIENT_CONFIG`` before it raises."""
     return MAX_ATTEMPTS * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S) + (MAX_ATTEMPTS - 1) * MAX_RETRY_BACKOFF_S
+
+
+class LayerServicesLoader(Loader):
+    """botocore's model loader, knowing only the layer's services.
+
+    Before it loads a model, botocore checks the name against every service it ships: it reads
+    each of its ~440 data directories, once per kind of model (the API and the endpoint rules),
+    which is about 1,800 directory reads on a cold start, the first time any client is made.
+    This loader answers that check from ``LAYER_SERVICES`` (those botocore has data for), so only
+    the directories of the services asked for are read. Models load exactly as botocore's own."""
+
+    def __init__(self, services: frozenset[str] = LAYER_SERVICES, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._services = services
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        return sorted(name for name in self._services if self._has_data(name, type_name))
+
+    def _has_data(self, service: str, type_name: str) -> bool:
+        try:
+            self.list_api_versions(service, type_name)  # cached; needed anyway to load the model
+        except DataNotFoundError:
+            return False
+        return True
+
+
+def new_session() -> boto3.session.Session:
+    """The container's one boto3 session: every client shares its model loader, so the endpoint
+    data and each model are read once. ``AWS_DATA_PATH`` is honoured as botocore's loader does."""
+    core = botocore.session.Session()
+    extra = core.get_config_variable("data_path")
+    paths = [os.path.expanduser(os.path.expandvars(p)) for p in extra.split(os.pathsep)] if extra else []
+    core.register_component("data_loader", LayerServicesLoader(extra_search_paths=paths))
+    return boto3.session.Session(botocore_session=core)
 
 
 def new_client(session: boto3.session.Session, service: str) -> Any:

@@ -1,12 +1,12 @@
-"""The Deepgram API key, read from Secrets Manager through Powertools parameters (cached per container)."""
+"""The Deepgram API key, read from Secrets Manager and cached per container for ``max_age_s``."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from transcriber.errors import ErrorDetails, RetryableError, configuration_error
@@ -22,10 +22,21 @@ _CONFIG_ERROR_CODES = frozenset(
 
 
 class ApiKeyProvider:
-    def __init__(self, secret_id: str, max_age_s: int, client: SecretsManagerClient | None = None) -> None:
+    """One ``GetSecretValue`` per ``max_age_s`` (Powertools' parameters utility did the same, but
+    importing it loads a provider for every parameter store: a cold-start cost for one call)."""
+
+    def __init__(
+        self,
+        secret_id: str,
+        max_age_s: int,
+        client: SecretsManagerClient,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._secret_id = secret_id
         self._max_age_s = max_age_s
-        self._provider = SecretsProvider(boto3_client=client) if client else SecretsProvider()
+        self._client = client
+        self._clock = clock
+        self._read: tuple[float, Any] | None = None  # when, and the secret as stored
 
     @property
     def secret_id(self) -> str:
@@ -33,16 +44,21 @@ class ApiKeyProvider:
 
     def get(self, *, force_fetch: bool = False) -> str:
         """The key; ``force_fetch`` skips the cache, for a key that may have been rotated."""
-        try:
-            raw = self._provider.get(self._secret_id, max_age=self._max_age_s, force_fetch=force_fetch)
-        except GetParameterError as exc:
-            raise self._classify_read_error(exc) from None
-        return parse_secret(self._secret_id, raw)
+        now = self._clock()
+        if force_fetch or self._read is None or now - self._read[0] >= self._max_age_s:
+            self._read = (now, self._fetch())
+        return parse_secret(self._secret_id, self._read[1])
 
-    def _classify_read_error(self, exc: GetParameterError) -> Exception:
-        cause = exc.__context__
-        if isinstance(cause, ClientError):
-            code = cause.response.get("Error", {}).get("Code", "")
+    def _fetch(self) -> Any:
+        try:
+            answer = self._client.get_secret_value(SecretId=self._secret_id)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._classify_read_error(exc) from None
+        return answer["SecretString"] if "SecretString" in answer else answer.get("SecretBinary")
+
+    def _classify_read_error(self, exc: ClientError | BotoCoreError) -> Exception:
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
             if code in _CONFIG_ERROR_CODES:
                 return configuration_error(
                     "secret-unreadable", f"cannot read secret {self._secret_id!r}: {code}"
@@ -50,14 +66,12 @@ class ApiKeyProvider:
             return RetryableError(
                 ErrorDetails(reason="secrets-manager-error", message=f"reading {self._secret_id!r}: {code}")
             )
-        if isinstance(cause, BotoCoreError):
-            return RetryableError(
-                ErrorDetails(
-                    reason="secrets-manager-unreachable",
-                    message=f"reading {self._secret_id!r}: {type(cause).__name__}",
-                )
+        return RetryableError(
+            ErrorDetails(
+                reason="secrets-manager-unreachable",
+                message=f"reading {self._secret_id!r}: {type(exc).__name__}",
             )
-        return configuration_error("secret-unreadable", f"cannot read secret {self._secret_id!r}")
+        )
 
 
 def parse_secret(secret_id: str, raw: Any) -> str:
