@@ -1,6 +1,7 @@
 """The cold path imports nothing the first object does not need: the X-Ray SDK is loaded only when
 an invocation runs with tracing on (Powertools' own test), never at import; the Deepgram key is read
-without Powertools' parameters utility (which loads a provider for every parameter store)."""
+without Powertools' parameters utility (which loads a provider for every parameter store); the
+batch utility waits for the first SQS event."""
 
 from __future__ import annotations
 
@@ -32,6 +33,24 @@ def test_importing_a_handler_does_not_import_the_xray_sdk_or_powertools_paramete
         timeout=60,
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_an_upload_handler_cold_start_does_not_import_the_batch_utility() -> None:
+    """Powertools' batch utility (and the asyncio it loads) serves SQS events only: the transcribe
+    handler imports it on the first SQS event, not at a cold start an S3 upload pays for."""
+    probe = "import sys, app; print('aws_lambda_powertools.utilities.batch' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={
+            "PYTHONPATH": f"{ROOT / 'layers' / 'shared'}:{ROOT / 'functions' / 'transcribe'}",
+            "POWERTOOLS_SERVICE_NAME": "transcriber",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize(("task_root", "built"), [(None, False), ("/var/task", True)])

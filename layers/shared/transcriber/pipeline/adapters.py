@@ -8,9 +8,9 @@ objects in the event, runs each through the per-object workflow and shapes the a
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import (
     S3BatchOperationEvent,
     S3BatchOperationResponse,
@@ -31,6 +31,7 @@ from transcriber.services.capacity import BACKFILL_LANE, CAPACITY_REASON
 from transcriber.services.storage import utc_now
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch import BatchProcessor
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
     from transcriber.domain.events import S3ObjectRef
@@ -38,9 +39,16 @@ if TYPE_CHECKING:
 
 OUTCOME_STATUSES = ("transcribed", "skipped", "failed", "retrying")
 
-# A message that fails is reported back to SQS alone; a batch where all fail is not an error of
-# the invocation (the messages come back after their visibility timeout, then dead-letter).
-sqs_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+@cache
+def sqs_processor() -> BatchProcessor:
+    """Powertools' batch processor, imported and made on the first SQS event (an S3 upload's cold
+    start does not load it). A message that fails is reported back to SQS alone; a batch where all
+    fail is not an error of the invocation (the messages come back after their visibility
+    timeout, then dead-letter)."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType  # noqa: PLC0415 - SQS only
+
+    return BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def handle_event(event: Any, context: LambdaContextLike, transcriber: Transcriber) -> dict[str, Any]:
@@ -98,10 +106,12 @@ def answer_sqs(event: Any, context: LambdaContextLike, transcriber: Transcriber)
                 return {"deferred": CAPACITY_REASON}
             raise
 
+    from aws_lambda_powertools.utilities.batch import process_partial_response  # noqa: PLC0415 - SQS only
+
     response = process_partial_response(
         event=event,
         record_handler=record_handler,
-        processor=sqs_processor,
+        processor=sqs_processor(),
         context=context,  # type: ignore[arg-type]
     )
     return dict(response)
