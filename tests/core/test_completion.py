@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -132,6 +133,29 @@ def fail_calls(aws: Aws) -> Iterator[FailCalls]:
 
 def make(make_transcriber: TranscriberFactory, **env: str) -> Transcriber:
     return make_transcriber(**{**ALL_ON, **env})
+
+
+def test_the_derived_formats_are_written_at_once_not_one_after_another(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    """The three format PUTs are independent: each waits here until all three are in flight, which
+    only writes made at once can be (one after another, the first would wait alone and fail)."""
+    aws.upload(KEY)
+    answer(deepgram, transcript_body("the quick brown fox jumps over the lazy dog"))
+    all_three = threading.Barrier(3, timeout=10)
+
+    def in_flight_together(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key", "").endswith((".txt", ".srt", ".vtt")):
+            all_three.wait()
+
+    aws.s3.meta.events.register("provide-client-params.s3.PutObject", in_flight_together)
+
+    outcome = make(make_transcriber).process(obj(), lambda_context)
+
+    assert sorted(outcome.outputs) == ["json", "srt", "txt", "vtt"]
 
 
 def test_every_format_lands_beside_the_json_and_one_created_event_names_them(

@@ -19,6 +19,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -140,27 +141,31 @@ class Completion:
             raise PermanentError(ErrorDetails(reason="transcript-unreadable", message=str(exc))) from exc
 
     def _write(self, obj: S3ObjectRef, rendered: formats.Rendered) -> dict[str, str]:
-        keys: dict[str, str] = {}
-        request_id = rendered.summary.request_id
+        """Each derived format written (or, not made, an earlier version's removed) at once: the
+        S3 calls are independent, so the object waits for the slowest, not for their sum."""
         why = {n.format: n for n in rendered.not_made}
         for name in self.derived:
-            file = rendered.files.get(name)
-            if file is not None:
-                keys[name] = self.storage.write_format(
-                    obj, name, file, formats.CONTENT_TYPES[name], request_id
+            if name not in rendered.files:
+                not_made = why.get(name, formats.NotMade(name, rendered.skipped.get(name, "not-made")))
+                logger.info(
+                    "No %s file: %s",
+                    name,
+                    not_made.reason,
+                    extra={"format": name, "skip_reason": not_made.reason, "skip_detail": not_made.detail},
                 )
-                continue
-            not_made = why.get(name, formats.NotMade(name, rendered.skipped.get(name, "not-made")))
-            logger.info(
-                "No %s file: %s",
-                name,
-                not_made.reason,
-                extra={"format": name, "skip_reason": not_made.reason, "skip_detail": not_made.detail},
-            )
-            metrics.add_metric(name="CaptionsSkipped", unit=MetricUnit.Count, value=1)
+                metrics.add_metric(name="CaptionsSkipped", unit=MetricUnit.Count, value=1)
+        with ThreadPoolExecutor(max_workers=max(1, len(self.derived))) as pool:
+            written = [pool.submit(self._write_one, obj, name, rendered) for name in self.derived]
+            return {name: key for name, key in (future.result() for future in written) if key}
+
+    def _write_one(self, obj: S3ObjectRef, name: str, rendered: formats.Rendered) -> tuple[str, str | None]:
+        file = rendered.files.get(name)
+        if file is None:
             # An earlier version of the object may have left one: it would contradict this transcript.
             self.storage.delete_format(obj, name)
-        return keys
+            return name, None
+        request_id = rendered.summary.request_id
+        return name, self.storage.write_format(obj, name, file, formats.CONTENT_TYPES[name], request_id)
 
     def _created_detail(
         self,
