@@ -663,7 +663,8 @@ def test_no_governor_lets_every_request_through() -> None:
 def test_a_lease_write_that_fails_is_a_retryable_store_error_and_the_rest_is_logged(
     aws: Aws, table: str, sleeps: Waits, clock: Clock, monkeypatch: pytest.MonkeyPatch, failure: Exception
 ) -> None:
-    gov = governor(aws, sleeps, clock)
+    # A few seconds' patience: each failed poll is logged, and the invocation has ten minutes.
+    gov = governor(aws, sleeps, clock, replace(POOL, lane_patience_s={"live": 5.0}))
     lease = gov.acquire(context(), ("intelligence",))
 
     def fail(**_: Any) -> None:
@@ -882,10 +883,11 @@ def hold_slots(gov: CapacityGovernor, stack: ExitStack, query: list[tuple[str, s
 def test_whisper_requests_are_a_class_of_their_own_inside_the_pool(
     aws: Aws, table: str, sleeps: Waits, clock: Clock
 ) -> None:
-    gov = governor(aws, sleeps, clock, shared_pool())  # 45, Whisper 5
+    # Deepgram's table (45 and 5) scaled down: each lease read pages the whole pool.
+    gov = governor(aws, sleeps, clock, replace(shared_pool(), size=9, whisper_size=3))
     with ExitStack() as stack:
-        assert hold_slots(gov, stack, [("model", "whisper-large")], sleeps) == 5
-        assert hold_slots(gov, stack, [("model", "nova-3")], sleeps) == 40  # the rest of the pool
+        assert hold_slots(gov, stack, [("model", "whisper-large")], sleeps) == 3
+        assert hold_slots(gov, stack, [("model", "nova-3")], sleeps) == 6  # the rest of the pool
 
 
 def test_intelligence_is_one_class_for_every_feature_and_every_stack_on_the_pool(
