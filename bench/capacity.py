@@ -7,8 +7,11 @@ Three runs, each counted by the emulator (its own in-flight high-water marks and
   slots in front of one emulator capped at 20 with 3 s of latency;
 * half with ``summarize=v2``: the same, one group sending an audio-intelligence option, which the
   emulator (like Deepgram) holds to 10 in flight;
-* mixed models and features: one group sending ``summarize=v2`` with ``detect_entities=true``
-  (intelligence and entities classes), the other ``whisper-large`` (the Whisper class);
+* mixed models and features: both groups let uploads pick options (``UPLOAD_OPTIONS``,
+  ``UPLOAD_MODELS``), and the uploads, spread over both, carry mixed ``dg-model`` (nova-3, the
+  deployment's, and ``whisper-large``) and features (``dg-summarize``, ``dg-detect-entities``) in
+  their metadata: 0 x 429, and the most requests in flight per class (general, intelligence,
+  entities, Whisper), counted from the emulator's log, within the class's cap;
 * a backfill of an archive (``BACKFILL_OBJECTS``) through the local S3 Batch Operations stand-in
   while live uploads arrive through S3 notifications: nothing lost, Deepgram requests per object,
   and the live uploads' median time to transcript against the same uploads with no backfill. As on
@@ -22,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +41,22 @@ if TYPE_CHECKING:
 
 POOL = 20  # the pool's size and the emulator's own limit: one 429 means the governor let one over
 AI_CEILING = 10
+ENTITIES_SIZE = 5
 WHISPER_SIZE = 5
+# The mixed run's uploads' metadata (per-upload options), in turn: nova-3 (the deployment's model),
+# Whisper, intelligence, entities (intelligence too), both features.
+MIXED_UPLOADS: tuple[dict[str, str], ...] = (
+    {},
+    {"dg-model": "whisper-large"},
+    {"dg-summarize": "v2"},
+    {"dg-detect-entities": "true"},
+    {"dg-summarize": "v2", "dg-detect-entities": "true"},
+)
+MIXED_ENV = {
+    "UPLOAD_OPTIONS": "model,summarize,detect_entities",
+    "UPLOAD_MODELS": "nova-3,whisper",
+    "CAPACITY_WHISPER_SIZE": str(WHISPER_SIZE),
+}
 LATENCY_S = 3.0
 PER_STACK = 100
 BACKFILL_OBJECTS = 2000
@@ -88,10 +107,14 @@ def _shared_pool_run(
     python: str,
     label: str,
     second_env: dict[str, str],
+    *,
     first_env: dict[str, str] | None = None,
+    metadata: Sequence[dict[str, str]] = ({},),
 ) -> tuple[list[Row], dict[str, int]]:
+    """Both groups at once, the uploads' ``metadata`` (per-upload options) taken in turn."""
     world.emulator.reset()
     uploader = Uploader(world, f"bench/capacity-{label.replace(' ', '-')}")
+    s3 = world.aws.s3()
     groups = [
         _group(world, python, POOL, DEEPGRAM_TAG="stack-a", **(first_env or {})),
         _group(world, python, POOL, **second_env),
@@ -99,7 +122,13 @@ def _shared_pool_run(
     calls = []
     for index in range(PER_STACK * 2):
         key = uploader.next_key()
-        uploader.upload(key)
+        s3.put_object(
+            Bucket=world.input_bucket,
+            Key=key,
+            Body=uploader.audio,
+            ContentType="audio/wav",
+            Metadata=metadata[index % len(metadata)],
+        )
         calls.append((groups[index % 2], {"bucket": world.input_bucket, "key": key}))
     say(f"capacity ({label}): {len(calls)} objects, two function groups sharing a pool of {POOL}")
     started = time.monotonic()
@@ -143,6 +172,55 @@ def _shared_pool_run(
         ),
     ]
     return rows, counters
+
+
+def _classes(query: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """The limits of Deepgram's table a request counts under besides the general one (read from
+    what it sent, not from the governor: a request counts under every limit it falls under)."""
+    sent = dict(query)
+    on = {name for name, value in sent.items() if value != "false"}
+    classes = []
+    if on & {"summarize", "topics", "intents", "sentiment", "detect_entities"}:
+        classes.append("intelligence")
+    if "detect_entities" in on:
+        classes.append("entities")
+    if sent.get("model", "").startswith("whisper"):
+        classes.append("whisper")
+    return tuple(classes)
+
+
+def most_in_flight(listen: Sequence[Any]) -> dict[str, int]:
+    """Per class (``general`` for every request), the most requests that held a slot at once in
+    the emulator, from each logged request's arrival to its answer."""
+    edges: list[tuple[float, int, str]] = []
+    for request in listen:
+        if request.in_flight is None or request.answered_at is None:
+            continue  # refused (429) or never answered: held no slot
+        for name in ("general", *_classes(request.query)):
+            edges += [(request.time, 1, name), (request.answered_at, -1, name)]
+    now: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+    for _, step, name in sorted(edges):  # at a tie, an answer (-1) before an arrival
+        now[name] += step
+        most[name] = max(most[name], now[name])
+    return dict(most)
+
+
+def _class_rows(label: str, listen: Sequence[Any]) -> list[Row]:
+    caps = {"general": POOL, "intelligence": AI_CEILING, "entities": ENTITIES_SIZE, "whisper": WHISPER_SIZE}
+    most = most_in_flight(listen)
+    return [
+        Row(
+            "capacity",
+            f"{label}: most {name} requests in flight (emulator's log)",
+            str(most.get(name, 0)),
+            f"{cap} (the class's cap)",
+            None,
+            f"<= {cap}",
+            0 < most.get(name, 0) <= cap,
+        )
+        for name, cap in caps.items()
+    ]
 
 
 def _time_to_transcript(world: LocalWorld, uploader: Uploader, count: int, spacing_s: float) -> list[float]:
@@ -323,17 +401,17 @@ def run(world: LocalWorld, *, quick: bool = False) -> SectionResult:
             0 < most_ai <= AI_CEILING,
         )
     )
-    rows, counters = _shared_pool_run(
+    label = "mixed models and features"
+    rows, _ = _shared_pool_run(
         world,
         python,
-        "mixed models and features",
-        {
-            "DEEPGRAM_TAG": "stack-b",
-            "DEEPGRAM_MODEL": "whisper-large",
-            "CAPACITY_WHISPER_SIZE": str(WHISPER_SIZE),
-        },
-        first_env={"DEEPGRAM_EXTRA_OPTIONS": "summarize=v2&detect_entities=true"},
+        label,
+        {"DEEPGRAM_TAG": "stack-b", **MIXED_ENV},
+        first_env=MIXED_ENV,
+        metadata=MIXED_UPLOADS,
     )
     section.rows += rows
+    listen = [r for r in world.emulator.requests if r.path.startswith("/v1/listen")]
+    section.rows += _class_rows(label, listen)
     section.rows += _backfill_run(world, python, 200 if quick else BACKFILL_OBJECTS)
     return section
