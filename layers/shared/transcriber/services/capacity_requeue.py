@@ -13,12 +13,17 @@ from urllib.parse import urlencode
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
+from transcriber.domain.capacity_core import BACKFILL_LANE
 from transcriber.observability import logger, metrics
 
 if TYPE_CHECKING:
     from transcriber.domain.events import S3ObjectRef
 
-__all__ = ["CapacityRequeue"]
+__all__ = ["CAPACITY_LANE", "CapacityRequeue"]
+
+# The lane a deferred object keeps in the retry function (a message attribute): a backfill task's
+# object waits for the backfill's share of the pool there too, not for the live uploads' slots.
+CAPACITY_LANE = "CapacityLane"
 
 _rng = random.Random()  # noqa: S311 - requeue delays, not cryptography
 
@@ -55,7 +60,10 @@ class CapacityRequeue:
             payload["options"] = urlencode(obj.options)  # the job's query-string form
         # The lane frees as its tasks' requests finish (seconds): a short jitter, not a backoff.
         delay = _rng.randint(0, self.delay_min_s)
-        attributes = {"CapacityDeferrals": {"DataType": "Number", "StringValue": "1"}}
+        attributes = {
+            "CapacityDeferrals": {"DataType": "Number", "StringValue": "1"},
+            CAPACITY_LANE: {"DataType": "String", "StringValue": BACKFILL_LANE},
+        }
         if not self._send(self.deferral_queue_url, json.dumps(payload), delay, attributes):
             return None
         metrics.add_metric(name="BackfillCapacityDeferrals", unit=MetricUnit.Count, value=1)
