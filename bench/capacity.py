@@ -357,6 +357,21 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
             live_runs[1],
             f"{live_runs[0]} (no backfill)",
         ),
+        Row(
+            "capacity",
+            "  live uploads' Deepgram time (emulator: arrival to answer), median",
+            f"{median(_deepgram_s(world.emulator.requests[before:])):.2f} s",
+            f"{median(_deepgram_s(world.emulator.requests[:before])):.2f} s (no backfill)",
+        ),
+    ]
+
+
+def _deepgram_s(requests: Sequence[Any]) -> list[float]:
+    """Seconds from arrival to answer of the live uploads' requests (the presigned URL names the key)."""
+    return [
+        r.answered_at - r.time
+        for r in requests
+        if r.path.startswith("/v1/listen") and r.answered_at and "bench/live/" in str(r.json)
     ]
 
 
