@@ -232,12 +232,16 @@ def _listed(world: LocalWorld, s3: Any, prefix: str) -> set[str]:
     return found
 
 
-def _time_to_transcript(world: LocalWorld, uploader: Uploader, count: int, spacing_s: float) -> list[float]:
+def _time_to_transcript(
+    world: LocalWorld, uploader: Uploader, count: int, spacing_s: float, lists: list[float] | None = None
+) -> list[float]:
     """Upload ``count`` objects ``spacing_s`` apart; seconds from each upload to its transcript,
-    seen by one watcher listing the uploads' transcript prefix every 0.2 s."""
+    seen by one watcher listing the uploads' transcript prefix every 0.2 s (each LIST's own time
+    appended to ``lists``: how fast the local world answers AWS calls meanwhile)."""
     s3 = world.aws.s3()
     uploaded: dict[str, float] = {}  # transcript key -> upload time
     waits: dict[str, float] = {}
+    lists = [] if lists is None else lists
     lock = threading.Lock()
     done = threading.Event()
     prefix = f"{world.transcript_prefix}{uploader.prefix}/"
@@ -245,8 +249,10 @@ def _time_to_transcript(world: LocalWorld, uploader: Uploader, count: int, spaci
     def watch() -> None:
         deadline = time.monotonic() + count * spacing_s + 300
         while time.monotonic() < deadline:
+            asked = time.monotonic()
             listed = _listed(world, s3, prefix)
             now = time.monotonic()
+            lists.append(now - asked)
             with lock:
                 for key in listed & uploaded.keys() - waits.keys():
                     waits[key] = now - uploaded[key]
@@ -289,7 +295,8 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
         env_overrides={FUNCTION: POOL_ENV, RETRY_FUNCTION: {**POOL_ENV, **FAST_RETRY_FUNCTION}},
     ) as delivery:
         say(f"capacity (backfill): {LIVE_UPLOADS} live uploads, no backfill")
-        alone = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S)
+        lists_alone: list[float] = []
+        alone = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S, lists_alone)
         alone_records = len(delivery.records)
         before = len(world.emulator.requests)
         spec = world.function(FUNCTION)
@@ -303,7 +310,8 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
             job_id = engine.client().create_job(**_job_request(world, spec.function_arn))["JobId"]
             say(f"capacity (backfill): job {job_id} started; {LIVE_UPLOADS} live uploads meanwhile")
             started = time.monotonic()
-            during = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S)
+            lists_during: list[float] = []
+            during = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S, lists_during)
             records = delivery.records
             live_runs = _live_invocations(records[:alone_records]), _live_invocations(records[alone_records:])
             job = engine.wait(job_id, timeout_s=1800)
@@ -362,6 +370,13 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
             "  live uploads' Deepgram time (emulator: arrival to answer), median",
             f"{median(_deepgram_s(world.emulator.requests[before:])):.2f} s",
             f"{median(_deepgram_s(world.emulator.requests[:before])):.2f} s (no backfill)",
+        ),
+        Row(
+            "capacity",
+            "  the local world's AWS latency meanwhile (the bench's own S3 LIST), median",
+            f"{median(lists_during) * 1000:.0f} ms",
+            f"{median(lists_alone) * 1000:.0f} ms (no backfill)",
+            median(lists_during) / median(lists_alone),
         ),
     ]
 
