@@ -7,8 +7,11 @@ Three runs, each counted by the emulator (its own in-flight high-water marks and
   slots in front of one emulator capped at 20 with 3 s of latency;
 * half with ``summarize=v2``: the same, one group sending an audio-intelligence option, which the
   emulator (like Deepgram) holds to 10 in flight;
-* mixed models and features: one group sending ``summarize=v2`` with ``detect_entities=true``
-  (intelligence and entities classes), the other ``whisper-large`` (the Whisper class);
+* mixed models and features: both groups let uploads pick options (``UPLOAD_OPTIONS``,
+  ``UPLOAD_MODELS``), and the uploads, spread over both, carry mixed ``dg-model`` (nova-3, the
+  deployment's, and ``whisper-large``) and features (``dg-summarize``, ``dg-detect-entities``) in
+  their metadata: 0 x 429, and the most requests in flight per class (general, intelligence,
+  entities, Whisper), counted from the emulator's log, within the class's cap;
 * a backfill of an archive (``BACKFILL_OBJECTS``) through the local S3 Batch Operations stand-in
   while live uploads arrive through S3 notifications: nothing lost, Deepgram requests per object,
   and the live uploads' median time to transcript against the same uploads with no backfill. As on
@@ -22,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +41,22 @@ if TYPE_CHECKING:
 
 POOL = 20  # the pool's size and the emulator's own limit: one 429 means the governor let one over
 AI_CEILING = 10
+ENTITIES_SIZE = 5
 WHISPER_SIZE = 5
+# The mixed run's uploads' metadata (per-upload options), in turn: nova-3 (the deployment's model),
+# Whisper, intelligence, entities (intelligence too), both features.
+MIXED_UPLOADS: tuple[dict[str, str], ...] = (
+    {},
+    {"dg-model": "whisper-large"},
+    {"dg-summarize": "v2"},
+    {"dg-detect-entities": "true"},
+    {"dg-summarize": "v2", "dg-detect-entities": "true"},
+)
+MIXED_ENV = {
+    "UPLOAD_OPTIONS": "model,summarize,detect_entities",
+    "UPLOAD_MODELS": "nova-3,whisper",
+    "CAPACITY_WHISPER_SIZE": str(WHISPER_SIZE),
+}
 LATENCY_S = 3.0
 PER_STACK = 100
 BACKFILL_OBJECTS = 2000
@@ -88,10 +107,14 @@ def _shared_pool_run(
     python: str,
     label: str,
     second_env: dict[str, str],
+    *,
     first_env: dict[str, str] | None = None,
+    metadata: Sequence[dict[str, str]] = ({},),
 ) -> tuple[list[Row], dict[str, int]]:
+    """Both groups at once, the uploads' ``metadata`` (per-upload options) taken in turn."""
     world.emulator.reset()
     uploader = Uploader(world, f"bench/capacity-{label.replace(' ', '-')}")
+    s3 = world.aws.s3()
     groups = [
         _group(world, python, POOL, DEEPGRAM_TAG="stack-a", **(first_env or {})),
         _group(world, python, POOL, **second_env),
@@ -99,7 +122,13 @@ def _shared_pool_run(
     calls = []
     for index in range(PER_STACK * 2):
         key = uploader.next_key()
-        uploader.upload(key)
+        s3.put_object(
+            Bucket=world.input_bucket,
+            Key=key,
+            Body=uploader.audio,
+            ContentType="audio/wav",
+            Metadata=metadata[index % len(metadata)],
+        )
         calls.append((groups[index % 2], {"bucket": world.input_bucket, "key": key}))
     say(f"capacity ({label}): {len(calls)} objects, two function groups sharing a pool of {POOL}")
     started = time.monotonic()
@@ -145,35 +174,103 @@ def _shared_pool_run(
     return rows, counters
 
 
-def _time_to_transcript(world: LocalWorld, uploader: Uploader, count: int, spacing_s: float) -> list[float]:
-    """Upload ``count`` objects ``spacing_s`` apart; seconds from each upload to its transcript."""
+def _classes(query: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """The limits of Deepgram's table a request counts under besides the general one (read from
+    what it sent, not from the governor: a request counts under every limit it falls under)."""
+    sent = dict(query)
+    on = {name for name, value in sent.items() if value != "false"}
+    classes = []
+    if on & {"summarize", "topics", "intents", "sentiment", "detect_entities"}:
+        classes.append("intelligence")
+    if "detect_entities" in on:
+        classes.append("entities")
+    if sent.get("model", "").startswith("whisper"):
+        classes.append("whisper")
+    return tuple(classes)
+
+
+def most_in_flight(listen: Sequence[Any]) -> dict[str, int]:
+    """Per class (``general`` for every request), the most requests that held a slot at once in
+    the emulator, from each logged request's arrival to its answer."""
+    edges: list[tuple[float, int, str]] = []
+    for request in listen:
+        if request.in_flight is None or request.answered_at is None:
+            continue  # refused (429) or never answered: held no slot
+        for name in ("general", *_classes(request.query)):
+            edges += [(request.time, 1, name), (request.answered_at, -1, name)]
+    now: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+    for _, step, name in sorted(edges):  # at a tie, an answer (-1) before an arrival
+        now[name] += step
+        most[name] = max(most[name], now[name])
+    return dict(most)
+
+
+def _class_rows(label: str, listen: Sequence[Any]) -> list[Row]:
+    caps = {"general": POOL, "intelligence": AI_CEILING, "entities": ENTITIES_SIZE, "whisper": WHISPER_SIZE}
+    most = most_in_flight(listen)
+    return [
+        Row(
+            "capacity",
+            f"{label}: most {name} requests in flight (emulator's log)",
+            str(most.get(name, 0)),
+            f"{cap} (the class's cap)",
+            None,
+            f"<= {cap}",
+            0 < most.get(name, 0) <= cap,
+        )
+        for name, cap in caps.items()
+    ]
+
+
+def _listed(world: LocalWorld, s3: Any, prefix: str) -> set[str]:
+    """The output keys under ``prefix``: one paged LIST, not a HEAD per awaited key (the world's
+    one process serves every function's AWS calls; the bench's own polling must not crowd them)."""
+    found: set[str] = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=world.output_bucket, Prefix=prefix):
+        found.update(item["Key"] for item in page.get("Contents", []))
+    return found
+
+
+def _time_to_transcript(
+    world: LocalWorld, uploader: Uploader, count: int, spacing_s: float, lists: list[float] | None = None
+) -> list[float]:
+    """Upload ``count`` objects ``spacing_s`` apart; seconds from each upload to its transcript,
+    seen by one watcher listing the uploads' transcript prefix every 0.2 s (each LIST's own time
+    appended to ``lists``: how fast the local world answers AWS calls meanwhile)."""
     s3 = world.aws.s3()
-    waits: list[float] = []
+    uploaded: dict[str, float] = {}  # transcript key -> upload time
+    waits: dict[str, float] = {}
+    lists = [] if lists is None else lists
     lock = threading.Lock()
+    done = threading.Event()
+    prefix = f"{world.transcript_prefix}{uploader.prefix}/"
 
-    def watch(key: str, uploaded_at: float) -> None:
-        deadline = uploaded_at + 300
+    def watch() -> None:
+        deadline = time.monotonic() + count * spacing_s + 300
         while time.monotonic() < deadline:
-            try:
-                s3.head_object(Bucket=world.output_bucket, Key=world.transcript_key(key))
-            except s3.exceptions.ClientError:
-                time.sleep(0.2)
-                continue
+            asked = time.monotonic()
+            listed = _listed(world, s3, prefix)
+            now = time.monotonic()
+            lists.append(now - asked)
             with lock:
-                waits.append(time.monotonic() - uploaded_at)
-            return
+                for key in listed & uploaded.keys() - waits.keys():
+                    waits[key] = now - uploaded[key]
+                if done.is_set() and len(waits) == len(uploaded):
+                    return
+            time.sleep(0.2)
 
-    watchers = []
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     for _ in range(count):
         key = uploader.next_key()
         uploader.upload(key)
-        thread = threading.Thread(target=watch, args=(key, time.monotonic()), daemon=True)
-        thread.start()
-        watchers.append(thread)
+        with lock:
+            uploaded[world.transcript_key(key)] = time.monotonic()
         time.sleep(spacing_s)
-    for thread in watchers:
-        thread.join()
-    return waits
+    done.set()
+    watcher.join()
+    return list(waits.values())
 
 
 def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
@@ -198,7 +295,9 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
         env_overrides={FUNCTION: POOL_ENV, RETRY_FUNCTION: {**POOL_ENV, **FAST_RETRY_FUNCTION}},
     ) as delivery:
         say(f"capacity (backfill): {LIVE_UPLOADS} live uploads, no backfill")
-        alone = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S)
+        lists_alone: list[float] = []
+        alone = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S, lists_alone)
+        alone_records = len(delivery.records)
         before = len(world.emulator.requests)
         spec = world.function(FUNCTION)
         # Batch invokes the same function as S3 does: its containers, its concurrency limit.
@@ -211,7 +310,10 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
             job_id = engine.client().create_job(**_job_request(world, spec.function_arn))["JobId"]
             say(f"capacity (backfill): job {job_id} started; {LIVE_UPLOADS} live uploads meanwhile")
             started = time.monotonic()
-            during = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S)
+            lists_during: list[float] = []
+            during = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S, lists_during)
+            records = delivery.records
+            live_runs = _live_invocations(records[:alone_records]), _live_invocations(records[alone_records:])
             job = engine.wait(job_id, timeout_s=1800)
             job_s = time.monotonic() - started
             _await_transcripts(world, keys, timeout_s=1800)  # deferred tasks: via the retry function
@@ -254,18 +356,57 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
             f"{median(during):.2f} s",
             f"{median(alone):.2f} s (no backfill)",
             median(during) / median(alone),
+            "<= 1.3x",
+            median(during) / median(alone) <= 1.3,
+        ),
+        Row(
+            "capacity",
+            "  live uploads' invocations (S3 events): cold starts, failed, median handler duration",
+            live_runs[1],
+            f"{live_runs[0]} (no backfill)",
+        ),
+        Row(
+            "capacity",
+            "  live uploads' Deepgram time (emulator: arrival to answer), median",
+            f"{median(_deepgram_s(world.emulator.requests[before:])):.2f} s",
+            f"{median(_deepgram_s(world.emulator.requests[:before])):.2f} s (no backfill)",
+        ),
+        Row(
+            "capacity",
+            "  the local world's AWS latency meanwhile (the bench's own S3 LIST), median",
+            f"{median(lists_during) * 1000:.0f} ms",
+            f"{median(lists_alone) * 1000:.0f} ms (no backfill)",
+            median(lists_during) / median(lists_alone),
         ),
     ]
 
 
+def _deepgram_s(requests: Sequence[Any]) -> list[float]:
+    """Seconds from arrival to answer of the live uploads' requests (the presigned URL names the key)."""
+    return [
+        r.answered_at - r.time
+        for r in requests
+        if r.path.startswith("/v1/listen") and r.answered_at and "bench/live/" in str(r.json)
+    ]
+
+
+def _live_invocations(records: Sequence[Any]) -> str:
+    """The transcribe function's S3-event invocations (Batch tasks are invoked apart): how many
+    started cold, how many failed, and their median handler duration."""
+    runs = [r.result for r in records if r.function == FUNCTION and r.source == "async"]
+    cold = sum(r.cold_start for r in runs)
+    failed = sum(not r.ok for r in runs)
+    return f"{cold} cold / {len(runs)}, {failed} failed, {median([r.duration_s for r in runs]):.2f} s"
+
+
 def _await_transcripts(world: LocalWorld, keys: list[str], timeout_s: float) -> None:
     """Until every archive object has its transcript (or the time is up: the row then counts them)."""
+    s3 = world.aws.s3()
+    wanted = {world.transcript_key(key) for key in keys}
+    prefix = f"{world.transcript_prefix}bench/archive/"
     deadline = time.monotonic() + timeout_s
-    left = list(keys)
-    while left and time.monotonic() < deadline:
-        left = [key for key in left if not _exists(world, world.transcript_key(key))]
-        if left:
-            time.sleep(2)
+    while wanted - _listed(world, s3, prefix) and time.monotonic() < deadline:
+        time.sleep(2)
 
 
 def _job_request(world: LocalWorld, function_arn: str) -> dict[str, Any]:
@@ -323,17 +464,17 @@ def run(world: LocalWorld, *, quick: bool = False) -> SectionResult:
             0 < most_ai <= AI_CEILING,
         )
     )
-    rows, counters = _shared_pool_run(
+    label = "mixed models and features"
+    rows, _ = _shared_pool_run(
         world,
         python,
-        "mixed models and features",
-        {
-            "DEEPGRAM_TAG": "stack-b",
-            "DEEPGRAM_MODEL": "whisper-large",
-            "CAPACITY_WHISPER_SIZE": str(WHISPER_SIZE),
-        },
-        first_env={"DEEPGRAM_EXTRA_OPTIONS": "summarize=v2&detect_entities=true"},
+        label,
+        {"DEEPGRAM_TAG": "stack-b", **MIXED_ENV},
+        first_env=MIXED_ENV,
+        metadata=MIXED_UPLOADS,
     )
     section.rows += rows
+    listen = [r for r in world.emulator.requests if r.path.startswith("/v1/listen")]
+    section.rows += _class_rows(label, listen)
     section.rows += _backfill_run(world, python, 200 if quick else BACKFILL_OBJECTS)
     return section

@@ -700,7 +700,7 @@ class World:
                     pass
                 elif error == CAPACITY_REASON:  # the product defers it: Succeeded, waits in the DLQ
                     self.counters.deferred += 1
-                    version.lane = LIVE_LANE  # the retry function runs it as any dead letter
+                    # It keeps its lane: the retry function re-runs it in the backfill lane (CapacityLane).
                     self.dead_letter(version, 0, self.draw.uniform(0.001, DEFERRAL_JITTER_S))
                 elif attempts + 1 < BATCH_TASK_ATTEMPTS:  # a killed sandbox's task too
                     tasks.append((version, attempts + 1))

@@ -80,6 +80,33 @@ def test_a_backfill_task_with_a_full_lane_waits_in_the_dead_letter_queue_and_end
     assert len(deepgram.calls) == 1  # one billable request for the deferred object
 
 
+def test_the_retry_function_keeps_a_deferred_object_in_the_backfill_lane(
+    aws: Aws,
+    table: str,
+    deepgram: responses.RequestsMock,
+    sleeps: Waits,
+    clock: Clock,
+    dead_letter_policy: DeadLetterRetryPolicy,
+) -> None:
+    transcriber = deferring_transcriber(aws, sleeps, clock, aws.dead_letter_queue_url)
+    for _ in range(2):  # the backfill's share (2 of 4) is taken; the live uploads' slots are free
+        governor(aws, sleeps, clock, FULL_LANE, lane="backfill").acquire(context())
+    aws.upload("archive/patient.wav")
+    sleeps.context.remaining_ms = 900_000
+    handle_event(batch_task_event("archive/patient.wav"), sleeps.context, transcriber)
+    record = receive(aws)
+    assert record["messageAttributes"]["CapacityLane"]["stringValue"] == "backfill"
+    retrier = DeadLetterRetrier(transcriber, dead_letter_policy, aws.sqs)
+    sleeps.context.remaining_ms = 60_000
+
+    outcome = retrier.process_record(record, sleeps.context)
+
+    # Requeued to wait for its lane again, not transcribed in a live upload's slot.
+    assert outcome == {"deferred": CAPACITY_REASON}
+    assert len(deepgram.calls) == 0
+    assert aws.output_keys() == []
+
+
 def test_a_deferral_that_cannot_be_sent_falls_back_to_temporary_failure(
     aws: Aws, table: str, deepgram: responses.RequestsMock, sleeps: Waits, clock: Clock
 ) -> None:

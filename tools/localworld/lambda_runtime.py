@@ -44,7 +44,9 @@ from localworld.template import FunctionSpec
 logger = logging.getLogger(__name__)
 
 _WORKER_SCRIPT: Final = Path(__file__).with_name("_worker.py")
-# Lambda gives the init phase (module import) its own 10-second limit.
+# Lambda gives the init phase (module import) its own 10-second limit. An on-demand function's init
+# that runs past it does not fail: Lambda starts the init again at the first invocation, under the
+# function's timeout (the "Init phase" of the Lambda execution environment lifecycle).
 INIT_TIMEOUT_S: Final = 10.0
 # How long to wait for the last log lines once a result is in (they were written before it).
 _LOG_DRAIN_S: Final = 2.0
@@ -292,6 +294,16 @@ def build_environment(
     return {**runtime_defaults, **spec.environment, **env_overrides, **extra_env, **reserved}
 
 
+@dataclass(frozen=True)
+class _Init:
+    """What a cold start's init phase left: its log lines, the worker's answer (None: it exited
+    or timed out), and the time a second init took out of the invocation's timeout."""
+
+    logs: list[str] = field(default_factory=list)
+    ready: dict[str, Any] | None = None
+    reinit_s: float = 0.0
+
+
 class LocalFunction:
     """Runs one FunctionSpec's handler with Lambda's container, timeout and concurrency model."""
 
@@ -421,18 +433,47 @@ class LocalFunction:
         if container is None:
             container = self._start_container()
         try:
-            return self._run(container, request_id, event_json, cold)
+            init = _Init()
+            if cold:
+                container, init = self._init(container)
+            return self._run(container, request_id, event_json, cold, init)
         finally:
             self._release(container)
 
-    def _run(self, container: _Container, request_id: str, event: Any, cold: bool) -> InvocationResult:
-        logs: list[str] = []
-        init_duration_s: float | None = None
-        if cold:
+    def _init(self, container: _Container) -> tuple[_Container, _Init]:
+        """The init phase; past ``INIT_TIMEOUT_S`` the init starts again in a new container, and
+        that second init's time comes out of the invocation's timeout, as on Lambda."""
+        logs = [f"INIT_START Runtime Version: {self.spec.runtime or 'python3.13'} (localworld)"]
+        ready = self._wait(container, INIT_TIMEOUT_S)
+        if ready is None and container.alive:
+            logs += container.take_lines()
+            container = self._replace(container)
+            started = time.monotonic()
             logs.append(f"INIT_START Runtime Version: {self.spec.runtime or 'python3.13'} (localworld)")
-            ready = self._wait(container, INIT_TIMEOUT_S)
+            ready = self._wait(container, self.timeout_s)
             container.wait_for_marker("init", _LOG_DRAIN_S)
             logs += container.take_lines()
+            return container, _Init(logs, ready, reinit_s=time.monotonic() - started)
+        container.wait_for_marker("init", _LOG_DRAIN_S)
+        logs += container.take_lines()
+        return container, _Init(logs, ready)
+
+    def _replace(self, container: _Container) -> _Container:
+        """A new container in place of ``container`` (killed), counted as busy in its place."""
+        container.kill()
+        with self._pool:
+            self._busy.discard(container)
+            self._starting += 1
+        return self._start_container()
+
+    def _run(
+        self, container: _Container, request_id: str, event: Any, cold: bool, init: _Init
+    ) -> InvocationResult:
+        logs = list(init.logs)
+        init_duration_s: float | None = None
+        budget_s = self.timeout_s - init.reinit_s
+        if cold:
+            ready = init.ready
             if ready is None or ready["type"] != "ready":
                 error = ready["error"] if ready else self._exit_error(container, request_id)
                 container.kill()
@@ -445,7 +486,7 @@ class LocalFunction:
 
         logs.append(f"START RequestId: {request_id} Version: $LATEST")
         started = time.monotonic()
-        deadline_ms = int(time.time() * 1000 + self.timeout_s * 1000)
+        deadline_ms = int(time.time() * 1000 + budget_s * 1000)
         request = {
             "type": "invoke",
             "request_id": request_id,
@@ -454,9 +495,9 @@ class LocalFunction:
             "invoked_function_arn": self.spec.function_arn,
             "trace_id": _trace_id(),
         }
-        response = self._wait(container, self.timeout_s) if container.send(request) else None
+        response = self._wait(container, max(0.0, budget_s)) if container.send(request) else None
         elapsed = time.monotonic() - started
-        if response is None and elapsed < self.timeout_s:
+        if response is None and elapsed < budget_s:
             # The response pipe closed before the deadline: the worker is exiting; let it finish
             # so that its exit is not mistaken for a timeout.
             container.wait_for_exit(_LOG_DRAIN_S)

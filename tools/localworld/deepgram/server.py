@@ -84,6 +84,7 @@ class LoggedRequest:
     body_sha256: str = ""  # of the whole body, also when it was too large to keep
     in_flight: int | None = None  # requests holding a slot once this one took its own
     server_name: str | None = None  # the TLS SNI the client sent (None: none, an IP address)
+    answered_at: float | None = None  # epoch seconds when its answer was ready (its slot freed)
 
 
 @dataclass
@@ -514,6 +515,7 @@ class DeepgramEmulator(Service):
 
     def _answer(self, exchange: _Exchange, entry: LoggedRequest, outcome: _Outcome) -> None:
         # Record before writing: a client that has its answer must find it in the log.
+        entry.answered_at = time.time()
         entry.status = outcome.status
         entry.outcome = outcome.outcome
         entry.err_code = outcome.err_code

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from localworld import lambda_runtime
 from localworld.lambda_runtime import InvocationResult, LocalFunction, build_environment
 from localworld.template import FunctionSpec, Stack
 
@@ -156,6 +157,32 @@ def test_timeout_kills_the_container(echo: FunctionSpec) -> None:
     assert 0.5 <= timed_out.duration_s < 1.5
     assert next_one.ok
     assert next_one.cold_start  # the timed-out container is gone
+
+
+def test_an_init_past_the_limit_is_run_again_within_the_invocation(
+    echo: FunctionSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lambda: an on-demand init that passes 10 s is started again at the first invocation, under
+    # the function's timeout; the invocation does not fail (a busy host's slow imports did).
+    monkeypatch.setattr(lambda_runtime, "INIT_TIMEOUT_S", 0.5)
+    with LocalFunction(with_handler(echo, "slowinit.handler"), timeout_s=20) as function:
+        result = function.invoke({})
+
+    assert result.ok, result.error
+    assert result.cold_start
+    assert sum(line.startswith("INIT_START") for line in result.logs) == 2
+    assert result.payload["remaining_ms"] < 19_000  # the second init came out of the timeout
+
+
+def test_a_second_init_leaves_the_invocation_only_what_is_left_of_its_timeout(
+    echo: FunctionSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lambda_runtime, "INIT_TIMEOUT_S", 0.5)
+    with LocalFunction(with_handler(echo, "slowinit.handler"), timeout_s=2.5) as function:
+        result = function.invoke({"seconds": 2})
+
+    assert result.error is not None
+    assert result.error["errorType"] == "Sandbox.Timedout"
 
 
 def test_handler_exception_is_reported_like_lambda(echo: FunctionSpec) -> None:

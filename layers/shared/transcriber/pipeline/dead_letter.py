@@ -9,7 +9,9 @@ event is parked; SQS's redrive policy then moves the message to the parking queu
 Waiting for Deepgram capacity (``deepgram-capacity``) is not a failure of the event: such a
 message is sent again as a new message (with the attempts it had really used, ``PriorAttempts``,
 and a ``CapacityDeferrals`` count) and the old one deleted, so SQS's receive count, which drives
-the redrive to the parking queue, never counts capacity waits.
+the redrive to the parking queue, never counts capacity waits. A backfill task's object deferred
+here (``CapacityRequeue.defer``, attribute ``CapacityLane: backfill``) is re-run in the backfill
+lane, so it waits for the backfill's share of the pool, as its task did.
 
 A blocked error (a deployment fault: a missing secret or capacity table, a revoked key, no credit)
 is no failure of the event either: it is requeued the same way, without using an attempt, so it
@@ -32,6 +34,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -40,8 +43,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from transcriber.domain.events import Source, detect_source, parse_event
 from transcriber.errors import BlockedError, PermanentError, RetryableError, TranscriptionError
 from transcriber.observability import logger, metrics
-from transcriber.pipeline.adapters import handle_event
-from transcriber.services.capacity import CAPACITY_REASON
+from transcriber.pipeline.adapters import handle_event, process_all
+from transcriber.services.capacity import BACKFILL_LANE, CAPACITY_REASON
+from transcriber.services.capacity_requeue import CAPACITY_LANE
 from transcriber.services.storage import utc_now
 
 if TYPE_CHECKING:
@@ -102,12 +106,21 @@ class DeadLetterRetrier:
             self._requeue(record, attempt - 1, waiting, {})
             return {"deferred": "blocked"}
         try:
-            return handle_event(event, lambda_context, self.transcriber)
+            return self._rerun(record, event, lambda_context)
         except PermanentError as exc:  # only an unrecognisable event gets here: objects record their own
             self._park(record, exc.reason, str(exc))
             return {"parked": True}
         except RetryableError as exc:
             return self._later(record, exc, event, receives=receives, attempt=attempt)
+
+    def _rerun(self, record: SQSRecord, event: Any, lambda_context: LambdaContextLike) -> dict[str, Any]:
+        """The event through the per-object code. A backfill task's deferred object keeps the
+        backfill lane (at most its share of the pool), not the live uploads' slots; the attribute
+        is only a claim, and one that can only lower its own priority."""
+        if _attribute(record, CAPACITY_LANE) != BACKFILL_LANE:
+            return handle_event(event, lambda_context, self.transcriber)
+        objects = [replace(obj, lane=BACKFILL_LANE) for obj in parse_event(event)]
+        return process_all(objects, lambda_context, self.transcriber)
 
     def _later(
         self, record: SQSRecord, exc: RetryableError, event: Any, *, receives: int, attempt: int
