@@ -37,10 +37,22 @@ COVERAGE = --cov --cov-report=term-missing:skip-covered
 check: lint typecheck ## Feedback in seconds: ruff, radon, mypy, unit + core tests on every core, the coverage gate
 	@$(PY) -m pytest -q -n auto --dist worksteal $(COVERAGE) tests/unit tests/core
 
+# The slowest tiers first (a long test collected last keeps the other workers idle at the end);
+# pytest collects each test once, so "tests" after its own subfolders adds only the rest.
+TEST_ORDER = bench/tests tests/template tests/integration tests/artifact tools/localworld/tests tests
+
+# sam-local's set-up (docker.io, the base image, a cold sam build: minutes on a fresh machine) runs
+# in the background meanwhile (samlocal.prepare); sam-local finds it done, or does it itself.
 test: lint typecheck ## Everything: ruff, radon, mypy, the docs' links, all tests (xdist) with the layer's branch-coverage gate, then sam-local
-	@$(PY) scripts/check_docs.py
-	@$(PY) -m pytest -n $(TEST_WORKERS) $(COVERAGE) -m "not samlocal"
-	@$(MAKE) --no-print-directory sam-local
+	@prepare_log=$$(mktemp -t samlocal-prepare.XXXXXX); \
+	$(PY) -m samlocal.prepare >"$$prepare_log" 2>&1 & prepare=$$!; \
+	status=0; \
+	$(PY) scripts/check_docs.py && $(PY) -m pytest -n $(TEST_WORKERS) $(COVERAGE) -m "not samlocal" $(TEST_ORDER) \
+		|| status=$$?; \
+	wait $$prepare || echo "samlocal.prepare failed (sam-local takes its steps itself): $$prepare_log"; \
+	tail -n 1 "$$prepare_log"; \
+	[ $$status -eq 0 ] || exit $$status; \
+	$(MAKE) --no-print-directory sam-local
 
 sam-local: ## sam build + sam local invoke/start-lambda in containers (installs and starts Docker, builds the base image if absent)
 	@$(PY) -m pytest -m samlocal tests/samlocal
@@ -71,8 +83,8 @@ typecheck: ## mypy --strict over the product code and the local world
 unit: ## Fast tests only: pure units and the core in-process (moto mock, responses), no coverage
 	@$(PY) -m pytest -n auto --dist worksteal tests/unit tests/core
 
-integration: ## Tests over real HTTP against moto server and the Deepgram emulator
-	@$(PY) -m pytest tests/integration
+integration: ## Tests over real HTTP against moto server and the Deepgram emulator (xdist, TEST_WORKERS)
+	@$(PY) -m pytest -n $(TEST_WORKERS) tests/integration
 
 localworld-test: ## The local world's own tests (emulator, runtime, event delivery, template resolution)
 	@$(PY) -m pytest tools/localworld/tests
