@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -236,10 +237,12 @@ class FixedContext:
 
 
 class _Remaining:
-    """A short invocation: waits end within a second or two, so the racers keep coming back."""
+    """An invocation with minutes left: a lease lasts its term, longer than any pause a loaded
+    machine gives a racer (Lambda would kill a holder past its deadline; a thread here lives on,
+    so a lease ending at a near deadline would let a paused holder count beside its successor)."""
 
     def get_remaining_time_in_millis(self) -> int:
-        return 3_000
+        return 600_000
 
 
 @pytest.fixture
@@ -265,8 +268,11 @@ def _race(
         elapsed = time.monotonic() - started
         return elapsed < 60.0 and (elapsed < 6.0 or held[2] < 2 * racers)
 
+    # Waits end within a second (the lane's patience), so the racers keep coming back.
+    patient = replace(pool, lane_patience_s={lane: 1.0})
+
     def racer() -> None:
-        governor = CapacityGovernor(pool, world.aws.dynamodb(), lane=lane)
+        governor = CapacityGovernor(patient, world.aws.dynamodb(), lane=lane)
         while racing():
             try:
                 with governor.slot(_Remaining(), query):
