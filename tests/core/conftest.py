@@ -7,6 +7,7 @@ no subprocess, so these tests are fast and their coverage of the layer is measur
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -127,8 +128,15 @@ class Aws:
     secretsmanager: SecretsManagerClient
     sqs: SQSClient
     session: boto3.session.Session
-    dead_letter_queue_url: str
-    parking_queue_url: str
+
+    # The queues are made when a test first asks for them: most tests never do.
+    @functools.cached_property
+    def dead_letter_queue_url(self) -> str:
+        return self.sqs.create_queue(QueueName="core-dlq")["QueueUrl"]
+
+    @functools.cached_property
+    def parking_queue_url(self) -> str:
+        return self.sqs.create_queue(QueueName="core-parking")["QueueUrl"]
 
     def events(self) -> EventBridgeClient:
         """An EventBridge client, made when a transcriber first publishes (as in a container)."""
@@ -149,6 +157,25 @@ class Aws:
     def output_keys(self) -> list[str]:
         listing = self.s3.list_objects_v2(Bucket=OUTPUT_BUCKET)
         return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+class CopyOnRegister:
+    """A client's event emitter for one test: emits through the shared one until the test
+    registers a handler, then through a copy of it that holds the test's handlers alone."""
+
+    _REGISTERS = frozenset({"register", "register_first", "register_last", "unregister"})
+
+    def __init__(self, shared: Any) -> None:
+        self._emitter = shared
+        self._copied = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._REGISTERS and not self._copied:
+            self._emitter, self._copied = copy.copy(self._emitter), True
+        return getattr(self._emitter, name)
+
+    def __copy__(self) -> Any:
+        return copy.copy(self._emitter)
 
 
 @dataclass(frozen=True)
@@ -187,10 +214,11 @@ def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients, moto_as_aws: None) 
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     s3, dynamodb, secretsmanager, sqs = _clients.s3, _clients.dynamodb, _clients.secretsmanager, _clients.sqs
-    # Tests register event handlers on the clients: each gets a copy of the emitters, dropped after.
+    # Tests register event handlers on the clients: each gets its own emitters, dropped after
+    # (copied on a test's first register: the copy is most of a set-up, and most tests register none).
     emitters = [(client.meta, client.meta.events) for client in (s3, dynamodb, secretsmanager, sqs)]
     for meta, events in emitters:
-        meta.events = copy.copy(events)
+        meta.events = CopyOnRegister(events)  # type: ignore[assignment]  # an emitter in all but name
     # boto3's default session (tests build a few clients of their own) stays between tests too.
     with mock_aws(config={"core": {"reset_boto3_session": False}}):
         for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
@@ -204,15 +232,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients, moto_as_aws: None) 
             BillingMode="PAY_PER_REQUEST",
         )
         secretsmanager.create_secret(Name=SECRET_ID, SecretString=json.dumps({"api_key": API_KEY}))
-        yield Aws(
-            s3=s3,
-            dynamodb=dynamodb,
-            secretsmanager=secretsmanager,
-            sqs=sqs,
-            session=_clients.session,
-            dead_letter_queue_url=sqs.create_queue(QueueName="core-dlq")["QueueUrl"],
-            parking_queue_url=sqs.create_queue(QueueName="core-parking")["QueueUrl"],
-        )
+        yield Aws(s3=s3, dynamodb=dynamodb, secretsmanager=secretsmanager, sqs=sqs, session=_clients.session)
     for meta, events in emitters:
         meta.events = events
 
