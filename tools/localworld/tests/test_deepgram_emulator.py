@@ -572,12 +572,12 @@ def test_recognition_does_not_block_other_requests(
     with ThreadPoolExecutor(max_workers=1) as pool:
         slow = pool.submit(listen, deepgram_emulator, louder)
         time.sleep(0.3)
-        started = time.monotonic()
         refused = listen(deepgram_emulator, b"x", key="wrong-key-0123456789")
-        elapsed = time.monotonic() - started
+        # Answered while the recognition still runs (no wall-clock bound: a loaded machine slows both).
+        recognising = not slow.done()
         assert slow.result().status_code == 200
     assert refused.status_code == 401
-    assert elapsed < 0.5
+    assert recognising
 
 
 # --- fault injection ------------------------------------------------------------------
