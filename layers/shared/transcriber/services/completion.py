@@ -19,7 +19,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -143,29 +143,33 @@ class Completion:
     def _write(self, obj: S3ObjectRef, rendered: formats.Rendered) -> dict[str, str]:
         """Each derived format written (or, not made, an earlier version's removed) at once: the
         S3 calls are independent, so the object waits for the slowest, not for their sum."""
-        why = {n.format: n for n in rendered.not_made}
-        for name in self.derived:
-            if name not in rendered.files:
-                not_made = why.get(name, formats.NotMade(name, rendered.skipped.get(name, "not-made")))
-                logger.info(
-                    "No %s file: %s",
-                    name,
-                    not_made.reason,
-                    extra={"format": name, "skip_reason": not_made.reason, "skip_detail": not_made.detail},
-                )
-                metrics.add_metric(name="CaptionsSkipped", unit=MetricUnit.Count, value=1)
-        with ThreadPoolExecutor(max_workers=max(1, len(self.derived))) as pool:
-            written = [pool.submit(self._write_one, obj, name, rendered) for name in self.derived]
-            return {name: key for name, key in (future.result() for future in written) if key}
-
-    def _write_one(self, obj: S3ObjectRef, name: str, rendered: formats.Rendered) -> tuple[str, str | None]:
-        file = rendered.files.get(name)
-        if file is None:
-            # An earlier version of the object may have left one: it would contradict this transcript.
-            self.storage.delete_format(obj, name)
-            return name, None
         request_id = rendered.summary.request_id
-        return name, self.storage.write_format(obj, name, file, formats.CONTENT_TYPES[name], request_id)
+        with ThreadPoolExecutor(max_workers=max(1, len(self.derived))) as pool:
+            calls: list[tuple[str, Future[Any]]] = []
+            for name in self.derived:
+                file = rendered.files.get(name)
+                if file is None:
+                    self._report_not_made(name, rendered)
+                    # An earlier version of the object may have left one: it would contradict this transcript.
+                    calls.append((name, pool.submit(self.storage.delete_format, obj, name)))
+                    continue
+                content_type = formats.CONTENT_TYPES[name]
+                write = pool.submit(self.storage.write_format, obj, name, file, content_type, request_id)
+                calls.append((name, write))
+            # In the formats' order: the first failure raises, once every call has ended.
+            return {name: key for name, key in ((name, call.result()) for name, call in calls) if key}
+
+    @staticmethod
+    def _report_not_made(name: str, rendered: formats.Rendered) -> None:
+        why = {n.format: n for n in rendered.not_made}
+        not_made = why.get(name, formats.NotMade(name, rendered.skipped.get(name, "not-made")))
+        logger.info(
+            "No %s file: %s",
+            name,
+            not_made.reason,
+            extra={"format": name, "skip_reason": not_made.reason, "skip_detail": not_made.detail},
+        )
+        metrics.add_metric(name="CaptionsSkipped", unit=MetricUnit.Count, value=1)
 
     def _created_detail(
         self,
