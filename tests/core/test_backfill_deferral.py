@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import responses
 
@@ -45,6 +45,18 @@ def deferring_transcriber(aws: Aws, sleeps: Waits, clock: Clock, queue_url: str)
     return transcriber
 
 
+def task_with_its_lane_full(
+    aws: Aws, sleeps: Waits, clock: Clock, transcriber: Transcriber, key: str
+) -> tuple[dict[str, Any], list[Any]]:
+    """The backfill's share (2 of 4 slots) taken by its other tasks, then ``key``'s Batch task run
+    with a quarter of an hour left: its result and the other tasks' leases."""
+    others = [governor(aws, sleeps, clock, FULL_LANE, lane="backfill").acquire(context()) for _ in range(2)]
+    aws.upload(key)
+    sleeps.context.remaining_ms = 900_000
+    [result] = handle_event(batch_task_event(key), sleeps.context, transcriber)["results"]
+    return result, others
+
+
 def test_a_backfill_task_with_a_full_lane_waits_in_the_dead_letter_queue_and_ends_transcribed(
     aws: Aws,
     table: str,
@@ -54,11 +66,8 @@ def test_a_backfill_task_with_a_full_lane_waits_in_the_dead_letter_queue_and_end
     dead_letter_policy: DeadLetterRetryPolicy,
 ) -> None:
     transcriber = deferring_transcriber(aws, sleeps, clock, aws.dead_letter_queue_url)
-    others = [governor(aws, sleeps, clock, FULL_LANE, lane="backfill").acquire(context()) for _ in range(2)]
-    aws.upload("archive/late.wav")
-    sleeps.context.remaining_ms = 900_000
 
-    [result] = handle_event(batch_task_event("archive/late.wav"), sleeps.context, transcriber)["results"]
+    result, others = task_with_its_lane_full(aws, sleeps, clock, transcriber, "archive/late.wav")
 
     assert sum(sleeps.delays) <= 5.0  # handed back within seconds, not the invocation's 15 minutes
     # Succeeded, but the job report says no transcript exists yet and where the object waits.
@@ -89,11 +98,8 @@ def test_the_retry_function_keeps_a_deferred_object_in_the_backfill_lane(
     dead_letter_policy: DeadLetterRetryPolicy,
 ) -> None:
     transcriber = deferring_transcriber(aws, sleeps, clock, aws.dead_letter_queue_url)
-    for _ in range(2):  # the backfill's share (2 of 4) is taken; the live uploads' slots are free
-        governor(aws, sleeps, clock, FULL_LANE, lane="backfill").acquire(context())
-    aws.upload("archive/patient.wav")
-    sleeps.context.remaining_ms = 900_000
-    handle_event(batch_task_event("archive/patient.wav"), sleeps.context, transcriber)
+    # The backfill's share is taken; the live uploads' slots are free.
+    task_with_its_lane_full(aws, sleeps, clock, transcriber, "archive/patient.wav")
     record = receive(aws)
     assert record["messageAttributes"]["CapacityLane"]["stringValue"] == "backfill"
     retrier = DeadLetterRetrier(transcriber, dead_letter_policy, aws.sqs)
@@ -112,12 +118,8 @@ def test_a_deferral_that_cannot_be_sent_falls_back_to_temporary_failure(
 ) -> None:
     missing = aws.dead_letter_queue_url.rsplit("/", 1)[0] + "/no-such-queue"
     transcriber = deferring_transcriber(aws, sleeps, clock, missing)
-    for _ in range(2):
-        governor(aws, sleeps, clock, FULL_LANE, lane="backfill").acquire(context())
-    aws.upload("archive/kept.wav")
-    sleeps.context.remaining_ms = 900_000
 
-    [result] = handle_event(batch_task_event("archive/kept.wav"), sleeps.context, transcriber)["results"]
+    result, _ = task_with_its_lane_full(aws, sleeps, clock, transcriber, "archive/kept.wav")
 
     assert result["resultCode"] == "TemporaryFailure"  # Batch keeps the task: nothing lost
     assert result["resultString"].startswith(CAPACITY_REASON)
