@@ -158,6 +158,39 @@ def test_the_derived_formats_are_written_at_once_not_one_after_another(
     assert sorted(outcome.outputs or {}) == ["json", "srt", "txt", "vtt"]
 
 
+def test_the_event_bus_client_is_made_while_the_formats_are_written(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cold container's first event needs an EventBridge client: it is built while the three PUTs
+    wait on S3, not after them (each PUT here waits for it; made after them, they would time out)."""
+    aws.upload(KEY)
+    answer(deepgram, transcript_body("the quick brown fox jumps over the lazy dog"))
+    client_made = threading.Event()
+    made_in_time: list[bool] = []
+    real_events = aws.events
+
+    def events() -> Any:
+        client = real_events()
+        client_made.set()
+        return client
+
+    def wait_for_the_client(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key", "").endswith((".txt", ".srt", ".vtt")):
+            made_in_time.append(client_made.wait(timeout=5))
+
+    monkeypatch.setattr(aws, "events", events)
+    aws.s3.meta.events.register("provide-client-params.s3.PutObject", wait_for_the_client)
+
+    outcome = make(make_transcriber).process(obj(), lambda_context)
+
+    assert sorted(outcome.outputs or {}) == ["json", "srt", "txt", "vtt"]
+    assert made_in_time == [True, True, True]
+
+
 def test_every_format_lands_beside_the_json_and_one_created_event_names_them(
     aws: Aws,
     deepgram: responses.RequestsMock,

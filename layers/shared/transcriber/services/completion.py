@@ -156,6 +156,8 @@ class Completion:
                 content_type = formats.CONTENT_TYPES[name]
                 write = pool.submit(self.storage.write_format, obj, name, file, content_type, request_id)
                 calls.append((name, write))
+            if self.settings.completion_events:
+                _ = self.publisher.client  # made while the writes are in flight: a cold start's first event
             # In the formats' order: the first failure raises, once every call has ended.
             return {name: key for name, key in ((name, call.result()) for name, call in calls) if key}
 
