@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -14,6 +15,7 @@ from tests.core.conftest import (
     LISTEN_URL,
     OUTPUT_BUCKET,
     SECRET_ID,
+    TABLE,
     UPLOAD_ETAG,
     etag_of,
     failure_key,
@@ -67,6 +69,34 @@ def test_a_transcript_is_written_from_one_authorised_remote_file_request(
     assert "model=nova-3" in str(request.url)
     assert "smart_format=true" in str(request.url)
     assert aws.output(transcript_key("talks/a.wav")) == transcript_body()
+
+
+def test_the_key_is_read_while_the_idempotency_write_waits_on_dynamodb(
+    aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
+) -> None:
+    """A cold container reads the key in the background once preflight passes: here the idempotency
+    write waits until the read has begun (one after the other, it would wait in vain)."""
+    aws.upload("talks/a.wav")
+    answer(deepgram)
+    key_read_begun = threading.Event()
+    begun_in_time: list[bool] = []
+
+    def note_the_read(**_: Any) -> None:
+        key_read_begun.set()
+
+    def wait_for_the_read(params: dict[str, Any], **_: Any) -> None:
+        if params.get("TableName") == TABLE:
+            begun_in_time.append(key_read_begun.wait(timeout=5))
+
+    aws.secretsmanager.meta.events.register(
+        "provide-client-params.secrets-manager.GetSecretValue", note_the_read
+    )
+    aws.dynamodb.meta.events.register("provide-client-params.dynamodb.PutItem", wait_for_the_read)
+
+    outcome = transcriber.process(obj(), lambda_context)
+
+    assert outcome.status == "transcribed"
+    assert begun_in_time == [True]
 
 
 def test_a_success_removes_the_objects_earlier_failure_record(

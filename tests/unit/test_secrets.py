@@ -1,4 +1,7 @@
+import threading
+
 import pytest
+from botocore.exceptions import ClientError
 
 from transcriber.errors import ConfigurationError
 from transcriber.services.secrets import parse_secret
@@ -82,3 +85,74 @@ def test_a_malformed_secret_is_not_read_again_on_every_call() -> None:
             provider.get()
 
     assert client.reads == 1
+
+
+class _HeldSecrets(_Secrets):
+    """Reads wait until ``release`` is set, and note the thread they ran on."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__(value)
+        self.release = threading.Event()
+        self.answered = threading.Event()
+        self.threads: list[str] = []
+
+    def get_secret_value(self, SecretId: str) -> dict[str, object]:
+        self.threads.append(threading.current_thread().name)
+        assert self.release.wait(timeout=5)
+        if isinstance(self.value, Exception):
+            raise self.value
+        answer = super().get_secret_value(SecretId)
+        self.answered.set()
+        return answer
+
+
+def test_a_prefetch_reads_in_the_background_and_get_takes_that_read() -> None:
+    from transcriber.services.secrets import ApiKeyProvider
+
+    client = _HeldSecrets(KEY)
+    provider = ApiKeyProvider("deepgram/dev", 300, client)  # type: ignore[arg-type]
+
+    provider.prefetch()  # returns while the read is still held
+    client.release.set()
+
+    assert provider.get() == KEY
+    assert client.reads == 1
+    assert client.threads == ["api-key_0"]  # the prefetch's thread, not this one
+
+
+def test_a_prefetch_reads_nothing_while_the_cached_key_is_fresh() -> None:
+    from transcriber.services.secrets import ApiKeyProvider
+
+    client = _Secrets(KEY)
+    provider = ApiKeyProvider("deepgram/dev", 300, client)  # type: ignore[arg-type]
+    provider.get()
+    provider.prefetch()
+    provider.get()
+
+    assert client.reads == 1
+
+
+def test_a_prefetched_reads_error_is_raised_by_get_classified() -> None:
+    from transcriber.services.secrets import ApiKeyProvider
+
+    missing = ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no"}}, "GetSecretValue")
+    client = _HeldSecrets(missing)
+    client.release.set()
+    provider = ApiKeyProvider("deepgram/dev", 300, client)  # type: ignore[arg-type]
+    provider.prefetch()
+
+    with pytest.raises(ConfigurationError, match="cannot read secret 'deepgram/dev'"):
+        provider.get()
+
+
+def test_a_forced_read_does_not_take_a_prefetched_key() -> None:
+    from transcriber.services.secrets import ApiKeyProvider
+
+    client = _HeldSecrets(KEY)
+    client.release.set()
+    provider = ApiKeyProvider("deepgram/dev", 300, client)  # type: ignore[arg-type]
+    provider.prefetch()
+    assert client.answered.wait(timeout=5)
+    client.value = "dg_rotated0123456789"  # the prefetch read the key Deepgram has since rejected
+
+    assert provider.get(force_fetch=True) == "dg_rotated0123456789"

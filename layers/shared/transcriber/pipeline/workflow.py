@@ -151,6 +151,7 @@ class Transcriber:
             if reason is not None:
                 return skipped(obj, reason)
             obj = self.preflight.check(obj)
+            self.api_keys.prefetch()  # read while the idempotency write and the transcript's HEAD run
             return self._run(obj, context, started_at, in_hand)
         except IdempotencyAlreadyInProgressError:
             metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)

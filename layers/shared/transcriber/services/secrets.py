@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,17 +38,37 @@ class ApiKeyProvider:
         self._client = client
         self._clock = clock
         self._read: tuple[float, Any] | None = None  # when, and the secret as stored
+        self._pending: tuple[float, Future[Any]] | None = None  # a read ``prefetch`` started
+        self._reader: ThreadPoolExecutor | None = None
 
     @property
     def secret_id(self) -> str:
         return self._secret_id
 
+    def prefetch(self) -> None:
+        """Start the read ``get`` would make, in the background: on a cold start the object's own
+        calls (the idempotency write, the transcript's HEAD) wait on the network meanwhile. Its
+        error, if any, is raised by ``get``, classified as ever."""
+        now = self._clock()
+        if self._pending is None and self._stale(now):
+            self._reader = self._reader or ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-key")
+            self._pending = (now, self._reader.submit(self._fetch))
+
     def get(self, *, force_fetch: bool = False) -> str:
         """The key; ``force_fetch`` skips the cache, for a key that may have been rotated."""
         now = self._clock()
-        if force_fetch or self._read is None or now - self._read[0] >= self._max_age_s:
-            self._read = (now, self._fetch())
-        return parse_secret(self._secret_id, self._read[1])
+        pending, self._pending = self._pending, None
+        if force_fetch or self._stale(now):
+            # A prefetched read serves the cache's rule (dated when it started), not a rejected key.
+            if pending is not None and not force_fetch:
+                self._read = (pending[0], pending[1].result())
+            else:
+                self._read = (now, self._fetch())
+        _, raw = self._read or (now, None)  # set just above when stale
+        return parse_secret(self._secret_id, raw)
+
+    def _stale(self, now: float) -> bool:
+        return self._read is None or now - self._read[0] >= self._max_age_s
 
     def _fetch(self) -> Any:
         try:
