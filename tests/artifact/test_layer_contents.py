@@ -35,8 +35,10 @@ def test_the_built_layer_carries_the_transcriber_package_and_a_complete_sdk(buil
     assert (built_layer / "transcriber" / "pipeline" / "workflow.py").is_file()
     # Beside the package, where transcriber.domain.profiles.SHIPPED_FILE looks for it.
     assert (built_layer / "profiles.toml").is_file()
-    # The endpoint data its clients load instead of botocore's whole file (services.clients).
-    assert (built_layer / "transcriber" / "services" / "botocore_data" / "endpoints.json").is_file()
+    # The cut of botocore's data its clients load instead of botocore's own (services.clients).
+    data = built_layer / "transcriber" / "services" / "botocore_data"
+    assert (data / "endpoints.json").is_file()
+    assert (data / "s3" / "2006-03-01" / "service-2.json").is_file()
     shipped = distributions(built_layer)
     assert {name: shipped.get(name) for name in SDK} == {
         name: pinned(LAYER_REQUIREMENTS)[name] for name in SDK

@@ -1,22 +1,20 @@
 """The container's AWS session: clients of the layer's services, built without botocore's scan of
-every service it ships (a cold start's first-invocation cost), on the same models as botocore's own."""
+every service it ships and from the layer's cut of botocore's data (both a cold start's cost), on
+the same models and endpoints as botocore's own."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import boto3
-import botocore
 import pytest
 from botocore.exceptions import UnknownServiceError
 from botocore.loaders import JSONFileLoader, Loader
 
-from scripts.botocore_endpoints import BOTOCORE_ENDPOINTS, render
-from transcriber.services.clients import ENDPOINTS_FILE, LAYER_SERVICES, new_client, new_session
-
-BOTOCORE_DATA = Path(botocore.__file__).parent / "data"
+from scripts.botocore_data import BOTOCORE_OWN, expected_files
+from transcriber.services.clients import BOTOCORE_DATA as LAYER_DATA
+from transcriber.services.clients import LAYER_SERVICES, new_client, new_session
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +40,8 @@ def test_making_the_layers_clients_reads_only_their_own_model_directories(
     for service in sorted(LAYER_SERVICES):
         new_client(session, service)
 
-    assert BOTOCORE_DATA not in listed  # botocore's own loader lists all ~440 services, twice
-    read = {path.name for path in listed if path.parent == BOTOCORE_DATA}
+    assert BOTOCORE_OWN not in listed  # botocore's own loader lists all ~440 services, twice
+    read = {path.name for path in listed if path.parent == BOTOCORE_OWN}
     assert read <= LAYER_SERVICES
 
 
@@ -67,29 +65,48 @@ def test_aws_data_path_is_still_searched(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert str(tmp_path) in loader.search_paths
 
 
-def test_the_layers_endpoint_data_is_the_pinned_botocores_own_for_its_services() -> None:
-    # After a botocore upgrade this fails until `python scripts/botocore_endpoints.py` is run again.
-    pinned = json.loads(BOTOCORE_ENDPOINTS.read_text(encoding="utf-8"))
-    assert ENDPOINTS_FILE.read_text(encoding="utf-8") == render(pinned)
+def test_the_layers_botocore_data_is_the_pinned_botocores_own_cut_to_its_services() -> None:
+    # After a botocore upgrade this fails until `python scripts/botocore_data.py` is run again.
+    shipped = {
+        str(path.relative_to(LAYER_DATA)): path.read_text(encoding="utf-8")
+        for path in LAYER_DATA.rglob("*.json")
+    }
+    assert shipped == expected_files()
 
 
-def test_making_the_layers_clients_does_not_parse_botocores_whole_endpoint_file(
+def test_making_the_layers_clients_parses_none_of_botocores_own_endpoint_data_or_models(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     loaded: list[Path] = []
     real_load_file = JSONFileLoader.load_file
 
     def recording_load_file(self: JSONFileLoader, file_path: str) -> object:
-        loaded.append(Path(file_path))
-        return real_load_file(self, file_path)
+        data = real_load_file(self, file_path)
+        if data is not None:  # None: no such file on this search path
+            loaded.append(Path(file_path))
+        return data
 
     monkeypatch.setattr(JSONFileLoader, "load_file", recording_load_file)
     session = new_session()
     for service in sorted(LAYER_SERVICES):
         new_client(session, service)
 
-    assert ENDPOINTS_FILE.with_suffix("") in loaded
-    assert BOTOCORE_ENDPOINTS.with_suffix("") not in loaded
+    ours = {path.relative_to(LAYER_DATA) for path in loaded if path.is_relative_to(LAYER_DATA)}
+    assert {path.name for path in ours} == {"endpoints", "service-2"}
+    assert len(ours) == 1 + len(LAYER_SERVICES)
+    botocores = [path.name for path in loaded if path.is_relative_to(BOTOCORE_OWN)]
+    assert "endpoints" not in botocores
+    assert "service-2" not in botocores
+
+
+def test_each_client_has_botocores_own_operations_and_shapes(layers: boto3.session.Session) -> None:
+    for service in sorted(LAYER_SERVICES):
+        theirs = Loader().load_service_model(service, "service-2")
+        ours = new_client(layers, service).meta.service_model
+
+        assert list(ours.operation_names) == sorted(theirs["operations"]), service
+        assert list(ours.shape_names) == list(theirs["shapes"]), service
+        assert ours.metadata == theirs["metadata"], service
 
 
 @pytest.fixture(scope="module")

@@ -36,10 +36,9 @@ AWS_CLIENT_CONFIG = Config(
 # Every AWS service the layer's functions call.
 LAYER_SERVICES = frozenset({"dynamodb", "events", "s3", "secretsmanager", "sqs"})
 
-# botocore's endpoints.json cut to LAYER_SERVICES (scripts/botocore_endpoints.py writes it): the
-# whole file is 1.2 MB of JSON, parsed on a cold start's first client, for five services.
-ENDPOINTS_DATA = Path(__file__).resolve().with_name("botocore_data")
-ENDPOINTS_FILE = ENDPOINTS_DATA / "endpoints.json"
+# botocore's data cut to what LAYER_SERVICES load (scripts/botocore_data.py writes it): its whole
+# endpoints.json (1.2 MB) and the models' documentation are parsed on a cold start, for nothing.
+BOTOCORE_DATA = Path(__file__).resolve().with_name("botocore_data")
 
 
 def worst_case_call_s() -> float:
@@ -73,13 +72,13 @@ class LayerServicesLoader(Loader):
 
 def new_session() -> boto3.session.Session:
     """The container's one boto3 session: every client shares its model loader, so the endpoint
-    data and each model are read once. The layer's cut of the endpoint data comes just before
+    data and each model are read once. The layer's cut of botocore's data comes just before
     botocore's own; ``AWS_DATA_PATH`` and ``~/.aws/models`` are searched first, as botocore does."""
     core = botocore.session.Session()
     extra = core.get_config_variable("data_path")
     paths = [os.path.expanduser(os.path.expandvars(p)) for p in extra.split(os.pathsep)] if extra else []
     loader = LayerServicesLoader(extra_search_paths=paths)
-    loader.search_paths.insert(loader.search_paths.index(loader.BUILTIN_DATA_PATH), str(ENDPOINTS_DATA))
+    loader.search_paths.insert(loader.search_paths.index(loader.BUILTIN_DATA_PATH), str(BOTOCORE_DATA))
     core.register_component("data_loader", loader)
     return boto3.session.Session(botocore_session=core)
 
