@@ -29,6 +29,7 @@ BOTOCORE_OWN = Path(botocore.__file__).parent / "data"
 DOCUMENTATION = frozenset({"documentation", "documentationUrl"})
 # Dicts whose keys are names (of operations, shapes, members), never a definition's fields.
 NAMED = frozenset({"operations", "shapes", "members"})
+KEPT_WHOLE = "clientContextParams"
 
 
 def endpoints_cut(endpoints: dict[str, Any], services: frozenset[str] = LAYER_SERVICES) -> dict[str, Any]:
@@ -41,10 +42,11 @@ def endpoints_cut(endpoints: dict[str, Any], services: frozenset[str] = LAYER_SE
 
 
 def without_documentation(node: Any, names: bool = False) -> Any:
-    """``node`` less every documentation field (a member or shape *named* so would stay)."""
+    """``node`` less every documentation field (a member or shape *named* so would stay), but for
+    the client context parameters': botocore requires theirs (``ServiceModel.client_context_parameters``)."""
     if isinstance(node, dict):
         return {
-            key: without_documentation(value, names=key in NAMED and not names)
+            key: value if key == KEPT_WHOLE else without_documentation(value, names=key in NAMED and not names)
             for key, value in node.items()
             if names or key not in DOCUMENTATION
         }

@@ -27,7 +27,7 @@ from transcriber.config import Settings
 from transcriber.domain.retry import DeadLetterRetryPolicy
 from transcriber.pipeline.workflow import Transcriber
 from transcriber.services.answers import KeptAnswers
-from transcriber.services.clients import AWS_CLIENT_CONFIG
+from transcriber.services.clients import AWS_CLIENT_CONFIG, new_session
 from transcriber.services.storage import output_key
 
 if TYPE_CHECKING:
@@ -190,15 +190,25 @@ class _Clients:
 @pytest.fixture(scope="session")
 def _clients() -> _Clients:
     """One boto3 Session and its clients for the whole run: building them is most of a test's
-    set-up. moto intercepts every botocore client once imported, so they reach each test's own mock."""
-    session = boto3.session.Session(
-        region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
-    )
+    set-up. It is the container's own (``new_session``: the layer's cut of botocore's data), so
+    every call the core makes goes through the models a function loads. moto intercepts every
+    botocore client once imported, so they reach each test's own mock."""
+    session = new_session()
+
+    def client(service: str) -> Any:
+        return session.client(  # type: ignore[call-overload]
+            service,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=AWS_CLIENT_CONFIG,
+        )
+
     return _Clients(
-        s3=session.client("s3", config=AWS_CLIENT_CONFIG),
-        dynamodb=session.client("dynamodb", config=AWS_CLIENT_CONFIG),
-        secretsmanager=session.client("secretsmanager", config=AWS_CLIENT_CONFIG),
-        sqs=session.client("sqs", config=AWS_CLIENT_CONFIG),
+        s3=client("s3"),
+        dynamodb=client("dynamodb"),
+        secretsmanager=client("secretsmanager"),
+        sqs=client("sqs"),
         session=session,
     )
 
