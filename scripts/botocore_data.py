@@ -46,7 +46,7 @@ def without_documentation(node: Any, names: bool = False) -> Any:
     the client context parameters': botocore requires theirs (``ServiceModel.client_context_parameters``)."""
     if isinstance(node, dict):
         return {
-            key: value if key == KEPT_WHOLE else without_documentation(value, names=key in NAMED and not names)
+            key: value if key == KEPT_WHOLE else without_documentation(value, key in NAMED and not names)
             for key, value in node.items()
             if names or key not in DOCUMENTATION
         }
