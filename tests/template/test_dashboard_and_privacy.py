@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from samstack import ResolvedStack, resolve_stack
+from samstack import ResolvedStack
+from tests.template.parsed import resolve_stack
 from tests.template.setting_rules import SETTING_RULES
 from transcriber.services import usage
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from samstack import ResolvedStack, load_template, resolve_stack
+from samstack import ResolvedStack
 from tests.docs import make_target_variables
+from tests.template.parsed import load_template, resolve_stack
 
 pytestmark = pytest.mark.template
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from samstack import TemplateError, load_template, resolve_stack, translate
+from samstack import TemplateError
+from tests.template.parsed import load_template, resolve_stack, translate
 from transcriber.config import Settings
 
 pytestmark = pytest.mark.template

@@ -29,15 +29,8 @@ from typing import Any
 
 import pytest
 
-from samstack import (
-    ResolvedStack,
-    TemplateError,
-    load_template,
-    resolve_stack,
-    split_overrides,
-    translate,
-    with_mapping_values,
-)
+from samstack import ResolvedStack, TemplateError, split_overrides, with_mapping_values
+from tests.template.parsed import load_template, resolve_stack, translate
 from tests.template.setting_rules import SETTING_RULES, satisfies
 from transcriber.config import DeepgramOptions, Settings, option_variable
 from transcriber.domain.retry import DeadLetterRetryPolicy

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from samstack import ResolvedStack, resolve_stack
+from samstack import ResolvedStack
+from tests.template.parsed import resolve_stack
 from tests.template.test_template import DATA_KMS_KEY, REQUIRED_PARAMETERS, TEMPLATE, _role_statements
 from transcriber.services.completion import EVENT_SOURCE
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from samstack import ResolvedStack, load_template, resolve_stack
+from samstack import ResolvedStack
+from tests.template.parsed import load_template, resolve_stack
 from tests.template.setting_rules import SETTING_RULES, satisfies
 from transcriber.services.completion import EVENT_SOURCE, TRANSCRIPT_CREATED, TRANSCRIPTION_FAILED
 
