@@ -10,6 +10,7 @@ gets (``localworld.deepgram_proxy``).
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -31,6 +32,9 @@ from transcriber.services.storage import output_key
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SAMPLE_AUDIO = Path(__file__).resolve().parent / "samples" / "sample.wav"
+# Every world's emulator shares its recognitions through this folder (localworld.deepgram.asr).
+CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+RECOGNITION_STORE = CACHE_HOME / "dg-transcribe" / "recognitions"
 LOCAL_SECRET_ID = "deepgram/local/api-key"  # noqa: S105 - a secret name, not a secret
 # The existing bucket the sample events (events/eventbridge-*.json) name: the local stack is
 # configured for it (ExistingBucketName), as a deployment that receives those events would be.
@@ -135,7 +139,8 @@ def services(
     """moto and the Deepgram emulator, running until the block ends."""
     with ExitStack() as running:
         moto = running.enter_context(MotoServer())
-        emulator = DeepgramEmulator(api_keys={api_key}, state_dir=state_dir, **dict(emulator_options or {}))
+        options = {"recognition_store": RECOGNITION_STORE, **dict(emulator_options or {})}
+        emulator = DeepgramEmulator(api_keys={api_key}, state_dir=state_dir, **options)
         running.enter_context(emulator)
         yield moto, emulator
 

@@ -4,24 +4,35 @@ pocketsphinx holds the GIL while it decodes (a 3 s clip blocks every other threa
 about a second), so recognition runs in a small pool of worker processes: auth and 429
 checks of other requests stay fast, and both cores get used. Each worker loads its
 Decoder once, lazily. Results are cached by the sha256 of the uploaded bytes, and
-identical requests that arrive together share one recognition.
+identical requests that arrive together share one recognition. A ``RecognitionStore`` keeps them
+on disk too, so every local world on a machine (each test worker, each ``make invoke``, the demos)
+recognises a recording once, not once each.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
+import os
 import re
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from localworld.deepgram import audio as _audio
 from localworld.deepgram.audio import TARGET_RATE, DecodedAudio
+
+_AUDIO_MODULE = _audio.__file__
 
 # pocketsphinx decodes one utterance at a time; long audio is cut into pieces of at most
 # this many seconds, at the quietest moment near the end of each piece.
@@ -147,12 +158,55 @@ def _pieces(pcm: bytes) -> list[tuple[float, bytes]]:
 # --- emulator process side ------------------------------------------------------------
 
 
-class Recognizer:
-    """Cached, de-duplicated recognition backed by a lazily started process pool."""
+class RecognitionStore:
+    """Recognitions on disk, shared by every process on the machine. A file is named by the
+    request's key and a fingerprint of what makes a recognition (this module, the decoder's,
+    pocketsphinx's and numpy's versions), so changing any of them recognises again. Written whole
+    or not at all (a rename); a file that can't be read or written is a miss, never an error."""
 
-    def __init__(self, workers: int = 1, cache_size: int = 512) -> None:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        made_by = b"".join(Path(module).read_bytes() for module in (__file__, _AUDIO_MODULE))
+        versions = f"{version('pocketsphinx')} {version('numpy')}".encode()
+        self._fingerprint = hashlib.sha256(made_by + versions).hexdigest()[:16]
+
+    def get(self, key: str) -> Recognition | None:
+        try:
+            stored = json.loads(self._path(key).read_text(encoding="utf-8"))
+            results = tuple(tuple(Word(*word) for word in channel) for channel in stored["results"])
+            return Recognition(duration=stored["duration"], channels=stored["channels"], results=results)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def put(self, key: str, recognition: Recognition) -> None:
+        document = {
+            "duration": recognition.duration,
+            "channels": recognition.channels,
+            "results": [[list(word) for word in channel] for channel in recognition.results],
+        }
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=self.directory, suffix=".tmp", delete=False) as out:
+                json.dump(document, out)
+            os.replace(out.name, self._path(key))
+        except OSError:
+            pass  # the next world recognises it again
+
+    def _path(self, key: str) -> Path:
+        name = hashlib.sha256(f"{self._fingerprint}:{key}".encode()).hexdigest()
+        return self.directory / f"{name}.json"
+
+
+class Recognizer:
+    """Cached, de-duplicated recognition backed by a lazily started process pool (and, given a
+    ``store``, by the recognitions other processes made)."""
+
+    def __init__(
+        self, workers: int = 1, cache_size: int = 512, store: RecognitionStore | None = None
+    ) -> None:
         self._workers = workers
         self._cache_size = cache_size
+        self._store = store
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._cache: OrderedDict[str, Recognition] = OrderedDict()
@@ -176,16 +230,12 @@ class Recognizer:
             if pending is None:
                 mine: Future[Recognition] = Future()
                 self._inflight[key] = mine
-                self.misses += 1
             else:
                 self.hits += 1  # shares a recognition already under way
         if pending is not None:
             return pending.result()
         try:
-            audio = load()
-            channels = audio.per_channel if multichannel else (audio.mono,)
-            results = tuple(tuple(Word(*w) for w in self._run(pcm)) for pcm in channels)
-            recognition = Recognition(duration=audio.duration, channels=audio.channels, results=results)
+            recognition = self._stored_or_made(key, load, multichannel)
         except BaseException as exc:
             with self._lock:
                 self._inflight.pop(key, None)
@@ -198,6 +248,23 @@ class Recognizer:
                 self._cache.popitem(last=False)
             self._inflight.pop(key, None)
         mine.set_result(recognition)
+        return recognition
+
+    def _stored_or_made(self, key: str, load: Callable[[], DecodedAudio], multichannel: bool) -> Recognition:
+        stored = self._store.get(key) if self._store is not None else None
+        with self._lock:
+            if stored is not None:
+                self.hits += 1
+            else:
+                self.misses += 1
+        if stored is not None:
+            return stored
+        audio = load()
+        channels = audio.per_channel if multichannel else (audio.mono,)
+        results = tuple(tuple(Word(*w) for w in self._run(pcm)) for pcm in channels)
+        recognition = Recognition(duration=audio.duration, channels=audio.channels, results=results)
+        if self._store is not None:
+            self._store.put(key, recognition)
         return recognition
 
     def warm_up(self) -> None:

@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import requests
 
-from localworld.deepgram.asr import Recognition, Recognizer
+from localworld.deepgram.asr import Recognition, RecognitionStore, Recognizer
 from localworld.deepgram.audio import UnsupportedAudio, decode
 from localworld.deepgram.errors import CORRUPT_AUDIO_MSG, BodyStyle, render_error, spec_for
 from localworld.deepgram.faults import Fault, Faults
@@ -325,6 +325,7 @@ class DeepgramEmulator(Service):
         allowed_models: Iterable[str] | None = None,
         asr_workers: int = 1,
         preload_asr: bool = False,
+        recognition_store: Path | None = None,
         log_bodies: bool = True,
         fault_seed: int | None = 0,
         url_fetch_timeout: float = 30.0,
@@ -351,7 +352,8 @@ class DeepgramEmulator(Service):
         self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
         self._preload_asr = preload_asr
         self._slots = _Slots(max_concurrency)
-        self._recognizer = Recognizer(workers=asr_workers)
+        store = RecognitionStore(recognition_store) if recognition_store is not None else None
+        self._recognizer = Recognizer(workers=asr_workers, store=store)
         self._log_lock = threading.Lock()
         self._log: list[LoggedRequest] = []
         self._callbacks: list[CallbackAttempt] = []
@@ -471,7 +473,8 @@ class DeepgramEmulator(Service):
         self._slots.high_water_by_ceiling = Counter(self._slots.by_ceiling)
 
     def clear_cache(self) -> None:
-        """Forget cached transcriptions (the next upload of a file is recognised again)."""
+        """Forget cached transcriptions (the next upload of a file is recognised again, or read from
+        the recognition store when there is one)."""
         self._recognizer.clear_cache()
 
     def _count(self, name: str, amount: int = 1) -> None:
