@@ -478,3 +478,22 @@ def run(world: LocalWorld, *, quick: bool = False) -> SectionResult:
     section.rows += _class_rows(label, listen)
     section.rows += _backfill_run(world, python, 200 if quick else BACKFILL_OBJECTS)
     return section
+
+
+def backfill_only(objects: int) -> list[Row]:
+    """The backfill subsection alone, in a world of its own (``python -m bench.capacity``): for
+    development, not for the table's figures."""
+    from localworld.world import local_world
+
+    with local_world() as world:
+        prime_emulator(world, Uploader(world, "bench/prime"))
+        world.emulator.max_concurrency = POOL
+        return _backfill_run(world, runtime_python(), objects)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from bench.common import format_text_table, render_table
+
+    print(format_text_table(render_table(backfill_only(int(sys.argv[1]) if sys.argv[1:] else 400))))
