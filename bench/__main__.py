@@ -146,7 +146,7 @@ def run_bytes(quick: bool) -> SectionResult:
 def run_capacity(quick: bool) -> SectionResult:
     from bench import capacity
 
-    return _in_world(lambda world: capacity.run(world, quick=quick))
+    return _in_world(lambda world: capacity.run(world, quick=quick), dynamodb_process=True)
 
 
 def run_answer(quick: bool) -> SectionResult:

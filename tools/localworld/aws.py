@@ -13,11 +13,13 @@ exactly the `{"Records": [...]}` event S3 would have sent to Lambda, so a pump c
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
 import urllib.request
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, cast
@@ -66,19 +68,59 @@ _SQS_ATTRIBUTE_PROPERTIES = (
 
 
 class AtomicDynamoDB:
-    """WSGI middleware: one DynamoDB request at a time. DynamoDB applies a conditional write
-    atomically; moto checks the condition and writes in two steps, so two threads could both take
-    one capacity slot. Serialising its DynamoDB requests gives back DynamoDB's guarantee."""
+    """WSGI middleware: one DynamoDB request at a time per table. DynamoDB applies a conditional
+    write atomically; moto checks the condition and writes in two steps, so two threads could both
+    take one capacity slot. Serialising the requests that touch a table gives back DynamoDB's
+    guarantee; a request naming several tables (a transaction, a batch) holds all of theirs (taken
+    in name order), and one naming none (ListTables...) or whose body can't be read holds every
+    table's lock. Tables are independent in DynamoDB, so one table's queue does not hold up another's."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self._app = app
-        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self._everything = threading.Lock()  # held by requests that name no table
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
             return self._app(environ, start_response)
-        with self._lock:
+        with ExitStack() as held:
+            for lock in self._locks_for(_dynamodb_tables(environ)):
+                held.enter_context(lock)
             return list(self._app(environ, start_response))
+
+    def _locks_for(self, tables: set[str] | None) -> list[threading.Lock]:
+        with self._locks_lock:
+            if not tables:  # every table: the catalog's lock, then each table's
+                return [self._everything, *(self._locks[name] for name in sorted(self._locks))]
+            for name in tables:
+                self._locks.setdefault(name, threading.Lock())
+            return [self._locks[name] for name in sorted(tables)]
+
+
+def _dynamodb_tables(environ: dict[str, Any]) -> set[str] | None:
+    """The tables a DynamoDB request names (its body is read here and put back for moto); None when
+    the body can't be read as JSON."""
+    try:
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    except (KeyError, ValueError, OSError):
+        return None
+    environ["wsgi.input"] = io.BytesIO(body)
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    if not isinstance(request, dict):
+        return None
+    names = [request.get("TableName")]
+    names += [op.get("TableName") for item in request.get("TransactItems") or [] for op in item.values()]
+    names += list(request.get("RequestItems") or {})
+    return {_table_name(str(name)) for name in names if name}
+
+
+def _table_name(name: str) -> str:
+    """A table's name, also when given by its ARN (``arn:aws:dynamodb:...:table/<name>``)."""
+    return name.split(":table/", 1)[1].split("/", 1)[0] if ":table/" in name else name
 
 
 class MotoServer:
@@ -144,9 +186,14 @@ class MotoServer:
         self.stop()
 
 
-def client_env(endpoint_url: str, region: str = DEFAULT_REGION) -> dict[str, str]:
-    """Environment that points boto3 (in any process) at moto with dummy credentials."""
+def client_env(
+    endpoint_url: str, region: str = DEFAULT_REGION, dynamodb_endpoint_url: str | None = None
+) -> dict[str, str]:
+    """Environment that points boto3 (in any process) at moto with dummy credentials (DynamoDB at
+    its own endpoint when it has one: the SDKs' service-specific ``AWS_ENDPOINT_URL_DYNAMODB``)."""
+    own = {"AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint_url} if dynamodb_endpoint_url else {}
     return {
+        **own,
         "AWS_ENDPOINT_URL": endpoint_url,
         "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_ACCESS_KEY,
@@ -174,12 +221,19 @@ class ProvisionResult:
 
 
 class LocalAws:
-    """boto3 clients for one moto endpoint plus the operations the local world needs."""
+    """boto3 clients for one moto endpoint (and DynamoDB's own, if it has one: see
+    ``localworld.dynamodb_process``) plus the operations the local world needs."""
 
     def __init__(
-        self, endpoint_url: str, region: str = DEFAULT_REGION, account_id: str = DEFAULT_ACCOUNT_ID
+        self,
+        endpoint_url: str,
+        region: str = DEFAULT_REGION,
+        account_id: str = DEFAULT_ACCOUNT_ID,
+        *,
+        dynamodb_endpoint_url: str | None = None,
     ) -> None:
         self.endpoint_url = endpoint_url.rstrip("/")
+        self.dynamodb_endpoint_url = dynamodb_endpoint_url.rstrip("/") if dynamodb_endpoint_url else None
         self.region = region
         self.account_id = account_id
         self._session = boto3.session.Session(
@@ -195,9 +249,10 @@ class LocalAws:
         # Clients are thread-safe and slow to build: one per service.
         with self._clients_lock:
             if service not in self._clients:
+                own = self.dynamodb_endpoint_url if service == "dynamodb" else None
                 self._clients[service] = self._session.client(
                     service,  # type: ignore[call-overload]
-                    endpoint_url=self.endpoint_url,
+                    endpoint_url=own or self.endpoint_url,
                 )
             return self._clients[service]
 
@@ -223,13 +278,14 @@ class LocalAws:
         return self._client("logs")
 
     def env(self) -> dict[str, str]:
-        return client_env(self.endpoint_url, self.region)
+        return client_env(self.endpoint_url, self.region, self.dynamodb_endpoint_url)
 
     def reset(self) -> None:
-        """Clear all moto state (every service, every account)."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST", data=b"")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            response.read()
+        """Clear all moto state (every service, every account, in every moto process)."""
+        for endpoint in filter(None, (self.endpoint_url, self.dynamodb_endpoint_url)):
+            request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST", data=b"")
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
 
     # --- secrets --------------------------------------------------------------------------
 

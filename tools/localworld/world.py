@@ -24,6 +24,7 @@ from localworld import api_destinations
 from localworld.aws import LocalAws, MotoServer
 from localworld.deepgram import DeepgramEmulator
 from localworld.deepgram_proxy import DeepgramProxy
+from localworld.dynamodb_process import DynamoDBProcess
 from localworld.template import FunctionSpec, Stack, load_stack
 from transcriber.domain.events import S3ObjectRef, Source, batch_operation_objects, detect_source, parse_event
 from transcriber.errors import TranscriptionError
@@ -153,14 +154,18 @@ def local_world(
     api_key: str | None = None,
     emulator_options: Mapping[str, Any] | None = None,
     state_dir: Path | None = None,
+    dynamodb_process: bool = False,
 ) -> Iterator[LocalWorld]:
     """Start moto, the emulator and the proxy to it, load the stack pointed at them, provision it,
-    store the key."""
+    store the key. ``dynamodb_process``: DynamoDB served by a moto process of its own
+    (``localworld.dynamodb_process``), for load runs; AWS fault proxies then see no DynamoDB call."""
     key = api_key or new_api_key()
     with (
         services(key, emulator_options, state_dir) as (moto, emulator),
         DeepgramProxy(("127.0.0.1", emulator.port)) as proxy,
+        ExitStack() as apart,
     ):
+        dynamodb = apart.enter_context(DynamoDBProcess()).endpoint_url if dynamodb_process else None
         overrides = {
             "DeepgramSecretId": LOCAL_SECRET_ID,
             "Settings.Deepgram.DeepgramApiUrl": emulator.url,
@@ -169,7 +174,7 @@ def local_world(
             **dict(parameter_overrides or {}),
         }
         stack = load_stack(template, overrides, endpoint_url=moto.endpoint_url)
-        aws = LocalAws(moto.endpoint_url, stack.region, stack.account_id)
+        aws = LocalAws(moto.endpoint_url, stack.region, stack.account_id, dynamodb_endpoint_url=dynamodb)
         world = LocalWorld(moto, aws, emulator, stack, key, overrides, template, deepgram_proxy=proxy)
         world.reset()
         yield world
