@@ -308,12 +308,8 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
         )
         with engine:
             job_id = engine.client().create_job(**_job_request(world, spec.function_arn))["JobId"]
+            say(f"capacity (backfill): job {job_id} started; {LIVE_UPLOADS} live uploads meanwhile")
             started = time.monotonic()
-            ramp_s = _ramp_up(engine, job_id, min(objects, BACKFILL_CONCURRENCY))
-            say(
-                f"capacity (backfill): job {job_id} running ({ramp_s:.1f} s); "
-                f"{LIVE_UPLOADS} live uploads meanwhile"
-            )
             lists_during: list[float] = []
             during = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S, lists_during)
             records = delivery.records
@@ -365,11 +361,6 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
         ),
         Row(
             "capacity",
-            f"  backfill's start: its first {BACKFILL_CONCURRENCY} tasks (cold starts; live uploads after)",
-            f"{ramp_s:.1f} s",
-        ),
-        Row(
-            "capacity",
             "  live uploads' invocations (S3 events): cold starts, failed, median handler duration",
             live_runs[1],
             f"{live_runs[0]} (no backfill)",
@@ -388,18 +379,6 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
             median(lists_during) / median(lists_alone),
         ),
     ]
-
-
-def _ramp_up(engine: LocalBatchOperations, job_id: str, tasks: int) -> float:
-    """Seconds until the job's first ``tasks`` tasks are done: its containers have started. On AWS
-    each cold start has a CPU of its own; here the backfill's 24 at once hold both cores for many
-    seconds (measured: live uploads in that window took 2 to 5 s, after it 1.2 to 1.9 s), which
-    measures this machine, not the product. The live uploads arrive once the backfill runs steadily."""
-    started = time.monotonic()
-    job = engine.job(job_id)
-    while job.succeeded + job.failed < tasks and job.status not in {"Complete", "Failed"}:
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 def _deepgram_s(requests: Sequence[Any]) -> list[float]:
