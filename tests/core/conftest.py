@@ -6,6 +6,7 @@ no subprocess, so these tests are fast and their coverage of the layer is measur
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -159,23 +160,41 @@ class Aws:
         return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
-class CopyOnRegister:
-    """A client's event emitter for one test: emits through the shared one until the test
-    registers a handler, then through a copy of it that holds the test's handlers alone."""
+class HandlersOfOneTest:
+    """A client's event emitter for one test: the shared one, with the handlers the test registers
+    taken off again after it (``remove``). Copying the emitter instead costs more than the rest of
+    a set-up, and a Transcriber registers one (Powertools' idempotency feature on the DynamoDB
+    client) each time it is built."""
 
-    _REGISTERS = frozenset({"register", "register_first", "register_last", "unregister"})
+    _REGISTERS = frozenset({"register", "register_first", "register_last"})
 
     def __init__(self, shared: Any) -> None:
         self._emitter = shared
-        self._copied = False
+        self._registered: list[tuple[str, Any, Any, bool]] = []
 
     def __getattr__(self, name: str) -> Any:
-        if name in self._REGISTERS and not self._copied:
-            self._emitter, self._copied = copy.copy(self._emitter), True
-        return getattr(self._emitter, name)
+        method = getattr(self._emitter, name)
+        if name not in self._REGISTERS:
+            return method
+
+        def register(
+            event_name: str, handler: Any, unique_id: Any = None, unique_id_uses_count: bool = False
+        ) -> None:
+            method(event_name, handler, unique_id, unique_id_uses_count)
+            self._registered.append((event_name, handler, unique_id, unique_id_uses_count))
+
+        return register
 
     def __copy__(self) -> Any:
         return copy.copy(self._emitter)
+
+    def remove(self) -> Any:
+        """Unregister what the test registered (latest first); returns the shared emitter."""
+        for event_name, handler, unique_id, uses_count in reversed(self._registered):
+            # ValueError: the test unregistered it already and its event's node went with it.
+            with contextlib.suppress(ValueError):
+                self._emitter.unregister(event_name, handler, unique_id, uses_count)
+        return self._emitter
 
 
 @dataclass(frozen=True)
@@ -214,11 +233,12 @@ def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients, moto_as_aws: None) 
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     s3, dynamodb, secretsmanager, sqs = _clients.s3, _clients.dynamodb, _clients.secretsmanager, _clients.sqs
-    # Tests register event handlers on the clients: each gets its own emitters, dropped after
-    # (copied on a test's first register: the copy is most of a set-up, and most tests register none).
-    emitters = [(client.meta, client.meta.events) for client in (s3, dynamodb, secretsmanager, sqs)]
+    # Tests (and each Transcriber built) register event handlers on the clients: removed after.
+    emitters = [
+        (client.meta, HandlersOfOneTest(client.meta.events)) for client in (s3, dynamodb, secretsmanager, sqs)
+    ]
     for meta, events in emitters:
-        meta.events = CopyOnRegister(events)  # type: ignore[assignment]  # an emitter in all but name
+        meta.events = events  # type: ignore[assignment]  # an emitter in all but name
     # boto3's default session (tests build a few clients of their own) stays between tests too.
     with mock_aws(config={"core": {"reset_boto3_session": False}}):
         for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
@@ -234,7 +254,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients, moto_as_aws: None) 
         secretsmanager.create_secret(Name=SECRET_ID, SecretString=json.dumps({"api_key": API_KEY}))
         yield Aws(s3=s3, dynamodb=dynamodb, secretsmanager=secretsmanager, sqs=sqs, session=_clients.session)
     for meta, events in emitters:
-        meta.events = events
+        meta.events = events.remove()
 
 
 @pytest.fixture
