@@ -229,10 +229,12 @@ def _clients() -> _Clients:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _moto(moto_as_aws: None) -> Iterator[None]:
-    """moto's in-process mock, started once per process: a start registers some 1,300 URL patterns
-    with ``responses``, the cost of a whole test's set-up. Each test empties it (``fresh_aws``).
+    """moto's in-process mock, started once for the core tests a process runs in a row (a start
+    registers some 1,300 URL patterns with ``responses``, the cost of a whole test's set-up), and
+    stopped before any other tier's test: those start their own mocks and servers, and a nested
+    ``mock_aws`` would neither empty moto on starting nor on stopping. Each test empties it (``fresh_aws``).
     The credentials stay the ones ``aws`` sets (moto's own would outlive the test in the environment);
     boto3's default session (tests build a few clients of their own) stays between tests too."""
     with mock_aws(config={"core": {"mock_credentials": False, "reset_boto3_session": False}}):
