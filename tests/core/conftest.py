@@ -6,10 +6,12 @@ no subprocess, so these tests are fast and their coverage of the layer is measur
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,12 @@ import requests
 import responses
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from moto import mock_aws
+from moto.core.base_backend import BackendDict
+from moto.core.model_instances import reset_model_data
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.dynamodb.models import dynamodb_backends
+from moto.s3.models import s3_backends
+from moto.secretsmanager.models import secretsmanager_backends
 
 from transcriber.compose import transcriber_from
 from transcriber.config import Settings
@@ -159,23 +167,41 @@ class Aws:
         return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
-class CopyOnRegister:
-    """A client's event emitter for one test: emits through the shared one until the test
-    registers a handler, then through a copy of it that holds the test's handlers alone."""
+class HandlersOfOneTest:
+    """A client's event emitter for one test: the shared one, with the handlers the test registers
+    taken off again after it (``remove``). Copying the emitter instead costs more than the rest of
+    a set-up, and a Transcriber registers one (Powertools' idempotency feature on the DynamoDB
+    client) each time it is built."""
 
-    _REGISTERS = frozenset({"register", "register_first", "register_last", "unregister"})
+    _REGISTERS = frozenset({"register", "register_first", "register_last"})
 
     def __init__(self, shared: Any) -> None:
         self._emitter = shared
-        self._copied = False
+        self._registered: list[tuple[str, Any, Any, bool]] = []
 
     def __getattr__(self, name: str) -> Any:
-        if name in self._REGISTERS and not self._copied:
-            self._emitter, self._copied = copy.copy(self._emitter), True
-        return getattr(self._emitter, name)
+        method = getattr(self._emitter, name)
+        if name not in self._REGISTERS:
+            return method
+
+        def register(
+            event_name: str, handler: Any, unique_id: Any = None, unique_id_uses_count: bool = False
+        ) -> None:
+            method(event_name, handler, unique_id, unique_id_uses_count)
+            self._registered.append((event_name, handler, unique_id, unique_id_uses_count))
+
+        return register
 
     def __copy__(self) -> Any:
         return copy.copy(self._emitter)
+
+    def remove(self) -> Any:
+        """Unregister what the test registered (latest first); returns the shared emitter."""
+        for event_name, handler, unique_id, uses_count in reversed(self._registered):
+            # ValueError: the test unregistered it already and its event's node went with it.
+            with contextlib.suppress(ValueError):
+                self._emitter.unregister(event_name, handler, unique_id, uses_count)
+        return self._emitter
 
 
 @dataclass(frozen=True)
@@ -186,36 +212,96 @@ class _Clients:
     sqs: SQSClient
     session: boto3.session.Session
 
+    def new(self, service: str) -> Any:
+        """Another client of the session, made as the shared ones are."""
+        return _client(self.session, service)
+
+
+def _client(session: boto3.session.Session, service: str) -> Any:
+    return session.client(  # type: ignore[call-overload]
+        service,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=AWS_CLIENT_CONFIG,
+    )
+
 
 @pytest.fixture(scope="session")
 def _clients() -> _Clients:
     """One boto3 Session and its clients for the whole run: building them is most of a test's
     set-up. It is the container's own (``new_session``: the layer's cut of botocore's data), so
     every call the core makes goes through the models a function loads. moto intercepts every
-    botocore client once imported, so they reach each test's own mock."""
+    botocore client once imported, so they reach the process's mock."""
     session = new_session()
-
-    def client(service: str) -> Any:
-        return session.client(  # type: ignore[call-overload]
-            service,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=AWS_CLIENT_CONFIG,
-        )
-
     return _Clients(
-        s3=client("s3"),
-        dynamodb=client("dynamodb"),
-        secretsmanager=client("secretsmanager"),
-        sqs=client("sqs"),
+        s3=_client(session, "s3"),
+        dynamodb=_client(session, "dynamodb"),
+        secretsmanager=_client(session, "secretsmanager"),
+        sqs=_client(session, "sqs"),
         session=session,
     )
 
 
+@pytest.fixture(scope="package")
+def _moto(moto_as_aws: None) -> Iterator[None]:
+    """moto's in-process mock, started once for the core tests a process runs in a row (a start
+    registers some 1,300 URL patterns with ``responses``, the cost of a whole test's set-up), and
+    stopped before any other tier's test: those start their own mocks and servers, and a nested
+    ``mock_aws`` would neither empty moto on starting nor on stopping. Each test empties it (``fresh_aws``).
+    The credentials stay the ones ``aws`` sets (moto's own would outlive the test in the environment);
+    boto3's default session (tests build a few clients of their own) stays between tests too."""
+    with mock_aws(config={"core": {"mock_credentials": False, "reset_boto3_session": False}}):
+        yield
+
+
+TABLE_SCHEMA = [{"AttributeName": "id", "KeyType": "HASH"}]
+TABLE_ATTRIBUTES = [{"AttributeName": "id", "AttributeType": "S"}]
+SECRET_STRING = json.dumps({"api_key": API_KEY})
+
+
+def fresh_aws() -> None:
+    """Empty moto as ``mock_aws`` does when it stops (every service, account and region), then make
+    what the stack has before any upload: the buckets, the table, the secret. Made through moto's
+    backends, with what its handlers pass them for these requests: the same objects at a fortieth of
+    the cost of five API calls (``test_fixture_isolation.py`` compares them with the API's)."""
+    BackendDict.reset()
+    reset_model_data()
+    s3 = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
+        s3.create_bucket(bucket, REGION)
+    # As the template makes it: a failure record's marker is a delete marker (storage.TranscriptSlot).
+    s3.put_bucket_versioning(OUTPUT_BUCKET, "Enabled")
+    dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].create_table(
+        TABLE,
+        schema=TABLE_SCHEMA,
+        attr=TABLE_ATTRIBUTES,
+        throughput=None,
+        global_indexes=[],
+        indexes=[],
+        streams=None,
+        billing_mode="PAY_PER_REQUEST",
+        sse_specification=None,
+        tags=[],
+        deletion_protection_enabled=False,
+        warm_throughput=None,
+    )
+    secretsmanager_backends[DEFAULT_ACCOUNT_ID][REGION].create_secret(
+        name=SECRET_ID,
+        secret_string=SECRET_STRING,
+        secret_binary=None,
+        description="",
+        tags=[],
+        kms_key_id=None,
+        client_request_token=str(uuid.uuid4()),  # botocore fills in this idempotency token
+        replica_regions=[],
+        force_overwrite=False,
+    )
+
+
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients, moto_as_aws: None) -> Iterator[Aws]:
-    """A fresh, empty moto per test (``mock_aws`` starts from nothing), on the session's clients."""
+def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients, _moto: None) -> Iterator[Aws]:
+    """A fresh moto per test (emptied, then the stack's resources made anew), on the session's clients."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -223,28 +309,18 @@ def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients, moto_as_aws: None) 
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    s3, dynamodb, secretsmanager, sqs = _clients.s3, _clients.dynamodb, _clients.secretsmanager, _clients.sqs
-    # Tests register event handlers on the clients: each gets its own emitters, dropped after
-    # (copied on a test's first register: the copy is most of a set-up, and most tests register none).
-    emitters = [(client.meta, client.meta.events) for client in (s3, dynamodb, secretsmanager, sqs)]
+    clients = (_clients.s3, _clients.dynamodb, _clients.secretsmanager, _clients.sqs)
+    # Tests (and each Transcriber built) register event handlers on the clients: removed after.
+    emitters = [(client.meta, HandlersOfOneTest(client.meta.events)) for client in clients]
     for meta, events in emitters:
-        meta.events = CopyOnRegister(events)  # type: ignore[assignment]  # an emitter in all but name
-    # boto3's default session (tests build a few clients of their own) stays between tests too.
-    with mock_aws(config={"core": {"reset_boto3_session": False}}):
-        for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
-            s3.create_bucket(Bucket=bucket)
-        # As the template makes it: a failure record's marker is a delete marker (storage.TranscriptSlot).
-        s3.put_bucket_versioning(Bucket=OUTPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        dynamodb.create_table(
-            TableName=TABLE,
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        secretsmanager.create_secret(Name=SECRET_ID, SecretString=json.dumps({"api_key": API_KEY}))
-        yield Aws(s3=s3, dynamodb=dynamodb, secretsmanager=secretsmanager, sqs=sqs, session=_clients.session)
+        meta.events = events  # type: ignore[assignment]  # an emitter in all but name
+    fresh_aws()
+    yield Aws(*clients, session=_clients.session)
     for meta, events in emitters:
-        meta.events = events
+        meta.events = events.remove()
+    # Nothing of the test's outlives it (a later test empties moto anyway; this frees its objects).
+    BackendDict.reset()
+    reset_model_data()
 
 
 @pytest.fixture
