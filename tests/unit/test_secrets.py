@@ -156,3 +156,19 @@ def test_a_forced_read_does_not_take_a_prefetched_key() -> None:
     client.value = "dg_rotated0123456789"  # the prefetch read the key Deepgram has since rejected
 
     assert provider.get(force_fetch=True) == "dg_rotated0123456789"
+
+
+def test_a_prefetched_read_older_than_the_max_age_is_not_used() -> None:
+    from transcriber.services.secrets import ApiKeyProvider
+
+    now = [100.0]
+    client = _HeldSecrets(KEY)
+    client.release.set()
+    provider = ApiKeyProvider("deepgram/dev", 300, client, clock=lambda: now[0])  # type: ignore[arg-type]
+    provider.prefetch()  # an invocation that never needed the key (a replay, say)
+    assert client.answered.wait(timeout=5)
+    client.value = "dg_rotated0123456789"
+    now[0] += 300
+
+    assert provider.get() == "dg_rotated0123456789"
+    assert client.reads == 2

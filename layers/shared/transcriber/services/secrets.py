@@ -60,7 +60,7 @@ class ApiKeyProvider:
         pending, self._pending = self._pending, None
         if force_fetch or self._stale(now):
             # A prefetched read serves the cache's rule (dated when it started), not a rejected key.
-            if pending is not None and not force_fetch:
+            if pending is not None and not force_fetch and now - pending[0] < self._max_age_s:
                 self._read = (pending[0], pending[1].result())
             else:
                 self._read = (now, self._fetch())
