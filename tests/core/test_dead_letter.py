@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -10,7 +11,16 @@ import responses
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.exceptions import ClientError
 
-from tests.core.conftest import LISTEN_URL, failure_key, s3_event, sqs_record, transcript_body, transcript_key
+from tests.core.conftest import (
+    LISTEN_URL,
+    UPLOAD_ETAG,
+    FakeLambdaContext,
+    failure_key,
+    s3_event,
+    sqs_record,
+    transcript_body,
+    transcript_key,
+)
 from tests.core.test_completion import Bus
 from transcriber.domain.events import S3ObjectRef
 from transcriber.errors import BlockedError, RetryableError
@@ -432,3 +442,44 @@ def test_prior_attempts_are_trusted_only_within_bounds(
     failure = aws.output(failure_key("late.wav"))
     assert failure is not None
     assert failure["class"] == "parked"
+
+
+def test_a_last_attempt_that_finds_the_object_in_progress_waits_and_leaves_no_failure_record(
+    aws: Aws,
+    deepgram: responses.RequestsMock,
+    make_transcriber: TranscriberFactory,
+    dead_letter_policy: DeadLetterRetryPolicy,
+    lambda_context: FakeLambdaContext,
+    sent: list[dict[str, Any]],
+) -> None:
+    """The joint of the dead-letter retries and a duplicate delivery: while one invocation waits on
+    Deepgram, the retry's last attempt finds the object in progress. Parked, it would leave a
+    failure record beside the transcript the first invocation then writes (make chaos saw it)."""
+    aws.upload("busy.wav")
+    answering = threading.Event()
+    may_answer = threading.Event()
+
+    def slow_answer(_: Any) -> tuple[int, dict[str, str], str]:
+        answering.set()
+        assert may_answer.wait(timeout=10)
+        return 200, {}, json.dumps(transcript_body())
+
+    deepgram.add_callback(responses.POST, LISTEN_URL, callback=slow_answer)
+    first = make_transcriber()
+    busy = S3ObjectRef(bucket="core-input", key="busy.wav", etag=UPLOAD_ETAG, size=16)
+    running = threading.Thread(target=first.process, args=(busy, FakeLambdaContext()))
+    running.start()
+    assert answering.wait(timeout=10)
+    retrier = DeadLetterRetrier(make_transcriber(), dead_letter_policy, aws.sqs)
+    record = dead_lettered_with(aws, json.dumps(s3_event("busy.wav")), {"PriorAttempts": "2"})
+    sent.clear()
+
+    result = retrier.process_record(record, lambda_context)  # attempt 3 of 3
+    may_answer.set()
+    running.join(timeout=10)
+
+    assert result == {"deferred": "in-progress-elsewhere"}
+    (requeued,) = sent
+    assert requeued["QueueUrl"] == aws.dead_letter_queue_url
+    assert attributes_of(requeued)["PriorAttempts"] == "2"  # this try used no attempt
+    assert aws.output_keys() == [transcript_key("busy.wav")]  # and no failure record beside it

@@ -11,7 +11,10 @@ message is sent again as a new message (with the attempts it had really used, ``
 and a ``CapacityDeferrals`` count) and the old one deleted, so SQS's receive count, which drives
 the redrive to the parking queue, never counts capacity waits. A backfill task's object deferred
 here (``CapacityRequeue.defer``, attribute ``CapacityLane: backfill``) is re-run in the backfill
-lane, so it waits for the backfill's share of the pool, as its task did.
+lane, so it waits for the backfill's share of the pool, as its task did. An object another
+invocation is transcribing (``in-progress-elsewhere``) is requeued the same way: that invocation
+writes the outcome, or its record expires with its deadline; parking it would leave a failure
+record beside the transcript it then writes.
 
 A blocked error (a deployment fault: a missing secret or capacity table, a revoked key, no credit)
 is no failure of the event either: it is requeued the same way, without using an attempt, so it
@@ -44,6 +47,7 @@ from transcriber.domain.events import Source, detect_source, parse_event
 from transcriber.errors import BlockedError, PermanentError, RetryableError, TranscriptionError
 from transcriber.observability import logger, metrics
 from transcriber.pipeline.adapters import handle_event, process_all
+from transcriber.pipeline.workflow import IN_PROGRESS_REASON
 from transcriber.services.capacity import BACKFILL_LANE, CAPACITY_REASON
 from transcriber.services.capacity_requeue import CAPACITY_LANE
 from transcriber.services.storage import utc_now
@@ -125,14 +129,17 @@ class DeadLetterRetrier:
     def _later(
         self, record: SQSRecord, exc: RetryableError, event: Any, *, receives: int, attempt: int
     ) -> dict[str, Any]:
-        """Requeue (blocked, capacity: no attempt used), back off, or park; raises to keep the
-        message for its backoff."""
+        """Requeue (blocked, capacity, in progress elsewhere: no attempt used), back off, or park;
+        raises to keep the message for its backoff."""
         if isinstance(exc, BlockedError):
             self._requeue_blocked(record, attempt - 1, exc)
             return {"deferred": "blocked"}
         if exc.reason == CAPACITY_REASON:
             self._requeue_for_capacity(record, attempt - 1)
             return {"deferred": CAPACITY_REASON}
+        if exc.reason == IN_PROGRESS_REASON:
+            self._requeue_while_in_progress(record, attempt - 1)
+            return {"deferred": IN_PROGRESS_REASON}
         if self._back_off(record, attempt, exc, event) and receives < self.policy.max_attempts:
             # Attempts carried over a requeue ran out before SQS's receive count did.
             self._park(record, exc.reason, str(exc))
@@ -191,6 +198,17 @@ class DeadLetterRetrier:
         logger.info(
             "Waiting for Deepgram capacity; event requeued without using an attempt",
             extra={"delay_s": delay, "capacity_deferrals": deferrals, "attempts_used": used_attempts},
+        )
+
+    def _requeue_while_in_progress(self, record: SQSRecord, used_attempts: int) -> None:
+        """Another invocation is transcribing the object: it writes the outcome, or its record
+        expires with its deadline. Not a failure of the event: parking it here would leave a
+        failure record beside the transcript the other invocation is about to write."""
+        delay = self._requeue(record, used_attempts, self.policy.delay(1), {})
+        metrics.add_metric(name="DeadLetterInProgressDeferrals", unit=MetricUnit.Count, value=1)
+        logger.info(
+            "Another invocation is transcribing it; event requeued without using an attempt",
+            extra={"delay_s": delay, "attempts_used": used_attempts},
         )
 
     def _back_off(self, record: SQSRecord, attempt: int, exc: RetryableError, event: Any) -> bool:

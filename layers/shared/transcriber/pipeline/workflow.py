@@ -82,6 +82,11 @@ __all__ = [
 IDEMPOTENCY_KEY_PREFIX = "transcription"
 
 
+# Another invocation holds the object's idempotency record: it will write the outcome, or its
+# record expires with its deadline and the next try does the work.
+IN_PROGRESS_REASON = "in-progress-elsewhere"
+
+
 @dataclass
 class Parts:
     """The Transcriber's collaborators, built by ``transcriber.compose`` (the one place that builds)."""
@@ -156,7 +161,7 @@ class Transcriber:
         except IdempotencyAlreadyInProgressError:
             metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
             raise RetryableError(
-                ErrorDetails(reason="in-progress-elsewhere", message="another invocation is transcribing it")
+                ErrorDetails(reason=IN_PROGRESS_REASON, message="another invocation is transcribing it")
             ) from None
         except IdempotencyPersistenceLayerError as exc:
             metrics.add_metric(name="TranscriptionsDeferred", unit=MetricUnit.Count, value=1)
