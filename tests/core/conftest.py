@@ -148,7 +148,7 @@ class Aws:
 
     def events(self) -> EventBridgeClient:
         """An EventBridge client, made when a transcriber first publishes (as in a container)."""
-        client: EventBridgeClient = self.session.client("events", config=AWS_CLIENT_CONFIG)
+        client: EventBridgeClient = _client(self.session, "events")
         return client
 
     def upload(self, key: str, body: bytes = UPLOAD_BODY, **extra: Any) -> dict[str, Any]:
