@@ -3,7 +3,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-VENV = $(shell scripts/bootstrap)
+# Made (and its path found) once per make, at first use: a plain recursive variable ran
+# scripts/bootstrap (two Python starts) at every use, about 4 s of make check's wall under load.
+VENV = $(eval VENV := $$(shell scripts/bootstrap))$(VENV)
 PY = $(VENV)/bin/python
 # The layer package and the local world import like they do on Lambda and in the tests.
 export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/tools:$(CURDIR)
@@ -20,7 +22,7 @@ TYPED_SOURCES = layers/shared/transcriber functions/transcribe/app.py functions/
 
 .PHONY: help demo test check complexity lint format typecheck unit integration template-check build validate deploy \
 	deploy-prod delete secret webhook-secret invoke emulator clean failures report redrive backfill status upload chaos bench localworld-test \
-	sam-local docs diagram
+	sam-local docs diagram fast-tests
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,7 +45,11 @@ BYTECODE_CACHE = PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(VENV)-pycache
 # test's counts lines and branches.
 LINE_COVERAGE = COVERAGE_CORE=sysmon COVERAGE_BRANCH=false
 
-check: lint typecheck ## Feedback in seconds: ruff, radon, mypy, unit + core tests on every core, the line-coverage gate
+# lint and mypy run beside the tests (pytest's start-up leaves a core idle), output kept by line.
+check: ## Feedback in seconds: ruff, radon, mypy, unit + core tests on every core, the line-coverage gate
+	@$(MAKE) --no-print-directory -j3 -Oline VENV=$(VENV) lint typecheck fast-tests
+
+fast-tests:
 	@$(BYTECODE_CACHE) $(LINE_COVERAGE) $(PY) -m pytest -q -n auto --dist worksteal $(COVERAGE) tests/unit tests/core
 
 # The slowest tiers first (a long test collected last keeps the other workers idle at the end);
@@ -58,7 +64,7 @@ TEST_ORDER = bench/tests tests/template tests/integration tests/artifact tools/l
 test: lint typecheck ## Everything: ruff, radon, mypy, the docs' links, all tests (xdist) with the layer's branch-coverage gate, then sam-local
 	@$(PY) scripts/check_docs.py
 	@$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(COVERAGE) -m "not samlocal" $(TEST_ORDER)
-	@$(MAKE) --no-print-directory sam-local
+	@$(MAKE) --no-print-directory VENV=$(VENV) sam-local
 
 sam-local: ## sam build + sam local invoke/start-lambda in containers (installs and starts Docker, builds the base image if absent)
 	@$(PY) -m pytest -m samlocal tests/samlocal
@@ -72,12 +78,14 @@ diagram: ## Render the README's architecture picture (docs/img/architecture.svg)
 lint: ## ruff lint and format check, then the complexity gate
 	@$(VENV)/bin/ruff check $(PYTHON_SOURCES)
 	@$(VENV)/bin/ruff format --check $(PYTHON_SOURCES)
-	@$(MAKE) --no-print-directory complexity
+	@$(COMPLEXITY_GATE)
 
 # radon's cyclomatic complexity (xenon applies it; rank B is at most 10). ruff's mccabe (C90) leaves
 # out boolean operators and comprehensions, which radon counts: both gate.
+COMPLEXITY_GATE = $(VENV)/bin/xenon --max-absolute B $(GATED_SOURCES)
+
 complexity: ## radon's cyclomatic complexity: no function in the layer or functions/ over 10 (xenon --max-absolute B)
-	@$(VENV)/bin/xenon --max-absolute B $(GATED_SOURCES)
+	@$(COMPLEXITY_GATE)
 
 format: ## Apply ruff formatting and safe fixes
 	@$(VENV)/bin/ruff check --fix $(PYTHON_SOURCES)

@@ -32,14 +32,41 @@ def test_the_local_world_plugin_is_loaded_only_by_the_directories_that_use_it() 
 
 
 def test_make_check_is_lint_types_and_the_fast_tiers_under_the_coverage_gate() -> None:
-    check = recipe("check")
+    check, fast = recipe("check"), recipe("fast-tests")
 
-    assert check.startswith("check: lint typecheck ")
-    assert "-n auto" in check
-    assert "tests/unit tests/core" in check
-    assert "$(COVERAGE)" in check
+    assert re.search(r"\$\(MAKE\) .*-j3 .* lint typecheck fast-tests$", check, flags=re.MULTILINE)
+    assert "-n auto" in fast
+    assert "tests/unit tests/core" in fast
+    assert "$(COVERAGE)" in fast
+    assert "$(LINE_COVERAGE)" in fast
     assert "--cov " in MAKEFILE
-    assert "$(MAKE) --no-print-directory complexity" in recipe("lint")
+    assert "$(COMPLEXITY_GATE)" in recipe("lint")
+    assert "$(COMPLEXITY_GATE)" in recipe("complexity")
+
+
+def test_make_check_counts_lines_with_sys_monitoring_and_make_test_counts_branches_too() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    line_coverage = re.search(r"^LINE_COVERAGE = (.*)$", MAKEFILE, flags=re.MULTILINE)
+    assert line_coverage
+
+    assert pyproject["tool"]["coverage"]["run"]["branch"] == "${COVERAGE_BRANCH-true}"
+    assert line_coverage.group(1).split() == ["COVERAGE_CORE=sysmon", "COVERAGE_BRANCH=false"]
+    assert "$(LINE_COVERAGE)" not in recipe("test")
+
+
+@pytest.mark.parametrize(("environment", "branch"), [({}, True), ({"COVERAGE_BRANCH": "false"}, False)])
+def test_coverage_reads_branch_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], branch: bool
+) -> None:
+    import coverage
+
+    monkeypatch.delenv("COVERAGE_BRANCH", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+    measured = coverage.Coverage(config_file=str(ROOT / "pyproject.toml"))
+
+    assert measured.get_option("run:branch") is branch
 
 
 def function_with_branches(count: int) -> str:
@@ -53,7 +80,7 @@ def test_the_complexity_gate_lets_ten_through_and_stops_eleven(
     tmp_path: Path, complexity: int, passes: bool
 ) -> None:
     (tmp_path / "module.py").write_text(function_with_branches(complexity), encoding="utf-8")
-    gate = re.search(r"xenon (.*) \$\(GATED_SOURCES\)", recipe("complexity"))
+    gate = re.search(r"^COMPLEXITY_GATE = .*xenon (.*) \$\(GATED_SOURCES\)$", MAKEFILE, flags=re.MULTILINE)
     assert gate
 
     run = subprocess.run(
