@@ -32,6 +32,9 @@ from transcriber.domain import capacity_core as core
 from transcriber.domain.capacity_core import BACKFILL_LANE, LIVE_LANE, PoolSettings, PoolState
 
 CAPACITY_REASON = "deepgram-capacity"
+IN_PROGRESS_REASON = "in-progress-elsewhere"
+# What the product does not count as a failure of the object: it waits for it, using no attempt.
+WAITS = frozenset({CAPACITY_REASON, IN_PROGRESS_REASON})
 # In-invocation retries of a Deepgram request: the product's policy (template's attempts).
 _REQUESTS = product.request_policy()
 REQUEST_ATTEMPTS = _REQUESTS.max_attempts
@@ -157,7 +160,7 @@ class Counters:
     cold_starts: int = 0
     lambda_throttles: int = 0
     dead_lettered: int = 0
-    deferred: int = 0  # backfill tasks whose lane was full, handed to the dead-letter queue
+    deferred: int = 0  # backfill tasks whose lane was full or whose object was in progress, handed to the DLQ
     parked: int = 0
     capacity_handbacks: int = 0
 
@@ -362,7 +365,7 @@ class World:
         if version.done_at >= 0:
             return  # replayed: no Deepgram request
         if version.in_progress_until > now.now:
-            raise Handback("in-progress-elsewhere")
+            raise Handback(IN_PROGRESS_REASON)
         # Powertools: the in-progress record expires with the invocation; deleted if it raises.
         version.in_progress_until = invocation.deadline
         try:
@@ -665,7 +668,7 @@ class World:
 
     def _retried(self, attempt: int) -> Callable[[Version, str | None], None]:
         def done(version: Version, error: str | None) -> None:
-            if error == CAPACITY_REASON:  # requeued: no attempt used
+            if error in WAITS:  # requeued: no attempt used
                 self.dead_letter(version, attempt - 1, self._dlq_delay(1))
             elif error is not None and attempt >= DLQ_MAX_ATTEMPTS:
                 self.counters.parked += 1
@@ -698,7 +701,7 @@ class World:
             def done(version: Version, error: str | None) -> None:
                 if error is None:
                     pass
-                elif error == CAPACITY_REASON:  # the product defers it: Succeeded, waits in the DLQ
+                elif error in WAITS:  # the product defers it: Succeeded, waits in the DLQ
                     self.counters.deferred += 1
                     # It keeps its lane: the retry function re-runs it in the backfill lane (CapacityLane).
                     self.dead_letter(version, 0, self.draw.uniform(0.001, DEFERRAL_JITTER_S))

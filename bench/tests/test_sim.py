@@ -77,13 +77,13 @@ def test_a_killed_backfill_task_is_tried_again_by_batch_operations() -> None:
 
     assert world.counters.kills > 20
     assert world.counters.dead_lettered == 0  # a synchronous task: no event, no dead-letter queue
-    # A killed task is tried again; what is given up is a task whose next attempts all met the killed
-    # invocation's in-progress idempotency record (it lasts to that invocation's deadline) near the
-    # end of the job, when the task comes straight back: a finding, see docs/capacity-simulation.md.
-    lost = [v for v in world.versions if v.lost]
-    assert all(v.lost == "task failed: in-progress-elsewhere" for v in lost)
-    assert len(lost) < world.counters.kills
-    assert all(v.done_at >= 0 for v in world.versions if not v.lost)
+    # A killed task is tried again at once, and would meet the dead invocation's in-progress
+    # idempotency record (it lasts to that invocation's deadline) on each of its few attempts: the
+    # product hands such an object to the dead-letter queue, where the retry function waits for the
+    # record without using an attempt. Before, 31 of these 2,000 tasks were given up.
+    assert world.counters.deferred > 0
+    assert [v.lost for v in world.versions if v.lost] == []
+    assert all(v.done_at >= 0 for v in world.versions)
 
 
 def test_the_killed_slot_check_fails_when_renewals_go_on_after_the_kill(monkeypatch: Any) -> None:

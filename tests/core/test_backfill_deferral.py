@@ -5,13 +5,22 @@ uploads need, and the retry function transcribes it later."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import responses
 
 from tests.core import test_capacity
-from tests.core.conftest import INPUT_BUCKET, LISTEN_URL, failure_key, transcript_body, transcript_key
+from tests.core.conftest import (
+    INPUT_BUCKET,
+    LISTEN_URL,
+    UPLOAD_ETAG,
+    FakeLambdaContext,
+    failure_key,
+    transcript_body,
+    transcript_key,
+)
 from tests.core.test_capacity import (
     POOL,
     Clock,
@@ -22,6 +31,7 @@ from tests.core.test_capacity import (
     governor,
     receive,
 )
+from transcriber.domain.events import S3ObjectRef
 from transcriber.pipeline.adapters import handle_event
 from transcriber.pipeline.dead_letter import DeadLetterRetrier
 from transcriber.services.capacity import CAPACITY_REASON, CapacityGovernor, CapacityRequeue
@@ -124,3 +134,56 @@ def test_a_deferral_that_cannot_be_sent_falls_back_to_temporary_failure(
     assert result["resultCode"] == "TemporaryFailure"  # Batch keeps the task: nothing lost
     assert result["resultString"].startswith(CAPACITY_REASON)
     assert aws.output_keys() == [failure_key("archive/kept.wav")]
+
+
+def test_a_backfill_task_for_an_object_in_progress_elsewhere_waits_in_the_dead_letter_queue(
+    aws: Aws,
+    table: str,
+    deepgram: responses.RequestsMock,
+    sleeps: Waits,
+    clock: Clock,
+    dead_letter_policy: DeadLetterRetryPolicy,
+) -> None:
+    """The joint of backfill, idempotency and a killed sandbox: a dead invocation's record stays in
+    progress to its deadline, and Batch Operations' quick retries of the task all meet it (the
+    simulator gave up 31 of 2,000 tasks so). Here another invocation is mid-request: the task hands
+    the object to the dead-letter queue instead of answering TemporaryFailure with a failure record,
+    and the retry function later finds the work done without paying again."""
+    key = "archive/busy.wav"
+    aws.upload(key)
+    answering, may_answer = threading.Event(), threading.Event()
+
+    def slow_answer(_: object) -> tuple[int, dict[str, str], str]:
+        answering.set()
+        assert may_answer.wait(timeout=10)
+        return 200, {}, json.dumps(transcript_body())
+
+    deepgram.add_callback(responses.POST, LISTEN_URL, callback=slow_answer)
+    live = governed_transcriber(aws, sleeps, clock, FULL_LANE)
+    busy = S3ObjectRef(bucket=INPUT_BUCKET, key=key, etag=UPLOAD_ETAG, size=16)
+    running = threading.Thread(target=live.process, args=(busy, FakeLambdaContext()))
+    running.start()
+    assert answering.wait(timeout=10)
+    backfill = deferring_transcriber(aws, sleeps, clock, aws.dead_letter_queue_url)
+    sleeps.context.remaining_ms = 900_000
+
+    [result] = handle_event(batch_task_event(key), sleeps.context, backfill)["results"]
+    may_answer.set()
+    running.join(timeout=10)
+
+    assert result["resultCode"] == "Succeeded"
+    assert result["resultString"] == (
+        "deferred (in-progress-elsewhere): no transcript yet; waiting in core-dlq"
+    )
+    assert aws.output_keys() == [transcript_key(key)]  # the other invocation's, and no failure record
+    record = receive(aws)
+    assert json.loads(record.body) == {"bucket": INPUT_BUCKET, "key": key}
+    assert record["messageAttributes"]["CapacityLane"]["stringValue"] == "backfill"
+    assert "CapacityDeferrals" not in record["messageAttributes"]  # not a capacity wait
+
+    sleeps.context.remaining_ms = 60_000
+    outcome = DeadLetterRetrier(backfill, dead_letter_policy, aws.sqs).process_record(record, sleeps.context)
+
+    assert outcome["transcribed"] == 1
+    assert len(deepgram.calls) == 1  # the work was done: not paid again
+    assert aws.output_keys() == [transcript_key(key)]

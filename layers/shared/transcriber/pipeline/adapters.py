@@ -26,7 +26,7 @@ from transcriber.domain.events import (
 )
 from transcriber.errors import BlockedError, PermanentError, RetryableError, TranscriptionError
 from transcriber.observability import logger
-from transcriber.pipeline.workflow import Outcome
+from transcriber.pipeline.workflow import IN_PROGRESS_REASON, Outcome
 from transcriber.services.capacity import BACKFILL_LANE, CAPACITY_REASON
 from transcriber.services.storage import utc_now
 
@@ -157,13 +157,18 @@ def _task_result(
 
 
 def _defer(obj: S3ObjectRef, exc: RetryableError, transcriber: Transcriber) -> str | None:
-    """A task whose lane stayed full through its short wait hands its object to the dead-letter
-    queue (the retry function transcribes it later, within its own concurrency) instead of
-    waiting inside the function; the queue's name, or None to answer ``TemporaryFailure``."""
+    """A task that would only wait hands its object to the dead-letter queue (the retry function
+    transcribes it later, within its own concurrency) instead of waiting inside the function or
+    spending Batch's few attempts: its lane stayed full through its short wait, or another
+    invocation is transcribing the object. The queue's name, or None to answer ``TemporaryFailure``."""
     requeue = transcriber.capacity_requeue
-    if exc.reason != CAPACITY_REASON or isinstance(exc, BlockedError) or requeue is None:
+    if requeue is None or isinstance(exc, BlockedError):
         return None
-    return requeue.defer(obj)
+    if exc.reason == CAPACITY_REASON:
+        return requeue.defer(obj)
+    if exc.reason == IN_PROGRESS_REASON:
+        return requeue.defer_in_progress(obj)
+    return None
 
 
 def _record_temporary_failure(

@@ -1,5 +1,6 @@
 """SQS ways in that only waited for Deepgram capacity: the message sent again with a delay, or a
-backfill task's object handed to the dead-letter queue (``transcriber.services.capacity`` explains
+backfill task's object handed to the dead-letter queue (its lane full, or the object in progress
+elsewhere) (``transcriber.services.capacity`` explains
 the pool; docs/backfill.md the deferral)."""
 
 from __future__ import annotations
@@ -51,6 +52,28 @@ class CapacityRequeue:
         function re-runs) marked as a capacity deferral, so no Batch task waits inside the function.
         The queue's name, or None (no queue configured, or the send failed: the caller answers
         ``TemporaryFailure`` as before, so nothing is lost)."""
+        counted = {"CapacityDeferrals": {"DataType": "Number", "StringValue": "1"}}
+        return self._hand_over(
+            obj,
+            counted,
+            "BackfillCapacityDeferrals",
+            "Backfill lane full; object deferred to the dead-letter queue",
+        )
+
+    def defer_in_progress(self, obj: S3ObjectRef) -> str | None:
+        """Backfill: another invocation is transcribing ``obj``. A killed sandbox's record lasts to
+        its deadline, longer than Batch Operations' quick retries of the task, which would all meet
+        it; in the dead-letter queue the retry function requeues it, using no attempt, until that
+        invocation's outcome exists or its record has expired. As ``defer``, None to answer
+        ``TemporaryFailure``."""
+        return self._hand_over(
+            obj,
+            {},
+            "BackfillInProgressDeferrals",
+            "Object in progress elsewhere; deferred to the dead-letter queue",
+        )
+
+    def _hand_over(self, obj: S3ObjectRef, counts: dict[str, Any], metric: str, message: str) -> str | None:
         if not self.deferral_queue_url:
             return None
         payload: dict[str, str] = {"bucket": obj.bucket, "key": obj.key}
@@ -60,14 +83,11 @@ class CapacityRequeue:
             payload["options"] = urlencode(obj.options)  # the job's query-string form
         # The lane frees as its tasks' requests finish (seconds): a short jitter, not a backoff.
         delay = _rng.randint(0, self.delay_min_s)
-        attributes = {
-            "CapacityDeferrals": {"DataType": "Number", "StringValue": "1"},
-            CAPACITY_LANE: {"DataType": "String", "StringValue": BACKFILL_LANE},
-        }
+        attributes = {**counts, CAPACITY_LANE: {"DataType": "String", "StringValue": BACKFILL_LANE}}
         if not self._send(self.deferral_queue_url, json.dumps(payload), delay, attributes):
             return None
-        metrics.add_metric(name="BackfillCapacityDeferrals", unit=MetricUnit.Count, value=1)
-        logger.info("Backfill lane full; object deferred to the dead-letter queue", extra={"delay_s": delay})
+        metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+        logger.info(message, extra={"delay_s": delay})
         return self.deferral_queue_url.rstrip("/").rsplit("/", 1)[-1]
 
     def requeue(self, record: Any) -> bool:
