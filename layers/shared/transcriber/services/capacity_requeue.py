@@ -1,7 +1,7 @@
-"""SQS ways in that only waited for Deepgram capacity: the message sent again with a delay, or a
-backfill task's object handed to the dead-letter queue (its lane full, or the object in progress
-elsewhere) (``transcriber.services.capacity`` explains
-the pool; docs/backfill.md the deferral)."""
+"""SQS ways in that only waited for Deepgram capacity: the message sent again with a delay. A
+backfill task whose lane is full, or whose object is in progress elsewhere: the object handed to
+the dead-letter queue (``transcriber.services.capacity`` explains the pool; docs/backfill.md the
+deferral)."""
 
 from __future__ import annotations
 
