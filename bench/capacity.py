@@ -232,16 +232,33 @@ def _listed(world: LocalWorld, s3: Any, prefix: str) -> set[str]:
     return found
 
 
+def _pool_read_s(world: LocalWorld) -> float:
+    """Seconds one ``GetItem`` on the capacity table takes: a read queued with the functions' own
+    capacity calls (the local world serves one request at a time per table)."""
+    table = world.function(FUNCTION).environment["CAPACITY_TABLE"]
+    asked = time.monotonic()
+    world.aws.dynamodb().get_item(TableName=table, Key={"pk": {"S": "bench-probe"}, "sk": {"S": "-"}})
+    return time.monotonic() - asked
+
+
 def _time_to_transcript(
-    world: LocalWorld, uploader: Uploader, count: int, spacing_s: float, lists: list[float] | None = None
+    world: LocalWorld,
+    uploader: Uploader,
+    count: int,
+    spacing_s: float,
+    *,
+    lists: list[float] | None = None,
+    reads: list[float] | None = None,
 ) -> list[float]:
     """Upload ``count`` objects ``spacing_s`` apart; seconds from each upload to its transcript,
     seen by one watcher listing the uploads' transcript prefix every 0.2 s (each LIST's own time
-    appended to ``lists``: how fast the local world answers AWS calls meanwhile)."""
+    appended to ``lists``, and a capacity-table read's to ``reads``: how fast the local world
+    answers AWS calls meanwhile)."""
     s3 = world.aws.s3()
     uploaded: dict[str, float] = {}  # transcript key -> upload time
     waits: dict[str, float] = {}
     lists = [] if lists is None else lists
+    reads = [] if reads is None else reads
     lock = threading.Lock()
     done = threading.Event()
     prefix = f"{world.transcript_prefix}{uploader.prefix}/"
@@ -253,6 +270,7 @@ def _time_to_transcript(
             listed = _listed(world, s3, prefix)
             now = time.monotonic()
             lists.append(now - asked)
+            reads.append(_pool_read_s(world))
             with lock:
                 for key in listed & uploaded.keys() - waits.keys():
                     waits[key] = now - uploaded[key]
@@ -296,7 +314,10 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
     ) as delivery:
         say(f"capacity (backfill): {LIVE_UPLOADS} live uploads, no backfill")
         lists_alone: list[float] = []
-        alone = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S, lists_alone)
+        reads_alone: list[float] = []
+        alone = _time_to_transcript(
+            world, live, LIVE_UPLOADS, LIVE_SPACING_S, lists=lists_alone, reads=reads_alone
+        )
         alone_records = len(delivery.records)
         before = len(world.emulator.requests)
         spec = world.function(FUNCTION)
@@ -311,7 +332,10 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
             say(f"capacity (backfill): job {job_id} started; {LIVE_UPLOADS} live uploads meanwhile")
             started = time.monotonic()
             lists_during: list[float] = []
-            during = _time_to_transcript(world, live, LIVE_UPLOADS, LIVE_SPACING_S, lists_during)
+            reads_during: list[float] = []
+            during = _time_to_transcript(
+                world, live, LIVE_UPLOADS, LIVE_SPACING_S, lists=lists_during, reads=reads_during
+            )
             records = delivery.records
             live_runs = _live_invocations(records[:alone_records]), _live_invocations(records[alone_records:])
             job = engine.wait(job_id, timeout_s=1800)
@@ -377,6 +401,13 @@ def _backfill_run(world: LocalWorld, python: str, objects: int) -> list[Row]:
             f"{median(lists_during) * 1000:.0f} ms",
             f"{median(lists_alone) * 1000:.0f} ms (no backfill)",
             median(lists_during) / median(lists_alone),
+        ),
+        Row(
+            "capacity",
+            "  the local world's DynamoDB latency meanwhile (the bench's own capacity-table GetItem), median",
+            f"{median(reads_during) * 1000:.0f} ms",
+            f"{median(reads_alone) * 1000:.0f} ms (no backfill)",
+            median(reads_during) / median(reads_alone),
         ),
     ]
 

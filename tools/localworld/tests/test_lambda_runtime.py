@@ -97,6 +97,18 @@ def test_container_is_reused_warm(echo: FunctionSpec) -> None:
     assert second.logs[-1].startswith(f"REPORT RequestId: {second.request_id}\tDuration: ")
 
 
+def test_containers_run_nicer_than_the_local_worlds_services(echo: FunctionSpec) -> None:
+    # On AWS no container shares a CPU with S3, DynamoDB or Deepgram: here the services keep priority.
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    with LocalFunction(echo) as nicer, LocalFunction(echo, nice=0) as same:
+        nicer_pid = nicer.invoke({}).payload["pid"]
+        same_pid = same.invoke({}).payload["pid"]
+
+        assert os.getpriority(os.PRIO_PROCESS, nicer_pid) == min(19, ours + lambda_runtime.FUNCTION_NICE)
+        assert os.getpriority(os.PRIO_PROCESS, same_pid) == ours
+    assert lambda_runtime.FUNCTION_NICE > 0
+
+
 def _invoke_in_parallel(function: LocalFunction, events: list[dict[str, float]]) -> list[InvocationResult]:
     results: list[InvocationResult] = []
     lock = threading.Lock()
