@@ -110,6 +110,10 @@ class LoopbackServer[Owner](ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         connection: socket.socket = request
+        # http.server writes an answer's headers, then its body: with Nagle's algorithm the body
+        # waits for the client's delayed ACK of the headers, 40 ms per request on Linux, a stall no
+        # real service adds (measured: the emulator's 401 took 44 ms, 1.5 ms without it).
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls is not None:
             request.settimeout(self.handshake_timeout)
             try:
