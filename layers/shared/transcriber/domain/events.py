@@ -3,7 +3,9 @@
 Accepted shapes (see ``ACCEPTED_SHAPES``): S3 notifications, EventBridge "Object Created" from
 aws.s3, SNS carrying an S3 notification, SQS carrying any of these (or an SNS envelope of one),
 a direct ``{"bucket", "key"[, "version_id"]}`` payload or a list of them, and S3 Batch Operations
-(schema 1.0 and 2.0). Parsing uses Powertools' event source data classes.
+(schema 1.0 and 2.0). Parsing uses Powertools' event source data classes, imported by the first
+event that needs them (the package loads every event type it knows); an S3 notification, what an
+upload's cold start parses, is read from its dict directly.
 """
 
 from __future__ import annotations
@@ -14,22 +16,16 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
-
-from aws_lambda_powertools.utilities.data_classes import (
-    EventBridgeEvent,
-    S3Event,
-    SNSEvent,
-    SQSEvent,
-)
-from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import S3BatchOperationEvent
-from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventBridgeNotificationDetail
 
 from transcriber.domain.upload_options import from_event as options_from_event
 from transcriber.domain.work import Order
 from transcriber.errors import ErrorDetails, PermanentError
 from transcriber.observability import logger
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import S3BatchOperationEvent
 
 # An upload, or a restore of an archived object completing (its copy can now be read: see
 # transcriber.domain.archive): both mean "this object version can be transcribed now".
@@ -230,23 +226,26 @@ def _from_sns_confirmation(event: Any) -> list[S3ObjectRef]:
 
 
 def _from_s3_notification(event: Any) -> list[S3ObjectRef]:
+    # The fields Powertools' S3Event reads, read in its order, so a malformed record fails alike.
     objects: list[S3ObjectRef] = []
-    for record in S3Event(dict(event)).records:
-        if not is_upload_event_name(record.event_name):
+    for record in event["Records"]:
+        event_name = record["eventName"]
+        if not is_upload_event_name(event_name):
             logger.info(
                 "Skipping S3 record that is not an upload",
-                extra={"event_name": record.event_name, "skip_reason": "not-object-created"},
+                extra={"event_name": event_name, "skip_reason": "not-object-created"},
             )
             continue
-        s3_object = record.s3.get_object
+        message = record["s3"]
+        s3_object = message.get("get_object") or message["object"]  # IntelligentTiering: get_object
         objects.append(
             S3ObjectRef(
-                bucket=_text(record.s3.bucket.name, "bucket name"),
-                # get_object.key is still URL-encoded: 'a+b%C3%A9.wav' is 'a bé.wav'.
-                key=unquote_plus(_text(s3_object.key, "object key")),
-                version_id=version_or_none(s3_object.version_id),
+                bucket=_text(message["bucket"]["name"], "bucket name"),
+                # The key is still URL-encoded: 'a+b%C3%A9.wav' is 'a bé.wav'.
+                key=unquote_plus(_text(s3_object["key"], "object key")),
+                version_id=version_or_none(s3_object.get("versionId")),
                 size=_size(s3_object.get("size")),
-                etag=s3_object.etag or None,
+                etag=s3_object.get("eTag") or None,
                 sequencer=_optional_text(s3_object.get("sequencer")),
             )
         )
@@ -262,6 +261,11 @@ def is_upload_event_name(name: str) -> bool:
 
 
 def _from_eventbridge(event: Any) -> list[S3ObjectRef]:
+    from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent  # noqa: PLC0415 - see the module doc
+    from aws_lambda_powertools.utilities.data_classes.s3_event import (  # noqa: PLC0415
+        S3EventBridgeNotificationDetail,
+    )
+
     bridge = EventBridgeEvent(dict(event))
     if bridge.detail_type not in UPLOAD_DETAIL_TYPES:
         logger.info(
@@ -286,6 +290,8 @@ def _from_sns(event: Any) -> list[S3ObjectRef]:
     if event.get("Type") == "Notification":
         messages = [event["Message"]]
     else:
+        from aws_lambda_powertools.utilities.data_classes import SNSEvent  # noqa: PLC0415 - see the module doc
+
         messages = [record.sns.message for record in SNSEvent(dict(event)).records]
     objects: list[S3ObjectRef] = []
     for message in messages:
@@ -300,6 +306,8 @@ def _from_sns(event: Any) -> list[S3ObjectRef]:
 
 
 def _from_sqs(event: Any) -> list[S3ObjectRef]:
+    from aws_lambda_powertools.utilities.data_classes import SQSEvent  # noqa: PLC0415 - see the module doc
+
     objects: list[S3ObjectRef] = []
     for record in SQSEvent(dict(event)).records:
         objects.extend(parse_message_body(record.body))

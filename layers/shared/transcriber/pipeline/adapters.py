@@ -11,12 +11,6 @@ from dataclasses import asdict, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
-from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import (
-    S3BatchOperationEvent,
-    S3BatchOperationResponse,
-    S3BatchOperationResponseRecord,
-)
-
 from transcriber.domain.events import (
     Source,
     batch_operation_objects,
@@ -124,6 +118,12 @@ def answer_batch_operation(
     event: Any, context: LambdaContextLike, transcriber: Transcriber
 ) -> dict[str, Any]:
     """S3 Batch Operations: answer each task with the result code the job expects."""
+    from aws_lambda_powertools.utilities.data_classes.s3_batch_operation_event import (  # noqa: PLC0415 - Batch only
+        S3BatchOperationEvent,
+        S3BatchOperationResponse,
+        S3BatchOperationResponseRecord,
+    )
+
     batch = S3BatchOperationEvent(dict(event))
     response = S3BatchOperationResponse(
         batch.invocation_schema_version, batch.invocation_id, "PermanentFailure"
