@@ -102,7 +102,6 @@ def transcriber_from(
         capacity=capacity or Unlimited(),
         retry=retry,
         sleep=sleep,
-        meanwhile=completion.prepare,  # the completion event's client, on a cold start
     )
     keeper = AnswerKeeper(storage, kept_answers or KeptAnswers())
     parts = Parts(

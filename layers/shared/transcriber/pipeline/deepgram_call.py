@@ -39,12 +39,8 @@ class DeepgramCall:
         capacity: Governor,
         retry: InvocationRetryPolicy,
         sleep: Callable[[float], None] = time.sleep,
-        meanwhile: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
-        # Started as a request goes out, so the wait for Deepgram's answer hides its CPU time
-        # (in the background; its result is awaited by whoever needs it).
-        self._meanwhile = meanwhile
         self.source = source
         self.api_keys = api_keys
         self.deepgram = deepgram
@@ -116,7 +112,6 @@ class DeepgramCall:
         if delivery == "url":
             media_url = self.source.presign_get(obj, self.settings.presign_expiry_s)
             logger.info("Sending presigned URL to Deepgram", extra={"media_url": redact_url(media_url)})
-            self._meanwhile()
             return self.deepgram.transcribe_url(
                 api_key=api_key,
                 media_url=media_url,
@@ -130,7 +125,6 @@ class DeepgramCall:
             refuse_too_large(stream.length)
             logger.info("Streaming the object to Deepgram", extra={"content_length": stream.length})
             metrics.add_metric(name="BytesStreamed", unit=MetricUnit.Bytes, value=stream.length)
-            self._meanwhile()
             return self.deepgram.transcribe_stream(
                 api_key=api_key,
                 stream=stream,

@@ -52,23 +52,12 @@ class EventPublisher:
     def __init__(self, client: Callable[[], EventBridgeClient], bus_name: str) -> None:
         self._client_factory = client
         self._client: EventBridgeClient | None = None
-        self._pending: Future[EventBridgeClient] | None = None  # a client ``prepare`` is making
         self.bus_name = bus_name
-
-    def prepare(self) -> None:
-        """Start making the client in the background (a cold start's first event): called as the
-        Deepgram request goes out, the wait for its answer hides the 10-15 ms of CPU it takes.
-        Its error, if any, is raised by ``client``."""
-        if self._client is None and self._pending is None:
-            maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events-client")
-            self._pending = maker.submit(self._client_factory)
-            maker.shutdown(wait=False)  # the thread ends once the client is made
 
     @property
     def client(self) -> EventBridgeClient:
         if self._client is None:
-            pending, self._pending = self._pending, None
-            self._client = pending.result() if pending is not None else self._client_factory()
+            self._client = self._client_factory()
         return self._client
 
     def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
@@ -110,11 +99,6 @@ class Completion:
         self.storage = storage
         self.publisher = EventPublisher(events, settings.event_bus_name)
         self.derived = tuple(f for f in settings.output_formats if f in formats.DERIVED_FORMATS)
-
-    def prepare(self) -> None:
-        """What ``finish`` will need, made in the background while Deepgram's answer is awaited."""
-        if self.settings.completion_events:
-            self.publisher.prepare()
 
     def finish(
         self, obj: S3ObjectRef, result: WorkResult, started_at: str, answer: IO[bytes] | None = None
