@@ -257,13 +257,24 @@ def _wait_for_outcomes(world: LocalWorld, delivery: LocalDelivery, keys: list[st
 def _drop_records_halfway(
     world: LocalWorld, keys: list[str], dropped: list[int], stop: threading.Event
 ) -> None:
-    """Once half the keys have an outcome, delete every idempotency record (as if expired)."""
+    """Once half the keys have an outcome, delete every completed idempotency record, as if it had
+    expired. An in-progress record is left: DynamoDB's TTL deletes a record 30 days after it was
+    written (``expiration``), never while its invocation runs; deleting one then let a duplicate
+    delivery pay Deepgram beside the invocation still retrying (reproduced in 1 of 3 runs of the
+    test tier's chaos)."""
     while len(set().union(*_outputs(world, keys))) < len(keys) // 2:
         if stop.wait(0.5):
             return
     table = world.stack.resource("IdempotencyTable").physical_name
     dynamodb = world.aws.dynamodb()
-    for page in dynamodb.get_paginator("scan").paginate(TableName=table, ProjectionExpression="id"):
+    pages = dynamodb.get_paginator("scan").paginate(
+        TableName=table,
+        ProjectionExpression="id",
+        FilterExpression="#status = :completed",
+        ExpressionAttributeNames={"#status": "status"},  # Powertools' status attribute
+        ExpressionAttributeValues={":completed": {"S": "COMPLETED"}},
+    )
+    for page in pages:
         for item in page["Items"]:
             dynamodb.delete_item(TableName=table, Key={"id": item["id"]})
             dropped.append(1)
