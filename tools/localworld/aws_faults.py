@@ -347,8 +347,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         rule = proxy._take_fault(method, path)
         if rule is not None:
-            self._send_fault(rule, path)
+            # Logged before the answer goes out: a client that has its answer finds it in the log.
             proxy._record(ProxiedRequest(time.time(), method, path, query, rule.status, rule.code))
+            self._send_fault(rule, path)
             return
         drip = proxy._hold(method, path)
         headers = [
@@ -360,8 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
             logger.warning("forwarding %s %s failed: %s", method, path, exc)
             status, reason, payload = 502, "Bad Gateway", f"upstream failed: {exc}\n".encode()
             response_headers = [("Content-Type", "text/plain")]
-        self._relay(method, status, reason, response_headers, payload, drip=drip)
         proxy._record(ProxiedRequest(time.time(), method, path, query, status))
+        self._relay(method, status, reason, response_headers, payload, drip=drip)
 
     def _relay(
         self,

@@ -583,6 +583,8 @@ class LocalDelivery:
 
     def _attempt(self, logical_id: str, item: _AsyncEvent) -> float | None:
         """Run one attempt; the monotonic time to try again, or None when the event is done."""
+        if self._stop.is_set():
+            return None  # closed: no new invocation (a cold one would outlive the close)
         if time.monotonic() >= item.expires_at:
             with self._lock:
                 self._stats[logical_id].expired += 1
