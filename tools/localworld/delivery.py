@@ -569,7 +569,8 @@ class LocalDelivery:
     def _async_worker(self, logical_id: str, delay_queue: _DelayQueue) -> None:
         while (item := delay_queue.get()) is not None:
             try:
-                requeue_at = self._attempt(logical_id, item)
+                # Closed: no new invocation (a cold one started now would outlive the close).
+                requeue_at = None if self._stop.is_set() else self._attempt(logical_id, item)
             except Exception:
                 if not self._stop.is_set():
                     logger.exception("%s: async invocation failed in the delivery", logical_id)
@@ -583,8 +584,6 @@ class LocalDelivery:
 
     def _attempt(self, logical_id: str, item: _AsyncEvent) -> float | None:
         """Run one attempt; the monotonic time to try again, or None when the event is done."""
-        if self._stop.is_set():
-            return None  # closed: no new invocation (a cold one would outlive the close)
         if time.monotonic() >= item.expires_at:
             with self._lock:
                 self._stats[logical_id].expired += 1
