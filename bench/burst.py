@@ -21,7 +21,7 @@ from botocore.config import Config
 
 from bench.common import FUNCTION, Row, SectionResult, Uploader, median, prime_emulator, runtime_python, say
 from localworld.delivery import InvocationRecord, LocalDelivery
-from localworld.lambda_runtime import LocalFunction
+from localworld.lambda_runtime import FUNCTION_NICE, LocalFunction
 from localworld.world import LocalWorld
 
 DEEPGRAM_CONCURRENCY = 20
@@ -53,6 +53,7 @@ class RuntimeDelivery(LocalDelivery):
                     self.extra_env,
                     max_concurrency=self.concurrency_of(logical_id),
                     python=self._python,
+                    nice=FUNCTION_NICE,  # the services keep priority (lambda_runtime.FUNCTION_NICE)
                 )
         return super().function(logical_id)
 

@@ -34,7 +34,7 @@ from bench.common import FUNCTION, Row, SectionResult, Uploader, median, prime_e
 from localworld.backfill_run import function_invoke
 from localworld.batch_operations import LocalBatchOperations
 from localworld.chaos import FAST_RETRY_FUNCTION
-from localworld.lambda_runtime import InvocationResult, LocalFunction
+from localworld.lambda_runtime import FUNCTION_NICE, InvocationResult, LocalFunction
 
 if TYPE_CHECKING:
     from localworld.world import LocalWorld
@@ -83,6 +83,7 @@ def _group(world: LocalWorld, python: str, concurrency: int, **env: str) -> Loca
         world.function_env(),
         max_concurrency=concurrency,
         python=python,
+        nice=FUNCTION_NICE,  # the services keep priority (lambda_runtime.FUNCTION_NICE)
     )
 
 

@@ -56,12 +56,12 @@ _LOG_DRAIN_S: Final = 2.0
 # at 20 ms held the GIL of the process that also serves moto and the emulator a third of the time.
 MEMORY_POLL_S: Final = 0.1
 _MIB: Final = 1024 * 1024
-# Containers run this much nicer than the local world's services (moto, the Deepgram emulator, the
-# delivery threads). On AWS those services are remote, with capacity of their own, and no Lambda
-# container shares a CPU with them or with another container; here all share the machine's cores.
-# Under load, services at the containers' priority answer late, which AWS's would not (a backfill's
-# 24 containers on 2 cores made S3 calls 4x slower). Only CPU priority: concurrency, timeouts, pool
-# sizes and every call stay as they are. 0 runs containers at this process's own priority.
+# The benches' containers run this much nicer than the local world's services (moto, the Deepgram
+# emulator, the delivery threads): on AWS those services are remote, with capacity of their own, and
+# no Lambda container shares a CPU with them; here all share the machine's cores, and a backfill's 24
+# containers on 2 cores made S3 calls 4x slower. Only CPU priority: concurrency, timeouts, pool sizes
+# and every call stay as they are. Tests run containers at their own priority (nice=0, the default):
+# under make test's load, nice containers took 5 s to start an invocation and outlived a close.
 FUNCTION_NICE: Final = 10
 
 FROM_SPEC: Final = "reserved"
@@ -335,7 +335,7 @@ class LocalFunction:
         python: str = sys.executable,
         timeout_s: float | None = None,
         enforce_memory: bool = True,
-        nice: int = FUNCTION_NICE,
+        nice: int = 0,
     ) -> None:
         self.spec = spec
         self.nice = nice
