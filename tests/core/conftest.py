@@ -11,6 +11,7 @@ import copy
 import functools
 import hashlib
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
+
+    from transcriber.domain.events import S3ObjectRef
 
 REGION = "us-east-1"
 INPUT_BUCKET = "core-input"
@@ -122,6 +125,30 @@ class FakeLambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return self.remaining_ms
+
+
+@contextlib.contextmanager
+def mid_request(
+    deepgram: responses.RequestsMock, transcriber: Transcriber, obj: S3ObjectRef
+) -> Iterator[None]:
+    """``transcriber`` processes ``obj`` in another invocation (a thread), held inside Deepgram's
+    request for as long as the block runs; then Deepgram answers and that invocation finishes."""
+    answering, may_answer = threading.Event(), threading.Event()
+
+    def held_answer(_: object) -> tuple[int, dict[str, str], str]:
+        answering.set()
+        assert may_answer.wait(timeout=10)
+        return 200, {}, json.dumps(transcript_body())
+
+    deepgram.add_callback(responses.POST, LISTEN_URL, callback=held_answer)
+    running = threading.Thread(target=transcriber.process, args=(obj, FakeLambdaContext()))
+    running.start()
+    try:
+        assert answering.wait(timeout=10)
+        yield
+    finally:
+        may_answer.set()
+        running.join(timeout=10)
 
 
 @pytest.fixture

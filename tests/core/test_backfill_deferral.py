@@ -5,7 +5,6 @@ uploads need, and the retry function transcribes it later."""
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +15,8 @@ from tests.core.conftest import (
     INPUT_BUCKET,
     LISTEN_URL,
     UPLOAD_ETAG,
-    FakeLambdaContext,
     failure_key,
+    mid_request,
     transcript_body,
     transcript_key,
 )
@@ -151,25 +150,13 @@ def test_a_backfill_task_for_an_object_in_progress_elsewhere_waits_in_the_dead_l
     and the retry function later finds the work done without paying again."""
     key = "archive/busy.wav"
     aws.upload(key)
-    answering, may_answer = threading.Event(), threading.Event()
-
-    def slow_answer(_: object) -> tuple[int, dict[str, str], str]:
-        answering.set()
-        assert may_answer.wait(timeout=10)
-        return 200, {}, json.dumps(transcript_body())
-
-    deepgram.add_callback(responses.POST, LISTEN_URL, callback=slow_answer)
     live = governed_transcriber(aws, sleeps, clock, FULL_LANE)
     busy = S3ObjectRef(bucket=INPUT_BUCKET, key=key, etag=UPLOAD_ETAG, size=16)
-    running = threading.Thread(target=live.process, args=(busy, FakeLambdaContext()))
-    running.start()
-    assert answering.wait(timeout=10)
     backfill = deferring_transcriber(aws, sleeps, clock, aws.dead_letter_queue_url)
     sleeps.context.remaining_ms = 900_000
 
-    [result] = handle_event(batch_task_event(key), sleeps.context, backfill)["results"]
-    may_answer.set()
-    running.join(timeout=10)
+    with mid_request(deepgram, live, busy):
+        [result] = handle_event(batch_task_event(key), sleeps.context, backfill)["results"]
 
     assert result["resultCode"] == "Succeeded"
     assert result["resultString"] == (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -16,6 +15,7 @@ from tests.core.conftest import (
     UPLOAD_ETAG,
     FakeLambdaContext,
     failure_key,
+    mid_request,
     s3_event,
     sqs_record,
     transcript_body,
@@ -456,27 +456,13 @@ def test_a_last_attempt_that_finds_the_object_in_progress_waits_and_leaves_no_fa
     Deepgram, the retry's last attempt finds the object in progress. Parked, it would leave a
     failure record beside the transcript the first invocation then writes (make chaos saw it)."""
     aws.upload("busy.wav")
-    answering = threading.Event()
-    may_answer = threading.Event()
-
-    def slow_answer(_: Any) -> tuple[int, dict[str, str], str]:
-        answering.set()
-        assert may_answer.wait(timeout=10)
-        return 200, {}, json.dumps(transcript_body())
-
-    deepgram.add_callback(responses.POST, LISTEN_URL, callback=slow_answer)
-    first = make_transcriber()
     busy = S3ObjectRef(bucket="core-input", key="busy.wav", etag=UPLOAD_ETAG, size=16)
-    running = threading.Thread(target=first.process, args=(busy, FakeLambdaContext()))
-    running.start()
-    assert answering.wait(timeout=10)
     retrier = DeadLetterRetrier(make_transcriber(), dead_letter_policy, aws.sqs)
-    record = dead_lettered_with(aws, json.dumps(s3_event("busy.wav")), {"PriorAttempts": "2"})
-    sent.clear()
 
-    result = retrier.process_record(record, lambda_context)  # attempt 3 of 3
-    may_answer.set()
-    running.join(timeout=10)
+    with mid_request(deepgram, make_transcriber(), busy):
+        record = dead_lettered_with(aws, json.dumps(s3_event("busy.wav")), {"PriorAttempts": "2"})
+        sent.clear()
+        result = retrier.process_record(record, lambda_context)  # attempt 3 of 3
 
     assert result == {"deferred": "in-progress-elsewhere"}
     (requeued,) = sent
