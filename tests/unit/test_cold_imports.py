@@ -17,40 +17,36 @@ ROOT = Path(__file__).resolve().parents[2]
 COLD_PATH_FREE_OF = ("aws_xray_sdk", "aws_lambda_powertools.utilities.parameters")
 
 
-@pytest.mark.parametrize("function", ["transcribe", "retry"])
-def test_importing_a_handler_does_not_import_the_xray_sdk_or_powertools_parameters(function: str) -> None:
-    probe = f"import sys, app; print(sorted(m for m in sys.modules if m.startswith({COLD_PATH_FREE_OF!r})))"
+def run_in_a_fresh_process(probe: str, function: str = "transcribe", **env: str) -> str:
+    """What ``probe`` prints in a new interpreter with the layer and ``function``'s code on its path,
+    as a cold container has them."""
     done = subprocess.run(
         [sys.executable, "-c", probe],
         env={
             "PYTHONPATH": f"{ROOT / 'layers' / 'shared'}:{ROOT / 'functions' / function}",
-            "LAMBDA_TASK_ROOT": "/var/task",  # as in Lambda: tracing would be on
             "POWERTOOLS_SERVICE_NAME": "transcriber",
+            **env,
         },
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     )
-    assert done.stdout.strip() == "[]"
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("function", ["transcribe", "retry"])
+def test_importing_a_handler_does_not_import_the_xray_sdk_or_powertools_parameters(function: str) -> None:
+    probe = f"import sys, app; print(sorted(m for m in sys.modules if m.startswith({COLD_PATH_FREE_OF!r})))"
+    # LAMBDA_TASK_ROOT as in Lambda: tracing would be on.
+    assert run_in_a_fresh_process(probe, function, LAMBDA_TASK_ROOT="/var/task") == "[]"
 
 
 def test_an_upload_handler_cold_start_does_not_import_the_batch_utility() -> None:
     """Powertools' batch utility (and the asyncio it loads) serves SQS events only: the transcribe
     handler imports it on the first SQS event, not at a cold start an S3 upload pays for."""
     probe = "import sys, app; print('aws_lambda_powertools.utilities.batch' in sys.modules)"
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        env={
-            "PYTHONPATH": f"{ROOT / 'layers' / 'shared'}:{ROOT / 'functions' / 'transcribe'}",
-            "POWERTOOLS_SERVICE_NAME": "transcriber",
-        },
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    assert done.stdout.strip() == "False"
+    assert run_in_a_fresh_process(probe) == "False"
 
 
 @pytest.mark.parametrize(("task_root", "built"), [(None, False), ("/var/task", True)])
@@ -96,15 +92,4 @@ def test_an_s3_upload_is_read_without_powertools_event_data_classes() -> None:
         f"[obj] = parse_event({S3_NOTIFICATION!r}); assert obj.key == 'a bé.wav', obj; "
         "print(sorted(m for m in sys.modules if m.startswith(DATA_CLASSES)))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        env={
-            "PYTHONPATH": f"{ROOT / 'layers' / 'shared'}:{ROOT / 'functions' / 'transcribe'}",
-            "POWERTOOLS_SERVICE_NAME": "transcriber",
-        },
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    assert done.stdout.strip() == "[]"
+    assert run_in_a_fresh_process(probe) == "[]"
