@@ -1,13 +1,17 @@
 """Write the layer's cut of botocore's data: what its clients load on a cold start, made smaller.
 
-On a cold start botocore parses its whole ``endpoints.json`` (1.2 MB, every AWS service) and each
-client's ``service-2`` model (S3's is 1.4 MB, mostly documentation strings, gzipped) before the
-first call: tens of milliseconds, for five services and no ``help()``. The layer ships, in
-``transcriber/services/botocore_data`` (searched just before botocore's own data):
+On a cold start botocore parses its whole ``endpoints.json`` (1.2 MB, every AWS service), each
+client's ``service-2`` model (S3's is 1.4 MB, mostly documentation strings and some hundred
+operations the layer never calls, gzipped) and its endpoint rules (S3's 0.9 MB, indented, gzipped)
+before the first call: tens of milliseconds, for five services and no ``help()``. The layer ships,
+in ``transcriber/services/botocore_data`` (searched just before botocore's own data):
 
 * ``endpoints.json``: every partition, only the layer's services;
-* ``<service>/<version>/service-2.json``: each of the layer's models without its documentation
-  (botocore reads that only to build docstrings), uncompressed.
+* ``<service>/<version>/service-2.json``: each of the layer's models with only the operations it
+  calls (``LAYER_OPERATIONS``), the shapes they reach and every error shape, without the
+  documentation (botocore reads that only to build docstrings), uncompressed;
+* ``<service>/<version>/endpoint-rule-set-1.json``: each endpoint rule set as it is, compact and
+  uncompressed.
 
 Nothing else differs: ``tests/unit/test_clients.py`` keeps the files equal to this cut of the
 pinned botocore's own, so after a botocore upgrade run ``python scripts/botocore_data.py``.
@@ -23,7 +27,7 @@ from typing import Any
 import botocore
 from botocore.loaders import Loader
 
-from transcriber.services.clients import BOTOCORE_DATA, LAYER_SERVICES
+from transcriber.services.clients import BOTOCORE_DATA, LAYER_OPERATIONS, LAYER_SERVICES
 
 BOTOCORE_OWN = Path(botocore.__file__).parent / "data"
 DOCUMENTATION = frozenset({"documentation", "documentationUrl"})
@@ -55,31 +59,65 @@ def without_documentation(node: Any, names: bool = False) -> Any:
     return node
 
 
+def shape_names(node: Any) -> set[str]:
+    """The shapes ``node`` names directly (``{"shape": name}`` anywhere in it)."""
+    if isinstance(node, dict):
+        named = {node["shape"]} if isinstance(node.get("shape"), str) else set()
+        return named.union(*(shape_names(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(shape_names(item) for item in node))
+    return set()
+
+
+def operations_cut(model: dict[str, Any], operations: frozenset[str]) -> dict[str, Any]:
+    """``model`` with only ``operations`` and the shapes they reach, every error shape kept (a
+    client's ``exceptions`` stay botocore's own); order and everything else unchanged."""
+    kept = {name: op for name, op in model["operations"].items() if name in operations}
+    if set(kept) != operations:
+        raise ValueError(f"not in the model: {sorted(operations - set(kept))}")
+    shapes = model["shapes"]
+    reached: set[str] = set()
+    to_visit = shape_names(kept) | {name for name, shape in shapes.items() if shape.get("exception")}
+    while to_visit:
+        name = to_visit.pop()
+        reached.add(name)
+        to_visit |= shape_names(shapes[name]) - reached
+    return {
+        **model,
+        "operations": kept,
+        "shapes": {name: shape for name, shape in shapes.items() if name in reached},
+    }
+
+
 def render(document: Any) -> str:
     """Compact, in botocore's own key order (a structure's members serialise in that order)."""
     return json.dumps(document, separators=(",", ":")) + "\n"
 
 
-def model_path(service: str, version: str) -> str:
-    return f"{service}/{version}/service-2"
+MODEL = "service-2"
+RULES = "endpoint-rule-set-1"
 
 
-def pinned_models() -> dict[str, Any]:
-    """Each layer service's latest ``service-2`` model as the pinned botocore ships it."""
+def pinned(kind: str) -> dict[str, tuple[str, Any]]:
+    """Each layer service's latest ``kind`` document as the pinned botocore ships it, by its path
+    (``<service>/<version>/<kind>``), with the service's name."""
     loader = Loader(include_default_search_paths=False, extra_search_paths=[str(BOTOCORE_OWN)])
-    models = {}
+    documents = {}
     for service in sorted(LAYER_SERVICES):
-        version = loader.determine_latest_version(service, "service-2")
-        models[model_path(service, version)] = loader.load_data(model_path(service, version))
-    return models
+        path = f"{service}/{loader.determine_latest_version(service, MODEL)}/{kind}"
+        documents[path] = (service, loader.load_data(path))
+    return documents
 
 
 def expected_files() -> dict[str, str]:
     """Each file of the cut, by path under ``BOTOCORE_DATA``, with its content."""
     endpoints = json.loads((BOTOCORE_OWN / "endpoints.json").read_text(encoding="utf-8"))
     files = {"endpoints.json": render(endpoints_cut(endpoints))}
-    for path, model in pinned_models().items():
-        files[f"{path}.json"] = render(without_documentation(model))
+    for path, (service, model) in pinned(MODEL).items():
+        cut = operations_cut(without_documentation(model), LAYER_OPERATIONS[service])
+        files[f"{path}.json"] = render(cut)
+    for path, (_, rules) in pinned(RULES).items():
+        files[f"{path}.json"] = render(rules)
     return files
 
 

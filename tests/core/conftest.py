@@ -156,22 +156,38 @@ def lambda_context() -> FakeLambdaContext:
     return FakeLambdaContext()
 
 
+@dataclass(frozen=True)
+class Admin:
+    """Clients on botocore's whole models, for what a test sets up and inspects (making queues and
+    tables, listing, restoring): the layer's own clients have only the operations it calls."""
+
+    s3: S3Client
+    dynamodb: DynamoDBClient
+    secretsmanager: SecretsManagerClient
+    sqs: SQSClient
+    events: EventBridgeClient
+
+
 @dataclass
 class Aws:
+    """The clients a Transcriber is given (the container's own, on the layer's cut of botocore's
+    data: tests inject faults through their events) and ``admin``'s for everything else."""
+
     s3: S3Client
     dynamodb: DynamoDBClient
     secretsmanager: SecretsManagerClient
     sqs: SQSClient
     session: boto3.session.Session
+    admin: Admin
 
     # The queues are made when a test first asks for them: most tests never do.
     @functools.cached_property
     def dead_letter_queue_url(self) -> str:
-        return self.sqs.create_queue(QueueName="core-dlq")["QueueUrl"]
+        return self.admin.sqs.create_queue(QueueName="core-dlq")["QueueUrl"]
 
     @functools.cached_property
     def parking_queue_url(self) -> str:
-        return self.sqs.create_queue(QueueName="core-parking")["QueueUrl"]
+        return self.admin.sqs.create_queue(QueueName="core-parking")["QueueUrl"]
 
     def events(self) -> EventBridgeClient:
         """An EventBridge client, made when a transcriber first publishes (as in a container)."""
@@ -190,7 +206,7 @@ class Aws:
         return document
 
     def output_keys(self) -> list[str]:
-        listing = self.s3.list_objects_v2(Bucket=OUTPUT_BUCKET)
+        listing = self.admin.s3.list_objects_v2(Bucket=OUTPUT_BUCKET)
         return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
@@ -238,10 +254,7 @@ class _Clients:
     secretsmanager: SecretsManagerClient
     sqs: SQSClient
     session: boto3.session.Session
-
-    def new(self, service: str) -> Any:
-        """Another client of the session, made as the shared ones are."""
-        return _client(self.session, service)
+    admin: Admin
 
 
 def _client(session: boto3.session.Session, service: str) -> Any:
@@ -258,15 +271,20 @@ def _client(session: boto3.session.Session, service: str) -> Any:
 def _clients() -> _Clients:
     """One boto3 Session and its clients for the whole run: building them is most of a test's
     set-up. It is the container's own (``new_session``: the layer's cut of botocore's data), so
-    every call the core makes goes through the models a function loads. moto intercepts every
-    botocore client once imported, so they reach the process's mock."""
+    every call the core makes goes through the models a function loads; ``admin``'s session is
+    botocore's own. moto intercepts every botocore client once imported, so they reach the
+    process's mock."""
     session = new_session()
+    whole = boto3.session.Session()
     return _Clients(
         s3=_client(session, "s3"),
         dynamodb=_client(session, "dynamodb"),
         secretsmanager=_client(session, "secretsmanager"),
         sqs=_client(session, "sqs"),
         session=session,
+        admin=Admin(
+            *(_client(whole, name) for name in ("s3", "dynamodb", "secretsmanager", "sqs", "events"))
+        ),
     )
 
 
@@ -342,7 +360,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, _clients: _Clients, _moto: None) -> Ite
     for meta, events in emitters:
         meta.events = events  # type: ignore[assignment]  # an emitter in all but name
     fresh_aws()
-    yield Aws(*clients, session=_clients.session)
+    yield Aws(*clients, session=_clients.session, admin=_clients.admin)
     for meta, events in emitters:
         meta.events = events.remove()
     # Nothing of the test's outlives it (a later test empties moto anyway; this frees its objects).

@@ -276,7 +276,7 @@ def test_a_long_kept_answer_waits_in_the_output_bucket_for_another_container(
         transcriber.process(obj(), lambda_context)
 
     assert raised.value.details.extra["answer_kept_in"] == "s3"
-    staged = aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/").get("Contents", [])
+    staged = aws.admin.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/").get("Contents", [])
     assert len(staged) == 1
     outcome = another_container(make_transcriber, tmp_path, "cold").process(obj(), lambda_context)
 
@@ -285,7 +285,7 @@ def test_a_long_kept_answer_waits_in_the_output_bucket_for_another_container(
     stored = aws.s3.get_object(Bucket=OUTPUT_BUCKET, Key=transcript_key("talks/a.wav"))
     assert stored["Body"].read() == body
     assert stored["Metadata"]["deepgram-request-id"] == "req-long"
-    assert aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/").get("KeyCount") == 0
+    assert aws.admin.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/").get("KeyCount") == 0
 
 
 def test_an_answer_only_the_container_kept_is_paid_again_elsewhere(
@@ -345,13 +345,13 @@ def test_a_record_that_cannot_say_written_keeps_the_copy_and_the_replay_writes_i
     monkeypatch.setattr(retry._persistence, "save_success", save_success)
 
     assert retry.process(obj(), lambda_context).status == "transcribed"
-    staged = aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/")
+    staged = aws.admin.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/")
     assert staged["KeyCount"] == 1  # still kept: the record still points at it
     again = retry.process(obj(), lambda_context)  # a duplicate delivery: written again, not paid
 
     assert again.status == "transcribed"
     assert len(deepgram.calls) == 1
-    assert aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/")["KeyCount"] == 0
+    assert aws.admin.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/")["KeyCount"] == 0
     assert retry.process(obj(), lambda_context).replayed  # now the record says written
 
 
@@ -373,7 +373,7 @@ def test_a_superseded_object_forgets_its_kept_answer(
 
     assert (outcome.status, outcome.reason) == ("skipped", "superseded")
     assert len(deepgram.calls) == 1
-    assert aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="transcripts/").get("KeyCount") == 0
+    assert aws.admin.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="transcripts/").get("KeyCount") == 0
 
 
 def test_a_denied_write_is_not_retried_in_the_invocation_but_kept(
@@ -575,7 +575,7 @@ def test_a_replaced_staging_copy_is_discarded_and_only_then_paid_again(
     failing_puts(monkeypatch, transcriber, "SlowDown", OUTPUT_WRITE_ATTEMPTS)
     with pytest.raises(RetryableError):
         transcriber.process(obj(), lambda_context)
-    (staged,) = aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/")["Contents"]
+    (staged,) = aws.admin.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/")["Contents"]
     forged = json.dumps(transcript_body("not what was paid for", request_id="forged")).encode()
     aws.s3.put_object(Bucket=OUTPUT_BUCKET, Key=staged["Key"], Body=forged)
 
@@ -584,7 +584,7 @@ def test_a_replaced_staging_copy_is_discarded_and_only_then_paid_again(
     assert (outcome.status, outcome.request_id) == ("transcribed", "req-2")
     assert len(deepgram.calls) == 2  # paid again only because the copy was not the paid answer
     assert aws.output(transcript_key("talks/a.wav")) == transcript_body(request_id="req-2")
-    assert aws.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/").get("KeyCount") == 0
+    assert aws.admin.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="kept-answers/").get("KeyCount") == 0
 
 
 def container_kept(

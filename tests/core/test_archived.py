@@ -100,7 +100,7 @@ def test_a_restored_copy_is_transcribed_by_default(
     lambda_context: FakeLambdaContext,
 ) -> None:
     aws.upload("archive/a.wav", AUDIO, StorageClass="GLACIER")
-    aws.s3.restore_object(Bucket=INPUT_BUCKET, Key="archive/a.wav", RestoreRequest={"Days": 1})
+    aws.admin.s3.restore_object(Bucket=INPUT_BUCKET, Key="archive/a.wav", RestoreRequest={"Days": 1})
     assert (
         'ongoing-request="false"' in aws.s3.head_object(Bucket=INPUT_BUCKET, Key="archive/a.wav")["Restore"]
     )
@@ -120,7 +120,7 @@ def test_restored_copies_are_refused_when_the_parameter_says_so_even_from_an_eve
 ) -> None:
     """Refusing restored copies needs a HEAD of every object: the event alone can't tell."""
     aws.upload("archive/a.wav", AUDIO, StorageClass="GLACIER")
-    aws.s3.restore_object(Bucket=INPUT_BUCKET, Key="archive/a.wav", RestoreRequest={"Days": 1})
+    aws.admin.s3.restore_object(Bucket=INPUT_BUCKET, Key="archive/a.wav", RestoreRequest={"Days": 1})
     heads = count_heads(aws, deepgram)
 
     outcome = make_transcriber(TRANSCRIBE_RESTORED_OBJECTS="false", **NO_METADATA_HEAD).process(

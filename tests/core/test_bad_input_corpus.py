@@ -259,7 +259,9 @@ def prepare_event(case: dict[str, Any], aws: Aws) -> dict[str, Any]:
         "delete-object": lambda: s3.delete_object(Bucket=INPUT_BUCKET, Key=key, VersionId=obj["versionId"]),
         # deleted as S3 does by default: the version stays
         "delete-marker": lambda: s3.delete_object(Bucket=INPUT_BUCKET, Key=key),
-        "restore": lambda: s3.restore_object(Bucket=INPUT_BUCKET, Key=key, RestoreRequest={"Days": 1}),
+        "restore": lambda: aws.admin.s3.restore_object(
+            Bucket=INPUT_BUCKET, Key=key, RestoreRequest={"Days": 1}
+        ),
         "claim-size": lambda: obj.update(size=case["size"]),
         "null-version": lambda: obj.update(versionId="null"),
     }
@@ -322,9 +324,11 @@ def check(case: dict[str, Any], aws: Aws, deepgram: StandInDeepgram, result: Res
 
 def set_secret(aws: Aws, value: str | dict[str, str]) -> None:
     if isinstance(value, dict):
-        aws.secretsmanager.put_secret_value(SecretId=SECRET_ID, SecretBinary=bytes.fromhex(value["binary"]))
+        aws.admin.secretsmanager.put_secret_value(
+            SecretId=SECRET_ID, SecretBinary=bytes.fromhex(value["binary"])
+        )
     else:
-        aws.secretsmanager.put_secret_value(SecretId=SECRET_ID, SecretString=value)
+        aws.admin.secretsmanager.put_secret_value(SecretId=SECRET_ID, SecretString=value)
 
 
 OUTCOMES = {
@@ -363,7 +367,7 @@ def test_bad_input_in_process(
     lambda_context: FakeLambdaContext,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    aws.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    aws.admin.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     if "secret" in case:
         set_secret(aws, case["secret"])
     event = prepare_event(case, aws)

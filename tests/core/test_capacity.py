@@ -71,7 +71,7 @@ class Clock:
 
 @pytest.fixture
 def table(aws: Aws) -> str:
-    aws.dynamodb.create_table(
+    aws.admin.dynamodb.create_table(
         TableName=CAPACITY_TABLE,
         AttributeDefinitions=[
             {"AttributeName": "pk", "AttributeType": "S"},
@@ -145,12 +145,12 @@ def test_a_lease_holds_one_slot_for_its_term_within_the_invocations_deadline_and
     lease = gov.acquire(context(120))
 
     (key,) = lease.keys
-    stored = items(aws.dynamodb)[key]
+    stored = items(aws.admin.dynamodb)[key]
     assert key.startswith("slot#")
     assert float(stored["expires_at"]["N"]) == pytest.approx(clock.now + 45, abs=0.01)  # its term
     assert stored["lane"]["S"] == "live"
     gov.release(lease)
-    assert key not in items(aws.dynamodb)
+    assert key not in items(aws.admin.dynamodb)
 
 
 def test_a_lease_is_renewed_while_its_request_runs_and_a_dead_holders_comes_back_after_one_term(
@@ -162,10 +162,10 @@ def test_a_lease_is_renewed_while_its_request_runs_and_a_dead_holders_comes_back
     with gov.slot(context(600), [("model", "nova-3")]) as lease:
         clock.now += 10  # the request runs long past the lease's first term
         deadline = time.monotonic() + 5
-        while float(items(aws.dynamodb)[lease.keys[0]]["expires_at"]["N"]) < clock.now:
+        while float(items(aws.admin.dynamodb)[lease.keys[0]]["expires_at"]["N"]) < clock.now:
             assert time.monotonic() < deadline, "never renewed"
             time.sleep(0.05)
-    assert items(aws.dynamodb) == {}  # released at the end
+    assert items(aws.admin.dynamodb) == {}  # released at the end
 
     dead = gov.acquire(context(600))  # a holder that never renews: its sandbox was killed
     clock.now = dead.expires_at + 0.01
@@ -192,7 +192,7 @@ def test_never_more_leases_than_the_pool_and_the_full_pool_ends_as_a_capacity_re
     assert max(sleeps.delays) > 2 * POOL.poll_min_s
     assert len(set(sleeps.delays)) > 1
     assert sleeps.context.remaining_ms / 1000 >= min(POOL.reserve_s, 30 / 2)  # at most half waited
-    assert len(items(aws.dynamodb)) == POOL.size
+    assert len(items(aws.admin.dynamodb)) == POOL.size
 
 
 def test_a_lost_race_for_a_slot_tries_another_free_slot_before_waiting(
@@ -207,7 +207,7 @@ def test_a_lost_race_for_a_slot_tries_another_free_slot_before_waiting(
 
     assert sleeps.delays == []  # no poll: the slot still free was tried at once
     assert lease.keys not in taken
-    assert len(items(aws.dynamodb)) == POOL.size
+    assert len(items(aws.admin.dynamodb)) == POOL.size
 
 
 def test_a_waiting_invocation_gets_the_slot_another_releases(
@@ -237,7 +237,7 @@ def test_a_killed_invocations_lease_frees_its_slot_at_its_deadline(
 
     assert lease.keys == killed.keys
     gov.release(killed)  # a late release by the dead holder can't free the new lease
-    assert items(aws.dynamodb)[lease.keys[0]]["holder"]["S"] == lease.holder
+    assert items(aws.admin.dynamodb)[lease.keys[0]]["holder"]["S"] == lease.holder
 
 
 def test_two_governors_on_one_pool_share_its_slots_and_other_pools_are_apart(
@@ -265,7 +265,7 @@ def test_a_slot_another_took_at_the_same_moment_is_not_shared(
 
     lease = gov.acquire(context())
 
-    holders = {key: item["holder"]["S"] for key, item in items(aws.dynamodb).items()}
+    holders = {key: item["holder"]["S"] for key, item in items(aws.admin.dynamodb).items()}
     assert sorted(holders.values()) == sorted([lease.holder, rival_lease.holder])
 
 
@@ -303,7 +303,7 @@ def test_audio_intelligence_requests_are_held_to_their_ceiling_inside_the_pool(
 
     for lease in (*ai, plain):
         gov.release(lease)
-    assert items(aws.dynamodb) == {}
+    assert items(aws.admin.dynamodb) == {}
 
 
 # -- lanes (a backfill's share) --------------------------------------------------------------------
@@ -382,9 +382,9 @@ def test_a_429_from_deepgram_lowers_the_pool_and_releases_the_slot_before_the_re
     outcome = transcriber.process(obj("busy.wav"), sleeps.context)
 
     assert outcome.status == "transcribed"
-    limit = items(aws.dynamodb).pop("limit")
+    limit = items(aws.admin.dynamodb).pop("limit")
     assert int(limit["reduced_to"]["N"]) == 2
-    assert items(aws.dynamodb).keys() == {"limit"}  # both leases released
+    assert items(aws.admin.dynamodb).keys() == {"limit"}  # both leases released
 
 
 # -- the workflow, and its cost -------------------------------------------------------------------
@@ -428,7 +428,7 @@ def test_the_governor_costs_three_dynamodb_calls_per_object(
 
     capacity = {name: n for (name, table_name), n in calls.items() if table_name == CAPACITY_TABLE}
     assert capacity == {"Query": 5, "TransactWriteItems": 5, "DeleteItem": 5}
-    assert items(aws.dynamodb) == {}
+    assert items(aws.admin.dynamodb) == {}
 
 
 def test_a_full_pool_makes_no_request_and_no_failure_record_and_is_retried(
@@ -524,7 +524,7 @@ def test_batch_operations_tasks_lease_in_the_backfill_lane_and_leave_live_upload
 
 
 def receive(aws: Aws) -> SQSRecord:
-    message = aws.sqs.receive_message(
+    message = aws.admin.sqs.receive_message(
         QueueUrl=aws.dead_letter_queue_url,
         AttributeNames=["ApproximateReceiveCount"],
         MessageAttributeNames=["All"],
@@ -557,7 +557,7 @@ def test_the_retry_function_requeues_a_capacity_wait_without_using_an_attempt(
     for round_ in range(dead_letter_policy.max_attempts + 2):  # more waits than there are attempts
         sleeps.context.remaining_ms = 60_000
         assert retrier.process_record(record, sleeps.context) == {"deferred": CAPACITY_REASON}
-        aws.sqs.delete_message(QueueUrl=aws.dead_letter_queue_url, ReceiptHandle=record.receipt_handle)
+        aws.admin.sqs.delete_message(QueueUrl=aws.dead_letter_queue_url, ReceiptHandle=record.receipt_handle)
         record = receive(aws)
         attributes = {name: value["stringValue"] for name, value in record["messageAttributes"].items()}
         assert attributes["PriorAttempts"] == "1"
@@ -592,7 +592,7 @@ def test_attempts_carried_over_a_requeue_still_park_the_event(
     record = receive(aws)  # receive 1 + 2 carried = the policy's 3 attempts
 
     assert retrier.process_record(record, sleeps.context) == {"parked": True}
-    parked = aws.sqs.receive_message(QueueUrl=aws.parking_queue_url)["Messages"]
+    parked = aws.admin.sqs.receive_message(QueueUrl=aws.parking_queue_url)["Messages"]
     assert len(parked) == 1
 
 
@@ -697,7 +697,7 @@ def test_a_pool_read_follows_every_page(aws: Aws, table: str, sleeps: Waits, clo
 
 
 def sqs_event(aws: Aws, queue_url: str, key: str) -> dict[str, Any]:
-    arn = aws.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+    arn = aws.admin.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
     return {
@@ -723,14 +723,14 @@ def test_an_sqs_message_that_waited_for_capacity_is_requeued_not_failed(
     transcriber.capacity_requeue = CapacityRequeue(lambda: aws.sqs, delay_min_s=0, delay_max_s=0)
     for _ in range(POOL.size):
         governor(aws, sleeps, clock).acquire(context())
-    queue_url = aws.sqs.create_queue(QueueName="buffer")["QueueUrl"]
+    queue_url = aws.admin.sqs.create_queue(QueueName="buffer")["QueueUrl"]
     aws.upload("buffered.wav")
     sleeps.context.remaining_ms = 60_000
 
     response = handle_event(sqs_event(aws, queue_url, "buffered.wav"), sleeps.context, transcriber)
 
     assert response == {"batchItemFailures": []}
-    (message,) = aws.sqs.receive_message(QueueUrl=queue_url, MessageAttributeNames=["All"])["Messages"]
+    (message,) = aws.admin.sqs.receive_message(QueueUrl=queue_url, MessageAttributeNames=["All"])["Messages"]
     assert json.loads(message["Body"]) == s3_event("buffered.wav")
     assert message["MessageAttributes"]["CapacityDeferrals"]["StringValue"] == "1"
     assert message["MessageAttributes"]["Origin"]["StringValue"] == "s3"
@@ -749,8 +749,10 @@ def test_an_sqs_message_that_cannot_be_requeued_is_a_batch_item_failure(
     transcriber.capacity_requeue = CapacityRequeue(no_grant)
     for _ in range(POOL.size):
         governor(aws, sleeps, clock).acquire(context())
-    queue_url = aws.sqs.create_queue(QueueName="users-own")["QueueUrl"]
-    fifo_url = aws.sqs.create_queue(QueueName="ordered.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    queue_url = aws.admin.sqs.create_queue(QueueName="users-own")["QueueUrl"]
+    fifo_url = aws.admin.sqs.create_queue(QueueName="ordered.fifo", Attributes={"FifoQueue": "true"})[
+        "QueueUrl"
+    ]
     aws.upload("own.wav")
 
     for url in (queue_url, fifo_url):
@@ -772,7 +774,7 @@ def test_a_request_that_timed_out_keeps_its_slot_until_deepgrams_processing_limi
         raise timed_out
 
     (key,) = lease.keys
-    stored = items(aws.dynamodb)[key]
+    stored = items(aws.admin.dynamodb)[key]
     assert stored["holder"]["S"] == lease.holder  # not released: Deepgram may still be working
     assert float(stored["expires_at"]["N"]) == pytest.approx(lease.taken_at + DEEPGRAM_PROCESSING_LIMIT_S)
 
@@ -795,7 +797,7 @@ def test_a_release_the_store_throttles_is_tried_again(
 
     gov.release(lease)
 
-    assert items(aws.dynamodb) == {}
+    assert items(aws.admin.dynamodb) == {}
     assert len(sleeps.delays) == 1
 
 
@@ -838,7 +840,9 @@ def test_a_hold_that_fails_is_only_a_log_line(
     monkeypatch.setattr(aws.dynamodb, "update_item", fail)
     gov.hold(lease)
 
-    assert float(items(aws.dynamodb)[lease.keys[0]]["expires_at"]["N"]) == pytest.approx(lease.expires_at)
+    assert float(items(aws.admin.dynamodb)[lease.keys[0]]["expires_at"]["N"]) == pytest.approx(
+        lease.expires_at
+    )
 
 
 def test_a_renewal_that_lands_after_a_hold_never_cuts_the_hold_short(
@@ -847,11 +851,11 @@ def test_a_renewal_that_lands_after_a_hold_never_cuts_the_hold_short(
     gov = governor(aws, sleeps, clock)
     lease = gov.acquire(context(600))
     gov.hold(lease)  # the request timed out at our end: keep the slot while Deepgram may still work
-    held_until = float(items(aws.dynamodb)[lease.keys[0]]["expires_at"]["N"])
+    held_until = float(items(aws.admin.dynamodb)[lease.keys[0]]["expires_at"]["N"])
 
     gov.renew(lease)  # the renewal thread, a moment late
 
-    assert float(items(aws.dynamodb)[lease.keys[0]]["expires_at"]["N"]) == held_until
+    assert float(items(aws.admin.dynamodb)[lease.keys[0]]["expires_at"]["N"]) == held_until
 
 
 # -- classes of one pool, caps that hold by construction, one halving per episode -----------------
@@ -915,14 +919,14 @@ def test_a_decrease_between_a_read_and_a_write_lets_nobody_in_over_the_reduced_s
 
     def then_a_429_elsewhere() -> PoolState:
         seen = read()
-        if "limit" not in items(aws.dynamodb):
+        if "limit" not in items(aws.admin.dynamodb):
             other.throttled(held[0], retry_after_s=None)  # 4 -> 2, with 2 in flight
         return seen
 
     gov.read = then_a_429_elsewhere  # type: ignore[method-assign]
     with pytest.raises(RetryableError):
         gov.acquire(waiting(sleeps, 8))  # it saw 2 of 4 held; the write must not make it 3 of 2
-    assert int(items(aws.dynamodb)["limit"]["reduced_to"]["N"]) == 2
+    assert int(items(aws.admin.dynamodb)["limit"]["reduced_to"]["N"]) == 2
 
 
 def test_one_congestion_episode_halves_the_pool_once_and_holds_at_most_the_retry_cap(
@@ -934,7 +938,7 @@ def test_one_congestion_episode_halves_the_pool_once_and_holds_at_most_the_retry
     retried = gov.acquire(context())  # the same object's retry, taken inside the decrease's hold
     gov.throttled(first, retry_after_s=7200)  # 8 -> 4, held 30 s at most, not two hours
     gov.throttled(retried, retry_after_s=7200)  # the same episode: no second halving
-    limit = items(aws.dynamodb)["limit"]
+    limit = items(aws.admin.dynamodb)["limit"]
     assert int(limit["reduced_to"]["N"]) == 4
     assert float(limit["hold_until"]["N"]) == pytest.approx(clock.now + 30)
 
@@ -943,7 +947,7 @@ def test_one_congestion_episode_halves_the_pool_once_and_holds_at_most_the_retry
     clock.now += 31  # the hold is over: a 429 to a request let in now is a new episode
     later = gov.acquire(context())
     gov.throttled(later, retry_after_s=None)
-    assert int(items(aws.dynamodb)["limit"]["reduced_to"]["N"]) == 2
+    assert int(items(aws.admin.dynamodb)["limit"]["reduced_to"]["N"]) == 2
 
 
 def test_one_objects_429s_through_the_handler_halve_the_pool_once(
@@ -962,7 +966,7 @@ def test_one_objects_429s_through_the_handler_halve_the_pool_once(
     deepgram.add(responses.POST, LISTEN_URL, json=transcript_body())
 
     assert transcriber.process(obj("busy.wav"), sleeps.context).status == "transcribed"
-    assert int(items(aws.dynamodb)["limit"]["reduced_to"]["N"]) == 4
+    assert int(items(aws.admin.dynamodb)["limit"]["reduced_to"]["N"]) == 4
     assert max(sleeps.delays) <= 30  # no wait beyond the retry policy's cap
 
 

@@ -56,7 +56,7 @@ def test_a_missing_variable_stops_the_build_with_its_name(monkeypatch: pytest.Mo
 def test_the_key_is_cached_until_a_forced_read(aws: Aws) -> None:
     provider = ApiKeyProvider(SECRET_ID, max_age_s=300, client=aws.secretsmanager)
     first = provider.get()
-    aws.secretsmanager.put_secret_value(SecretId=SECRET_ID, SecretString="dg-rotated-0123456789abcd")
+    aws.admin.secretsmanager.put_secret_value(SecretId=SECRET_ID, SecretString="dg-rotated-0123456789abcd")
 
     assert provider.get() == first
     assert provider.get(force_fetch=True) == "dg-rotated-0123456789abcd"

@@ -70,10 +70,10 @@ class Bus:
     """moto's default event bus with a rule sending every completion event to a queue."""
 
     def __init__(self, aws: Aws) -> None:
-        self.sqs = aws.sqs
+        self.sqs = aws.admin.sqs
         self.client: EventBridgeClient = boto3.client("events", region_name=REGION, config=AWS_CLIENT_CONFIG)
-        self.queue_url = aws.sqs.create_queue(QueueName="core-completion-events")["QueueUrl"]
-        queue_arn = aws.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
+        self.queue_url = aws.admin.sqs.create_queue(QueueName="core-completion-events")["QueueUrl"]
+        queue_arn = aws.admin.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
         self.client.put_rule(Name="completion", EventPattern=json.dumps({"source": [EVENT_SOURCE]}))

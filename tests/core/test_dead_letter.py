@@ -49,7 +49,7 @@ def dead_lettered(aws: Aws, body: str, receives: int) -> SQSRecord:
     )
     message: Any = {}
     for _ in range(receives):
-        received = aws.sqs.receive_message(
+        received = aws.admin.sqs.receive_message(
             QueueUrl=aws.dead_letter_queue_url,
             AttributeNames=["ApproximateReceiveCount"],
             MessageAttributeNames=["All"],
@@ -296,7 +296,7 @@ def test_an_event_that_can_never_succeed_is_parked_with_its_reason(
     result = retrier.process_record(dead_lettered(aws, body, 1), lambda_context)
 
     assert result == {"parked": True}
-    parked = aws.sqs.receive_message(QueueUrl=aws.parking_queue_url, MessageAttributeNames=["All"])[
+    parked = aws.admin.sqs.receive_message(QueueUrl=aws.parking_queue_url, MessageAttributeNames=["All"])[
         "Messages"
     ]
     assert [m["Body"] for m in parked] == [body]
@@ -349,7 +349,7 @@ def dead_lettered_with(aws: Aws, body: str, attributes: dict[str, str], receives
     )
     message: Any = {}
     for _ in range(receives):
-        message = aws.sqs.receive_message(
+        message = aws.admin.sqs.receive_message(
             QueueUrl=aws.dead_letter_queue_url,
             AttributeNames=["ApproximateReceiveCount"],
             MessageAttributeNames=["All"],
@@ -359,7 +359,7 @@ def dead_lettered_with(aws: Aws, body: str, attributes: dict[str, str], receives
 
 
 def _parked(aws: Aws) -> list[tuple[str, str]]:
-    messages = aws.sqs.receive_message(
+    messages = aws.admin.sqs.receive_message(
         QueueUrl=aws.parking_queue_url, MessageAttributeNames=["All"], MaxNumberOfMessages=10
     ).get("Messages", [])
     return [(m["Body"], m["MessageAttributes"]["ParkedReason"]["StringValue"]) for m in messages]

@@ -83,7 +83,7 @@ def test_a_bus_found_is_asked_for_once_per_container(
     aws: Aws, deepgram: responses.RequestsMock, lambda_context: FakeLambdaContext
 ) -> None:
     described = Described(aws)
-    described.client.create_event_bus(Name=BUS)
+    aws.admin.events.create_event_bus(Name=BUS)
     transcriber = with_bus(aws, described)
     for key in ("a.wav", "b.wav", "c.wav"):
         aws.upload(key)

@@ -30,19 +30,21 @@ def fresh_aws_by_api(clients: _Clients) -> None:
     """What ``fresh_aws`` stands for: the same resources made by API calls, after the same reset."""
     fresh_aws()
     for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
-        clients.s3.delete_bucket(Bucket=bucket)
-    clients.dynamodb.delete_table(TableName=TABLE)
-    clients.secretsmanager.delete_secret(SecretId=SECRET_ID, ForceDeleteWithoutRecovery=True)
+        clients.admin.s3.delete_bucket(Bucket=bucket)
+    clients.admin.dynamodb.delete_table(TableName=TABLE)
+    clients.admin.secretsmanager.delete_secret(SecretId=SECRET_ID, ForceDeleteWithoutRecovery=True)
     for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
-        clients.s3.create_bucket(Bucket=bucket)
-    clients.s3.put_bucket_versioning(Bucket=OUTPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    clients.dynamodb.create_table(
+        clients.admin.s3.create_bucket(Bucket=bucket)
+    clients.admin.s3.put_bucket_versioning(
+        Bucket=OUTPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+    )
+    clients.admin.dynamodb.create_table(
         TableName=TABLE,
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    clients.secretsmanager.create_secret(Name=SECRET_ID, SecretString=json.dumps({"api_key": API_KEY}))
+    clients.admin.secretsmanager.create_secret(Name=SECRET_ID, SecretString=json.dumps({"api_key": API_KEY}))
 
 
 def answer(response: Any, *volatile: str) -> Any:
@@ -51,7 +53,7 @@ def answer(response: Any, *volatile: str) -> Any:
 
 
 def what_aws_says(clients: _Clients) -> dict[str, Any]:
-    s3, dynamodb, secrets = clients.s3, clients.dynamodb, clients.secretsmanager
+    s3, dynamodb, secrets = clients.admin.s3, clients.admin.dynamodb, clients.admin.secretsmanager
     said: dict[str, Any] = {"buckets": [b["Name"] for b in s3.list_buckets()["Buckets"]]}
     for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
         said[bucket] = {
@@ -94,23 +96,23 @@ def test_the_resources_made_through_motos_backends_answer_as_the_apis(clients: _
 def test_a_fresh_aws_keeps_nothing_of_what_a_test_made(clients: _Clients) -> None:
     fresh_aws()
     clean = what_aws_says(clients)
-    s3 = clients.s3
+    s3 = clients.admin.s3
     s3.put_object(Bucket=INPUT_BUCKET, Key="a.wav", Body=b"RIFF")
     s3.put_object(Bucket=OUTPUT_BUCKET, Key="transcripts/a.json", Body=b"{}")
     s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     s3.create_bucket(Bucket="another-bucket")
     clients.dynamodb.put_item(TableName=TABLE, Item={"id": {"S": "a.wav"}})
-    clients.secretsmanager.put_secret_value(SecretId=SECRET_ID, SecretString="rotated-key-0123456789")
-    clients.secretsmanager.create_secret(Name="another/secret", SecretString="x")
-    clients.sqs.create_queue(QueueName="core-dlq")
-    events = clients.new("events")
+    clients.admin.secretsmanager.put_secret_value(SecretId=SECRET_ID, SecretString="rotated-key-0123456789")
+    clients.admin.secretsmanager.create_secret(Name="another/secret", SecretString="x")
+    clients.admin.sqs.create_queue(QueueName="core-dlq")
+    events = clients.admin.events
     events.put_rule(Name="every-completion", EventPattern=json.dumps({"source": ["transcriber"]}))
     assert what_aws_says(clients) != clean
 
     fresh_aws()
 
     assert what_aws_says(clients) == clean
-    assert clients.sqs.list_queues().get("QueueUrls", []) == []
+    assert clients.admin.sqs.list_queues().get("QueueUrls", []) == []
     assert events.list_rules()["Rules"] == []
 
 
@@ -146,14 +148,14 @@ HEARD_BY_EARLIER_TESTS: list[str] = []
 def test_a_test_sees_none_of_an_earlier_tests_objects_or_handlers(turn: str, aws: Aws) -> None:
     """Run one after the other (in one process), the second fails if the first left anything."""
     heard_before = list(HEARD_BY_EARLIER_TESTS)
-    assert aws.s3.list_objects_v2(Bucket=INPUT_BUCKET).get("Contents", []) == []
-    assert [b["Name"] for b in aws.s3.list_buckets()["Buckets"]] == [INPUT_BUCKET, OUTPUT_BUCKET]
-    assert aws.sqs.list_queues().get("QueueUrls", []) == []
-    assert aws.dynamodb.scan(TableName=TABLE)["Items"] == []
+    assert aws.admin.s3.list_objects_v2(Bucket=INPUT_BUCKET).get("Contents", []) == []
+    assert [b["Name"] for b in aws.admin.s3.list_buckets()["Buckets"]] == [INPUT_BUCKET, OUTPUT_BUCKET]
+    assert aws.admin.sqs.list_queues().get("QueueUrls", []) == []
+    assert aws.admin.dynamodb.scan(TableName=TABLE)["Items"] == []
     assert heard_before == HEARD_BY_EARLIER_TESTS  # no earlier test's handler heard these calls
 
     aws.upload(f"{turn}.wav")
-    aws.s3.create_bucket(Bucket=f"{turn}-bucket")
+    aws.admin.s3.create_bucket(Bucket=f"{turn}-bucket")
     _ = aws.dead_letter_queue_url
     aws.dynamodb.put_item(TableName=TABLE, Item={"id": {"S": turn}})
     aws.s3.meta.events.register("before-call.s3", lambda **_: HEARD_BY_EARLIER_TESTS.append(turn))

@@ -36,7 +36,7 @@ def answers(deepgram: responses.RequestsMock, *request_ids: str) -> None:
 
 def forget_every_record(aws: Aws) -> None:
     """What 30 days do to the idempotency store (its TTL), or an operator emptying it."""
-    items = aws.dynamodb.scan(TableName=TABLE)["Items"]
+    items = aws.admin.dynamodb.scan(TableName=TABLE)["Items"]
     assert items, "the first run must have left a record to forget"
     for item in items:
         aws.dynamodb.delete_item(TableName=TABLE, Key={"id": item["id"]})
@@ -67,7 +67,7 @@ def test_an_expired_record_does_not_pay_again_the_transcript_says_it_is_done(
 def test_a_versioned_object_whose_record_expired_is_not_paid_again(
     aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
 ) -> None:
-    aws.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    aws.admin.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     version = aws.upload("talks/a.wav")["VersionId"]
     answers(deepgram, "req-1")
     transcriber.process(obj(version_id=version), lambda_context)
@@ -82,12 +82,12 @@ def test_a_versioned_object_whose_record_expired_is_not_paid_again(
 def test_a_copy_in_place_with_the_same_options_is_not_paid_again(
     aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
 ) -> None:
-    aws.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    aws.admin.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     first = aws.upload("talks/a.wav", Metadata={"dg-language": "fr"})["VersionId"]
     answers(deepgram, "req-1")
     transcriber.process(obj(version_id=first), lambda_context)
     forget_every_record(aws)
-    copied = aws.s3.copy_object(
+    copied = aws.admin.s3.copy_object(
         Bucket=INPUT_BUCKET,
         Key="talks/a.wav",
         CopySource={"Bucket": INPUT_BUCKET, "Key": "talks/a.wav"},
@@ -106,11 +106,11 @@ def test_a_copy_in_place_with_the_same_options_is_not_paid_again(
 def test_a_copy_in_place_with_other_options_is_new_work_and_paid_once(
     aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
 ) -> None:
-    aws.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    aws.admin.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     first = aws.upload("talks/a.wav", Metadata={"dg-language": "fr"})["VersionId"]
     answers(deepgram, "req-1", "req-2")
     transcriber.process(obj(version_id=first), lambda_context)
-    copied = aws.s3.copy_object(
+    copied = aws.admin.s3.copy_object(
         Bucket=INPUT_BUCKET,
         Key="talks/a.wav",
         CopySource={"Bucket": INPUT_BUCKET, "Key": "talks/a.wav"},

@@ -53,7 +53,7 @@ def no_metadata_head(make_transcriber: TranscriberFactory) -> Transcriber:
 
 
 def versioned(aws: Aws) -> None:
-    aws.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    aws.admin.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
 
 
 # -- buckets -------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ def test_an_allowed_other_bucket_gets_its_own_output_keys(
     make_transcriber: TranscriberFactory,
     lambda_context: FakeLambdaContext,
 ) -> None:
-    aws.s3.create_bucket(Bucket="archive")
+    aws.admin.s3.create_bucket(Bucket="archive")
     aws.s3.put_object(Bucket="archive", Key="k.wav", Body=V1)
     answer(deepgram)
 
@@ -265,7 +265,7 @@ def test_bytes_uploaded_again_after_another_version_are_the_latest_again(
 def test_a_null_version_from_head_is_no_version(
     aws: Aws, deepgram: responses.RequestsMock, transcriber: Transcriber, lambda_context: FakeLambdaContext
 ) -> None:
-    aws.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Suspended"})
+    aws.admin.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Suspended"})
     aws.upload("k.wav", V1)
     answer(deepgram)
 

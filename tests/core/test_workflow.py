@@ -218,7 +218,7 @@ def test_a_rotated_key_is_read_again_once_and_used(
 ) -> None:
     aws.upload("talks/a.wav")
     transcriber.api_keys.get()  # cached from an earlier invocation
-    aws.secretsmanager.put_secret_value(SecretId=SECRET_ID, SecretString="dg-rotated-key-0123456789")
+    aws.admin.secretsmanager.put_secret_value(SecretId=SECRET_ID, SecretString="dg-rotated-key-0123456789")
     answer(deepgram, 401, json=error("INVALID_AUTH", "Invalid credentials."))
     answer(deepgram)
 

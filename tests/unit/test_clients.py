@@ -4,17 +4,29 @@ the same models and endpoints as botocore's own."""
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
 from pathlib import Path
 
 import boto3
+import botocore
+import botocore.model
 import pytest
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from botocore.exceptions import UnknownServiceError
 from botocore.loaders import JSONFileLoader, Loader
 
-from scripts.botocore_data import BOTOCORE_OWN, expected_files
+from scripts.botocore_data import BOTOCORE_OWN, expected_files, without_documentation
 from transcriber.services.clients import BOTOCORE_DATA as LAYER_DATA
-from transcriber.services.clients import LAYER_SERVICES, new_client, new_session
+from transcriber.services.clients import (
+    LAYER_OPERATIONS,
+    LAYER_SERVICES,
+    new_client,
+    new_session,
+)
+
+LAYER_PACKAGE = LAYER_DATA.parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -92,21 +104,74 @@ def test_making_the_layers_clients_parses_none_of_botocores_own_endpoint_data_or
         new_client(session, service)
 
     ours = {path.relative_to(LAYER_DATA) for path in loaded if path.is_relative_to(LAYER_DATA)}
-    assert {path.name for path in ours} == {"endpoints", "service-2"}
-    assert len(ours) == 1 + len(LAYER_SERVICES)
+    assert {path.name for path in ours} == {"endpoints", "service-2", "endpoint-rule-set-1"}
+    assert len(ours) == 1 + 2 * len(LAYER_SERVICES)
     botocores = [path.name for path in loaded if path.is_relative_to(BOTOCORE_OWN)]
-    assert "endpoints" not in botocores
-    assert "service-2" not in botocores
+    assert not {"endpoints", "service-2", "endpoint-rule-set-1"} & set(botocores)
 
 
-def test_each_client_has_botocores_own_operations_and_shapes(layers: boto3.session.Session) -> None:
+def test_each_client_has_the_layers_operations_as_botocore_defines_them() -> None:
     for service in sorted(LAYER_SERVICES):
-        theirs = Loader().load_service_model(service, "service-2")
-        ours = new_client(layers, service).meta.service_model
+        theirs = without_documentation(Loader().load_service_model(service, "service-2"))
+        ours = new_session()._session.get_component("data_loader").load_service_model(service, "service-2")
 
-        assert list(ours.operation_names) == sorted(theirs["operations"]), service
-        assert list(ours.shape_names) == list(theirs["shapes"]), service
-        assert ours.metadata == theirs["metadata"], service
+        assert set(ours["operations"]) == LAYER_OPERATIONS[service], service
+        assert all(ours["operations"][name] == theirs["operations"][name] for name in ours["operations"])
+        assert all(ours["shapes"][name] == theirs["shapes"][name] for name in ours["shapes"])
+        errors = {name for name, shape in theirs["shapes"].items() if shape.get("exception")}
+        assert errors <= set(ours["shapes"]), service  # a client's exceptions stay botocore's
+        assert ours["metadata"] == theirs["metadata"], service
+        model = botocore.model.ServiceModel(ours, service)
+        for name in model.operation_names:  # every shape an operation reaches is there to resolve
+            operation = model.operation_model(name)
+            for shape in (operation.input_shape, operation.output_shape, *operation.error_shapes):
+                resolve_all(shape)
+
+
+def resolve_all(shape: botocore.model.Shape | None, seen: set[str] | None = None) -> None:
+    """Resolve every shape ``shape`` reaches (botocore raises ``NoShapeFoundError`` on a missing one)."""
+    seen = set() if seen is None else seen
+    if shape is None or shape.name in seen:
+        return
+    seen.add(shape.name)
+    children = [*getattr(shape, "members", {}).values()]
+    children += [getattr(shape, name) for name in ("member", "key", "value") if hasattr(shape, name)]
+    for child in children:
+        resolve_all(child, seen)
+
+
+def test_a_client_has_no_method_for_an_operation_the_layer_never_calls(layers: boto3.session.Session) -> None:
+    s3 = new_client(layers, "s3")
+
+    assert hasattr(s3, "head_object")
+    assert not hasattr(s3, "list_objects_v2")
+
+
+def operations_called(source: str, names: dict[str, str]) -> set[str]:
+    """The operations (of ``names``: method name -> operation) a module's source calls as methods."""
+    return {
+        names[node.func.attr]
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in names
+    }
+
+
+def test_every_operation_the_layer_and_its_idempotency_store_call_is_in_its_cut() -> None:
+    # A call the cut lacks would raise AttributeError in Lambda, so every method call in the layer
+    # (and in Powertools' DynamoDB store, which it hands its client) that names an operation of one
+    # of its services must name one the cut keeps. botocore's own calls are listed in LAYER_OPERATIONS.
+    everything = {
+        service: Loader().load_service_model(service, "service-2")["operations"] for service in LAYER_SERVICES
+    }
+    method_names = {botocore.xform_name(op): op for ops in everything.values() for op in ops}
+    method_names |= {"generate_presigned_url": "GetObject"}  # presigns a GetObject (services.source)
+    sources = [path.read_text(encoding="utf-8") for path in LAYER_PACKAGE.rglob("*.py")]
+    sources.append(Path(inspect.getfile(DynamoDBPersistenceLayer)).read_text(encoding="utf-8"))
+    called = set().union(*(operations_called(source, method_names) for source in sources))
+    kept = set().union(*LAYER_OPERATIONS.values())
+
+    assert called - kept == set()
+    assert {"HeadObject", "PutObject", "GetItem", "TransactWriteItems", "PutEvents", "SendMessage"} <= called
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ fiction. With these settings one call's worst case is known (``worst_case_call_s
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,25 @@ AWS_CLIENT_CONFIG = Config(
     signature_version="s3v4",
 )
 
-# Every AWS service the layer's functions call.
-LAYER_SERVICES = frozenset({"dynamodb", "events", "s3", "secretsmanager", "sqs"})
+# Every AWS operation the layer's functions call, by service: its cut of botocore's data keeps
+# only these, so a client has no method for any other. Beside the layer's own calls: Powertools'
+# idempotency store (DynamoDB GetItem, PutItem, UpdateItem, DeleteItem) and botocore's own (S3
+# HeadBucket: the region redirector; S3 CreateSession: directory buckets; DynamoDB
+# DescribeEndpoints: endpoint discovery). ``tests/unit/test_clients.py`` finds every call.
+LAYER_OPERATIONS: Mapping[str, frozenset[str]] = {
+    "dynamodb": frozenset(
+        {"DeleteItem", "DescribeEndpoints", "GetItem", "PutItem", "Query", "TransactWriteItems", "UpdateItem"}
+    ),
+    "events": frozenset({"DescribeEventBus", "PutEvents"}),
+    "s3": frozenset({"CreateSession", "DeleteObject", "GetObject", "HeadBucket", "HeadObject", "PutObject"}),
+    "secretsmanager": frozenset({"GetSecretValue"}),
+    "sqs": frozenset({"ChangeMessageVisibility", "SendMessage"}),
+}
+LAYER_SERVICES = frozenset(LAYER_OPERATIONS)
 
-# botocore's data cut to what LAYER_SERVICES load (scripts/botocore_data.py writes it): its whole
-# endpoints.json (1.2 MB) and the models' documentation are parsed on a cold start, for nothing.
+# botocore's data cut to what LAYER_OPERATIONS need (scripts/botocore_data.py writes it): its
+# whole endpoints.json (1.2 MB), every other operation's model and the documentation are parsed on
+# a cold start, for nothing.
 BOTOCORE_DATA = Path(__file__).resolve().with_name("botocore_data")
 
 
