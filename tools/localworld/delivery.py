@@ -93,6 +93,10 @@ THROTTLED_ERROR_CODE: Final = "429"
 ERROR_MESSAGE_LIMIT_BYTES: Final = 1024
 
 _THROTTLE_ERROR_TYPE: Final = "TooManyRequestsException"
+# How long close() waits for its containers and threads, in all. A container killed on a loaded
+# machine can take seconds to exit: under three busy loops, one still had its SIGKILL pending
+# (state R) 5.5 s after it was sent, and was gone 3 s later.
+CLOSE_WAIT_S: Final = 12.0
 
 
 def dead_letter_attributes(request_id: str, error_code: str, error_message: str) -> dict[str, Any]:
@@ -453,10 +457,9 @@ class LocalDelivery:
         closers = [threading.Thread(target=f.close, args=(0.5,), daemon=True) for f in functions]
         for closer in closers:
             closer.start()
-        for closer in closers:
-            closer.join(5)
-        for thread in self._threads:
-            thread.join(5)
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        for thread in [*closers, *self._threads]:
+            thread.join(max(0.0, deadline - time.monotonic()))
         for executor in self._executors:
             executor.shutdown(wait=True, cancel_futures=True)
         self._sqs.close()
