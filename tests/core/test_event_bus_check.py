@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 import responses
+from botocore.stub import Stubber
 
 from tests.core.conftest import (
     ENV,
@@ -24,7 +25,7 @@ from transcriber.config import Settings
 from transcriber.domain.events import S3ObjectRef
 from transcriber.errors import BlockedError
 from transcriber.services.clients import AWS_CLIENT_CONFIG
-from transcriber.services.event_bus import EVENT_BUS_MISSING
+from transcriber.services.event_bus import EVENT_BUS_MISSING, BusState, EventBusCheck
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -105,3 +106,18 @@ def test_no_completion_events_no_bus_check(
 
     assert transcriber.process(obj("a.wav"), lambda_context).status == "transcribed"
     assert described.calls == 0
+
+
+def test_a_role_that_may_not_describe_the_bus_leaves_it_unchecked_once_per_container(
+    aws: Aws, caplog: pytest.LogCaptureFixture
+) -> None:
+    described = Described(aws)
+    check = EventBusCheck(lambda: described.client, BUS)  # moto has no such bus
+
+    with Stubber(described.client) as stub:
+        stub.add_client_error("describe_event_bus", "AccessDeniedException", http_status_code=400)
+        state = check.check()
+
+    assert state is BusState.UNCHECKED  # the work goes on, with a warning
+    assert "a missing bus drops events silently" in caplog.text
+    assert check.check() is BusState.UNCHECKED  # not asked again: moto would say the bus is missing

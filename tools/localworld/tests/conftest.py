@@ -1,5 +1,7 @@
 """Shared fixtures for the local-world tests: one moto server per session, reset per test, and one
-Deepgram emulator per session with default settings, no faults and an empty log per test."""
+Deepgram emulator per session with default settings, no faults and an empty log per test.
+
+Untraced by coverage (``tests/untraced.py``): they test the local world, not the layer."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from localworld.aws import LocalAws, MotoServer
 from localworld.deepgram import DeepgramEmulator
 from localworld.deepgram.server import RECOGNITION_LIMIT_BYTES
 from localworld.template import Stack, load_stack
+from tests.untraced import no_cover  # noqa: F401  (a fixture: pytest finds it by its name here)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE_TEMPLATE = FIXTURES / "template.yaml"
