@@ -19,12 +19,7 @@ from botocore.loaders import JSONFileLoader, Loader
 
 from scripts.botocore_data import BOTOCORE_OWN, expected_files, without_documentation
 from transcriber.services.clients import BOTOCORE_DATA as LAYER_DATA
-from transcriber.services.clients import (
-    LAYER_OPERATIONS,
-    LAYER_SERVICES,
-    new_client,
-    new_session,
-)
+from transcriber.services.clients import LAYER_OPERATIONS, LAYER_SERVICES, new_client, new_session
 
 LAYER_PACKAGE = LAYER_DATA.parents[1]
 
