@@ -30,9 +30,9 @@ from bench.sim import product
 from bench.sim.engine import Draws, Loop, Proc
 from transcriber.domain import capacity_core as core
 from transcriber.domain.capacity_core import BACKFILL_LANE, LIVE_LANE, PoolSettings, PoolState
+from transcriber.pipeline.workflow import IN_PROGRESS_REASON
+from transcriber.services.capacity import CAPACITY_REASON
 
-CAPACITY_REASON = "deepgram-capacity"
-IN_PROGRESS_REASON = "in-progress-elsewhere"
 # What the product does not count as a failure of the object: it waits for it, using no attempt.
 WAITS = frozenset({CAPACITY_REASON, IN_PROGRESS_REASON})
 # In-invocation retries of a Deepgram request: the product's policy (template's attempts).
